@@ -1,0 +1,159 @@
+"""The FastAPI application: lifespan (backend open/close), error handlers, request ids."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import __version__
+from .backends import Backend, make_backend
+from .errors import GatewayError
+from .redact import install_log_redaction
+from .responses import problem_response
+from .routes.api import v3_router, v4_router
+from .routes.health import router as health_router
+from .settings import Settings, load_settings
+
+log = logging.getLogger("gateway")
+access_log = logging.getLogger("gateway.access")
+
+_REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+class RequestIdMiddleware:
+    """Accepts or assigns ``X-Request-ID``, returns it, and writes one access-log line."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                if 0 < len(candidate) <= 128 and set(candidate) <= _REQUEST_ID_OK:
+                    request_id = candidate
+                break
+        request_id = request_id or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []),
+                                      (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            access_log.info(
+                "%s %s %s", scope["method"], scope["path"], status,
+                extra={"request_id": request_id, "status": status,
+                       "duration_ms": round((time.perf_counter() - started) * 1000, 2)},
+            )
+
+
+def _request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+async def _gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    if exc.slug == "gateway-misconfigured":
+        log.error("CiviCRM rejected the gateway's own credentials: fix the gateway's settings "
+                  "(%s)", exc.civicrm, extra={"request_id": _request_id(request)})
+    elif exc.status >= 500:
+        log.warning("%s: %s", exc.slug, exc.detail, extra={"request_id": _request_id(request)})
+    return problem_response(exc, request.url.path)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        error = GatewayError("route-not-found", f"No route {request.url.path[:200]!r}.")
+    elif exc.status_code == 405:
+        error = GatewayError("method-not-allowed",
+                             f"{request.method} is not allowed here.", headers=exc.headers)
+    else:
+        error = GatewayError("invalid-request", str(exc.detail), status=exc.status_code)
+    return problem_response(error, request.url.path)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("path", "query", "body"))
+        problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+    return problem_response(GatewayError("invalid-request", "; ".join(problems)),
+                            request.url.path)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected failure", extra={"request_id": _request_id(request)})
+    return problem_response(GatewayError("internal-error",
+                                         "Unexpected failure; see the gateway's log."),
+                            request.url.path)
+
+
+def create_app(settings: Settings | None = None, *, backend: Backend | None = None) -> FastAPI:
+    """Build the gateway. ``backend`` overrides the one the settings name (for embedding)."""
+    settings = settings or load_settings()
+    install_log_redaction(settings.secret_values)
+    backend = backend or make_backend(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await backend.start()
+        log.info("civicrm-gateway %s ready on the %s backend", __version__, backend.name)
+        try:
+            yield
+        finally:
+            await backend.close()
+
+    app = FastAPI(
+        title="civicrm-gateway",
+        version=__version__,
+        description="Clean HTTP routes to CiviCRM APIv4 and APIv3. Answers are plain JSON "
+                    "lists of records; errors are RFC 9457 problem+json.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.backend = backend
+    app.add_exception_handler(GatewayError, _gateway_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)
+    app.include_router(v4_router)
+    app.include_router(v3_router)
+    app.include_router(health_router)
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for uvicorn (``--factory``): settings and logging from the environment."""
+    from .logs import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

@@ -1,0 +1,162 @@
+"""CiviCRM over HTTP: APIv4 at ``civicrm/ajax/api4/{Entity}/{action}``, APIv3 at ``civicrm/ajax/rest``.
+
+One ``httpx.AsyncClient`` per backend keeps connections alive between calls. Params always go in
+the POST body (never the URL, where proxies and access logs would keep them), JSON re-encoded by
+the gateway so CiviCRM never sees malformed JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any
+
+import httpx
+import orjson
+
+from ..errors import GatewayError
+from ..results import Records, invalid_response, v3_records, v4_records
+from ..settings import Settings
+from .base import Backend
+
+log = logging.getLogger("gateway.backend.http")
+
+
+def _dumps(params: dict[str, Any]) -> str:
+    return orjson.dumps(params).decode()
+
+
+class HttpBackend(Backend):
+    name = "http"
+
+    def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+                 ) -> None:
+        if not settings.http_url:
+            raise ValueError("http_url is required")
+        self.settings = settings
+        self.base = settings.http_url
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._headers, self._auth, self._legacy_fields = self._credentials(settings)
+
+    # --- credentials -------------------------------------------------------------------------
+    @staticmethod
+    def _credentials(s: Settings) -> tuple[dict[str, str], httpx.Auth | None, dict[str, str]]:
+        headers = {"X-Requested-With": "XMLHttpRequest", "Accept": "application/json"}
+        auth: httpx.Auth | None = None
+        legacy: dict[str, str] = {}
+        key = s.http_api_key.get_secret_value() if s.http_api_key else ""
+        if s.http_auth == "x-civi-auth":
+            headers["X-Civi-Auth"] = f"Bearer {key}"
+        elif s.http_auth == "bearer":
+            headers["Authorization"] = f"Bearer {key}"
+        elif s.http_auth == "basic":
+            password = s.http_password.get_secret_value() if s.http_password else ""
+            auth = httpx.BasicAuth(s.http_username or "", password)
+        else:  # legacy key + api_key form fields (APIv3 extern/rest.php style)
+            legacy = {"api_key": key}
+        if s.http_site_key is not None:
+            site_key = s.http_site_key.get_secret_value()
+            headers["X-Civi-Key"] = site_key
+            if s.http_auth == "legacy":
+                legacy["key"] = site_key
+        if s.http_htaccess_user and auth is None:
+            password = s.http_htaccess_password.get_secret_value() if s.http_htaccess_password \
+                else ""
+            auth = httpx.BasicAuth(s.http_htaccess_user, password)
+        return headers, auth, legacy
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def _verify(self) -> ssl.SSLContext | bool:
+        if self.settings.http_ca_bundle is not None:
+            return ssl.create_default_context(cafile=str(self.settings.http_ca_bundle))
+        return self.settings.http_verify_ssl
+
+    async def start(self) -> None:
+        if self._client is not None:
+            return
+        limits = httpx.Limits(max_connections=self.settings.http_max_connections,
+                              max_keepalive_connections=self.settings.http_max_connections,
+                              keepalive_expiry=30)
+        self._client = httpx.AsyncClient(
+            base_url=self.base + "/",
+            headers=self._headers,
+            auth=self._auth,
+            timeout=httpx.Timeout(self.settings.http_timeout,
+                                  connect=min(10.0, self.settings.http_timeout)),
+            limits=limits,
+            verify=self._verify(),
+            transport=self._transport,
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # --- calls -------------------------------------------------------------------------------
+    async def call(self, version: int, entity: str, action: str,
+                   params: dict[str, Any]) -> Records:
+        if self._client is None:
+            await self.start()
+        if version == 4:
+            path = f"civicrm/ajax/api4/{entity}/{action}"
+            data = {"params": _dumps(params)}
+        else:
+            path = self.settings.http_v3_path
+            data = {"entity": entity, "action": action, "json": _dumps(params),
+                    **self._legacy_fields}
+        response = await self._post(path, data)
+        body = self._json(response)
+        if version == 4:
+            if response.status_code >= 400 and not isinstance(body, dict):
+                raise invalid_response(f"CiviCRM answered HTTP {response.status_code}.")
+            if response.status_code >= 400 and "values" in body:
+                raise invalid_response(f"CiviCRM answered HTTP {response.status_code}.")
+            return v4_records(body, status=response.status_code)
+        if response.status_code >= 400 and not (isinstance(body, dict) and body.get("is_error")):
+            raise invalid_response(f"CiviCRM answered HTTP {response.status_code}.")
+        return v3_records(action, body)
+
+    async def _post(self, path: str, data: dict[str, str]) -> httpx.Response:
+        assert self._client is not None
+        try:
+            response = await self._client.post(path, data=data)
+        except httpx.TimeoutException:
+            raise GatewayError("upstream-timeout",
+                               f"CiviCRM did not answer within {self.settings.http_timeout:g} s."
+                               ) from None
+        except httpx.ConnectError:
+            raise GatewayError("upstream-unavailable",
+                               "The gateway cannot connect to CiviCRM.") from None
+        except httpx.TransportError as exc:
+            raise GatewayError("upstream-invalid-response",
+                               f"The connection to CiviCRM failed: {type(exc).__name__}."
+                               ) from None
+        if response.status_code == 401:
+            log.error("CiviCRM rejected the gateway's credentials (HTTP 401 from %s): %s",
+                      self.base, response.text[:200])
+            raise GatewayError(
+                "gateway-misconfigured",
+                "CiviCRM rejected the gateway's credentials; the gateway's operator must check "
+                "its CiviCRM API key, site key and auth settings.",
+                civicrm={"error_code": 401, "error_message": response.text[:200].strip()},
+            )
+        return response
+
+    @staticmethod
+    def _json(response: httpx.Response) -> Any:
+        try:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            if response.status_code == 503:
+                raise GatewayError("upstream-unavailable",
+                                   "CiviCRM answered 503 Service Unavailable.") from None
+            if response.status_code == 405:
+                raise GatewayError("method-not-allowed",
+                                   "CiviCRM refused the HTTP method.") from None
+            kind = response.headers.get("content-type", "no content type").split(";")[0]
+            raise invalid_response(
+                f"CiviCRM answered HTTP {response.status_code} with {kind}, not JSON.") from None

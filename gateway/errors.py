@@ -1,0 +1,227 @@
+"""Error mapping: every failure the gateway reports, and how CiviCRM's failures map onto them.
+
+CiviCRM answers HTTP 500 for almost every APIv4 error and HTTP 200 with ``is_error`` for APIv3,
+so the class of a failure must be read from its message. This module is the only place that does
+it; every backend (HTTP, sandbox, cv, cv pipe) hands its raw failure to :func:`from_civicrm`.
+
+Bodies are RFC 9457 ``application/problem+json``: ``type``, ``title``, ``status``, ``detail``,
+plus ``civicrm`` (CiviCRM's own ``error_code`` / ``error_message``, never debug or backtrace).
+
+| type                        | status | when                                                          |
+|-----------------------------|--------|---------------------------------------------------------------|
+| invalid-request             | 400    | the gateway refused the request (body, names, query)          |
+| payload-too-large           | 413    | request body over the configured limit                        |
+| route-not-found             | 404    | no such gateway route                                         |
+| method-not-allowed          | 405    | GET of a write action, or a write CiviCRM refused over GET    |
+| unknown-api                 | 404    | CiviCRM has no such entity or action                          |
+| record-not-found            | 404    | APIv3 getsingle/getvalue matched nothing                      |
+| civicrm-permission-denied   | 403    | CiviCRM refused the call for lack of permission               |
+| civicrm-bad-request         | 400    | CiviCRM refused the parameters (field, operator, type, where) |
+| civicrm-validation          | 422    | CiviCRM refused the values (mandatory, invalid option, FK)    |
+| civicrm-conflict            | 409    | duplicate record, or getsingle matched several                |
+| civicrm-error               | 400    | any other error CiviCRM raised for this call                  |
+| gateway-misconfigured       | 502    | CiviCRM rejected the gateway's own credentials or headers     |
+| upstream-error              | 502    | CiviCRM failed (database error, masked error, crash)          |
+| upstream-invalid-response   | 502    | CiviCRM answered something that is not its API's JSON         |
+| upstream-unavailable        | 503    | CiviCRM cannot be reached                                     |
+| upstream-maintenance        | 503    | CiviCRM is in maintenance mode                                |
+| upstream-timeout            | 504    | CiviCRM did not answer in time                                |
+| internal-error              | 500    | a bug in the gateway (logged); never caused by input          |
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+PROBLEM_BASE = "/problems/"
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemType:
+    slug: str
+    status: int
+    title: str
+    description: str
+
+    @property
+    def uri(self) -> str:
+        return PROBLEM_BASE + self.slug
+
+
+_TYPES = [
+    ProblemType("invalid-request", 400, "Invalid request",
+                "The gateway refused the request before contacting CiviCRM: the body is not a "
+                "JSON object, a name is not a valid entity or action, or a query field is "
+                "malformed. Fix the request."),
+    ProblemType("payload-too-large", 413, "Request body too large",
+                "The request body is larger than the gateway accepts."),
+    ProblemType("route-not-found", 404, "No such route",
+                "The gateway has no route at this path. Calls go to /v4/{entity}/{action} or "
+                "/v3/{entity}/{action}."),
+    ProblemType("method-not-allowed", 405, "Method not allowed",
+                "Only read actions (get*, autocomplete) may use GET; send writes with POST."),
+    ProblemType("unknown-api", 404, "Unknown entity or action",
+                "CiviCRM has no such entity or action (or the extension that provides it is not "
+                "enabled)."),
+    ProblemType("record-not-found", 404, "No matching record",
+                "The call expected exactly one record and found none."),
+    ProblemType("civicrm-permission-denied", 403, "Permission denied by CiviCRM",
+                "The CiviCRM user the gateway acts as lacks a permission this call needs."),
+    ProblemType("civicrm-bad-request", 400, "CiviCRM refused the parameters",
+                "CiviCRM refused the call's parameters: an unknown field, an illegal operator, "
+                "a value of the wrong type or a missing where clause."),
+    ProblemType("civicrm-validation", 422, "CiviCRM refused the values",
+                "CiviCRM refused the values to save: a mandatory value is missing, a value is "
+                "not a valid option, or a reference points to a record that does not exist."),
+    ProblemType("civicrm-conflict", 409, "Conflict",
+                "The call conflicts with existing data: a duplicate record, or several records "
+                "where one was expected."),
+    ProblemType("civicrm-error", 400, "CiviCRM rejected the call",
+                "CiviCRM raised an error for this call; its message is in detail."),
+    ProblemType("gateway-misconfigured", 502, "Gateway misconfigured",
+                "CiviCRM rejected the gateway's own credentials or request headers. The client "
+                "cannot fix this: the gateway's operator must check its CiviCRM settings."),
+    ProblemType("upstream-error", 502, "CiviCRM failed",
+                "CiviCRM failed while handling the call (for example a database error), or hid "
+                "the error's text from the gateway's user."),
+    ProblemType("upstream-invalid-response", 502, "Invalid response from CiviCRM",
+                "CiviCRM answered with something that is not its API's JSON."),
+    ProblemType("upstream-unavailable", 503, "CiviCRM unavailable",
+                "The gateway cannot reach CiviCRM right now."),
+    ProblemType("upstream-maintenance", 503, "CiviCRM in maintenance mode",
+                "CiviCRM is temporarily unavailable for maintenance."),
+    ProblemType("upstream-timeout", 504, "CiviCRM timed out",
+                "CiviCRM did not answer within the gateway's time limit."),
+    ProblemType("internal-error", 500, "Gateway internal error",
+                "An unexpected failure inside the gateway (a bug): it is logged with the "
+                "request id. Never caused by a client's input."),
+]
+PROBLEM_TYPES: dict[str, ProblemType] = {t.slug: t for t in _TYPES}
+
+
+class GatewayError(Exception):
+    """A failure with a problem type; rendered as problem+json by the app."""
+
+    def __init__(
+        self,
+        slug: str,
+        detail: str,
+        *,
+        civicrm: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        status: int | None = None,
+    ) -> None:
+        self.problem = PROBLEM_TYPES[slug]
+        self.detail = detail
+        self.civicrm = civicrm
+        self.headers = headers or {}
+        self.status = status or self.problem.status
+        super().__init__(f"{slug}: {detail}")
+
+    @property
+    def slug(self) -> str:
+        return self.problem.slug
+
+    def body(self, instance: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": self.problem.uri,
+            "title": self.problem.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance:
+            body["instance"] = instance
+        if self.civicrm is not None:
+            body["civicrm"] = self.civicrm
+        return body
+
+
+def invalid_request(detail: str) -> GatewayError:
+    return GatewayError("invalid-request", detail)
+
+
+# --- classification of CiviCRM's own failures ------------------------------------------------
+
+# (pattern, slug). First match wins; patterns are CiviCRM's real messages (5.77 and earlier).
+_MESSAGE_RULES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(p, re.IGNORECASE), slug)
+    for p, slug in [
+        (r"invalid credential|login not permitted|cannot login|"
+         r"SECURITY ALERT: Ajax requests can only be issued", "gateway-misconfigured"),
+        (r"SECURITY: All requests that modify the database must be http POST", "method-not-allowed"),
+        (r"^Authorization failed|API permission check failed|^Unauthorized field|"
+         r"ACL check failed|^Permission denied|insufficient permission", "civicrm-permission-denied"),
+        (r"^API \(.*\) does not exist|^Api \S+ \S+ version \d+ does not exist", "unknown-api"),
+        (r"^Expected one \S+ but found 0\b|^Record not found", "record-not-found"),
+        (r"^Expected one \S+ but found \d+", "civicrm-conflict"),
+        (r"^Mandatory (values|key\(s\)) missing", "civicrm-validation"),
+        (r"^DB Error: (constraint violation|foreign key)", "civicrm-validation"),
+        (r"^DB Error: already exists|Duplicate entry", "civicrm-conflict"),
+        (r"^DB Error", "upstream-error"),
+        (r"^Invalid field|^Illegal operator|is not of the correct type|is required unless|"
+         r"^Unknown api parameter|^Cannot use existing field name|^Illegal (field|join|expression)|"
+         r"^Invalid (join|expression|orderBy|index)|^Unknown field", "civicrm-bad-request"),
+        (r"is not a valid|not a valid option|^Invalid value|must be (a|an|one of)\b",
+         "civicrm-validation"),
+        (r"^Sorry an error occurred and your request was not completed", "upstream-error"),
+        (r"Temporarily unavailable for maintenance", "upstream-maintenance"),
+    ]
+]
+
+_V3_CODES = {
+    "not-found": "unknown-api",
+    "mandatory_missing": "civicrm-validation",
+    "unauthorized": "civicrm-permission-denied",
+    "already exists": "civicrm-conflict",
+    "constraint violation": "civicrm-validation",
+}
+
+
+def classify(message: str | None, *, status: int | None = None,
+             error_code: int | str | None = None) -> str:
+    """The problem slug for a CiviCRM failure, from its HTTP status, code and message."""
+    message = (message or "").strip()
+    if status == 401:
+        return "gateway-misconfigured"
+    if status == 403:
+        return "civicrm-permission-denied"
+    if status == 405:
+        return "method-not-allowed"
+    if isinstance(error_code, str) and error_code in _V3_CODES:
+        return _V3_CODES[error_code]
+    for pattern, slug in _MESSAGE_RULES:
+        if pattern.search(message):
+            return slug
+    if status == 503:
+        return "upstream-unavailable"
+    if not message:
+        return "upstream-invalid-response"
+    return "civicrm-error"
+
+
+_HINTS = {
+    "gateway-misconfigured": "CiviCRM rejected the gateway's credentials; check the gateway's "
+                             "CiviCRM settings (API key, site key, auth style).",
+    "upstream-error": "CiviCRM reported an internal failure.",
+}
+
+
+def from_civicrm(message: str | None, *, status: int | None = None,
+                 error_code: int | str | None = None,
+                 extra: dict[str, Any] | None = None) -> GatewayError:
+    """Map one CiviCRM failure (REST, APIv3 envelope, cv or cv pipe) to a GatewayError."""
+    slug = classify(message, status=status, error_code=error_code)
+    civicrm: dict[str, Any] = {"error_code": error_code, "error_message": message}
+    if extra:
+        # Only well-known, harmless members of CiviCRM's error: never debug or trace data.
+        civicrm.update({k: v for k, v in extra.items() if k in ("fields", "entity", "action")})
+    detail = message or PROBLEM_TYPES[slug].description
+    if slug == "gateway-misconfigured":
+        detail = _HINTS[slug]
+    elif slug == "upstream-error" and message and message.startswith("Sorry an error occurred"):
+        detail = ("CiviCRM hid the error's text from the gateway's user; grant that user "
+                  "'view debug output' to see real messages. " + message)
+    return GatewayError(slug, detail, civicrm=civicrm)

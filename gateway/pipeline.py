@@ -1,0 +1,45 @@
+"""One call's way through the gateway: params normalisation -> access policy -> backend ->
+result shaping. Routes only turn HTTP input into ``(version, entity, action, params)``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .errors import GatewayError
+from .params import check_names, normalize_v3, normalize_v4, parse_body
+from .responses import JSONResponse
+from .results import response_body
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused as soon as it grows past ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise GatewayError("payload-too-large", f"The body is larger than {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise GatewayError("payload-too-large", f"The body is larger than {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def params_from_body(request: Request) -> dict[str, Any]:
+    settings = request.app.state.settings
+    body = await read_body(request, settings.max_body_bytes)
+    return parse_body(body, max_depth=settings.max_json_depth)
+
+
+async def run_call(request: Request, version: int, entity: str, action: str,
+                   params: dict[str, Any]) -> Response:
+    check_names(entity, action)
+    params = normalize_v4(action, params) if version == 4 else normalize_v3(params)
+    backend = request.app.state.backend
+    records = await backend.call(version, entity, action, params)
+    body, headers = response_body(version, action, records)
+    return JSONResponse(body, headers=headers)

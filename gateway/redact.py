@@ -1,0 +1,68 @@
+"""Keeps configured secrets out of every string the gateway emits (logs, error bodies)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+
+MASK = "[REDACTED]"
+
+
+class Redactor:
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets: list[str] = []
+        self._pattern: re.Pattern[str] | None = None
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        new = [s for s in secrets if s and s not in self._secrets]
+        if not new:
+            return
+        self._secrets.extend(new)
+        # Longest first so that a secret containing another is masked whole.
+        ordered = sorted(self._secrets, key=len, reverse=True)
+        self._pattern = re.compile("|".join(re.escape(s) for s in ordered))
+
+    def text(self, value: str) -> str:
+        if self._pattern is None or not value:
+            return value
+        return self._pattern.sub(MASK, value)
+
+
+# One process-wide redactor: every app instance adds its secrets to it.
+REDACTOR = Redactor()
+_installed = False
+
+
+def _mask_record(record: logging.LogRecord) -> None:
+    try:
+        message = record.getMessage()
+    except (TypeError, ValueError):  # a bad %-format: keep the raw text rather than fail
+        message = f"{record.msg} {record.args}"
+    record.msg = REDACTOR.text(message)
+    record.args = None
+    if record.exc_info:
+        record.exc_text = REDACTOR.text(logging.Formatter().formatException(record.exc_info))
+        record.exc_info = None
+
+
+def install_log_redaction(secrets: Iterable[str]) -> None:
+    """Mask ``secrets`` in every log record created from now on, whatever handler prints it.
+
+    Done in the record factory rather than a handler filter, so that handlers added by others
+    (uvicorn's, a test's capture) never see an unmasked message either.
+    """
+    global _installed
+    REDACTOR.add(secrets)
+    if _installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        _mask_record(record)
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _installed = True

@@ -1,0 +1,31 @@
+"""Liveness, readiness and the problem-type pages that error bodies link to."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from ..errors import PROBLEM_TYPES, GatewayError
+from ..responses import JSONResponse
+
+router = APIRouter(tags=["service"])
+
+
+@router.get("/healthz", summary="Alive")
+async def healthz() -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/readyz", summary="Backend reachable and credentials accepted")
+async def readyz(request: Request) -> JSONResponse:
+    backend = request.app.state.backend
+    await backend.check()
+    return JSONResponse({"status": "ready", "backend": backend.name})
+
+
+@router.get("/problems/{slug}", summary="What an error type means")
+async def problem(slug: str) -> JSONResponse:
+    problem = PROBLEM_TYPES.get(slug)
+    if problem is None:
+        raise GatewayError("route-not-found", f"No problem type {slug[:80]!r}.")
+    return JSONResponse({"type": problem.uri, "title": problem.title, "status": problem.status,
+                         "description": problem.description})

@@ -1,0 +1,152 @@
+"""All configuration, in one place: environment (``CIVI_GATEWAY_*``), ``.env`` and secret files.
+
+Secret values are ``SecretStr`` so that a repr, a log line or a traceback never shows them.
+Invalid combinations fail at start-up with a message naming the variable to fix.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "CIVI_GATEWAY_"
+DEFAULT_SECRETS_DIR = "/run/secrets"
+
+BackendKind = Literal["sandbox", "http", "cv", "pipe"]
+HttpAuth = Literal["x-civi-auth", "bearer", "basic", "legacy"]
+
+
+class SettingsError(Exception):
+    """Configuration that cannot work; the message names the variable(s) to fix."""
+
+
+def env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    # --- service ---------------------------------------------------------------------------
+    backend: BackendKind = "sandbox"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_json_depth: int = Field(32, ge=2, le=512)
+
+    # --- HTTP backend ----------------------------------------------------------------------
+    http_url: str | None = None
+    http_api_key: SecretStr | None = None
+    http_site_key: SecretStr | None = None
+    http_auth: HttpAuth = "x-civi-auth"
+    http_username: str | None = None
+    http_password: SecretStr | None = None
+    http_htaccess_user: str | None = None
+    http_htaccess_password: SecretStr | None = None
+    http_verify_ssl: bool = True
+    http_ca_bundle: Path | None = None
+    http_timeout: float = Field(30.0, gt=0, le=3600)
+    http_v3_path: str = "civicrm/ajax/rest"
+    http_max_connections: int = Field(100, ge=1, le=10_000)
+
+    # --- embedded sandbox ------------------------------------------------------------------
+    sandbox_db: str = ":memory:"
+    sandbox_demo: int = Field(200, ge=0, le=1_000_000)
+
+    # --- validators ------------------------------------------------------------------------
+    @field_validator("http_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("http_v3_path")
+    @classmethod
+    def _strip_path(cls, value: str) -> str:
+        return value.strip("/")
+
+    @model_validator(mode="after")
+    def _check_backend(self) -> Settings:
+        if self.backend == "http":
+            missing = []
+            if not self.http_url:
+                missing.append(env_name("http_url"))
+            if self.http_auth == "basic":
+                if not self.http_username:
+                    missing.append(env_name("http_username"))
+                if self.http_password is None:
+                    missing.append(env_name("http_password"))
+            elif self.http_api_key is None or not self.http_api_key.get_secret_value():
+                missing.append(env_name("http_api_key"))
+            if self.http_auth == "legacy" and self.http_site_key is None:
+                missing.append(env_name("http_site_key"))
+            if missing:
+                raise ValueError(
+                    f"{', '.join(missing)} required when {env_name('backend')}=http"
+                    f" and {env_name('http_auth')}={self.http_auth}"
+                )
+        if self.http_ca_bundle is not None and not self.http_ca_bundle.is_file():
+            raise ValueError(f"{env_name('http_ca_bundle')}: no such file {self.http_ca_bundle}")
+        return self
+
+    # --- derived ---------------------------------------------------------------------------
+    @cached_property
+    def secret_values(self) -> tuple[str, ...]:
+        """Every configured secret, for redaction of logs and error bodies."""
+        values = []
+        for name, field in type(self).model_fields.items():
+            if field.annotation in (SecretStr, SecretStr | None):
+                secret = getattr(self, name)
+                if secret is not None and len(secret.get_secret_value()) >= 4:
+                    values.append(secret.get_secret_value())
+        return tuple(values)
+
+
+def _secrets_dir() -> str | None:
+    path = os.environ.get(env_name("secrets_dir"), DEFAULT_SECRETS_DIR)
+    return path if path and Path(path).is_dir() else None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, ``.env`` and the secrets directory.
+
+    Raises ``SettingsError`` with a readable message naming each bad variable.
+    """
+    try:
+        return Settings(_secrets_dir=_secrets_dir(), **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False, include_input=False):
+            loc = [str(part) for part in err["loc"] if part != "__root__"]
+            where = env_name(loc[0]) + ": " if loc else ""
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}{msg}")
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+
+
+def split_command(value: str | list[str] | None) -> list[str]:
+    """An argv prefix from a setting: a JSON-style list or a shell-like string (never run by a shell)."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [str(part) for part in value]
+    return shlex.split(value)
