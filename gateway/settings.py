@@ -65,6 +65,18 @@ class Settings(BaseSettings):
     http_v3_path: str = "civicrm/ajax/rest"
     http_max_connections: int = Field(100, ge=1, le=10_000)
 
+    # --- cv backends (one process per call, or a pool of `cv pipe` workers) -----------------
+    cv_command: str = "cv"
+    cv_cwd: str | None = None
+    cv_context: str | None = None
+    cv_user: str | None = None
+    cv_check_permissions: bool = True
+    cv_timeout: float = Field(30.0, gt=0, le=3600)
+    cv_concurrency: int = Field(4, ge=1, le=256)
+    pipe_size: int = Field(2, ge=1, le=64)
+    pipe_max_calls: int = Field(1000, ge=1)
+    pipe_start_timeout: float = Field(60.0, gt=0, le=600)
+
     # --- embedded sandbox ------------------------------------------------------------------
     sandbox_db: str = ":memory:"
     sandbox_demo: int = Field(200, ge=0, le=1_000_000)
@@ -104,6 +116,12 @@ class Settings(BaseSettings):
                     f"{', '.join(missing)} required when {env_name('backend')}=http"
                     f" and {env_name('http_auth')}={self.http_auth}"
                 )
+        if self.backend in ("cv", "pipe") and self.cv_check_permissions and not self.cv_user:
+            raise ValueError(
+                f"{env_name('cv_user')} is required when {env_name('backend')}={self.backend}: "
+                "the gateway runs cv as that CiviCRM user with permission checks on. To run "
+                f"with full access instead (cv's own default), set {env_name('cv_check_permissions')}"
+                "=false explicitly")
         if self.http_ca_bundle is not None and not self.http_ca_bundle.is_file():
             raise ValueError(f"{env_name('http_ca_bundle')}: no such file {self.http_ca_bundle}")
         return self
@@ -144,7 +162,7 @@ def load_settings(**overrides: object) -> Settings:
 
 
 def split_command(value: str | list[str] | None) -> list[str]:
-    """An argv prefix from a setting: a JSON-style list or a shell-like string (never run by a shell)."""
+    """An argv prefix from a setting, split like a shell would (but never run by one)."""
     if value is None:
         return []
     if isinstance(value, list):
