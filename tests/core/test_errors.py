@@ -1,0 +1,117 @@
+"""The error table: CiviCRM's real failures (from the captured samples) and their HTTP mapping."""
+
+import pytest
+
+from gateway.errors import PROBLEM_TYPES, GatewayError, classify, from_civicrm
+from gateway.results import Records, response_body, v3_records, v4_records
+
+# (message, HTTP status CiviCRM answered, error_code, expected gateway status) — all real
+# messages from CiviCRM 5.77 / cv 0.3.56 (tests/fixtures/samples).
+CASES = [
+    ("API (Foo, get) does not exist (or the extension it belongs to is not enabled).", 500, 0, 404),
+    ("Api Contact frobnicate version 4 does not exist.", 500, 0, 404),
+    ("API (Foo, get) does not exist (join the API team and implement it!)", None, "not-found", 404),
+    ("API (Contact, frobnicate) does not exist (join the API team and implement it!)", None,
+     "not-found", 404),
+    ("Invalid field 'no_such_field'", 500, 0, 400),
+    ("Illegal operator", 500, 0, 400),
+    ('Parameter "limit" is not of the correct type. Expecting int.', 500, 0, 400),
+    ('Parameter "where" is required unless primary keys are supplied in values.', 500, 0, 400),
+    ("Cannot use existing field name as alias", 500, 0, 400),
+    ("Unknown api parameter: setFoo", 500, 0, 400),
+    ("DB Error: constraint violation", 500, 0, 422),
+    ("Mandatory values missing from Api4 Email::create: email", 500, "mandatory_missing", 422),
+    ("Mandatory key(s) missing from params array: contact_type", None, "mandatory_missing", 422),
+    ("Expected one Contact but found 9", None, None, 409),
+    ("Expected one Contact but found 0", None, None, 404),
+    ("Sorry an error occurred and your request was not completed. (Error ID: 3fCq-DWkB-NRkX)",
+     403, "1", 403),
+    ("Sorry an error occurred and your request was not completed. (Error ID: 3fCq-DWkB-NRkX)",
+     500, "1", 502),
+    ("Authorization failed: you do not have permission", 500, 0, 403),
+    ("HTTP 401 Invalid credential", 401, None, 502),
+    ("HTTP 401 Login not permitted. Must satisfy guard (site_key, perm).", 401, None, 502),
+    ("FATAL: Invalid credential", None, None, 502),
+    ("SECURITY ALERT: Ajax requests can only be issued by javascript clients, eg. CRM.api4().",
+     400, 400, 502),
+    ("SECURITY: All requests that modify the database must be http POST, not GET.", 405, 405, 405),
+    ("Temporarily unavailable for maintenance.", 503, None, 503),
+    ("DB Error: unknown error", 500, 0, 502),
+    ("Some other complaint from an extension", 500, 0, 400),
+]
+
+
+@pytest.mark.parametrize("message,status,code,expected", CASES)
+def test_classification(message, status, code, expected):
+    error = from_civicrm(message, status=status, error_code=code)
+    assert error.status == expected, classify(message, status=status, error_code=code)
+    assert error.status != 500
+
+
+def test_body_is_problem_json_without_debug():
+    error = from_civicrm("Invalid field 'x'", status=500, error_code=0,
+                         extra={"debug": {"sql": ["SELECT secret"]}, "trace": "x", "fields": ["x"]})
+    body = error.body("/v4/Contact/get")
+    assert body["type"] == "/problems/civicrm-bad-request"
+    assert body["status"] == 400 and body["title"] and body["detail"] == "Invalid field 'x'"
+    assert body["civicrm"] == {"error_code": 0, "error_message": "Invalid field 'x'", "fields": ["x"]}
+    assert "SELECT" not in str(body) and "trace" not in str(body)
+
+
+def test_every_type_has_a_documented_status():
+    assert all(400 <= t.status <= 599 for t in PROBLEM_TYPES.values())
+    statuses = {t.slug: t.status for t in PROBLEM_TYPES.values()}
+    assert statuses["gateway-misconfigured"] == 502 and statuses["upstream-timeout"] == 504
+
+
+# --- envelopes ---------------------------------------------------------------------------------
+
+def test_v4_envelope_and_count_matched():
+    env = {"values": [{"id": 2}], "entity": "Contact", "action": "get", "debug": None,
+           "version": 4, "count": 7, "countFetched": 1, "countMatched": 7}
+    records = v4_records(env)
+    assert records == [{"id": 2}] and records.count_matched == 7
+    body, headers = response_body(4, "get", records)
+    assert body == [{"id": 2}] and headers == {"X-Result-Count": "1", "X-Total-Count": "7"}
+
+
+def test_v4_error_envelope_raises():
+    with pytest.raises(GatewayError) as info:
+        v4_records({"error_code": 0, "error_message": "Illegal operator", "status": 500})
+    assert info.value.status == 400
+
+
+def test_maintenance_envelope():
+    with pytest.raises(GatewayError) as info:
+        v4_records({"status_code": 503, "status_message": "Temporarily unavailable for maintenance."},
+                   status=503)
+    assert info.value.slug == "upstream-maintenance"
+
+
+@pytest.mark.parametrize("bad", ["text", 3, {"entity": "Contact"}, {"values": 3}])
+def test_v4_odd_shapes_are_invalid_response(bad):
+    with pytest.raises(GatewayError) as info:
+        v4_records(bad)
+    assert info.value.slug == "upstream-invalid-response" and info.value.status == 502
+
+
+def test_v3_shapes():
+    assert v3_records("getcount", {"is_error": 0, "result": 10}) == [10]
+    assert v3_records("getcount", 11) == [11]
+    assert v3_records("getvalue", {"is_error": 0, "result": "Standalone Admin"}) == ["Standalone Admin"]
+    single = v3_records("getsingle", {"id": "2", "display_name": "A", "is_error": 0})
+    assert single == [{"id": "2", "display_name": "A"}]
+    keyed = v3_records("get", {"is_error": 0, "count": 1, "values": {"2": {"id": "2"}}})
+    assert keyed == [{"id": "2"}]
+    assert response_body(3, "getcount", Records([10])) == (10, {})
+    assert response_body(3, "getsingle", Records([{"id": "2"}])) == ({"id": "2"}, {})
+    assert response_body(3, "getvalue", Records([None])) == (None, {})
+
+
+def test_v3_error_envelope():
+    with pytest.raises(GatewayError) as info:
+        v3_records("create", {"fields": ["contact_type"], "error_code": "mandatory_missing",
+                              "entity": "Contact", "action": "create", "is_error": 1,
+                              "error_message": "Mandatory key(s) missing from params array: contact_type"})
+    assert info.value.status == 422
+    assert info.value.civicrm["fields"] == ["contact_type"]

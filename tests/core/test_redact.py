@@ -1,0 +1,23 @@
+"""Secrets are masked in every log record, whatever handler prints it."""
+
+import logging
+
+from gateway.redact import MASK, Redactor, install_log_redaction
+
+
+def test_redactor_longest_first():
+    r = Redactor(["abcd", "abcdefgh"])
+    assert r.text("x abcdefgh y abcd") == f"x {MASK} y {MASK}"
+    assert Redactor().text("nothing") == "nothing"
+
+
+def test_log_records_are_masked(caplog):
+    install_log_redaction(["topsecret-value-1"])
+    with caplog.at_level(logging.DEBUG):
+        logging.getLogger("anything").debug("key=%s", "topsecret-value-1")
+        try:
+            raise ValueError("boom topsecret-value-1")
+        except ValueError:
+            logging.getLogger("x").exception("failed")
+    assert "topsecret-value-1" not in caplog.text
+    assert MASK in caplog.text and "boom" in caplog.text
