@@ -16,6 +16,10 @@ from .errors import GatewayError, from_civicrm
 
 V3_SCALAR_ACTIONS = frozenset({"getsingle", "getcount", "getvalue"})
 
+# Fields that carry a credential. CiviCRM returns a contact's ``api_key`` to privileged callers,
+# so a gateway running on an admin key would otherwise hand its own key to any client.
+CREDENTIAL_FIELDS = frozenset({"api_key"})
+
 
 class Records(list[Any]):
     """A backend's result: a plain list, plus CiviCRM's match count when it gave one."""
@@ -93,9 +97,25 @@ def v3_records(action: str, envelope: Any) -> Records:
     return Records(values)
 
 
+def _is_credential(key: str) -> bool:
+    # "api_key", and the same field reached through a join ("contact_id.api_key").
+    return key.rpartition(".")[2] in CREDENTIAL_FIELDS
+
+
+def strip_credentials(value: Any) -> Any:
+    """Drop credential fields from records at any depth (chained and joined results too)."""
+    if isinstance(value, dict):
+        return {k: strip_credentials(v) for k, v in value.items()
+                if not (isinstance(k, str) and _is_credential(k))}
+    if isinstance(value, list):
+        return [strip_credentials(v) for v in value]
+    return value
+
+
 def response_body(version: int, action: str, records: Records) -> tuple[Any, dict[str, str]]:
     """The JSON body for a successful call, and its count headers."""
     headers = {"X-Result-Count": str(len(records))}
+    records = Records(strip_credentials(list(records)), count_matched=records.count_matched)
     if records.count_matched is not None:
         headers["X-Total-Count"] = str(records.count_matched)
     if version == 3 and action in V3_SCALAR_ACTIONS:

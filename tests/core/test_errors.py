@@ -115,3 +115,12 @@ def test_v3_error_envelope():
                               "error_message": "Mandatory key(s) missing from params array: contact_type"})
     assert info.value.status == 422
     assert info.value.civicrm["fields"] == ["contact_type"]
+
+
+def test_credentials_stripped_at_any_depth():
+    records = Records([{"id": 2, "api_key": "k", "contact_id.api_key": "k2",
+                        "chained": [{"id": 3, "api_key": "k3", "nested": {"api_key": "k4"}}]}],
+                      count_matched=1)
+    body, _ = response_body(4, "get", records)
+    assert body == [{"id": 2, "chained": [{"id": 3, "nested": {}}]}]
+    assert "k" not in str(body).replace("chained", "")
