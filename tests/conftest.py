@@ -1,0 +1,173 @@
+"""Shared test fixtures: a real loopback CiviCRM stand-in (the sandbox wire server), gateways
+built on it (in-process ASGI and real uvicorn processes), and helpers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from gateway.app import create_app
+from gateway.settings import Settings
+
+ADMIN_KEY = "adminkey-7f3c9a1e5b2d4f60"
+SITE_KEY = "sitekey-1a2b3c4d5e6f7a8b"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ThreadServer:
+    """uvicorn serving an ASGI app on 127.0.0.1 in a thread of the test process, so tests can
+    change the served app's state between requests."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning", lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ThreadServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@dataclass
+class Upstream:
+    """The sandbox CiviCRM served over its HTTP wire protocol on a loopback port."""
+
+    url: str
+    sandbox: Any
+    config: Any
+    server: ThreadServer
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Any]:
+    from gateway.sandbox.engine import Sandbox
+
+    sb = Sandbox(":memory:", demo=0)
+    yield sb
+    sb.close()
+
+
+@pytest.fixture
+def upstream(sandbox: Any) -> Iterator[Upstream]:
+    from gateway.sandbox.wire import WireConfig, create_wire_app
+
+    config = WireConfig(api_keys={ADMIN_KEY: 2}, site_key=SITE_KEY)
+    server = ThreadServer(create_wire_app(sandbox, config)).start()
+    yield Upstream(server.url, sandbox, config, server)
+    server.stop()
+
+
+def http_settings(url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"backend": "http", "http_url": url, "http_api_key": ADMIN_KEY,
+                              "http_timeout": 5}
+    values.update(overrides)
+    return Settings(**values)
+
+
+@contextlib.asynccontextmanager
+async def gateway_client(settings: Settings, **app_kwargs: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client on the gateway's ASGI app, with the app's lifespan running."""
+    app = create_app(settings, **app_kwargs)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            yield client
+
+
+@pytest.fixture
+async def gw(upstream: Upstream) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway on its HTTP backend, talking to the sandbox over a real loopback socket."""
+    async with gateway_client(http_settings(upstream.url)) as client:
+        yield client
+
+
+@pytest.fixture
+async def gw_sandbox() -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway on its embedded sandbox backend (no demo data)."""
+    async with gateway_client(Settings(backend="sandbox", sandbox_demo=0)) as client:
+        yield client
+
+
+class GatewayProcess:
+    """``civicrm-gateway serve`` as a real uvicorn process on 127.0.0.1."""
+
+    def __init__(self, env: dict[str, str], tmp_path: Path) -> None:
+        self.port = free_port()
+        self.log = tmp_path / f"gateway-{self.port}.log"
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("CIVI_GATEWAY_")}
+        full_env.update({"CIVI_GATEWAY_PORT": str(self.port), "CIVI_GATEWAY_HOST": "127.0.0.1",
+                         "CIVI_GATEWAY_SECRETS_DIR": str(tmp_path / "none"), **env})
+        self._log_file = self.log.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve"], env=full_env, cwd=tmp_path,
+            stdout=self._log_file, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 20) -> GatewayProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited: {self.log.read_text()}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            time.sleep(0.05)
+        raise RuntimeError(f"gateway did not start: {self.log.read_text()}")
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log_file.close()
+        return self.log.read_text()
+
+
+@pytest.fixture
+def gateway_process(tmp_path: Path) -> Iterator[Any]:
+    started: list[GatewayProcess] = []
+
+    def start(env: dict[str, str]) -> GatewayProcess:
+        proc = GatewayProcess(env, tmp_path)
+        started.append(proc)
+        return proc.wait_ready()
+
+    yield start
+    for proc in started:
+        proc.stop()
