@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,12 +18,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
 from .backends import Backend, make_backend
+from .clients import Authenticator, load_clients
 from .errors import GatewayError
+from .ratelimit import Limiter
 from .redact import install_log_redaction
 from .responses import problem_response
 from .routes.api import v3_router, v4_router
 from .routes.health import router as health_router
-from .settings import Settings, load_settings
+from .settings import Settings, env_name, load_settings
 
 log = logging.getLogger("gateway")
 access_log = logging.getLogger("gateway.access")
@@ -118,6 +121,12 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     settings = settings or load_settings()
     install_log_redaction(settings.secret_values)
     backend = backend or make_backend(settings)
+    clients = load_clients(settings)
+    install_log_redaction([c.identity.api_key for c in clients
+                           if c.identity is not None and c.identity.api_key])
+    if settings.allow_anonymous and not clients:
+        log.warning("No client tokens and %s=true: anyone who can reach this gateway can call "
+                    "CiviCRM with its credentials", env_name("allow_anonymous"))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -139,6 +148,8 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     )
     app.state.settings = settings
     app.state.backend = backend
+    app.state.authenticator = Authenticator(clients, allow_anonymous=settings.allow_anonymous)
+    app.state.limiter = Limiter(settings)
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -146,6 +157,11 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.include_router(v4_router)
     app.include_router(v3_router)
     app.include_router(health_router)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=settings.cors_methods, allow_headers=settings.cors_headers,
+                           expose_headers=["X-Request-ID", "X-Total-Count", "X-Result-Count",
+                                           "Retry-After"])
     app.add_middleware(RequestIdMiddleware)
     return app
 

@@ -96,6 +96,15 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from .clients import hash_token, new_token
+
+    token = new_token()
+    print(f"token (give it to the client; it is not stored anywhere): {token}", file=sys.stderr)
+    print(f"{args.name}:sha256:{hash_token(token)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="civicrm-gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -118,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--api-key", help="admin API key (default: random, printed)")
     sandbox.add_argument("--site-key", help="site key for X-Civi-Key guards")
     sandbox.set_defaults(func=cmd_sandbox)
+    token = sub.add_parser("token", help="client tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser(
+        "create", help="make a token; prints the token (stderr) and its config line (stdout)")
+    create.add_argument("name", help="the client's name (letters, digits, _.@-)")
+    create.set_defaults(func=cmd_token_create)
     return parser
 
 

@@ -10,6 +10,9 @@ plus ``civicrm`` (CiviCRM's own ``error_code`` / ``error_message``, never debug 
 | type                        | status | when                                                          |
 |-----------------------------|--------|---------------------------------------------------------------|
 | invalid-request             | 400    | the gateway refused the request (body, names, query)          |
+| unauthenticated             | 401    | missing or wrong client token                                 |
+| gateway-policy-denied       | 403    | the gateway's policy for this client forbids the call         |
+| rate-limited                | 429    | over the client's rate or concurrency limit (Retry-After)     |
 | payload-too-large           | 413    | request body over the configured limit                        |
 | route-not-found             | 404    | no such gateway route                                         |
 | method-not-allowed          | 405    | GET of a write action, or a write CiviCRM refused over GET    |
@@ -56,6 +59,14 @@ _TYPES = [
                 "The gateway refused the request before contacting CiviCRM: the body is not a "
                 "JSON object, a name is not a valid entity or action, or a query field is "
                 "malformed. Fix the request."),
+    ProblemType("unauthenticated", 401, "Authentication required",
+                "Send a valid client token as 'Authorization: Bearer <token>'."),
+    ProblemType("gateway-policy-denied", 403, "Denied by the gateway's policy",
+                "The gateway's policy for this client forbids this call (or a call it would "
+                "chain or join to). Distinct from CiviCRM's own permission errors."),
+    ProblemType("rate-limited", 429, "Too many requests",
+                "This client sent more requests than its rate limit, or has too many calls in "
+                "flight. Retry after the number of seconds in Retry-After."),
     ProblemType("payload-too-large", 413, "Request body too large",
                 "The request body is larger than the gateway accepts."),
     ProblemType("route-not-found", 404, "No such route",

@@ -8,8 +8,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .clients import Client
 from .errors import GatewayError
 from .params import check_names, normalize_v3, normalize_v4, parse_body
+from .policy import check as check_policy
 from .responses import JSONResponse
 from .results import response_body
 
@@ -35,11 +37,24 @@ async def params_from_body(request: Request) -> dict[str, Any]:
     return parse_body(body, max_depth=settings.max_json_depth)
 
 
-async def run_call(request: Request, version: int, entity: str, action: str,
+def authenticate(request: Request) -> Client:
+    """The calling client; done before the body is read."""
+    peer = request.client.host if request.client else None
+    client = request.app.state.authenticator.authenticate(request.headers.get("authorization"),
+                                                          peer)
+    request.state.client = client.name
+    return client
+
+
+async def run_call(request: Request, client: Client, version: int, entity: str, action: str,
                    params: dict[str, Any]) -> Response:
     check_names(entity, action)
     params = normalize_v4(action, params) if version == 4 else normalize_v3(params)
-    backend = request.app.state.backend
-    records = await backend.call(version, entity, action, params)
-    body, headers = response_body(version, action, records)
+    params = check_policy(client.policy, version, entity, action, params)
+    state = request.app.state
+    kwargs = {"identity": client.identity} if client.identity is not None else {}
+    async with state.limiter.admit(client):
+        records = await state.backend.call(version, entity, action, params, **kwargs)
+    body, headers = response_body(version, action, records,
+                                  strip_credentials=not client.policy.credential_fields)
     return JSONResponse(body, headers=headers)

@@ -102,20 +102,22 @@ def _is_credential(key: str) -> bool:
     return key.rpartition(".")[2] in CREDENTIAL_FIELDS
 
 
-def strip_credentials(value: Any) -> Any:
+def _strip(value: Any) -> Any:
     """Drop credential fields from records at any depth (chained and joined results too)."""
     if isinstance(value, dict):
-        return {k: strip_credentials(v) for k, v in value.items()
+        return {k: _strip(v) for k, v in value.items()
                 if not (isinstance(k, str) and _is_credential(k))}
     if isinstance(value, list):
-        return [strip_credentials(v) for v in value]
+        return [_strip(v) for v in value]
     return value
 
 
-def response_body(version: int, action: str, records: Records) -> tuple[Any, dict[str, str]]:
+def response_body(version: int, action: str, records: Records, *,
+                  strip_credentials: bool = True) -> tuple[Any, dict[str, str]]:
     """The JSON body for a successful call, and its count headers."""
     headers = {"X-Result-Count": str(len(records))}
-    records = Records(strip_credentials(list(records)), count_matched=records.count_matched)
+    if strip_credentials:
+        records = Records(_strip(list(records)), count_matched=records.count_matched)
     if records.count_matched is not None:
         headers["X-Total-Count"] = str(records.count_matched)
     if version == 3 and action in V3_SCALAR_ACTIONS:

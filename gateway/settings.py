@@ -6,6 +6,7 @@ Invalid combinations fail at start-up with a message naming the variable to fix.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shlex
 from functools import cached_property
@@ -49,6 +50,17 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     max_body_bytes: int = Field(1_048_576, ge=1024)
     max_json_depth: int = Field(32, ge=2, le=512)
+
+    # --- clients and limits --------------------------------------------------------------
+    client_tokens: SecretStr | None = None
+    clients_file: Path | None = None
+    allow_anonymous: bool = False
+    rate_limit_storage: SecretStr = SecretStr("memory://")
+    default_rate_limit: str | None = None
+    client_concurrency: int = Field(16, ge=1, le=10_000)
+    cors_origins: list[str] = []
+    cors_methods: list[str] = ["GET", "POST"]
+    cors_headers: list[str] = ["Authorization", "Content-Type", "X-Request-ID"]
 
     # --- HTTP backend ----------------------------------------------------------------------
     http_url: str | None = None
@@ -122,6 +134,17 @@ class Settings(BaseSettings):
                 "the gateway runs cv as that CiviCRM user with permission checks on. To run "
                 f"with full access instead (cv's own default), set {env_name('cv_check_permissions')}"
                 "=false explicitly")
+        if (not is_loopback(self.host) and self.client_tokens is None and self.clients_file is None
+                and not self.allow_anonymous):
+            raise ValueError(
+                f"{env_name('host')}={self.host} is not a loopback address and no client tokens "
+                f"are configured: set {env_name('client_tokens')} (or {env_name('clients_file')}),"
+                f" or {env_name('allow_anonymous')}=true to let anyone who can reach it call CiviCRM")
+        if self.clients_file is not None and not self.clients_file.is_file():
+            raise ValueError(f"{env_name('clients_file')}: no such file {self.clients_file}")
+        if not self.rate_limit_storage.get_secret_value().startswith(("memory://", "redis://",
+                                                                       "rediss://", "redis+")):
+            raise ValueError(f"{env_name('rate_limit_storage')} must be memory:// or a redis:// URL")
         if self.http_ca_bundle is not None and not self.http_ca_bundle.is_file():
             raise ValueError(f"{env_name('http_ca_bundle')}: no such file {self.http_ca_bundle}")
         return self
@@ -137,6 +160,15 @@ class Settings(BaseSettings):
                 if secret is not None and len(secret.get_secret_value()) >= 4:
                     values.append(secret.get_secret_value())
         return tuple(values)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _secrets_dir() -> str | None:

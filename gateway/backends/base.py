@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..results import Records
+
+if TYPE_CHECKING:
+    from ..clients import Identity
 
 
 class Backend(ABC):
@@ -24,9 +27,12 @@ class Backend(ABC):
         """Release everything ``start`` opened."""
 
     @abstractmethod
-    async def call(self, version: int, entity: str, action: str,
-                   params: dict[str, Any]) -> Records:
-        """Run ``entity.action`` with ``params`` (already normalised) on API ``version``."""
+    async def call(self, version: int, entity: str, action: str, params: dict[str, Any], *,
+                   identity: Identity | None = None) -> Records:
+        """Run ``entity.action`` with ``params`` (already normalised) on API ``version``.
+
+        ``identity``, when given, is the CiviCRM user this client's calls run as (its own API
+        key over HTTP, its own user for cv) instead of the gateway's configured one."""
 
     async def check(self) -> None:
         """A cheap authenticated call; raises GatewayError when CiviCRM is not usable."""

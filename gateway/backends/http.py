@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import orjson
 
+from ..clients import Identity
 from ..errors import GatewayError
 from ..results import Records, invalid_response, v3_records, v4_records
 from ..settings import Settings
@@ -97,18 +98,31 @@ class HttpBackend(Backend):
             self._client = None
 
     # --- calls -------------------------------------------------------------------------------
-    async def call(self, version: int, entity: str, action: str,
-                   params: dict[str, Any]) -> Records:
+    def _identity_auth(self, identity: Identity | None) -> tuple[dict[str, str], dict[str, str]]:
+        """Per-call headers and form fields acting as a client's own CiviCRM user."""
+        if identity is None or not identity.api_key:
+            return {}, {}
+        key = identity.api_key
+        style = self.settings.http_auth
+        if style == "bearer":
+            return {"Authorization": f"Bearer {key}"}, {}
+        if style == "legacy":
+            return {}, {"api_key": key}
+        return {"X-Civi-Auth": f"Bearer {key}"}, {}
+
+    async def call(self, version: int, entity: str, action: str, params: dict[str, Any], *,
+                   identity: Identity | None = None) -> Records:
         if self._client is None:
             await self.start()
+        headers, fields = self._identity_auth(identity)
         if version == 4:
             path = f"civicrm/ajax/api4/{entity}/{action}"
             data = {"params": _dumps(params)}
         else:
             path = self.settings.http_v3_path
             data = {"entity": entity, "action": action, "json": _dumps(params),
-                    **self._legacy_fields}
-        response = await self._post(path, data)
+                    **self._legacy_fields, **fields}
+        response = await self._post(path, data, headers)
         body = self._json(response)
         if version == 4:
             if response.status_code >= 400 and not isinstance(body, dict):
@@ -120,10 +134,11 @@ class HttpBackend(Backend):
             raise invalid_response(f"CiviCRM answered HTTP {response.status_code}.")
         return v3_records(action, body)
 
-    async def _post(self, path: str, data: dict[str, str]) -> httpx.Response:
+    async def _post(self, path: str, data: dict[str, str],
+                    headers: dict[str, str] | None = None) -> httpx.Response:
         assert self._client is not None
         try:
-            response = await self._client.post(path, data=data)
+            response = await self._client.post(path, data=data, headers=headers)
         except httpx.TimeoutException:
             raise GatewayError("upstream-timeout",
                                f"CiviCRM did not answer within {self.settings.http_timeout:g} s."

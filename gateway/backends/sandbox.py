@@ -44,8 +44,8 @@ class SandboxBackend(Backend):
             self._sandbox.close()
             self._sandbox = None
 
-    async def call(self, version: int, entity: str, action: str,
-                   params: dict[str, Any]) -> Records:
+    async def call(self, version: int, entity: str, action: str, params: dict[str, Any], *,
+                   identity: Any = None) -> Records:
         return await anyio.to_thread.run_sync(self._call, version, entity, action, params,
                                               limiter=self._limiter)
 

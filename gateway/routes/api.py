@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from ..errors import GatewayError
 from ..params import check_names, is_read_action, params_from_query
-from ..pipeline import params_from_body, run_call
+from ..pipeline import authenticate, params_from_body, run_call
 
 ENTITY = Path(description="CiviCRM entity, e.g. Contact", examples=["Contact"],
               pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
@@ -35,14 +35,17 @@ def make_router(version: int) -> APIRouter:
     @router.post("/{entity}/{action}", name=f"v{version}_post",
                  summary=f"Call any APIv{version} entity action")
     async def post(request: Request, entity: str = ENTITY, action: str = ACTION) -> Response:
+        client = authenticate(request)
         check_names(entity, action)
-        return await run_call(request, version, entity, action, await params_from_body(request))
+        params = await params_from_body(request)
+        return await run_call(request, client, version, entity, action, params)
 
     @router.get("/{entity}/{action}", name=f"v{version}_get",
                 summary=f"Call an APIv{version} read action with query-string params")
     async def get(request: Request, entity: str = ENTITY, action: str = ACTION) -> Response:
+        client = authenticate(request)
         params = _get_params(request, version, entity, action)
-        return await run_call(request, version, entity, action, params)
+        return await run_call(request, client, version, entity, action, params)
 
     return router
 

@@ -1,0 +1,62 @@
+"""Per-client rate limits (the ``limits`` library; shared through Redis across replicas) and
+per-client caps on calls in flight to the backend."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from limits import RateLimitItem, parse
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+
+from .clients import Client
+from .errors import GatewayError
+from .settings import Settings
+
+# How long a call may wait for one of its client's in-flight slots before a 429.
+CONCURRENCY_WAIT = 10.0
+
+
+class Limiter:
+    def __init__(self, settings: Settings) -> None:
+        uri = settings.rate_limit_storage.get_secret_value()
+        self._storage = storage_from_string(uri if uri.startswith("async+") else "async+" + uri)
+        self._window = MovingWindowRateLimiter(self._storage)
+        self._default_rate = parse(settings.default_rate_limit) if settings.default_rate_limit \
+            else None
+        self._default_concurrency = settings.client_concurrency
+        self._slots: dict[str, asyncio.Semaphore] = {}
+
+    def _rate(self, client: Client) -> RateLimitItem | None:
+        return client.policy.rate or self._default_rate
+
+    async def _check_rate(self, client: Client) -> None:
+        rate = self._rate(client)
+        if rate is None or await self._window.hit(rate, "client", client.name):
+            return
+        stats = await self._window.get_window_stats(rate, "client", client.name)
+        retry = max(1, math.ceil(stats.reset_time - time.time()))
+        raise GatewayError("rate-limited", f"Over this client's rate limit of {rate}.",
+                           headers={"Retry-After": str(retry)})
+
+    @asynccontextmanager
+    async def admit(self, client: Client) -> AsyncIterator[None]:
+        """Counts the call against the client's rate, then holds one of its in-flight slots."""
+        await self._check_rate(client)
+        slots = self._slots.get(client.name)
+        if slots is None:
+            slots = self._slots[client.name] = asyncio.Semaphore(
+                client.policy.concurrency or self._default_concurrency)
+        try:
+            await asyncio.wait_for(slots.acquire(), CONCURRENCY_WAIT)
+        except TimeoutError:
+            raise GatewayError("rate-limited", "This client has too many calls in flight.",
+                               headers={"Retry-After": "1"}) from None
+        try:
+            yield
+        finally:
+            slots.release()
