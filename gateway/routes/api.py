@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
-from ..errors import GatewayError
+from ..errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES, GatewayError
 from ..params import check_names, is_read_action, params_from_query
 from ..pipeline import authenticate, params_from_body, run_call
 
@@ -14,6 +14,43 @@ ENTITY = Path(description="CiviCRM entity, e.g. Contact", examples=["Contact"],
               pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 ACTION = Path(description="API action, e.g. get, create, update, delete", examples=["get"],
               pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+
+
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "description": "A /problems/{slug} reference"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "civicrm": {"type": "object", "description": "CiviCRM's own error_code and error_message",
+                    "additionalProperties": True},
+    },
+}
+
+
+def problem_responses() -> dict[int | str, dict]:
+    """Every error status the gateway can answer, each with the problem types behind it."""
+    by_status: dict[int, list[str]] = {}
+    for problem in PROBLEM_TYPES.values():
+        if problem.status != 500:
+            by_status.setdefault(problem.status, []).append(problem.slug)
+    return {
+        status: {"description": "; ".join(slugs),
+                 "content": {PROBLEM_CONTENT_TYPE: {"schema": PROBLEM_SCHEMA}}}
+        for status, slugs in sorted(by_status.items())
+    }
+
+
+def _ok_response(version: int) -> dict[int | str, dict]:
+    schema: dict = {"type": "array", "items": {"type": "object", "additionalProperties": True}}
+    description = "The records, as a plain JSON list"
+    if version == 3:
+        schema = {}
+        description += " (getsingle: the record; getcount: a number; getvalue: the value)"
+    return {200: {"description": description, "content": {"application/json": {"schema": schema}}}}
 
 
 def _get_params(request: Request, version: int, entity: str, action: str) -> dict:
@@ -32,15 +69,21 @@ def _get_params(request: Request, version: int, entity: str, action: str) -> dic
 def make_router(version: int) -> APIRouter:
     router = APIRouter(prefix=f"/v{version}", tags=[f"APIv{version}"])
 
-    @router.post("/{entity}/{action}", name=f"v{version}_post",
-                 summary=f"Call any APIv{version} entity action")
+    responses = {**_ok_response(version), **problem_responses()}
+    body = {"requestBody": {"required": False, "content": {"application/json": {"schema": {
+        "type": "object", "additionalProperties": True,
+        "description": "APIv4 params (select, where, values, ...) or simple field-value pairs"
+        if version == 4 else "Flat APIv3 params"}}}}}
+
+    @router.post("/{entity}/{action}", name=f"v{version}_post", responses=responses,
+                 openapi_extra=body, summary=f"Call any APIv{version} entity action")
     async def post(request: Request, entity: str = ENTITY, action: str = ACTION) -> Response:
         client = authenticate(request)
         check_names(entity, action)
         params = await params_from_body(request)
         return await run_call(request, client, version, entity, action, params)
 
-    @router.get("/{entity}/{action}", name=f"v{version}_get",
+    @router.get("/{entity}/{action}", name=f"v{version}_get", responses=responses,
                 summary=f"Call an APIv{version} read action with query-string params")
     async def get(request: Request, entity: str = ENTITY, action: str = ACTION) -> Response:
         client = authenticate(request)
