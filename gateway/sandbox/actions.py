@@ -1,0 +1,542 @@
+"""APIv4 actions on table-backed entities: get, create, update, save, delete, replace, ..."""
+
+from __future__ import annotations
+
+import fnmatch
+import random
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import CiviError, Unauthorized
+from .query import Query, Resolved, quote
+from .rules import PRIMARY_TABLES, ROW_RULES, contact_defaults
+from .schema import ACTOR, BOOL, CUSTOM_GROUPS, FLOAT, INT, MONEY, NOW, Entity, Field, custom_fields
+
+Record = dict[str, Any]
+# api4(entity, action, params, index) for chained calls, run inside the same transaction
+Api4Call = Callable[[str, str, dict[str, Any], Any], dict[str, Any]]
+KEY_PERMS = ("administer CiviCRM", "edit api keys")
+
+
+@dataclass
+class Ctx:
+    """Everything one action needs: the connection, who is acting, and the params."""
+
+    conn: sqlite3.Connection
+    entity: Entity
+    action: str
+    params: dict[str, Any]
+    check: bool
+    contact_id: int | None
+    perms: frozenset[str]
+    now: str
+    rng: random.Random
+    call: Api4Call
+    empty: bool = False  # permission filtering hides every row
+    count_matched: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def may_see_field(self, f: Field) -> bool:
+        if f.name == "api_key" and self.check:
+            return any(p in self.perms for p in KEY_PERMS)
+        return True
+
+
+# ---- value conversion -------------------------------------------------------------------
+def to_api(f: Field, value: Any) -> Any:
+    """A stored value as APIv4 types it (ints, bools, floats, strings; never str-for-int)."""
+    if value is None:
+        return None
+    if f.data_type == INT:
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            return value
+    if f.data_type == BOOL:
+        return bool(int(value)) if not isinstance(value, str) else value not in ("", "0")
+    if f.data_type in (MONEY, FLOAT):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return value
+    return value if isinstance(value, str) else str(value)
+
+
+def to_db(f: Field, value: Any, suffix: str = "") -> Any:
+    """A value from the caller as the column stores it."""
+    if suffix in ("label", "name") and f.options:
+        for key, label in f.options.items():
+            if value in (label, key) or str(value) == str(key):
+                return key
+        return value
+    if value is None or (value == "" and f.data_type != "String"):
+        return None
+    if f.data_type == BOOL:
+        if isinstance(value, str):
+            return int(value.lower() not in ("", "0", "false"))
+        return int(bool(value))
+    if f.data_type == INT:
+        if isinstance(value, bool):
+            return int(value)
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        return value
+    if f.data_type in (MONEY, FLOAT) and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    if isinstance(value, list | dict):
+        raise CiviError(f"Invalid value for field {f.name}")
+    return value
+
+
+# ---- get --------------------------------------------------------------------------------
+def default_fields(ent: Entity, ctx: Ctx) -> list[Field]:
+    return [f for f in ent.fields if f.type == "Field" and ctx.may_see_field(f)]
+
+
+def mentions(where: Any, name: str) -> bool:
+    if isinstance(where, list):
+        if where and where[0] == name:
+            return True
+        return any(mentions(w, name) for w in where if isinstance(w, list))
+    return False
+
+
+def _expand_select(ctx: Ctx, q: Query, select: list[Any]) -> tuple[list[tuple[str, Resolved]],
+                                                                     set[str], bool]:
+    ent = ctx.entity
+    cols: list[tuple[str, Resolved]] = []
+    wildcard: set[str] = set()
+    row_count = False
+    seen: set[str] = set()
+
+    def add(key: str, wild: bool = False) -> None:
+        if key in seen:
+            return
+        try:
+            res = q.resolve(key)
+        except CiviError:
+            return  # APIv4 drops unknown select fields without an error
+        if not ctx.may_see_field(res.field):
+            return
+        seen.add(key)
+        cols.append((key, res))
+        if wild:
+            wildcard.add(key)
+
+    items = select if select else ["*"]
+    for item in items:
+        if not isinstance(item, str):
+            continue
+        if item == "row_count":
+            row_count = True
+        elif item == "*":
+            for f in default_fields(ent, ctx):
+                add(f.name, wild=True)
+        elif item == "custom.*":
+            for f in custom_fields(ent.name):
+                add(f.name)
+        elif item.endswith(".*"):
+            prefix = item[:-2]
+            if prefix in CUSTOM_GROUPS:
+                for f in custom_fields(ent.name):
+                    if f.name.startswith(prefix + "."):
+                        add(f.name)
+            elif prefix in q.explicit:
+                for f in default_fields(q.explicit[prefix].entity, ctx):
+                    add(f"{prefix}.{f.name}")
+            else:
+                fk = ent.field_map().get(prefix)
+                if fk and fk.fk_entity:
+                    from .schema import ENTITIES
+                    target = ENTITIES.get(fk.fk_entity)
+                    for f in default_fields(target, ctx) if target else []:
+                        add(f"{prefix}.{f.name}")
+        elif "*" in item:
+            names = [f.name for f in (*default_fields(ent, ctx), *custom_fields(ent.name))]
+            for name in fnmatch.filter(names, item):
+                add(name)
+        else:
+            add(item)
+    return cols, wildcard, row_count
+
+
+def run_get(ctx: Ctx) -> list[Record]:
+    p = ctx.params
+    ent = ctx.entity
+    q = Query(ent)
+    for spec in p.get("join") or []:
+        q.add_join(spec)
+    select = list(p.get("select") or [])
+    cols, wildcard, row_count = _expand_select(ctx, q, select)
+    where = p.get("where") or []
+    if isinstance(where, dict):
+        where = list(where.values())
+    joins_sql = q.explicit_join_sql()
+    conds = [q.where(where)]
+    if ctx.check and mentions(where, "api_key") and not any(x in ctx.perms for x in KEY_PERMS):
+        raise Unauthorized("Unauthorized field 'api_key'")
+    if ent.name == "Contact" and not mentions(where, "is_deleted"):
+        conds.append(f'{quote(q.alias)}."is_deleted" = 0')
+    conds += q.exclude_sql()
+    order_spec = p.get("orderBy") or {}
+    if isinstance(order_spec, list):
+        order_spec = {}
+    order = q.order_by(order_spec, {})
+    limit = p.get("limit") or 0
+    offset = p.get("offset") or 0
+    if not order:
+        order = [f'{quote(q.alias)}.{quote(c)}' for c in (ent.limited_scan_order if limit
+                                                          else ())]
+    order.append(f'{quote(q.alias)}."id"')
+    from_sql = f"FROM {ent.table} AS {quote(q.alias)} {joins_sql} {' '.join(q.joins.values())}"
+    where_sql = " AND ".join(conds)
+    if ctx.empty:
+        ctx.count_matched = 0 if row_count else None
+        return []
+    params = list(q.params)
+    if row_count:
+        sql = f"SELECT COUNT(*) {from_sql} WHERE {where_sql}"
+        ctx.count_matched = ctx.conn.execute(sql, params).fetchone()[0]
+    if row_count and not cols:
+        return []
+    hidden = []
+    if ent.name == "Contact" and wildcard:
+        hidden = [f'{quote(q.alias)}."contact_type"']
+    exprs = [res.expr for _, res in cols] + hidden or ["1"]
+    sql = (f"SELECT {', '.join(exprs)} {from_sql} WHERE {where_sql} "
+           f"ORDER BY {', '.join(order)}")
+    if limit or offset:
+        sql += " LIMIT ? OFFSET ?"
+        params += [limit if limit else -1, offset]
+    rows = ctx.conn.execute(sql, params).fetchall()
+    out = []
+    for row in rows:
+        ctype = row[-1] if hidden else None
+        rec: Record = {}
+        for (key, res), value in zip(cols, row, strict=False):
+            f = res.field
+            if key in wildcard and ctype and f.contact_types and ctype not in f.contact_types:
+                continue
+            v = to_api(f, value)
+            if res.suffix in ("label", "name") and f.options:
+                v = f.options.get(v, None) if res.suffix == "label" else (
+                    str(f.options.get(v)) if v is not None and not isinstance(v, str) and
+                    v in f.options else v)
+                if res.suffix == "name" and isinstance(value, str):
+                    v = value
+            rec[key] = v
+        out.append(rec)
+    return out
+
+
+# ---- writes -----------------------------------------------------------------------------
+def _split_values(ent: Entity, values: dict[str, Any]) -> tuple[dict[str, Any],
+                                                                 dict[str, Any]]:
+    """Caller values -> (stored fields, custom fields); readonly/unknown keys are ignored as
+    the real API ignores them."""
+    fields = ent.field_map()
+    customs = {f.name: f for f in custom_fields(ent.name)}
+    given: dict[str, Any] = {}
+    custom: dict[str, Any] = {}
+    for key, value in values.items():
+        if not isinstance(key, str):
+            continue
+        name, _, suffix = key.partition(":")
+        if name in fields:
+            f = fields[name]
+            if f.sql or name == "id" or (f.readonly and name not in ("created_date",
+                                                                      "modified_date")):
+                continue
+            given[name] = to_db(f, value, suffix)
+        elif name in customs:
+            custom[name] = to_db(customs[name], value, suffix)
+    return given, custom
+
+
+def _store_custom(ctx: Ctx, row_id: int, custom: dict[str, Any]) -> None:
+    by_group: dict[str, dict[str, Any]] = {}
+    for name, value in custom.items():
+        group, _, fname = name.partition(".")
+        by_group.setdefault(group, {})[fname] = value
+    for gname, vals in by_group.items():
+        group = CUSTOM_GROUPS[gname]
+        cols = {f.name: f.column or f.name for f in group.fields}
+        names = [cols[k] for k in vals]
+        exists = ctx.conn.execute(f"SELECT id FROM {group.table} WHERE entity_id = ?",  # noqa: S608
+                                  (row_id,)).fetchone()
+        if exists:
+            sets = ", ".join(f"{quote(c)} = ?" for c in names)
+            ctx.conn.execute(f"UPDATE {group.table} SET {sets} WHERE entity_id = ?",  # noqa: S608
+                             [*vals.values(), row_id])
+        else:
+            marks = ", ".join("?" for _ in names)
+            collist = ", ".join(quote(c) for c in ["entity_id", *names])
+            ctx.conn.execute(f"INSERT INTO {group.table} ({collist}) VALUES (?, {marks})",  # noqa: S608
+                             [row_id, *vals.values()])
+
+
+def _write(ctx: Ctx, sql: str, params: list[Any]) -> sqlite3.Cursor:
+    try:
+        return ctx.conn.execute(sql, params)
+    except sqlite3.IntegrityError as exc:
+        text = str(exc)
+        if "UNIQUE" in text:
+            raise CiviError("DB Error: already exists") from None
+        raise CiviError("DB Error: constraint violation") from None
+
+
+def _stored(ent: Entity) -> list[Field]:
+    return [f for f in ent.fields if not f.sql]
+
+
+def _format_custom(custom: dict[str, Any]) -> Record:
+    fmap = {f.name: f for f in custom_fields_all()}
+    return {k: to_api(fmap[k], v) for k, v in custom.items()}
+
+
+def custom_fields_all() -> list[Field]:
+    out: list[Field] = []
+    for g in CUSTOM_GROUPS.values():
+        out += custom_fields(g.extends)
+    return out
+
+
+def create_one(ctx: Ctx, values: dict[str, Any]) -> Record:
+    ent = ctx.entity
+    given, custom = _split_values(ent, values)
+    row: dict[str, Any] = {}
+    missing = []
+    for f in _stored(ent):
+        if f.name == "id":
+            continue
+        if given.get(f.name) is not None:
+            row[f.name] = given[f.name]
+            continue
+        default = f.default
+        if default is NOW:
+            default = ctx.now
+        elif default is ACTOR:
+            default = ctx.contact_id
+            if default is None and f.required:
+                missing.append(f.name)
+                continue
+        elif isinstance(default, bool):
+            default = int(default)
+        if default is None and f.required:
+            missing.append(f.name)
+        row[f.name] = default
+    if missing:
+        raise CiviError(f"Mandatory values missing from Api4 {ent.name}::{ctx.action}: "
+                        f"{', '.join(missing)}", v3_code="mandatory_missing",
+                        extra={"fields": missing})
+    if ent.name == "Contact":
+        contact_defaults(row, ctx.rng)
+    for rule in ROW_RULES.get(ent.name, []):
+        rule(row)
+    if ent.name in PRIMARY_TABLES:
+        _primary(ctx, row, creating=True)
+    names = [k for k in row]
+    collist = ", ".join(quote(n) for n in names)
+    marks = ", ".join("?" for _ in names)
+    cur = _write(ctx, f"INSERT INTO {ent.table} ({collist}) VALUES ({marks})",  # noqa: S608
+                 [row[n] for n in names])
+    row_id = int(cur.lastrowid or 0)
+    if custom:
+        _store_custom(ctx, row_id, custom)
+    out: Record = {"id": row_id}
+    for f in _stored(ent):
+        if f.name == "id":
+            continue
+        if (f.name in given or f.echo) and row.get(f.name) is not None:
+            if ent.name == "Contact" and f.contact_types and \
+                    row.get("contact_type") not in f.contact_types and f.name not in given:
+                continue
+            out[f.name] = to_api(f, row[f.name])
+    out.update(_format_custom(custom))
+    out["custom"] = None
+    out["check_permissions"] = None
+    return out
+
+
+def _primary(ctx: Ctx, row: dict[str, Any], creating: bool) -> None:
+    from .rules import primary_flag
+    primary_flag(ctx.conn, PRIMARY_TABLES[ctx.entity.name], row, creating)
+
+
+def load_row(ctx: Ctx, row_id: int) -> dict[str, Any] | None:
+    ent = ctx.entity
+    names = [f.name for f in _stored(ent)]
+    r = ctx.conn.execute(f"SELECT {', '.join(quote(n) for n in names)} FROM {ent.table} "  # noqa: S608
+                         "WHERE id = ?", (row_id,)).fetchone()
+    return dict(zip(names, r, strict=True)) if r else None
+
+
+def update_one(ctx: Ctx, row_id: int, values: dict[str, Any]) -> Record | None:
+    ent = ctx.entity
+    current = load_row(ctx, row_id)
+    if current is None:
+        return None
+    given, custom = _split_values(ent, values)
+    row = {**current, **given}
+    if "modified_date" in row and "modified_date" not in given:
+        row["modified_date"] = ctx.now
+    for rule in ROW_RULES.get(ent.name, []):
+        rule(row)
+    if ent.name in PRIMARY_TABLES and ("is_primary" in given or "contact_id" in given):
+        _primary(ctx, row, creating=False)
+    changed = [k for k in row if k != "id" and row[k] != current.get(k)]
+    if changed:
+        sets = ", ".join(f"{quote(k)} = ?" for k in changed)
+        _write(ctx, f"UPDATE {ent.table} SET {sets} WHERE id = ?",  # noqa: S608
+               [*(row[k] for k in changed), row_id])
+    if custom:
+        _store_custom(ctx, row_id, custom)
+    fmap = ent.field_map()
+    out: Record = {"id": row_id}
+    if ent.full_update_output:
+        for f in _stored(ent):
+            if f.name != "id" and row.get(f.name) is not None:
+                out[f.name] = to_api(f, row[f.name])
+    else:
+        for name in given:
+            out[name] = to_api(fmap[name], row.get(name))
+    out.update(_format_custom(custom))
+    out["custom"] = None
+    out["check_permissions"] = None
+    for key, value in ent.update_extra:
+        out[key] = value
+    return out
+
+
+def matching_ids(ctx: Ctx, where: list[Any]) -> list[int]:
+    sub = Ctx(ctx.conn, ctx.entity, "get", {"select": ["id"], "where": where}, False,
+              ctx.contact_id, ctx.perms, ctx.now, ctx.rng, ctx.call)
+    return [r["id"] for r in run_get(sub)]
+
+
+def run_create(ctx: Ctx) -> list[Record]:
+    return [create_one(ctx, dict(ctx.params.get("values") or {}))]
+
+
+def run_update(ctx: Ctx) -> list[Record]:
+    values = dict(ctx.params.get("values") or {})
+    where = list(ctx.params.get("where") or [])
+    if values.get("id") is not None:
+        where.append(["id", "=", values.pop("id")])
+    elif not where:
+        raise CiviError('Parameter "where" is required unless primary keys are supplied in '
+                        'values.')
+    out = []
+    for row_id in matching_ids(ctx, where):
+        rec = update_one(ctx, row_id, values)
+        if rec is not None:
+            out.append(rec)
+    return out
+
+
+def save_records(ctx: Ctx, records: list[Any], defaults: dict[str, Any],
+                 match: list[str]) -> list[Record]:
+    out = []
+    for rec in records:
+        if not isinstance(rec, dict):
+            raise CiviError('Parameter "records" is not of the correct type. Expecting array.')
+        vals = {**defaults, **rec}
+        row_id = vals.get("id")
+        if row_id is None and match and all(m in vals for m in match):
+            found = matching_ids(ctx, [[m, "=", vals[m]] if vals[m] is not None
+                                       else [m, "IS NULL"] for m in match])
+            if len(found) == 1:
+                row_id = found[0]
+        if row_id is not None:
+            vals.pop("id", None)
+            updated = update_one(ctx, int(row_id), vals)
+            if updated is not None:
+                out.append(updated)
+        else:
+            out.append(create_one(ctx, vals))
+    return out
+
+
+def run_save(ctx: Ctx) -> list[Record]:
+    p = ctx.params
+    return save_records(ctx, list(p.get("records") or []), dict(p.get("defaults") or {}),
+                        list(p.get("match") or []))
+
+
+def delete_ids(ctx: Ctx, ids: list[int], use_trash: bool) -> None:
+    ent = ctx.entity
+    for row_id in ids:
+        if ent.name == "Contact" and use_trash:
+            deleted = ctx.conn.execute("SELECT is_deleted FROM civicrm_contact WHERE id = ?",
+                                       (row_id,)).fetchone()
+            if deleted and not deleted[0]:
+                ctx.conn.execute("UPDATE civicrm_contact SET is_deleted = 1, modified_date = ? "
+                                 "WHERE id = ?", (ctx.now, row_id))
+                continue
+        _write(ctx, f"DELETE FROM {ent.table} WHERE id = ?", [row_id])  # noqa: S608
+
+
+def run_delete(ctx: Ctx) -> list[Record]:
+    where = ctx.params.get("where")
+    if not where:
+        raise CiviError('Parameter "where" is required.')
+    ids = matching_ids(ctx, list(where))
+    delete_ids(ctx, ids, bool(ctx.params.get("useTrash", True)))
+    return [{"id": i} for i in ids]
+
+
+def run_replace(ctx: Ctx) -> list[Record]:
+    p = ctx.params
+    where = p.get("where")
+    if not where:
+        raise CiviError('Parameter "where" is required.')
+    existing = matching_ids(ctx, list(where))
+    defaults = dict(p.get("defaults") or {})
+    for clause in where:
+        if isinstance(clause, list) and len(clause) == 3 and clause[1] == "=" \
+                and isinstance(clause[0], str) and "." not in clause[0]:
+            defaults.setdefault(clause[0], clause[2])
+    saved = save_records(ctx, list(p.get("records") or []), defaults,
+                         list(p.get("match") or []))
+    keep = {r["id"] for r in saved}
+    delete_ids(ctx, [i for i in existing if i not in keep], use_trash=False)
+    return saved
+
+
+def run_autocomplete(ctx: Ctx) -> list[Record]:
+    ent = ctx.entity
+    label = ent.label_field or "id"
+    text = str(ctx.params.get("input") or "")
+    page = int(ctx.params.get("page") or 1)
+    where = [[label, "LIKE", f"%{text}%"]] if text else []
+    key = "sort_name" if ent.name == "Contact" else label
+    sub = Ctx(ctx.conn, ent, "get", {"select": ["id", label], "where": where,
+                                     "orderBy": {key: "ASC"}, "limit": 10,
+                                     "offset": (page - 1) * 10},
+              ctx.check, ctx.contact_id, ctx.perms, ctx.now, ctx.rng, ctx.call, ctx.empty)
+    return [{"id": r["id"], "label": r.get(label), "icon": ent.icon, "description": []}
+            for r in run_get(sub)]
+
+
+def run_check_access(ctx: Ctx) -> list[Record]:
+    action = ctx.params.get("action") or "get"
+    allowed = not ctx.check or (ctx.contact_id is not None and (
+        action in ("get", "autocomplete") or ctx.entity.write_perm in ctx.perms))
+    return [{"access": bool(allowed)}]
+
+
+ACTIONS: dict[str, Callable[[Ctx], list[Record]]] = {
+    "get": run_get,
+    "create": run_create,
+    "update": run_update,
+    "save": run_save,
+    "delete": run_delete,
+    "replace": run_replace,
+    "autocomplete": run_autocomplete,
+    "checkAccess": run_check_access,
+}

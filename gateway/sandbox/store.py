@@ -1,0 +1,129 @@
+"""Database bootstrap: tables, the base records every CiviCRM install has, users, settings."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import sqlite3
+from typing import Any
+
+from .schema import ddl
+
+# Permissions an admin has (CiviCRM's admin role has all; these are the ones the sandbox checks)
+ALL_PERMISSIONS = (
+    "access CiviCRM", "view all contacts", "edit all contacts", "add contacts",
+    "delete contacts", "access deleted contacts", "administer CiviCRM",
+    "authenticate with api key", "view debug output", "edit groups", "manage tags",
+    "access CiviContribute", "edit contributions", "delete in CiviContribute",
+    "edit api keys", "administer CiviCRM system", "view my contact", "edit my contact",
+)
+STAFF_PERMISSIONS = ("access CiviCRM", "view all contacts", "edit all contacts")
+
+ADMIN_CONTACT_ID = 2
+STAFF_CONTACT_ID = 3
+
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "debug_enabled": False,
+    "backtrace": False,
+    "environment": "Production",
+    "lcMessages": "en_US",
+    "defaultCurrency": "USD",
+    "maxAttachments": 3,
+    "contact_default_language": "*default*",
+    "display_name_format": "{contact.individual_prefix}{ }{contact.first_name}{ }"
+                           "{contact.last_name}{ }{contact.individual_suffix}",
+    "sort_name_format": "{contact.last_name}{, }{contact.first_name}",
+    "enable_components": ["CiviEvent", "CiviContribute", "CiviMember", "CiviMail",
+                          "CiviReport", "CiviPledge"],
+}
+
+_META_DDL = (
+    "CREATE TABLE sandbox_user (id INTEGER PRIMARY KEY AUTOINCREMENT, username TEXT UNIQUE "
+    "NOT NULL, password TEXT NOT NULL, contact_id INTEGER NOT NULL REFERENCES "
+    "civicrm_contact(id) ON DELETE CASCADE, permissions TEXT NOT NULL)",
+    "CREATE TABLE sandbox_setting (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE sandbox_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
+
+
+def regexp(pattern: str | None, value: Any) -> int | None:
+    """SQLite REGEXP: MySQL's REGEXP is case-insensitive under the default collation."""
+    if pattern is None or value is None:
+        return None
+    return int(re.search(pattern, str(value), re.IGNORECASE) is not None)
+
+
+def regexp_binary(pattern: str | None, value: Any) -> int | None:
+    if pattern is None or value is None:
+        return None
+    return int(re.search(pattern, str(value)) is not None)
+
+
+def connect(db_path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.create_function("REGEXP", 2, regexp, deterministic=True)
+    conn.create_function("REGEXP_BINARY", 2, regexp_binary, deterministic=True)
+    return conn
+
+
+def is_initialised(conn: sqlite3.Connection) -> bool:
+    row = conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND "
+                       "name='sandbox_meta'").fetchone()
+    return row is not None
+
+
+def api_key_for(seed: int, who: str) -> str:
+    """Deterministic per seed, so tests and docs can rely on them; not secret."""
+    return hashlib.sha256(f"civicrm-sandbox:{seed}:{who}".encode()).hexdigest()[:32]
+
+
+def site_key_for(seed: int) -> str:
+    return api_key_for(seed, "site-key")
+
+
+def rand_hash(rng: random.Random) -> str:
+    return f"{rng.getrandbits(128):032x}"
+
+
+def initialise(conn: sqlite3.Connection, seed: int, rng: random.Random, now: str) -> None:
+    """Create every table and the base records (a fresh CiviCRM has contacts 1 and 2)."""
+    for stmt in (*ddl(), *_META_DDL):
+        conn.execute(stmt)
+    conn.execute(
+        "INSERT INTO civicrm_contact (id, contact_type, display_name, organization_name, "
+        "legal_name, sort_name, do_not_email, do_not_phone, do_not_mail, do_not_sms, "
+        "do_not_trade, is_opt_out, is_deceased, is_deleted, modified_date, "
+        "preferred_mail_format) VALUES (1, 'Organization', 'Default Organization', "
+        "'Default Organization', 'Default Organization', 'Default Organization', "
+        "0, 0, 0, 0, 0, 0, 0, 0, ?, 'Both')", (now,))
+    conn.execute(
+        "INSERT INTO civicrm_email (id, contact_id, location_type_id, email, is_primary, "
+        "is_billing, on_hold, is_bulkmail) VALUES "
+        "(1, 1, 3, 'fixme.domainemail@example.org', 1, 0, 0, 0)")
+    people = ((ADMIN_CONTACT_ID, "Standalone", "Admin", "admin"),
+              (STAFF_CONTACT_ID, "Staff", "User", "staff"))
+    for cid, first, last, who in people:
+        conn.execute(
+            "INSERT INTO civicrm_contact (id, contact_type, display_name, first_name, "
+            "last_name, sort_name, do_not_email, do_not_phone, do_not_mail, do_not_sms, "
+            "do_not_trade, is_opt_out, preferred_language, hash, api_key, "
+            "communication_style_id, email_greeting_id, email_greeting_display, "
+            "postal_greeting_id, postal_greeting_display, addressee_id, addressee_display, "
+            "is_deceased, is_deleted, created_date, modified_date, preferred_mail_format) "
+            "VALUES (?, 'Individual', ?, ?, ?, ?, 0, 0, 0, 0, 0, 0, 'en_US', ?, ?, 1, 1, ?, "
+            "1, ?, 1, ?, 0, 0, ?, ?, 'Both')",
+            (cid, f"{first} {last}", first, last, f"{last}, {first}", rand_hash(rng),
+             api_key_for(seed, who), f"Dear {first}", f"Dear {first}", f"{first} {last}",
+             now, now))
+        perms = ALL_PERMISSIONS if who == "admin" else STAFF_PERMISSIONS
+        conn.execute("INSERT INTO sandbox_user (username, password, contact_id, permissions) "
+                     "VALUES (?, ?, ?, ?)", (who, who, cid, json.dumps(list(perms))))
+    for name, value in DEFAULT_SETTINGS.items():
+        conn.execute("INSERT INTO sandbox_setting (name, value) VALUES (?, ?)",
+                     (name, json.dumps(value)))
+    conn.execute("INSERT INTO sandbox_meta (key, value) VALUES ('seed', ?)", (str(seed),))
+    conn.execute("INSERT INTO sandbox_meta (key, value) VALUES ('site_key', ?)",
+                 (site_key_for(seed),))
