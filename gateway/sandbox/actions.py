@@ -334,12 +334,16 @@ def create_one(ctx: Ctx, values: dict[str, Any]) -> Record:
         raise CiviError(f"Mandatory values missing from Api4 {ent.name}::{ctx.action}: "
                         f"{', '.join(missing)}", v3_code="mandatory_missing",
                         extra={"fields": missing})
+    before = dict(row)
     if ent.name == "Contact":
         contact_defaults(row, ctx.rng)
     for rule in ROW_RULES.get(ent.name, []):
         rule(row)
     if ent.name in PRIMARY_TABLES:
         _primary(ctx, row, creating=True)
+    # Values the BAO sets are echoed back, except the greeting caches: CiviCRM fills those in
+    # after the save, so create's answer lacks them (sample 1).
+    derived = {k for k in row if row[k] != before.get(k) and not k.endswith("_display")}
     names = [k for k in row]
     collist = ", ".join(quote(n) for n in names)
     marks = ", ".join("?" for _ in names)
@@ -352,7 +356,7 @@ def create_one(ctx: Ctx, values: dict[str, Any]) -> Record:
     for f in _stored(ent):
         if f.name == "id":
             continue
-        if (f.name in given or f.echo) and row.get(f.name) is not None:
+        if (f.name in given or f.echo or f.name in derived) and row.get(f.name) is not None:
             if ent.name == "Contact" and f.contact_types and \
                     row.get("contact_type") not in f.contact_types and f.name not in given:
                 continue

@@ -265,12 +265,13 @@ class Sandbox:
         values = self._run(ctx, entity, canonical)
         if params.get("chain"):
             self._chain(ctx, values, params["chain"])
+        count = len(values)
+        indexed = apply_index(values, index)
         if index_field and index_field.get("remove"):
             for rec in values:
                 rec.pop(index_field["name"], None)
-        count = len(values)
         envelope: dict[str, Any] = {
-            "values": apply_index(values, index), "entity": entity, "action": canonical,
+            "values": indexed, "entity": entity, "action": canonical,
             "debug": None, "version": 4, "count": count, "countFetched": count}
         if "count" in ctx.extra:
             envelope["count"] = ctx.extra["count"]
