@@ -1,0 +1,111 @@
+"""The ``cv`` backend: one ``cv api4`` / ``cv api3`` process per call.
+
+Each call runs ``[*cv_context, *cv_command, --cwd=..., api4, --in=json, --out=json,
+--user=..., --, Entity.action]`` as an argv list (never a shell), writes the params as JSON on
+stdin and reads JSON from stdout. At most ``cv_concurrency`` processes run at once; a process
+that outlives ``cv_timeout`` is killed with its whole process group and reaped.
+
+Permissions: ``cv api4`` runs with ``checkPermissions: false`` unless told otherwise, so when
+``cv_check_permissions`` is on (the default) the gateway passes ``--user=<cv_user>`` and sets
+``checkPermissions: true`` (APIv3: ``check_permissions: 1``) in every call's params, whatever
+the client sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ..errors import GatewayError
+from ..results import Records
+from ..settings import Settings
+from .base import Backend
+from .cvproc import (
+    check_names,
+    check_user,
+    command_prefix,
+    describe_output,
+    extract_json,
+    failure_from_stderr,
+    run_process,
+    v3_result,
+    v4_result,
+)
+
+if TYPE_CHECKING:
+    from ..clients import Identity
+
+log = logging.getLogger("gateway.cv")
+
+
+def user_for(settings: Settings, identity: Identity | None) -> str | None:
+    """The CiviCRM user a call runs as: the client's own, else the gateway's ``cv_user``."""
+    if identity is not None and identity.cv_user:
+        return check_user(identity.cv_user)
+    if identity is not None and identity.api_key:
+        raise GatewayError(
+            "gateway-misconfigured",
+            "This client's CiviCRM identity is an API key, which the cv backend cannot use: "
+            "give the client a cv_user instead.")
+    return check_user(settings.cv_user) if settings.cv_user else None
+
+
+def with_permissions(settings: Settings, version: int, params: dict[str, Any]) -> dict[str, Any]:
+    """The call's params with the gateway's permission mode forced over the client's."""
+    key = "checkPermissions" if version == 4 else "check_permissions"
+    if settings.cv_check_permissions:
+        return {**params, key: True if version == 4 else 1}
+    return {**params, key: False if version == 4 else 0}
+
+
+class CvBackend(Backend):
+    name = "cv"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._prefix = command_prefix(settings)
+        self._slots = asyncio.Semaphore(settings.cv_concurrency)
+
+    def argv(self, version: int, entity: str, action: str, user: str | None) -> list[str]:
+        argv = [*self._prefix, "api4" if version == 4 else "api3", "--in=json", "--out=json"]
+        if user:
+            argv.append(f"--user={user}")
+        return [*argv, "--", f"{entity}.{action}"]
+
+    async def call(self, version: int, entity: str, action: str, params: dict[str, Any], *,
+                   identity: Identity | None = None) -> Records:
+        check_names(entity, action)
+        if version not in (3, 4):
+            raise GatewayError("invalid-request", f"Unknown API version {version}.")
+        user = user_for(self.settings, identity)
+        argv = self.argv(version, entity, action, user)
+        stdin = orjson.dumps(with_permissions(self.settings, version, params))
+        async with self._slots:
+            result = await run_process(argv, stdin, self.settings.cv_timeout)
+        stdout = result.stdout.decode("utf-8", "replace")
+        if version == 3 and stdout.strip():
+            # APIv3 prints its envelope on stdout, errors included (exit 1).
+            try:
+                data = extract_json(stdout)
+            except ValueError:
+                data = None
+            if data is not None or result.returncode == 0:
+                if data is None:
+                    raise self._garbage(result.stdout)
+                return v3_result(action, data)
+        if result.returncode != 0:
+            raise failure_from_stderr(result)
+        try:
+            data = extract_json(stdout)
+        except ValueError:
+            raise self._garbage(result.stdout) from None
+        return v3_result(action, data) if version == 3 else v4_result(data)
+
+    @staticmethod
+    def _garbage(stdout: bytes) -> GatewayError:
+        log.warning("cv printed no JSON: %s", describe_output(stdout, 500))
+        return GatewayError("upstream-invalid-response",
+                            "cv answered something that is not JSON.")
