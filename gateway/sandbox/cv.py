@@ -108,9 +108,11 @@ def _origin(message: str) -> tuple[str, int]:
 
 
 def encode(value: Any, out: str) -> str:
+    """As PHP's json_encode(): compact output escapes "/" and non-ASCII; pretty output
+    (JSON_PRETTY_PRINT | JSON_UNESCAPED_SLASHES) indents by four spaces."""
     if out in ("json", "json-strict"):
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    return json.dumps(value, indent=4, ensure_ascii=False)
+        return json.dumps(value, separators=(",", ":")).replace("/", "\\/")
+    return json.dumps(value, indent=4)
 
 
 # --- arguments -----------------------------------------------------------------------------------
@@ -428,7 +430,7 @@ class PipeSession:
 
     @staticmethod
     def _dump(value: Any) -> str:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        return encode(value, "json")
 
     def on_request(self, line: bytes) -> str:
         try:

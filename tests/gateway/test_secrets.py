@@ -38,4 +38,6 @@ async def test_api_key_never_leaks(upstream, caplog):
     assert all(SITE_KEY not in text for text in seen)
     assert ADMIN_KEY not in caplog.text and SITE_KEY not in caplog.text
     # The calls really ran: the admin record came back, without its key.
-    assert '"id":2' in seen[2].replace(" ", "")
+    assert '"id":2' in seen[0].replace(" ", "") and '"api_key"' not in seen[0]
+    # Asking for the key outright is refused by the default policy, not silently emptied.
+    assert "gateway-policy-denied" in seen[1] and "gateway-policy-denied" in seen[2]

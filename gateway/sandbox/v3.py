@@ -1,0 +1,348 @@
+"""APIv3 on top of the APIv4 engine: v3 params to v4 where/select, v3 envelopes and the
+legacy Contact record shape (strings, ""-for-null, contact_id/contact_is_deleted aliases)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import CiviError
+from .schema import BOOL, DATE, ENTITIES, FLOAT, INT, MONEY, STR, TEXT, TS, Entity, Field
+
+if TYPE_CHECKING:
+    from .engine import Sandbox
+
+RESERVED = {"sequential", "return", "options", "version", "debug", "check_permissions",
+            "prettyprint", "json", "entity", "action", "IDS", "rowCount", "offset", "sort",
+            "limit"}
+ACTIONS3 = ("get", "getsingle", "getcount", "getvalue", "create", "delete", "getfields")
+V3_OPS = {"=", "!=", "<>", ">", ">=", "<", "<=", "IN", "NOT IN", "LIKE", "NOT LIKE",
+          "BETWEEN", "NOT BETWEEN", "IS NULL", "IS NOT NULL"}
+TYPE_CODES = {INT: 1, STR: 2, DATE: 4, TS: 12, BOOL: 16, TEXT: 32, FLOAT: 512, MONEY: 1024}
+
+# The legacy Contact record: v3 key -> APIv4 select expression (None = always "")
+CONTACT_KEYS: tuple[tuple[str, str | None], ...] = (
+    ("contact_id", "id"), ("contact_type", "contact_type"),
+    ("contact_sub_type", "contact_sub_type"), ("sort_name", "sort_name"),
+    ("display_name", "display_name"), ("external_identifier", "external_identifier"),
+    ("organization_name", "organization_name"), ("first_name", "first_name"),
+    ("middle_name", "middle_name"), ("last_name", "last_name"),
+    ("do_not_email", "do_not_email"), ("do_not_phone", "do_not_phone"),
+    ("do_not_mail", "do_not_mail"), ("do_not_sms", "do_not_sms"),
+    ("do_not_trade", "do_not_trade"), ("is_opt_out", "is_opt_out"),
+    ("legal_identifier", "legal_identifier"), ("nick_name", "nick_name"),
+    ("legal_name", "legal_name"), ("image_URL", "image_URL"),
+    ("preferred_communication_method", "preferred_communication_method"),
+    ("preferred_language", "preferred_language"), ("contact_source", "source"),
+    ("prefix_id", "prefix_id"), ("suffix_id", "suffix_id"), ("formal_title", "formal_title"),
+    ("communication_style_id", "communication_style_id"), ("job_title", "job_title"),
+    ("gender_id", "gender_id"), ("birth_date", "birth_date"), ("is_deceased", "is_deceased"),
+    ("deceased_date", "deceased_date"), ("household_name", "household_name"),
+    ("sic_code", "sic_code"), ("contact_is_deleted", "is_deleted"),
+    ("current_employer", "employer_id.display_name"), ("address_id", "address_primary"),
+    ("street_address", "address_primary.street_address"),
+    ("supplemental_address_1", "address_primary.supplemental_address_1"),
+    ("supplemental_address_2", "address_primary.supplemental_address_2"),
+    ("supplemental_address_3", "address_primary.supplemental_address_3"),
+    ("city", "address_primary.city"),
+    ("postal_code_suffix", "address_primary.postal_code_suffix"),
+    ("postal_code", "address_primary.postal_code"),
+    ("geo_code_1", "address_primary.geo_code_1"), ("geo_code_2", "address_primary.geo_code_2"),
+    ("state_province_id", "address_primary.state_province_id"),
+    ("country_id", "address_primary.country_id"), ("phone_id", "phone_primary"),
+    ("phone_type_id", "phone_primary.phone_type_id"), ("phone", "phone_primary.phone"),
+    ("email_id", "email_primary"), ("email", "email_primary.email"),
+    ("on_hold", "email_primary.on_hold"), ("im_id", None), ("provider_id", None),
+    ("im", None), ("worldregion_id", None), ("world_region", None),
+    ("languages", "preferred_language:label"), ("individual_prefix", "prefix_id:label"),
+    ("individual_suffix", "suffix_id:label"), ("communication_style",
+                                               "communication_style_id:label"),
+    ("gender", "gender_id:label"), ("state_province_name", None), ("state_province", None),
+    ("country", "address_primary.country_id:label"), ("id", "id"),
+)
+CONTACT_MAP = dict(CONTACT_KEYS)
+CONTACT_ALIASES = {"contact_id": "id", "contact_is_deleted": "is_deleted",
+                   "contact_source": "source"}
+# Keys of a freshly created contact as v3 create answers (sample "v3 Contact.create")
+CONTACT_CREATE_KEYS = (
+    "id", "contact_type", "external_identifier", "display_name", "organization_name",
+    "contact_sub_type", "first_name", "middle_name", "last_name", "do_not_email",
+    "do_not_phone", "do_not_mail", "do_not_sms", "do_not_trade", "is_opt_out",
+    "legal_identifier", "sort_name", "nick_name", "legal_name", "image_URL",
+    "preferred_communication_method", "preferred_language", "hash", "api_key", "prefix_id",
+    "suffix_id", "formal_title", "communication_style_id", "email_greeting_id",
+    "email_greeting_custom", "email_greeting_display", "postal_greeting_id",
+    "postal_greeting_custom", "postal_greeting_display", "addressee_id", "addressee_custom",
+    "addressee_display", "job_title", "gender_id", "birth_date", "is_deceased",
+    "deceased_date", "household_name", "primary_contact_id", "sic_code", "user_unique_id",
+    "created_date", "modified_date", "preferred_mail_format")
+
+
+def v3_string(value: Any, f: Field | None = None) -> str:
+    """APIv3 shows every value as MySQL's text for it."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        if f is not None and f.data_type == MONEY:
+            return f"{value:.2f}"
+        return repr(value).removesuffix(".0") if value.is_integer() else repr(value)
+    return str(value)
+
+
+def error(message: str, **extra: Any) -> dict[str, Any]:
+    return {**extra, "is_error": 1, "error_message": message}
+
+
+def not_found(entity: str, action: str) -> dict[str, Any]:
+    return error(f"API ({entity}, {action}) does not exist (join the API team and implement "
+                 "it!)", error_code="not-found", entity=entity, action=action)
+
+
+def _where(ent: Entity, params: dict[str, Any]) -> list[Any]:
+    fields = ent.field_map()
+    where: list[Any] = []
+    for key, value in params.items():
+        if key in RESERVED or key.startswith("api.") or key.startswith("return."):
+            continue
+        name = CONTACT_ALIASES.get(key, key) if ent.name == "Contact" else key
+        if name not in fields:
+            continue
+        if isinstance(value, dict) and len(value) == 1:
+            op, operand = next(iter(value.items()))
+            if str(op).upper() in V3_OPS:
+                where.append([name, str(op).upper(), operand])
+                continue
+        where.append([name, "=", value])
+    return where
+
+
+def _options(params: dict[str, Any]) -> dict[str, Any]:
+    opts = params.get("options") or {}
+    if not isinstance(opts, dict):
+        opts = {}
+    out: dict[str, Any] = {}
+    limit = opts.get("limit", params.get("rowCount", 25))
+    out["limit"] = int(limit) if str(limit).lstrip("-").isdigit() else 25
+    offset = opts.get("offset", 0)
+    out["offset"] = int(offset) if str(offset).isdigit() else 0
+    sort = opts.get("sort")
+    if isinstance(sort, str) and sort.strip():
+        order = {}
+        for part in sort.split(","):
+            bits = part.split()
+            if bits:
+                order[bits[0]] = bits[1].upper() if len(bits) > 1 else "ASC"
+        out["orderBy"] = order
+    return out
+
+
+def _returns(params: dict[str, Any]) -> list[str]:
+    ret = params.get("return")
+    keys: list[str] = []
+    if isinstance(ret, str):
+        keys = [k.strip() for k in ret.split(",") if k.strip()]
+    elif isinstance(ret, list):
+        keys = [str(k) for k in ret]
+    elif isinstance(ret, dict):
+        keys = [str(k) for k, v in ret.items() if v]
+    keys += [k[7:] for k, v in params.items() if k.startswith("return.") and v]
+    return keys
+
+
+class V3:
+    def __init__(self, sandbox: Sandbox, check: bool, contact_id: int | None) -> None:
+        self.sb = sandbox
+        self.check = check
+        self.contact_id = contact_id
+
+    def api4(self, entity: str, action: str, params: dict[str, Any]) -> dict[str, Any]:
+        return self.sb._api4(entity, action, params, self.check, self.contact_id, None)
+
+    # ---- reads ------------------------------------------------------------------------
+    def records(self, ent: Entity, params: dict[str, Any], paged: bool = True
+                ) -> list[dict[str, str]]:
+        where = _where(ent, params)
+        opts = _options(params)
+        if not paged:
+            opts.pop("limit", None)
+            opts.pop("offset", None)
+        returns = _returns(params)
+        if ent.name == "Contact":
+            if returns:
+                keys = ["contact_id", *[k for k in returns if k not in ("id", "contact_id",
+                                                                          "contact_is_deleted")],
+                        "contact_is_deleted", "id"]
+                keys = [k for k in keys if k in CONTACT_MAP or k in ent.field_map()]
+            else:
+                keys = [k for k, _ in CONTACT_KEYS]
+            exprs = {k: CONTACT_MAP.get(k, k) for k in keys}
+            select = sorted({e for e in exprs.values() if e}, key=list(exprs.values()).index)
+            env = self.api4("Contact", "get", {"select": select, "where": where, **opts})
+            return [{k: v3_string(r.get(e)) if e else "" for k, e in exprs.items()}
+                    for r in env["values"]]
+        fmap = ent.field_map()
+        select = [k for k in returns if k in fmap] or ["*"]
+        if "id" not in select and select != ["*"]:
+            select.insert(0, "id")
+        env = self.api4(ent.name, "get", {"select": select, "where": where, **opts})
+        return [{k: v3_string(v, fmap.get(k)) for k, v in r.items() if v is not None}
+                for r in env["values"]]
+
+    @staticmethod
+    def envelope(records: list[dict[str, Any]], params: dict[str, Any],
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        seq = str(params.get("sequential", "0")) in ("1", "True", "true")
+        values: Any = records if seq else {str(r.get("id", i)): r for i, r in
+                                           enumerate(records)}
+        out: dict[str, Any] = {"is_error": 0, "version": 3, "count": len(records)}
+        out.update(extra or {})
+        out["values"] = values
+        return out
+
+    def run(self, entity: str, action: str, params: dict[str, Any]) -> dict[str, Any]:
+        ent = ENTITIES.get(entity)
+        act = action.lower()
+        if ent is None:
+            return not_found(entity, action)
+        if act not in ACTIONS3:
+            return not_found(entity, action)
+        if self.check:
+            denied = self._permission(ent, act)
+            if denied:
+                return denied
+        if act == "get":
+            return self.envelope(self.records(ent, params), params)
+        if act == "getcount":
+            return {"is_error": 0, "result": len(self.records(ent, params, paged=False))}
+        if act in ("getsingle", "getvalue"):
+            recs = self.records(ent, params)
+            if len(recs) != 1:
+                return {"count": len(recs), "is_error": 1,
+                        "error_message": f"Expected one {entity} but found {len(recs)}"}
+            if act == "getsingle":
+                return {**recs[0], "is_error": 0}
+            keys = _returns(params)
+            if not keys:
+                return error("Mandatory key(s) missing from params array: return",
+                             error_code="mandatory_missing", fields=["return"],
+                             entity=entity, action=action)
+            return {"is_error": 0, "result": recs[0].get(keys[0], "")}
+        if act == "create":
+            return self.create(ent, params)
+        if act == "delete":
+            return self.delete(ent, params)
+        return self.getfields(ent, params)
+
+    def _permission(self, ent: Entity, act: str) -> dict[str, Any] | None:
+        perms = self.sb._perms(self.contact_id)
+        need = ["access CiviCRM"]
+        if act.startswith("get") and act != "getfields":
+            need.append(ent.read_perm or "view all contacts")
+        elif act == "delete":
+            need.append(ent.delete_perm or ent.write_perm)
+        elif act == "create":
+            need.append(ent.write_perm)
+        missing = [p for p in dict.fromkeys(need) if p not in perms]
+        if missing:
+            return error(f"API permission check failed for {ent.name}/{act} call; insufficient "
+                         f"permission: require {' and '.join(dict.fromkeys(need))}",
+                         error_code="unauthorized")
+        return None
+
+    # ---- writes -----------------------------------------------------------------------
+    def create(self, ent: Entity, params: dict[str, Any]) -> dict[str, Any]:
+        values = {k: v for k, v in params.items() if k not in RESERVED and
+                  not k.startswith("api.")}
+        if ent.name == "Contact":
+            values = {CONTACT_ALIASES.get(k, k) if k != "contact_id" else "id": v
+                      for k, v in values.items()}
+        row_id = values.pop("id", None)
+        if row_id is None:
+            required = ["contact_type"] if ent.name == "Contact" else [
+                f.name for f in ent.fields if f.required and f.default is None]
+            missing = [k for k in required if values.get(k) in (None, "")]
+            if missing:
+                return error(f"Mandatory key(s) missing from params array: "
+                             f"{', '.join(missing)}", fields=missing,
+                             error_code="mandatory_missing", entity=ent.name, action="create")
+        try:
+            if row_id is None:
+                env = self.api4(ent.name, "create", {"values": values})
+            else:
+                env = self.api4(ent.name, "update", {"values": {**values, "id": row_id}})
+        except CiviError as exc:
+            return error(exc.message, error_code=exc.v3_code or exc.error_code,
+                         **({"fields": exc.extra["fields"]} if "fields" in exc.extra else {}))
+        if not env["values"]:
+            return error(f"Entity id {row_id} not found")
+        new_id = env["values"][0]["id"]
+        rec = self.sb._api4(ent.name, "get", {"where": [["id", "=", new_id],
+                                                        ["id", "IS NOT NULL"]]
+                                                       if ent.name != "Contact" else
+                                                       [["id", "=", new_id],
+                                                        ["is_deleted", "IN", [0, 1]]],
+                                              "select": ["*"]},
+                            False, self.contact_id, None)["values"][0]
+        fmap = ent.field_map()
+        if ent.name == "Contact":
+            out = {k: v3_string(rec.get(k), fmap.get(k)) for k in CONTACT_CREATE_KEYS}
+            if row_id is None:  # the greeting caches are filled after create's answer
+                for k in ("email_greeting_display", "postal_greeting_display",
+                          "addressee_display"):
+                    out[k] = ""
+        else:
+            out = {k: v3_string(v, fmap.get(k)) for k, v in rec.items() if v is not None}
+        return self.envelope([out], params, {"id": new_id})
+
+    def delete(self, ent: Entity, params: dict[str, Any]) -> dict[str, Any]:
+        row_id = params.get("id")
+        if row_id in (None, ""):
+            return error("Mandatory key(s) missing from params array: id", fields=["id"],
+                         error_code="mandatory_missing", entity=ent.name, action="delete")
+        p: dict[str, Any] = {"where": [["id", "=", row_id]]}
+        if ent.name == "Contact":
+            p["useTrash"] = str(params.get("skip_undelete", "0")) not in ("1", "true", "True")
+        try:
+            env = self.api4(ent.name, "delete", p)
+        except CiviError as exc:
+            return error(exc.message)
+        if not env["values"]:
+            return error(f"Could not delete {ent.name} id {row_id}")
+        return {"is_error": 0, "version": 3, "count": 1, "values": 1}
+
+    def getfields(self, ent: Entity, params: dict[str, Any]) -> dict[str, Any]:
+        recs = []
+        for f in ent.fields:
+            if f.sql or f.type != "Field":
+                continue
+            info: dict[str, Any] = {"name": f.name, "type": TYPE_CODES.get(f.data_type, 2),
+                                    "title": f.title}
+            if f.description:
+                info["description"] = f.description
+            if f.name == "id" or f.required:
+                info["required"] = True
+            info.update({"where": f"{ent.table}.{f.name}", "table_name": ent.table,
+                         "entity": ent.name, "localizable": 0,
+                         "html": {"type": f.widget}})
+            if f.readonly or f.name == "id":
+                info["readonly"] = True
+            if f.name == "id" and ent.name == "Contact":
+                info["api.aliases"] = ["contact_id"]
+            recs.append(info)
+        opts = _options(params)
+        total = len(recs)
+        limit, offset = opts.get("limit", 0), opts.get("offset", 0)
+        recs = recs[offset:offset + limit] if limit else recs[offset:]
+        seq = str(params.get("sequential", "0")) in ("1", "True", "true")
+        values: Any = recs if seq else {r["name"]: r for r in recs}
+        return {"is_error": 0, "version": 3, "count": total, "values": values}
+
+
+def run_v3(sandbox: Sandbox, entity: str, action: str, params: dict[str, Any], check: bool,
+           contact_id: int | None) -> dict[str, Any]:
+    """Run one APIv3 call (lock held by the caller); errors become is_error envelopes."""
+    try:
+        return V3(sandbox, check, contact_id).run(entity, action, params)
+    except CiviError as exc:
+        return error(exc.message, **({"error_code": exc.v3_code} if exc.v3_code else {}))
