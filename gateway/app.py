@@ -20,6 +20,7 @@ from . import __version__
 from .backends import Backend, make_backend
 from .clients import Authenticator, load_clients
 from .errors import GatewayError
+from .openapi import install_docs
 from .ratelimit import Limiter
 from .redact import install_log_redaction
 from .responses import problem_response
@@ -157,6 +158,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.include_router(v4_router)
     app.include_router(v3_router)
     app.include_router(health_router)
+    install_docs(app, backend, settings)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=settings.cors_methods, allow_headers=settings.cors_headers,

@@ -133,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
         "create", help="make a token; prints the token (stderr) and its config line (stdout)")
     create.add_argument("name", help="the client's name (letters, digits, _.@-)")
     create.set_defaults(func=cmd_token_create)
+
+    from .openapi.command import add_command as add_openapi_command
+
+    add_openapi_command(sub)
     return parser
 
 

@@ -34,6 +34,10 @@ class Backend(ABC):
         ``identity``, when given, is the CiviCRM user this client's calls run as (its own API
         key over HTTP, its own user for cv) instead of the gateway's configured one."""
 
+    def stats(self) -> dict[str, float]:
+        """Gauges worth exporting (pool size, busy workers, queued callers); empty by default."""
+        return {}
+
     async def check(self) -> None:
         """A cheap authenticated call; raises GatewayError when CiviCRM is not usable."""
         await self.call(4, "Contact", "get", {"select": ["id"], "limit": 1})

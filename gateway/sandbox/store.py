@@ -15,7 +15,8 @@ from .schema import ddl
 ALL_PERMISSIONS = (
     "access CiviCRM", "view all contacts", "edit all contacts", "add contacts",
     "delete contacts", "access deleted contacts", "administer CiviCRM",
-    "authenticate with api key", "authenticate with password", "view debug output", "edit groups", "manage tags",
+    "authenticate with api key", "authenticate with password", "view debug output", "edit groups",
+    "manage tags",
     "access CiviContribute", "edit contributions", "delete in CiviContribute",
     "edit api keys", "administer CiviCRM system", "view my contact", "edit my contact",
 )
