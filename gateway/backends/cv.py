@@ -61,6 +61,14 @@ def with_permissions(settings: Settings, version: int, params: dict[str, Any]) -
     return {**params, key: False if version == 4 else 0}
 
 
+def encode_params(params: dict[str, Any]) -> bytes:
+    """Params as the JSON cv reads; refuses what JSON cannot carry (e.g. integers > 64 bit)."""
+    try:
+        return orjson.dumps(params)
+    except orjson.JSONEncodeError as exc:
+        raise GatewayError("invalid-request", f"The params cannot be sent to cv: {exc}.") from None
+
+
 class CvBackend(Backend):
     name = "cv"
 
@@ -68,6 +76,9 @@ class CvBackend(Backend):
         self.settings = settings
         self._prefix = command_prefix(settings)
         self._slots = asyncio.Semaphore(settings.cv_concurrency)
+        self._running = 0
+        self._queued = 0
+        self.calls = 0
 
     def argv(self, version: int, entity: str, action: str, user: str | None) -> list[str]:
         argv = [*self._prefix, "api4" if version == 4 else "api3", "--in=json", "--out=json"]
@@ -82,9 +93,26 @@ class CvBackend(Backend):
             raise GatewayError("invalid-request", f"Unknown API version {version}.")
         user = user_for(self.settings, identity)
         argv = self.argv(version, entity, action, user)
-        stdin = orjson.dumps(with_permissions(self.settings, version, params))
-        async with self._slots:
-            result = await run_process(argv, stdin, self.settings.cv_timeout)
+        stdin = encode_params(with_permissions(self.settings, version, params))
+        timeout = self.settings.cv_timeout
+        self._queued += 1
+        try:
+            # Waiting for a slot counts against the same limit: a caller never waits forever.
+            async with asyncio.timeout(timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise GatewayError("upstream-timeout",
+                               f"No cv slot became free within {timeout:g} s "
+                               f"({self.settings.cv_concurrency} cv processes busy).") from None
+        finally:
+            self._queued -= 1
+        self._running += 1
+        try:
+            result = await run_process(argv, stdin, timeout)
+        finally:
+            self._running -= 1
+            self._slots.release()
+        self.calls += 1
         stdout = result.stdout.decode("utf-8", "replace")
         if version == 3 and stdout.strip():
             # APIv3 prints its envelope on stdout, errors included (exit 1).
@@ -103,6 +131,11 @@ class CvBackend(Backend):
         except ValueError:
             raise self._garbage(result.stdout) from None
         return v3_result(action, data) if version == 3 else v4_result(data)
+
+    def stats(self) -> dict[str, float]:
+        """Running and queued cv processes, for /metrics."""
+        return {"concurrency": self.settings.cv_concurrency, "busy": self._running,
+                "queued": self._queued, "calls": self.calls}
 
     @staticmethod
     def _garbage(stdout: bytes) -> GatewayError:

@@ -41,6 +41,14 @@ _BOOT_MESSAGES = re.compile(
     r"^Could not (find|locate|load) |^Please enable APIv4|^This version of CiviCRM does not "
     r"include Civi::pipe|^Failed to (boot|bootstrap|find)", re.IGNORECASE)
 _USER_MESSAGES = re.compile(r"^Failed to determine contactID for user=", re.IGNORECASE)
+# What a context prefix (docker exec, ssh, env) prints when it cannot reach or start cv.
+_UNREACHABLE = re.compile(
+    r"Error response from daemon|No such container|is not running|Cannot connect to the Docker "
+    r"daemon|^ssh: |Could not resolve hostname|Connection (refused|timed out|closed)|"
+    r"Permission denied \(publickey|No such file or directory|command not found|not found$|"
+    r"executable file not found", re.IGNORECASE | re.MULTILINE)
+# Exit codes of a shell, env, docker exec or ssh that could not run the command at all.
+_NOT_RUN_CODES = frozenset({126, 127})
 
 
 def check_names(entity: str, action: str) -> None:
@@ -224,7 +232,7 @@ def boot_failure(message: str, *, what: str = "cv") -> GatewayError:
         return GatewayError("gateway-misconfigured",
                             f"{what} could not act as the configured CiviCRM user: {message}",
                             civicrm={"error_code": None, "error_message": message})
-    return GatewayError("upstream-invalid-response", f"{what} could not boot CiviCRM: {message}",
+    return GatewayError("upstream-error", f"{what} could not boot CiviCRM: {message}",
                         civicrm={"error_code": None, "error_message": message})
 
 
@@ -241,6 +249,14 @@ def failure_from_stderr(result: ProcessResult, *, what: str = "cv") -> GatewayEr
                     describe_output(result.stderr, 500))
         return GatewayError("upstream-invalid-response",
                             f"{what} was killed by signal {-result.returncode} before answering.")
+    if error is None and (result.returncode in _NOT_RUN_CODES
+                          or _UNREACHABLE.search(stderr)):
+        # The context prefix (docker exec, ssh, env) or the cv command itself did not run.
+        log.warning("%s could not be run (exit %d): %s", what, result.returncode,
+                    describe_output(result.stderr, 500))
+        return GatewayError("upstream-unavailable",
+                            f"{what} could not be run (exit code {result.returncode}); "
+                            "see the gateway's log.")
     if error is None or not error.message:
         log.warning("%s exited with code %d and no error message; stderr: %s", what,
                     result.returncode, describe_output(result.stderr, 500))

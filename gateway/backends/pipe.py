@@ -4,9 +4,12 @@ Each worker is one ``cv pipe vtl`` process (CiviCRM booted once) in its own proc
 Protocol (JSON-RPC 2.0, one request line, one response line):
 
 1. the worker prints a handshake line ``{"Civi::pipe":{"v":...,"t":"trusted","l":["login"]}}``;
-2. the gateway sends ``options {"apiError":"array","bufferSize":N}``: API errors come back as
-   CiviCRM's own error arrays (APIv3 keeps its ``error_code``), and request lines up to N bytes
-   are read whole (cv's default is 512 KiB; a longer line would be cut into pieces);
+2. the gateway sends ``options {"apiError":"array","bufferSize":N,"responsePrefix":"\x01\x01"}``:
+   API errors come back as CiviCRM's own error arrays (APIv3 keeps its ``error_code``; CiviCRM
+   5.77 defaults to ``exception``, older releases to ``array``: set it, never assume it), request
+   lines up to N bytes are read whole (default 512 KiB; a longer line would be cut into
+   pieces), and every response line starts with the prefix, so a PHP notice that reaches
+   stdout is recognised as noise and skipped;
 3. ``login {"user": cv_user}`` when a user is configured (trusted sessions only);
 4. calls: ``api4`` / ``api3`` with ``[entity, action, params]``, permission mode forced.
 
@@ -22,6 +25,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +55,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.pipe")
 
 DEFAULT_BUFFER = 524_288  # Civi::pipe's default request-line limit
+# Written by cv before each response line once set with ``options``: what is not prefixed is
+# noise (a PHP notice printed on stdout), never taken for an answer.
+PREFIX = "\x01\x01"
+_PHP_NOISE = re.compile(rb"^(PHP )?(Deprecated|Notice|Warning|Strict Standards|Fatal error)\b|"
+                        rb"^\[\d{2}-\w{3}-\d{4} ", re.IGNORECASE)
 _READ_CHUNK = 1 << 16
 _STDERR_KEEP = 16_384
 
@@ -92,6 +101,7 @@ class PipeWorker:
         self.login: Login | None = None
         self.buffer_size = DEFAULT_BUFFER
         self.handshake: dict[str, Any] = {}
+        self.prefix: bytes | None = None
         self._buf = bytearray()
         self._scan = 0
         self._request_ids = itertools.count(1)
@@ -113,10 +123,10 @@ class PipeWorker:
     async def start(self, *, buffer_size: int, trusted_needed: bool) -> None:
         self.proc = await spawn(self.argv)
         self._stderr_task = asyncio.create_task(self._drain_stderr())
+        await self._read_handshake(trusted_needed)
+        wanted = {"apiError": "array", "bufferSize": buffer_size, "responsePrefix": PREFIX}
         try:
-            await self._read_handshake(trusted_needed)
-            result = await self.rpc("options", {"apiError": "array", "bufferSize": buffer_size},
-                                    bounded=False)
+            result = await self.rpc("options", wanted, bounded=False)
         except RpcError as exc:
             raise GatewayError("upstream-invalid-response",
                                f"cv pipe refused the gateway's options: {exc.message}") from None
@@ -125,6 +135,8 @@ class PipeWorker:
                                f"cv pipe did not accept apiError=array (answered {result!r:.200}).")
         granted = result.get("bufferSize")
         self.buffer_size = granted if isinstance(granted, int) and granted > 0 else DEFAULT_BUFFER
+        # Older CiviCRM has no responsePrefix: then every line must be a response.
+        self.prefix = PREFIX.encode() if result.get("responsePrefix") == PREFIX else None
 
     async def _read_handshake(self, trusted_needed: bool) -> None:
         while True:
@@ -253,13 +265,8 @@ class PipeWorker:
                 raw = await self._readline()
             except EOFError:
                 raise self._broken("cv pipe worker died before answering.") from None
-            text = raw.strip()
-            if not text:
-                continue
-            if text[:1] not in (b"{", b"["):
-                # A PHP notice printed on stdout: not part of the protocol.
-                log.warning("cv pipe worker %d printed noise: %.200s", self.number,
-                            text.decode("utf-8", "replace"))
+            text = self._response_text(raw)
+            if text is None:
                 continue
             try:
                 message = orjson.loads(text)
@@ -275,6 +282,21 @@ class PipeWorker:
             if "result" not in message:
                 raise self._broken("cv pipe worker answered without result or error.")
             return message["result"]
+
+    def _response_text(self, raw: bytes) -> bytes | None:
+        """The response in one stdout line, or None for noise (logged and skipped)."""
+        marker = self.prefix if self.prefix is not None else PREFIX.encode()
+        at = raw.find(marker)
+        if at >= 0:  # a prefixed response, perhaps glued to a notice without its newline
+            return raw[at + len(marker):].strip()
+        text = raw.strip()
+        if not text:
+            return None
+        if self.prefix is None and not _PHP_NOISE.search(text):
+            return text
+        log.warning("cv pipe worker %d printed noise: %.200s", self.number,
+                    text.decode("utf-8", "replace"))
+        return None
 
     def _broken(self, detail: str) -> WorkerBroken:
         self._dead = True
@@ -312,7 +334,18 @@ class PipeBackend(Backend):
         self._tasks: set[asyncio.Task[None]] = set()
         self._workers: set[PipeWorker] = set()
         self._closed = False
+        self._queued = 0
         self.started_workers = 0
+        self.restarts = 0  # workers replaced after dying, hanging or breaking the protocol
+        self.recycled = 0  # workers retired after pipe_max_calls calls (or a failed login)
+        self.calls = 0
+
+    def stats(self) -> dict[str, float]:
+        """Pool use for /metrics: size, busy and idle workers, queued callers, replacements."""
+        idle = self._idle.qsize() if not self._closed else 0
+        size = len(self._slots) if not self._closed else 0
+        return {"size": size, "busy": size - idle, "idle": idle, "queued": self._queued,
+                "restarts": self.restarts, "recycled": self.recycled, "calls": self.calls}
 
     # --- pool ------------------------------------------------------------------------------
     @property
@@ -335,11 +368,11 @@ class PipeBackend(Backend):
                 await self._login(worker, self.default_login())
         except TimeoutError:
             await self._discard(worker)
+            tail = worker.stderr_tail(300)
             raise GatewayError(
                 "upstream-timeout",
                 f"cv pipe did not complete its handshake within "
-                f"{self.settings.pipe_start_timeout:g} s"
-                + (f"; stderr: {worker.stderr_tail(300)}" if worker.stderr_tail() else ".")
+                f"{self.settings.pipe_start_timeout:g} s" + (f"; stderr: {tail}" if tail else ".")
             ) from None
         except WorkerBroken as exc:
             await self._discard(worker)
@@ -364,34 +397,37 @@ class PipeBackend(Backend):
             result = await worker.rpc("login", params, bounded=False)
         except RpcError as exc:
             who = repr(login.value) if login.kind == "user" else "the client's API key"
-            raise GatewayError("gateway-misconfigured",
-                               f"cv pipe could not log in as {who}: {exc.message}",
-                               civicrm={"error_code": exc.code, "error_message": exc.message}
-                               ) from None
+            raise LoginRefused(GatewayError(
+                "gateway-misconfigured", f"cv pipe could not log in as {who}: {exc.message}",
+                civicrm={"error_code": exc.code, "error_message": exc.message})) from None
         if not isinstance(result, dict) or not result.get("contactId"):
-            raise GatewayError("gateway-misconfigured",
-                               f"cv pipe's login answered no contact: {result!r:.200}")
+            raise LoginRefused(GatewayError(
+                "gateway-misconfigured", f"cv pipe's login answered no contact: {result!r:.200}"))
         worker.login = login
 
     async def start(self) -> None:
+        """Start every worker; fails (RuntimeError naming the cause) if one cannot start."""
         self._closed = False
-        self._slots = [_Slot(n) for n in range(self.size)]
-        results = await asyncio.gather(*(self._spawn() for _ in self._slots),
-                                       return_exceptions=True)
+        slots = [_Slot(n) for n in range(self.size)]
+        results = await asyncio.gather(*(self._spawn() for _ in slots), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             for result in results:
                 if isinstance(result, PipeWorker):
                     await self._discard(result)
             first = failures[0]
+            if isinstance(first, LoginRefused):
+                first = first.error
             detail = first.detail if isinstance(first, GatewayError) else repr(first)
             raise RuntimeError(f"cv pipe backend failed to start: {detail}") from first
-        for slot, worker in zip(self._slots, results, strict=True):
+        self._slots = slots
+        for slot, worker in zip(slots, results, strict=True):
             assert isinstance(worker, PipeWorker)
             slot.worker = worker
             self._idle.put_nowait(slot)
 
     async def close(self) -> None:
+        """Stop background replacements, then end every worker (EOF, then SIGKILL)."""
         self._closed = True
         for task in list(self._tasks):
             task.cancel()
@@ -431,8 +467,11 @@ class PipeBackend(Backend):
         if worker is not None:
             self._workers.discard(worker)
             if kill:
+                self.restarts += 1
                 await worker.kill()
                 worker = None
+            else:
+                self.recycled += 1
         if self._closed:
             if worker is not None:
                 await worker.kill()
@@ -447,6 +486,34 @@ class PipeBackend(Backend):
             return Login("cred", identity.api_key)
         return self.default_login()
 
+    async def _acquire(self, limit: float) -> _Slot:
+        self._queued += 1
+        try:
+            return await asyncio.wait_for(self._idle.get(), limit)
+        except TimeoutError:
+            raise GatewayError("upstream-timeout",
+                               f"No cv pipe worker became free within {limit:g} s "
+                               f"({self.size} workers, all busy).") from None
+        finally:
+            self._queued -= 1
+
+    async def _ready_worker(self, slot: _Slot, login: Login | None) -> PipeWorker:
+        """The slot's worker, started afresh if it died while idle or cannot serve ``login``
+        (a session cannot log out). Nothing of this call was sent yet: starting is safe."""
+        worker = slot.worker
+        if worker is not None and worker.alive and not (login is None and worker.login):
+            return worker
+        if worker is not None:
+            if not worker.alive:
+                log.warning("cv pipe worker %d (pid %s) died while idle; replacing it",
+                            worker.number, worker.pid)
+                self.restarts += 1
+            self._workers.discard(worker)
+            await worker.stop(grace=0.5)
+            slot.worker = None
+        slot.worker = await self._spawn()
+        return slot.worker
+
     async def call(self, version: int, entity: str, action: str, params: dict[str, Any], *,
                    identity: Identity | None = None) -> Records:
         check_names(entity, action)
@@ -455,32 +522,13 @@ class PipeBackend(Backend):
         if self._closed or not self._slots:
             raise GatewayError("upstream-unavailable", "The cv pipe pool is not running.")
         login = self._login_for(identity)
+        request = [entity, action, with_permissions(self.settings, version, params)]
         timeout = self.settings.cv_timeout
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = asyncio.get_running_loop().time() + timeout
+        slot = await self._acquire(timeout)
+        outcome = "kill"  # what to do with the worker afterwards: keep, recycle or kill
         try:
-            slot = await asyncio.wait_for(self._idle.get(), timeout)
-        except TimeoutError:
-            raise GatewayError("upstream-timeout",
-                               f"No cv pipe worker became free within {timeout:g} s "
-                               f"({self.size} workers, all busy).") from None
-        keep = False
-        try:
-            worker = slot.worker
-            if worker is None or not worker.alive:
-                if worker is not None:
-                    log.warning("cv pipe worker %d (pid %s) died while idle; replacing it",
-                                worker.number, worker.pid)
-                    self._workers.discard(worker)
-                    await worker.kill()
-                    slot.worker = None
-                worker = slot.worker = await self._spawn()  # nothing was sent: safe to start
-            if login is None and worker.login is not None:
-                # Cannot log out of a session: start a fresh one.
-                self._workers.discard(worker)
-                await worker.stop()
-                worker = slot.worker = await self._spawn()
-            request = [entity, action, with_permissions(self.settings, version, params)]
+            worker = await self._ready_worker(slot, login)
             try:
                 async with asyncio.timeout_at(deadline):
                     await self._login(worker, login)
@@ -495,28 +543,39 @@ class PipeBackend(Backend):
             except WorkerBroken as exc:
                 raise GatewayError(exc.error.slug,
                                    exc.error.detail + " The call was not retried.") from None
+            except LoginRefused as exc:
+                outcome = "recycle"  # still healthy, but its session's user is now unclear
+                raise exc.error from None
+            except RpcError as exc:
+                outcome = "keep"  # CiviCRM's own refusal: the worker answered properly
+                worker.calls += 1
+                raise rpc_failure(exc) from None
+            except GatewayError as exc:
+                if exc.slug == "payload-too-large":  # refused before sending anything
+                    outcome = "keep"
+                raise
             worker.calls += 1
-            keep = True
-        except RpcError as exc:
-            keep = True
-            raise rpc_failure(exc) from None
-        except GatewayError as exc:
-            # Refused before sending (too large, login refused): the worker is still good.
-            keep = exc.slug in ("payload-too-large", "gateway-misconfigured") and \
-                slot.worker is not None and slot.worker.alive
-            raise
+            outcome = "keep"
         finally:
-            if keep and slot.worker is not None and slot.worker.calls < self.settings.pipe_max_calls:
+            worker_now = slot.worker
+            if outcome == "keep" and worker_now is not None \
+                    and worker_now.calls >= self.settings.pipe_max_calls:
+                log.info("cv pipe worker %d retired after %d calls", worker_now.number,
+                         worker_now.calls)
+                outcome = "recycle"
+            if outcome == "keep" and worker_now is not None:
                 self._idle.put_nowait(slot)
-            elif keep and slot.worker is not None:
-                log.info("cv pipe worker %d retired after %d calls", slot.worker.number,
-                         slot.worker.calls)
-                await asyncio.shield(self._retire(slot, kill=False))
             else:
-                await asyncio.shield(self._retire(slot, kill=True))
+                await asyncio.shield(self._retire(slot, kill=outcome == "kill"))
+        self.calls += 1
         if version == 4:
             return v4_result(result)
         return v3_result(action, result)
 
-    async def check(self) -> None:
-        await self.call(4, "Contact", "get", {"select": ["id"], "limit": 1})
+
+class LoginRefused(Exception):
+    """CiviCRM refused a worker's login: the GatewayError to answer with."""
+
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(error.detail)
+        self.error = error

@@ -11,13 +11,19 @@ error texts (see the captures in the project's protocol notes):
 - global options ``--cwd=PATH``, ``--user=NAME`` (``-U NAME``), and the stand-in's own
   ``--db PATH`` (env ``CV_SANDBOX_DB``: the SQLite file shared by every process) and
   ``--boot-delay SECONDS`` (env ``CV_SANDBOX_BOOT_DELAY``: the PHP bootstrap cost to model).
+  Without ``--db`` the "site" is found as cv finds ``civicrm.settings.php``: a file named
+  ``civicrm.sandbox.sqlite`` in the working directory (or ``--cwd``) or one of its parents.
 
 Errors are printed as Symfony Console does: a box on stderr whose message is cut into chunks
 of 75 characters (an 80-column terminal), then the command's usage line. API exceptions exit 1,
 PHP errors 255. Without a database the stand-in fails like cv outside a site
 ("Failed to locate civicrm.settings.php ..."); an unknown ``--user`` fails like cv does.
 
-Fault hooks for tests only (environment): ``CV_SANDBOX_CALL_DELAY`` (seconds to sleep before
+Fault hooks for tests only (environment): ``CV_SANDBOX_PID_FILE`` (append this process's pid
+to the file at start), ``CV_SANDBOX_NOISE`` (``stdout`` / ``stderr``: print PHP deprecation
+notices around the output, as a PHP with display_errors on does), ``CV_SANDBOX_GARBAGE``
+(print an HTML PHP fatal error instead of the JSON answer, exit 0),
+``CV_SANDBOX_CALL_DELAY`` (seconds to sleep before
 each API call), ``CV_SANDBOX_DIE_AFTER`` (an action name, or ``*``: the process kills itself
 with SIGKILL right after such a call ran, before answering).
 """
@@ -36,6 +42,11 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO, NoReturn
 
 VERSION = "5.77.beta1"
+SITE_FILE = "civicrm.sandbox.sqlite"  # what marks a "site" directory, like civicrm.settings.php
+NOTICE = ("PHP Deprecated:  Creation of dynamic property CRM_Core_Foo::$bar is deprecated in "
+          "/srv/civicrm/vendor/civicrm/civicrm-core/CRM/Core/Foo.php on line 42")
+GARBAGE = ("<br />\n<b>Fatal error</b>:  Allowed memory size of 134217728 bytes exhausted in "
+           "<b>/srv/civicrm/CRM/Core/DAO.php</b> on line <b>3166</b><br />")
 WIDTH = 75  # Symfony wraps box lines at terminal width (80) - 5
 
 SYNOPSIS = {
@@ -228,6 +239,37 @@ def _maybe_die(action: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def find_site(start: str) -> str | None:
+    """The site's database in ``start`` or a parent, as cv searches for civicrm.settings.php."""
+    path = os.path.abspath(start)
+    while True:
+        candidate = os.path.join(path, SITE_FILE)
+        if os.path.isfile(candidate):
+            return candidate
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+
+
+def _noise(stream: str) -> None:
+    """A PHP notice on ``stream`` when the CV_SANDBOX_NOISE hook asks for one there."""
+    if os.environ.get("CV_SANDBOX_NOISE") in (stream, "both"):
+        out = sys.stdout if stream == "stdout" else sys.stderr
+        out.write(NOTICE + "\n")
+        out.flush()
+
+
+def write_answer(text: str) -> None:
+    """cv's JSON answer on stdout, with the noise or garbage the test hooks ask for."""
+    if os.environ.get("CV_SANDBOX_GARBAGE"):
+        sys.stdout.write(GARBAGE + "\n")
+        return
+    _noise("stdout")
+    sys.stdout.write(text)
+    _noise("stdout")
+
+
 def boot(command: str, options: dict[str, str]) -> tuple[Site, int | None]:
     delay = options.get("boot-delay") or os.environ.get("CV_SANDBOX_BOOT_DELAY") or "0"
     try:
@@ -239,11 +281,14 @@ def boot(command: str, options: dict[str, str]) -> tuple[Site, int | None]:
         db = os.path.abspath(db)
     if seconds > 0:
         time.sleep(seconds)
+    _noise("stderr")
     cwd = options.get("cwd")
     if cwd is not None:
         if not os.path.isdir(cwd):
             fail(command, SETTINGS_NOT_FOUND, origin=("Bootstrap.php", 174))
         os.chdir(cwd)
+    if not db:
+        db = find_site(os.getcwd())
     if not db or (db != ":memory:" and not os.path.isdir(os.path.dirname(db))):
         fail(command, SETTINGS_NOT_FOUND, origin=("Bootstrap.php", 174))
     site = Site(db)
@@ -342,7 +387,7 @@ def run_api4(options: dict[str, str], positionals: list[str]) -> int:
     out = options.get("out", os.environ.get("CV_OUTPUT", "json-pretty"))
     if out not in ("json", "json-pretty", "json-strict"):
         fail("api4", f'Unsupported output format: {out}', origin=("Encoder.php", 56))
-    sys.stdout.write(encode(envelope.get("values", []), out) + "\n")
+    write_answer(encode(envelope.get("values", []), out) + "\n")
     return 0
 
 
@@ -360,7 +405,7 @@ def run_api3(command: str, options: dict[str, str], positionals: list[str]) -> i
     if not result.get("is_error") and action.lower() in ("getcount", "getvalue") \
             and "result" in result:
         value = result["result"]  # civicrm_api() answers these with the bare value
-    sys.stdout.write(encode(value, out) + "\n\n")
+    write_answer(encode(value, out) + "\n\n")
     return 1 if isinstance(result, dict) and result.get("is_error") else 0
 
 
@@ -400,7 +445,15 @@ class PipeSession:
             line = raw.rstrip(b"\n")
             if not line.strip():
                 continue
-            self.write(stdout, self.on_request(line))
+            response = self.on_request(line)
+            if os.environ.get("CV_SANDBOX_NOISE") in ("stdout", "both"):
+                stdout.write(b"\n" + NOTICE.encode() + b"\n")
+            if os.environ.get("CV_SANDBOX_GARBAGE") and re.search(rb'"method":\s*"api', line):
+                # A PHP fatal error in an API call: its HTML on stdout, then PHP exits with 255.
+                stdout.write(GARBAGE.encode() + b"\n")
+                stdout.flush()
+                raise CvExit(255)
+            self.write(stdout, response)
 
     def _lines(self, stdin: BinaryIO) -> Iterator[bytes]:
         """Like PHP's stream_get_line(): a line, or ``bufferSize`` bytes of a longer one."""
@@ -600,6 +653,10 @@ def run_pipe(options: dict[str, str], positionals: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    pid_file = os.environ.get("CV_SANDBOX_PID_FILE")
+    if pid_file:
+        with open(pid_file, "a") as handle:
+            handle.write(f"{os.getpid()}\n")
     try:
         options, positionals = parse_args(argv)
         if not positionals:
