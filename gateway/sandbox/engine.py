@@ -17,7 +17,7 @@ from . import meta
 from .actions import ACTIONS, Ctx, Record
 from .errors import CiviError, Unauthorized
 from .schema import ENTITIES, META_ENTITIES, all_fields
-from .store import api_key_for, connect, initialise, is_initialised
+from .store import STAFF_PERMISSIONS, api_key_for, connect, initialise, is_initialised
 
 # Parameter types per action, as the real action classes declare them.
 _A, _I, _B, _S, _M = "array", "int", "bool", "string", "mixed"
@@ -225,7 +225,30 @@ class Sandbox:
 
     @property
     def staff_api_key(self) -> str:
-        return api_key_for(self.seed, "staff")
+        return self.ensure_staff()["api_key"]
+
+    def ensure_staff(self) -> dict[str, Any]:
+        """The "staff" user (may view and edit contacts, lacks 'authenticate with api key' and
+        'administer CiviCRM'), created on first use like a site admin adding a user."""
+        for user in self.users():
+            if user["username"] == "staff":
+                return user
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                cid = self._api4("Contact", "create", {"values": {
+                    "contact_type": "Individual", "first_name": "Staff", "last_name": "User"}},
+                    False, None, None)["values"][0]["id"]
+                self._conn.execute(
+                    "INSERT INTO sandbox_user (username, password, contact_id, permissions) "
+                    "VALUES ('staff', 'staff', ?, ?)", (cid, json.dumps(list(STAFF_PERMISSIONS))))
+                self._conn.execute("UPDATE civicrm_contact SET api_key = ? WHERE id = ?",
+                                   (api_key_for(self.seed, "staff"), cid))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return next(u for u in self.users() if u["username"] == "staff")
 
     def close(self) -> None:
         with self._lock:

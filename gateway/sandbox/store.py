@@ -23,7 +23,6 @@ ALL_PERMISSIONS = (
 STAFF_PERMISSIONS = ("access CiviCRM", "view all contacts", "edit all contacts")
 
 ADMIN_CONTACT_ID = 2
-STAFF_CONTACT_ID = 3
 
 DEFAULT_SETTINGS: dict[str, Any] = {
     "debug_enabled": False,
@@ -104,24 +103,24 @@ def initialise(conn: sqlite3.Connection, seed: int, rng: random.Random, now: str
         "INSERT INTO civicrm_email (id, contact_id, location_type_id, email, is_primary, "
         "is_billing, on_hold, is_bulkmail) VALUES "
         "(1, 1, 3, 'fixme.domainemail@example.org', 1, 0, 0, 0)")
-    people = ((ADMIN_CONTACT_ID, "Standalone", "Admin", "admin"),
-              (STAFF_CONTACT_ID, "Staff", "User", "staff"))
-    for cid, first, last, who in people:
-        conn.execute(
-            "INSERT INTO civicrm_contact (id, contact_type, display_name, first_name, "
-            "last_name, sort_name, do_not_email, do_not_phone, do_not_mail, do_not_sms, "
-            "do_not_trade, is_opt_out, preferred_language, hash, api_key, "
-            "communication_style_id, email_greeting_id, email_greeting_display, "
-            "postal_greeting_id, postal_greeting_display, addressee_id, addressee_display, "
-            "is_deceased, is_deleted, created_date, modified_date, preferred_mail_format) "
-            "VALUES (?, 'Individual', ?, ?, ?, ?, 0, 0, 0, 0, 0, 0, 'en_US', ?, ?, 1, 1, ?, "
-            "1, ?, 1, ?, 0, 0, ?, ?, 'Both')",
-            (cid, f"{first} {last}", first, last, f"{last}, {first}", rand_hash(rng),
-             api_key_for(seed, who), f"Dear {first}", f"Dear {first}", f"{first} {last}",
-             now, now))
-        perms = ALL_PERMISSIONS if who == "admin" else STAFF_PERMISSIONS
-        conn.execute("INSERT INTO sandbox_user (username, password, contact_id, permissions) "
-                     "VALUES (?, ?, ?, ?)", (who, who, cid, json.dumps(list(perms))))
+    # Only the admin exists, as in a fresh CiviCRM (so the first new contact is 3, as in the
+    # samples); the staff user is added on demand by Sandbox.ensure_staff().
+    first, last = "Standalone", "Admin"
+    conn.execute(
+        "INSERT INTO civicrm_contact (id, contact_type, display_name, first_name, "
+        "last_name, sort_name, do_not_email, do_not_phone, do_not_mail, do_not_sms, "
+        "do_not_trade, is_opt_out, preferred_language, hash, api_key, "
+        "communication_style_id, email_greeting_id, email_greeting_display, "
+        "postal_greeting_id, postal_greeting_display, addressee_id, addressee_display, "
+        "is_deceased, is_deleted, created_date, modified_date, preferred_mail_format) "
+        "VALUES (?, 'Individual', ?, ?, ?, ?, 0, 0, 0, 0, 0, 0, 'en_US', ?, ?, 1, 1, ?, "
+        "1, ?, 1, ?, 0, 0, ?, ?, 'Both')",
+        (ADMIN_CONTACT_ID, f"{first} {last}", first, last, f"{last}, {first}", rand_hash(rng),
+         api_key_for(seed, "admin"), f"Dear {first}", f"Dear {first}", f"{first} {last}",
+         now, now))
+    conn.execute("INSERT INTO sandbox_user (username, password, contact_id, permissions) "
+                 "VALUES (?, ?, ?, ?)", ("admin", "admin", ADMIN_CONTACT_ID,
+                                         json.dumps(list(ALL_PERMISSIONS))))
     for name, value in DEFAULT_SETTINGS.items():
         conn.execute("INSERT INTO sandbox_setting (name, value) VALUES (?, ?)",
                      (name, json.dumps(value)))

@@ -312,31 +312,46 @@ class V3:
         return {"is_error": 0, "version": 3, "count": 1, "values": 1}
 
     def getfields(self, ent: Entity, params: dict[str, Any]) -> dict[str, Any]:
+        """APIv3 field specs in the legacy DAO layout (key order as CiviCRM 5.77 prints it).
+        Like the real getfields, ``options.limit`` is ignored: every field comes back."""
         recs = []
         for f in ent.fields:
             if f.sql or f.type != "Field":
                 continue
+            importable = f.name == "id" or not f.readonly
             info: dict[str, Any] = {"name": f.name, "type": TYPE_CODES.get(f.data_type, 2),
                                     "title": f.title}
             if f.description:
                 info["description"] = f.description
             if f.name == "id" or f.required:
                 info["required"] = True
-            info.update({"where": f"{ent.table}.{f.name}", "table_name": ent.table,
-                         "entity": ent.name, "localizable": 0,
-                         "html": {"type": f.widget}})
+            info["usage"] = {"import": importable, "export": True,
+                             "duplicate_matching": importable, "token": False}
+            if importable:
+                info["import"] = True
+            info.update({"where": f"{ent.table}.{f.name}", "export": True,
+                         "table_name": ent.table, "entity": ent.name,
+                         "bao": _bao(ent.name), "localizable": 0,
+                         "html": {"type": f.widget} if f.data_type != INT or f.options
+                         else {"type": "Number", "size": 6, "maxlength": 14}})
             if f.readonly or f.name == "id":
                 info["readonly"] = True
+            info["add"] = "1.1"  # the CiviCRM version a field appeared in; the sandbox's are core
+            info["is_core_field"] = True
             if f.name == "id" and ent.name == "Contact":
                 info["api.aliases"] = ["contact_id"]
             recs.append(info)
-        opts = _options(params)
-        total = len(recs)
-        limit, offset = opts.get("limit", 0), opts.get("offset", 0)
-        recs = recs[offset:offset + limit] if limit else recs[offset:]
         seq = str(params.get("sequential", "0")) in ("1", "True", "true")
         values: Any = recs if seq else {r["name"]: r for r in recs}
-        return {"is_error": 0, "version": 3, "count": total, "values": values}
+        return {"is_error": 0, "version": 3, "count": len(recs), "values": values}
+
+
+def _bao(entity: str) -> str:
+    """The PHP class CiviCRM names as a field's BAO (its component's namespace)."""
+    component = {"Contact": "Contact", "Group": "Contact", "GroupContact": "Contact",
+                 "Relationship": "Contact", "Contribution": "Contribute",
+                 "Activity": "Activity"}.get(entity, "Core")
+    return f"CRM_{component}_BAO_{entity}"
 
 
 def run_v3(sandbox: Sandbox, entity: str, action: str, params: dict[str, Any], check: bool,

@@ -10,6 +10,7 @@ from gateway.sandbox.engine import Sandbox
 @pytest.fixture
 def sb() -> Iterator[Sandbox]:
     sandbox = Sandbox()
+    sandbox.ensure_staff()  # contact 3: a user without admin rights, for permission tests
     yield sandbox
     sandbox.close()
 

@@ -264,6 +264,7 @@ def test_permissions(sb: Sandbox) -> None:
     admin = sb.api4("Contact", "get", {"where": [["id", "=", 2]]}, check_permissions=True,
                     contact_id=2)["values"][0]
     assert admin["api_key"] == sb.admin_api_key
+    assert sb.ensure_staff()["contact_id"] == 3  # idempotent
     staff = sb.api4("Contact", "get", {"where": [["id", "=", 2]]}, check_permissions=True,
                     contact_id=3)["values"][0]
     assert "api_key" not in staff
@@ -282,6 +283,16 @@ def test_permissions(sb: Sandbox) -> None:
     users = {u["username"]: u for u in sb.users()}
     assert users["admin"]["contact_id"] == 2 and users["staff"]["contact_id"] == 3
     assert "authenticate with api key" not in users["staff"]["permissions"]
+
+
+def test_fresh_sandbox_is_a_fresh_civicrm() -> None:
+    fresh = Sandbox()
+    assert [u["username"] for u in fresh.users()] == ["admin"]
+    ids = [r["id"] for r in fresh.api4("Contact", "get", {"select": ["id"]})["values"]]
+    assert ids == [1, 2]
+    created = fresh.api4("Contact", "create", {"values": {"first_name": "Ada"}})["values"][0]
+    assert created["id"] == 3  # as in the samples
+    fresh.close()
 
 
 def test_entity_get(sb: Sandbox) -> None:
