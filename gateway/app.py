@@ -18,14 +18,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
 from .backends import Backend, make_backend
+from .backends.resilience import ResilientBackend
 from .clients import Authenticator, load_clients
 from .errors import GatewayError
+from .metrics import Metrics
 from .openapi import install_docs
 from .ratelimit import Limiter
 from .redact import install_log_redaction
 from .responses import problem_response
 from .routes.api import v3_router, v4_router
+from .routes.batch import v3_batch_router, v4_batch_router
 from .routes.health import router as health_router
+from .routes.metrics import router as metrics_router
 from .settings import Settings, env_name, load_settings
 
 log = logging.getLogger("gateway")
@@ -35,10 +39,12 @@ _REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ
 
 
 class RequestIdMiddleware:
-    """Accepts or assigns ``X-Request-ID``, returns it, and writes one access-log line."""
+    """Accepts or assigns ``X-Request-ID``, returns it, writes one access-log line and counts
+    the request in the metrics (by route template, never by raw path)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -64,13 +70,24 @@ class RequestIdMiddleware:
                                       (b"x-request-id", request_id.encode())]
             await send(message)
 
+        if self.metrics is not None:
+            self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            if self.metrics is not None:
+                self.metrics.in_flight.dec()
+                self.metrics.requests.labels(template, scope["method"], str(status)).inc()
+                self.metrics.latency.labels(template, scope["method"]).observe(elapsed)
+            state = scope.get("state", {})
             access_log.info(
                 "%s %s %s", scope["method"], scope["path"], status,
-                extra={"request_id": request_id, "status": status,
-                       "duration_ms": round((time.perf_counter() - started) * 1000, 2)},
+                extra={"request_id": request_id, "status": status, "route": template,
+                       "client": state.get("client"),
+                       "duration_ms": round(elapsed * 1000, 2)},
             )
 
 
@@ -121,7 +138,11 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     """Build the gateway. ``backend`` overrides the one the settings name (for embedding)."""
     settings = settings or load_settings()
     install_log_redaction(settings.secret_values)
-    backend = backend or make_backend(settings)
+    metrics = Metrics() if settings.metrics_enabled else None
+    # Retries, circuit breaker and metadata cache apply to every backend alike.
+    backend = ResilientBackend(backend or make_backend(settings), settings, metrics=metrics)
+    if metrics is not None:
+        metrics.watch_backend(backend)
     clients = load_clients(settings)
     install_log_redaction([c.identity.api_key for c in clients
                            if c.identity is not None and c.identity.api_key])
@@ -149,22 +170,26 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     )
     app.state.settings = settings
     app.state.backend = backend
+    app.state.metrics = metrics
     app.state.authenticator = Authenticator(clients, allow_anonymous=settings.allow_anonymous)
     app.state.limiter = Limiter(settings)
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)
+    app.include_router(v4_batch_router)
+    app.include_router(v3_batch_router)
     app.include_router(v4_router)
     app.include_router(v3_router)
     app.include_router(health_router)
+    app.include_router(metrics_router)
     install_docs(app, backend, settings)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=settings.cors_methods, allow_headers=settings.cors_headers,
                            expose_headers=["X-Request-ID", "X-Total-Count", "X-Result-Count",
                                            "Retry-After"])
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestIdMiddleware, metrics=metrics)
     return app
 
 

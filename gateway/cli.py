@@ -7,7 +7,9 @@ import asyncio
 import os
 import secrets
 import sys
+import time
 from collections.abc import Sequence
+from typing import BinaryIO
 
 from .settings import SettingsError, env_name, load_settings
 
@@ -48,7 +50,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_config=None,
         server_header=False,
         proxy_headers=False,
-        timeout_graceful_shutdown=30,
+        # On SIGTERM: stop accepting, let calls in flight finish (up to this many seconds).
+        timeout_graceful_shutdown=settings.shutdown_grace,
         **_uvicorn_options(),  # type: ignore[arg-type]
     )
     return 0
@@ -96,6 +99,89 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Progress:
+    """One self-rewriting stderr line: rows, rate and (when CiviCRM told the total) a bar."""
+
+    def __init__(self, total: int | None, enabled: bool) -> None:
+        self.total = total
+        self.enabled = enabled
+        self.rows = 0
+        self.started = time.monotonic()
+        self._shown = 0.0
+
+    def add(self, rows: int) -> None:
+        self.rows += rows
+        now = time.monotonic()
+        if self.enabled and now - self._shown >= 0.2:
+            self._shown = now
+            self.show()
+
+    def show(self, end: str = "") -> None:
+        if not self.enabled:
+            return
+        rate = self.rows / max(time.monotonic() - self.started, 1e-6)
+        if self.total:
+            done = min(1.0, self.rows / self.total)
+            bar = "#" * int(done * 30)
+            line = f"[{bar:<30}] {self.rows}/{self.total} rows {done:4.0%} {rate:,.0f} rows/s"
+        else:
+            line = f"{self.rows} rows {rate:,.0f} rows/s"
+        print(f"\r{line}", end=end, file=sys.stderr, flush=True)
+
+
+async def _export(args: argparse.Namespace, out: BinaryIO) -> int:
+    import orjson
+
+    from . import export
+    from .backends import make_backend
+    from .backends.resilience import ResilientBackend
+    from .errors import GatewayError
+    from .params import check_names, normalize_v4, parse_body
+
+    settings = load_settings()
+    try:
+        check_names(args.entity, "get")
+        params = parse_body((args.params or "{}").encode(), max_depth=settings.max_json_depth)
+        if args.where:
+            params["where"] = [*(params.get("where") or []), *orjson.loads(args.where)]
+    except (GatewayError, orjson.JSONDecodeError) as exc:
+        print(f"civicrm-gateway export: {getattr(exc, 'detail', exc)}", file=sys.stderr)
+        return 2
+    if args.select:
+        params["select"] = [f.strip() for f in args.select.split(",") if f.strip()]
+    if args.limit:
+        params["limit"] = args.limit
+    params = normalize_v4("get", params)
+    fmt = args.format or ("csv" if args.output and args.output.endswith(".csv") else "ndjson")
+    backend = ResilientBackend(make_backend(settings), settings)
+    show = (not args.quiet and sys.stderr.isatty()) or args.progress
+    progress = _Progress(None, bool(show))
+    try:
+        await backend.start()
+        if show:
+            progress.total = await export.count(backend, args.entity, params)
+        async for chunk in export.stream(backend, args.entity, params, fmt,
+                                         page_size=args.page_size or settings.export_page_size,
+                                         on_rows=progress.add):
+            out.write(chunk)  # a local file: short blocking writes are fine in a CLI
+        progress.show(end="\n")
+    except GatewayError as exc:
+        print(f"\ncivicrm-gateway export: {exc.problem.title}: {exc.detail}", file=sys.stderr)
+        return 1
+    finally:
+        await backend.close()
+    print(f"exported {progress.rows} rows" + (f" to {args.output}" if args.output else ""),
+          file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if not args.output:
+        return asyncio.run(_export(args, sys.stdout.buffer))
+    with open(args.output, "wb") as out:
+        return asyncio.run(_export(args, out))
+
+
 def cmd_token_create(args: argparse.Namespace) -> int:
     from .clients import hash_token, new_token
 
@@ -127,6 +213,22 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--api-key", help="admin API key (default: random, printed)")
     sandbox.add_argument("--site-key", help="site key for X-Civi-Key guards")
     sandbox.set_defaults(func=cmd_sandbox)
+    exp = sub.add_parser("export", help="stream an APIv4 get to a file (NDJSON or CSV), page by "
+                                        "page, through the configured backend")
+    exp.add_argument("entity", help="e.g. Contact")
+    exp.add_argument("-o", "--output", help="file to write (default stdout)")
+    exp.add_argument("--format", choices=["ndjson", "csv"],
+                     help="default: csv for a .csv output file, else ndjson")
+    exp.add_argument("--params", help="APIv4 params as a JSON object")
+    exp.add_argument("--where", help='extra where clauses, JSON, e.g. \'[["is_deleted","=",false]]\'')
+    exp.add_argument("--select", help="fields, comma-separated")
+    exp.add_argument("--limit", type=int, help="at most this many rows")
+    exp.add_argument("--page-size", type=int, help="rows per CiviCRM call (default "
+                                                   f"{env_name('export_page_size')} or 1000)")
+    exp.add_argument("--progress", action="store_true", help="show progress even when not a tty")
+    exp.add_argument("--quiet", action="store_true", help="no progress line")
+    exp.set_defaults(func=cmd_export)
+
     token = sub.add_parser("token", help="client tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)
     create = token_sub.add_parser(

@@ -13,7 +13,7 @@ from .errors import GatewayError
 from .params import check_names, normalize_v3, normalize_v4, parse_body
 from .policy import check as check_policy
 from .responses import JSONResponse
-from .results import response_body
+from .results import Records, response_body
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -46,15 +46,27 @@ def authenticate(request: Request) -> Client:
     return client
 
 
-async def run_call(request: Request, client: Client, version: int, entity: str, action: str,
-                   params: dict[str, Any]) -> Response:
+def prepare_call(client: Client, version: int, entity: str, action: str,
+                 params: dict[str, Any]) -> dict[str, Any]:
+    """Names, params normalisation and access policy: every call (single, batch member,
+    export) passes here before any backend sees it."""
     check_names(entity, action)
     params = normalize_v4(action, params) if version == 4 else normalize_v3(params)
-    params = check_policy(client.policy, version, entity, action, params)
+    return check_policy(client.policy, version, entity, action, params)
+
+
+def shape_result(client: Client, version: int, action: str, records: Records
+                 ) -> tuple[Any, dict[str, str]]:
+    return response_body(version, action, records,
+                         strip_credentials=not client.policy.credential_fields)
+
+
+async def run_call(request: Request, client: Client, version: int, entity: str, action: str,
+                   params: dict[str, Any]) -> Response:
+    params = prepare_call(client, version, entity, action, params)
     state = request.app.state
     kwargs = {"identity": client.identity} if client.identity is not None else {}
     async with state.limiter.admit(client):
         records = await state.backend.call(version, entity, action, params, **kwargs)
-    body, headers = response_body(version, action, records,
-                                  strip_credentials=not client.policy.credential_fields)
+    body, headers = shape_result(client, version, action, records)
     return JSONResponse(body, headers=headers)

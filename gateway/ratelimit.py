@@ -34,9 +34,9 @@ class Limiter:
     def _rate(self, client: Client) -> RateLimitItem | None:
         return client.policy.rate or self._default_rate
 
-    async def _check_rate(self, client: Client) -> None:
+    async def _check_rate(self, client: Client, cost: int = 1) -> None:
         rate = self._rate(client)
-        if rate is None or await self._window.hit(rate, "client", client.name):
+        if rate is None or await self._window.hit(rate, "client", client.name, cost=cost):
             return
         stats = await self._window.get_window_stats(rate, "client", client.name)
         retry = max(1, math.ceil(stats.reset_time - time.time()))
@@ -44,9 +44,10 @@ class Limiter:
                            headers={"Retry-After": str(retry)})
 
     @asynccontextmanager
-    async def admit(self, client: Client) -> AsyncIterator[None]:
-        """Counts the call against the client's rate, then holds one of its in-flight slots."""
-        await self._check_rate(client)
+    async def admit(self, client: Client, cost: int = 1) -> AsyncIterator[None]:
+        """Counts the call (a batch: each of its ``cost`` calls) against the client's rate,
+        then holds one of its in-flight slots."""
+        await self._check_rate(client, cost)
         slots = self._slots.get(client.name)
         if slots is None:
             slots = self._slots[client.name] = asyncio.Semaphore(

@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "CIVI_GATEWAY_"
@@ -89,9 +89,28 @@ class Settings(BaseSettings):
     pipe_max_calls: int = Field(1000, ge=1)
     pipe_start_timeout: float = Field(60.0, gt=0, le=600)
 
+    # --- resilience, caching, streaming, shutdown ------------------------------------------
+    retry_max_attempts: int = Field(3, ge=1, le=20)
+    retry_max_seconds: float = Field(5.0, ge=0, le=600)
+    retry_backoff: float = Field(0.1, ge=0, le=60)
+    breaker_threshold: int = Field(5, ge=1, le=10_000)
+    breaker_cooldown: float = Field(10.0, gt=0, le=3600)
+    metadata_cache_ttl: float = Field(300.0, ge=0, le=86_400)
+    metadata_cache_size: int = Field(1024, ge=1, le=1_000_000)
+    batch_max_calls: int = Field(100, ge=1, le=10_000)
+    batch_concurrency: int = Field(8, ge=1, le=1024)
+    export_page_size: int = Field(1000, ge=1, le=100_000)
+    shutdown_grace: float = Field(30.0, ge=0, le=3600)
+    metrics_enabled: bool = True
+
     # --- embedded sandbox ------------------------------------------------------------------
     sandbox_db: str = ":memory:"
     sandbox_demo: int = Field(200, ge=0, le=1_000_000)
+
+    # --- OpenAPI document (docs/openapi.md) ------------------------------------------------
+    openapi_spec_file: FilePath | None = None
+    openapi_cache_ttl: float = Field(3600.0, ge=0)
+    openapi_entities: list[str] = []
 
     # --- validators ------------------------------------------------------------------------
     @field_validator("http_url")

@@ -2,13 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..errors import GatewayError
 from ..results import Records
 
 if TYPE_CHECKING:
     from ..clients import Identity
+
+
+# One member of a batch: (entity, action, params), params already normalised and checked.
+BatchCall = tuple[str, str, dict[str, Any]]
+# Its outcome: the records, or the error that call alone raised.
+BatchResult = Records | GatewayError
+
+
+class TransientError(GatewayError):
+    """An upstream failure worth another try for a call that is safe to repeat.
+
+    ``reached`` says whether the request may have reached CiviCRM (False only when the
+    connection itself failed): a write is retried only when it certainly did not.
+    ``retry_after`` is the upstream's own Retry-After, in seconds, when it sent one.
+    """
+
+    def __init__(self, slug: str, detail: str, *, reached: bool,
+                 retry_after: float | None = None, headers: dict[str, str] | None = None
+                 ) -> None:
+        super().__init__(slug, detail, headers=headers)
+        self.reached = reached
+        self.retry_after = retry_after
 
 
 class Backend(ABC):
@@ -33,6 +58,27 @@ class Backend(ABC):
 
         ``identity``, when given, is the CiviCRM user this client's calls run as (its own API
         key over HTTP, its own user for cv) instead of the gateway's configured one."""
+
+    async def batch(self, version: int, calls: Mapping[str, BatchCall], *,
+                    identity: Identity | None = None, concurrency: int = 8
+                    ) -> dict[str, BatchResult]:
+        """Run many calls; each name maps to its records or its own error.
+
+        The default runs them concurrently (at most ``concurrency`` at a time) through
+        :meth:`call`; a backend with a native multi-call form overrides it."""
+        gate = asyncio.Semaphore(concurrency)
+        kwargs = {"identity": identity} if identity is not None else {}
+
+        async def one(entity: str, action: str, params: dict[str, Any]) -> BatchResult:
+            async with gate:
+                try:
+                    return await self.call(version, entity, action, params, **kwargs)
+                except GatewayError as exc:
+                    return exc
+
+        names = list(calls)
+        results = await asyncio.gather(*(one(*calls[name]) for name in names))
+        return dict(zip(names, results, strict=True))
 
     def stats(self) -> dict[str, float]:
         """Gauges worth exporting (pool size, busy workers, queued callers); empty by default."""

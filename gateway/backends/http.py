@@ -7,8 +7,11 @@ the gateway so CiviCRM never sees malformed JSON.
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import ssl
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -16,11 +19,29 @@ import orjson
 
 from ..clients import Identity
 from ..errors import GatewayError
-from ..results import Records, invalid_response, v3_records, v4_records
+from ..results import Records, invalid_response, v3_records, v4_error, v4_records
 from ..settings import Settings
-from .base import Backend
+from .base import Backend, BatchCall, BatchResult, TransientError
 
 log = logging.getLogger("gateway.backend.http")
+
+# Statuses a proxy or an overloaded CiviCRM answers for a moment: worth a retry for safe calls.
+_TRANSIENT = {429: "upstream-unavailable", 502: "upstream-invalid-response", 503: "upstream-unavailable",
+              504: "upstream-timeout"}
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """``Retry-After`` as seconds from now (it may be a number or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _dumps(params: dict[str, Any]) -> str:
@@ -139,17 +160,22 @@ class HttpBackend(Backend):
         assert self._client is not None
         try:
             response = await self._client.post(path, data=data, headers=headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # Nothing was sent: safe to try again, even for a write.
+            raise TransientError("upstream-unavailable",
+                                 f"The gateway cannot connect to CiviCRM ({type(exc).__name__}).",
+                                 reached=False) from None
         except httpx.TimeoutException:
             raise GatewayError("upstream-timeout",
                                f"CiviCRM did not answer within {self.settings.http_timeout:g} s."
                                ) from None
-        except httpx.ConnectError:
-            raise GatewayError("upstream-unavailable",
-                               "The gateway cannot connect to CiviCRM.") from None
         except httpx.TransportError as exc:
-            raise GatewayError("upstream-invalid-response",
-                               f"The connection to CiviCRM failed: {type(exc).__name__}."
-                               ) from None
+            # Reset or cut mid-answer: the request may have reached CiviCRM.
+            raise TransientError("upstream-invalid-response",
+                                 f"The connection to CiviCRM failed: {type(exc).__name__}.",
+                                 reached=True) from None
+        if response.status_code in _TRANSIENT:
+            raise self._transient(response)
         if response.status_code == 401:
             log.error("CiviCRM rejected the gateway's credentials (HTTP 401 from %s): %s",
                       self.base, response.text[:200])
@@ -160,6 +186,50 @@ class HttpBackend(Backend):
                 civicrm={"error_code": 401, "error_message": response.text[:200].strip()},
             )
         return response
+
+    @staticmethod
+    def _transient(response: httpx.Response) -> TransientError:
+        status = response.status_code
+        slug = _TRANSIENT[status]
+        detail = f"CiviCRM answered HTTP {status}."
+        if status == 503 and b"maintenance" in response.content[:500]:
+            slug, detail = "upstream-maintenance", "CiviCRM is in maintenance mode."
+        elif status == 429:
+            detail = "CiviCRM (or a proxy in front of it) is rate limiting the gateway (HTTP 429)."
+        wait = retry_after_seconds(response.headers.get("retry-after"))
+        headers = {"Retry-After": str(max(1, round(wait)))} if wait is not None else None
+        return TransientError(slug, detail, reached=True, retry_after=wait, headers=headers)
+
+    async def batch(self, version: int, calls: Mapping[str, BatchCall], *,
+                    identity: Identity | None = None, concurrency: int = 8
+                    ) -> dict[str, BatchResult]:
+        """APIv4 calls go in one request through CiviCRM's multi-call form
+        (``civicrm/ajax/api4`` with ``calls=``); APIv3 has none, so it runs them concurrently."""
+        if version != 4 or not calls:
+            return await super().batch(version, calls, identity=identity,
+                                       concurrency=concurrency)
+        if self._client is None:
+            await self.start()
+        headers, _ = self._identity_auth(identity)
+        payload = {name: [entity, action, params] for name, (entity, action, params)
+                   in calls.items()}
+        response = await self._post("civicrm/ajax/api4", {"calls": orjson.dumps(payload).decode()},
+                                    headers)
+        body = self._json(response)
+        if not isinstance(body, dict):
+            raise invalid_response("CiviCRM's multi-call answer is not a JSON object.")
+        if "error_message" in body and not set(calls) & set(body):
+            raise v4_error(body, response.status_code)  # the request failed as a whole
+        results: dict[str, BatchResult] = {}
+        for name in calls:
+            member = body.get(name)
+            try:
+                if member is None:
+                    raise invalid_response(f"CiviCRM's multi-call answer has no {name!r}.")
+                results[name] = v4_records(member)
+            except GatewayError as exc:
+                results[name] = exc
+        return results
 
     @staticmethod
     def _json(response: httpx.Response) -> Any:

@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Path, Request
-from starlette.responses import Response
+from typing import Any
 
+from fastapi import APIRouter, Path, Request
+from starlette.responses import Response, StreamingResponse
+
+from .. import export
+from ..clients import Client
 from ..errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES, GatewayError
 from ..params import check_names, is_read_action, params_from_query
-from ..pipeline import authenticate, params_from_body, run_call
+from ..pipeline import authenticate, params_from_body, prepare_call, run_call
 
 ENTITY = Path(description="CiviCRM entity, e.g. Contact", examples=["Contact"],
               pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
@@ -53,6 +57,47 @@ def _ok_response(version: int) -> dict[int | str, dict]:
     return {200: {"description": description, "content": {"application/json": {"schema": schema}}}}
 
 
+def _format(request: Request) -> str:
+    """The answer's format: ``format=json|ndjson|csv`` in the query, else the Accept header.
+
+    A ``format`` query field with any other value is left alone (it is then a field filter)."""
+    value = request.query_params.get("format")
+    return export.negotiate(value if value in export.MEDIA_TYPES else None,
+                            request.headers.get("accept"))
+
+
+async def export_response(request: Request, client: Client, entity: str,
+                          params: dict[str, Any], fmt: str) -> Response:
+    """Stream an APIv4 get as NDJSON or CSV, page by page (see gateway.export).
+
+    The first page is fetched before answering, so a bad query still gets a problem+json
+    status; a failure after that cuts the stream short (the body is then incomplete)."""
+    params = prepare_call(client, 4, entity, "get", params)
+    state = request.app.state
+    metrics = getattr(state, "metrics", None)
+
+    def count_rows(n: int) -> None:
+        if metrics is not None:
+            metrics.export_rows.labels(fmt).inc(n)
+
+    chunks = export.stream(state.backend, entity, params, fmt,
+                           page_size=state.settings.export_page_size, identity=client.identity,
+                           strip_credentials=not client.policy.credential_fields,
+                           on_rows=count_rows)
+    async with state.limiter.admit(client):
+        first = await anext(chunks, b"")
+
+    async def body() -> Any:
+        yield first
+        async for chunk in chunks:
+            yield chunk
+
+    headers = {}
+    if fmt == "csv":
+        headers["Content-Disposition"] = f'attachment; filename="{entity}.csv"'
+    return StreamingResponse(body(), media_type=export.MEDIA_TYPES[fmt], headers=headers)
+
+
 def _get_params(request: Request, version: int, entity: str, action: str) -> dict:
     check_names(entity, action)
     if not is_read_action(version, action):
@@ -62,8 +107,21 @@ def _get_params(request: Request, version: int, entity: str, action: str) -> dic
             "(get*, autocomplete) may use GET.",
             headers={"Allow": "POST"},
         )
-    return params_from_query(version, request.query_params.multi_items(),
+    items = [(k, v) for k, v in request.query_params.multi_items()
+             if not (k == "format" and v in export.MEDIA_TYPES)]
+    return params_from_query(version, items,
                              max_depth=request.app.state.settings.max_json_depth)
+
+
+async def _streamed(request: Request, client: Client, version: int, entity: str, action: str,
+                    params: dict[str, Any], fmt: str) -> Response:
+    if version != 4 or action != "get":
+        if request.query_params.get("format") != fmt:  # only a preference in Accept: answer JSON
+            return await run_call(request, client, version, entity, action, params)
+        raise GatewayError("invalid-request",
+                           f"format={fmt} (or Accept: {export.MEDIA_TYPES[fmt].split(';')[0]}) "
+                           "streams APIv4 get calls only.")
+    return await export_response(request, client, entity, params, fmt)
 
 
 def make_router(version: int) -> APIRouter:
@@ -80,14 +138,20 @@ def make_router(version: int) -> APIRouter:
     async def post(request: Request, entity: str = ENTITY, action: str = ACTION) -> Response:
         client = authenticate(request)
         check_names(entity, action)
+        fmt = _format(request)
         params = await params_from_body(request)
+        if fmt != "json":
+            return await _streamed(request, client, version, entity, action, params, fmt)
         return await run_call(request, client, version, entity, action, params)
 
     @router.get("/{entity}/{action}", name=f"v{version}_get", responses=responses,
                 summary=f"Call an APIv{version} read action with query-string params")
     async def get(request: Request, entity: str = ENTITY, action: str = ACTION) -> Response:
         client = authenticate(request)
+        fmt = _format(request)
         params = _get_params(request, version, entity, action)
+        if fmt != "json":
+            return await _streamed(request, client, version, entity, action, params, fmt)
         return await run_call(request, client, version, entity, action, params)
 
     return router

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from ..errors import PROBLEM_TYPES, GatewayError
+from ..pipeline import authenticate
 from ..responses import JSONResponse
 
 router = APIRouter(tags=["service"])
@@ -20,6 +21,16 @@ async def readyz(request: Request) -> JSONResponse:
     backend = request.app.state.backend
     await backend.check()
     return JSONResponse({"status": "ready", "backend": backend.name})
+
+
+@router.post("/cache/flush", summary="Forget cached metadata (getFields, getActions, Entity.get)")
+async def flush_cache(request: Request) -> JSONResponse:
+    """For after a schema change made outside the gateway (writes through it flush by
+    themselves). Any authenticated client may flush: it only costs fresh metadata calls."""
+    client = authenticate(request)
+    async with request.app.state.limiter.admit(client):
+        flushed = request.app.state.backend.cache.flush()
+    return JSONResponse({"flushed": flushed})
 
 
 @router.get("/problems/{slug}", summary="What an error type means")

@@ -1,0 +1,258 @@
+"""Retries, a circuit breaker and the metadata cache, around whatever backend the gateway uses.
+
+Applied in ``create_app`` so the HTTP, sandbox, cv and pipe backends all behave the same:
+
+- a call is *safe* when it and every call it chains are reads (``get*``): only safe calls are
+  retried after the upstream may have seen them; a write is retried only when the connection
+  itself failed, so CiviCRM never received it (no duplicate creates);
+- retries use exponential backoff with jitter, honour the upstream's ``Retry-After``, and stop
+  at ``retry_max_attempts`` or ``retry_max_seconds``, whichever comes first;
+- after ``breaker_threshold`` upstream failures in a row the breaker opens: calls fail at once
+  with 503 and ``Retry-After`` for ``breaker_cooldown`` seconds, then one probe call decides;
+- metadata calls are answered from :class:`gateway.metacache.MetadataCache`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..errors import GatewayError
+from ..metacache import METADATA_ENTITIES, MetadataCache, is_metadata_call
+from ..policy import triggered_calls
+from ..results import Records
+from ..settings import Settings
+from .base import Backend, BatchCall, BatchResult, TransientError
+
+if TYPE_CHECKING:
+    from ..clients import Identity
+    from ..metrics import Metrics
+
+log = logging.getLogger("gateway.resilience")
+T = TypeVar("T")
+
+# Failures that say something about the upstream's health (not about one call's params).
+_HEALTH_SLUGS = frozenset({"upstream-unavailable", "upstream-timeout", "upstream-invalid-response",
+                           "upstream-maintenance"})
+
+
+def is_safe(version: int, entity: str, action: str, params: Mapping[str, Any]) -> bool:
+    """A read with no write anywhere in its chains: repeating it changes nothing."""
+    try:
+        return all(call.action.lower().startswith("get")
+                   for call in triggered_calls(version, entity, action, params))
+    except GatewayError:
+        return False
+
+
+class CircuitBreaker:
+    """Closed -> open after ``threshold`` failures in a row -> half-open after ``cooldown``
+    (one probe at a time) -> closed on the probe's success, open again on its failure."""
+
+    def __init__(self, threshold: int, cooldown: float, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_change: Callable[[str], None] | None = None) -> None:
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self._clock = clock
+        self._on_change = on_change
+        self.state = "closed"
+        self.failures = 0
+        self._opened_at = 0.0
+        self._probing = False
+
+    def _set(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            if self._on_change:
+                self._on_change(state)
+
+    def retry_after(self) -> int:
+        return max(1, math.ceil(self._opened_at + self.cooldown - self._clock()))
+
+    def before(self) -> bool:
+        """Admit a call or raise a fail-fast 503; True when the call is the half-open probe."""
+        if self.state == "open":
+            if self._clock() < self._opened_at + self.cooldown:
+                raise self._rejection()
+            self._set("half-open")
+        if self.state == "half-open":
+            if self._probing:
+                raise self._rejection()
+            self._probing = True
+            return True
+        return False
+
+    def _rejection(self) -> GatewayError:
+        return GatewayError(
+            "upstream-unavailable",
+            f"CiviCRM failed {self.threshold} times in a row; the gateway is not calling it "
+            "until the cool-down ends (circuit breaker open).",
+            headers={"Retry-After": str(self.retry_after())})
+
+    def success(self) -> None:
+        self._probing = False
+        self.failures = 0
+        self._set("closed")
+
+    def failure(self) -> None:
+        self._probing = False
+        self.failures += 1
+        if self.state == "half-open" or self.failures >= self.threshold:
+            if self.state != "open":
+                log.warning("circuit breaker open after %d upstream failures; cool-down %g s",
+                            self.failures, self.cooldown)
+            self._opened_at = self._clock()
+            self._set("open")
+
+    def release(self) -> None:
+        """The call ended without a verdict (cancelled, or a bug): let another probe try."""
+        self._probing = False
+
+
+class ResilientBackend(Backend):
+    """Wraps a backend; same interface, with retries, a breaker and the metadata cache."""
+
+    def __init__(self, inner: Backend, settings: Settings, *, metrics: Metrics | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.max_attempts = settings.retry_max_attempts
+        self.max_seconds = settings.retry_max_seconds
+        self.backoff = settings.retry_backoff
+        self.batch_concurrency = settings.batch_concurrency
+        self.metrics = metrics
+        self._sleep = sleep
+        self.cache = MetadataCache(settings.metadata_cache_ttl, settings.metadata_cache_size)
+        self.breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown,
+                                      on_change=self._breaker_changed)
+        if metrics is not None:
+            metrics.breaker_state.labels(self.name).set(0)
+
+    def __getattr__(self, name: str) -> Any:
+        # Backend-specific extras (e.g. the sandbox's engine) stay reachable through the wrapper.
+        return getattr(self.inner, name)
+
+    def _breaker_changed(self, state: str) -> None:
+        if self.metrics is None:
+            return
+        from ..metrics import BREAKER_STATES
+
+        self.metrics.breaker_state.labels(self.name).set(BREAKER_STATES[state])
+        if state == "open":
+            self.metrics.breaker_opened.labels(self.name).inc()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def stats(self) -> dict[str, float]:
+        return self.inner.stats()
+
+    async def check(self) -> None:
+        await self._guarded(self.inner.check, safe=True)
+
+    # --- calls -------------------------------------------------------------------------------
+    async def call(self, version: int, entity: str, action: str, params: dict[str, Any], *,
+                   identity: Identity | None = None) -> Records:
+        kwargs = {"identity": identity} if identity is not None else {}
+
+        def attempt() -> Awaitable[Records]:
+            return self.inner.call(version, entity, action, params, **kwargs)
+
+        safe = is_safe(version, entity, action, params)
+        if self.cache.enabled and is_metadata_call(version, entity, action, params):
+            key = self.cache.key(version, entity, action, params, identity)
+            return await self.cache.get_or_load(
+                key, lambda: self._guarded(attempt, safe=True), self._count_cache)
+        records = await self._guarded(attempt, safe=safe)
+        if not safe and entity in METADATA_ENTITIES:
+            self.cache.flush()
+        return records
+
+    async def batch(self, version: int, calls: Mapping[str, BatchCall], *,
+                    identity: Identity | None = None, concurrency: int | None = None
+                    ) -> dict[str, BatchResult]:
+        """The whole batch is one attempt; retried only if every call in it is safe."""
+        safe = all(is_safe(version, e, a, p) for e, a, p in calls.values())
+        kwargs = {"identity": identity} if identity is not None else {}
+        results = await self._guarded(
+            lambda: self.inner.batch(version, calls, concurrency=concurrency or
+                                     self.batch_concurrency, **kwargs), safe=safe)
+        if any(not is_safe(version, e, a, p) and e in METADATA_ENTITIES
+               for e, a, p in calls.values()):
+            self.cache.flush()
+        return results
+
+    def _count_cache(self, result: str) -> None:
+        if self.metrics is not None:
+            self.metrics.cache.labels(result).inc()
+
+    def _observe(self, outcome: str, started: float) -> None:
+        if self.metrics is not None:
+            self.metrics.upstream.labels(self.name, outcome).observe(time.perf_counter() - started)
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        """Exponential backoff with jitter; never sooner than the upstream's Retry-After."""
+        ceiling = self.backoff * (2 ** (attempt - 1))
+        delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 (jitter, not crypto)
+        return max(delay, retry_after or 0.0)
+
+    async def _guarded(self, attempt: Callable[[], Awaitable[T]], *, safe: bool) -> T:
+        deadline = time.monotonic() + self.max_seconds
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                self.breaker.before()
+            except GatewayError:
+                if self.metrics is not None:
+                    self.metrics.breaker_rejected.labels(self.name).inc()
+                raise
+            started = time.perf_counter()
+            try:
+                result = await attempt()
+            except TransientError as exc:
+                self.breaker.failure()
+                self._observe("failure", started)
+                if not (safe or not exc.reached) or tries >= self.max_attempts:
+                    raise
+                delay = self._delay(tries, exc.retry_after)
+                if time.monotonic() + delay > deadline or self.breaker.state == "open":
+                    raise
+                if self.metrics is not None:
+                    self.metrics.retries.labels(self.name, exc.slug).inc()
+                log.info("retrying a call in %.3f s after %s (attempt %d)", delay, exc.slug, tries)
+                await self._sleep(delay)
+                continue
+            except GatewayError as exc:
+                if exc.slug in _HEALTH_SLUGS:
+                    self.breaker.failure()
+                    self._observe("failure", started)
+                    # Other backends' "unavailable" means nothing ran: retry reads only.
+                    delay = self._delay(tries, None)
+                    if (safe and exc.slug == "upstream-unavailable" and tries < self.max_attempts
+                            and time.monotonic() + delay <= deadline
+                            and self.breaker.state != "open"):
+                        if self.metrics is not None:
+                            self.metrics.retries.labels(self.name, exc.slug).inc()
+                        await self._sleep(delay)
+                        continue
+                else:
+                    self.breaker.success()  # CiviCRM answered: it is up
+                    self._observe("error", started)
+                raise
+            except BaseException:
+                self.breaker.release()
+                raise
+            self.breaker.success()
+            self._observe("ok", started)
+            return result

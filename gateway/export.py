@@ -1,0 +1,179 @@
+"""Streaming export of large APIv4 ``get`` results as NDJSON or CSV.
+
+CiviCRM has no cursor, so the export pages through it: by keyset on ``id`` (``id > last``,
+ordered by id) when the query allows it, which stays fast however deep it goes, else by
+``offset`` with ``id`` added to the ordering as a tie-breaker. Each page is encoded and handed on
+before the next is fetched, so memory holds one page whatever the total size.
+
+Used by the API route (``format=ndjson|csv`` or an ``Accept`` header) and by the
+``civicrm-gateway export`` command.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .errors import invalid_request
+from .results import Records, response_body
+
+if TYPE_CHECKING:
+    from .backends.base import Backend
+    from .clients import Identity
+
+MEDIA_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8",
+               "json": "application/json"}
+_ACCEPT = {"application/x-ndjson": "ndjson", "application/ndjson": "ndjson",
+           "application/jsonl": "ndjson", "text/csv": "csv", "application/json": "json"}
+
+
+def negotiate(format_param: str | None, accept: str | None) -> str:
+    """``ndjson``, ``csv`` or ``json``: an explicit ``format=`` wins, then the first ``Accept``
+    media type the gateway knows (``*/*`` and unknown types mean JSON)."""
+    if format_param:
+        if format_param not in MEDIA_TYPES:
+            raise invalid_request(f"format must be json, ndjson or csv, not {format_param[:20]!r}.")
+        return format_param
+    for part in (accept or "").split(","):
+        media = part.split(";")[0].strip().lower()
+        if media in _ACCEPT:
+            return _ACCEPT[media]
+    return "json"
+
+
+@dataclass
+class _Plan:
+    """How to page one get: the base params and the paging strategy."""
+
+    params: dict[str, Any]
+    keyset: bool
+    total: float
+    offset: int
+    drop_id: bool
+
+
+def _plan(params: dict[str, Any]) -> _Plan:
+    params = dict(params)
+    total = params.pop("limit", None) or math.inf
+    offset = params.pop("offset", None) or 0
+    if not isinstance(total, (int, float)) or not isinstance(offset, int):
+        raise invalid_request("limit and offset must be whole numbers.")
+    order = params.get("orderBy") or {}
+    select = list(params.get("select") or [])
+    keyset = (not params.get("groupBy") and not params.get("having") and not params.get("join")
+              and (not order or order == {"id": "ASC"})
+              and not any("row_count" in str(s) or "(" in str(s) for s in select))
+    drop_id = False
+    if keyset and select and "id" not in select and "*" not in select:
+        select.append("id")  # the keyset needs it; removed from the rows again
+        drop_id = True
+        params["select"] = select
+    if keyset:
+        params["orderBy"] = {"id": "ASC"}
+    elif not params.get("groupBy") and isinstance(order, dict) and "id" not in order:
+        params["orderBy"] = {**order, "id": "ASC"}  # a stable order across pages
+    return _Plan(params, bool(keyset), total, offset, drop_id)
+
+
+async def pages(backend: Backend, entity: str, params: dict[str, Any], *, page_size: int,
+                identity: Identity | None = None) -> AsyncIterator[Records]:
+    """The records of ``entity.get`` with ``params``, one page at a time."""
+    plan = _plan(params)
+    kwargs = {"identity": identity} if identity is not None else {}
+    where = list(plan.params.get("where") or [])
+    last_id: Any = None
+    done = 0
+    offset = plan.offset
+    while done < plan.total:
+        size = int(min(page_size, plan.total - done))
+        page = {**plan.params, "limit": size}
+        if plan.keyset and last_id is not None:
+            page["where"] = [*where, ["id", ">", last_id]]
+        elif offset:
+            page["offset"] = offset
+        records = await backend.call(4, entity, "get", page, **kwargs)
+        count = len(records)
+        if plan.keyset and count:
+            last_id = records[-1].get("id") if isinstance(records[-1], dict) else None
+            if last_id is None:
+                raise invalid_request("Keyset paging needs 'id' in every record.")
+        if plan.drop_id:
+            records = Records([{k: v for k, v in r.items() if k != "id"} for r in records])
+        if count:
+            yield records
+        if count < size:
+            return
+        done += count
+        if not plan.keyset:
+            offset += count
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+class _CsvEncoder:
+    """CSV with the columns of the first row (later rows: extra fields dropped, missing empty)."""
+
+    def __init__(self) -> None:
+        self.columns: list[str] | None = None
+
+    def encode(self, rows: list[dict[str, Any]]) -> bytes:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n")
+        if self.columns is None:
+            self.columns = list(rows[0]) if rows else []
+            writer.writerow(self.columns)
+        for row in rows:
+            writer.writerow([_cell(row.get(c)) for c in self.columns])
+        return out.getvalue().encode()
+
+
+def _ndjson(rows: list[Any]) -> bytes:
+    return b"".join(orjson.dumps(row) + b"\n" for row in rows)
+
+
+async def stream(backend: Backend, entity: str, params: dict[str, Any], fmt: str, *,
+                 page_size: int, identity: Identity | None = None,
+                 strip_credentials: bool = True,
+                 on_rows: Callable[[int], None] | None = None) -> AsyncIterator[bytes]:
+    """Encoded chunks (one per page) of the export; credential fields stripped unless allowed."""
+    if fmt not in ("ndjson", "csv"):
+        raise invalid_request(f"Cannot stream format {fmt!r}.")
+    encoder = _CsvEncoder()
+    wrote_header = False
+    async for records in pages(backend, entity, params, page_size=page_size, identity=identity):
+        rows, _ = response_body(4, "get", records, strip_credentials=strip_credentials)
+        chunk = _ndjson(rows) if fmt == "ndjson" else encoder.encode(rows)
+        wrote_header = True
+        if on_rows is not None:
+            on_rows(len(rows))
+        yield chunk
+    if fmt == "csv" and not wrote_header:
+        yield encoder.encode([])  # an empty result still gets a (header-less) empty body
+
+
+async def count(backend: Backend, entity: str, params: dict[str, Any], *,
+                identity: Identity | None = None) -> int | None:
+    """How many rows the export will give, when CiviCRM can tell (for a progress bar)."""
+    counting = {k: v for k, v in params.items() if k in ("where", "join", "checkPermissions")}
+    kwargs = {"identity": identity} if identity is not None else {}
+    records = await backend.call(4, entity, "get", {**counting, "select": ["row_count"]},
+                                 **kwargs)
+    if records.count_matched is None:
+        return None
+    total = records.count_matched - (params.get("offset") or 0)
+    limit = params.get("limit") or 0
+    return max(0, min(total, limit) if limit else total)

@@ -1,0 +1,19 @@
+"""``GET /metrics``: Prometheus text format (``CIVI_GATEWAY_METRICS_ENABLED=false`` turns it off)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from ..errors import GatewayError
+from ..metrics import CONTENT_TYPE
+
+router = APIRouter(tags=["service"])
+
+
+@router.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
+async def metrics(request: Request) -> Response:
+    registry = getattr(request.app.state, "metrics", None)
+    if registry is None:
+        raise GatewayError("route-not-found", "Metrics are turned off.")
+    return Response(registry.render(), media_type=CONTENT_TYPE)
