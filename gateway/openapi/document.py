@@ -1,0 +1,547 @@
+"""The OpenAPI document: FastAPI's description of the generic routes, completed with what a
+person or a client generator needs to learn this CiviCRM.
+
+- every ``/v3`` and ``/v4`` operation gets the Bearer security scheme, one problem+json
+  response per error status (with an example per problem type) and request examples;
+- with metadata (:mod:`.metadata`), each entity gets a tag and one operation per action at its
+  concrete path (``POST /v4/Contact/get``), whose request and response schemas name the
+  entity's real fields. The generic route serves these paths; they are only documented here.
+
+Field options are data (an administrator can add one at any time), so they are described
+(``description`` and ``x-civicrm-options``) rather than made an ``enum`` that a generated
+client would enforce and break on.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from ..errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES
+from ..params import V4_PARAMS
+from .metadata import Metadata
+
+SECURITY_SCHEME = "clientToken"
+# Options beyond this many (states, countries) are summarised: a real site would otherwise put
+# tens of thousands of option labels in the document.
+OPTIONS_LIMIT = 40
+# Fields whose values are credentials: never given a default or example in the document.
+_CREDENTIAL = re.compile(r"key|pass|secret|token|credential|hash", re.IGNORECASE)
+_GENERIC_IDS = {("/v4/{entity}/{action}", "post"): "v4_call",
+                ("/v4/{entity}/{action}", "get"): "v4_call_query",
+                ("/v3/{entity}/{action}", "post"): "v3_call",
+                ("/v3/{entity}/{action}", "get"): "v3_call_query"}
+_HEADERS = {
+    401: {"WWW-Authenticate": "The Bearer challenge"},
+    405: {"Allow": "The methods this action accepts"},
+    429: {"Retry-After": "Seconds to wait before retrying"},
+}
+# CiviCRM data types -> JSON Schema. Dates stay plain strings: CiviCRM writes
+# "YYYY-MM-DD HH:MM:SS", which is not RFC 3339, and a client generator would refuse it.
+_TYPES: dict[str, dict[str, Any]] = {
+    "Integer": {"type": "integer"}, "Int": {"type": "integer"},
+    "Float": {"type": "number"}, "Money": {"type": "number"},
+    "Boolean": {"type": "boolean"},
+    "String": {"type": "string"}, "Text": {"type": "string"}, "Memo": {"type": "string"},
+    "Email": {"type": "string"}, "Link": {"type": "string"}, "Blob": {"type": "string"},
+    "Mediumblob": {"type": "string"}, "Date": {"type": "string"}, "Time": {"type": "string"},
+    "Timestamp": {"type": "string"}, "Datetime": {"type": "string"},
+    "Array": {"type": "array", "items": {}}, "Object": {"type": "object"},
+}
+_FORMATS = {"Date": "YYYY-MM-DD", "Timestamp": "YYYY-MM-DD HH:MM:SS",
+            "Datetime": "YYYY-MM-DD HH:MM:SS", "Time": "HH:MM:SS"}
+_SAMPLES = {"first_name": "Ada", "last_name": "Lovelace", "display_name": "Ada Lovelace",
+            "sort_name": "Lovelace, Ada", "organization_name": "Analytical Engines Ltd",
+            "household_name": "Lovelace Household", "email": "ada@example.org",
+            "phone": "+44 20 7946 0000", "subject": "Phone call", "street_address": "1 Main St",
+            "city": "London", "postal_code": "N1 9GU", "total_amount": 25.0,
+            "title": "Volunteers", "name": "volunteers", "note": "Met at the fair."}
+# Preferred fields for examples, in order, after the required ones.
+_EXAMPLE_FIELDS = ("contact_type", "first_name", "last_name", "organization_name", "email",
+                   "phone", "subject", "activity_type_id", "total_amount",
+                   "financial_type_id", "street_address", "city", "title", "name", "note")
+
+
+# --- shared components -----------------------------------------------------------------------
+
+def _problem_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "An RFC 9457 problem: what went wrong, and CiviCRM's own error if any.",
+        "required": ["type", "title", "status", "detail"],
+        "properties": {
+            "type": {"type": "string", "description": "/problems/{slug}: the problem type",
+                     "enum": sorted(p.uri for p in PROBLEM_TYPES.values())},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string", "description": "What happened, for a person"},
+            "instance": {"type": "string", "description": "The path that was called"},
+            "civicrm": {"type": "object", "additionalProperties": True,
+                        "description": "CiviCRM's own error_code and error_message"},
+        },
+    }
+
+
+def _problem_responses() -> dict[str, Any]:
+    by_status: dict[int, list[Any]] = {}
+    for problem in PROBLEM_TYPES.values():
+        by_status.setdefault(problem.status, []).append(problem)
+    responses: dict[str, Any] = {}
+    for status, problems in sorted(by_status.items()):
+        examples = {p.slug: {"summary": p.title, "value": {
+            "type": p.uri, "title": p.title, "status": status, "detail": p.description}}
+            for p in problems}
+        response: dict[str, Any] = {
+            "description": "; ".join(f"{p.slug}: {p.title}" for p in problems),
+            "content": {PROBLEM_CONTENT_TYPE: {
+                "schema": {"$ref": "#/components/schemas/Problem"}, "examples": examples}},
+        }
+        if status in _HEADERS:
+            response["headers"] = {name: {"description": text, "schema": {"type": "string"}}
+                                   for name, text in _HEADERS[status].items()}
+        responses[f"Problem{status}"] = response
+    return responses
+
+
+def _error_refs() -> dict[str, Any]:
+    statuses = sorted({p.status for p in PROBLEM_TYPES.values()})
+    return {str(s): {"$ref": f"#/components/responses/Problem{s}"} for s in statuses}
+
+
+_WHERE = {"type": "array", "items": {"type": "array", "items": {}},
+          "description": "Clauses ANDed together: [field, operator, value], or "
+                         "['OR', [clauses]] / ['AND', ...] / ['NOT', ...]",
+          "examples": [[["last_name", "=", "Lovelace"], ["id", ">", 10]]]}
+_CHAIN = {"type": "object", "additionalProperties": True,
+          "description": "Calls to run for each result: {name: [entity, action, params]}"}
+_NATIVE: dict[str, dict[str, Any]] = {
+    "select": {"type": "array", "items": {"type": "string"},
+               "description": "Fields to return ('*' for all, 'custom.*' for custom fields, "
+                              "'field:label' for an option's label)"},
+    "where": {"$ref": "#/components/schemas/ApiV4Where"},
+    "join": {"type": "array", "items": {"type": "array", "items": {}},
+             "description": "Explicit joins: [entity AS alias, type, bridge?, conditions...]"},
+    "groupBy": {"type": "array", "items": {"type": "string"}},
+    "having": {"type": "array", "items": {"type": "array", "items": {}}},
+    "orderBy": {"type": "object", "additionalProperties": {"type": "string",
+                                                           "enum": ["ASC", "DESC"]},
+                "description": "{field: 'ASC' | 'DESC'}"},
+    "limit": {"type": "integer", "minimum": 0, "description": "At most this many records (0: all)"},
+    "offset": {"type": "integer", "minimum": 0},
+    "chain": {"$ref": "#/components/schemas/ApiV4Chain"},
+    "reload": {"type": "boolean", "description": "Return the saved records as re-read"},
+    "match": {"type": "array", "items": {"type": "string"},
+              "description": "Fields that identify an existing record to update"},
+    "useTrash": {"type": "boolean", "description": "Move contacts to the trash (not delete)"},
+    "loadOptions": {"description": "Include each field's options (true, or a list of keys such "
+                                   "as ['id', 'label'])", "anyOf": [
+                        {"type": "boolean"}, {"type": "array", "items": {"type": "string"}}]},
+    "action": {"type": "string", "description": "Describe the fields of this action"},
+    "input": {"type": "string", "description": "What the person typed"},
+    "page": {"type": "integer", "minimum": 1},
+}
+
+
+def _native(*names: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": {**{n: _NATIVE[n] for n in names}, **extra}}
+
+
+# --- fields ----------------------------------------------------------------------------------
+
+def _options(field: dict[str, Any]) -> list[tuple[Any, Any]]:
+    raw = field.get("options")
+    if isinstance(raw, dict):
+        return list(raw.items())
+    if isinstance(raw, list):
+        pairs = []
+        for index, item in enumerate(raw):
+            if isinstance(item, dict):
+                pairs.append((item.get("id", item.get("name")), item.get("label", item.get("name"))))
+            else:
+                pairs.append((index, item))
+        return pairs
+    return []
+
+
+def _coerce(value: Any, kind: str | None) -> Any:
+    """``value`` as JSON of ``kind``, or ``None`` when it is not one (CiviCRM often sends
+    numbers and booleans as strings)."""
+    if value is None or value == "":
+        return None
+    try:
+        if kind == "integer":
+            return value if isinstance(value, int) and not isinstance(value, bool) else int(value)
+        if kind == "number":
+            return float(value)
+        if kind == "boolean":
+            return value if isinstance(value, bool) else \
+                {"1": True, "0": False, "true": True, "false": False}.get(str(value).lower())
+        if kind == "string":
+            return value if isinstance(value, str) else None
+    except (TypeError, ValueError):
+        return None
+    return None
+
+
+def field_schema(field: dict[str, Any], *, record: bool = False) -> dict[str, Any]:
+    """JSON Schema of one getFields record. ``record``: as returned (nullable, readOnly)."""
+    data_type = str(field.get("data_type") or "")
+    schema = copy.deepcopy(_TYPES.get(data_type, {}))
+    kind = schema.get("type")
+    if field.get("serialize") and kind != "array":
+        schema = {"type": "array", "items": schema}
+    notes = [str(field["description"]).strip()] if field.get("description") else []
+    if data_type in _FORMATS:
+        notes.append(f"Format {_FORMATS[data_type]}.")
+    credential = bool(_CREDENTIAL.search(str(field.get("name", ""))))
+    options = [] if credential else _options(field)
+    if options:
+        shown = ", ".join(f"{key} = {label}" for key, label in options[:OPTIONS_LIMIT])
+        more = len(options) - OPTIONS_LIMIT
+        notes.append(f"Options: {shown}" + (f", and {more} more (see getFields)." if more > 0
+                                             else "."))
+        schema["x-civicrm-options"] = {str(k): v for k, v in options[:OPTIONS_LIMIT]}
+    if field.get("fk_entity"):
+        notes.append(f"Refers to a {field['fk_entity']} by its id.")
+        schema["x-civicrm-fk-entity"] = field["fk_entity"]
+    if field.get("custom_group"):
+        notes.append(f"Custom field of group {field['custom_group']}.")
+        schema["x-civicrm-custom-group"] = field["custom_group"]
+    if data_type:
+        schema["x-civicrm-data-type"] = data_type
+    title = field.get("label") or field.get("title")
+    if title:
+        schema["title"] = str(title)
+    if notes:
+        schema["description"] = " ".join(notes)
+    default = None if credential or kind == "array" else _coerce(field.get("default_value"), kind)
+    if default is not None:
+        schema["default"] = default
+    if record:
+        if field.get("readonly"):
+            schema["readOnly"] = True
+        if isinstance(schema.get("type"), str):  # any returned value may be empty
+            schema["type"] = [schema["type"], "null"]
+    elif isinstance(schema.get("type"), str) and field.get("nullable", True):
+        schema["type"] = [schema["type"], "null"]
+    return schema
+
+
+def _filter_schema(field: dict[str, Any]) -> dict[str, Any]:
+    """A simple-form filter: the value, a list of values (IN) or null (IS NULL). Kept terse:
+    the field is described in full by the record schema."""
+    scalar = field_schema(field)
+    kind = scalar.get("type")
+    schema: dict[str, Any] = {}
+    if isinstance(kind, list):
+        kind = kind[0]
+    if kind in ("string", "integer", "number", "boolean"):
+        schema["anyOf"] = [{"type": kind}, {"type": "array", "items": {"type": kind}},
+                           {"type": "null"}]
+    title = field.get("label") or field.get("title")
+    if title:
+        schema["title"] = str(title)
+    return schema
+
+
+def sample_value(field: dict[str, Any]) -> Any:
+    """A plausible value for examples: an option, a known sample, or one of the right type."""
+    name = str(field.get("name", ""))
+    kind = _TYPES.get(str(field.get("data_type") or ""), {}).get("type")
+    default = _coerce(field.get("default_value"), kind)
+    if default is not None and not _CREDENTIAL.search(name):
+        return default
+    options = _options(field)
+    if options:
+        return _coerce(options[0][0], kind) if kind in ("integer", "number") else options[0][0]
+    if name in _SAMPLES or name.split(".")[-1] in _SAMPLES:
+        return _SAMPLES.get(name, _SAMPLES.get(name.split(".")[-1]))
+    return {"integer": 1, "number": 10.5, "boolean": True, "array": [],
+            "object": {}}.get(kind or "", _FORMATS.get(str(field.get("data_type")), "text")
+                              .replace("YYYY-MM-DD", "2024-01-31").replace("HH:MM:SS", "12:00:00"))
+
+
+# --- one entity ------------------------------------------------------------------------------
+
+class _Names:
+    """Component names, unique and stable (the same metadata always gives the same names)."""
+
+    def __init__(self, taken: Iterable[str]) -> None:
+        self.taken = set(taken)
+
+    def claim(self, wanted: str) -> str:
+        name, n = wanted, 2
+        while name in self.taken:
+            name, n = f"{wanted}{n}", n + 1
+        self.taken.add(name)
+        return name
+
+
+def _object(fields: list[dict[str, Any]], *, record: bool = False) -> dict[str, Any]:
+    return {"type": "object",
+            "properties": {f["name"]: field_schema(f, record=record) for f in fields}}
+
+
+def _example_fields(fields: list[dict[str, Any]], label_field: str | None) -> list[dict[str, Any]]:
+    by_name = {f["name"]: f for f in fields}
+    chosen = [f for f in fields if f.get("required")]
+    for name in (label_field, *_EXAMPLE_FIELDS):
+        if name in by_name and by_name[name] not in chosen:
+            chosen.append(by_name[name])
+    for f in fields:
+        if len(chosen) >= 3:
+            break
+        if f not in chosen and f.get("data_type") == "String" and not f.get("custom_group"):
+            chosen.append(f)
+    return [f for f in chosen[:3] if not _CREDENTIAL.search(f["name"]) and f["name"] != "id"]
+
+
+def _examples(action: str, ent: dict[str, Any], get_fields: list[dict[str, Any]],
+              write_fields: list[dict[str, Any]]) -> dict[str, Any]:
+    label = ent.get("label_field") if isinstance(ent.get("label_field"), str) else None
+    readable = _example_fields(get_fields, label)
+    writable = [f for f in write_fields if not f.get("readonly")]
+    values = {f["name"]: sample_value(f) for f in _example_fields(writable, None)
+              if f["name"] not in V4_PARAMS}
+    select = ["id", *[f["name"] for f in readable[:2]]] if get_fields else ["*"]
+    first = readable[0] if readable else None
+    if action == "get":
+        where = [[first["name"], "=", sample_value(first)]] if first else []
+        simple = {first["name"]: sample_value(first), "limit": 10} if first else {"limit": 10}
+        return {"simple": simple, "native": {"select": select, "where": where, "limit": 10}}
+    if action == "create":
+        return {"simple": values, "native": {"values": values}}
+    if action == "update":
+        some = dict(list(values.items())[:1])
+        return {"simple": {"id": 1, **some},
+                "native": {"where": [["id", "=", 1]], "values": some}}
+    if action == "delete":
+        return {"simple": {"id": 1}, "native": {"where": [["id", "=", 1]]}}
+    if action in ("save", "replace"):
+        native: dict[str, Any] = {"records": [values, {"id": 1, **dict(list(values.items())[:1])}]}
+        if action == "replace":
+            native = {"where": [["id", "IN", [1, 2]]], "records": [values]}
+        return {"native": native}
+    if action == "getFields":
+        return {"native": {"action": "create", "loadOptions": True,
+                           "select": ["name", "title", "data_type", "required", "options"]}}
+    if action == "checkAccess":
+        return {"native": {"action": "create", "values": values}}
+    return {}
+
+
+_SUMMARIES = {"get": "Find {plural}", "create": "Create {title}", "update": "Update {plural}",
+              "save": "Create or update {plural}", "delete": "Delete {plural}",
+              "replace": "Replace a set of {plural}", "getFields": "Describe {title} fields",
+              "getActions": "List {title} actions", "autocomplete": "Autocomplete {plural}",
+              "checkAccess": "Check access to {title} actions"}
+_SIMPLE_NOTE = {
+    "get": "Simple form: field names with values filter the records (a list means IN, null "
+           "means IS NULL), mixed freely with native params.",
+    "delete": "Simple form: field names with values select the records to delete.",
+    "create": "Simple form: the field values at the top level instead of in 'values'.",
+    "update": "Simple form: 'id' selects the record, the other fields are the new values.",
+}
+
+
+def _entity_operations(ent: dict[str, Any], names: _Names, schemas: dict[str, Any],
+                       op_ids: _Names, security: list[dict[str, Any]]) -> dict[str, Any]:
+    """Schemas (added to ``schemas``) and paths of one entity."""
+    name = ent["name"]
+    title = str(ent.get("title") or name)
+    plural = str(ent.get("title_plural") or title)
+    fields = ent.get("fields") or {}
+    get_fields = [f for f in fields.get("get") or [] if isinstance(f.get("name"), str)]
+    write_fields = [f for f in fields.get("create") or [] if isinstance(f.get("name"), str)]
+
+    def ref(component: str) -> dict[str, Any]:
+        return {"$ref": f"#/components/schemas/{component}"}
+
+    record = names.claim(f"{name}Record")
+    schemas[record] = {**_object(get_fields, record=True),
+                       "description": f"A {title} as CiviCRM returns it (the selected fields)."}
+    id_field = next((f for f in get_fields if f["name"] == "id"), None)
+    id_schema = field_schema(id_field) if id_field else {"type": "integer"}
+    id_schema["description"] = f"The id of an existing {title}"
+    any_object: dict[str, Any] = {"type": "object", "additionalProperties": True}
+
+    filters: dict[str, Any] | None = None
+    if get_fields:
+        filters = ref(names.claim(f"{name}Filters"))
+        schemas[filters["$ref"].rsplit("/", 1)[1]] = {
+            "type": "object", "description": _SIMPLE_NOTE["get"],
+            "properties": {f["name"]: _filter_schema(f) for f in get_fields
+                           if f["name"] not in V4_PARAMS}}
+    # Values a record takes (create's 'values', update's, save's records); 'id' is added
+    # only where it selects a record.
+    values: dict[str, Any] = any_object
+    new_values: dict[str, Any] = any_object
+    simple_values: dict[str, Any] | None = None
+    if write_fields:
+        writable = [f for f in write_fields if not f.get("readonly") and f["name"] != "id"]
+        values = ref(names.claim(f"{name}Values"))
+        schemas[values["$ref"].rsplit("/", 1)[1]] = {
+            **_object(writable), "description": f"Field values of a {title}."}
+        required = [f["name"] for f in writable if f.get("required")]
+        new_values = values
+        if required:
+            new_values = ref(names.claim(f"{name}NewValues"))
+            schemas[new_values["$ref"].rsplit("/", 1)[1]] = {
+                "allOf": [values], "required": required,
+                "description": f"Field values of a new {title}: {', '.join(required)} required."}
+        simple_values = values
+        if any(f["name"] in V4_PARAMS for f in writable):  # such fields need the native form
+            simple_values = ref(names.claim(f"{name}SimpleValues"))
+            schemas[simple_values["$ref"].rsplit("/", 1)[1]] = _object(
+                [f for f in writable if f["name"] not in V4_PARAMS])
+
+    def simple(form: dict[str, Any] | None, native: dict[str, Any]) -> dict[str, Any]:
+        """Native params, plus the entity's fields at the top level for the simple form."""
+        return {"allOf": [form, native]} if form is not None else native
+
+    record_input = {"allOf": [values, {"type": "object", "properties": {"id": id_schema}}]}
+    bodies: dict[str, dict[str, Any]] = {
+        "get": simple(filters, _native("select", "where", "join", "groupBy", "having",
+                                       "orderBy", "limit", "offset", "chain")),
+        "delete": simple(filters, _native("where", "useTrash", "chain")),
+        "create": simple(simple_values, _native("chain", values=new_values)),
+        "update": simple(simple_values, _native("where", "reload", "chain", values=values,
+                                                id=id_schema)),
+        "save": _native("match", "reload", "chain", defaults=values,
+                        records={"type": "array", "items": record_input}),
+        "replace": _native("where", "match", "reload", defaults=values,
+                           records={"type": "array", "items": record_input}),
+        "getFields": _native("action", "loadOptions", "select", "where"),
+        "getActions": _native("select", "where"),
+        "autocomplete": _native("input", "page"),
+    }
+    paths: dict[str, Any] = {}
+    for action_info in ent.get("actions") or []:
+        action = action_info.get("name")
+        if not isinstance(action, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", action):
+            continue
+        body = bodies.get(action, {"type": "object", "additionalProperties": True})
+        params = names.claim(f"{name}{action[:1].upper()}{action[1:]}Params")
+        schemas[params] = {**body, "description": f"Params of {name}.{action}"}
+        returns_records = action in ("get", "create", "update", "save", "delete", "replace")
+        items = ref(record) if returns_records else {"type": "object", "additionalProperties": True}
+        examples = _examples(action, ent, get_fields, write_fields)
+        description = str(action_info.get("description") or "").strip()
+        if action in _SIMPLE_NOTE:
+            description = f"{description}\n\n{_SIMPLE_NOTE[action]}".strip()
+        operation = {
+            "tags": [name],
+            "summary": _SUMMARIES.get(action, f"{name}.{action}").format(
+                title=title, plural=plural.lower() if plural != name else plural),
+            "description": description,
+            "operationId": op_ids.claim(f"{name}_{action}"),
+            "security": security,
+            "requestBody": {"required": False, "content": {"application/json": {
+                "schema": ref(params),
+                "examples": {k: {"summary": f"{k.capitalize()} form", "value": v}
+                             for k, v in examples.items()} or {
+                    "none": {"summary": "No params", "value": {}}}}}},
+            "responses": {"200": {"description": f"The {plural} (a JSON list)" if returns_records
+                                  else "The results (a JSON list)",
+                                  "content": {"application/json": {"schema": {
+                                      "type": "array", "items": items}}}},
+                          **_error_refs()},
+        }
+        paths[f"/v4/{name}/{action}"] = {"post": operation}
+    return paths
+
+
+# --- the document ----------------------------------------------------------------------------
+
+def _generic_examples(version: int) -> dict[str, Any]:
+    if version == 3:
+        return {"v3": {"summary": "APIv3 params", "value": {"last_name": "Lovelace",
+                                                            "return": "id,display_name"}}}
+    return {"simple": {"summary": "Simple form (Contact.get)",
+                       "value": {"last_name": "Lovelace", "limit": 10}},
+            "native": {"summary": "Native APIv4 form (Contact.get)",
+                       "value": {"select": ["id", "display_name"],
+                                 "where": [["last_name", "=", "Lovelace"]], "limit": 10}}}
+
+
+def build_document(base: dict[str, Any], metadata: Metadata | None, *,
+                   auth_required: bool = True, note: str | None = None) -> dict[str, Any]:
+    """The full document from FastAPI's ``base`` (left untouched) and, when given, metadata."""
+    doc = copy.deepcopy(base)
+    components = doc.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    schemas["Problem"] = _problem_schema()
+    schemas["ApiV4Where"] = _WHERE
+    schemas["ApiV4Chain"] = _CHAIN
+    components["responses"] = _problem_responses()
+    components["securitySchemes"] = {SECURITY_SCHEME: {
+        "type": "http", "scheme": "bearer",
+        "description": "A client token issued by the gateway's operator "
+                       "(`civicrm-gateway token create NAME`), sent as "
+                       "'Authorization: Bearer <token>'. Not a CiviCRM API key."}}
+    security: list[dict[str, Any]] = [{SECURITY_SCHEME: []}]
+    if not auth_required:
+        security.append({})  # this gateway has no tokens: loopback callers need none
+
+    op_ids = _Names(op.get("operationId", "") for item in doc.get("paths", {}).values()
+                    for op in item.values() if isinstance(op, dict))
+    for path, item in doc.get("paths", {}).items():
+        if not path.startswith(("/v3/", "/v4/")):
+            continue
+        for method, operation in item.items():
+            if (path, method) in _GENERIC_IDS:
+                op_ids.taken.discard(operation.get("operationId", ""))
+                operation["operationId"] = op_ids.claim(_GENERIC_IDS[(path, method)])
+            operation["security"] = security
+            ok = {k: v for k, v in operation.get("responses", {}).items() if k.startswith("2")}
+            operation["responses"] = {**ok, **_error_refs()}
+            content = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if content is not None:
+                content["examples"] = _generic_examples(3 if path.startswith("/v3/") else 4)
+    for name in ("HTTPValidationError", "ValidationError"):
+        if name in schemas and "HTTPValidationError" not in str(doc.get("paths")):
+            del schemas[name]
+
+    info = doc.setdefault("info", {})
+    description = [info.get("description", "")]
+    tags: list[dict[str, Any]] = []
+    if metadata is not None:
+        names = _Names(schemas)
+        entity_paths: dict[str, Any] = {}
+        for ent in sorted(metadata.entities, key=lambda e: e["name"]):
+            paths = _entity_operations(ent, names, schemas, op_ids, security)
+            if paths:
+                entity_paths.update(paths)
+                tags.append({"name": ent["name"],
+                             "description": str(ent.get("description") or ent.get("title") or "")})
+        doc["paths"] = {**entity_paths, **doc.get("paths", {})}
+        description.append(
+            f"Entities, actions and fields below come from CiviCRM's own metadata "
+            f"({metadata.source}, {metadata.fetched_at}). Each entity's operations are also "
+            "reachable through the generic routes, which serve any other entity or action.")
+        if metadata.problems:
+            description.append(f"{len(metadata.problems)} metadata calls failed; those entities "
+                                "are documented partly.")
+    if note:
+        description.append(note)
+    info["description"] = "\n\n".join(d for d in description if d)
+    doc["tags"] = [*tags,
+                   {"name": "APIv4", "description": "Any APIv4 entity and action"},
+                   {"name": "APIv3", "description": "Any APIv3 entity and action"}]
+    return doc
+
+
+def redact(doc: Any, secrets: Iterable[str]) -> Any:
+    """``doc`` with every string holding one of ``secrets`` masked: a last guard, since the
+    document carries metadata text a CiviCRM administrator wrote."""
+    secrets = [s for s in secrets if s]
+    if isinstance(doc, dict):
+        return {redact(k, secrets): redact(v, secrets) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [redact(v, secrets) for v in doc]
+    if isinstance(doc, str):
+        for secret in secrets:
+            doc = doc.replace(secret, "***")
+    return doc
