@@ -22,7 +22,8 @@ PHP errors 255. Without a database the stand-in fails like cv outside a site
 Fault hooks for tests only (environment): ``CV_SANDBOX_PID_FILE`` (append this process's pid
 to the file at start), ``CV_SANDBOX_NOISE`` (``stdout`` / ``stderr``: print PHP deprecation
 notices around the output, as a PHP with display_errors on does), ``CV_SANDBOX_GARBAGE``
-(print an HTML PHP fatal error instead of the JSON answer, exit 0),
+(``1``, or a file path: while that file exists; print an HTML PHP fatal error instead of the
+JSON answer: exit 0 from ``api4``/``api``, exit 255 from ``pipe``),
 ``CV_SANDBOX_CALL_DELAY`` (seconds to sleep before
 each API call), ``CV_SANDBOX_DIE_AFTER`` (an action name, or ``*``: the process kills itself
 with SIGKILL right after such a call ran, before answering).
@@ -260,9 +261,15 @@ def _noise(stream: str) -> None:
         out.flush()
 
 
+def garbage_now() -> bool:
+    """The CV_SANDBOX_GARBAGE hook: always (``1``) or while the file it names exists."""
+    value = os.environ.get("CV_SANDBOX_GARBAGE")
+    return bool(value) and (value == "1" or os.path.exists(value))
+
+
 def write_answer(text: str) -> None:
     """cv's JSON answer on stdout, with the noise or garbage the test hooks ask for."""
-    if os.environ.get("CV_SANDBOX_GARBAGE"):
+    if garbage_now():
         sys.stdout.write(GARBAGE + "\n")
         return
     _noise("stdout")
@@ -448,7 +455,7 @@ class PipeSession:
             response = self.on_request(line)
             if os.environ.get("CV_SANDBOX_NOISE") in ("stdout", "both"):
                 stdout.write(b"\n" + NOTICE.encode() + b"\n")
-            if os.environ.get("CV_SANDBOX_GARBAGE") and re.search(rb'"method":\s*"api', line):
+            if garbage_now() and re.search(rb'"method":\s*"api', line):
                 # A PHP fatal error in an API call: its HTML on stdout, then PHP exits with 255.
                 stdout.write(GARBAGE.encode() + b"\n")
                 stdout.flush()
