@@ -1,0 +1,200 @@
+"""Benchmark: Contact.get through the gateway on cv (process per call) and on cv pipe pools,
+and through civicrmapi's ``CvApiV4``, all against the cv stand-in with a simulated bootstrap.
+
+Run by hand (not a test)::
+
+    /work/venv/bin/python -m benchmarks.bench_cv            # 200 calls per mode, 0.3 s boot
+    /work/venv/bin/python -m benchmarks.bench_cv --calls 50 --boot-delay 0.3 --pools 1,4
+
+Every mode answers the same call (``Contact.get``, 25 contacts, two fields) against the same
+site. The gateway is driven over HTTP (httpx on its ASGI app) in the benchmark's own process.
+Per-call modes get ``--cv-concurrency`` callers: the gateway runs that many cv processes at
+once, and civicrmapi (synchronous, ``sh -c`` per call) gets as many threads, so both run the
+same number of cv processes in parallel and neither queues. Pipe pools get ``--clients``
+callers. Pools are started (and their bootstrap paid) before timing starts:
+that cost is paid once per worker per ``pipe_max_calls`` calls. Figures vary with the machine;
+compare the ratios, all measured in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gateway.app import create_app
+from gateway.settings import Settings
+
+PARAMS: dict[str, Any] = {"select": ["id", "display_name"], "where": [], "limit": 25}
+
+
+@dataclass
+class Result:
+    mode: str
+    calls: int
+    errors: int
+    wall: float
+    latencies: list[float]
+
+    @property
+    def throughput(self) -> float:
+        return self.calls / self.wall
+
+    def percentile(self, fraction: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def make_site(root: Path, contacts: int) -> Path:
+    """A stand-in site with demo contacts (the stand-in finds it from --cwd)."""
+    from gateway.sandbox.engine import Sandbox
+
+    site = root / "site"
+    site.mkdir()
+    Sandbox(str(site / "civicrm.sandbox.sqlite"), demo=contacts).close()
+    return site
+
+
+async def drive(mode: str, calls: int, clients: int,
+                one: Callable[[], Awaitable[bool]]) -> Result:
+    """``calls`` calls of ``one`` by ``clients`` concurrent callers; latency of each."""
+    latencies: list[float] = []
+    errors = 0
+    remaining = iter(range(calls))
+
+    async def caller() -> None:
+        nonlocal errors
+        for _ in remaining:
+            started = time.perf_counter()
+            ok = await one()
+            latencies.append(time.perf_counter() - started)
+            errors += 0 if ok else 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(clients)))
+    return Result(mode, calls, errors, time.perf_counter() - started, latencies)
+
+
+async def through_gateway(mode: str, settings: Settings, calls: int, clients: int) -> Result:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway",
+                                     timeout=120) as client:
+            async def one() -> bool:
+                response = await client.post("/v4/Contact/get", json=PARAMS)
+                return response.status_code == 200 and len(response.json()) == 25
+
+            if not await one():  # warm-up, and a check that the mode works at all
+                raise SystemExit(f"{mode}: the first call failed")
+            return await drive(mode, calls, clients, one)
+
+
+async def through_civicrmapi(command: str, site: Path, calls: int, threads: int) -> Result:
+    from civicrmapi import CvApiV4
+
+    api = CvApiV4(cv=command, cwd=str(site))
+    pool = ThreadPoolExecutor(max_workers=threads)
+    loop = asyncio.get_running_loop()
+
+    async def one() -> bool:
+        records = await loop.run_in_executor(pool, api, "Contact", "get", dict(PARAMS))
+        return isinstance(records, list) and len(records) == 25
+
+    try:
+        if not await one():
+            raise SystemExit("civicrmapi: the first call failed")
+        return await drive(f"civicrmapi CvApiV4 ({threads} threads)", calls, threads, one)
+    finally:
+        pool.shutdown()
+
+
+def report(results: list[Result], baseline: Result, args: argparse.Namespace) -> None:
+    print(f"\nContact.get x {args.calls} (per-call modes: {args.per_call_calls}), boot delay "
+          f"{args.boot_delay:g} s, cv concurrency {args.cv_concurrency} (per-call callers), "
+          f"{args.clients} pipe callers, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    header = (f"{'mode':<34} {'calls':>5} {'err':>4} {'wall s':>7} {'calls/s':>9} "
+              f"{'p50 ms':>8} {'p99 ms':>8} {'x cv':>7}")
+    print(header)
+    print("-" * len(header))
+    for result in results:
+        print(f"{result.mode:<34} {result.calls:>5} {result.errors:>4} {result.wall:>7.2f} "
+              f"{result.throughput:>9.1f} {result.percentile(0.5) * 1000:>8.1f} "
+              f"{result.percentile(0.99) * 1000:>8.1f} "
+              f"{result.throughput / baseline.throughput:>7.1f}")
+    best = max((r for r in results if r.mode.startswith("gateway pipe")), key=lambda r: r.throughput,
+               default=None)
+    civicrmapi = next((r for r in results if r.mode.startswith("civicrmapi")), None)
+    print()
+    if best is not None:
+        ratio = best.throughput / baseline.throughput
+        print(f"best pipe pool / cv per call: {ratio:.1f}x "
+              f"(target >= 50x: {'met' if ratio >= 50 else 'NOT met'})")
+    if civicrmapi is not None:
+        ratio = baseline.throughput / civicrmapi.throughput
+        print(f"cv per call / civicrmapi: {ratio:.2f}x "
+              f"(target >= 1: {'met' if ratio >= 1 else 'NOT met'}); p50 "
+              f"{baseline.percentile(0.5) * 1000:.0f} ms vs "
+              f"{civicrmapi.percentile(0.5) * 1000:.0f} ms")
+    median_cv = statistics.median(baseline.latencies)
+    print(f"median cv process: {median_cv * 1000:.0f} ms, of which the simulated bootstrap "
+          f"is {args.boot_delay * 1000:.0f} ms")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=200, help="calls per pipe mode")
+    parser.add_argument("--per-call-calls", type=int, default=None,
+                        help="calls for cv per call and civicrmapi (default: --calls)")
+    parser.add_argument("--boot-delay", type=float, default=0.3)
+    parser.add_argument("--clients", type=int, default=8, help="concurrent HTTP callers")
+    parser.add_argument("--cv-concurrency", type=int, default=4)
+    parser.add_argument("--pools", default="1,2,4", help="pipe pool sizes")
+    parser.add_argument("--contacts", type=int, default=200)
+    parser.add_argument("--no-civicrmapi", action="store_true")
+    args = parser.parse_args()
+    args.per_call_calls = args.per_call_calls or args.calls
+    logging.basicConfig(level=logging.ERROR)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        site = make_site(Path(tmp), args.contacts)
+        command = shlex.join([sys.executable, "-m", "gateway.sandbox.cv",
+                              "--boot-delay", str(args.boot_delay)])
+        common: dict[str, Any] = {"cv_command": command, "cv_cwd": str(site),
+                                  "cv_user": "admin", "cv_timeout": 120,
+                                  "cv_concurrency": args.cv_concurrency,
+                                  "pipe_max_calls": 1_000_000, "pipe_start_timeout": 120}
+        results = []
+        print("cv per call ...", file=sys.stderr)
+        baseline = await through_gateway("gateway cv (process per call)",
+                                         Settings(backend="cv", **common),
+                                         args.per_call_calls, args.cv_concurrency)
+        results.append(baseline)
+        for size in [int(n) for n in args.pools.split(",") if n]:
+            print(f"pipe pool of {size} ...", file=sys.stderr)
+            results.append(await through_gateway(
+                f"gateway pipe, pool of {size}", Settings(backend="pipe", pipe_size=size,
+                                                          **common),
+                args.calls, args.clients))
+        if not args.no_civicrmapi:
+            print("civicrmapi ...", file=sys.stderr)
+            results.append(await through_civicrmapi(command, site, args.per_call_calls,
+                                                    args.cv_concurrency))
+        report(results, baseline, args)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
