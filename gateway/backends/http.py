@@ -60,6 +60,7 @@ class HttpBackend(Backend):
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._headers, self._auth, self._legacy_fields = self._credentials(settings)
+        self._in_flight = 0
 
     # --- credentials -------------------------------------------------------------------------
     @staticmethod
@@ -118,6 +119,17 @@ class HttpBackend(Backend):
             await self._client.aclose()
             self._client = None
 
+    def stats(self) -> dict[str, float]:
+        """Requests in flight and the connection pool's open and idle connections."""
+        stats = {"in_flight": float(self._in_flight),
+                 "max_connections": float(self.settings.http_max_connections)}
+        pool = getattr(getattr(self._client, "_transport", None), "_pool", None)
+        connections = getattr(pool, "connections", None)
+        if connections is not None:
+            stats["connections"] = float(len(connections))
+            stats["idle_connections"] = float(sum(1 for c in connections if c.is_idle()))
+        return stats
+
     # --- calls -------------------------------------------------------------------------------
     def _identity_auth(self, identity: Identity | None) -> tuple[dict[str, str], dict[str, str]]:
         """Per-call headers and form fields acting as a client's own CiviCRM user."""
@@ -158,6 +170,7 @@ class HttpBackend(Backend):
     async def _post(self, path: str, data: dict[str, str],
                     headers: dict[str, str] | None = None) -> httpx.Response:
         assert self._client is not None
+        self._in_flight += 1
         try:
             response = await self._client.post(path, data=data, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
@@ -174,6 +187,8 @@ class HttpBackend(Backend):
             raise TransientError("upstream-invalid-response",
                                  f"The connection to CiviCRM failed: {type(exc).__name__}.",
                                  reached=True) from None
+        finally:
+            self._in_flight -= 1
         if response.status_code in _TRANSIENT:
             raise self._transient(response)
         if response.status_code == 401:
