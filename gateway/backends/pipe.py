@@ -374,7 +374,7 @@ class PipeBackend(Backend):
                 f"cv pipe did not complete its handshake within "
                 f"{self.settings.pipe_start_timeout:g} s" + (f"; stderr: {tail}" if tail else ".")
             ) from None
-        except WorkerBroken as exc:
+        except (WorkerBroken, LoginRefused) as exc:
             await self._discard(worker)
             raise exc.error from None
         except BaseException:
@@ -416,8 +416,6 @@ class PipeBackend(Backend):
                 if isinstance(result, PipeWorker):
                     await self._discard(result)
             first = failures[0]
-            if isinstance(first, LoginRefused):
-                first = first.error
             detail = first.detail if isinstance(first, GatewayError) else repr(first)
             raise RuntimeError(f"cv pipe backend failed to start: {detail}") from first
         self._slots = slots

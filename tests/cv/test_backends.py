@@ -108,7 +108,7 @@ async def test_permission_checks_off_when_configured(site: Site, backend: str) -
 
 async def test_client_identity(site: Site, backend: str, tmp_path: Path) -> None:
     """A client with its own cv_user runs as that user; the others as the gateway's."""
-    path, tokens = clients_file(tmp_path, boss=None, clerk="staff")
+    path, tokens = clients_file(tmp_path, boss=None, clerk="staff", ghost="ghost")
     async with gateway(cv_settings(site, backend, clients_file=path)) as gw:
         values = {"values": {"contact_type": "Individual", "first_name": "Who"}}
         clerk = await gw.post("/v4/Contact/create", json=values,
@@ -120,6 +120,14 @@ async def test_client_identity(site: Site, backend: str, tmp_path: Path) -> None
         clerk = await gw.post("/v4/Contact/create", json=values,
                               headers={"Authorization": tokens["clerk"]})
         assert_problem(clerk, 403, "civicrm-permission-denied")
+        # a client whose CiviCRM user does not exist: the operator's mistake, not a crash
+        ghost = await gw.post("/v4/Contact/get", json={},
+                              headers={"Authorization": tokens["ghost"]})
+        body = assert_problem(ghost, 502, "gateway-misconfigured")
+        assert "ghost" in body["detail"]
+        boss = await gw.post("/v4/Contact/get", json={"select": ["id"]},
+                             headers={"Authorization": tokens["boss"]})
+        assert boss.status_code == 200, boss.text
     assert site.count("Contact", [["first_name", "=", "Who"]]) == 1
 
 
