@@ -457,13 +457,31 @@ def _entity_operations(ent: dict[str, Any], names: _Names, schemas: dict[str, An
 
 def _generic_examples(version: int) -> dict[str, Any]:
     if version == 3:
-        return {"v3": {"summary": "APIv3 params", "value": {"last_name": "Lovelace",
-                                                            "return": "id,display_name"}}}
+        return {"simple": {"summary": "APIv3 params (Contact.get)",
+                           "value": {"last_name": "Lovelace", "return": "id,display_name"}}}
     return {"simple": {"summary": "Simple form (Contact.get)",
                        "value": {"last_name": "Lovelace", "limit": 10}},
             "native": {"summary": "Native APIv4 form (Contact.get)",
                        "value": {"select": ["id", "display_name"],
                                  "where": [["last_name", "=", "Lovelace"]], "limit": 10}}}
+
+
+def _query_parameters(version: int) -> list[dict[str, Any]]:
+    """What a GET of a read action takes (see ``gateway.params.params_from_query``)."""
+    native = ({"select": ["id", "display_name"], "where": [["last_name", "=", "Lovelace"]],
+               "limit": 10} if version == 4 else {"last_name": "Lovelace", "return": "display_name"})
+    fields = {"last_name": "Lovelace"}
+    return [
+        {"name": "params", "in": "query", "required": False,
+         "description": "All params as one JSON object (the native form); use it alone.",
+         "content": {"application/json": {"schema": {"type": "object"},
+                                          "examples": {"native": {"value": native}}}}},
+        {"name": "fields", "in": "query", "required": False, "style": "form", "explode": True,
+         "description": "Simple form: any field=value pair filters the records (repeat a field "
+                        "for IN). Also select=a,b, limit, offset, orderBy=field:desc.",
+         "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+         "examples": {"simple": {"value": {**fields, "select": "id,display_name", "limit": "10"}}}},
+    ]
 
 
 def build_document(base: dict[str, Any], metadata: Metadata | None, *,
@@ -497,9 +515,13 @@ def build_document(base: dict[str, Any], metadata: Metadata | None, *,
             operation["security"] = security
             ok = {k: v for k, v in operation.get("responses", {}).items() if k.startswith("2")}
             operation["responses"] = {**ok, **_error_refs()}
+            version = 3 if path.startswith("/v3/") else 4
             content = operation.get("requestBody", {}).get("content", {}).get("application/json")
-            if content is not None:
-                content["examples"] = _generic_examples(3 if path.startswith("/v3/") else 4)
+            if (path, method) in _GENERIC_IDS and content is not None:
+                content["examples"] = _generic_examples(version)
+            if (path, method) in _GENERIC_IDS and method == "get":
+                operation["parameters"] = [*operation.get("parameters", []),
+                                           *_query_parameters(version)]
     for name in ("HTTPValidationError", "ValidationError"):
         if name in schemas and "HTTPValidationError" not in str(doc.get("paths")):
             del schemas[name]

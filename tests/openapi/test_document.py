@@ -1,0 +1,186 @@
+"""The document served at /openapi.json: built from the sandbox CiviCRM's own metadata, valid
+OpenAPI, per-entity operations whose schemas name the real fields, errors, security and
+examples on every operation, and examples that really work against the gateway."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from openapi_spec_validator import validate
+
+from gateway.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES
+from gateway.openapi.document import OPTIONS_LIMIT, field_schema
+from gateway.settings import Settings
+from tests.conftest import gateway_client
+from tests.openapi.conftest import operations, properties, resolve
+
+
+@pytest.fixture
+async def sandbox_doc(gw_sandbox) -> tuple[Any, dict[str, Any]]:
+    response = await gw_sandbox.get("/openapi.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    return gw_sandbox, response.json()
+
+
+async def test_document_is_valid_openapi(sandbox_doc):
+    _, doc = sandbox_doc
+    validate(doc)
+    assert doc["openapi"].startswith("3.1")
+
+
+async def test_every_entity_and_action_of_the_metadata_has_its_operation(sandbox_doc):
+    gw, doc = sandbox_doc
+    entities = (await gw.post("/v4/Entity/get", json={"select": ["name"]})).json()
+    assert len(entities) >= 10
+    tags = {t["name"] for t in doc["tags"]}
+    for entity in entities:
+        name = entity["name"]
+        assert name in tags
+        actions = (await gw.post(f"/v4/{name}/getActions", json={"select": ["name"]})).json()
+        for action in actions:
+            operation = doc["paths"][f"/v4/{name}/{action['name']}"]["post"]
+            assert operation["tags"] == [name]
+    # the generic routes stay for anything else
+    for path in ("/v4/{entity}/{action}", "/v3/{entity}/{action}"):
+        assert set(doc["paths"][path]) == {"get", "post"}
+
+
+async def test_contact_schemas_name_its_real_fields(sandbox_doc):
+    _, doc = sandbox_doc
+    schemas = doc["components"]["schemas"]
+    record = schemas["ContactRecord"]["properties"]
+    assert record["id"]["type"] == ["integer", "null"] and record["id"]["readOnly"] is True
+    assert record["first_name"]["type"] == ["string", "null"]
+    assert record["is_deleted"]["type"] == ["boolean", "null"]
+    assert record["employer_id"]["x-civicrm-fk-entity"] == "Contact"
+    assert "Refers to a Contact" in record["employer_id"]["description"]
+    # the custom field group on Contact, with its options
+    issue = record["Constituent_Information.Most_Important_Issue"]
+    assert issue["x-civicrm-custom-group"] == "Constituent_Information"
+    assert issue["x-civicrm-options"] == {"Edu": "Education", "Env": "Environment",
+                                          "Cul": "Arts and Culture"}
+    assert "Edu = Education" in issue["description"]
+
+    create = doc["paths"]["/v4/Contact/create"]["post"]
+    body = properties(doc, create["requestBody"]["content"]["application/json"]["schema"])
+    assert body["contact_type"]["default"] == "Individual"  # simple form: fields at the top
+    values = properties(doc, body["values"])  # native form: fields in 'values'
+    assert "Constituent_Information.Marital_Status" in values and "id" not in values
+    answer = create["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer["items"] == {"$ref": "#/components/schemas/ContactRecord"}
+
+    # required values come from getFields(action=create)
+    email_create = doc["paths"]["/v4/Email/create"]["post"]["requestBody"]
+    email_params = resolve(doc, email_create["content"]["application/json"]["schema"])
+    new_email = resolve(doc, properties(doc, email_params)["values"])
+    assert set(new_email["required"]) == {"contact_id", "email"}
+
+
+async def test_errors_security_and_examples_on_every_operation(sandbox_doc):
+    _, doc = sandbox_doc
+    statuses = {str(p.status) for p in PROBLEM_TYPES.values()}
+    scheme = doc["components"]["securitySchemes"]["clientToken"]
+    assert scheme == {**scheme, "type": "http", "scheme": "bearer"}
+    seen = 0
+    for path, method, operation in operations(doc):
+        if not path.startswith(("/v3/", "/v4/")):
+            continue
+        seen += 1
+        assert {"clientToken": []} in operation["security"], path
+        assert statuses <= set(operation["responses"]), path
+        for status in statuses:
+            response = resolve(doc, operation["responses"][status])
+            content = response["content"][PROBLEM_CONTENT_TYPE]
+            assert resolve(doc, content["schema"])["required"] == ["type", "title", "status",
+                                                                   "detail"]
+            slugs = {p.slug for p in PROBLEM_TYPES.values() if str(p.status) == status}
+            assert set(content["examples"]) == slugs
+        if path.endswith("/batch"):  # the batch routes document their own body
+            continue
+        examples = dict(operation.get("requestBody", {}).get("content", {})
+                        .get("application/json", {}).get("examples", {}))
+        for parameter in operation.get("parameters", []):
+            examples.update(parameter.get("examples", {}))
+            for media in parameter.get("content", {}).values():
+                examples.update(media.get("examples", {}))
+        assert examples, (path, method)
+        if path.startswith("/v4/") and ("{entity}" in path or path.endswith(
+                ("/get", "/create", "/update", "/delete"))):
+            assert {"simple", "native"} <= set(examples), (path, method)
+    assert seen > 100
+    ids = [op["operationId"] for _, _, op in operations(doc)]
+    assert len(ids) == len(set(ids))
+    assert "Contact_create" in ids and "v4_call" in ids
+
+
+async def test_operation_ids_are_stable():
+    async def ids() -> list[str]:
+        async with gateway_client(Settings(backend="sandbox", sandbox_demo=0)) as gw:
+            doc = (await gw.get("/openapi.json")).json()
+        return sorted(op["operationId"] for _, _, op in operations(doc))
+
+    assert await ids() == await ids()
+
+
+async def test_examples_of_contact_operations_work_against_the_gateway(sandbox_doc):
+    gw, doc = sandbox_doc
+
+    def examples(action: str) -> dict[str, Any]:
+        operation = doc["paths"][f"/v4/Contact/{action}"]["post"]
+        found = operation["requestBody"]["content"]["application/json"]["examples"]
+        return {form: example["value"] for form, example in found.items()}
+
+    ids = []
+    for form, params in examples("create").items():
+        created = await gw.post("/v4/Contact/create", json=params)
+        assert created.status_code == 200, (form, created.text)
+        assert created.json()[0]["first_name"] == "Ada"
+        ids.append(created.json()[0]["id"])
+    for form, params in examples("get").items():
+        got = await gw.post("/v4/Contact/get", json=params)
+        assert got.status_code == 200, (form, got.text)
+    for action in ("update", "delete"):
+        for form, params in examples(action).items():
+            params = {**params, "id": ids[0]} if form == "simple" else \
+                {**params, "where": [["id", "=", ids[0]]]}
+            answer = await gw.post(f"/v4/Contact/{action}", json=params)
+            assert answer.status_code == 200, (action, form, answer.text)
+    # the generic route's examples too
+    generic = doc["paths"]["/v4/{entity}/{action}"]["post"]["requestBody"]["content"]
+    for form, example in generic["application/json"]["examples"].items():
+        assert (await gw.post("/v4/Contact/get", json=example["value"])).status_code == 200, form
+
+
+def test_app_openapi_is_the_generic_document():
+    from gateway.app import create_app
+
+    app = create_app(Settings(backend="sandbox", sandbox_demo=0))
+    doc = app.openapi()
+    validate(doc)
+    assert "/v4/Contact/get" not in doc["paths"]
+    assert doc["paths"]["/v4/{entity}/{action}"]["post"]["operationId"] == "v4_call"
+    assert "clientToken" in doc["components"]["securitySchemes"]
+
+
+# --- one field -------------------------------------------------------------------------------
+
+def test_field_schema_types_defaults_and_options():
+    boolean = field_schema({"name": "is_opt_out", "data_type": "Boolean", "default_value": "0",
+                            "nullable": False})
+    assert boolean["type"] == "boolean" and boolean["default"] is False
+    assert field_schema({"name": "n", "data_type": "Integer", "default_value": "x"}).get(
+        "default") is None
+    many = {str(i): f"State {i}" for i in range(OPTIONS_LIMIT + 25)}
+    state = field_schema({"name": "state_province_id", "data_type": "Integer", "options": many})
+    assert len(state["x-civicrm-options"]) == OPTIONS_LIMIT
+    assert "and 25 more" in state["description"]
+    listed = field_schema({"name": "tags", "data_type": "String", "serialize": 1,
+                           "options": [{"id": 1, "name": "a", "label": "A"}]})
+    assert listed["type"] == ["array", "null"] and listed["items"] == {"type": "string"}
+    assert listed["x-civicrm-options"] == {"1": "A"}
+    secret = field_schema({"name": "api_key", "data_type": "String", "default_value": "abc"})
+    assert "default" not in secret
+    assert field_schema({"name": "when", "data_type": "Timestamp"})["description"] == \
+        "Format YYYY-MM-DD HH:MM:SS."

@@ -1,0 +1,209 @@
+"""Where the document's metadata comes from: fetched lazily through the backend (limited
+concurrency, cached with a TTL), or a local spec file; the generic document when CiviCRM
+cannot be reached; never a secret in the document."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import httpx
+import pytest
+from openapi_spec_validator import validate
+
+from gateway.app import create_app
+from gateway.backends.base import Backend
+from gateway.clients import hash_token
+from gateway.errors import GatewayError
+from gateway.openapi.metadata import (
+    Metadata,
+    MetadataCache,
+    MetadataError,
+    fetch_metadata,
+    load_spec,
+    save_spec,
+)
+from gateway.results import Records
+from gateway.settings import Settings
+from tests.conftest import ADMIN_KEY, SITE_KEY, free_port, gateway_client, http_settings
+
+
+class FakeCiviCRM(Backend):
+    """Answers the metadata calls for ``count`` entities, counting calls and how many ran at
+    once; ``fail`` makes every call fail as an unreachable CiviCRM does."""
+
+    name = "fake"
+
+    def __init__(self, count: int = 3, *, fail: bool = False, delay: float = 0.0) -> None:
+        self.entities = [f"Thing{i}" for i in range(count)]
+        self.fail = fail
+        self.delay = delay
+        self.calls: list[tuple[str, str]] = []
+        self.running = self.peak = 0
+
+    async def call(self, version: int, entity: str, action: str, params: dict[str, Any], *,
+                   identity: Any = None) -> Records:
+        self.calls.append((entity, action))
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            await asyncio.sleep(self.delay)
+            if self.fail:
+                raise GatewayError("upstream-unavailable", "connection refused")
+            if entity == "Entity":
+                return Records([{"name": n, "title": n, "description": f"The {n}"}
+                                for n in self.entities])
+            if action == "getActions":
+                return Records([{"name": a} for a in ("get", "create", "delete", "getFields")])
+            if action == "getFields":
+                required = params.get("action") == "create"
+                return Records([{"name": "id", "data_type": "Integer", "readonly": True},
+                                {"name": "label", "data_type": "String", "required": required}])
+            return Records([])
+        finally:
+            self.running -= 1
+
+
+async def test_fetch_is_one_entity_list_then_three_calls_per_entity_at_limited_concurrency():
+    backend = FakeCiviCRM(12, delay=0.01)
+    metadata = await fetch_metadata(backend, concurrency=3)
+    assert [e["name"] for e in metadata.entities] == sorted(backend.entities)
+    assert len(backend.calls) == 1 + 3 * 12
+    assert backend.peak == 3
+    thing = metadata.entity("Thing0")
+    assert set(thing["fields"]) == {"get", "create"}
+    assert thing["fields"]["create"][1]["required"] is True
+
+
+async def test_fetch_only_the_configured_entities():
+    backend = FakeCiviCRM(5)
+    metadata = await fetch_metadata(backend, entities=["Thing3"])
+    assert [e["name"] for e in metadata.entities] == ["Thing3"]
+    assert {entity for entity, _ in backend.calls} == {"Entity", "Thing3"}
+    with pytest.raises(MetadataError, match="no entities"):
+        await fetch_metadata(backend, entities=["Nope"])
+
+
+async def test_cache_ttl_stale_while_refresh_and_failures():
+    now = [0.0]
+    backend = FakeCiviCRM(1)
+    cache = MetadataCache(backend, ttl=60, retry_after=30, clock=lambda: now[0])
+    first = await cache.get()
+    assert first is not None and cache.fetches == 1
+    assert await cache.get() is first and cache.fetches == 1  # fresh: no call
+    now[0] = 61
+    assert await cache.get() is first  # stale: served at once, refreshed in the background
+    await asyncio.sleep(0.01)
+    assert cache.fetches == 2 and cache.metadata is not first
+    second = cache.metadata
+    now[0] = 200
+    backend.fail = True
+    assert await cache.get() is second  # a failed refresh keeps the older metadata
+    await asyncio.sleep(0.01)
+    assert cache.metadata is second and "connection refused" in (cache.error or "")
+    now[0] = 210
+    await cache.get()
+    assert cache.fetches == 3  # no new attempt within retry_after
+    now[0] = 231
+    backend.fail = False
+    await cache.get()
+    await asyncio.sleep(0.01)
+    assert cache.fetches == 4 and cache.error is None
+
+
+async def test_concurrent_first_requests_share_one_fetch():
+    backend = FakeCiviCRM(2, delay=0.02)
+    cache = MetadataCache(backend)
+    results = await asyncio.gather(*(cache.get() for _ in range(5)))
+    assert cache.fetches == 1 and all(r is results[0] for r in results)
+
+
+async def test_the_document_is_built_lazily_and_cached():
+    backend = FakeCiviCRM(2)
+    async with gateway_client(Settings(backend="sandbox", sandbox_demo=0),
+                              backend=backend) as gw:
+        assert backend.calls == []  # not at start-up
+        doc = (await gw.get("/openapi.json")).json()
+        calls = len(backend.calls)
+        assert calls == 1 + 3 * 2
+        assert "/v4/Thing1/create" in doc["paths"]
+        again = (await gw.get("/openapi.json")).json()
+        assert again == doc and len(backend.calls) == calls
+
+
+async def test_unreachable_civicrm_falls_back_to_the_generic_document(caplog):
+    settings = http_settings(f"http://127.0.0.1:{free_port()}", http_timeout=1)
+    caplog.set_level(logging.WARNING, logger="gateway.openapi")
+    async with gateway_client(settings) as gw:
+        response = await gw.get("/openapi.json")
+    assert response.status_code == 200
+    doc = response.json()
+    validate(doc)
+    assert all("{entity}" in p for p in doc["paths"] if p.startswith("/v4/") and
+               not p.endswith("/batch"))
+    assert "metadata is not available" in doc["info"]["description"]
+    assert any("cannot fetch CiviCRM's metadata" in r.getMessage() for r in caplog.records)
+
+
+async def test_spec_file_documents_civicrm_without_reaching_it(tmp_path, gw_sandbox):
+    # a spec file written from the sandbox's real metadata...
+    from gateway.backends import make_backend
+
+    backend = make_backend(Settings(backend="sandbox", sandbox_demo=0))
+    await backend.start()
+    try:
+        metadata = await fetch_metadata(backend)
+    finally:
+        await backend.close()
+    spec = tmp_path / "civicrm-spec.json"
+    save_spec(metadata, spec)
+    assert load_spec(spec).entities == json.loads(json.dumps(metadata.entities))
+    # ...documents a gateway whose CiviCRM never answers
+    down = FakeCiviCRM(fail=True)
+    settings = Settings(backend="sandbox", sandbox_demo=0, openapi_spec_file=spec,
+                        openapi_entities=["Contact", "Email"])
+    async with gateway_client(settings, backend=down) as gw:
+        doc = (await gw.get("/openapi.json")).json()
+    assert down.calls == []
+    assert "/v4/Contact/create" in doc["paths"] and "/v4/Email/get" in doc["paths"]
+    assert "/v4/Activity/get" not in doc["paths"]  # limited to the configured entities
+    assert "spec file civicrm-spec.json" in doc["info"]["description"]
+
+
+def test_spec_file_errors_are_readable(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    with pytest.raises(MetadataError, match="not valid JSON"):
+        load_spec(bad)
+    bad.write_text(json.dumps({"format": "other/9", "entities": []}))
+    with pytest.raises(MetadataError, match="unsupported spec format"):
+        load_spec(bad)
+    with pytest.raises(MetadataError, match="cannot read"):
+        load_spec(tmp_path / "missing.json")
+
+
+async def test_no_secret_in_the_document(upstream, tmp_path):
+    """Neither CiviCRM's keys, nor client tokens or their hashes, nor a secret that an
+    administrator pasted into a field's description."""
+    token = "cgw_client-token-never-in-docs-0123456789"
+    planted = Metadata([{"name": "Contact", "actions": [{"name": "get"}], "fields": {"get": [
+        {"name": "note", "data_type": "String",
+         "description": f"ask IT; the key is {ADMIN_KEY}", "default_value": SITE_KEY}]}}])
+    spec = tmp_path / "planted.json"
+    save_spec(planted, spec)
+    secrets = [ADMIN_KEY, SITE_KEY, token, hash_token(token)]
+    for extra in ({}, {"openapi_spec_file": spec}):
+        settings = http_settings(upstream.url, http_auth="legacy", http_site_key=SITE_KEY,
+                                 client_tokens=f"tests:sha256:{hash_token(token)}", **extra)
+        app = create_app(settings)
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://gateway") as gw:
+            response = await gw.get("/openapi.json", headers={"Authorization": f"Bearer {token}"})
+            assert response.status_code == 200
+            assert "/v4/Contact/get" in response.json()["paths"]
+            text = response.text + json.dumps(app.openapi())
+        for secret in secrets:
+            assert secret not in text
+    assert "the key is ***" in text  # the planted one was masked, not dropped silently
