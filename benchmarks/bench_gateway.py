@@ -1,0 +1,287 @@
+"""Gateway benchmarks, run by hand: ``/work/venv/bin/python benchmarks/bench_gateway.py``.
+
+Everything runs on loopback in one go against the same upstream: the sandbox CiviCRM wire app
+(``civicrm-gateway sandbox``) as its own uvicorn process, and ``civicrm-gateway serve`` on the
+HTTP backend in front of it. Figures are ratios measured within one run, so the machine's speed
+mostly cancels out. Needs the ``bench`` extra (civicrmapi 0.5).
+
+(a) civicrmapi's HttpApiV4 straight to the upstream vs a pooled client through the gateway;
+(b) latency the gateway adds over a direct httpx call, at concurrency 1 and 32;
+(c) a 100,000-record get: time and the gateway's peak RSS vs the payload size, buffered and
+    streamed (NDJSON);
+(d) one batch of 50 calls vs 50 single calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "bench-admin-key-0123456789abcdef"
+PARAMS = {"select": ["id", "display_name"], "where": [["id", "=", 2]]}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: process exited")
+        with contextlib.suppress(httpx.TransportError):
+            httpx.get(url, timeout=1)
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not start")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def upstream(db: Path) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "sandbox", "--db", str(db), "--demo", "0",
+         "--api-key", API_KEY, "--port", str(port)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/civicrm/ajax/rest", proc)
+        yield url
+    finally:
+        stop(proc)
+
+
+@contextlib.contextmanager
+def gateway(upstream_url: str, **env: str) -> Iterator[tuple[str, int]]:
+    port = free_port()
+    full = {k: v for k, v in os.environ.items() if not k.startswith("CIVI_GATEWAY_")}
+    full.update({"CIVI_GATEWAY_BACKEND": "http", "CIVI_GATEWAY_HTTP_URL": upstream_url,
+                 "CIVI_GATEWAY_HTTP_API_KEY": API_KEY, "CIVI_GATEWAY_PORT": str(port),
+                 "CIVI_GATEWAY_LOG_LEVEL": "warning", "CIVI_GATEWAY_HTTP_TIMEOUT": "300",
+                 "CIVI_GATEWAY_CLIENT_CONCURRENCY": "1000",
+                 "CIVI_GATEWAY_SECRETS_DIR": "/nonexistent", **env})
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], cwd=ROOT, env=full,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/healthz", proc)
+        yield url, proc.pid
+    finally:
+        stop(proc)
+
+
+def rss_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f} ms"
+
+
+# --- (a) -----------------------------------------------------------------------------------------
+
+def bench_civicrmapi(up: str, gw: str, n: int) -> dict[str, float]:
+    from civicrmapi.http import HttpApiV4
+
+    api = HttpApiV4(up, API_KEY)
+    api("Contact", "get", PARAMS)  # warm up
+    start = time.perf_counter()
+    for _ in range(n):
+        api("Contact", "get", PARAMS)
+    direct = time.perf_counter() - start
+    with httpx.Client(base_url=gw) as client:
+        client.post("/v4/Contact/get", json=PARAMS)
+        start = time.perf_counter()
+        for _ in range(n):
+            client.post("/v4/Contact/get", json=PARAMS).raise_for_status()
+        through = time.perf_counter() - start
+    return {"civicrmapi_direct_s": direct, "gateway_pooled_s": through}
+
+
+# --- (b) -----------------------------------------------------------------------------------------
+
+async def _latencies(client: httpx.AsyncClient, path: str, data: dict, concurrency: int,
+                     per_worker: int, form: bool) -> list[float]:
+    out: list[float] = []
+
+    async def worker() -> None:
+        for _ in range(per_worker):
+            start = time.perf_counter()
+            if form:
+                response = await client.post(path, data=data)
+            else:
+                response = await client.post(path, json=data)
+            response.raise_for_status()
+            out.append(time.perf_counter() - start)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return out
+
+
+async def bench_added_latency(up: str, gw: str, concurrency: int, per_worker: int
+                              ) -> dict[str, float]:
+    import orjson
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    headers = {"X-Civi-Auth": f"Bearer {API_KEY}", "X-Requested-With": "XMLHttpRequest"}
+    form = {"params": orjson.dumps(PARAMS).decode()}
+    result: dict[str, float] = {}
+    async with httpx.AsyncClient(base_url=up, headers=headers, limits=limits) as direct, \
+            httpx.AsyncClient(base_url=gw, limits=limits) as through:
+        for _ in range(2):  # warm both paths, interleaved rounds to share any drift
+            await _latencies(direct, "/civicrm/ajax/api4/Contact/get", form, concurrency, 5, True)
+            await _latencies(through, "/v4/Contact/get", PARAMS, concurrency, 5, False)
+        d: list[float] = []
+        g: list[float] = []
+        for _ in range(4):
+            d += await _latencies(direct, "/civicrm/ajax/api4/Contact/get", form, concurrency,
+                                  per_worker // 4, True)
+            g += await _latencies(through, "/v4/Contact/get", PARAMS, concurrency,
+                                  per_worker // 4, False)
+    for q, name in ((0.5, "p50"), (0.99, "p99")):
+        result[f"direct_{name}"] = pct(d, q)
+        result[f"gateway_{name}"] = pct(g, q)
+        result[f"added_{name}"] = pct(g, q) - pct(d, q)
+    result["direct_mean"] = statistics.fmean(d)
+    result["gateway_mean"] = statistics.fmean(g)
+    return result
+
+
+# --- (c) -----------------------------------------------------------------------------------------
+
+def bench_big_get(up: str, stream: bool, select: list[str]) -> dict[str, float]:
+    with gateway(up, CIVI_GATEWAY_EXPORT_PAGE_SIZE="5000") as (gw, pid):
+        idle = rss_kib(pid, "VmRSS")
+        size = 0
+        rows = 0
+        start = time.perf_counter()
+        with httpx.Client(base_url=gw, timeout=300) as client:
+            if stream:
+                with client.stream("POST", "/v4/Contact/get", params={"format": "ndjson"},
+                                   json={"select": select}) as response:
+                    response.raise_for_status()
+                    for chunk in response.iter_bytes():
+                        size += len(chunk)
+                        rows += chunk.count(b"\n")
+            else:
+                response = client.post("/v4/Contact/get", json={"select": select})
+                response.raise_for_status()
+                size = len(response.content)
+                rows = int(response.headers["x-result-count"])
+        elapsed = time.perf_counter() - start
+        peak = rss_kib(pid, "VmHWM")
+    return {"rows": rows, "seconds": elapsed, "payload_mib": size / 2**20,
+            "idle_rss_mib": idle / 1024, "peak_rss_mib": peak / 1024,
+            "growth_mib": (peak - idle) / 1024}
+
+
+# --- (d) -----------------------------------------------------------------------------------------
+
+def bench_batch(gw: str, n: int, rounds: int) -> dict[str, float]:
+    calls = {f"c{i}": ["Contact", "get", {"select": ["id", "display_name"],
+                                          "where": [["id", "=", 3 + i]]}] for i in range(n)}
+    with httpx.Client(base_url=gw, timeout=60) as client:
+        client.post("/v4/batch", json=calls).raise_for_status()
+        singles = batch = 0.0
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for _, action, params in calls.values():
+                client.post(f"/v4/Contact/{action}", json=params).raise_for_status()
+            singles += time.perf_counter() - start
+            start = time.perf_counter()
+            answer = client.post("/v4/batch", json=calls)
+            answer.raise_for_status()
+            assert all(v["status"] == 200 for v in answer.json().values())
+            batch += time.perf_counter() - start
+    return {"singles_s": singles / rounds, "batch_s": batch / rounds}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--calls", type=int, default=500, help="calls per path in (a)")
+    parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
+    args = parser.parse_args()
+    if args.quick:
+        args.records, args.calls = 5000, 100
+    sys.path.insert(0, str(ROOT))
+    from gateway.sandbox.bulk import seed_contacts
+    from gateway.sandbox.engine import Sandbox
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "crm.sqlite"
+        start = time.perf_counter()
+        sandbox = Sandbox(str(db))
+        seed_contacts(sandbox, args.records)
+        sandbox.close()
+        print(f"seeded {args.records:,} contacts in {time.perf_counter() - start:.2f} s")
+        with upstream(db) as up:
+            with gateway(up) as (gw, _pid):
+                a = bench_civicrmapi(up, gw, args.calls)
+                print(f"\n(a) {args.calls} Contact.get calls, sequential")
+                print(f"    civicrmapi HttpApiV4 direct : {a['civicrmapi_direct_s']:.3f} s")
+                print(f"    httpx client via gateway    : {a['gateway_pooled_s']:.3f} s")
+                print(f"    ratio civicrmapi/gateway    : "
+                      f"{a['civicrmapi_direct_s'] / a['gateway_pooled_s']:.2f}x")
+                for conc, per in ((1, 400 if not args.quick else 100),
+                                  (32, 40 if not args.quick else 12)):
+                    b = asyncio.run(bench_added_latency(up, gw, conc, per))
+                    print(f"\n(b) added latency, concurrency {conc} ({conc * per} calls per path)")
+                    print(f"    direct  p50 {ms(b['direct_p50'])}  p99 {ms(b['direct_p99'])}")
+                    print(f"    gateway p50 {ms(b['gateway_p50'])}  p99 {ms(b['gateway_p99'])}")
+                    print(f"    added   p50 {ms(b['added_p50'])}  p99 {ms(b['added_p99'])}")
+                d = bench_batch(gw, 50, 5 if not args.quick else 2)
+                print("\n(d) 50 Contact.get calls")
+                print(f"    50 single calls : {d['singles_s'] * 1000:.1f} ms")
+                print(f"    one batch of 50 : {d['batch_s'] * 1000:.1f} ms")
+                print(f"    ratio           : {d['singles_s'] / d['batch_s']:.2f}x")
+            select = ["id", "display_name", "sort_name", "first_name", "last_name",
+                      "created_date"]
+            for stream in (False, True):
+                c = bench_big_get(up, stream, select)
+                label = "streamed NDJSON" if stream else "buffered JSON"
+                print(f"\n(c) get of all {c['rows']:,} contacts, {label}")
+                print(f"    time {c['seconds']:.2f} s, payload {c['payload_mib']:.1f} MiB")
+                print(f"    gateway RSS idle {c['idle_rss_mib']:.1f} MiB, peak "
+                      f"{c['peak_rss_mib']:.1f} MiB, growth {c['growth_mib']:.1f} MiB "
+                      f"({c['growth_mib'] / c['payload_mib']:.2f}x payload)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
