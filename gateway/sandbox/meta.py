@@ -174,12 +174,18 @@ def entity_actions(name: str) -> list[str]:
     if name == "Setting":
         return ["get", "getActions", "getFields", "set"]
     ent = ENTITIES[name]
-    return sorted({*ent.actions, "checkAccess", "getActions", "getFields"} & {
+    return sorted({*ent.actions, "checkAccess", "getActions", "getFields", "getLinks"} & {
         *ACTIONS, "getActions", "getFields"})
 
 
+def _describe(action: str, entity: str) -> str | None:
+    """An action's docblock summary; generic ones name the entity via ``$ENTITY``."""
+    text = ACTION_DESCRIPTIONS.get(action)
+    return text.replace("$ENTITY", entity) if text else None
+
+
 def get_actions(ctx: Ctx, entity: str) -> list[Record]:
-    rows = [{"name": a, "description": ACTION_DESCRIPTIONS.get(a), "params": {}}
+    rows = [{"name": a, "description": _describe(a, entity), "params": {}}
             for a in entity_actions(entity)]
     return array_query(rows, ctx.params, ctx, ("name", "description", "params"))
 
