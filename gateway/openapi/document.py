@@ -15,6 +15,7 @@ client would enforce and break on.
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -214,11 +215,14 @@ def field_schema(field: dict[str, Any], *, record: bool = False) -> dict[str, An
     title = field.get("label") or field.get("title")
     if title:
         schema["title"] = str(title)
-    if notes:
-        schema["description"] = " ".join(notes)
+    # Not JSON Schema's 'default': client generators would send it with every update,
+    # overwriting what is stored. CiviCRM applies its defaults itself, on create only.
     default = None if credential or kind == "array" else _coerce(field.get("default_value"), kind)
     if default is not None:
-        schema["default"] = default
+        schema["x-civicrm-default"] = default
+        notes.append(f"Default on create: {json.dumps(default)}.")
+    if notes:
+        schema["description"] = " ".join(notes)
     if record:
         if field.get("readonly"):
             schema["readOnly"] = True
