@@ -101,11 +101,11 @@ class Docs:
         return self._built[2], self._built[3]
 
 
-def _page(title: str, head: str, body: str) -> HTMLResponse:
+def _page(title: str, head: str, body: str, root: str) -> HTMLResponse:
     text = (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{html.escape(title)}</title>"
-            f'<link rel="icon" type="image/png" href="{ASSETS}/favicon.png">{head}</head>'
+            f'<link rel="icon" type="image/png" href="{root}{ASSETS}/favicon.png">{head}</head>'
             f"<body>{body}</body></html>\n")
     return HTMLResponse(text, headers={"Content-Security-Policy": CSP,
                                        "X-Content-Type-Options": "nosniff",
@@ -133,24 +133,33 @@ def install_docs(app: FastAPI, backend: Backend | None, settings: Settings) -> N
     app.mount(ASSETS, StaticFiles(packages=[("fastapi_offline", "static"),
                                             ("gateway.openapi", "static")]),
               name="docs-assets")
-    spec_url = html.escape(openapi_url, quote=True)
+
+    def prefix(request: Request) -> str:
+        """The path the gateway is mounted at behind a proxy (uvicorn's --root-path)."""
+        return html.escape(str(request.scope.get("root_path") or "").rstrip("/"), quote=True)
 
     async def openapi_json(request: Request) -> Response:
-        _, body = await docs.document()
+        doc, body = await docs.document()
+        root = str(request.scope.get("root_path") or "").rstrip("/")
+        if root:  # calls tried from the pages must go through the same prefix
+            body = orjson.dumps({**doc, "servers": [{"url": root}]})
         return Response(body, media_type="application/json",
                         headers={"Cache-Control": "no-cache"})
 
     async def swagger_page(request: Request) -> HTMLResponse:
+        root = prefix(request)
         return _page(f"{app.title} - Swagger UI",
-                     f'<link rel="stylesheet" href="{ASSETS}/swagger-ui.css">',
-                     f'<div id="swagger-ui" data-openapi="{spec_url}"></div>'
-                     f'<script src="{ASSETS}/swagger-ui-bundle.js"></script>'
-                     f'<script src="{ASSETS}/swagger-init.js"></script>')
+                     f'<link rel="stylesheet" href="{root}{ASSETS}/swagger-ui.css">',
+                     f'<div id="swagger-ui" data-openapi="{root}{openapi_url}"></div>'
+                     f'<script src="{root}{ASSETS}/swagger-ui-bundle.js"></script>'
+                     f'<script src="{root}{ASSETS}/swagger-init.js"></script>',
+                     root)
 
     async def redoc_page(request: Request) -> HTMLResponse:
+        root = prefix(request)
         return _page(f"{app.title} - ReDoc", "",
-                     f'<redoc spec-url="{spec_url}" lazy-rendering></redoc>'
-                     f'<script src="{ASSETS}/redoc.standalone.js"></script>')
+                     f'<redoc spec-url="{root}{openapi_url}" lazy-rendering></redoc>'
+                     f'<script src="{root}{ASSETS}/redoc.standalone.js"></script>', root)
 
     app.add_route(openapi_url, openapi_json, include_in_schema=False)
     app.add_route("/docs", swagger_page, include_in_schema=False)

@@ -25,6 +25,7 @@ from ..params import V4_PARAMS
 from .metadata import Metadata
 
 SECURITY_SCHEME = "clientToken"
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")  # as gateway.params.check_names
 # Options beyond this many (states, countries) are summarised: a real site would otherwise put
 # tens of thousands of option labels in the document.
 OPTIONS_LIMIT = 40
@@ -354,6 +355,8 @@ def _entity_operations(ent: dict[str, Any], names: _Names, schemas: dict[str, An
                        op_ids: _Names, security: list[dict[str, Any]]) -> dict[str, Any]:
     """Schemas (added to ``schemas``) and paths of one entity."""
     name = ent["name"]
+    if not _NAME.fullmatch(name):  # the gateway refuses such names; nothing to document
+        return {}
     title = str(ent.get("title") or name)
     plural = str(ent.get("title_plural") or title)
     fields = ent.get("fields") or {}
@@ -424,7 +427,7 @@ def _entity_operations(ent: dict[str, Any], names: _Names, schemas: dict[str, An
     paths: dict[str, Any] = {}
     for action_info in ent.get("actions") or []:
         action = action_info.get("name")
-        if not isinstance(action, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", action):
+        if not isinstance(action, str) or not _NAME.fullmatch(action):
             continue
         body = bodies.get(action, {"type": "object", "additionalProperties": True})
         params = names.claim(f"{name}{action[:1].upper()}{action[1:]}Params")

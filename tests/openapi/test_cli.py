@@ -54,3 +54,9 @@ def test_unreachable_civicrm_fails_unless_generic(capsys, monkeypatch):
     assert main(["openapi", "--generic"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert "/v4/{entity}/{action}" in doc["paths"] and "/v4/Contact/get" not in doc["paths"]
+
+
+def test_a_missing_spec_file_is_a_settings_error(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("CIVI_GATEWAY_OPENAPI_SPEC_FILE", str(tmp_path / "missing.json"))
+    assert main(["openapi"]) == 2
+    assert "CIVI_GATEWAY_OPENAPI_SPEC_FILE" in capsys.readouterr().err

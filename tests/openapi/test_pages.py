@@ -41,3 +41,22 @@ async def test_swagger_ui_never_calls_the_online_validator(gw_sandbox):
     init = (await gw_sandbox.get(f"{ASSETS}/swagger-init.js")).text
     assert "validatorUrl: null" in init
     assert (await gw_sandbox.get(f"{ASSETS}/nope.js")).status_code == 404
+
+
+async def test_pages_behind_a_path_prefix():
+    """Behind a proxy at /crm (uvicorn --root-path), every URL keeps the prefix."""
+    import httpx
+
+    from gateway.app import create_app
+    from gateway.settings import Settings
+
+    app = create_app(Settings(backend="sandbox", sandbox_demo=0))
+    transport = httpx.ASGITransport(app=app, root_path="/crm")
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=transport, base_url="http://gateway") as gw:
+        page = (await gw.get("/crm/docs")).text
+        urls = re.findall(r'(?:src|href|data-openapi)="([^"]+)"', page)
+        assert urls and all(u.startswith("/crm/") for u in urls), urls
+        doc = (await gw.get("/crm/openapi.json")).json()
+        assert doc["servers"] == [{"url": "/crm"}]
+        assert (await gw.get(f"/crm{ASSETS}/swagger-init.js")).status_code == 200
