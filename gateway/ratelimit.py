@@ -53,7 +53,10 @@ class Limiter:
             slots = self._slots[client.name] = asyncio.Semaphore(
                 client.policy.concurrency or self._default_concurrency)
         try:
-            await asyncio.wait_for(slots.acquire(), CONCURRENCY_WAIT)
+            if slots.locked():  # wait_for costs a task: only pay it when the client must wait
+                await asyncio.wait_for(slots.acquire(), CONCURRENCY_WAIT)
+            else:
+                await slots.acquire()
         except TimeoutError:
             raise GatewayError("rate-limited", "This client has too many calls in flight.",
                                headers={"Retry-After": "1"}) from None
