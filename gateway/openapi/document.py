@@ -369,6 +369,10 @@ def _entity_operations(ent: dict[str, Any], names: _Names, schemas: dict[str, An
     record = names.claim(f"{name}Record")
     schemas[record] = {**_object(get_fields, record=True),
                        "description": f"A {title} as CiviCRM returns it (the selected fields)."}
+    if name == "Setting":  # its fields are the settings; get answers one {name, value} each
+        schemas[record] = {"type": "object", "description": "One setting and its value.",
+                           "properties": {"name": {"type": "string"}, "value": {}}}
+        get_fields = []
     id_field = next((f for f in get_fields if f["name"] == "id"), None)
     id_schema = field_schema(id_field) if id_field else {"type": "integer"}
     id_schema["description"] = f"The id of an existing {title}"

@@ -189,3 +189,28 @@ def test_field_schema_types_defaults_and_options():
     assert "abc" not in json.dumps(secret)
     assert field_schema({"name": "when", "data_type": "Timestamp"})["description"] == \
         "Format YYYY-MM-DD HH:MM:SS."
+
+
+async def test_record_schemas_match_what_civicrm_returns():
+    """Every entity's records, all fields and custom fields selected, fit its record schema."""
+    from jsonschema import Draft202012Validator
+
+    async with gateway_client(Settings(backend="sandbox", sandbox_demo=15)) as gw:
+        doc = (await gw.get("/openapi.json")).json()
+        checked = 0
+        for path, _, operation in operations(doc):
+            if not path.endswith("/get") or "{" in path:
+                continue
+            items = operation["responses"]["200"]["content"]["application/json"]["schema"]["items"]
+            validator = Draft202012Validator(resolve(doc, items))
+            params = {} if path == "/v4/Setting/get" else {"select": ["*", "custom.*"],
+                                                             "limit": 20}
+            response = await gw.post(path, json=params)
+            assert response.status_code == 200, (path, response.text)
+            records = response.json()
+            for record in records:
+                errors = [f"{'.'.join(map(str, e.path))}: {e.message}"
+                          for e in validator.iter_errors(record)]
+                assert errors == [], (path, errors)
+                checked += 1
+    assert checked > 100
