@@ -12,6 +12,7 @@ fetch nothing from anywhere else.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import html
 from functools import cache
@@ -62,6 +63,7 @@ class Docs:
                                    entities=settings.openapi_entities)
         self._generic: dict[str, Any] | None = None
         self._built: tuple[Metadata | None, str | None, dict[str, Any], bytes] | None = None
+        self._lock = asyncio.Lock()
 
     @property
     def auth_required(self) -> bool:
@@ -95,10 +97,18 @@ class Docs:
         if metadata is None:
             note = ("CiviCRM's metadata is not available (" + (self.cache.error or "unknown") +
                     "), so only the generic routes are described.")
-        if self._built is None or self._built[0] is not metadata or self._built[1] != note:
-            doc = self.build(metadata, note)
-            self._built = (metadata, note, doc, orjson.dumps(doc))
-        return self._built[2], self._built[3]
+        async with self._lock:  # one build at a time; the others then find it done
+            built = self._built
+            if built is None or built[0] is not metadata or built[1] != note:
+                # A large site's document takes a moment to build: not on the event loop.
+                doc, body = await asyncio.to_thread(self._build_json, metadata, note)
+                built = self._built = (metadata, note, doc, body)
+        return built[2], built[3]
+
+    def _build_json(self, metadata: Metadata | None, note: str | None) -> tuple[dict[str, Any],
+                                                                               bytes]:
+        doc = self.build(metadata, note)
+        return doc, orjson.dumps(doc)
 
 
 def _page(title: str, head: str, body: str, root: str) -> HTMLResponse:
