@@ -25,7 +25,7 @@ from .metrics import Metrics
 from .openapi import install_docs
 from .ratelimit import Limiter
 from .redact import install_log_redaction
-from .responses import problem_response
+from .responses import allowed_methods, problem_response
 from .routes.api import v3_router, v4_router
 from .routes.batch import v3_batch_router, v4_batch_router
 from .routes.health import router as health_router
@@ -110,8 +110,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         error = GatewayError("route-not-found", f"No route {request.url.path[:200]!r}.")
     elif exc.status_code == 405:
-        error = GatewayError("method-not-allowed",
-                             f"{request.method} is not allowed here.", headers=exc.headers)
+        error = GatewayError("method-not-allowed", f"{request.method} is not allowed here.",
+                             headers={**(exc.headers or {}), "Allow": allowed_methods(request)})
     else:
         error = GatewayError("invalid-request", str(exc.detail), status=exc.status_code)
     return problem_response(error, request.url.path)

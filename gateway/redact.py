@@ -7,6 +7,10 @@ import re
 from collections.abc import Iterable
 
 MASK = "[REDACTED]"
+# Control characters a client can put in a path or header (``%0A``): escaped in log messages so
+# that one request can never write a line that looks like another log record.
+_CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F] if c != 0x09} | {
+    0x0A: "\\n", 0x0D: "\\r"}
 
 
 class Redactor:
@@ -40,7 +44,7 @@ def _mask_record(record: logging.LogRecord) -> None:
         message = record.getMessage()
     except (TypeError, ValueError):  # a bad %-format: keep the raw text rather than fail
         message = f"{record.msg} {record.args}"
-    record.msg = REDACTOR.text(message)
+    record.msg = REDACTOR.text(message).translate(_CONTROL_ESCAPES)
     record.args = None
     if record.exc_info:
         record.exc_text = REDACTOR.text(logging.Formatter().formatException(record.exc_info))

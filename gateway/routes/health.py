@@ -7,8 +7,13 @@ from fastapi import APIRouter, Request
 from ..errors import PROBLEM_TYPES, GatewayError
 from ..pipeline import authenticate
 from ..responses import JSONResponse
+from .api import problem_responses
 
 router = APIRouter(tags=["service"])
+
+
+def _problems(*statuses: int) -> dict[int | str, dict]:
+    return {s: r for s, r in problem_responses().items() if s in statuses}
 
 
 @router.get("/healthz", summary="Alive")
@@ -16,14 +21,16 @@ async def healthz() -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/readyz", summary="Backend reachable and credentials accepted")
+@router.get("/readyz", summary="Backend reachable and credentials accepted",
+            responses=_problems(502, 503, 504))
 async def readyz(request: Request) -> JSONResponse:
     backend = request.app.state.backend
     await backend.check()
     return JSONResponse({"status": "ready", "backend": backend.name})
 
 
-@router.post("/cache/flush", summary="Forget cached metadata (getFields, getActions, Entity.get)")
+@router.post("/cache/flush", summary="Forget cached metadata (getFields, getActions, Entity.get)",
+             responses=_problems(401, 429))
 async def flush_cache(request: Request) -> JSONResponse:
     """For after a schema change made outside the gateway (writes through it flush by
     themselves). Any authenticated client may flush: it only costs fresh metadata calls."""
@@ -33,7 +40,7 @@ async def flush_cache(request: Request) -> JSONResponse:
     return JSONResponse({"flushed": flushed})
 
 
-@router.get("/problems/{slug}", summary="What an error type means")
+@router.get("/problems/{slug}", summary="What an error type means", responses=_problems(404))
 async def problem(slug: str) -> JSONResponse:
     problem = PROBLEM_TYPES.get(slug)
     if problem is None:

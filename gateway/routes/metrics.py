@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from ..errors import GatewayError
 from ..metrics import CONTENT_TYPE
@@ -11,7 +11,8 @@ from ..metrics import CONTENT_TYPE
 router = APIRouter(tags=["service"])
 
 
-@router.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
+@router.get("/metrics", summary="Prometheus metrics", include_in_schema=True,
+            response_class=PlainTextResponse)
 async def metrics(request: Request) -> Response:
     registry = getattr(request.app.state, "metrics", None)
     if registry is None:

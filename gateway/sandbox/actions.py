@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import random
+import re
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,6 +74,11 @@ def to_db(f: Field, value: Any, suffix: str = "") -> Any:
         return value
     if value is None or (value == "" and f.data_type != "String"):
         return None
+    if isinstance(value, list | dict):
+        raise CiviError(f"Invalid value for field {f.name}")
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        # MySQL (strict mode) refuses it: "Out of range value for column"
+        raise CiviError("DB Error: constraint violation")
     if f.data_type == BOOL:
         if isinstance(value, str):
             return int(value.lower() not in ("", "0", "false"))
@@ -88,8 +94,6 @@ def to_db(f: Field, value: Any, suffix: str = "") -> Any:
             return float(value)
         except ValueError:
             return value
-    if isinstance(value, list | dict):
-        raise CiviError(f"Invalid value for field {f.name}")
     return value
 
 
@@ -458,12 +462,24 @@ def save_records(ctx: Ctx, records: list[Any], defaults: dict[str, Any],
                 row_id = found[0]
         if row_id is not None:
             vals.pop("id", None)
-            updated = update_one(ctx, int(row_id), vals)
+            updated = update_one(ctx, record_id(row_id), vals)
             if updated is not None:
                 out.append(updated)
         else:
             out.append(create_one(ctx, vals))
     return out
+
+
+def record_id(value: Any) -> int:
+    """A record's ``id`` as given by the caller: a whole number, or CiviCRM's refusal."""
+    if isinstance(value, bool) or not isinstance(value, int | str | float):
+        raise CiviError("Invalid value for field id")
+    text = str(value).strip()
+    if isinstance(value, float) and value.is_integer():
+        text = str(int(value))
+    if not re.fullmatch(r"-?\d{1,18}", text):
+        raise CiviError("Invalid value for field id")
+    return int(text)
 
 
 def run_save(ctx: Ctx) -> list[Record]:

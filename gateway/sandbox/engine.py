@@ -13,7 +13,7 @@ import threading
 from datetime import datetime
 from typing import Any
 
-from . import meta
+from . import contact_actions, meta
 from .actions import ACTIONS, Ctx, Record
 from .errors import CiviError, Unauthorized
 from .schema import ENTITIES, META_ENTITIES, all_fields
@@ -40,7 +40,12 @@ PARAMS: dict[str, dict[str, str]] = {
     "entity_get": {**_GET, "includeFields": _B},
     "setting_get": {"select": _A, "domainId": _M, "contactId": _I},
 }
+PARAMS.update(contact_actions.PARAMS)
 READ_ACTIONS = ("get", "autocomplete", "checkAccess", "getFields", "getActions")
+# "array" params read as PHP reads them: keyed (field => value) or listed (one item each).
+_KEYED = frozenset({"values", "defaults", "orderBy", "chain", "filters"})
+_LISTED = frozenset({"select", "where", "having", "join", "groupBy", "records", "match", "ids",
+                     "exclude"})
 
 
 def _now() -> str:
@@ -54,6 +59,12 @@ def _check_type(name: str, kind: str, value: Any) -> Any:
     if kind == _A:
         if not isinstance(value, list | dict):
             raise bad
+        # A PHP array is both: a JSON list given where a map is read is keyed 0..n-1, and a
+        # JSON object given where a list is read contributes its values.
+        if name in _KEYED and isinstance(value, list):
+            return {str(i): v for i, v in enumerate(value)}
+        if name in _LISTED and isinstance(value, dict):
+            return list(value.values())
         return value
     if kind == _I:
         if isinstance(value, bool):
@@ -324,6 +335,11 @@ class Sandbox:
         if not ctx.check or action in ("getFields", "getActions"):
             return
         denied = Unauthorized(f"Authorization failed: CiviCRM APIv4 ({entity}::{action})")
+        special = contact_actions.permission_for(entity, action)
+        if special is not None:
+            if any(p not in ctx.perms for p in special):
+                raise denied
+            return
         if entity == "Entity":
             return
         if entity == "Setting":

@@ -113,6 +113,7 @@ def _options(f: Field, load: Any) -> Any:
     if not load:
         return True
     if isinstance(load, list):
+        load = [k for k in load if isinstance(k, str)]  # PHP would skip non-string keys too
         out = []
         for key, label in f.options.items():
             item = {"id": key, "name": label, "label": label}

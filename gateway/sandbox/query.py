@@ -177,7 +177,7 @@ class Query:
         return self._compare(res, op, value)
 
     def _bind(self, res: Resolved, value: Any) -> str:
-        self.params.append(coerce_filter_value(res, value))
+        self.params.append(sql_scalar(res.field.name, coerce_filter_value(res, value)))
         return "?"
 
     def _compare(self, res: Resolved, op: str, value: Any) -> str:
@@ -217,6 +217,11 @@ class Query:
         # REGEXP family
         neg = op.startswith("NOT ")
         fn = "REGEXP_BINARY" if op.endswith("BINARY") else "REGEXP"
+        try:
+            re.compile(str(value))
+        except (re.error, RecursionError, OverflowError):
+            # MySQL refuses a malformed pattern at query time; CiviCRM reports its DB error.
+            raise CiviError("DB Error: unknown error") from None
         self.params.append(str(value))
         inner = f"{fn}(?, {e})"
         return f"(NOT COALESCE({inner}, 0))" if neg else inner
@@ -263,4 +268,17 @@ def coerce_filter_value(res: Resolved, value: Any) -> Any:
             return float(value)
         except ValueError:
             return value
+    return value
+
+
+# SQLite's INTEGER range; MySQL compares larger numbers as DECIMAL/DOUBLE.
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+
+
+def sql_scalar(name: str, value: Any) -> Any:
+    """A filter value SQLite can bind, or CiviCRM's refusal of a non-scalar one."""
+    if isinstance(value, list | dict):
+        raise CiviError(f"Invalid value for field {name}: expected a scalar")
+    if isinstance(value, int) and not _INT_MIN <= value <= _INT_MAX:
+        return float(value)
     return value
