@@ -103,13 +103,19 @@ def not_found(argv: list[str], exc: OSError) -> GatewayError:
                         f"Cannot run cv: {argv[0]!r} failed to start ({exc.strerror or exc}).")
 
 
+def child_environment() -> dict[str, str]:
+    """The gateway's environment minus its own settings: cv (and an ssh or docker prefix) must
+    never receive the gateway's secrets (API keys, client tokens, the Redis URL)."""
+    return {k: v for k, v in os.environ.items() if not k.upper().startswith("CIVI_GATEWAY_")}
+
+
 async def spawn(argv: list[str], *, stderr_to_pipe: bool = True) -> asyncio.subprocess.Process:
     """Start ``argv`` (no shell) in a new session, with pipes on stdin/stdout/stderr."""
     try:
         return await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE if stderr_to_pipe else asyncio.subprocess.DEVNULL,
-            start_new_session=True)
+            start_new_session=True, env=child_environment())
     except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
         raise not_found(argv, exc) from None
 
