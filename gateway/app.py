@@ -167,6 +167,8 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # A trailing slash is a 404, not a 307 whose Location is built from the Host header.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.backend = backend

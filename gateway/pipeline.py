@@ -3,13 +3,14 @@ result shaping. Routes only turn HTTP input into ``(version, entity, action, par
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from .clients import Client
-from .errors import GatewayError
+from .errors import GatewayError, invalid_request
 from .params import check_names, normalize_v3, normalize_v4, parse_body
 from .policy import check as check_policy
 from .responses import JSONResponse
@@ -37,8 +38,23 @@ async def params_from_body(request: Request) -> dict[str, Any]:
     return parse_body(body, max_depth=settings.max_json_depth)
 
 
+# "%2F" and "%5C" decode to path separators: a name holding one would be re-read as
+# "entity/action" by the router (and could slip past a proxy's path rules), so it is refused.
+_ENCODED_SEPARATOR = re.compile(rb"%(?:2f|5c)", re.IGNORECASE)
+
+
+def check_target(request: Request) -> None:
+    """Refuse a request target whose meaning changes once percent-decoded."""
+    raw = request.scope.get("raw_path") or b""
+    if _ENCODED_SEPARATOR.search(raw.partition(b"?")[0]):
+        raise invalid_request("Encoded '/' or '\\' in the path: entity and action names cannot "
+                              "contain them.")
+
+
 def authenticate(request: Request) -> Client:
-    """The calling client; done before the body is read."""
+    """The calling client; done before the body is read (the request target is checked
+    first, so a malformed target is refused whoever sends it)."""
+    check_target(request)
     peer = request.client.host if request.client else None
     client = request.app.state.authenticator.authenticate(request.headers.get("authorization"),
                                                           peer)

@@ -428,7 +428,10 @@ def matching_ids(ctx: Ctx, where: list[Any]) -> list[int]:
 
 
 def run_create(ctx: Ctx) -> list[Record]:
-    return [create_one(ctx, dict(ctx.params.get("values") or {}))]
+    values = dict(ctx.params.get("values") or {})
+    if values.get("id") not in (None, "", 0):
+        raise CiviError("Cannot pass id to Create action. Use Update action instead.")
+    return [create_one(ctx, values)]
 
 
 def run_update(ctx: Ctx) -> list[Record]:

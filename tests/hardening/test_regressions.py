@@ -145,3 +145,12 @@ def test_log_lines_cannot_be_forged_with_control_characters() -> None:
     text = buffer.getvalue()
     assert text.count("\n") == 1 and "\r" not in text and "\x1b" not in text and "\x00" not in text
     assert "\\n2026-01-01 INFO gateway.access: forged\\r\\x1b[2J\\x00" in text
+
+
+async def test_create_with_an_id_is_refused(gw: httpx.AsyncClient) -> None:
+    # The sandbox used to ignore the id and create a record; CiviCRM refuses it.
+    before = await contacts(gw)
+    body = assert_client_error(await gw.post("/v4/Contact/create", json={
+        "values": {"id": 3, "contact_type": "Individual", "first_name": "Evil"}}))
+    assert "Use Update action" in body["detail"]
+    assert await contacts(gw) == before
