@@ -142,13 +142,20 @@ class Authenticator:
     def enabled(self) -> bool:
         return bool(self.clients)
 
-    def authenticate(self, authorization: str | None, peer: str | None) -> Client:
+    def authenticate(self, authorization: str | None, peer: str | None, *,
+                     proxied: bool = False) -> Client:
+        """``proxied``: the request names an original client (Forwarded, X-Forwarded-For,
+        X-Real-IP), so a loopback peer is a reverse proxy speaking for someone else."""
         if not self.clients:
             # No tokens: only loopback callers, unless the operator explicitly allowed anyone.
-            if self.allow_anonymous or (peer is not None and is_loopback(peer)):
+            if self.allow_anonymous or (peer is not None and is_loopback(peer) and not proxied):
                 return ANONYMOUS
-            raise GatewayError("unauthenticated",
-                               "This gateway has no client tokens and serves loopback callers only.",
+            detail = "This gateway has no client tokens and serves loopback callers only."
+            if proxied:
+                detail = ("This gateway has no client tokens and serves loopback callers only; "
+                          "this request came through a proxy (it carries a Forwarded or "
+                          "X-Forwarded-For header). Configure client tokens.")
+            raise GatewayError("unauthenticated", detail,
                                headers={"WWW-Authenticate": 'Bearer realm="civicrm-gateway"'})
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():

@@ -56,8 +56,10 @@ def authenticate(request: Request) -> Client:
     first, so a malformed target is refused whoever sends it)."""
     check_target(request)
     peer = request.client.host if request.client else None
-    client = request.app.state.authenticator.authenticate(request.headers.get("authorization"),
-                                                          peer)
+    headers = request.headers
+    proxied = any(name in headers for name in ("forwarded", "x-forwarded-for", "x-real-ip"))
+    client = request.app.state.authenticator.authenticate(headers.get("authorization"), peer,
+                                                          proxied=proxied)
     request.state.client = client.name
     return client
 

@@ -27,7 +27,8 @@ _NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 BATCH_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
     "type": "object",
     "description": "Named calls: each value is [Entity, action, params?]",
-    "additionalProperties": {"type": "array", "minItems": 2, "maxItems": 3},
+    "additionalProperties": {"type": "array", "minItems": 2, "maxItems": 3,
+                             "items": {"anyOf": [{"type": "string"}, {"type": "object"}]}},
     "example": {"contacts": ["Contact", "get", {"select": ["id", "display_name"], "limit": 2}],
                 "groups": ["Group", "get", {"limit": 5}]},
 }}}}}

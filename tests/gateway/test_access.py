@@ -158,6 +158,12 @@ async def test_anonymous_only_from_loopback(upstream):
         local = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
         async with httpx.AsyncClient(transport=local, base_url="http://g") as gw:
             assert (await gw.post("/v4/Contact/get", json={"limit": 1})).status_code == 200
+            # A reverse proxy on the same host is loopback too, but speaks for the network.
+            for header in ({"X-Forwarded-For": "203.0.113.9"}, {"Forwarded": "for=203.0.113.9"},
+                           {"X-Real-IP": "203.0.113.9"}):
+                proxied = await gw.post("/v4/Contact/get", json={"limit": 1}, headers=header)
+                assert_problem(proxied, 401, "unauthenticated")
+                assert "proxy" in proxied.json()["detail"]
     allowed = create_app(http_settings(upstream.url, allow_anonymous=True))
     async with allowed.router.lifespan_context(allowed):
         remote = httpx.ASGITransport(app=allowed, client=("203.0.113.9", 5000))
