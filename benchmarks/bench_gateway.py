@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "bench-admin-key-0123456789abcdef"
@@ -41,13 +42,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60,
+              verify: str | bool = True) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{url}: process exited")
         with contextlib.suppress(httpx.TransportError):
-            httpx.get(url, timeout=1)
+            httpx.get(url, timeout=1, verify=verify)
             return
         time.sleep(0.05)
     raise RuntimeError(f"{url} did not start")
@@ -63,16 +65,26 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1, so the upstream can speak HTTPS like a real site."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
 @contextlib.contextmanager
-def upstream(db: Path) -> Iterator[str]:
+def upstream(db: Path, tls: tuple[Path, Path] | None = None) -> Iterator[str]:
     port = free_port()
+    extra = ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls else []
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "sandbox", "--db", str(db), "--demo", "0",
-         "--api-key", API_KEY, "--port", str(port)],
+         "--api-key", API_KEY, "--port", str(port), *extra],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     try:
-        wait_http(url + "/civicrm/ajax/rest", proc)
+        wait_http(url + "/civicrm/ajax/rest", proc, verify=str(tls[0]) if tls else True)
         yield url
     finally:
         stop(proc)
@@ -115,10 +127,10 @@ def ms(seconds: float) -> str:
 
 # --- (a) -----------------------------------------------------------------------------------------
 
-def bench_civicrmapi(up: str, gw: str, n: int) -> dict[str, float]:
+def bench_civicrmapi(up: str, gw: str, n: int, verify: str | bool = True) -> dict[str, float]:
     from civicrmapi.http import HttpApiV4
 
-    api = HttpApiV4(up, API_KEY)
+    api = HttpApiV4(up, API_KEY, verify_ssl=verify)
     api("Contact", "get", PARAMS)  # warm up
     start = time.perf_counter()
     for _ in range(n):
@@ -184,7 +196,10 @@ async def bench_added_latency(up: str, gw: str, concurrency: int, per_worker: in
 
 # --- (c) -----------------------------------------------------------------------------------------
 
-def bench_big_get(up: str, stream: bool, select: list[str]) -> dict[str, float]:
+def bench_big_get(up: str, mode: str, select: list[str], records: int) -> dict[str, float]:
+    """``mode``: ``whole`` (a limit above the total: answered in one piece), ``json`` (a plain
+    get: the gateway streams it as a JSON array) or ``ndjson``."""
+    stream = mode == "ndjson"
     with gateway(up, CIVI_GATEWAY_EXPORT_PAGE_SIZE="5000") as (gw, pid):
         idle = rss_kib(pid, "VmRSS")
         size = 0
@@ -199,10 +214,13 @@ def bench_big_get(up: str, stream: bool, select: list[str]) -> dict[str, float]:
                         size += len(chunk)
                         rows += chunk.count(b"\n")
             else:
-                response = client.post("/v4/Contact/get", json={"select": select})
+                body: dict = {"select": select}
+                if mode == "whole":
+                    body["limit"] = records + 10
+                response = client.post("/v4/Contact/get", json=body)
                 response.raise_for_status()
                 size = len(response.content)
-                rows = int(response.headers["x-result-count"])
+                rows = len(orjson.loads(response.content))
         elapsed = time.perf_counter() - start
         peak = rss_kib(pid, "VmHWM")
     return {"rows": rows, "seconds": elapsed, "payload_mib": size / 2**20,
@@ -229,6 +247,20 @@ def bench_batch(gw: str, n: int, rounds: int) -> dict[str, float]:
             assert all(v["status"] == 200 for v in answer.json().values())
             batch += time.perf_counter() - start
     return {"singles_s": singles / rounds, "batch_s": batch / rounds}
+
+
+def https_a(db: Path, tmp: Path, calls: int) -> None:
+    """(a) again with CiviCRM behind HTTPS, as real sites are: civicrmapi opens (and
+    handshakes) a connection per call, the gateway keeps its TLS connections."""
+    cert, key = self_signed(tmp)
+    with upstream(db, (cert, key)) as up, \
+            gateway(up, CIVI_GATEWAY_HTTP_CA_BUNDLE=str(cert)) as (gw, _pid):
+        a = bench_civicrmapi(up, gw, calls, verify=str(cert))
+    print(f"\n(a') the same with the upstream on HTTPS ({calls} calls)")
+    print(f"    civicrmapi HttpApiV4 direct : {a['civicrmapi_direct_s']:.3f} s")
+    print(f"    httpx client via gateway    : {a['gateway_pooled_s']:.3f} s")
+    print(f"    ratio civicrmapi/gateway    : "
+          f"{a['civicrmapi_direct_s'] / a['gateway_pooled_s']:.2f}x")
 
 
 def main() -> int:
@@ -258,6 +290,7 @@ def main() -> int:
                 print(f"    httpx client via gateway    : {a['gateway_pooled_s']:.3f} s")
                 print(f"    ratio civicrmapi/gateway    : "
                       f"{a['civicrmapi_direct_s'] / a['gateway_pooled_s']:.2f}x")
+                https_a(db, Path(tmp), args.calls)
                 for conc, per in ((1, 400 if not args.quick else 100),
                                   (32, 40 if not args.quick else 12)):
                     b = asyncio.run(bench_added_latency(up, gw, conc, per))
@@ -272,9 +305,10 @@ def main() -> int:
                 print(f"    ratio           : {d['singles_s'] / d['batch_s']:.2f}x")
             select = ["id", "display_name", "sort_name", "first_name", "last_name",
                       "created_date"]
-            for stream in (False, True):
-                c = bench_big_get(up, stream, select)
-                label = "streamed NDJSON" if stream else "buffered JSON"
+            labels = {"whole": "JSON with limit (buffered whole)",
+                      "json": "plain JSON get (streamed as an array)", "ndjson": "NDJSON stream"}
+            for mode, label in labels.items():
+                c = bench_big_get(up, mode, select, args.records)
                 print(f"\n(c) get of all {c['rows']:,} contacts, {label}")
                 print(f"    time {c['seconds']:.2f} s, payload {c['payload_mib']:.1f} MiB")
                 print(f"    gateway RSS idle {c['idle_rss_mib']:.1f} MiB, peak "

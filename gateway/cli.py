@@ -89,13 +89,14 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     sandbox = Sandbox(args.db, demo=args.demo)
     config = WireConfig(api_keys={api_key: 2}, site_key=args.site_key)
     app = create_wire_app(sandbox, config)
-    base = f"http://{args.host}:{args.port}"
+    tls = {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key} if args.tls_cert else {}
+    base = f"{'https' if tls else 'http'}://{args.host}:{args.port}"
     print(f"Sandbox CiviCRM at {base} (admin API key printed once below).\n"
           f"Point a gateway at it with:\n"
           f"  {env_name('backend')}=http {env_name('http_url')}={base} "
           f"{env_name('http_api_key')}={api_key}", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
-                **_uvicorn_options())  # type: ignore[arg-type]
+                **tls, **_uvicorn_options())  # type: ignore[arg-type]
     return 0
 
 
@@ -212,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--demo", type=int, default=200, help="demo contacts to create")
     sandbox.add_argument("--api-key", help="admin API key (default: random, printed)")
     sandbox.add_argument("--site-key", help="site key for X-Civi-Key guards")
+    sandbox.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    sandbox.add_argument("--tls-key", help="... and this private key (PEM)")
     sandbox.set_defaults(func=cmd_sandbox)
     exp = sub.add_parser("export", help="stream an APIv4 get to a file (NDJSON or CSV), page by "
                                         "page, through the configured backend")

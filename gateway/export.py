@@ -5,7 +5,8 @@ ordered by id) when the query allows it, which stays fast however deep it goes, 
 ``offset`` with ``id`` added to the ordering as a tie-breaker. Each page is encoded and handed on
 before the next is fetched, so memory holds one page whatever the total size.
 
-Used by the API route (``format=ndjson|csv`` or an ``Accept`` header) and by the
+Used by the API route (``format=ndjson|csv`` or an ``Accept`` header; and, as a JSON array,
+for a plain unbounded ``get`` whose answer is larger than one page) and by the
 ``civicrm-gateway export`` command.
 """
 
@@ -56,6 +57,12 @@ class _Plan:
     total: float
     offset: int
     drop_id: bool
+
+
+def keyset_possible(params: dict[str, Any]) -> bool:
+    """Whether ``pages`` can walk this get by ``id`` (no grouping, joins, custom order or
+    aggregates), i.e. without offsets and in one stable order."""
+    return _plan(params).keyset
 
 
 def _plan(params: dict[str, Any]) -> _Plan:
@@ -149,19 +156,25 @@ async def stream(backend: Backend, entity: str, params: dict[str, Any], fmt: str
                  page_size: int, identity: Identity | None = None,
                  strip_credentials: bool = True,
                  on_rows: Callable[[int], None] | None = None) -> AsyncIterator[bytes]:
-    """Encoded chunks (one per page) of the export; credential fields stripped unless allowed."""
-    if fmt not in ("ndjson", "csv"):
+    """Encoded chunks (one per page) of the export; credential fields stripped unless allowed.
+    ``json`` is one JSON array, written a page at a time."""
+    if fmt not in ("ndjson", "csv", "json"):
         raise invalid_request(f"Cannot stream format {fmt!r}.")
     encoder = _CsvEncoder()
     wrote_header = False
     async for records in pages(backend, entity, params, page_size=page_size, identity=identity):
         rows, _ = response_body(4, "get", records, strip_credentials=strip_credentials)
-        chunk = _ndjson(rows) if fmt == "ndjson" else encoder.encode(rows)
+        if fmt == "json":
+            chunk = (b"," if wrote_header else b"[") + b",".join(orjson.dumps(r) for r in rows)
+        else:
+            chunk = _ndjson(rows) if fmt == "ndjson" else encoder.encode(rows)
         wrote_header = True
         if on_rows is not None:
             on_rows(len(rows))
         yield chunk
-    if fmt == "csv" and not wrote_header:
+    if fmt == "json":
+        yield b"]" if wrote_header else b"[]"
+    elif fmt == "csv" and not wrote_header:
         yield encoder.encode([])  # an empty result still gets a (header-less) empty body
 
 

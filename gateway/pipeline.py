@@ -82,6 +82,12 @@ def shape_result(client: Client, version: int, action: str, records: Records
 async def run_call(request: Request, client: Client, version: int, entity: str, action: str,
                    params: dict[str, Any]) -> Response:
     params = prepare_call(client, version, entity, action, params)
+    return await run_prepared(request, client, version, entity, action, params)
+
+
+async def run_prepared(request: Request, client: Client, version: int, entity: str, action: str,
+                       params: dict[str, Any]) -> Response:
+    """The backend call and the JSON answer, for params that passed ``prepare_call``."""
     state = request.app.state
     kwargs = {"identity": client.identity} if client.identity is not None else {}
     async with state.limiter.admit(client):

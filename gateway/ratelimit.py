@@ -46,8 +46,10 @@ class Limiter:
     @asynccontextmanager
     async def admit(self, client: Client, cost: int = 1) -> AsyncIterator[None]:
         """Counts the call (a batch: each of its ``cost`` calls) against the client's rate,
-        then holds one of its in-flight slots."""
-        await self._check_rate(client, cost)
+        then holds one of its in-flight slots. ``cost=0``: a later step of a call already
+        counted (only the slot is taken)."""
+        if cost:
+            await self._check_rate(client, cost)
         slots = self._slots.get(client.name)
         if slots is None:
             slots = self._slots[client.name] = asyncio.Semaphore(

@@ -12,7 +12,15 @@ from .. import export
 from ..clients import Client
 from ..errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES, GatewayError
 from ..params import check_names, is_read_action, params_from_query
-from ..pipeline import authenticate, params_from_body, prepare_call, run_call
+from ..pipeline import (
+    authenticate,
+    params_from_body,
+    prepare_call,
+    run_call,
+    run_prepared,
+    shape_result,
+)
+from ..responses import JSONResponse
 
 ENTITY = Path(description="CiviCRM entity, e.g. Contact", examples=["Contact"],
               pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
@@ -98,6 +106,57 @@ async def export_response(request: Request, client: Client, entity: str,
     return StreamingResponse(body(), media_type=export.MEDIA_TYPES[fmt], headers=headers)
 
 
+# Gets that take no limit: Setting.get is not a paged query in CiviCRM.
+_UNPAGED = frozenset({"Setting"})
+
+
+async def call_json(request: Request, client: Client, version: int, entity: str, action: str,
+                    params: dict[str, Any]) -> Response:
+    """A plain JSON answer. An APIv4 get with no limit that finds more than one page of
+    records is streamed as a JSON array, walked by id (see gateway.export), so a 100,000-record
+    read holds one page in memory, not the whole answer three times over.
+
+    The first call asks for one record more than a page, in the caller's own order: a result
+    that fits is answered exactly as CiviCRM ordered it, with its count headers. Only a larger
+    one is re-read in id order and streamed (without X-Result-Count, which it cannot know yet);
+    a failure after streaming has begun leaves the array unterminated."""
+    if version != 4 or action != "get" or entity in _UNPAGED:
+        return await run_call(request, client, version, entity, action, params)
+    params = prepare_call(client, 4, entity, "get", params)
+    if "limit" in params or not export.keyset_possible(params):
+        return await run_prepared(request, client, 4, entity, "get", params)
+    state = request.app.state
+    page_size = state.settings.export_page_size
+    kwargs = {"identity": client.identity} if client.identity is not None else {}
+    async with state.limiter.admit(client):
+        records = await state.backend.call(4, entity, "get", {**params, "limit": page_size + 1},
+                                           **kwargs)
+    if len(records) <= page_size:
+        body, headers = shape_result(client, 4, "get", records)
+        return JSONResponse(body, headers=headers)
+    del records
+    chunks = export.stream(state.backend, entity, params, "json", page_size=page_size,
+                           identity=client.identity,
+                           strip_credentials=not client.policy.credential_fields)
+    try:
+        async with state.limiter.admit(client, cost=0):  # the same call: counted above
+            first = await anext(chunks)
+    except GatewayError as exc:
+        # The same query passed a moment ago, so a refusal now is of the paging itself
+        # (records without ids, an entity that cannot order by id): answer in one piece.
+        if exc.status >= 500:
+            raise
+        return await run_prepared(request, client, 4, entity, "get", params)
+
+    async def body_chunks() -> Any:
+        yield first
+        async for chunk in chunks:
+            yield chunk
+
+    return StreamingResponse(body_chunks(), media_type="application/json",
+                             headers={"X-Streamed": "true"})
+
+
 def _get_params(request: Request, version: int, entity: str, action: str) -> dict:
     check_names(entity, action)
     if not is_read_action(version, action):
@@ -142,7 +201,7 @@ def make_router(version: int) -> APIRouter:
         params = await params_from_body(request)
         if fmt != "json":
             return await _streamed(request, client, version, entity, action, params, fmt)
-        return await run_call(request, client, version, entity, action, params)
+        return await call_json(request, client, version, entity, action, params)
 
     @router.get("/{entity}/{action}", name=f"v{version}_get", responses=responses,
                 summary=f"Call an APIv{version} read action with query-string params")
@@ -152,7 +211,7 @@ def make_router(version: int) -> APIRouter:
         params = _get_params(request, version, entity, action)
         if fmt != "json":
             return await _streamed(request, client, version, entity, action, params, fmt)
-        return await run_call(request, client, version, entity, action, params)
+        return await call_json(request, client, version, entity, action, params)
 
     return router
 
