@@ -179,3 +179,8 @@ def test_the_gateway_accepts_the_compose_configuration(service, compose, tmp_pat
     assert settings.host == "0.0.0.0"
     assert settings.client_tokens is not None
     assert settings.backend == spec["environment"]["CIVI_GATEWAY_BACKEND"]
+
+
+def test_cv_profile_runs_an_init_to_reap_children():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert compose["services"]["gateway-cv"]["init"] is True
