@@ -27,6 +27,20 @@ SITE_KEY = "sitekey-1a2b3c4d5e6f7a8b"
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def clear_gateway_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Drop every CIVI_GATEWAY_* variable, so a test's settings are only what it sets."""
+    for key in [k for k in os.environ if k.startswith("CIVI_GATEWAY_")]:
+        monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No CIVI_GATEWAY_* variables, no secrets directory, no .env: settings from the test only."""
+    clear_gateway_env(monkeypatch)
+    monkeypatch.setenv("CIVI_GATEWAY_SECRETS_DIR", str(tmp_path / "no-secrets"))
+    monkeypatch.chdir(tmp_path)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

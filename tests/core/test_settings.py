@@ -4,16 +4,7 @@ import pytest
 
 from gateway.settings import Settings, SettingsError, load_settings
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("CIVI_GATEWAY_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("CIVI_GATEWAY_SECRETS_DIR", str(tmp_path / "no-secrets"))
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def test_defaults_are_the_sandbox_on_loopback():

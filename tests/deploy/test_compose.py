@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from gateway.settings import load_settings
+from tests.conftest import clear_gateway_env
 
 from .conftest import ROOT, project_tool, secret_file_names, settings_env_names
 from .test_dockerfile import STAGES
@@ -153,9 +154,7 @@ def test_cv_profile_runs_pipe_through_docker_exec(compose):
 
 
 def _materialise(tmp_path, monkeypatch, env: dict, secrets: dict) -> None:
-    for key in list(__import__("os").environ):
-        if key.startswith("CIVI_GATEWAY_"):
-            monkeypatch.delenv(key)
+    clear_gateway_env(monkeypatch)
     secrets_dir = tmp_path / "secrets"
     secrets_dir.mkdir()
     for name, value in secrets.items():

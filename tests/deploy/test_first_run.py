@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway.settings import load_settings
+from tests.conftest import clear_gateway_env
 
 from .conftest import DEPLOY
 
@@ -58,9 +59,7 @@ def test_secrets_are_written_once_and_accepted_by_the_gateway(tree, monkeypatch)
     assert second.returncode == 0
     assert {n: (secrets / n).read_text() for n in SECRETS} == contents  # nothing overwritten
     # the files are what the gateway reads from /run/secrets
-    for key in list(os.environ):
-        if key.startswith("CIVI_GATEWAY_"):
-            monkeypatch.delenv(key)
+    clear_gateway_env(monkeypatch)
     monkeypatch.chdir(tree)
     monkeypatch.setenv("CIVI_GATEWAY_SECRETS_DIR", str(secrets))
     settings = load_settings(backend="http", http_url="http://civicrm", host="0.0.0.0")

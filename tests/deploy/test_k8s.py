@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import pytest
 import yaml
 
 from gateway.settings import is_loopback, load_settings
+from tests.conftest import clear_gateway_env
 
 from .conftest import K8S, K8S_VERSION, load_yaml_docs, project_tool, secret_file_names, settings_env_names
 
@@ -89,9 +89,7 @@ def test_environment_and_secret_keys_are_gateway_settings():
 
 
 def test_the_gateway_accepts_the_deployment_configuration(tmp_path, monkeypatch):
-    for key in list(os.environ):
-        if key.startswith("CIVI_GATEWAY_"):
-            monkeypatch.delenv(key)
+    clear_gateway_env(monkeypatch)
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     (secrets / "civi_gateway_http_api_key").write_text("k" * 40)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shlex
 import stat
 import sys
@@ -18,7 +17,7 @@ import pytest
 
 from gateway.clients import load_clients
 from gateway.settings import Settings, SettingsError, load_settings
-from tests.conftest import ADMIN_KEY, SITE_KEY, GatewayProcess
+from tests.conftest import ADMIN_KEY, SITE_KEY, GatewayProcess, clear_gateway_env
 
 pytestmark = pytest.mark.slow
 
@@ -71,9 +70,7 @@ def test_settings_never_show_secrets() -> None:
 ])
 def test_configuration_errors_never_echo_secrets(monkeypatch: pytest.MonkeyPatch,
                                                  bad: dict[str, Any]) -> None:
-    for name in list(os.environ):
-        if name.startswith("CIVI_GATEWAY_"):
-            monkeypatch.delenv(name)
+    clear_gateway_env(monkeypatch)
     values: dict[str, Any] = {"backend": "http", "http_url": "http://127.0.0.1:9",
                               "http_api_key": ADMIN_KEY, "http_site_key": SITE_KEY}
     values.update(bad)

@@ -4,7 +4,6 @@ CiviCRM later without reaching it, and a clear failure when CiviCRM cannot be re
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 from openapi_spec_validator import validate
@@ -14,13 +13,8 @@ from tests.conftest import free_port
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    for key in list(os.environ):
-        if key.startswith("CIVI_GATEWAY_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("CIVI_GATEWAY_SECRETS_DIR", str(tmp_path / "no-secrets"))
+def no_demo(clean_env, monkeypatch):
     monkeypatch.setenv("CIVI_GATEWAY_SANDBOX_DEMO", "0")
-    monkeypatch.chdir(tmp_path)
 
 
 def test_writes_the_document_to_stdout_and_a_spec_file(capsys, tmp_path, monkeypatch):
