@@ -17,9 +17,7 @@ class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        # Records from an in-process backend may key options by integer ({1: "Mrs."}); JSON
-        # keys are strings, as PHP's json_encode() writes them.
-        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+        return orjson.dumps(content)
 
 
 def problem_response(error: GatewayError, instance: str | None = None) -> Response:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Path, Request
@@ -94,16 +95,23 @@ async def export_response(request: Request, client: Client, entity: str,
                            on_rows=count_rows)
     async with state.limiter.admit(client):
         first = await anext(chunks, b"")
-
-    async def body() -> Any:
-        yield first
-        async for chunk in chunks:
-            yield chunk
-
     headers = {}
     if fmt == "csv":
         headers["Content-Disposition"] = f'attachment; filename="{entity}.csv"'
-    return StreamingResponse(body(), media_type=export.MEDIA_TYPES[fmt], headers=headers)
+    return _stream(first, chunks, export.MEDIA_TYPES[fmt], headers)
+
+
+def _stream(first: bytes, rest: AsyncIterator[bytes], media_type: str,
+            headers: dict[str, str]) -> StreamingResponse:
+    """The chunk already fetched (so a failure before it was a proper error status), then
+    the rest as it comes."""
+
+    async def body() -> AsyncIterator[bytes]:
+        yield first
+        async for chunk in rest:
+            yield chunk
+
+    return StreamingResponse(body(), media_type=media_type, headers=headers)
 
 
 # Gets that take no limit: Setting.get is not a paged query in CiviCRM.
@@ -147,14 +155,7 @@ async def call_json(request: Request, client: Client, version: int, entity: str,
         if exc.status >= 500:
             raise
         return await run_prepared(request, client, 4, entity, "get", params)
-
-    async def body_chunks() -> Any:
-        yield first
-        async for chunk in chunks:
-            yield chunk
-
-    return StreamingResponse(body_chunks(), media_type="application/json",
-                             headers={"X-Streamed": "true"})
+    return _stream(first, chunks, "application/json", {"X-Streamed": "true"})
 
 
 def _get_params(request: Request, version: int, entity: str, action: str) -> dict:

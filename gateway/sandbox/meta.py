@@ -123,7 +123,8 @@ def _options(f: Field, load: Any) -> Any:
     keys = list(f.options)
     if keys == list(range(len(keys))):
         return list(f.options.values())  # PHP would encode a 0..n-1 keyed array as a list
-    return dict(f.options)
+    # As every transport delivers it: JSON object keys are strings ({"1": "Mrs."}).
+    return {str(key): label for key, label in f.options.items()}
 
 
 def field_spec(f: Field, entity: str, action: str, load: Any) -> Record:
