@@ -26,7 +26,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from .document import build_document, redact
-from .metadata import Metadata, MetadataCache
+from .metadata import Metadata, SpecSource
 
 if TYPE_CHECKING:
     from ..backends import Backend
@@ -58,7 +58,7 @@ class Docs:
     def __init__(self, app: FastAPI, backend: Backend | None, settings: Settings) -> None:
         self.app = app
         self.settings = settings
-        self.cache = MetadataCache(backend, ttl=settings.openapi_cache_ttl,
+        self.source = SpecSource(backend, ttl=settings.openapi_cache_ttl,
                                    spec_file=settings.openapi_spec_file,
                                    entities=settings.openapi_entities)
         self._generic: dict[str, Any] | None = None
@@ -92,10 +92,10 @@ class Docs:
 
     async def document(self) -> tuple[dict[str, Any], bytes]:
         """The full document and its JSON, rebuilt only when the metadata changed."""
-        metadata = await self.cache.get()
+        metadata = await self.source.get()
         note = None
         if metadata is None:
-            note = ("CiviCRM's metadata is not available (" + (self.cache.error or "unknown") +
+            note = ("CiviCRM's metadata is not available (" + (self.source.error or "unknown") +
                     "), so only the generic routes are described.")
         async with self._lock:  # one build at a time; the others then find it done
             built = self._built

@@ -35,12 +35,12 @@ async def _build(args: argparse.Namespace) -> dict[str, Any]:
     if reaching:
         await backend.start()
     try:
-        metadata = await docs.cache.get(wait=args.timeout)
+        metadata = await docs.source.get(wait=args.timeout)
     finally:
         if reaching:
             await backend.close()
     if metadata is None:
-        raise CommandError(f"cannot get CiviCRM's metadata: {docs.cache.error}. "
+        raise CommandError(f"cannot get CiviCRM's metadata: {docs.source.error}. "
                            "(--generic writes the document of the generic routes only.)")
     if args.save_spec is not None:
         save_spec(metadata, args.save_spec)

@@ -2,7 +2,7 @@
 
 Fetched through the :class:`~gateway.backends.base.Backend` interface with the gateway's own
 credentials (``Entity.get``, then ``{Entity}.getActions`` and ``{Entity}.getFields`` for each
-entity), cached with a TTL by :class:`MetadataCache`, and savable to / loadable from a local
+entity), cached with a TTL by :class:`SpecSource`, and savable to / loadable from a local
 JSON *spec file* (like Civis' ``local_api_spec``) so the gateway can document CiviCRM without
 reaching it.
 
@@ -187,7 +187,7 @@ def save_spec(metadata: Metadata, path: str | os.PathLike[str]) -> None:
 Fetcher = Callable[[Backend], Awaitable[Metadata]]
 
 
-class MetadataCache:
+class SpecSource:
     """Metadata fetched once and kept for ``ttl`` seconds (``ttl <= 0``: kept forever).
 
     With a ``spec_file`` the metadata comes from that file only and the backend is never asked.

@@ -19,8 +19,8 @@ from gateway.clients import hash_token
 from gateway.errors import GatewayError
 from gateway.openapi.metadata import (
     Metadata,
-    MetadataCache,
     MetadataError,
+    SpecSource,
     fetch_metadata,
     load_spec,
     save_spec,
@@ -89,7 +89,7 @@ async def test_fetch_only_the_configured_entities():
 async def test_cache_ttl_stale_while_refresh_and_failures():
     now = [0.0]
     backend = FakeCiviCRM(1)
-    cache = MetadataCache(backend, ttl=60, retry_after=30, clock=lambda: now[0])
+    cache = SpecSource(backend, ttl=60, retry_after=30, clock=lambda: now[0])
     first = await cache.get()
     assert first is not None and cache.fetches == 1
     assert await cache.get() is first and cache.fetches == 1  # fresh: no call
@@ -115,7 +115,7 @@ async def test_cache_ttl_stale_while_refresh_and_failures():
 
 async def test_concurrent_first_requests_share_one_fetch():
     backend = FakeCiviCRM(2, delay=0.02)
-    cache = MetadataCache(backend)
+    cache = SpecSource(backend)
     results = await asyncio.gather(*(cache.get() for _ in range(5)))
     assert cache.fetches == 1 and all(r is results[0] for r in results)
 
