@@ -51,15 +51,20 @@ class ThreadServer:
     """uvicorn serving an ASGI app on 127.0.0.1 in a thread of the test process, so tests can
     change the served app's state between requests."""
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    def __init__(self, app: Any, port: int | None = None,
+                 tls: tuple[Path, Path] | None = None) -> None:
+        """``tls``: certificate and key files, to serve HTTPS."""
         self.port = port or free_port()
+        self.tls = tls
+        cert, key = (str(tls[0]), str(tls[1])) if tls else (None, None)
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning", lifespan="off"))
+                                                    log_level="warning", lifespan="off",
+                                                    ssl_certfile=cert, ssl_keyfile=key))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> ThreadServer:
         self.thread.start()

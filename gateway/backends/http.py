@@ -1,20 +1,21 @@
 """CiviCRM over HTTP: APIv4 at ``civicrm/ajax/api4/{Entity}/{action}``, APIv3 at ``civicrm/ajax/rest``.
 
-One ``httpx.AsyncClient`` per backend keeps connections alive between calls. Params always go in
-the POST body (never the URL, where proxies and access logs would keep them), JSON re-encoded by
-the gateway so CiviCRM never sees malformed JSON.
+One pooled client per backend (``httpclient.PooledClient``) keeps connections alive between
+calls. Params always go in the POST body (never the URL, where proxies and access logs would
+keep them), JSON re-encoded by the gateway so CiviCRM never sees malformed JSON.
 """
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import logging
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlencode
 
-import httpx
 import orjson
 
 from ..clients import Identity
@@ -22,6 +23,7 @@ from ..errors import GatewayError
 from ..results import Records, invalid_response, v3_records, v4_error, v4_records
 from ..settings import Settings
 from .base import Backend, BatchCall, BatchResult, TransientError
+from .httpclient import Broken, PooledClient, Reply, TimedOut, Transport, Unreachable
 
 log = logging.getLogger("gateway.backend.http")
 
@@ -48,25 +50,30 @@ def _dumps(params: dict[str, Any]) -> str:
     return orjson.dumps(params).decode()
 
 
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
 class HttpBackend(Backend):
     name = "http"
 
-    def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
-                 ) -> None:
+    def __init__(self, settings: Settings, *,
+                 wrap: Callable[[Transport], Transport] | None = None) -> None:
+        """``wrap``: applied to the pooled client once made (tests inject faults this way)."""
         if not settings.http_url:
             raise ValueError("http_url is required")
         self.settings = settings
         self.base = settings.http_url
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
-        self._headers, self._auth, self._legacy_fields = self._credentials(settings)
+        self._client: Transport | None = None
+        self._wrap = wrap
+        self._headers, self._legacy_fields = self._credentials(settings)
         self._in_flight = 0
 
     # --- credentials -------------------------------------------------------------------------
     @staticmethod
-    def _credentials(s: Settings) -> tuple[dict[str, str], httpx.Auth | None, dict[str, str]]:
-        headers = {"X-Requested-With": "XMLHttpRequest", "Accept": "application/json"}
-        auth: httpx.Auth | None = None
+    def _credentials(s: Settings) -> tuple[dict[str, str], dict[str, str]]:
+        headers = {"X-Requested-With": "XMLHttpRequest", "Accept": "application/json",
+                   "Content-Type": "application/x-www-form-urlencoded"}
         legacy: dict[str, str] = {}
         key = s.http_api_key.get_secret_value() if s.http_api_key else ""
         if s.http_auth == "x-civi-auth":
@@ -75,7 +82,7 @@ class HttpBackend(Backend):
             headers["Authorization"] = f"Bearer {key}"
         elif s.http_auth == "basic":
             password = s.http_password.get_secret_value() if s.http_password else ""
-            auth = httpx.BasicAuth(s.http_username or "", password)
+            headers["Authorization"] = _basic(s.http_username or "", password)
         else:  # legacy key + api_key form fields (APIv3 extern/rest.php style)
             legacy = {"api_key": key}
         if s.http_site_key is not None:
@@ -83,51 +90,39 @@ class HttpBackend(Backend):
             headers["X-Civi-Key"] = site_key
             if s.http_auth == "legacy":
                 legacy["key"] = site_key
-        if s.http_htaccess_user and auth is None:
+        if s.http_htaccess_user and "Authorization" not in headers:
             password = s.http_htaccess_password.get_secret_value() if s.http_htaccess_password \
                 else ""
-            auth = httpx.BasicAuth(s.http_htaccess_user, password)
-        return headers, auth, legacy
+            headers["Authorization"] = _basic(s.http_htaccess_user, password)
+        return headers, legacy
 
     # --- lifecycle ---------------------------------------------------------------------------
-    def _verify(self) -> ssl.SSLContext | bool:
+    def _tls(self) -> ssl.SSLContext | bool:
+        """The system's trust store, or the operator's CA bundle; ``False`` skips checking."""
         if self.settings.http_ca_bundle is not None:
             return ssl.create_default_context(cafile=str(self.settings.http_ca_bundle))
-        return self.settings.http_verify_ssl
+        return ssl.create_default_context() if self.settings.http_verify_ssl else False
 
     async def start(self) -> None:
         if self._client is not None:
             return
-        limits = httpx.Limits(max_connections=self.settings.http_max_connections,
-                              max_keepalive_connections=self.settings.http_max_connections,
-                              keepalive_expiry=30)
-        self._client = httpx.AsyncClient(
-            base_url=self.base + "/",
-            headers=self._headers,
-            auth=self._auth,
-            timeout=httpx.Timeout(self.settings.http_timeout,
-                                  connect=min(10.0, self.settings.http_timeout)),
-            limits=limits,
-            verify=self._verify(),
-            transport=self._transport,
-            follow_redirects=False,
-            trust_env=False,
-        )
+        s = self.settings
+        client = PooledClient(s.http_url, headers=self._headers, timeout=s.http_timeout,
+                              connect_timeout=min(10.0, s.http_timeout),
+                              max_connections=s.http_max_connections, tls=self._tls())
+        self._client = self._wrap(client) if self._wrap else client
 
     async def close(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
             self._client = None
 
     def stats(self) -> dict[str, float]:
         """Requests in flight and the connection pool's open and idle connections."""
         stats = {"in_flight": float(self._in_flight),
                  "max_connections": float(self.settings.http_max_connections)}
-        pool = getattr(getattr(self._client, "_transport", None), "_pool", None)
-        connections = getattr(pool, "connections", None)
-        if connections is not None:
-            stats["connections"] = float(len(connections))
-            stats["idle_connections"] = float(sum(1 for c in connections if c.is_idle()))
+        if self._client is not None:
+            stats.update(self._client.stats())
         return stats
 
     # --- calls -------------------------------------------------------------------------------
@@ -145,8 +140,6 @@ class HttpBackend(Backend):
 
     async def call(self, version: int, entity: str, action: str, params: dict[str, Any], *,
                    identity: Identity | None = None) -> Records:
-        if self._client is None:
-            await self.start()
         headers, fields = self._identity_auth(identity)
         if version == 4:
             path = f"civicrm/ajax/api4/{entity}/{action}"
@@ -157,41 +150,46 @@ class HttpBackend(Backend):
                     **self._legacy_fields, **fields}
         response = await self._post(path, data, headers)
         body = self._json(response)
+        status = response.status
         if version == 4:
-            if response.status_code >= 400 and not isinstance(body, dict):
-                raise invalid_response(f"CiviCRM answered HTTP {response.status_code}.")
-            if response.status_code >= 400 and "values" in body:
-                raise invalid_response(f"CiviCRM answered HTTP {response.status_code}.")
-            return v4_records(body, status=response.status_code)
-        if response.status_code >= 400 and not (isinstance(body, dict) and body.get("is_error")):
-            raise invalid_response(f"CiviCRM answered HTTP {response.status_code}.")
+            if status >= 400 and (not isinstance(body, dict) or "values" in body):
+                raise invalid_response(f"CiviCRM answered HTTP {status}.")
+            return v4_records(body, status=status)
+        if status >= 400 and not (isinstance(body, dict) and body.get("is_error")):
+            raise invalid_response(f"CiviCRM answered HTTP {status}.")
         return v3_records(action, body)
 
     async def _post(self, path: str, data: dict[str, str],
-                    headers: dict[str, str] | None = None) -> httpx.Response:
+                    headers: dict[str, str] | None = None) -> Reply:
+        if self._client is None:
+            await self.start()
         assert self._client is not None
         self._in_flight += 1
+        started = time.perf_counter()
         try:
-            response = await self._client.post(path, data=data, headers=headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            response = await self._client.post(path, urlencode(data).encode(), headers)
+        except Unreachable as exc:
             # Nothing was sent: safe to try again, even for a write.
             raise TransientError("upstream-unavailable",
-                                 f"The gateway cannot connect to CiviCRM ({type(exc).__name__}).",
+                                 f"The gateway cannot connect to CiviCRM ({exc}).",
                                  reached=False) from None
-        except httpx.TimeoutException:
+        except TimedOut:
             raise GatewayError("upstream-timeout",
                                f"CiviCRM did not answer within {self.settings.http_timeout:g} s."
                                ) from None
-        except httpx.TransportError as exc:
+        except Broken as exc:
             # Reset or cut mid-answer: the request may have reached CiviCRM.
             raise TransientError("upstream-invalid-response",
-                                 f"The connection to CiviCRM failed: {type(exc).__name__}.",
+                                 f"The connection to CiviCRM failed: {exc}.",
                                  reached=True) from None
         finally:
             self._in_flight -= 1
-        if response.status_code in _TRANSIENT:
+        # Path and status only: the body carries the params and the headers the credentials.
+        log.debug("CiviCRM POST /%s answered %d in %.1f ms", path, response.status,
+                  (time.perf_counter() - started) * 1000)
+        if response.status in _TRANSIENT:
             raise self._transient(response)
-        if response.status_code == 401:
+        if response.status == 401:
             log.error("CiviCRM rejected the gateway's credentials (HTTP 401 from %s): %s",
                       self.base, response.text[:200])
             raise GatewayError(
@@ -203,8 +201,8 @@ class HttpBackend(Backend):
         return response
 
     @staticmethod
-    def _transient(response: httpx.Response) -> TransientError:
-        status = response.status_code
+    def _transient(response: Reply) -> TransientError:
+        status = response.status
         slug = _TRANSIENT[status]
         detail = f"CiviCRM answered HTTP {status}."
         if status == 503 and b"maintenance" in response.content[:500]:
@@ -223,8 +221,6 @@ class HttpBackend(Backend):
         if version != 4 or not calls:
             return await super().batch(version, calls, identity=identity,
                                        concurrency=concurrency)
-        if self._client is None:
-            await self.start()
         headers, _ = self._identity_auth(identity)
         payload = {name: [entity, action, params] for name, (entity, action, params)
                    in calls.items()}
@@ -234,7 +230,7 @@ class HttpBackend(Backend):
         if not isinstance(body, dict):
             raise invalid_response("CiviCRM's multi-call answer is not a JSON object.")
         if "error_message" in body and not set(calls) & set(body):
-            raise v4_error(body, response.status_code)  # the request failed as a whole
+            raise v4_error(body, response.status)  # the request failed as a whole
         results: dict[str, BatchResult] = {}
         for name in calls:
             member = body.get(name)
@@ -247,16 +243,16 @@ class HttpBackend(Backend):
         return results
 
     @staticmethod
-    def _json(response: httpx.Response) -> Any:
+    def _json(response: Reply) -> Any:
         try:
             return orjson.loads(response.content)
         except orjson.JSONDecodeError:
-            if response.status_code == 503:
+            if response.status == 503:
                 raise GatewayError("upstream-unavailable",
                                    "CiviCRM answered 503 Service Unavailable.") from None
-            if response.status_code == 405:
+            if response.status == 405:
                 raise GatewayError("method-not-allowed",
                                    "CiviCRM refused the HTTP method.") from None
             kind = response.headers.get("content-type", "no content type").split(";")[0]
             raise invalid_response(
-                f"CiviCRM answered HTTP {response.status_code} with {kind}, not JSON.") from None
+                f"CiviCRM answered HTTP {response.status} with {kind}, not JSON.") from None

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+from pathlib import Path
 
 import pytest
 from starlette.applications import Starlette
@@ -295,3 +297,69 @@ async def test_connections_are_kept_alive():
             for _ in range(5):
                 assert (await gw.post("/v4/Contact/get", json={})).status_code == 200
     assert len(client_ports) == 5 and len(set(client_ports)) == 1
+
+
+async def test_cookies_are_never_sent_back():
+    """A CMS session cookie one call earned must not ride along on the next (another client's)."""
+    cookies: list[str | None] = []
+
+    async def sets_cookie(request):
+        cookies.append(request.headers.get("cookie"))
+        response = Response('{"values":[],"count":0}', media_type="application/json")
+        response.set_cookie("SESS123", "user-session", path="/")
+        return response
+
+    with fake_upstream(sets_cookie) as url:
+        async with gateway_client(http_settings(url)) as gw:
+            for _ in range(3):
+                assert (await gw.post("/v4/Contact/get", json={})).status_code == 200
+    assert cookies == [None, None, None]
+
+
+async def test_redirects_are_not_followed():
+    """A redirect (http to https, a login page) would turn the POST into a GET elsewhere."""
+    hits: list[str] = []
+
+    async def redirects(request):
+        hits.append(request.url.path)
+        return Response("", status_code=302, headers={"location": "/user/login"})
+
+    with fake_upstream(redirects) as url:
+        async with gateway_client(http_settings(url)) as gw:
+            assert_problem(await gw.post("/v4/Contact/get", json={}), 502,
+                           "upstream-invalid-response")
+    assert hits == ["/civicrm/ajax/api4/Contact/get"]
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[Path, Path]:
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.mark.parametrize("settings,status", [
+    ({}, 503),                                  # self-signed: not in the trust store
+    ({"http_ca_bundle": "CERT"}, 200),           # the operator's CA bundle
+    ({"http_verify_ssl": False}, 200),           # checking switched off
+])
+async def test_https_upstream_certificate_checks(certificate, settings, status):
+    async def answer(request):
+        return Response('{"values":[{"id":1}],"count":1}', media_type="application/json")
+
+    settings = {k: (str(certificate[0]) if v == "CERT" else v) for k, v in settings.items()}
+    server = ThreadServer(Starlette(routes=[Route("/{path:path}", answer, methods=["POST"])]),
+                          tls=certificate).start()
+    try:
+        async with gateway_client(http_settings(server.url, **settings)) as gw:
+            response = await gw.post("/v4/Contact/get", json={})
+    finally:
+        server.stop()
+    if status == 200:
+        assert response.json() == [{"id": 1}]
+    else:  # refused during the handshake, before anything was sent
+        body = assert_problem(response, 503, "upstream-unavailable")
+        assert "Certificate" in body["detail"] or "SSL" in body["detail"], body

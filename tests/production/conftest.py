@@ -1,18 +1,18 @@
 """Fixtures for the production features: an upstream whose faults tests switch on and off,
-and an httpx transport that injects connection failures before or after a request is sent."""
+and a wrapper round the HTTP backend's client that injects connection failures before or after a request is sent."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-import httpx
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
+from gateway.backends.httpclient import Broken, Reply, Transport, Unreachable
 from tests.conftest import ADMIN_KEY, SITE_KEY, ThreadServer
 
 
@@ -98,27 +98,35 @@ def faulty_upstream(sandbox: Any) -> Iterator[FaultyUpstream]:
     server.stop()
 
 
-class InjectingTransport(httpx.AsyncBaseTransport):
-    """A real transport, with failures injected from ``plan``: ``"connect"`` fails before
-    anything is sent; ``"reset-after"`` sends the request, lets CiviCRM run it, then fails as a
-    connection reset would."""
+class InjectingTransport:
+    """Wraps the backend's real pooled client, injecting failures from ``plan``: ``"connect"``
+    fails before anything is sent; ``"reset-after"`` sends the request, lets CiviCRM run it, then
+    fails as a connection reset would."""
 
     def __init__(self, plan: list[str]) -> None:
         self.plan = plan
-        self.inner = httpx.AsyncHTTPTransport()
+        self.inner: Transport | None = None
         self.sent = 0
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    def wrap(self, inner: Transport) -> InjectingTransport:
+        self.inner = inner
+        return self
+
+    async def post(self, path: str, body: bytes, headers: Mapping[str, str] | None = None
+                   ) -> Reply:
+        assert self.inner is not None
         step = self.plan.pop(0) if self.plan else "ok"
         if step == "connect":
-            raise httpx.ConnectError("injected: connection refused", request=request)
-        response = await self.inner.handle_async_request(request)
+            raise Unreachable("injected: connection refused")
+        reply = await self.inner.post(path, body, headers)
         self.sent += 1
         if step == "reset-after":
-            await response.aread()
-            await response.aclose()
-            raise httpx.ReadError("injected: connection reset by peer", request=request)
-        return response
+            raise Broken("injected: connection reset by peer")
+        return reply
 
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+    def stats(self) -> dict[str, float]:
+        return self.inner.stats() if self.inner else {}
+
+    async def close(self) -> None:
+        if self.inner is not None:
+            await self.inner.close()

@@ -45,7 +45,7 @@ async def test_no_create_is_ever_duplicated(faulty_upstream):
     the connection failed before sending, and every name exists at most once afterwards."""
     settings = http_settings(faulty_upstream.url, **FAST)
     transport = InjectingTransport([])
-    backend = HttpBackend(settings, transport=transport)
+    backend = HttpBackend(settings, wrap=transport.wrap)
     statuses: dict[str, int] = {}
     kinds = ["connect", "502-after", "reset-after", "503", "429", "ok", "garbage", "connect2"]
     async with gateway_client(settings, backend=backend) as gw:
