@@ -28,6 +28,7 @@ from .redact import install_log_redaction
 from .responses import allowed_methods, problem_response
 from .routes.api import v3_router, v4_router
 from .routes.batch import v3_batch_router, v4_batch_router
+from .routes.direct import DirectCallMiddleware
 from .routes.health import router as health_router
 from .routes.metrics import router as metrics_router
 from .settings import Settings, env_name, load_settings
@@ -134,8 +135,10 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
                             request.url.path)
 
 
-def create_app(settings: Settings | None = None, *, backend: Backend | None = None) -> FastAPI:
-    """Build the gateway. ``backend`` overrides the one the settings name (for embedding)."""
+def create_app(settings: Settings | None = None, *, backend: Backend | None = None,
+               direct_calls: bool = True) -> FastAPI:
+    """Build the gateway. ``backend`` overrides the one the settings name (for embedding);
+    ``direct_calls=False`` leaves the API calls to FastAPI's router (tests compare the two)."""
     settings = settings or load_settings()
     install_log_redaction(settings.secret_values)
     metrics = Metrics() if settings.metrics_enabled else None
@@ -186,6 +189,14 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.include_router(health_router)
     app.include_router(metrics_router)
     install_docs(app, backend, settings)
+    # Innermost of the middlewares: the hot routes still get CORS, request ids and metrics.
+    by_name = {getattr(route, "name", None): route
+               for route in (*v4_router.routes, *v3_router.routes)}
+    if direct_calls:
+        app.add_middleware(DirectCallMiddleware,
+                           routes={(m, v): by_name[f"v{v}_{m.lower()}"]
+                                   for m in ("GET", "POST") for v in ("3", "4")},
+                           on_gateway_error=_gateway_error, on_unexpected=_unexpected)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=settings.cors_methods, allow_headers=settings.cors_headers,

@@ -6,6 +6,7 @@ Invalid combinations fail at start-up with a message naming the variable to fix.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import shlex
@@ -181,7 +182,9 @@ class Settings(BaseSettings):
         return tuple(values)
 
 
+@functools.lru_cache(maxsize=1024)
 def is_loopback(host: str) -> bool:
+    """Cached: asked for the peer address of every tokenless request."""
     if host == "localhost":
         return True
     try:

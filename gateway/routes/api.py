@@ -184,6 +184,24 @@ async def _streamed(request: Request, client: Client, version: int, entity: str,
     return await export_response(request, client, entity, params, fmt)
 
 
+async def handle_call(request: Request, version: int, entity: str, action: str) -> Response:
+    """One call, POST (params in a JSON body) or GET (read actions, params in the query).
+
+    Both the FastAPI routes below and ``gateway.routes.direct`` (the fast path that skips
+    FastAPI's routing for these two routes) answer through here."""
+    client = authenticate(request)
+    if request.method == "GET":
+        fmt = _format(request)
+        params = _get_params(request, version, entity, action)
+    else:
+        check_names(entity, action)
+        fmt = _format(request)
+        params = await params_from_body(request)
+    if fmt != "json":
+        return await _streamed(request, client, version, entity, action, params, fmt)
+    return await call_json(request, client, version, entity, action, params)
+
+
 def make_router(version: int) -> APIRouter:
     router = APIRouter(prefix=f"/v{version}", tags=[f"APIv{version}"])
 
@@ -196,23 +214,12 @@ def make_router(version: int) -> APIRouter:
     @router.post("/{entity}/{action}", name=f"v{version}_post", responses=responses,
                  openapi_extra=body, summary=f"Call any APIv{version} entity action")
     async def post(request: Request, entity: str = ENTITY, action: str = ACTION) -> Response:
-        client = authenticate(request)
-        check_names(entity, action)
-        fmt = _format(request)
-        params = await params_from_body(request)
-        if fmt != "json":
-            return await _streamed(request, client, version, entity, action, params, fmt)
-        return await call_json(request, client, version, entity, action, params)
+        return await handle_call(request, version, entity, action)
 
     @router.get("/{entity}/{action}", name=f"v{version}_get", responses=responses,
                 summary=f"Call an APIv{version} read action with query-string params")
     async def get(request: Request, entity: str = ENTITY, action: str = ACTION) -> Response:
-        client = authenticate(request)
-        fmt = _format(request)
-        params = _get_params(request, version, entity, action)
-        if fmt != "json":
-            return await _streamed(request, client, version, entity, action, params, fmt)
-        return await call_json(request, client, version, entity, action, params)
+        return await handle_call(request, version, entity, action)
 
     return router
 
