@@ -77,7 +77,7 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
 
 @contextlib.contextmanager
-def upstream(db: Path, tls: tuple[Path, Path] | None = None) -> Iterator[str]:
+def upstream(db: Path, tls: tuple[Path, Path] | None = None) -> Iterator[tuple[str, int]]:
     port = free_port()
     extra = ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls else []
     proc = subprocess.Popen(
@@ -87,7 +87,7 @@ def upstream(db: Path, tls: tuple[Path, Path] | None = None) -> Iterator[str]:
     url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     try:
         wait_http(url + "/civicrm/ajax/rest", proc, verify=str(tls[0]) if tls else True)
-        yield url
+        yield url, proc.pid
     finally:
         stop(proc)
 
@@ -274,6 +274,13 @@ async def _paths(up: str, gw: str, concurrency: int, lean: bool):
     return send_direct_httpx, send_through_httpx, close_httpx
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """The whole machine's (busy, total) jiffies, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 async def bench_added_latency(up: str, gw: str, concurrency: int, per_worker: int,
                               lean: bool = False) -> dict[str, float]:
     send_direct, send_through, close = await _paths(up, gw, concurrency, lean)
@@ -284,11 +291,18 @@ async def bench_added_latency(up: str, gw: str, concurrency: int, per_worker: in
             await _latencies(send_through, concurrency, 5)
         d: list[float] = []
         g: list[float] = []
+        busy = {"direct": [0, 0], "gateway": [0, 0]}
         for _ in range(8):
-            d += await _latencies(send_direct, concurrency, per_worker // 8)
-            g += await _latencies(send_through, concurrency, per_worker // 8)
+            for name, send, out in (("direct", send_direct, d), ("gateway", send_through, g)):
+                before = cpu_ticks()
+                out += await _latencies(send, concurrency, per_worker // 8)
+                after = cpu_ticks()
+                busy[name][0] += after[0] - before[0]
+                busy[name][1] += after[1] - before[1]
     finally:
         await close()
+    for name, (used, total) in busy.items():
+        result[f"{name}_cpu_busy"] = used / total if total else 0.0
     for q, name in ((0.5, "p50"), (0.99, "p99")):
         result[f"direct_{name}"] = pct(d, q)
         result[f"gateway_{name}"] = pct(g, q)
@@ -357,10 +371,37 @@ def https_a(db: Path, tmp: Path, calls: int) -> None:
     """(a) again with CiviCRM behind HTTPS, as real sites are: civicrmapi opens (and
     handshakes) a connection per call, the gateway keeps its TLS connections."""
     cert, key = self_signed(tmp)
-    with upstream(db, (cert, key)) as up, \
+    with upstream(db, (cert, key)) as (up, _), \
             gateway(up, CIVI_GATEWAY_HTTP_CA_BUNDLE=str(cert)) as (gw, _pid):
         a = bench_civicrmapi(up, gw, calls, verify=str(cert))
     print_a(f"\n(a') the same with the upstream on HTTPS ({calls} calls)", a)
+
+
+def run_b(up: str, gw: str, quick: bool) -> None:
+    for lean in (False, True):
+        client = "a lean asyncio client" if lean else "httpx"
+        for conc, per in ((1, 800 if not quick else 160), (32, 40 if not quick else 16)):
+            b = asyncio.run(bench_added_latency(up, gw, conc, per, lean))
+            print(f"\n(b) added latency, {client} on both paths, concurrency {conc} "
+                  f"({conc * per} calls per path)")
+            print(f"    direct  p50 {ms(b['direct_p50'])}  p99 {ms(b['direct_p99'])}")
+            print(f"    gateway p50 {ms(b['gateway_p50'])}  p99 {ms(b['gateway_p99'])}")
+            print(f"    added   p50 {ms(b['added_p50'])}  p99 {ms(b['added_p99'])}")
+            print(f"    machine CPU busy: direct {b['direct_cpu_busy']:.0%}, "
+                  f"gateway {b['gateway_cpu_busy']:.0%} (of {os.cpu_count()} cores)")
+
+
+def run_c(up: str, records: int) -> None:
+    select = ["id", "display_name", "sort_name", "first_name", "last_name", "created_date"]
+    labels = {"whole": "JSON with limit (buffered whole)",
+              "json": "plain JSON get (streamed as an array)", "ndjson": "NDJSON stream"}
+    for mode, label in labels.items():
+        c = bench_big_get(up, mode, select, records)
+        print(f"\n(c) get of all {c['rows']:,} contacts, {label}")
+        print(f"    time {c['seconds']:.2f} s, payload {c['payload_mib']:.1f} MiB")
+        print(f"    gateway RSS idle {c['idle_rss_mib']:.1f} MiB, peak "
+              f"{c['peak_rss_mib']:.1f} MiB, growth {c['growth_mib']:.1f} MiB "
+              f"({c['growth_mib'] / c['payload_mib']:.2f}x payload)")
 
 
 def main() -> int:
@@ -368,6 +409,7 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--calls", type=int, default=500, help="calls per path in (a)")
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
+    parser.add_argument("--parts", default="abcd", help="which parts to run, e.g. ab")
     args = parser.parse_args()
     if args.quick:
         args.records, args.calls = 5000, 100
@@ -382,38 +424,22 @@ def main() -> int:
         seed_contacts(sandbox, args.records)
         sandbox.close()
         print(f"seeded {args.records:,} contacts in {time.perf_counter() - start:.2f} s")
-        with upstream(db) as up:
-            with gateway(up) as (gw, _pid):
-                a = bench_civicrmapi(up, gw, args.calls)
-                print_a(f"\n(a) {args.calls} Contact.get calls, sequential", a)
-                https_a(db, Path(tmp), args.calls)
-                for lean in (False, True):
-                    client = "a lean asyncio client" if lean else "httpx"
-                    for conc, per in ((1, 800 if not args.quick else 160),
-                                      (32, 40 if not args.quick else 16)):
-                        b = asyncio.run(bench_added_latency(up, gw, conc, per, lean))
-                        print(f"\n(b) added latency, {client} on both paths, concurrency {conc} "
-                              f"({conc * per} calls per path)")
-                        print(f"    direct  p50 {ms(b['direct_p50'])}  p99 {ms(b['direct_p99'])}")
-                        print(f"    gateway p50 {ms(b['gateway_p50'])}  "
-                              f"p99 {ms(b['gateway_p99'])}")
-                        print(f"    added   p50 {ms(b['added_p50'])}  p99 {ms(b['added_p99'])}")
-                d = bench_batch(gw, 50, 5 if not args.quick else 2)
-                print("\n(d) 50 Contact.get calls")
-                print(f"    50 single calls : {d['singles_s'] * 1000:.1f} ms")
-                print(f"    one batch of 50 : {d['batch_s'] * 1000:.1f} ms")
-                print(f"    ratio           : {d['singles_s'] / d['batch_s']:.2f}x")
-            select = ["id", "display_name", "sort_name", "first_name", "last_name",
-                      "created_date"]
-            labels = {"whole": "JSON with limit (buffered whole)",
-                      "json": "plain JSON get (streamed as an array)", "ndjson": "NDJSON stream"}
-            for mode, label in labels.items():
-                c = bench_big_get(up, mode, select, args.records)
-                print(f"\n(c) get of all {c['rows']:,} contacts, {label}")
-                print(f"    time {c['seconds']:.2f} s, payload {c['payload_mib']:.1f} MiB")
-                print(f"    gateway RSS idle {c['idle_rss_mib']:.1f} MiB, peak "
-                      f"{c['peak_rss_mib']:.1f} MiB, growth {c['growth_mib']:.1f} MiB "
-                      f"({c['growth_mib'] / c['payload_mib']:.2f}x payload)")
+        with upstream(db) as (up, _up_pid):
+            with gateway(up) as (gw, _gw_pid):
+                if "a" in args.parts:
+                    a = bench_civicrmapi(up, gw, args.calls)
+                    print_a(f"\n(a) {args.calls} Contact.get calls, sequential", a)
+                    https_a(db, Path(tmp), args.calls)
+                if "b" in args.parts:
+                    run_b(up, gw, args.quick)
+                if "d" in args.parts:
+                    d = bench_batch(gw, 50, 5 if not args.quick else 2)
+                    print("\n(d) 50 Contact.get calls")
+                    print(f"    50 single calls : {d['singles_s'] * 1000:.1f} ms")
+                    print(f"    one batch of 50 : {d['batch_s'] * 1000:.1f} ms")
+                    print(f"    ratio           : {d['singles_s'] / d['batch_s']:.2f}x")
+            if "c" in args.parts:
+                run_c(up, args.records)
     return 0
 
 

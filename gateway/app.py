@@ -81,8 +81,7 @@ class RequestIdMiddleware:
             template = getattr(route, "path", None) or "unmatched"
             if self.metrics is not None:
                 self.metrics.in_flight.dec()
-                self.metrics.requests.labels(template, scope["method"], str(status)).inc()
-                self.metrics.latency.labels(template, scope["method"]).observe(elapsed)
+                self.metrics.observe_request(template, scope["method"], status, elapsed)
             state = scope.get("state", {})
             access_log.info(
                 "%s %s %s", scope["method"], scope["path"], status,

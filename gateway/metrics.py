@@ -9,7 +9,7 @@ one worker per container).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -68,6 +68,20 @@ class Metrics:
                                    registry=r)
         self.batch_calls = Counter("gateway_batch_calls", "Calls carried in batches",
                                    ["version", "status"], registry=r)
+
+        # Labelled children looked up once per (route, method, status), not on every request.
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One answered request. ``route`` is a template, so the label set stays small."""
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (self.requests.labels(route, method, str(status)),
+                        self.latency.labels(route, method))
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def watch_backend(self, backend: Backend) -> None:
         self.registry.register(_BackendStats(backend))
