@@ -296,7 +296,11 @@ async def test_connections_are_kept_alive():
         async with gateway_client(http_settings(url)) as gw:
             for _ in range(5):
                 assert (await gw.post("/v4/Contact/get", json={})).status_code == 200
+            metrics = (await gw.get("/metrics")).text
     assert len(client_ports) == 5 and len(set(client_ports)) == 1
+    # The pool's own count, as /metrics shows it: one connection, idle between calls.
+    assert 'gateway_backend_pool{backend="http",gauge="connections"} 1.0' in metrics
+    assert 'gateway_backend_pool{backend="http",gauge="idle_connections"} 1.0' in metrics
 
 
 async def test_cookies_are_never_sent_back():
