@@ -189,9 +189,9 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.include_router(metrics_router)
     install_docs(app, backend, settings)
     # Innermost of the middlewares: the hot routes still get CORS, request ids and metrics.
-    by_name = {getattr(route, "name", None): route
-               for route in (*v4_router.routes, *v3_router.routes)}
     if direct_calls:
+        by_name = {getattr(route, "name", None): route
+                   for route in (*v4_router.routes, *v3_router.routes)}
         app.add_middleware(DirectCallMiddleware,
                            routes={(m, v): by_name[f"v{v}_{m.lower()}"]
                                    for m in ("GET", "POST") for v in ("3", "4")},

@@ -47,6 +47,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def self_signed_cert(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A throwaway certificate and key for ``host`` (an IP address or a DNS name), by openssl."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    kind = "IP" if host.replace(".", "").isdigit() else "DNS"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", f"/CN={host}", "-addext", f"subjectAltName={kind}:{host}",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
 class ThreadServer:
     """uvicorn serving an ASGI app on 127.0.0.1 in a thread of the test process, so tests can
     change the served app's state between requests."""

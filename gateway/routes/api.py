@@ -12,7 +12,7 @@ from starlette.responses import Response, StreamingResponse
 from .. import export
 from ..clients import Client
 from ..errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES, GatewayError
-from ..params import check_names, is_read_action, params_from_query
+from ..params import NAME_PATTERN, check_names, is_read_action, params_from_query
 from ..pipeline import (
     authenticate,
     params_from_body,
@@ -24,9 +24,9 @@ from ..pipeline import (
 from ..responses import JSONResponse
 
 ENTITY = Path(description="CiviCRM entity, e.g. Contact", examples=["Contact"],
-              pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+              pattern=f"^{NAME_PATTERN}$")
 ACTION = Path(description="API action, e.g. get, create, update, delete", examples=["get"],
-              pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+              pattern=f"^{NAME_PATTERN}$")
 
 
 PROBLEM_SCHEMA = {

@@ -19,11 +19,12 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import GatewayError
+from ..params import NAME_PATTERN
 from .api import handle_call
 
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 
-_TARGET = re.compile(r"/v([34])/([A-Za-z][A-Za-z0-9_]{0,63})/([A-Za-z][A-Za-z0-9_]{0,63})")
+_TARGET = re.compile(f"/v([34])/({NAME_PATTERN})/({NAME_PATTERN})")
 
 
 class DirectCallMiddleware:

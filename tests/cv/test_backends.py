@@ -5,6 +5,7 @@ site discovery, noise around the JSON, names, stats and start-up failures."""
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -131,17 +132,22 @@ async def test_client_identity(site: Site, backend: str, tmp_path: Path) -> None
     assert site.count("Contact", [["first_name", "=", "Who"]]) == 1
 
 
-async def test_unknown_user(site: Site, backend: str) -> None:
-    settings = cv_settings(site, backend, cv_user="nobody")
+async def assert_site_unusable(settings: Any, backend: str, slug: str, in_detail: str,
+                               pool_error: str) -> None:
+    """A fresh cv per call fails the call with a 502 problem; the pipe pool refuses to start."""
     if backend == "cv":
         async with gateway(settings) as gw:
-            body = assert_problem(await gw.post("/v4/Contact/get", json={}), 502,
-                                  "gateway-misconfigured")
-            assert "nobody" in body["detail"]
+            body = assert_problem(await gw.post("/v4/Contact/get", json={}), 502, slug)
+            assert in_detail in body["detail"]
     else:
-        with pytest.raises(RuntimeError, match="could not log in as 'nobody'"):
+        with pytest.raises(RuntimeError, match=re.escape(pool_error)):
             async with gateway(settings):
                 pass
+
+
+async def test_unknown_user(site: Site, backend: str) -> None:
+    await assert_site_unusable(cv_settings(site, backend, cv_user="nobody"), backend,
+                               "gateway-misconfigured", "nobody", "could not log in as 'nobody'")
 
 
 async def test_context_prefix_and_wrapper(site: Site, backend: str, tmp_path: Path) -> None:
@@ -162,16 +168,9 @@ async def test_context_prefix_and_wrapper(site: Site, backend: str, tmp_path: Pa
 async def test_site_found_from_cwd(site: Site, backend: str, tmp_path: Path) -> None:
     """Without cv_cwd the stand-in (like cv) searches from the working directory: outside a
     site that is a boot failure (502), or the pool refuses to start."""
-    settings = cv_settings(site, backend, cv_cwd=None)
-    if backend == "cv":
-        async with gateway(settings) as gw:
-            body = assert_problem(await gw.post("/v4/Contact/get", json={}), 502,
-                                  "upstream-error")
-            assert "Failed to locate civicrm.settings.php" in body["detail"]
-    else:
-        with pytest.raises(RuntimeError, match=r"Failed to locate civicrm\.settings\.php"):
-            async with gateway(settings):
-                pass
+    missing = "Failed to locate civicrm.settings.php"
+    await assert_site_unusable(cv_settings(site, backend, cv_cwd=None), backend,
+                               "upstream-error", missing, missing)
     nested = site.dir / "web" / "sites"
     nested.mkdir(parents=True)
     async with gateway(cv_settings(site, backend, cv_cwd=str(nested))) as gw:

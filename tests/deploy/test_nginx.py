@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from gateway.settings import Settings
+from tests.conftest import self_signed_cert
 
 from .conftest import DEPLOY
 from .test_systemd import environment
@@ -45,10 +46,7 @@ def test_nginx_accepts_the_configuration(tmp_path):
     nginx, openssl = shutil.which("nginx"), shutil.which("openssl")
     if nginx is None or openssl is None:
         pytest.skip("nginx (and openssl for a test certificate) not installed")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=gateway.example.org", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
+    cert, key = self_signed_cert(tmp_path, "gateway.example.org")
     site = tmp_path / "site.conf"
     site.write_text(TEXT.replace("/etc/ssl/certs/gateway.example.org.pem", str(cert))
                     .replace("/etc/ssl/private/gateway.example.org.key", str(key)))

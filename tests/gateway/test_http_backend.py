@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,15 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.conftest import ADMIN_KEY, SITE_KEY, ThreadServer, free_port, gateway_client, http_settings
+from tests.conftest import (
+    ADMIN_KEY,
+    SITE_KEY,
+    ThreadServer,
+    free_port,
+    gateway_client,
+    http_settings,
+    self_signed_cert,
+)
 
 PROBLEM = "application/problem+json"
 
@@ -337,12 +344,7 @@ async def test_redirects_are_not_followed():
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory) -> tuple[Path, Path]:
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    return cert, key
+    return self_signed_cert(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.mark.parametrize("settings,status", [
