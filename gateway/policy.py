@@ -21,10 +21,7 @@ from limits import RateLimitItem, parse
 
 from .errors import GatewayError
 from .params import check_names, is_read_action
-from .results import CREDENTIAL_FIELDS
-
-# Actions that hand out credentials even though they only "get".
-CREDENTIAL_ACTIONS = frozenset({"getChecksum"})
+from .credentials import is_credential_action, is_credential_field
 
 
 @dataclass(frozen=True)
@@ -200,13 +197,13 @@ def check(policy: Policy, version: int, entity: str, action: str,
     for call in triggered_calls(version, entity, action, params):
         if not policy.permits(call.label):
             raise _denied(f"This client may not call {call.label}.")
-        if call.action in CREDENTIAL_ACTIONS and not policy.credential_fields:
+        if is_credential_action(call.action) and not policy.credential_fields:
             raise _denied(f"{call.label} hands out credentials; this client may not call it.")
         if policy.read_only and not is_read_action(call.version, call.action):
             raise _denied(f"This client is read-only; {call.label} changes data.")
         for name in referenced_fields(call):
             last = name.rpartition(".")[2].split(":")[0]
-            if last in CREDENTIAL_FIELDS and not policy.credential_fields:
+            if is_credential_field(last) and not policy.credential_fields:
                 raise _denied(f"The field {name!r} holds a credential; this client may not use it.")
             if call.version == 4 and "." in name and not policy.reads_everything:
                 raise _denied(f"{name!r} reads through a join; this client may only use its "

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from .credentials import is_credential_key
 from .errors import GatewayError, from_civicrm
 
 V3_SCALAR_ACTIONS = frozenset({"getsingle", "getcount", "getvalue"})
 
-# Fields that carry a credential. CiviCRM returns a contact's ``api_key`` to privileged callers,
-# so a gateway running on an admin key would otherwise hand its own key to any client.
-CREDENTIAL_FIELDS = frozenset({"api_key"})
 
 
 class Records(list[Any]):
@@ -97,16 +95,15 @@ def v3_records(action: str, envelope: Any) -> Records:
     return Records(values)
 
 
-def _is_credential(key: str) -> bool:
-    # "api_key", and the same field reached through a join ("contact_id.api_key").
-    return key.rpartition(".")[2] in CREDENTIAL_FIELDS
-
-
 def _strip(value: Any) -> Any:
-    """Drop credential fields from records at any depth (chained and joined results too)."""
+    """Drop credential fields from records at any depth (chained and joined results too).
+
+    The last line of defence: CiviCRM returns a contact's ``api_key`` to privileged callers, so
+    a gateway running on an admin key would otherwise hand its own key to any client. The
+    policy refuses calls that reference a credential under another name (an alias)."""
     if isinstance(value, dict):
         return {k: _strip(v) for k, v in value.items()
-                if not (isinstance(k, str) and _is_credential(k))}
+                if not (isinstance(k, str) and is_credential_key(k))}
     if isinstance(value, list):
         return [_strip(v) for v in value]
     return value

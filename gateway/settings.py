@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     export_page_size: int = Field(1000, ge=1, le=100_000)
     shutdown_grace: float = Field(30.0, ge=0, le=3600)
     metrics_enabled: bool = True
+    # Where the gateway keeps what should outlive a restart (the sandbox database, the OpenAPI
+    # cache, idempotency and audit stores): one folder, created on first use.
+    state_dir: Path = Path(".civicrm-gateway")
 
     # --- embedded sandbox ------------------------------------------------------------------
     sandbox_db: str = ":memory:"
