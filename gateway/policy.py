@@ -85,6 +85,12 @@ class Policy:
                    rate=rate)
 
     # --- matching --------------------------------------------------------------------------
+    def field_allowed(self, entity: str, field: str) -> bool:
+        """Whether this client may reference ``entity.field`` (a bare field name) at all:
+        credentials only with ``credential_fields``. The field allow-lists of the access-policy
+        redesign narrow this further; documents and checks ask here, never decide themselves."""
+        return self.credential_fields or not is_credential_field(field)
+
     def permits(self, label: str) -> bool:
         if any(fnmatch.fnmatchcase(label, p) for p in self.deny):
             return False
