@@ -92,7 +92,7 @@ async def through_gateway(mode: str, settings: Settings, calls: int, clients: in
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway",
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost",
                                      timeout=120) as client:
             async def one() -> bool:
                 response = await client.post("/v4/Contact/get", json=PARAMS)

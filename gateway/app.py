@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import __version__
 from .backends import Backend, make_backend
 from .backends.resilience import ResilientBackend
+from .browsers import BrowserGuard
 from .clients import Authenticator, load_clients
 from .errors import GatewayError
 from .metrics import Metrics
@@ -31,6 +32,7 @@ from .routes.batch import v3_batch_router, v4_batch_router
 from .routes.direct import DirectCallMiddleware
 from .routes.health import router as health_router
 from .routes.metrics import router as metrics_router
+from .schema import Schemas
 from .settings import Settings, env_name, load_settings
 
 log = logging.getLogger("gateway")
@@ -177,6 +179,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.state.metrics = metrics
     app.state.authenticator = Authenticator(clients, allow_anonymous=settings.allow_anonymous)
     app.state.limiter = Limiter(settings)
+    app.state.schemas = Schemas(backend, settings.metadata_cache_ttl)
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -196,6 +199,8 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
                            routes={(m, v): by_name[f"v{v}_{m.lower()}"]
                                    for m in ("GET", "POST") for v in ("3", "4")},
                            on_gateway_error=_gateway_error, on_unexpected=_unexpected)
+    app.add_middleware(BrowserGuard, settings=settings, tokenless=not clients,
+                       on_error=_gateway_error)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=settings.cors_methods, allow_headers=settings.cors_headers,

@@ -137,7 +137,9 @@ async def _export(args: argparse.Namespace, out: BinaryIO) -> int:
     from .backends import make_backend
     from .backends.resilience import ResilientBackend
     from .errors import GatewayError
-    from .params import check_names, normalize_v4, parse_body
+    from .params import check_names, parse_body
+    from .pipeline import OPERATOR, CallContext, prepare_call
+    from .schema import Schemas
 
     settings = load_settings()
     try:
@@ -152,16 +154,19 @@ async def _export(args: argparse.Namespace, out: BinaryIO) -> int:
         params["select"] = [f.strip() for f in args.select.split(",") if f.strip()]
     if args.limit:
         params["limit"] = args.limit
-    params = normalize_v4("get", params)
     fmt = args.format or ("csv" if args.output and args.output.endswith(".csv") else "ndjson")
     backend = ResilientBackend(make_backend(settings), settings)
     show = (not args.quiet and sys.stderr.isatty()) or args.progress
     progress = _Progress(None, bool(show))
     try:
         await backend.start()
+        # The operator's own export: every field but credentials, through the same parsing
+        # and checks as a client's call.
+        call = await prepare_call(CallContext(settings, Schemas(backend, settings.metadata_cache_ttl)),
+                                  OPERATOR, 4, args.entity, "get", params)
         if show:
-            progress.total = await export.count(backend, args.entity, params)
-        async for chunk in export.stream(backend, args.entity, params, fmt,
+            progress.total = await export.count(backend, call)
+        async for chunk in export.stream(backend, call, fmt,
                                          page_size=args.page_size or settings.export_page_size,
                                          on_rows=progress.add):
             out.write(chunk)  # a local file: short blocking writes are fine in a CLI

@@ -18,6 +18,9 @@ plus ``civicrm`` (CiviCRM's own ``error_code`` / ``error_message``, never debug 
 | method-not-allowed          | 405    | GET of a write action, or a write CiviCRM refused over GET    |
 | unknown-api                 | 404    | CiviCRM has no such entity or action                          |
 | record-not-found            | 404    | APIv3 getsingle/getvalue matched nothing                      |
+| unknown-field               | 400    | a field the call names does not exist (closest names suggested)|
+| unsupported-media-type      | 415    | a body that is not application/json                           |
+| cross-origin-denied         | 403    | a browser page of another origin, or a Host not served        |
 | civicrm-permission-denied   | 403    | CiviCRM refused the call for lack of permission               |
 | civicrm-bad-request         | 400    | CiviCRM refused the parameters (field, operator, type, where) |
 | civicrm-validation          | 422    | CiviCRM refused the values (mandatory, invalid option, FK)    |
@@ -79,6 +82,17 @@ _TYPES = [
                 "enabled)."),
     ProblemType("record-not-found", 404, "No matching record",
                 "The call expected exactly one record and found none."),
+    ProblemType("unknown-field", 400, "Unknown field",
+                "A field the call selects, filters, orders, joins on or writes does not exist on "
+                "its entity (per CiviCRM's getFields). The detail names the closest fields. "
+                "CiviCRM itself would drop an unknown select field or create value silently."),
+    ProblemType("unsupported-media-type", 415, "Body must be JSON",
+                "Send the params as a JSON object with 'Content-Type: application/json'. Form "
+                "and plain-text bodies are refused: a web page could send them cross-site."),
+    ProblemType("cross-origin-denied", 403, "Cross-origin request refused",
+                "The request came from a web page of an origin the gateway does not allow (its "
+                "Origin header), or named a Host the gateway does not serve (DNS rebinding). "
+                "Allowed origins: CIVI_GATEWAY_CORS_ORIGINS; hosts: CIVI_GATEWAY_ALLOWED_HOSTS."),
     ProblemType("civicrm-permission-denied", 403, "Permission denied by CiviCRM",
                 "The CiviCRM user the gateway acts as lacks a permission this call needs."),
     ProblemType("civicrm-bad-request", 400, "CiviCRM refused the parameters",
@@ -172,9 +186,12 @@ _MESSAGE_RULES: list[tuple[re.Pattern[str], str]] = [
         (r"^DB Error: (constraint violation|foreign key)", "civicrm-validation"),
         (r"^DB Error: already exists|Duplicate entry", "civicrm-conflict"),
         (r"^DB Error", "upstream-error"),
-        (r"^Invalid field|^Illegal operator|is not of the correct type|is required unless|"
+        (r"^Invalid field", "unknown-field"),
+        (r"^Illegal operator|is not of the correct type|is required unless|"
+         r"^Parameter \"\w+\" is required|"
          r"^Unknown api parameter|^Cannot use existing field name|^Illegal (field|join|expression)|"
-         r"^Invalid (join|expression|orderBy|index)|^Unknown field", "civicrm-bad-request"),
+         r"^Invalid (join|expression|orderBy|index)|^Unknown field|^Unable to parse sql expression",
+         "civicrm-bad-request"),
         (r"is not a valid|not a valid option|^Invalid value|must be (a|an|one of)\b",
          "civicrm-validation"),
         (r"^Sorry an error occurred and your request was not completed", "upstream-error"),

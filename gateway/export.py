@@ -16,6 +16,7 @@ import csv
 import io
 import math
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ from .results import Records, response_body
 
 if TYPE_CHECKING:
     from .backends.base import Backend
+    from .call import Call
     from .clients import Identity
 
 MEDIA_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8",
@@ -59,10 +61,15 @@ class _Plan:
     drop_id: bool
 
 
-def keyset_possible(params: dict[str, Any]) -> bool:
+# Enters the client's rate and concurrency accounting around one page's upstream call
+# (``first``: the page the request itself was already counted for).
+Gate = Callable[[bool], AbstractAsyncContextManager[Any]]
+
+
+def keyset_possible(call: Call) -> bool:
     """Whether ``pages`` can walk this get by ``id`` (no grouping, joins, custom order or
     aggregates), i.e. without offsets and in one stable order."""
-    return _plan(params).keyset
+    return _plan(call.to_params()).keyset
 
 
 def _plan(params: dict[str, Any]) -> _Plan:
@@ -88,10 +95,12 @@ def _plan(params: dict[str, Any]) -> _Plan:
     return _Plan(params, bool(keyset), total, offset, drop_id)
 
 
-async def pages(backend: Backend, entity: str, params: dict[str, Any], *, page_size: int,
-                identity: Identity | None = None) -> AsyncIterator[Records]:
-    """The records of ``entity.get`` with ``params``, one page at a time."""
-    plan = _plan(params)
+async def pages(backend: Backend, call: Call, *, page_size: int,
+                identity: Identity | None = None, gate: Gate | None = None
+                ) -> AsyncIterator[Records]:
+    """The records of an APIv4 get (a call that passed the pipeline), one page at a time."""
+    entity = call.entity
+    plan = _plan(call.to_params())
     kwargs = {"identity": identity} if identity is not None else {}
     where = list(plan.params.get("where") or [])
     last_id: Any = None
@@ -104,7 +113,11 @@ async def pages(backend: Backend, entity: str, params: dict[str, Any], *, page_s
             page["where"] = [*where, ["id", ">", last_id]]
         elif offset:
             page["offset"] = offset
-        records = await backend.call(4, entity, "get", page, **kwargs)
+        if gate is None:
+            records = await backend.call(4, entity, "get", page, **kwargs)
+        else:
+            async with gate(done == 0 and last_id is None):
+                records = await backend.call(4, entity, "get", page, **kwargs)
         count = len(records)
         if plan.keyset and count:
             last_id = records[-1].get("id") if isinstance(records[-1], dict) else None
@@ -121,14 +134,21 @@ async def pages(backend: Backend, entity: str, params: dict[str, Any], *, page_s
             offset += count
 
 
+# A cell a spreadsheet would run as a formula (OWASP "CSV injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        return orjson.dumps(value).decode()
-    return str(value)
+    if isinstance(value, int | float):
+        return str(value)  # a negative number is data, not a formula
+    text = orjson.dumps(value).decode() if isinstance(value, dict | list) else str(value)
+    if text.startswith(_FORMULA_START):
+        return "'" + text
+    return text
 
 
 class _CsvEncoder:
@@ -152,17 +172,19 @@ def _ndjson(rows: list[Any]) -> bytes:
     return b"".join(orjson.dumps(row) + b"\n" for row in rows)
 
 
-async def stream(backend: Backend, entity: str, params: dict[str, Any], fmt: str, *,
+async def stream(backend: Backend, call: Call, fmt: str, *,
                  page_size: int, identity: Identity | None = None,
                  strip_credentials: bool = True,
-                 on_rows: Callable[[int], None] | None = None) -> AsyncIterator[bytes]:
+                 on_rows: Callable[[int], None] | None = None,
+                 gate: Gate | None = None) -> AsyncIterator[bytes]:
     """Encoded chunks (one per page) of the export; credential fields stripped unless allowed.
     ``json`` is one JSON array, written a page at a time."""
     if fmt not in ("ndjson", "csv", "json"):
         raise invalid_request(f"Cannot stream format {fmt!r}.")
     encoder = _CsvEncoder()
     wrote_header = False
-    async for records in pages(backend, entity, params, page_size=page_size, identity=identity):
+    async for records in pages(backend, call, page_size=page_size, identity=identity,
+                               gate=gate):
         rows, _ = response_body(4, "get", records, strip_credentials=strip_credentials)
         if fmt == "json":
             chunk = (b"," if wrote_header else b"[") + b",".join(orjson.dumps(r) for r in rows)
@@ -178,15 +200,16 @@ async def stream(backend: Backend, entity: str, params: dict[str, Any], fmt: str
         yield encoder.encode([])  # an empty result still gets a (header-less) empty body
 
 
-async def count(backend: Backend, entity: str, params: dict[str, Any], *,
+async def count(backend: Backend, call: Call, *,
                 identity: Identity | None = None) -> int | None:
     """How many rows the export will give, when CiviCRM can tell (for a progress bar)."""
-    counting = {k: v for k, v in params.items() if k in ("where", "join", "checkPermissions")}
+    params = call.to_params()
+    counting = {k: v for k, v in params.items() if k in ("where", "join")}
     kwargs = {"identity": identity} if identity is not None else {}
-    records = await backend.call(4, entity, "get", {**counting, "select": ["row_count"]},
+    records = await backend.call(4, call.entity, "get", {**counting, "select": ["row_count"]},
                                  **kwargs)
     if records.count_matched is None:
         return None
-    total = records.count_matched - (params.get("offset") or 0)
-    limit = params.get("limit") or 0
+    total = records.count_matched - (call.offset or 0)
+    limit = call.limit or 0
     return max(0, min(total, limit) if limit else total)

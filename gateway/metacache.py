@@ -69,6 +69,11 @@ class MetadataCache:
     def enabled(self) -> bool:
         return self.ttl > 0
 
+    @property
+    def generation(self) -> int:
+        """Bumped by every flush: holders of derived metadata know to drop it."""
+        return self._generation
+
     def __len__(self) -> int:
         return len(self._entries)
 

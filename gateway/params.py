@@ -43,8 +43,10 @@ def check_names(entity: str, action: str) -> None:
 
 
 def is_read_action(version: int, action: str) -> bool:
-    """Actions CiviCRM lets through over GET: ``get*`` and (APIv4) ``autocomplete``."""
-    return action.startswith("get") or (version == 4 and action == "autocomplete")
+    """Actions that change nothing, in any letter case as CiviCRM matches them (and that
+    CiviCRM lets through over GET)."""
+    low = action.lower()
+    return low.startswith("get") or (version == 4 and low in ("autocomplete", "checkaccess"))
 
 
 def check_depth(value: Any, max_depth: int) -> None:
@@ -60,17 +62,23 @@ def check_depth(value: Any, max_depth: int) -> None:
             stack.extend((v, depth + 1) for v in item)
 
 
-def parse_body(body: bytes, *, max_depth: int) -> dict[str, Any]:
+def parse_body(body: bytes, *, max_depth: int, content_type: str | None = None,
+               what: str = "The body") -> dict[str, Any]:
     """The request body as a params object; an empty body means no params."""
     if not body.strip():
         return {}
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise invalid_request(f"The body is not valid JSON: {exc}") from None
+        media = (content_type or "").split(";")[0].strip().lower()
+        hint = ""
+        if media and media != "application/json" and not media.endswith("+json"):
+            hint = (f" It was sent as {media[:60]}: the gateway takes a JSON object of params "
+                    "with 'Content-Type: application/json'.")
+        raise invalid_request(f"{what} is not valid JSON: {exc}.{hint}") from None
     if not isinstance(data, dict):
         raise invalid_request(
-            f"The body must be a JSON object of params, not {type(data).__name__}.")
+            f"{what} must be a JSON object of params, not {type(data).__name__}.")
     # Nesting cannot exceed the number of brackets (those inside strings only overcount),
     # so the usual small body skips the walk.
     if body.count(b"{") + body.count(b"[") > max_depth:
@@ -179,8 +187,8 @@ def params_from_query(version: int, items: Iterable[tuple[str, str]], *,
     if "params" in grouped:
         if len(grouped) > 1 or len(grouped["params"]) > 1:
             raise invalid_request("Give either one 'params' JSON object or simple fields, not both.")
-        params = parse_body(grouped["params"][0].encode(), max_depth=max_depth)
-        return params
+        return parse_body(grouped["params"][0].encode(), max_depth=max_depth,
+                          what="Query field 'params'")
     params: dict[str, Any] = {}
     for key, values in grouped.items():
         if not key:

@@ -1,20 +1,43 @@
-"""One call's way through the gateway: params normalisation -> access policy -> backend ->
-result shaping. Routes only turn HTTP input into ``(version, entity, action, params)``."""
+"""One call's way through the gateway: params normalisation -> parse into a :class:`Call` ->
+field references -> validation against metadata -> access policy -> backend -> result shaping.
+Routes only turn HTTP input into ``(version, entity, action, params)``; every call (single,
+batch member, export, CLI) is prepared by :func:`prepare_call` and nothing else reaches a
+backend.
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, replace
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from . import fields, validate
+from .call import Call, ChainLink, parse
 from .clients import Client
+from .credentials import is_credential_key
 from .errors import GatewayError, invalid_request
-from .params import check_names, normalize_v3, normalize_v4, parse_body
+from .params import check_names, normalize_v4, parse_body
+from .policy import Policy, check_calls, request_cost
 from .policy import check as check_policy
 from .responses import JSONResponse
 from .results import Records, response_body
+from .schema import Schema, Schemas
+from .settings import Settings
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """What preparing a call needs besides the call (the app's state has both)."""
+
+    settings: Settings
+    schemas: Schemas
+
+
+# The operator at the command line: everything but credentials.
+OPERATOR = Client("operator", Policy())
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -35,7 +58,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def params_from_body(request: Request) -> dict[str, Any]:
     settings = request.app.state.settings
     body = await read_body(request, settings.max_body_bytes)
-    return parse_body(body, max_depth=settings.max_json_depth)
+    return parse_body(body, max_depth=settings.max_json_depth,
+                      content_type=request.headers.get("content-type"))
 
 
 # "%2F" and "%5C" decode to path separators: a name holding one would be re-read as
@@ -51,9 +75,10 @@ def check_target(request: Request) -> None:
                               "contain them.")
 
 
-def authenticate(request: Request) -> Client:
+async def authenticate(request: Request) -> Client:
     """The calling client; done before the body is read (the request target is checked
-    first, so a malformed target is refused whoever sends it)."""
+    first, so a malformed target is refused whoever sends it). The request counts against the
+    client's rate from here on, whether it is later refused or not."""
     check_target(request)
     peer = request.client.host if request.client else None
     headers = request.headers
@@ -61,36 +86,79 @@ def authenticate(request: Request) -> Client:
     client = request.app.state.authenticator.authenticate(headers.get("authorization"), peer,
                                                           proxied=proxied)
     request.state.client = client.name
+    await request.app.state.limiter.charge(client, 1)
     return client
 
 
-def prepare_call(client: Client, version: int, entity: str, action: str,
-                 params: dict[str, Any]) -> dict[str, Any]:
-    """Names, params normalisation and access policy: every call (single, batch member,
-    export) passes here before any backend sees it."""
+async def _canonical_names(call: Call, schema: Schema) -> Call:
+    """Entity and action names in CiviCRM's own spelling (it matches actions in any case and
+    entities too), throughout the chain tree; 404 for what does not exist."""
+    if call.version == 4:
+        entity = await schema.entity(call.entity)
+        action = await schema.action(entity, call.action)
+        chain = {name: ChainLink(await _canonical_names(link.call, schema), link.index)
+                 for name, link in call.chain.items()}
+        joins = call.join
+        if joins:
+            joins = tuple([replace(j, entity=await schema.entity(j.entity),
+                                   bridge=await schema.entity(j.bridge) if j.bridge else None)
+                           for j in joins])
+        return replace(call, entity=entity, action=action, chain=chain, join=joins)
+    try:
+        entity = await schema.entity(call.entity)
+    except GatewayError:
+        entity = call.entity  # APIv3 has entities APIv4 lacks: CiviCRM will say
+    chains = []
+    for key, calls in call.v3_chains:
+        chains.append((key, tuple([await _canonical_names(c, schema) for c in calls])))
+    return replace(call, entity=entity, v3_chains=tuple(chains))
+
+
+async def prepare_call(state: CallContext | Any, client: Client, version: int, entity: str, action: str,
+                       params: dict[str, Any]) -> Call:
+    """Names, params normalisation, parsing, validation and access policy: the one way in."""
     check_names(entity, action)
-    params = normalize_v4(action, params) if version == 4 else normalize_v3(params)
-    return check_policy(client.policy, version, entity, action, params)
+    if version == 4:
+        params = normalize_v4(action, params)
+    policy = client.policy
+    validating = state.settings.validate_calls
+    schema = state.schemas.for_identity(client.identity) \
+        if validating or policy.restricts_fields else None
+    call = parse(version, entity, action, params)
+    if schema is not None:
+        call = await _canonical_names(call, schema)
+    check_calls(policy, call)
+    refs = await fields.references(call, schema)
+    call = check_policy(policy, call, refs)
+    if schema is not None and validating:
+        await validate.check(call, refs, schema)
+    return call
 
 
-def shape_result(client: Client, version: int, action: str, records: Records
-                 ) -> tuple[Any, dict[str, str]]:
-    return response_body(version, action, records,
-                         strip_credentials=not client.policy.credential_fields)
+def backend_kwargs(client: Client) -> dict[str, Any]:
+    return {"identity": client.identity} if client.identity is not None else {}
+
+
+def shape_result(client: Client, call: Call, records: Records) -> tuple[Any, dict[str, str]]:
+    strip = not client.policy.credential_fields
+    if strip and call.version == 3 and call.action == "getvalue" and any(
+            is_credential_key(name) for name in call.returns or ()):
+        records = Records([None])  # a scalar answer has no key to strip: drop the value
+    return response_body(call.version, call.action, records, strip_credentials=strip)
 
 
 async def run_call(request: Request, client: Client, version: int, entity: str, action: str,
                    params: dict[str, Any]) -> Response:
-    params = prepare_call(client, version, entity, action, params)
-    return await run_prepared(request, client, version, entity, action, params)
-
-
-async def run_prepared(request: Request, client: Client, version: int, entity: str, action: str,
-                       params: dict[str, Any]) -> Response:
-    """The backend call and the JSON answer, for params that passed ``prepare_call``."""
     state = request.app.state
-    kwargs = {"identity": client.identity} if client.identity is not None else {}
-    async with state.limiter.admit(client):
-        records = await state.backend.call(version, entity, action, params, **kwargs)
-    body, headers = shape_result(client, version, action, records)
+    call = await prepare_call(state, client, version, entity, action, params)
+    return await run_prepared(request, client, call)
+
+
+async def run_prepared(request: Request, client: Client, call: Call) -> Response:
+    """The backend call and the JSON answer, for a call that passed ``prepare_call``."""
+    state = request.app.state
+    async with state.limiter.admit(client, cost=request_cost(call) - 1):
+        records = await state.backend.call(call.version, call.entity, call.action,
+                                           call.to_params(), **backend_kwargs(client))
+    body, headers = shape_result(client, call, records)
     return JSONResponse(body, headers=headers)

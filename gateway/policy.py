@@ -1,43 +1,51 @@
-"""Access policy: what each client may call, checked against every call a request would trigger.
+"""Access policy: what each client may call, checked against everything a parsed call touches.
 
-A request reaches more than its own entity and action: APIv4 ``chain`` runs further calls,
-``join`` reads other entities, implicit joins (``contact_id.display_name``) read through foreign
-keys, and APIv3 ``api.Entity.action`` keys chain calls. All of them are enumerated here and each
-must pass the policy; what cannot be enumerated (implicit joins) is refused unless the client may
-read every entity.
+Input is a :class:`gateway.call.Call` (every chained call included) and the field references
+:mod:`gateway.fields` found in it, so the checks never depend on how the client shaped its
+params. What is checked:
 
-Patterns are globs on ``v4:Entity.action`` (``v4:Contact.get*``, ``v4:*.getFields``, ``*``);
-a pattern without a version prefix applies to both APIs. Deny wins over allow.
+- every call in the tree (chains, APIv3 chaining, and the ``get`` of every entity reached through
+  an explicit, bridge or implicit join) against allow/deny globs on ``v4:Entity.action``;
+  names compare case-insensitively, as CiviCRM resolves actions;
+- read-only clients: every call in the tree must be a read;
+- every field reference against the field allow-lists (``fields = {Contact = [...]}``) and the
+  credential list (:mod:`gateway.credentials`), unless ``credential_fields = true``;
+- params whose meaning the gateway does not model (``savedSearch``...) only for clients with
+  no field restrictions;
+- ``checkPermissions: false`` never;
+- row caps: ``max_limit`` on every get in the tree, ``max_chain_depth``, and ``max_rows`` on the
+  product of the limits along any chain.
+
+Patterns are globs (``v4:Contact.get*``, ``v4:*.getFields``, ``*``); a pattern without a
+version prefix applies to both APIs. Deny wins over allow.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from limits import RateLimitItem, parse
 
-from .errors import GatewayError
-from .params import check_names, is_read_action
+from . import expressions
+from .call import Call, ChainLink
 from .credentials import is_credential_action, is_credential_field
+from .errors import GatewayError
+from .fields import FieldRef
 
-
-@dataclass(frozen=True)
-class Call:
-    version: int
-    entity: str
-    action: str
-    params: Mapping[str, Any]
-
-    @property
-    def label(self) -> str:
-        return f"v{self.version}:{self.entity}.{self.action}"
+DEFAULT_MAX_CHAIN_DEPTH = 3
 
 
 def _normalise_pattern(pattern: str) -> str:
-    return pattern if pattern.startswith(("v3:", "v4:", "v*:", "*")) else f"v*:{pattern}"
+    pattern = pattern if pattern.startswith(("v3:", "v4:", "v*:", "*")) else f"v*:{pattern}"
+    return pattern.lower()
+
+
+def denied(detail: str) -> GatewayError:
+    return GatewayError("gateway-policy-denied", detail)
 
 
 @dataclass(frozen=True)
@@ -46,15 +54,19 @@ class Policy:
     deny: tuple[str, ...] = ()
     read_only: bool = False
     max_limit: int | None = None
+    max_rows: int | None = None
+    max_chain_depth: int = DEFAULT_MAX_CHAIN_DEPTH
     credential_fields: bool = False
+    # Per-entity field allow-lists; an entity not named here has all its (non-credential) fields.
+    fields: Mapping[str, frozenset[str]] = field(default_factory=dict)
     rate_limit: str | None = None
     concurrency: int | None = None
     rate: RateLimitItem | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Policy:
-        known = {"allow", "deny", "read_only", "max_limit", "credential_fields", "rate_limit",
-                 "concurrency"}
+        known = {"allow", "deny", "read_only", "max_limit", "max_rows", "max_chain_depth",
+                 "credential_fields", "fields", "rate_limit", "concurrency"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown policy keys: {', '.join(sorted(unknown))}")
@@ -65,12 +77,13 @@ class Policy:
                 raise ValueError(f"{key} must be a list of patterns")
             return tuple(_normalise_pattern(p) for p in value)
 
-        max_limit = data.get("max_limit")
-        if max_limit is not None and (not isinstance(max_limit, int) or max_limit < 1):
-            raise ValueError("max_limit must be a positive whole number")
-        concurrency = data.get("concurrency")
-        if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
-            raise ValueError("concurrency must be a positive whole number")
+        def positive(key: str) -> int | None:
+            value = data.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or value < 1):
+                raise ValueError(f"{key} must be a positive whole number")
+            return value
+
         rate_limit = data.get("rate_limit")
         rate = None
         if rate_limit:
@@ -78,153 +91,164 @@ class Policy:
                 rate = parse(str(rate_limit))
             except ValueError:
                 raise ValueError(f"rate_limit {rate_limit!r} is not like '100/minute'") from None
+        field_lists: dict[str, frozenset[str]] = {}
+        raw_fields = data.get("fields", {})
+        if not isinstance(raw_fields, Mapping):
+            raise ValueError("fields must be a table of Entity = [field names]")
+        for entity, names in raw_fields.items():
+            if isinstance(names, str) or not all(
+                    isinstance(n, str) and expressions.FIELD_RE.fullmatch(n) for n in names):
+                raise ValueError(f"fields.{entity} must be a list of field names")
+            field_lists[str(entity)] = frozenset(names)
+        max_limit = positive("max_limit")
+        max_rows = positive("max_rows")
+        depth = data.get("max_chain_depth", DEFAULT_MAX_CHAIN_DEPTH)
+        if not isinstance(depth, int) or isinstance(depth, bool) or not 0 <= depth <= 8:
+            raise ValueError("max_chain_depth must be a whole number from 0 to 8")
         return cls(allow=patterns("allow", ("*",)), deny=patterns("deny", ()),
                    read_only=bool(data.get("read_only", False)), max_limit=max_limit,
+                   max_rows=max_rows if max_rows is not None else
+                   (max_limit * 10 if max_limit else None),
+                   max_chain_depth=depth,
                    credential_fields=bool(data.get("credential_fields", False)),
-                   rate_limit=str(rate_limit) if rate_limit else None, concurrency=concurrency,
-                   rate=rate)
+                   fields=field_lists, rate_limit=str(rate_limit) if rate_limit else None,
+                   concurrency=positive("concurrency"), rate=rate)
 
-    # --- matching --------------------------------------------------------------------------
-    def field_allowed(self, entity: str, field: str) -> bool:
-        """Whether this client may reference ``entity.field`` (a bare field name) at all:
-        credentials only with ``credential_fields``. The field allow-lists of the access-policy
-        redesign narrow this further; documents and checks ask here, never decide themselves."""
-        return self.credential_fields or not is_credential_field(field)
-
+    # --- questions other modules ask ----------------------------------------------------------
     def permits(self, label: str) -> bool:
+        """``label``: ``v4:Entity.action``; compared in lower case."""
+        label = label.lower()
         if any(fnmatch.fnmatchcase(label, p) for p in self.deny):
             return False
         return any(fnmatch.fnmatchcase(label, p) for p in self.allow)
 
-    @property
-    def reads_everything(self) -> bool:
-        """May read any entity: then implicit joins need no enumeration."""
-        if not any(fnmatch.fnmatchcase("v4:AnyEntity.get", p) for p in self.allow):
+    def field_allowed(self, entity: str | None, name: str) -> bool:
+        """Whether this client may reference ``entity.name`` (a bare field name) at all."""
+        if not self.credential_fields and is_credential_field(name):
             return False
-        # A deny pattern whose action part could match "get" narrows reads.
-        return not any(fnmatch.fnmatchcase("get", p.rpartition(".")[2] or p) for p in self.deny)
+        if not self.fields:
+            return True
+        if entity is None:
+            return False  # not resolvable: a restricted client cannot reach it
+        allowed = self.fields.get(entity)
+        return allowed is None or name in allowed
+
+    @property
+    def restricts_fields(self) -> bool:
+        return bool(self.fields)
 
 
-def _denied(detail: str) -> GatewayError:
-    return GatewayError("gateway-policy-denied", detail)
+# --- the check ---------------------------------------------------------------------------------
+
+def _call_labels(call: Call, refs: list[FieldRef]) -> list[tuple[Call, str]]:
+    """Every (call, label) the request triggers, joins included."""
+    out: list[tuple[Call, str]] = []
+    for sub, _ in call.walk():
+        out.append((sub, sub.label))
+        for join in sub.join or ():
+            out.append((sub, f"v4:{join.entity}.get"))
+            if join.bridge:
+                out.append((sub, f"v4:{join.bridge}.get"))
+    for ref in refs:
+        if ref.via is not None:
+            out.append((ref.call, f"v{ref.call.version}:{ref.via}.get"))
+    return out
 
 
-# --- what a request triggers -------------------------------------------------------------------
-
-def triggered_calls(version: int, entity: str, action: str,
-                    params: Mapping[str, Any], *, depth: int = 0) -> Iterator[Call]:
-    """The call itself and every call its params chain or join to."""
-    if depth > 8:
-        raise _denied("Chains nested deeper than 8 levels are refused.")
-    check_names(entity, action)
-    yield Call(version, entity, action, params)
-    if version == 4:
-        chain = params.get("chain") or {}
-        if not isinstance(chain, Mapping):
-            raise GatewayError("invalid-request", "'chain' must be an object of named calls.")
-        for name, spec in chain.items():
-            if not (isinstance(spec, list) and len(spec) >= 2 and isinstance(spec[0], str)
-                    and isinstance(spec[1], str)):
-                raise GatewayError("invalid-request",
-                                   f"chain {name!r} must be [Entity, action, params?, ...].")
-            sub = spec[2] if len(spec) > 2 and isinstance(spec[2], Mapping) else {}
-            yield from triggered_calls(4, spec[0], spec[1], sub, depth=depth + 1)
-        joins = params.get("join") or []
-        if not isinstance(joins, list):
-            raise GatewayError("invalid-request", "'join' must be a list.")
-        for join in joins:
-            target = join[0] if isinstance(join, list) and join else join
-            if not isinstance(target, str) or not target.split():
-                raise GatewayError("invalid-request", "Each join must start with 'Entity AS alias'.")
-            yield from triggered_calls(4, target.split()[0], "get", {}, depth=depth + 1)
-    else:
-        for key, value in params.items():
-            if not key.startswith("api."):
-                continue
-            parts = key.split(".")
-            if len(parts) != 3:
-                raise GatewayError("invalid-request", f"Chained call {key!r} must be api.Entity.action.")
-            subs = value if isinstance(value, list) else [value]
-            for sub in subs:
-                yield from triggered_calls(3, parts[1], parts[2],
-                                           sub if isinstance(sub, Mapping) else {}, depth=depth + 1)
+def check_calls(policy: Policy, call: Call, refs: list[FieldRef] | None = None) -> None:
+    """The calls a request triggers, before any field is looked at (so that a client learns
+    nothing about entities it may not call, not even which fields they have)."""
+    seen: set[str] = set()
+    for sub, label in _call_labels(call, refs or []):
+        if label in seen:
+            continue
+        seen.add(label)
+        if not policy.permits(label):
+            raise denied(f"This client may not call {label}.")
+        action = label.rpartition(".")[2]
+        if is_credential_action(action) and not policy.credential_fields:
+            raise denied(f"{label} hands out credentials; this client may not call it.")
+        if policy.read_only and not sub.is_read:
+            raise denied(f"This client is read-only; {sub.label} changes data.")
+    for sub, depth in call.walk():
+        if depth > policy.max_chain_depth:
+            raise denied(f"Chains deeper than {policy.max_chain_depth} levels are refused for "
+                         "this client.")
+        if sub.options.get("checkPermissions") is False:
+            raise denied("checkPermissions cannot be turned off through the gateway.")
+        for name, kind in sub.field_params.items():
+            if kind == "opaque" and (policy.restricts_fields or policy.allow != ("*",)):
+                raise denied(f"The param {name!r} of {sub.label} can reach any entity; only "
+                             "clients with full access may use it.")
 
 
-def _where_fields(clauses: Any) -> Iterator[str]:
-    if not isinstance(clauses, list):
-        return
-    for clause in clauses:
-        if isinstance(clause, list) and clause:
-            head = clause[0]
-            if head in ("OR", "AND", "NOT") and len(clause) > 1:
-                yield from _where_fields(clause[1])
-            elif isinstance(head, str):
-                yield head
+def check(policy: Policy, call: Call, refs: list[FieldRef]) -> Call:
+    """Refuse what the policy forbids; returns the call with row caps and field allow-lists
+    applied (``*`` selects narrowed to the allowed fields)."""
+    check_calls(policy, call, refs)
+    for ref in refs:
+        if ref.field == "*":
+            continue
+        if not policy.field_allowed(ref.entity, ref.field):
+            where = f"{ref.entity}.{ref.field}" if ref.entity else ref.field
+            if not policy.credential_fields and is_credential_field(ref.field):
+                raise denied(f"The field {where!r} (in {ref.path!r}) holds a credential; this "
+                             "client may not use it.")
+            raise denied(f"This client may not use the field {where!r} (in {ref.path!r}).")
+    call = _narrow_wildcards(policy, call)
+    return _cap_rows(policy, call)
 
 
-def referenced_fields(call: Call) -> Iterator[str]:
-    """Field names a call reads, filters, sorts or writes (as the client spelled them)."""
-    p = call.params
-    if call.version == 3:
-        ret = p.get("return")
-        if isinstance(ret, str):
-            yield from (f.strip() for f in ret.split(","))
-        elif isinstance(ret, list):
-            yield from (f for f in ret if isinstance(f, str))
-        yield from (k for k in p if not k.startswith(("api.", "options")))
-        return
-    for key in ("select", "groupBy"):
-        value = p.get(key)
-        if isinstance(value, list):
-            yield from (f for f in value if isinstance(f, str))
-    yield from _where_fields(p.get("where"))
-    yield from _where_fields(p.get("having"))
-    for key in ("orderBy", "values", "defaults"):
-        value = p.get(key)
-        if isinstance(value, Mapping):
-            yield from (k for k in value if isinstance(k, str))
-    records = p.get("records")
-    if isinstance(records, list):
-        for record in records:
-            if isinstance(record, Mapping):
-                yield from (k for k in record if isinstance(k, str))
+def _narrow_wildcards(policy: Policy, call: Call) -> Call:
+    """A select of ``*`` (or none, which means CiviCRM's default fields) on an entity with a
+    field allow-list becomes the allowed fields."""
+    if call.version != 4 or not policy.fields:
+        return call
+    chain = {name: ChainLink(_narrow_wildcards(policy, link.call), link.index)
+             for name, link in call.chain.items()}
+    allowed = policy.fields.get(call.entity)
+    select = call.select
+    if allowed is not None and call.is_get:
+        exprs = list(select or ())
+        if not exprs or any(e.is_field and e.text == "*" for e in exprs):
+            rest = [e for e in exprs if not (e.is_field and e.text == "*")]
+            extra = [expressions.parse(n) for n in sorted(allowed)
+                     if not any(e.is_field and e.text == n for e in rest)]
+            if not any(e.is_aggregate for e in rest) or not rest:
+                select = tuple(rest + extra)
+    if select is not call.select or chain != call.chain:
+        return replace(call, select=select, chain=chain)
+    return call
 
 
-def _limit_of(call: Call) -> Any:
-    if call.version == 4:
-        return call.params.get("limit")
-    options = call.params.get("options")
-    return options.get("limit") if isinstance(options, Mapping) else None
+def _cap_rows(policy: Policy, call: Call, depth_rows: int = 1) -> Call:
+    """``max_limit`` on every get in the tree; ``max_rows`` on the product along a chain."""
+    limit = call.effective_limit()
+    if call.is_get and policy.max_limit is not None:
+        asked = call.limit if call.version == 4 else call.v3_options.get("limit")
+        if not asked:  # none (or 0, CiviCRM's "no limit"): the client's cap
+            call = call.with_limit(policy.max_limit)
+            limit = policy.max_limit
+        elif asked > policy.max_limit:
+            raise denied(f"limit {limit} exceeds this client's maximum of {policy.max_limit}.")
+    rows = depth_rows * (limit if limit is not None else (1 if not call.is_get else math.inf))
+    if policy.max_rows is not None and rows > policy.max_rows:
+        raise denied(f"This request could produce {rows} rows through its chains; this client "
+                     f"may read at most {policy.max_rows} in one request.")
+    if call.version == 4 and call.chain:
+        chain = {name: ChainLink(_cap_rows(policy, link.call, max(1, rows) if
+                                           math.isfinite(rows) else depth_rows), link.index)
+                 for name, link in call.chain.items()}
+        call = replace(call, chain=chain)
+    elif call.version == 3 and call.v3_chains:
+        chains = tuple((key, tuple(_cap_rows(policy, c, max(1, rows) if math.isfinite(rows)
+                                              else depth_rows) for c in calls))
+                       for key, calls in call.v3_chains)
+        call = replace(call, v3_chains=chains)
+    return call
 
 
-def check(policy: Policy, version: int, entity: str, action: str,
-          params: dict[str, Any]) -> dict[str, Any]:
-    """Refuse what the policy forbids; returns the params with the client's row cap applied."""
-    for call in triggered_calls(version, entity, action, params):
-        if not policy.permits(call.label):
-            raise _denied(f"This client may not call {call.label}.")
-        if is_credential_action(call.action) and not policy.credential_fields:
-            raise _denied(f"{call.label} hands out credentials; this client may not call it.")
-        if policy.read_only and not is_read_action(call.version, call.action):
-            raise _denied(f"This client is read-only; {call.label} changes data.")
-        for name in referenced_fields(call):
-            last = name.rpartition(".")[2].split(":")[0]
-            if is_credential_field(last) and not policy.credential_fields:
-                raise _denied(f"The field {name!r} holds a credential; this client may not use it.")
-            if call.version == 4 and "." in name and not policy.reads_everything:
-                raise _denied(f"{name!r} reads through a join; this client may only use its "
-                              "entities' own fields.")
-        limit = _limit_of(call)
-        if policy.max_limit is not None and call.action == "get" and limit not in (None, 0):
-            if not isinstance(limit, int) or limit > policy.max_limit:
-                raise _denied(f"limit {limit!r} exceeds this client's maximum of {policy.max_limit}.")
-    if policy.max_limit is not None and action == "get" and not _limit_of(
-            Call(version, entity, action, params)):
-        # No limit would mean every row: cap it (X-Total-Count still tells the full size when
-        # the client selects row_count).
-        if version == 4:
-            params = {**params, "limit": policy.max_limit}
-        else:
-            params = {**params, "options": {**(params.get("options") or {}),
-                                            "limit": policy.max_limit}}
-    return params
+def request_cost(call: Call) -> int:
+    """How many API calls a request counts as against its client's rate: one per call in its
+    tree (a chained call runs at least once)."""
+    return sum(1 for _ in call.walk())

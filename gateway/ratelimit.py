@@ -43,13 +43,18 @@ class Limiter:
         raise GatewayError("rate-limited", f"Over this client's rate limit of {rate}.",
                            headers={"Retry-After": str(retry)})
 
+    async def charge(self, client: Client, cost: int = 1) -> None:
+        """Count ``cost`` calls against the client's rate (every request on arrival, refused
+        ones included; chained calls, batch members and stream pages as they are sent)."""
+        if cost > 0:
+            await self._check_rate(client, cost)
+
     @asynccontextmanager
     async def admit(self, client: Client, cost: int = 1) -> AsyncIterator[None]:
         """Counts the call (a batch: each of its ``cost`` calls) against the client's rate,
         then holds one of its in-flight slots. ``cost=0``: a later step of a call already
         counted (only the slot is taken)."""
-        if cost:
-            await self._check_rate(client, cost)
+        await self.charge(client, cost)
         slots = self._slots.get(client.name)
         if slots is None:
             slots = self._slots[client.name] = asyncio.Semaphore(

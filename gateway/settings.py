@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     cors_origins: list[str] = []
     cors_methods: list[str] = ["GET", "POST"]
     cors_headers: list[str] = ["Authorization", "Content-Type", "X-Request-ID"]
+    # Browser protections (gateway/browsers.py): Host names served (empty: loopback names when
+    # tokenless, any with tokens) and whether foreign Origins / non-JSON bodies are refused
+    # (None: only when tokenless, where a web page is the threat).
+    allowed_hosts: list[str] = []
+    browser_checks: bool | None = None
+    # Check calls against CiviCRM's metadata before sending them (unknown entity, action or
+    # field; required params; value types): docs/production.md says when to turn it off.
+    validate_calls: bool = True
 
     # --- HTTP backend ----------------------------------------------------------------------
     http_url: str | None = None

@@ -133,7 +133,7 @@ async def gateway_client(settings: Settings, **app_kwargs: Any) -> AsyncIterator
     app = create_app(settings, **app_kwargs)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             yield client
 
 

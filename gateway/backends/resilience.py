@@ -22,9 +22,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..call import parse
 from ..errors import GatewayError
 from ..metacache import METADATA_ENTITIES, MetadataCache, is_metadata_call
-from ..policy import triggered_calls
 from ..results import Records
 from ..settings import Settings
 from .base import Backend, BatchCall, BatchResult, TransientError
@@ -42,10 +42,11 @@ _HEALTH_SLUGS = frozenset({"upstream-unavailable", "upstream-timeout", "upstream
 
 
 def is_safe(version: int, entity: str, action: str, params: Mapping[str, Any]) -> bool:
-    """A read with no write anywhere in its chains: repeating it changes nothing."""
+    """A read with no write anywhere in its chains: repeating it changes nothing. Params that
+    do not parse are taken for a write (never repeated)."""
     try:
         return all(call.action.lower().startswith("get")
-                   for call in triggered_calls(version, entity, action, params))
+                   for call, _ in parse(version, entity, action, params).walk())
     except GatewayError:
         return False
 

@@ -10,17 +10,19 @@ from fastapi import APIRouter, Path, Request
 from starlette.responses import Response, StreamingResponse
 
 from .. import export
+from ..call import Call
 from ..clients import Client
 from ..errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES, GatewayError
 from ..params import NAME_PATTERN, check_names, is_read_action, params_from_query
 from ..pipeline import (
     authenticate,
+    backend_kwargs,
     params_from_body,
     prepare_call,
-    run_call,
     run_prepared,
     shape_result,
 )
+from ..policy import request_cost
 from ..responses import JSONResponse
 
 ENTITY = Path(description="CiviCRM entity, e.g. Contact", examples=["Contact"],
@@ -75,13 +77,22 @@ def _format(request: Request) -> str:
                             request.headers.get("accept"))
 
 
-async def export_response(request: Request, client: Client, entity: str,
-                          params: dict[str, Any], fmt: str) -> Response:
+def _page_gate(request: Request, client: Client) -> export.Gate:
+    """Every page after the first is one more call against the client's rate and holds one
+    of its in-flight slots while it runs."""
+    limiter = request.app.state.limiter
+
+    def gate(first: bool) -> Any:
+        return limiter.admit(client, cost=0 if first else 1)
+
+    return gate
+
+
+async def export_response(request: Request, client: Client, call: Call, fmt: str) -> Response:
     """Stream an APIv4 get as NDJSON or CSV, page by page (see gateway.export).
 
     The first page is fetched before answering, so a bad query still gets a problem+json
     status; a failure after that cuts the stream short (the body is then incomplete)."""
-    params = prepare_call(client, 4, entity, "get", params)
     state = request.app.state
     metrics = getattr(state, "metrics", None)
 
@@ -89,15 +100,14 @@ async def export_response(request: Request, client: Client, entity: str,
         if metrics is not None:
             metrics.export_rows.labels(fmt).inc(n)
 
-    chunks = export.stream(state.backend, entity, params, fmt,
+    chunks = export.stream(state.backend, call, fmt,
                            page_size=state.settings.export_page_size, identity=client.identity,
                            strip_credentials=not client.policy.credential_fields,
-                           on_rows=count_rows)
-    async with state.limiter.admit(client):
-        first = await anext(chunks, b"")
+                           on_rows=count_rows, gate=_page_gate(request, client))
+    first = await anext(chunks, b"")
     headers = {}
     if fmt == "csv":
-        headers["Content-Disposition"] = f'attachment; filename="{entity}.csv"'
+        headers["Content-Disposition"] = f'attachment; filename="{call.entity}.csv"'
     return _stream(first, chunks, export.MEDIA_TYPES[fmt], headers)
 
 
@@ -118,8 +128,7 @@ def _stream(first: bytes, rest: AsyncIterator[bytes], media_type: str,
 _UNPAGED = frozenset({"Setting"})
 
 
-async def call_json(request: Request, client: Client, version: int, entity: str, action: str,
-                    params: dict[str, Any]) -> Response:
+async def call_json(request: Request, client: Client, call: Call) -> Response:
     """A plain JSON answer. An APIv4 get with no limit that finds more than one page of
     records is streamed as a JSON array, walked by id (see gateway.export), so a 100,000-record
     read holds one page in memory, not the whole answer three times over.
@@ -128,33 +137,31 @@ async def call_json(request: Request, client: Client, version: int, entity: str,
     that fits is answered exactly as CiviCRM ordered it, with its count headers. Only a larger
     one is re-read in id order and streamed (without X-Result-Count, which it cannot know yet);
     a failure after streaming has begun leaves the array unterminated."""
-    if version != 4 or action != "get" or entity in _UNPAGED:
-        return await run_call(request, client, version, entity, action, params)
-    params = prepare_call(client, 4, entity, "get", params)
-    if "limit" in params or not export.keyset_possible(params):
-        return await run_prepared(request, client, 4, entity, "get", params)
+    if (call.version != 4 or call.action != "get" or call.entity in _UNPAGED
+            or call.limit or call.chain or not export.keyset_possible(call)):
+        return await run_prepared(request, client, call)
     state = request.app.state
     page_size = state.settings.export_page_size
-    kwargs = {"identity": client.identity} if client.identity is not None else {}
-    async with state.limiter.admit(client):
-        records = await state.backend.call(4, entity, "get", {**params, "limit": page_size + 1},
-                                           **kwargs)
+    async with state.limiter.admit(client, cost=request_cost(call) - 1):
+        records = await state.backend.call(4, call.entity, "get",
+                                           {**call.to_params(), "limit": page_size + 1},
+                                           **backend_kwargs(client))
     if len(records) <= page_size:
-        body, headers = shape_result(client, 4, "get", records)
+        body, headers = shape_result(client, call, records)
         return JSONResponse(body, headers=headers)
     del records
-    chunks = export.stream(state.backend, entity, params, "json", page_size=page_size,
+    chunks = export.stream(state.backend, call, "json", page_size=page_size,
                            identity=client.identity,
-                           strip_credentials=not client.policy.credential_fields)
+                           strip_credentials=not client.policy.credential_fields,
+                           gate=_page_gate(request, client))
     try:
-        async with state.limiter.admit(client, cost=0):  # the same call: counted above
-            first = await anext(chunks)
+        first = await anext(chunks)
     except GatewayError as exc:
         # The same query passed a moment ago, so a refusal now is of the paging itself
         # (records without ids, an entity that cannot order by id): answer in one piece.
         if exc.status >= 500:
             raise
-        return await run_prepared(request, client, 4, entity, "get", params)
+        return await run_prepared(request, client, call)
     return _stream(first, chunks, "application/json", {"X-Streamed": "true"})
 
 
@@ -173,23 +180,12 @@ def _get_params(request: Request, version: int, entity: str, action: str) -> dic
                              max_depth=request.app.state.settings.max_json_depth)
 
 
-async def _streamed(request: Request, client: Client, version: int, entity: str, action: str,
-                    params: dict[str, Any], fmt: str) -> Response:
-    if version != 4 or action != "get":
-        if request.query_params.get("format") != fmt:  # only a preference in Accept: answer JSON
-            return await run_call(request, client, version, entity, action, params)
-        raise GatewayError("invalid-request",
-                           f"format={fmt} (or Accept: {export.MEDIA_TYPES[fmt].split(';')[0]}) "
-                           "streams APIv4 get calls only.")
-    return await export_response(request, client, entity, params, fmt)
-
-
 async def handle_call(request: Request, version: int, entity: str, action: str) -> Response:
     """One call, POST (params in a JSON body) or GET (read actions, params in the query).
 
     Both the FastAPI routes below and ``gateway.routes.direct`` (the fast path that skips
     FastAPI's routing for these two routes) answer through here."""
-    client = authenticate(request)
+    client = await authenticate(request)
     if request.method == "GET":
         fmt = _format(request)
         params = _get_params(request, version, entity, action)
@@ -197,9 +193,16 @@ async def handle_call(request: Request, version: int, entity: str, action: str) 
         check_names(entity, action)
         fmt = _format(request)
         params = await params_from_body(request)
-    if fmt != "json":
-        return await _streamed(request, client, version, entity, action, params, fmt)
-    return await call_json(request, client, version, entity, action, params)
+    call = await prepare_call(request.app.state, client, version, entity, action, params)
+    if fmt == "json":
+        return await call_json(request, client, call)
+    if call.version == 4 and call.action == "get":
+        return await export_response(request, client, call, fmt)
+    if request.query_params.get("format") != fmt:  # only a preference in Accept: answer JSON
+        return await call_json(request, client, call)
+    raise GatewayError("invalid-request",
+                       f"format={fmt} (or Accept: {export.MEDIA_TYPES[fmt].split(';')[0]}) "
+                       "streams APIv4 get calls only.")
 
 
 def make_router(version: int) -> APIRouter:

@@ -17,8 +17,10 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from ..call import Call
 from ..errors import GatewayError, invalid_request
-from ..pipeline import authenticate, params_from_body, prepare_call, shape_result
+from ..pipeline import authenticate, backend_kwargs, params_from_body, prepare_call, shape_result
+from ..policy import request_cost
 from ..redact import REDACTOR
 from ..responses import JSONResponse
 
@@ -53,7 +55,7 @@ def make_router(version: int) -> APIRouter:
     @router.post("/batch", name=f"v{version}_batch", openapi_extra=BATCH_BODY,
                  summary=f"Run many APIv{version} calls in one request")
     async def batch(request: Request) -> Response:
-        client = authenticate(request)
+        client = await authenticate(request)
         state = request.app.state
         settings = state.settings
         calls = await params_from_body(request)
@@ -63,21 +65,24 @@ def make_router(version: int) -> APIRouter:
             raise invalid_request(f"A batch may carry at most {settings.batch_max_calls} calls.")
         instance = request.url.path
         outcome: dict[str, Any] = {}
-        prepared: dict[str, tuple[str, str, dict[str, Any]]] = {}
+        prepared: dict[str, Call] = {}
         for name, spec in calls.items():
             if not _NAME.fullmatch(name):
                 raise invalid_request(f"Invalid call name {name[:80]!r}: use letters, digits and "
                                       "_.:- (at most 64 characters).")
             entity, action, params = _spec(name, spec)
             try:
-                prepared[name] = (entity, action,
-                                  prepare_call(client, version, entity, action, params))
+                prepared[name] = await prepare_call(state, client, version, entity, action,
+                                                    params)
             except GatewayError as exc:
                 outcome[name] = exc
         if prepared:
-            kwargs = {"identity": client.identity} if client.identity is not None else {}
-            async with state.limiter.admit(client, cost=len(prepared)):
-                outcome.update(await state.backend.batch(version, prepared, **kwargs))
+            # The request was counted on arrival; each call in it (chains too) counts as one.
+            cost = max(0, sum(request_cost(c) for c in prepared.values()) - 1)
+            async with state.limiter.admit(client, cost=cost):
+                outcome.update(await state.backend.batch(
+                    version, {name: (c.entity, c.action, c.to_params())
+                              for name, c in prepared.items()}, **backend_kwargs(client)))
         answer: dict[str, Any] = {}
         metrics = getattr(state, "metrics", None)
         for name in calls:
@@ -85,8 +90,7 @@ def make_router(version: int) -> APIRouter:
             if isinstance(result, GatewayError):
                 answer[name] = _error_entry(result, instance)
             else:
-                action = prepared[name][1]
-                body, headers = shape_result(client, version, action, result)
+                body, headers = shape_result(client, prepared[name], result)
                 answer[name] = {"status": 200, "values": body}
                 if "X-Total-Count" in headers:
                     answer[name]["total"] = int(headers["X-Total-Count"])

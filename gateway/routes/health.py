@@ -34,8 +34,8 @@ async def readyz(request: Request) -> JSONResponse:
 async def flush_cache(request: Request) -> JSONResponse:
     """For after a schema change made outside the gateway (writes through it flush by
     themselves). Any authenticated client may flush: it only costs fresh metadata calls."""
-    client = authenticate(request)
-    async with request.app.state.limiter.admit(client):
+    client = await authenticate(request)
+    async with request.app.state.limiter.admit(client, cost=0):
         flushed = request.app.state.backend.cache.flush()
     return JSONResponse({"flushed": flushed})
 

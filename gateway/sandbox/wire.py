@@ -277,8 +277,7 @@ class WireApp:
         result = await anyio.to_thread.run_sync(
             lambda: self.sandbox.api3(entity, action, params, check_permissions=True,
                                       contact_id=login.contact_id))
-        if result.get("is_error") and not await self._debug_visible(login.contact_id):
-            result = {"is_error": 1, "error_message": GENERIC.format(error_id())}
+        # APIv3 errors keep their messages for users without "view debug output" (5.77).
         return json_response(result)
 
 

@@ -52,7 +52,7 @@ def test_body_is_problem_json_without_debug():
     error = from_civicrm("Invalid field 'x'", status=500, error_code=0,
                          extra={"debug": {"sql": ["SELECT secret"]}, "trace": "x", "fields": ["x"]})
     body = error.body("/v4/Contact/get")
-    assert body["type"] == "/problems/civicrm-bad-request"
+    assert body["type"] == "/problems/unknown-field"
     assert body["status"] == 400 and body["title"] and body["detail"] == "Invalid field 'x'"
     assert body["civicrm"] == {"error_code": 0, "error_message": "Invalid field 'x'", "fields": ["x"]}
     assert "SELECT" not in str(body) and "trace" not in str(body)

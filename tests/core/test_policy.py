@@ -1,102 +1,165 @@
-"""The access policy over every call a request would trigger."""
+"""The access policy over a parsed call and every field it touches."""
+
+import asyncio
 
 import pytest
 
+from gateway.call import parse
 from gateway.errors import GatewayError
-from gateway.policy import Policy, check, triggered_calls
+from gateway.fields import references
+from gateway.policy import Policy, check
 
 
-def labels(version, entity, action, params):
-    return [c.label for c in triggered_calls(version, entity, action, params)]
+def checked(policy, version, entity, action, params, schema=None):
+    call = parse(version, entity, action, params)
+    refs = asyncio.run(references(call, schema))
+    return check(policy, call, refs)
 
 
-def test_enumerates_chains_joins_and_v3_chaining():
-    params = {"join": [["Email AS email", "LEFT", ["id", "=", "email.contact_id"]]],
-              "chain": {"notes": ["Note", "get", {"chain": {"x": ["Tag", "delete", {}]}}],
-                        "acts": ["Activity", "create", {"values": {}}]}}
-    assert labels(4, "Contact", "get", params) == [
-        "v4:Contact.get", "v4:Note.get", "v4:Tag.delete", "v4:Activity.create", "v4:Email.get"]
-    v3 = {"id": 1, "api.Email.get": {}, "api.Note.create": [{"note": "a"}, {"note": "b"}]}
-    assert labels(3, "Contact", "get", v3) == [
-        "v3:Contact.get", "v3:Email.get", "v3:Note.create", "v3:Note.create"]
-
-
-@pytest.mark.parametrize("params", [
-    {"chain": {"x": ["Contact;rm", "get"]}}, {"chain": {"x": "Contact"}}, {"chain": ["x"]},
-    {"join": [["../Email AS e"]]}, {"join": "Email"},
-])
-def test_malformed_chains_are_refused(params):
+def denied(policy, version, entity, action, params, schema=None):
     with pytest.raises(GatewayError) as info:
-        list(triggered_calls(4, "Contact", "get", params))
-    assert info.value.status == 400
-
-
-def test_allow_deny_globs():
-    policy = Policy.from_mapping({"allow": ["v4:Contact.get*", "v4:*.getFields", "Email.get"],
-                                  "deny": ["v4:Contact.getChecksum"]})
-    assert policy.permits("v4:Contact.get") and policy.permits("v4:Contact.getActions")
-    assert policy.permits("v4:Activity.getFields") and policy.permits("v3:Email.get")
-    assert not policy.permits("v4:Contact.create") and not policy.permits("v4:Activity.get")
-    assert not policy.permits("v4:Contact.getChecksum")
-
-
-def denied(policy, version, entity, action, params):
-    with pytest.raises(GatewayError) as info:
-        check(policy, version, entity, action, params)
+        checked(policy, version, entity, action, params, schema)
     assert info.value.status == 403 and info.value.slug == "gateway-policy-denied"
     return info.value.detail
 
 
-def test_chained_write_is_checked():
+def test_allow_deny_globs_ignore_letter_case():
+    policy = Policy.from_mapping({"allow": ["v4:Contact.get*", "v4:*.getFields", "Email.get"],
+                                  "deny": ["v4:Contact.getChecksum", "v4:Contact.delete"]})
+    assert policy.permits("v4:Contact.get") and policy.permits("v4:Contact.getActions")
+    assert policy.permits("v4:Activity.getFields") and policy.permits("v3:Email.get")
+    assert not policy.permits("v4:Contact.create") and not policy.permits("v4:Activity.get")
+    assert not policy.permits("v4:Contact.getChecksum")
+    # CiviCRM resolves actions in any case: so does the policy, deny first.
+    assert not policy.permits("v4:Contact.getchecksum") and not policy.permits("v4:contact.DELETE")
+
+
+def test_chained_calls_are_checked_in_every_spelling():
     policy = Policy.from_mapping({"allow": ["Contact.get"]})
     assert "v4:Note.create" in denied(policy, 4, "Contact", "get",
                                       {"chain": {"n": ["Note", "create", {"values": {}}]}})
-    assert "v3:Note.delete" in denied(policy, 3, "Contact", "get", {"api.Note.delete": {}})
+    for key in ("api.Note.delete", "api_Note_delete", "api.note.delete", "API.Note.Delete"):
+        assert ".delete" in denied(policy, 3, "Contact", "get", {key: {"id": 1}}).lower()
 
 
-def test_read_only():
+def test_read_only_covers_chains_and_any_case():
     policy = Policy.from_mapping({"read_only": True})
-    check(policy, 4, "Contact", "get", {})
+    checked(policy, 4, "Contact", "get", {})
     assert "read-only" in denied(policy, 4, "Contact", "create", {"values": {}})
-    assert "read-only" in denied(policy, 4, "Contact", "get", {"chain": {"x": ["Tag", "save", {}]}})
+    assert "read-only" in denied(policy, 4, "Contact", "DELETE", {"where": [["id", "=", 1]]})
+    assert "read-only" in denied(policy, 4, "Contact", "get",
+                                 {"chain": {"x": ["Tag", "save", {"records": []}]}})
+    assert "read-only" in denied(policy, 3, "Contact", "get", {"api_Email_create": {"email": "a"}})
 
 
-def test_credentials_refused_unless_allowed():
+@pytest.mark.parametrize("params", [
+    {"select": ["api_key"]},
+    {"select": ["UPPER(api_key) AS u"]},
+    {"select": {"x": "api_key"}},
+    {"select": ["CONCAT(first_name, hash) AS x"]},
+    {"where": [["api_key", "=", "x"]]},
+    {"where": {"a": ["id", "=", 2], "b": ["api_key", "LIKE", "d%"]}},
+    {"where": [["OR", [["id", "=", 1], ["contact_id.api_key", "IS NOT NULL"]]]]},
+    {"where": [["LOWER(api_key)", "LIKE", "a%"]]},
+    {"where": [["first_name", "=", "api_key", True]]},
+    {"orderBy": {"api_key": "ASC"}},
+    {"orderBy": {"UPPER(hash)": "DESC"}},
+    {"groupBy": ["api_key"]},
+    {"having": [["api_key", "IS NOT NULL"]]},
+    {"join": [["Contact AS c", "INNER", ["c.id", "=", "id"], ["c.api_key", "IS NOT NULL"]]]},
+    {"join": [["Contact AS c", "INNER", ["c.api_key", "=", "first_name"]]]},
+    {"chain": {"n": ["Note", "create", {"values": {"entity_id": "$id", "note": "$hash"}}]}},
+    {"chain": {"n": ["Contact", "get", {"where": [["first_name", "=", "$api_key"]]}]}},
+    {"select": ["contact_type:label", "hash:label"]},
+])
+def test_credentials_refused_wherever_they_hide(params):
+    detail = denied(Policy(), 4, "Contact", "get", params)
+    assert "credential" in detail
+
+
+def test_credentials_in_writes_and_v3():
     policy = Policy()
-    for params in ({"select": ["api_key"]}, {"where": [["api_key", "=", "x"]]},
-                   {"where": [["OR", [["id", "=", 1], ["contact_id.api_key", "IS NOT NULL"]]]]},
-                   {"orderBy": {"api_key": "ASC"}}):
-        denied(policy, 4, "Contact", "get", params)
     denied(policy, 4, "Contact", "update", {"values": {"api_key": "new"}, "where": [["id", "=", 1]]})
+    denied(policy, 4, "Contact", "save", {"records": {"0": {"id": 1, "api_key": "k"}}})
+    denied(policy, 4, "Contact", "create", {"values": {"first_name": "a"},
+                                            "chain": {"x": ["Contact", "update", {
+                                                "where": [["id", "=", "$id"]],
+                                                "values": {"api_key": "mine"}}]}})
     denied(policy, 3, "Contact", "get", {"return": "id,api_key"})
-    denied(policy, 4, "Contact", "getChecksum", {})
-    check(Policy.from_mapping({"credential_fields": True}), 4, "Contact", "get", {"select": ["api_key"]})
+    denied(policy, 3, "Contact", "getvalue", {"return": "api_key", "id": 1})
+    denied(policy, 3, "Contact", "get", {"return.hash": 1})
+    denied(policy, 3, "Contact", "get", {"api_key": "abc"})
+    with pytest.raises(GatewayError) as info:  # CiviCRM would take it for a chained call
+        checked(policy, 3, "Contact", "get", {"api_key": {"LIKE": "a%"}})
+    assert info.value.slug == "invalid-request"
+    denied(policy, 3, "Contact", "get", {"api.Note.create": {"note": "$value.hash"}})
+    denied(policy, 4, "Contact", "getChecksum", {"contactId": 1})
+    denied(policy, 4, "Contact", "GETCHECKSUM", {"contactId": 1})
+    denied(policy, 4, "PaymentProcessor", "get", {"select": ["password"]})
+    denied(policy, 4, "MailSettings", "get", {"where": [["password", "IS NOT NULL"]]})
+    allowed = Policy.from_mapping({"credential_fields": True})
+    assert checked(allowed, 4, "Contact", "get", {"select": ["api_key"]}).select[0].text == "api_key"
 
 
-def test_implicit_joins_need_read_everything():
-    restricted = Policy.from_mapping({"allow": ["v4:Email.get"]})
-    denied(restricted, 4, "Email", "get", {"select": ["contact_id.display_name"]})
-    check(restricted, 4, "Email", "get", {"select": ["email"]})
-    check(Policy(), 4, "Email", "get", {"select": ["contact_id.display_name"]})
-    narrowed = Policy.from_mapping({"deny": ["v4:Contact.get"]})
-    denied(narrowed, 4, "Email", "get", {"where": [["contact_id.display_name", "=", "x"]]})
-    check(Policy.from_mapping({"deny": ["v4:Contact.delete"]}), 4, "Email", "get",
-          {"select": ["contact_id.display_name"]})
+def test_field_allow_lists_and_wildcards():
+    policy = Policy.from_mapping({"fields": {"Contact": ["id", "display_name"]}})
+    call = checked(policy, 4, "Contact", "get", {})
+    assert [e.text for e in call.select] == ["display_name", "id"]
+    call = checked(policy, 4, "Contact", "get", {"select": ["*"]})
+    assert [e.text for e in call.select] == ["display_name", "id"]
+    call = checked(policy, 4, "Contact", "get", {"select": ["id", "UPPER(display_name) AS d"]})
+    assert [e.text for e in call.select] == ["id", "UPPER(display_name) AS d"]
+    assert "first_name" in denied(policy, 4, "Contact", "get", {"select": ["first_name"]})
+    assert "first_name" in denied(policy, 4, "Contact", "get",
+                                  {"where": [["first_name", "LIKE", "A%"]]})
+    assert "first_name" in denied(policy, 4, "Contact", "get",
+                                  {"select": ["CONCAT(id, first_name) AS x"]})
+    # Without metadata a dotted path cannot be resolved: a restricted client cannot use it.
+    denied(policy, 4, "Contact", "get", {"select": ["email_primary.email"]})
+    # Entities without a list keep all their (non-credential) fields.
+    checked(policy, 4, "Email", "get", {"select": ["email"]})
 
 
-def test_max_limit():
+def test_max_limit_applies_to_every_get():
     policy = Policy.from_mapping({"max_limit": 50})
-    assert check(policy, 4, "Contact", "get", {})["limit"] == 50
-    assert check(policy, 4, "Contact", "get", {"limit": 0})["limit"] == 50
-    assert check(policy, 4, "Contact", "get", {"limit": 10})["limit"] == 10
+    assert checked(policy, 4, "Contact", "get", {}).limit == 50
+    assert checked(policy, 4, "Contact", "get", {"limit": 0}).limit == 50
+    assert checked(policy, 4, "Contact", "get", {"limit": 10}).limit == 10
     assert "exceeds" in denied(policy, 4, "Contact", "get", {"limit": 51})
-    assert "exceeds" in denied(policy, 4, "Contact", "get", {"chain": {"e": ["Email", "get", {"limit": 99}]}})
-    assert check(policy, 3, "Contact", "get", {})["options"]["limit"] == 50
+    assert "exceeds" in denied(policy, 4, "Contact", "get",
+                               {"limit": 1, "chain": {"e": ["Email", "get", {"limit": 99}]}})
+    chained = checked(policy, 4, "Contact", "get", {"limit": 2, "chain": {"e": ["Email", "get", {}]}})
+    assert chained.chain["e"].call.limit == 50
+    assert checked(policy, 3, "Contact", "get", {}).v3_options["limit"] == 50
     denied(policy, 3, "Contact", "get", {"options": {"limit": 1000}})
+
+
+def test_rows_and_depth_through_chains():
+    policy = Policy.from_mapping({"max_limit": 100, "max_rows": 1000})
+    nested = {"limit": 100, "chain": {"e": ["Email", "get", {"limit": 100}]}}
+    assert "rows" in denied(policy, 4, "Contact", "get", nested)
+    checked(policy, 4, "Contact", "get", {"limit": 10, "chain": {"e": ["Email", "get", {"limit": 100}]}})
+    deep = {}
+    for _ in range(4):
+        deep = {"limit": 1, "chain": {"x": ["Contact", "get", deep]}}
+    assert "deeper" in denied(Policy(), 4, "Contact", "get", deep)
+
+
+def test_check_permissions_cannot_be_turned_off():
+    assert "checkPermissions" in denied(Policy(), 4, "Contact", "get", {"checkPermissions": False})
+    assert "check_permissions" in denied(Policy(), 3, "Contact", "get", {"check_permissions": 0})
+    checked(Policy(), 4, "Contact", "get", {"checkPermissions": True})
+
+
+def test_opaque_params_only_for_full_access():
+    denied(Policy.from_mapping({"allow": ["Contact.*"]}), 4, "Contact", "autocomplete",
+           {"savedSearch": "Everything"})
+    checked(Policy(), 4, "Contact", "autocomplete", {"savedSearch": "Everything"})
 
 
 @pytest.mark.parametrize("data", [
     {"allow": "v4:*"}, {"max_limit": 0}, {"rate_limit": "lots"}, {"concurrency": -1}, {"bogus": 1},
+    {"fields": {"Contact": "id"}}, {"fields": {"Contact": ["id; drop"]}}, {"max_chain_depth": 9},
 ])
 def test_bad_policy_config(data):
     with pytest.raises(ValueError):

@@ -101,7 +101,7 @@ async def gateway(settings: Settings, **app_kwargs: Any) -> AsyncIterator[httpx.
     app = create_app(settings, **app_kwargs)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway",
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost",
                                      timeout=60) as client:
             client.backend = app.state.backend  # type: ignore[attr-defined]
             yield client

@@ -18,6 +18,7 @@ from tests.gateway.test_http_backend import assert_problem
 READER = "cgw_reader-token-0123456789abcdef"
 WRITER = "cgw_writer-token-fedcba9876543210"
 STAFF = "cgw_staff-token-aaaabbbbccccdddd"
+LIMITED = "cgw_limited-token-eeeeffff00001111"
 
 
 @pytest.fixture
@@ -36,6 +37,11 @@ token_sha256 = "{hash_token(READER)}"
 allow = ["v4:Contact.get*", "v4:*.getFields", "v3:Contact.get"]
 read_only = true
 max_limit = 3
+rate_limit = "100/minute"
+
+[clients.limited]
+token_sha256 = "{hash_token(LIMITED)}"
+allow = ["v4:Contact.get"]
 rate_limit = "5/minute"
 
 [clients.writer]
@@ -89,9 +95,17 @@ async def test_policy_denials_are_distinct_403(upstream, clients_file):
             problem = assert_problem(await gw.post(path, json=body, headers=h), 403,
                                      "gateway-policy-denied")
             assert "civicrm" not in problem
-        # The cap applies when no limit is given.
+        # The cap applies when no limit is given (more contacts exist than the cap).
+        for n in range(5):
+            upstream.sandbox.api4("Contact", "create", {"values": {
+                "contact_type": "Individual", "first_name": f"Capped{n}"}})
         capped = await gw.post("/v4/Contact/get", json={"select": ["id"]}, headers=h)
-        assert capped.status_code == 200 and len(capped.json()) <= 3
+        assert capped.status_code == 200 and len(capped.json()) == 3
+        # ... and to chained gets.
+        chained = await gw.post("/v4/Contact/get", headers=h, json={
+            "select": ["id"], "limit": 1, "chain": {"all": ["Contact", "get", {"select": ["id"]}]}})
+        assert chained.status_code == 200, chained.text
+        assert len(chained.json()[0]["all"]) == 3
 
 
 async def test_denied_calls_change_nothing(upstream, clients_file):
@@ -105,11 +119,17 @@ async def test_denied_calls_change_nothing(upstream, clients_file):
 
 async def test_rate_limit_is_429_with_retry_after(upstream, clients_file):
     async with secured(upstream, clients_file) as gw:
-        statuses = [(await gw.post("/v4/Contact/get", json={"limit": 1}, headers=bearer(READER)))
-                    for _ in range(7)]
-        assert [r.status_code for r in statuses[:5]] == [200] * 5
-        assert_problem(statuses[5], 429, "rate-limited")
-        assert int(statuses[5].headers["retry-after"]) >= 1
+        ok = [(await gw.post("/v4/Contact/get", json={"limit": 1}, headers=bearer(LIMITED)))
+              for _ in range(3)]
+        assert [r.status_code for r in ok] == [200] * 3
+        # Refused requests count too: probing the policy is not free.
+        denied = [(await gw.post("/v4/Email/get", json={}, headers=bearer(LIMITED)))
+                  for _ in range(2)]
+        assert [r.status_code for r in denied] == [403, 403]
+        statuses = [(await gw.post("/v4/Contact/get", json={"limit": 1}, headers=bearer(LIMITED)))
+                    for _ in range(2)]
+        assert_problem(statuses[0], 429, "rate-limited")
+        assert int(statuses[0].headers["retry-after"]) >= 1
         # Other clients have their own budget.
         assert (await gw.post("/v4/Contact/get", json={"limit": 1}, headers=bearer(WRITER))).status_code == 200
 
@@ -123,13 +143,14 @@ async def test_per_client_concurrency(upstream, clients_file, monkeypatch):
     original = backend.call
     release = asyncio.Event()
 
-    async def slow_call(*args, **kwargs):
-        await release.wait()
-        return await original(*args, **kwargs)
+    async def slow_call(version, entity, action, *args, **kwargs):
+        if (entity, action) == ("Contact", "get"):  # metadata loads go through at once
+            await release.wait()
+        return await original(version, entity, action, *args, **kwargs)
 
     backend.call = slow_call
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://g") as gw:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as gw:
             first = asyncio.create_task(gw.post("/v4/Contact/get", json={"limit": 1}, headers=bearer(WRITER)))
             await asyncio.sleep(0.05)
             second = await gw.post("/v4/Contact/get", json={"limit": 1}, headers=bearer(WRITER))
@@ -153,10 +174,10 @@ async def test_anonymous_only_from_loopback(upstream):
     app = create_app(http_settings(upstream.url))
     async with app.router.lifespan_context(app):
         remote = httpx.ASGITransport(app=app, client=("203.0.113.9", 5000))
-        async with httpx.AsyncClient(transport=remote, base_url="http://g") as gw:
+        async with httpx.AsyncClient(transport=remote, base_url="http://localhost") as gw:
             assert_problem(await gw.post("/v4/Contact/get", json={}), 401, "unauthenticated")
         local = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
-        async with httpx.AsyncClient(transport=local, base_url="http://g") as gw:
+        async with httpx.AsyncClient(transport=local, base_url="http://localhost") as gw:
             assert (await gw.post("/v4/Contact/get", json={"limit": 1})).status_code == 200
             # A reverse proxy on the same host is loopback too, but speaks for the network.
             for header in ({"X-Forwarded-For": "203.0.113.9"}, {"Forwarded": "for=203.0.113.9"},
@@ -167,7 +188,7 @@ async def test_anonymous_only_from_loopback(upstream):
     allowed = create_app(http_settings(upstream.url, allow_anonymous=True))
     async with allowed.router.lifespan_context(allowed):
         remote = httpx.ASGITransport(app=allowed, client=("203.0.113.9", 5000))
-        async with httpx.AsyncClient(transport=remote, base_url="http://g") as gw:
+        async with httpx.AsyncClient(transport=remote, base_url="http://localhost") as gw:
             assert (await gw.post("/v4/Contact/get", json={"limit": 1})).status_code == 200
 
 

@@ -25,7 +25,9 @@ REQUESTS: list[tuple[str, str, dict]] = [
     ("GET", "/v4/Contact/get", {"params": {"format": "ndjson", "select": "id"}}),
     ("POST", "/v4/Contact/get", {"params": {"format": "csv"}, "json": {"select": ["id"]}}),
     ("GET", "/v4/Contact/create", {}),                                  # 405 + Allow
-    ("POST", "/v4/Contact/get", {"content": b"{bad"}),                  # invalid JSON
+    ("POST", "/v4/Contact/get", {"content": b"{bad",                    # invalid JSON
+                                 "headers": {"Content-Type": "application/json"}}),
+    ("POST", "/v4/Contact/get", {"content": b"{}"}),                    # 415: not sent as JSON
     ("POST", "/v4/Contact/get", {"json": {"where": [["nope", "=", 1]]}}),
     ("POST", "/v4/Nope/get", {}),                                       # unknown entity
     ("POST", "/v4/Contact/frobnicate", {}),
@@ -63,7 +65,7 @@ async def client(direct_calls: bool) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, direct_calls=direct_calls)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
             yield c
 
 
@@ -96,7 +98,7 @@ async def test_root_path_is_honoured(root, taken):
     app = create_app(Settings(backend="sandbox", sandbox_demo=0))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, root_path=root)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
             response = await c.post(f"{root}/v4/Contact/get", json={"select": ["id"]})
     assert response.status_code == 200
     assert sorted(r["id"] for r in response.json()) == [1, 2]

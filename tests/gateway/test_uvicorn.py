@@ -26,7 +26,8 @@ def test_sandbox_backend_end_to_end(gateway_process):
         missing = client.post("/v4/Nope/get", json={})
         assert missing.status_code == 404
         assert missing.headers["content-type"].startswith("application/problem+json")
-        assert client.post("/v4/Contact/get", content=b"[").status_code == 400
+        assert client.post("/v4/Contact/get", content=b"[",
+                           headers={"Content-Type": "application/json"}).status_code == 400
         echoed = client.get("/healthz", headers={"X-Request-ID": "trace-123"})
         assert echoed.headers["x-request-id"] == "trace-123"
     log = gw.stop()

@@ -199,7 +199,7 @@ async def test_no_secret_in_the_document(upstream, tmp_path):
                                  client_tokens=f"tests:sha256:{hash_token(token)}", **extra)
         app = create_app(settings)
         async with app.router.lifespan_context(app), httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://gateway") as gw:
+                transport=httpx.ASGITransport(app=app), base_url="http://localhost") as gw:
             response = await gw.get("/openapi.json", headers={"Authorization": f"Bearer {token}"})
             assert response.status_code == 200
             assert "/v4/Contact/get" in response.json()["paths"]

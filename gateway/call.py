@@ -1,0 +1,711 @@
+"""One call, parsed once: the canonical typed form every later stage works on.
+
+A client's params are JSON, which CiviCRM (PHP) reads loosely: an object where a list belongs is
+a list of its values, action names match in any case, ``api_email_get`` chains like
+``api.Email.get``. Checking such input by its expected shapes lets every other shape through, so
+the gateway parses it here into one form, refuses what does not parse (400 naming the param),
+and forwards only :meth:`Call.to_params` of that form: what the policy checked is exactly what
+CiviCRM receives.
+
+Stages after this one (``gateway.fields``: field references; ``gateway.policy``; the backend)
+take a :class:`Call` and never look at the client's raw params.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from . import expressions
+from .errors import GatewayError, from_civicrm, invalid_request
+from .expressions import Expr
+from .params import NAME_PATTERN, check_names, is_read_action, normalize_v4
+
+_NAME_RE = re.compile(NAME_PATTERN)
+
+# CiviCRM 5.77's where operators (Civi\Api4\Utils\CoreUtil::getOperators).
+OPERATORS = frozenset({
+    "=", "<=", ">=", ">", "<", "LIKE", "<>", "!=", "NOT LIKE", "IN", "NOT IN", "BETWEEN",
+    "NOT BETWEEN", "IS NOT NULL", "IS NULL", "CONTAINS", "NOT CONTAINS", "IS EMPTY",
+    "IS NOT EMPTY", "REGEXP", "NOT REGEXP", "REGEXP BINARY", "NOT REGEXP BINARY",
+})
+_NO_VALUE = frozenset({"IS NULL", "IS NOT NULL", "IS EMPTY", "IS NOT EMPTY"})
+_LIST_VALUE = frozenset({"IN", "NOT IN", "BETWEEN", "NOT BETWEEN"})
+JOIN_SIDES = frozenset({"LEFT", "INNER", "EXCLUDE"})
+MAX_CHAIN_DEPTH = 8
+_JOIN_TARGET = re.compile(rf"({NAME_PATTERN})(?:\s+AS\s+({expressions.ALIAS_RE.pattern}))?")
+# A chain reference: "$id", "$contact_id.display_name" (APIv3: "$value.id").
+_REFERENCE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_.:]*)")
+# APIv3 chain keys in every spelling CiviCRM accepts: api.Email.get, api_Email_get, api.email.get.
+_V3_CHAIN = re.compile(r"api[._]([A-Za-z][A-Za-z0-9]*)[._]([A-Za-z][A-Za-z0-9_]*)", re.IGNORECASE)
+_V3_FILTER_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_V3_OPERATORS = frozenset({*OPERATORS, "NOT IN", "IS NOT NULL"})
+
+# Params every APIv4 action takes, and the params of CiviCRM's standard actions with their kind.
+_COMMON = {"checkPermissions": "bool", "chain": "chain", "debug": "bool", "language": "string"}
+_GET = {"select": "exprs", "where": "clauses", "orderBy": "order", "limit": "count",
+        "offset": "count"}
+_WRITE_WHERE = {"where": "clauses", "orderBy": "order", "limit": "count", "offset": "count"}
+V4_ACTION_PARAMS: dict[str, dict[str, str]] = {
+    "get": {**_GET, "join": "joins", "groupBy": "exprs", "having": "clauses",
+            "translationMode": "string", "useCache": "bool"},
+    "create": {"values": "fields", "reload": "bool"},
+    "update": {**_WRITE_WHERE, "values": "fields", "reload": "bool"},
+    "save": {"records": "records", "defaults": "fields", "match": "names", "reload": "bool"},
+    "delete": {**_WRITE_WHERE, "useTrash": "bool"},
+    "replace": {**_WRITE_WHERE, "records": "records", "defaults": "fields", "match": "names",
+                "reload": "bool"},
+    "revert": dict(_WRITE_WHERE),
+    "getfields": {**_GET, "action": "string", "includeCustom": "bool", "loadOptions": "options",
+                  "values": "fields"},
+    "getactions": dict(_GET),
+    "getlinks": {**_GET, "entityTitle": "scalar", "expandMultiple": "bool", "values": "fields"},
+    "checkaccess": {"action": "string", "values": "fields"},
+    "autocomplete": {"input": "string", "page": "count", "key": "string", "formName": "string",
+                     "fieldName": "string", "filters": "fields", "searchField": "string",
+                     "ids": "scalars", "exclude": "scalars", "values": "fields",
+                     "savedSearch": "opaque", "display": "opaque"},
+    "getchecksum": {"contactId": "int", "ttl": "int"},
+    "validatechecksum": {"contactId": "int", "checksum": "string"},
+    "getduplicates": {"dedupeRule": "string", "values": "fields"},
+    "mergeduplicates": {"contactId": "int", "duplicateId": "int", "mode": "string"},
+    "export": {"id": "int", "match": "names", "cleanup": "string", "update": "string"},
+    "set": {"values": "fields", "domainId": "scalar", "contactId": "int"},
+}
+# Entity-specific shapes of a standard action.
+_ENTITY_ACTION_PARAMS = {
+    ("Entity", "get"): {**_GET, "includeCustom": "bool"},
+    ("Setting", "get"): {"select": "exprs", "domainId": "scalar", "contactId": "int"},
+    ("Setting", "revert"): {"select": "exprs", "domainId": "scalar", "contactId": "int"},
+}
+# The canonical spelling of each standard action (CiviCRM matches them in any case).
+STANDARD_ACTIONS = {name.lower(): name for name in (
+    "get", "create", "update", "save", "delete", "replace", "revert", "getFields", "getActions",
+    "getLinks", "checkAccess", "autocomplete", "getChecksum", "validateChecksum",
+    "getDuplicates", "mergeDuplicates", "export", "set")}
+# Kinds of param that hold nothing but a scalar.
+_SCALAR_KINDS = frozenset({"bool", "string", "int", "count", "scalar"})
+# Row cap CiviCRM applies to an APIv3 get without options.limit.
+V3_DEFAULT_LIMIT = 25
+
+
+def bad_param(name: str, why: str) -> GatewayError:
+    return invalid_request(f"Param '{name}': {why}")
+
+
+# --- where / having ----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """``[left, op, value]``; ``right`` is set when the value is itself an expression
+    (CiviCRM's 4th element ``true``)."""
+
+    left: Expr
+    op: str
+    value: Any = None
+    right: Expr | None = None
+
+    def to_json(self) -> list[Any]:
+        if self.op in _NO_VALUE:
+            return [self.left.text, self.op]
+        if self.right is not None:
+            return [self.left.text, self.op, self.right.text, True]
+        return [self.left.text, self.op, self.value]
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """``["OR", [clauses]]``, ``["AND", [...]]`` or ``["NOT", [...]]``."""
+
+    glue: str
+    clauses: tuple[Clause, ...]
+
+    def to_json(self) -> list[Any]:
+        return [self.glue, [c.to_json() for c in self.clauses]]
+
+
+Clause = Condition | Group
+
+
+def _as_list(name: str, value: Any) -> list[Any]:
+    """A JSON list, or an object read as PHP reads it: the list of its values."""
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict):
+        return list(value.values())
+    raise bad_param(name, f"must be a list, not {type(value).__name__}.")
+
+
+def _expr(name: str, value: Any, *, alias: bool = True) -> Expr:
+    if not isinstance(value, str):
+        raise bad_param(name, f"expected a field name or expression, not {type(value).__name__}.")
+    return expressions.parse(value, allow_alias=alias)
+
+
+def _clauses(name: str, value: Any, depth: int = 0) -> tuple[Clause, ...]:
+    if depth > 16:
+        raise bad_param(name, "clauses nested deeper than 16 levels.")
+    items = _as_list(name, value)
+    return tuple(_clause(name, item, depth) for item in items)
+
+
+def _clause(name: str, raw: Any, depth: int) -> Clause:
+    if isinstance(raw, dict):
+        raw = list(raw.values())
+    if not isinstance(raw, list) or not raw or not isinstance(raw[0], str):
+        raise bad_param(name, "each clause must be a list [field, operator, value] or "
+                        "[\"OR\"|\"AND\"|\"NOT\", [clauses]].")
+    head = raw[0]
+    if head in ("OR", "AND", "NOT"):
+        if len(raw) != 2:
+            raise bad_param(name, f"a {head} clause is [\"{head}\", [clauses]].")
+        return Group(head, _clauses(name, raw[1], depth + 1))
+    if len(raw) < 2 or not isinstance(raw[1], str) or raw[1].upper() not in OPERATORS:
+        # CiviCRM's own words for a missing or unknown operator.
+        raise from_civicrm("Illegal operator", status=500, error_code=0)
+    op = raw[1].upper()
+    left = _expr(name, head, alias=False)
+    if op in _NO_VALUE:
+        if len(raw) > 2:
+            raise bad_param(name, f"operator {op} takes no value.")
+        return Condition(left, op)
+    if len(raw) > 4 or len(raw) < 3:
+        raise bad_param(name, f"a {op} clause is [field, \"{op}\", value].")
+    value = raw[2]
+    if len(raw) == 4:
+        if raw[3] is True:
+            return Condition(left, op, right=_expr(name, value, alias=False))
+        if raw[3] is not False:
+            raise bad_param(name, "the 4th element of a clause must be true or false.")
+    if op in _LIST_VALUE:
+        if isinstance(value, dict):
+            value = list(value.values())
+        if not isinstance(value, list):
+            raise bad_param(name, f"operator {op} needs a list of values.")
+        if op in ("BETWEEN", "NOT BETWEEN") and len(value) != 2:
+            raise bad_param(name, f"operator {op} needs a list of 2 values.")
+    _check_value(name, value)
+    return Condition(left, op, value)
+
+
+def _check_value(name: str, value: Any, depth: int = 0) -> None:
+    """Filter and field values: scalars, or lists of them (CONTAINS, IN, multi-value fields)."""
+    if isinstance(value, list) and depth == 0:
+        for item in value:
+            _check_value(name, item, 1)
+    elif isinstance(value, dict | list):
+        raise bad_param(name, "values must be scalars or lists of scalars.")
+
+
+# --- joins -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    entity: str
+    alias: str
+    side: str
+    bridge: str | None
+    conditions: tuple[Clause, ...]
+
+    def to_json(self) -> list[Any]:
+        out: list[Any] = [f"{self.entity} AS {self.alias}", self.side]
+        if self.bridge:
+            out.append(self.bridge)
+        out.extend(c.to_json() for c in self.conditions)
+        return out
+
+
+def _joins(value: Any) -> tuple[Join, ...]:
+    joins = []
+    aliases: set[str] = set()
+    for raw in _as_list("join", value):
+        if isinstance(raw, dict):
+            raw = list(raw.values())
+        if not isinstance(raw, list) or len(raw) < 2 or not isinstance(raw[0], str):
+            raise bad_param("join", "each join is [\"Entity AS alias\", \"LEFT\"|\"INNER\"|"
+                            "\"EXCLUDE\", conditions...].")
+        target = _JOIN_TARGET.fullmatch(raw[0].strip())
+        if not target:
+            raise bad_param("join", f"{raw[0][:80]!r} is not 'Entity AS alias'.")
+        entity = target.group(1)
+        alias = target.group(2) or entity.lower()
+        if alias in aliases:
+            raise bad_param("join", f"alias {alias!r} used twice.")
+        aliases.add(alias)
+        side = raw[1]
+        if isinstance(side, bool):
+            side = "INNER" if side else "LEFT"
+        if not isinstance(side, str) or side.upper() not in JOIN_SIDES:
+            raise bad_param("join", "the join type must be LEFT, INNER or EXCLUDE.")
+        rest = raw[2:]
+        bridge = None
+        if rest and isinstance(rest[0], str):
+            if not _NAME_RE.fullmatch(rest[0]):
+                raise bad_param("join", f"bridge {rest[0][:80]!r} is not an entity name.")
+            bridge, rest = rest[0], rest[1:]
+        conditions = tuple(_clause("join", c, 1) for c in rest)
+        joins.append(Join(entity, alias, side.upper(), bridge, conditions))
+    return tuple(joins)
+
+
+# --- the call --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ChainLink:
+    """One chained call: the call and CiviCRM's optional index (0: one record, not a list)."""
+
+    call: Call
+    index: Any = None
+
+
+@dataclass(frozen=True)
+class Call:
+    """A parsed APIv4 or APIv3 call. Only the params present in the request are set."""
+
+    version: int
+    entity: str
+    action: str
+    # APIv4
+    select: tuple[Expr, ...] | None = None
+    where: tuple[Clause, ...] | None = None
+    having: tuple[Clause, ...] | None = None
+    join: tuple[Join, ...] | None = None
+    group_by: tuple[Expr, ...] | None = None
+    order_by: tuple[tuple[Expr, str], ...] | None = None
+    limit: int | None = None
+    offset: int | None = None
+    values: dict[str, Any] | None = None
+    defaults: dict[str, Any] | None = None
+    records: tuple[dict[str, Any], ...] | None = None
+    match: tuple[str, ...] | None = None
+    chain: dict[str, ChainLink] = field(default_factory=dict)
+    # scalar params (checkPermissions, language, reload, contactId, ...) and the few opaque ones
+    options: dict[str, Any] = field(default_factory=dict)
+    # which params hold field names and values: name -> kind ("fields", "names", "scalars")
+    field_params: dict[str, str] = field(default_factory=dict)
+    # APIv3
+    filters: dict[str, Any] = field(default_factory=dict)
+    returns: tuple[str, ...] | None = None
+    v3_options: dict[str, Any] = field(default_factory=dict)
+    v3_chains: tuple[tuple[str, tuple[Call, ...]], ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"v{self.version}:{self.entity}.{self.action}"
+
+    @property
+    def is_read(self) -> bool:
+        return is_read_action(self.version, self.action)
+
+    @property
+    def is_get(self) -> bool:
+        return self.action.lower() == "get"
+
+    def children(self) -> Iterator[Call]:
+        if self.version == 4:
+            yield from (link.call for link in self.chain.values())
+        else:
+            for _, calls in self.v3_chains:
+                yield from calls
+
+    def walk(self, depth: int = 0) -> Iterator[tuple[Call, int]]:
+        """This call and every call it chains, with their depth."""
+        yield self, depth
+        for child in self.children():
+            yield from child.walk(depth + 1)
+
+    def effective_limit(self) -> int | None:
+        """The row cap CiviCRM will apply (None: every row)."""
+        if self.version == 4:
+            return self.limit or None
+        limit = self.v3_options.get("limit", V3_DEFAULT_LIMIT)
+        return limit or None
+
+    def with_limit(self, limit: int) -> Call:
+        if self.version == 4:
+            return replace(self, limit=limit)
+        return replace(self, v3_options={**self.v3_options, "limit": limit})
+
+    # --- back to JSON ---------------------------------------------------------------------
+    def to_params(self) -> dict[str, Any]:
+        """The params forwarded to CiviCRM: built from the parsed form, lists as lists."""
+        return self._v4_params() if self.version == 4 else self._v3_params()
+
+    def _v4_params(self) -> dict[str, Any]:
+        p: dict[str, Any] = {}
+        if self.select is not None:
+            p["select"] = [e.text for e in self.select]
+        if self.join is not None:
+            p["join"] = [j.to_json() for j in self.join]
+        if self.where is not None:
+            p["where"] = [c.to_json() for c in self.where]
+        if self.group_by is not None:
+            p["groupBy"] = [e.text for e in self.group_by]
+        if self.having is not None:
+            p["having"] = [c.to_json() for c in self.having]
+        if self.order_by is not None:
+            p["orderBy"] = {e.text: d for e, d in self.order_by}
+        if self.limit is not None:
+            p["limit"] = self.limit
+        if self.offset is not None:
+            p["offset"] = self.offset
+        for name in ("values", "defaults"):
+            value = getattr(self, name)
+            if value is not None:
+                p[name] = dict(value)
+        if self.records is not None:
+            p["records"] = [dict(r) for r in self.records]
+        if self.match is not None:
+            p["match"] = list(self.match)
+        p.update(self.options)
+        if self.chain:
+            p["chain"] = {
+                name: [link.call.entity, link.call.action, link.call.to_params(),
+                       *([link.index] if link.index is not None else [])]
+                for name, link in self.chain.items()}
+        return p
+
+    def _v3_params(self) -> dict[str, Any]:
+        p: dict[str, Any] = dict(self.filters)
+        if self.returns is not None:
+            p["return"] = list(self.returns)
+        if self.v3_options:
+            p["options"] = dict(self.v3_options)
+        p.update(self.options)
+        for key, calls in self.v3_chains:
+            forwarded = [c.to_params() for c in calls]
+            p[key] = forwarded[0] if len(forwarded) == 1 else forwarded
+        return p
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value in (0, 1, "0", "1"):
+        return bool(int(value))
+    raise from_civicrm(f'Parameter "{name}" is not of the correct type. Expecting bool.',
+                       status=500, error_code=0)
+
+
+def _count(name: str, value: Any) -> int:
+    """limit / offset / page: a whole number >= 0 (a negative one is a DB error in CiviCRM)."""
+    if isinstance(value, str) and re.fullmatch(r"-?\d{1,18}", value.strip()):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise from_civicrm(f'Parameter "{name}" is not of the correct type. Expecting int.',
+                           status=500, error_code=0)
+    if value < 0 or value > 2**31:
+        raise bad_param(name, "must be a whole number from 0 to 2147483648.")
+    return value
+
+
+def _int(name: str, value: Any) -> int:
+    if isinstance(value, str) and re.fullmatch(r"\d{1,18}", value.strip()):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise from_civicrm(f'Parameter "{name}" is not of the correct type. Expecting int.',
+                           status=500, error_code=0)
+    return value
+
+
+def _field_map(name: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise bad_param(name, "must be an object of field: value pairs.")
+    out = {}
+    for key, item in value.items():
+        if not expressions.FIELD_RE.fullmatch(key) or key.endswith("*"):
+            raise bad_param(name, f"{key[:80]!r} is not a field name.")
+        _check_value(f"{name}.{key}", item)
+        out[key] = item
+    return out
+
+
+def _names(name: str, value: Any) -> tuple[str, ...]:
+    out = []
+    for item in _as_list(name, value):
+        if not isinstance(item, str) or not expressions.FIELD_RE.fullmatch(item) \
+                or item.endswith("*"):
+            raise bad_param(name, "must be a list of field names.")
+        out.append(item)
+    return tuple(out)
+
+
+def _scalars(name: str, value: Any) -> list[Any]:
+    items = _as_list(name, value)
+    if any(isinstance(i, dict | list) for i in items):
+        raise bad_param(name, "must be a list of scalars.")
+    return items
+
+
+def _order(value: Any) -> tuple[tuple[Expr, str], ...]:
+    if not isinstance(value, dict):
+        raise bad_param("orderBy", "must be an object of {field: \"ASC\"|\"DESC\"}.")
+    out = []
+    for key, direction in value.items():
+        if not isinstance(direction, str) or direction.upper() not in ("ASC", "DESC"):
+            raise bad_param("orderBy", f"direction of {key[:80]!r} must be ASC or DESC.")
+        out.append((_expr("orderBy", key, alias=False), direction.upper()))
+    return tuple(out)
+
+
+def _unknown_param(name: str) -> GatewayError:
+    return from_civicrm(f"Unknown api parameter: set{name[:1].upper()}{name[1:]}",
+                        status=500, error_code=0)
+
+
+def param_kinds(entity: str, action: str,
+                declared: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The params an action takes, by kind. ``declared``: types from CiviCRM's getActions for an
+    action the gateway does not model (scalar ones only; an array param of unknown meaning
+    becomes ``opaque``)."""
+    kinds = _ENTITY_ACTION_PARAMS.get((entity, action)) or \
+        V4_ACTION_PARAMS.get(action.lower())
+    out = dict(_COMMON)
+    if kinds is not None:
+        out.update(kinds)
+    elif declared:
+        for name, kind in declared.items():
+            out.setdefault(name, kind if kind in _SCALAR_KINDS else "opaque")
+    if entity == "Contact" and action.lower() == "delete":
+        out["useTrash"] = "bool"
+    return out
+
+
+def parse(version: int, entity: str, action: str, raw: Mapping[str, Any], *,
+          declared: Mapping[str, str] | None = None, depth: int = 0) -> Call:
+    """Parse a call's params (already through the simple-form normalisation)."""
+    check_names(entity, action)
+    if depth > MAX_CHAIN_DEPTH:
+        raise invalid_request(f"Chains nested deeper than {MAX_CHAIN_DEPTH} levels are refused.")
+    if not isinstance(raw, Mapping):
+        raise invalid_request("Params must be a JSON object.")
+    action = STANDARD_ACTIONS.get(action.lower(), action)
+    if version == 3:
+        return _parse_v3(entity, action, raw, depth)
+    kinds = param_kinds(entity, action, declared)
+    call = Call(4, entity, action)
+    updates: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    field_params: dict[str, str] = {}
+    chain: dict[str, ChainLink] = {}
+    for name, value in raw.items():
+        kind = kinds.get(name)
+        if kind is None:
+            raise _unknown_param(name)
+        if value is None and kind != "chain":
+            continue
+        if kind == "exprs":
+            updates["group_by" if name == "groupBy" else "select"] = tuple(
+                _expr(name, e, alias=name == "select") for e in _as_list(name, value))
+        elif kind == "clauses":
+            updates[name] = _clauses(name, value)
+        elif kind == "joins":
+            updates["join"] = _joins(value)
+        elif kind == "order":
+            updates["order_by"] = _order(value)
+        elif kind == "count":
+            if name in ("limit", "offset"):
+                updates[name] = _count(name, value)
+            else:
+                options[name] = _count(name, value)
+        elif kind == "fields":
+            if name in ("values", "defaults"):
+                updates[name] = _field_map(name, value)
+            else:
+                options[name] = _field_map(name, value)
+                field_params[name] = "fields"
+        elif kind == "records":
+            records = []
+            for record in _as_list(name, value):
+                records.append(_field_map(name, record))
+            updates["records"] = tuple(records)
+        elif kind == "names":
+            updates["match"] = _names(name, value)
+        elif kind == "scalars":
+            options[name] = _scalars(name, value)
+        elif kind == "chain":
+            chain = _chain(value, depth)
+        elif kind == "bool":
+            options[name] = _bool(name, value)
+        elif kind == "int":
+            options[name] = _int(name, value)
+        elif kind == "string":
+            if not isinstance(value, str | int | float) or isinstance(value, bool):
+                raise bad_param(name, "must be a string.")
+            options[name] = str(value)
+        elif kind == "options":  # getFields loadOptions: true/false or a list of option keys
+            options[name] = _bool(name, value) if not isinstance(value, list) else \
+                _scalars(name, value)
+        elif kind == "scalar":
+            if isinstance(value, dict | list):
+                if name == "domainId":
+                    options[name] = _scalars(name, value)
+                    continue
+                raise bad_param(name, "must be a scalar.")
+            options[name] = value
+        else:  # opaque: kept as sent; the policy allows it only to unrestricted clients
+            options[name] = value
+            field_params[name] = "opaque"
+    return replace(call, chain=chain, options=options, field_params=field_params, **updates)
+
+
+def _chain(value: Any, depth: int) -> dict[str, ChainLink]:
+    if not isinstance(value, dict):
+        raise bad_param("chain", "must be an object of named calls.")
+    links = {}
+    for name, spec in value.items():
+        if isinstance(spec, dict):
+            spec = list(spec.values())
+        if not (isinstance(spec, list) and 2 <= len(spec) <= 4 and isinstance(spec[0], str)
+                and isinstance(spec[1], str)):
+            raise bad_param("chain", f"{name[:80]!r} must be [Entity, action, params?, index?].")
+        params = spec[2] if len(spec) > 2 else {}
+        if isinstance(params, list) and not params:
+            params = {}
+        if not isinstance(params, dict):
+            raise bad_param("chain", f"{name[:80]!r}: params must be an object.")
+        index = spec[3] if len(spec) > 3 else None
+        if index is not None and (isinstance(index, bool) or not isinstance(index, int | str)):
+            raise bad_param("chain", f"{name[:80]!r}: index must be a number or a field name.")
+        # The simple form holds in chains too.
+        sub = parse(4, spec[0], spec[1], normalize_v4(spec[1], params), depth=depth + 1)
+        links[name] = ChainLink(sub, index)
+    return links
+
+
+# --- APIv3 -----------------------------------------------------------------------------------
+
+_V3_META = {"sequential", "version", "check_permissions", "prettyprint", "debug", "json"}
+
+
+def _parse_v3(entity: str, action: str, raw: Mapping[str, Any], depth: int) -> Call:
+    action = action.lower() if action.lower() in _V3_ACTIONS else action
+    filters: dict[str, Any] = {}
+    returns: list[str] | None = None
+    v3_options: dict[str, Any] = {}
+    chains: list[tuple[str, tuple[Call, ...]]] = []
+    for key, value in raw.items():
+        # CiviCRM chains any key starting with "api" and "." or "_" whose value is an array
+        # or 1 ("api_key": {...} included); other values are filters.
+        chain_like = key[:4].lower() in ("api.", "api_") and (
+            isinstance(value, dict | list) or value is True or value == 1)
+        chained = _V3_CHAIN.fullmatch(key) if chain_like else None
+        if chained:
+            chains.append((key, _v3_chain(key, chained, value, depth)))
+        elif chain_like:
+            raise bad_param(key, "not a chained call: use api.Entity.action.")
+        elif key == "options":
+            v3_options = _v3_options(value)
+        elif key == "return":
+            returns = [*(returns or []), *_v3_return(value)]
+        elif key.startswith("return."):
+            name = key[len("return."):]
+            if not _V3_FILTER_KEY.fullmatch(name):
+                raise bad_param(key, "not a field name.")
+            returns = [*(returns or []), name]
+        elif key == "check_permissions":
+            if not _bool(key, value):
+                raise GatewayError("gateway-policy-denied",
+                                   "check_permissions cannot be turned off through the gateway.")
+        elif key in _V3_META:
+            continue  # the gateway sets these itself
+        elif key.startswith("options."):
+            v3_options.update(_v3_options({key[len("options."):]: value}))
+        else:
+            if not _V3_FILTER_KEY.fullmatch(key):
+                raise bad_param(key, "not a field name.")
+            filters[key] = _v3_filter(key, value)
+    return Call(3, entity, action, filters=filters,
+                returns=tuple(returns) if returns is not None else None,
+                v3_options=v3_options, v3_chains=tuple(chains),
+                options={"sequential": 1} if depth == 0 else {})
+
+
+_V3_ACTIONS = frozenset({"get", "getsingle", "getcount", "getvalue", "create", "delete",
+                         "getfields", "getoptions", "getactions", "getlist", "replace"})
+
+
+def _v3_chain(key: str, match: re.Match[str], value: Any, depth: int) -> tuple[Call, ...]:
+    entity, action = match.group(1), match.group(2)
+    if value in (1, True, "1"):
+        value = {}
+    items = value if isinstance(value, list) else [value]
+    calls = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise bad_param(key, "a chained call takes an object of params (or a list of them).")
+        calls.append(parse(3, entity[:1].upper() + entity[1:], action, item, depth=depth + 1))
+    if not calls:
+        raise bad_param(key, "a chained call needs params.")
+    return tuple(calls)
+
+
+def _v3_return(value: Any) -> list[str]:
+    names = value.split(",") if isinstance(value, str) else _as_list("return", value)
+    out = []
+    for name in names:
+        if not isinstance(name, str) or not _V3_FILTER_KEY.fullmatch(name.strip()):
+            raise bad_param("return", "must be field names (a list or a comma-separated string).")
+        out.append(name.strip())
+    return out
+
+
+def _v3_options(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise bad_param("options", "must be an object (limit, offset, sort).")
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if key in ("limit", "offset"):
+            out[key] = _count(f"options.{key}", item)
+        elif key == "sort":
+            out[key] = _v3_sort(item)
+        else:
+            raise bad_param(f"options.{key}", "the gateway accepts options limit, offset and sort.")
+    return out
+
+
+def _v3_sort(value: Any) -> str:
+    parts = value.split(",") if isinstance(value, str) else _as_list("options.sort", value)
+    out = []
+    for part in parts:
+        if not isinstance(part, str):
+            raise bad_param("options.sort", "must be 'field [ASC|DESC], ...'.")
+        words = part.split()
+        if not 1 <= len(words) <= 2 or not _V3_FILTER_KEY.fullmatch(words[0]) or (
+                len(words) == 2 and words[1].upper() not in ("ASC", "DESC")):
+            raise bad_param("options.sort", "must be 'field [ASC|DESC], ...'.")
+        out.append(" ".join([words[0], *(w.upper() for w in words[1:])]))
+    return ", ".join(out)
+
+
+def _v3_filter(key: str, value: Any) -> Any:
+    if isinstance(value, dict):
+        if len(value) != 1:
+            raise bad_param(key, "an operator filter is {\"OP\": value}.")
+        op, operand = next(iter(value.items()))
+        if op.upper() not in _V3_OPERATORS:
+            raise bad_param(key, f"unknown operator {op[:20]!r}.")
+        _check_value(key, operand)
+        return {op.upper(): operand}
+    _check_value(key, value)
+    return value
+
+
+def references_in(value: Any) -> Iterator[str]:
+    """Every ``$field`` chain reference inside a (chained call's) params value."""
+    if isinstance(value, str):
+        if value.startswith("$"):
+            match = _REFERENCE.fullmatch(value)
+            if not match:
+                raise invalid_request(f"{value[:80]!r} is not a chain reference ($field).")
+            yield match.group(1)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from references_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from references_in(item)

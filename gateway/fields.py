@@ -1,0 +1,183 @@
+"""The one walker over field references: every field a parsed call reads, filters, orders, groups,
+joins on, writes or passes down a chain, resolved to the entity that holds it.
+
+``UPPER(api_key) AS u``, ``c.api_key`` in a join condition, ``contact_id.hash`` through an
+implicit join and ``$hash`` in a chained call are all a :class:`FieldRef` to (Contact, api_key)
+or (Contact, hash) here, so the policy checks one set, never shapes.
+
+With a :class:`gateway.schema.Schema`, paths are resolved through CiviCRM's metadata (implicit
+joins follow ``fk_entity``; custom fields are ``Group.field`` names of their entity) and a name
+that resolves to nothing is an ``unknown-field`` error with suggestions. Without one, every
+segment of a dotted path is reported by name with the entity unknown (``None``) past the first:
+enough for name-based checks (credentials), not for field allow-lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .call import Call, Clause, Condition, Group, references_in
+from .expressions import FIELD_RE, Expr
+from .schema import Schema, unknown_field
+
+MAX_JOIN_HOPS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRef:
+    """``entity`` holds ``field`` (a bare name, or ``*`` for all of them; ``None`` entity: not
+    resolvable without metadata). ``via``: the entity reached through an implicit or explicit
+    join (its ``get`` must be allowed too)."""
+
+    entity: str | None
+    field: str
+    use: str
+    path: str
+    call: Call
+    via: str | None = None
+
+
+def _clause_exprs(clauses: tuple[Clause, ...] | None) -> Iterator[tuple[Expr, str | None]]:
+    """(expression, value) of every condition; the value only when it is a literal."""
+    stack = list(clauses or ())
+    while stack:
+        clause = stack.pop()
+        if isinstance(clause, Group):
+            stack.extend(clause.clauses)
+            continue
+        yield clause.left, None
+        if clause.right is not None:
+            yield clause.right, None
+
+
+def _join_value_fields(clause: Clause) -> Iterator[str]:
+    """In join conditions CiviCRM reads a string operand that names a field as that field."""
+    if isinstance(clause, Group):
+        for sub in clause.clauses:
+            yield from _join_value_fields(sub)
+        return
+    assert isinstance(clause, Condition)
+    values = clause.value if isinstance(clause.value, list) else [clause.value]
+    for value in values:
+        if isinstance(value, str) and FIELD_RE.fullmatch(value):
+            yield value
+
+
+def raw_paths(call: Call) -> Iterator[tuple[str, str]]:
+    """(path, use) for every field path the call itself names (its chains not included)."""
+    if call.version == 3:
+        for name in call.filters:
+            yield name, "filter"
+        for name in call.returns or ():
+            yield name, "select"
+        sort = call.v3_options.get("sort")
+        if isinstance(sort, str):
+            for part in sort.split(","):
+                yield part.split()[0], "order"
+        return
+    aliases = {e.alias for e in call.select or () if e.alias}
+    for expr in call.select or ():
+        for path in expr.fields:
+            yield path, "select"
+    for exprs, use in ((call.group_by, "group"), (tuple(e for e, _ in call.order_by or ()),
+                                                  "order")):
+        for expr in exprs or ():
+            for path in expr.fields:
+                if path not in aliases:
+                    yield path, use
+    for clauses, use in ((call.where, "where"), (call.having, "having")):
+        for expr, _ in _clause_exprs(clauses):
+            for path in expr.fields:
+                if not (use == "having" and path in aliases):
+                    yield path, use
+    for join in call.join or ():
+        for expr, _ in _clause_exprs(join.conditions):
+            for path in expr.fields:
+                yield path, "join"
+        for condition in join.conditions:
+            for path in _join_value_fields(condition):
+                yield path, "join"
+    for name in ("values", "defaults"):
+        for key in getattr(call, name) or {}:
+            yield key, "write"
+    for record in call.records or ():
+        for key in record:
+            yield key, "write"
+    for key in call.match or ():
+        yield key, "filter"
+    for name, kind in call.field_params.items():
+        if kind == "fields":
+            for key in call.options.get(name) or {}:
+                yield key, "filter"
+    search = call.options.get("searchField")
+    if isinstance(search, str) and search:
+        yield search, "filter"
+
+
+def chain_references(call: Call) -> Iterator[tuple[str, str]]:
+    """(path, use) of the parent fields that a call's chains pass down with ``$field``."""
+    if call.version == 4:
+        aliases = {e.alias for e in call.select or () if e.alias}  # checked where defined
+        for link in call.chain.values():
+            params = link.call.to_params()
+            params.pop("chain", None)  # a grandchild's "$x" refers to the child
+            for ref in references_in(params):
+                if ref not in aliases:
+                    yield ref, "chain"
+    else:
+        for _, calls in call.v3_chains:
+            for sub in calls:
+                params = sub.to_params()
+                for key in [k for k, _ in sub.v3_chains]:
+                    params.pop(key, None)
+                for ref in references_in(params):
+                    yield ref.removeprefix("value."), "chain"
+
+
+async def references(call: Call, schema: Schema | None) -> list[FieldRef]:
+    """Every field reference of ``call`` and of every call it chains."""
+    out: list[FieldRef] = []
+    for sub, _ in call.walk():
+        joins = {j.alias: j.entity for j in sub.join or ()}
+        for path, use in [*raw_paths(sub), *chain_references(sub)]:
+            out.extend(await _resolve(sub, path, use, joins, schema))
+    return out
+
+
+async def _resolve(call: Call, path: str, use: str, joins: dict[str, str],
+                   schema: Schema | None) -> list[FieldRef]:
+    bare = path.split(":", 1)[0] if not path.endswith("*") else path
+    if bare == "*" and use != "select":
+        return []  # COUNT(*): counts rows, reads no field
+    if bare == "row_count" and use == "select" and call.version == 4:
+        return []  # CiviCRM's pseudo-field: the number of matches
+    if schema is None or call.version == 3:
+        # By name only: the first segment is the call's own entity's (or a join alias).
+        parts = bare.split(".")
+        entity: str | None = call.entity
+        if len(parts) > 1 and parts[0] in joins:
+            entity, parts = joins[parts[0]], parts[1:]
+        refs = [FieldRef(entity, parts[0], use, path, call)]
+        refs += [FieldRef(None, p, use, path, call) for p in parts[1:]]
+        return refs
+    return await _resolve_in(call, call.entity, bare, path, use, joins, schema, hops=0, via=None)
+
+
+async def _resolve_in(call: Call, entity: str, name: str, path: str, use: str,
+                      joins: dict[str, str], schema: Schema, *, hops: int,
+                      via: str | None) -> list[FieldRef]:
+    fields = await schema.fields(entity)
+    if name == "*" or name in fields:
+        return [FieldRef(entity, name, use, path, call, via)]
+    head, dot, rest = name.partition(".")
+    if dot and hops == 0 and head in joins:
+        target = await schema.entity(joins[head])
+        return await _resolve_in(call, target, rest, path, use, {}, schema, hops=1,
+                                 via=target)
+    info = fields.get(head)
+    if dot and info is not None and info.fk_entity and hops < MAX_JOIN_HOPS:
+        first = FieldRef(entity, head, use, path, call, via)
+        return [first, *await _resolve_in(call, info.fk_entity, rest, path, use, {}, schema,
+                                          hops=hops + 1, via=info.fk_entity)]
+    raise unknown_field(entity, path if hops == 0 else name, list(fields))

@@ -1,0 +1,130 @@
+"""What CiviCRM says exists, as the gateway's checks need it: entity names, each entity's actions,
+and its fields (type, foreign key, required). Loaded through the backend's own metadata calls
+(``Entity.get``, ``getActions``, ``getFields``), as the identity the client's calls run as
+(CiviCRM filters metadata by permission), and kept by the resilient backend's metadata cache.
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import GatewayError
+
+if TYPE_CHECKING:
+    from .backends.base import Backend
+    from .clients import Identity
+
+
+@dataclass(frozen=True, slots=True)
+class FieldInfo:
+    name: str
+    data_type: str | None = None
+    fk_entity: str | None = None
+    required: bool = False
+    has_default: bool = False
+    readonly: bool = False
+
+
+def unknown_field(entity: str, name: str, known: list[str] | None = None) -> GatewayError:
+    hint = ""
+    if known:
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        if close:
+            hint = " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+    return GatewayError("unknown-field", f"{entity} has no field {name!r}.{hint}",
+                        civicrm={"entity": entity, "field": name})
+
+
+def unknown_api(detail: str) -> GatewayError:
+    return GatewayError("unknown-api", detail)
+
+
+class Schema:
+    """Metadata lookups for one identity; every answer comes from the backend's cache."""
+
+    def __init__(self, backend: Backend, identity: Identity | None) -> None:
+        self._backend = backend
+        self._kwargs: dict[str, Any] = {"identity": identity} if identity is not None else {}
+        self._entities: dict[str, str] | None = None
+        self._actions: dict[str, dict[str, str]] = {}
+        self._fields: dict[tuple[str, str], dict[str, FieldInfo]] = {}
+
+    async def _call(self, entity: str, action: str, params: dict[str, Any]) -> list[Any]:
+        return await self._backend.call(4, entity, action, params, **self._kwargs)
+
+    async def entity(self, name: str) -> str:
+        """CiviCRM's spelling of an entity name (matched in any case), or 404 unknown-api."""
+        if self._entities is None:
+            rows = await self._call("Entity", "get", {"select": ["name"]})
+            self._entities = {r["name"].lower(): r["name"] for r in rows
+                              if isinstance(r, dict) and isinstance(r.get("name"), str)}
+        found = self._entities.get(name.lower())
+        if found is None:
+            raise unknown_api(f"API ({name}, get) does not exist (or the extension it belongs "
+                              "to is not enabled).")
+        return found
+
+    async def actions(self, entity: str) -> dict[str, str]:
+        """Lower-cased action name -> CiviCRM's spelling."""
+        if entity not in self._actions:
+            rows = await self._call(entity, "getActions", {"select": ["name"]})
+            self._actions[entity] = {r["name"].lower(): r["name"] for r in rows
+                                     if isinstance(r, dict) and isinstance(r.get("name"), str)}
+        return self._actions[entity]
+
+    async def action(self, entity: str, name: str) -> str:
+        found = (await self.actions(entity)).get(name.lower())
+        if found is None:
+            raise unknown_api(f"Api {entity} {name} version 4 does not exist.")
+        return found
+
+    async def fields(self, entity: str, action: str = "get") -> dict[str, FieldInfo]:
+        """The fields of ``entity`` as ``action`` sees them (``create``: with ``required``)."""
+        key = (entity, action)
+        if key not in self._fields:
+            rows = await self._call(entity, "getFields", {
+                "select": ["name", "data_type", "fk_entity", "required", "default_value",
+                           "readonly"],
+                "action": action, "loadOptions": False})
+            infos = {}
+            for r in rows:
+                if isinstance(r, dict) and isinstance(r.get("name"), str):
+                    infos[r["name"]] = FieldInfo(
+                        r["name"], r.get("data_type"),
+                        r.get("fk_entity") if isinstance(r.get("fk_entity"), str) else None,
+                        bool(r.get("required")), r.get("default_value") is not None,
+                        bool(r.get("readonly")))
+            self._fields[key] = infos
+        return self._fields[key]
+
+
+class Schemas:
+    """One :class:`Schema` per CiviCRM identity, renewed after ``ttl`` seconds or when the
+    backend's metadata cache was flushed (a custom field added, ``POST /cache/flush``)."""
+
+    def __init__(self, backend: Backend, ttl: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._backend = backend
+        self._ttl = ttl
+        self._clock = clock
+        self._by_identity: dict[Identity | None, tuple[float, int, Schema]] = {}
+
+    def _generation(self) -> int:
+        cache = getattr(self._backend, "cache", None)
+        return int(getattr(cache, "generation", 0))
+
+    def for_identity(self, identity: Identity | None) -> Schema:
+        now = self._clock()
+        generation = self._generation()
+        entry = self._by_identity.get(identity)
+        if entry is not None and entry[0] > now and entry[1] == generation:
+            return entry[2]
+        schema = Schema(self._backend, identity)
+        if len(self._by_identity) > 1000:
+            self._by_identity.clear()
+        self._by_identity[identity] = (now + self._ttl, generation, schema)
+        return schema
