@@ -9,7 +9,7 @@ import secrets
 import sys
 import time
 from collections.abc import Sequence
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .settings import SettingsError, env_name, load_settings
 
@@ -66,11 +66,30 @@ async def _check() -> tuple[bool, str]:
     try:
         await backend.start()
         await backend.check()
+        exposed = await _reads_api_keys(backend)
     except GatewayError as exc:
         return False, f"{backend.name} backend: {exc.problem.title}: {exc.detail}"
     finally:
         await backend.close()
-    return True, f"{backend.name} backend: reachable, credentials accepted"
+    message = f"{backend.name} backend: reachable, credentials accepted"
+    if exposed:
+        message += ("\nWARN the gateway's CiviCRM user can read other contacts' API keys (it is "
+                    "an administrator). Run the gateway as a user without 'administer CiviCRM' "
+                    "(README: least privilege): then no policy mistake can leak a key.")
+    return True, message
+
+
+async def _reads_api_keys(backend: Any) -> bool:
+    """Whether the gateway's own CiviCRM user is shown contacts' ``api_key`` (CiviCRM drops
+    the field for users without administrator rights)."""
+    from .errors import GatewayError
+
+    try:
+        rows = await backend.call(4, "Contact", "get", {
+            "select": ["id", "api_key"], "where": [["api_key", "IS NOT NULL"]], "limit": 25})
+    except GatewayError:
+        return False  # this user may not even filter on it
+    return any(isinstance(r, dict) and r.get("api_key") for r in rows)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

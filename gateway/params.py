@@ -104,6 +104,7 @@ def normalize_v4(action: str, params: dict[str, Any]) -> dict[str, Any]:
     - update: ``id`` becomes ``where id =``, the other field keys become ``values``.
     Other actions, and bodies with no field keys, pass through unchanged.
     """
+    action = action.lower()  # CiviCRM matches actions in any case
     if action not in SIMPLE_ACTIONS:
         return params
     fields = {k: v for k, v in params.items() if k not in V4_PARAMS}

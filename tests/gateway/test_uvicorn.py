@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, SITE_KEY
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,17 @@ def test_check_command(upstream, tmp_path):
     ok = subprocess.run([sys.executable, "-m", "gateway", "check"], env=env, cwd=tmp_path,
                         capture_output=True, text=True, timeout=30)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert ok.stdout.startswith("OK")
+    # An administrator can read contacts' keys: warned about (least privilege).
+    assert ok.stdout.startswith("OK") and "WARN" in ok.stdout and "API keys" in ok.stdout
+    assert ADMIN_KEY not in ok.stdout + ok.stderr
+    # The staff user (no admin rights) is not shown keys: no warning.
+    staff = upstream.sandbox.ensure_staff()
+    upstream.config.api_keys[staff["api_key"]] = staff["contact_id"]
+    least = subprocess.run([sys.executable, "-m", "gateway", "check"], env={
+        **env, "CIVI_GATEWAY_HTTP_API_KEY": staff["api_key"], "CIVI_GATEWAY_HTTP_SITE_KEY": SITE_KEY},
+        cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert least.returncode == 0, least.stdout + least.stderr
+    assert least.stdout.startswith("OK") and "WARN" not in least.stdout
     env["CIVI_GATEWAY_HTTP_API_KEY"] = "wrong-key-000"
     bad = subprocess.run([sys.executable, "-m", "gateway", "check"], env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=30)
