@@ -22,6 +22,8 @@ from .expressions import FIELD_RE, Expr
 from .schema import Schema, unknown_field
 
 MAX_JOIN_HOPS = 3
+# Actions that answer metadata about the entity, not its records.
+META_ACTIONS = frozenset({"getfields", "getactions", "getlinks"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,8 @@ async def references(call: Call, schema: Schema | None) -> list[FieldRef]:
     """Every field reference of ``call`` and of every call it chains."""
     out: list[FieldRef] = []
     for sub, _ in call.walk():
+        if sub.action.lower() in META_ACTIONS:
+            continue  # their select/where name the metadata's own keys (name, data_type...)
         joins = {j.alias: j.entity for j in sub.join or ()}
         for path, use in [*raw_paths(sub), *chain_references(sub)]:
             out.extend(await _resolve(sub, path, use, joins, schema))

@@ -186,7 +186,9 @@ def test_half_open_lets_one_probe_through():
 # --- metadata cache ----------------------------------------------------------------------------
 
 async def test_metadata_cache_ttl_flush_and_identity(faulty_upstream, tmp_path):
-    settings = http_settings(faulty_upstream.url, metadata_cache_ttl=60)
+    # The cache itself, without the validation look-ups that every call would add.
+    settings = http_settings(faulty_upstream.url, metadata_cache_ttl=60, validate_calls=False)
+    faulty_upstream.faults.record_metadata = True
     clock = Clock()
     async with gateway_client(settings) as gw:
         backend = gw._transport.app.state.backend  # type: ignore[attr-defined]
