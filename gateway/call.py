@@ -48,13 +48,13 @@ _COMMON = {"checkPermissions": "bool", "chain": "chain", "debug": "bool", "langu
 _GET = {"select": "exprs", "where": "clauses", "orderBy": "order", "limit": "count",
         "offset": "count"}
 _WRITE_WHERE = {"where": "clauses", "orderBy": "order", "limit": "count", "offset": "count"}
-V4_ACTION_PARAMS: dict[str, dict[str, str]] = {
+V4_ACTION_PARAMS: dict[str, dict[str, str]] = {  # as getActions lists them on 5.77
     "get": {**_GET, "join": "joins", "groupBy": "exprs", "having": "clauses",
-            "translationMode": "string", "useCache": "bool"},
-    "create": {"values": "fields", "reload": "bool"},
+            "translationMode": "string"},
+    "create": {"values": "fields"},
     "update": {**_WRITE_WHERE, "values": "fields", "reload": "bool"},
     "save": {"records": "records", "defaults": "fields", "match": "names", "reload": "bool"},
-    "delete": {**_WRITE_WHERE, "useTrash": "bool"},
+    "delete": dict(_WRITE_WHERE),
     "replace": {**_WRITE_WHERE, "records": "records", "defaults": "fields", "match": "names",
                 "reload": "bool"},
     "revert": dict(_WRITE_WHERE),
@@ -64,8 +64,7 @@ V4_ACTION_PARAMS: dict[str, dict[str, str]] = {
     "getlinks": {**_GET, "entityTitle": "scalar", "expandMultiple": "bool", "values": "fields"},
     "checkaccess": {"action": "string", "values": "fields"},
     "autocomplete": {"input": "string", "page": "count", "key": "string", "formName": "string",
-                     "fieldName": "string", "filters": "fields", "searchField": "string",
-                     "ids": "scalars", "exclude": "scalars", "values": "fields",
+                     "fieldName": "string", "ids": "scalars", "values": "fields",
                      "savedSearch": "opaque", "display": "opaque"},
     "getchecksum": {"contactId": "int", "ttl": "int"},
     "validatechecksum": {"contactId": "int", "checksum": "string"},

@@ -112,9 +112,6 @@ def raw_paths(call: Call) -> Iterator[tuple[str, str]]:
         if kind == "fields":
             for key in call.options.get(name) or {}:
                 yield key, "filter"
-    search = call.options.get("searchField")
-    if isinstance(search, str) and search:
-        yield search, "filter"
 
 
 def chain_references(call: Call) -> Iterator[tuple[str, str]]:
@@ -172,7 +169,7 @@ async def _resolve_in(call: Call, entity: str, name: str, path: str, use: str,
                       joins: dict[str, str], schema: Schema, *, hops: int,
                       via: str | None) -> list[FieldRef]:
     fields = await schema.fields(entity)
-    if name == "*" or name in fields:
+    if name in ("*", "custom.*") or name in fields:  # custom.*: every custom field
         return [FieldRef(entity, name, use, path, call, via)]
     head, dot, rest = name.partition(".")
     if dot and hops == 0 and head in joins:

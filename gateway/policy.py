@@ -187,7 +187,11 @@ def check(policy: Policy, call: Call, refs: list[FieldRef]) -> Call:
     applied (``*`` selects narrowed to the allowed fields)."""
     check_calls(policy, call, refs)
     for ref in refs:
-        if ref.field == "*":
+        if ref.field.endswith("*"):
+            if policy.fields and (ref.entity is None or ref.entity in policy.fields) and not (
+                    ref.path == "*" and ref.entity == ref.call.entity):  # narrowed below
+                raise denied(f"{ref.path!r} would select fields of {ref.entity or 'a join'} this "
+                             "client may not read: name the fields.")
             continue
         if not policy.field_allowed(ref.entity, ref.field):
             where = f"{ref.entity}.{ref.field}" if ref.entity else ref.field

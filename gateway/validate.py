@@ -61,7 +61,9 @@ def _type_ok(info: FieldInfo, value: Any) -> bool:
     if isinstance(value, list):
         return all(_type_ok(info, v) for v in value)
     if kind == "Integer":
+        # A number past 64 bits arrives as a float (JSON has one number type): whole is fine.
         return (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, float) and value.is_integer()) or (
             isinstance(value, str) and bool(_INT.fullmatch(value.strip())))
     if kind == "Boolean":
         return isinstance(value, bool) or value in (0, 1, "0", "1", "true", "false", "")

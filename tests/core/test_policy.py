@@ -116,6 +116,7 @@ def test_field_allow_lists_and_wildcards():
                                   {"select": ["CONCAT(id, first_name) AS x"]})
     # Without metadata a dotted path cannot be resolved: a restricted client cannot use it.
     denied(policy, 4, "Contact", "get", {"select": ["email_primary.email"]})
+    denied(policy, 4, "Contact", "get", {"select": ["custom.*"]})
     # Entities without a list keep all their (non-credential) fields.
     checked(policy, 4, "Email", "get", {"select": ["email"]})
 

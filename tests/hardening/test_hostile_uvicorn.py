@@ -102,11 +102,12 @@ def test_hostile_bodies(gateway: GatewayProcess, unchanged: None, body: bytes) -
 
 def test_oversized_body_and_declared_length(gateway: GatewayProcess, unchanged: None) -> None:
     big = b'{"values": {"first_name": "' + b"x" * 1_200_000 + b'"}}'
-    response = httpx.post(gateway.url + "/v4/Contact/create", content=big, timeout=30)
+    response = httpx.post(gateway.url + "/v4/Contact/create", content=big, timeout=30,
+                          headers={"Content-Type": "application/json"})
     assert response.status_code == 413
     # A huge declared length with no body: refused before anything is read.
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=30) as sock:
-        sock.sendall(b"POST /v4/Contact/create HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        sock.sendall(b"POST /v4/Contact/create HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
                      b"Content-Type: application/json\r\nContent-Length: 99999999999\r\n\r\n")
         answer = sock.recv(4096)
     assert answer.split()[1] == b"413", answer[:200]

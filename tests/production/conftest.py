@@ -16,7 +16,6 @@ from starlette.types import Message, Receive, Scope, Send
 from gateway.backends.httpclient import Broken, Reply, Transport, Unreachable
 from tests.conftest import ADMIN_KEY, SITE_KEY, ThreadServer
 
-
 _METADATA_PATH = re.compile(r"/civicrm/ajax/api4/(Entity/get|\w+/(getActions|getFields))$")
 
 
