@@ -18,6 +18,7 @@ from .actions import ACTIONS, Ctx, Record
 from .errors import CiviError, Unauthorized
 from .schema import ENTITIES, META_ENTITIES, all_fields
 from .store import STAFF_PERMISSIONS, api_key_for, connect, initialise, is_initialised
+from .touch import touch
 
 # Parameter types per action, as the real action classes declare them.
 _A, _I, _B, _S, _M = "array", "int", "bool", "string", "mixed"
@@ -107,14 +108,16 @@ def validate_params(entity: str, action: str, params: dict[str, Any]) -> dict[st
     return out
 
 
-def _substitute(value: Any, record: Record) -> Any:
-    """Chained-call params: "$field" strings become the parent record's value."""
+def _substitute(value: Any, record: Record, entity: str) -> Any:
+    """Chained-call params: "$field" strings become the parent record's value (a field the
+    parent did not select stays the literal string, as in CiviCRM)."""
     if isinstance(value, str) and value.startswith("$") and value[1:] in record:
+        touch(entity, value[1:])  # the parent's field flows into the child call
         return record[value[1:]]
     if isinstance(value, list):
-        return [_substitute(v, record) for v in value]
+        return [_substitute(v, record, entity) for v in value]
     if isinstance(value, dict):
-        return {k: _substitute(v, record) for k, v in value.items()}
+        return {k: _substitute(v, record, entity) for k, v in value.items()}
     return value
 
 
@@ -223,6 +226,18 @@ class Sandbox:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+
+    def set_next_id(self, entity: str, next_id: int) -> None:
+        """Make the next record of ``entity`` get ``next_id`` (test fixtures re-creating a
+        capture's ids); refused when a record already has that id or a higher one."""
+        table = ENTITIES[entity].table
+        with self._lock:
+            top = self._conn.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0]  # noqa: S608
+            if top >= next_id:
+                raise ValueError(f"{entity} {top} exists: the next id cannot be {next_id}")
+            self._conn.execute("DELETE FROM sqlite_sequence WHERE name = ?", (table,))
+            self._conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)",
+                               (table, next_id - 1))
 
     @property
     def site_key(self) -> str:
@@ -382,7 +397,7 @@ class Sandbox:
             for name, call in chain.items():
                 if not isinstance(call, list) or len(call) < 2:
                     raise CiviError("Invalid chain: expected [entity, action, params]")
-                sub_params = _substitute(call[2] if len(call) > 2 else {}, record)
+                sub_params = _substitute(call[2] if len(call) > 2 else {}, record, ctx.entity.name)
                 sub_index = call[3] if len(call) > 3 else None
                 result = ctx.call(call[0], call[1], sub_params, sub_index)
                 record[name] = result["values"]

@@ -1,0 +1,102 @@
+"""The sandbox records every (entity, field) a call's query compiler and write paths resolve:
+the access policy's property test relies on this record being complete."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+
+import anyio
+
+from gateway.sandbox import touch
+from gateway.sandbox.engine import Sandbox
+from gateway.sandbox.touch import recording
+
+
+def _touched(sb: Sandbox, entity: str, action: str, params: dict) -> set[tuple[str, str]]:
+    with recording() as touched:
+        sb.api4(entity, action, params)
+    return touched
+
+
+def test_select_through_functions_aliases_and_wildcards(sb: Sandbox, ada: int) -> None:
+    got = _touched(sb, "Contact", "get", {"select": ["UPPER(last_name) AS shout",
+                                                     "CONCAT(first_name, ' ', nick_name)"],
+                                          "where": [["id", "=", ada]]})
+    assert got == {("Contact", "id"), ("Contact", "last_name"), ("Contact", "first_name"),
+                   ("Contact", "nick_name")}
+    got = _touched(sb, "Contact", "get", {"select": ["email_primary.*"], "limit": 1})
+    assert {("Contact", "email_primary"), ("Email", "email"), ("Email", "signature_html"),
+            ("Email", "contact_id")} <= got
+    assert ("Contact", "email_primary") in got and ("Contact", "api_key") not in got
+    star = _touched(sb, "Contact", "get", {"limit": 1})
+    assert ("Contact", "api_key") in star and ("Contact", "hash") in star
+
+
+def test_where_having_order_group_and_joins(sb: Sandbox, ada: int) -> None:
+    got = _touched(sb, "Contact", "get", {
+        "select": ["contact_type", "COUNT(id) AS total"], "groupBy": ["contact_type"],
+        "having": [["total", ">", 0]], "orderBy": {"MAX(birth_date)": "DESC"},
+        "where": [["OR", [["email_primary.email", "LIKE", "%@x"], ["api_key", "IS NULL"]]]]})
+    assert got == {("Contact", "contact_type"), ("Contact", "id"), ("Contact", "birth_date"),
+                   ("Contact", "email_primary"), ("Email", "email"), ("Contact", "api_key")}
+    got = _touched(sb, "Contact", "get", {
+        "select": ["id"], "join": [["Email AS e", "INNER", ["e.contact_id", "=", "id"],
+                                    ["e.signature_text", "IS NOT NULL"]]]})
+    assert got == {("Contact", "id"), ("Email", "contact_id"), ("Email", "signature_text")}
+    got = _touched(sb, "Contact", "get", {"select": ["id"],
+                                          "where": [["LOWER(hash)", "=", "x"]]})
+    assert ("Contact", "hash") in got
+
+
+def test_writes_record_their_values(sb: Sandbox, ada: int) -> None:
+    got = _touched(sb, "Contact", "update", {"where": [["id", "=", ada]],
+                                             "values": {"api_key": "k", "nick_name": "A"}})
+    assert {("Contact", "api_key"), ("Contact", "nick_name"), ("Contact", "id")} <= got
+    got = _touched(sb, "Email", "create", {"values": {"contact_id": ada, "email": "a@x.org"}})
+    assert got == {("Email", "contact_id"), ("Email", "email")}
+    got = _touched(sb, "Contact", "save", {"records": [{"contact_type": "Individual",
+                                                        "external_identifier": "x-1"}],
+                                           "match": ["external_identifier"]})
+    assert {("Contact", "external_identifier"), ("Contact", "contact_type")} <= got
+
+
+def test_chain_references_record_the_parent_field(sb: Sandbox, ada: int) -> None:
+    got = _touched(sb, "Contact", "get", {
+        "select": ["id", "hash"], "where": [["id", "=", ada]],
+        "chain": {"n": ["Note", "create", {"values": {"entity_id": "$id", "note": "$hash"}}]}})
+    assert {("Contact", "hash"), ("Note", "note"), ("Note", "entity_id")} <= got
+
+
+def test_v3_filters_and_return(sb: Sandbox, ada: int) -> None:
+    with recording() as got:
+        sb.api3("Contact", "get", {"last_name": "Lovelace", "return": "nick_name"})
+    assert {("Contact", "last_name"), ("Contact", "nick_name")} <= got
+
+
+def test_nothing_recorded_outside_and_nesting_is_separate(sb: Sandbox, ada: int) -> None:
+    assert not touch.active()
+    sb.api4("Contact", "get", {"select": ["last_name"]})  # no error, nowhere to record
+    with recording() as outer:
+        with recording() as inner:
+            sb.api4("Contact", "get", {"select": ["nick_name"]})
+        sb.api4("Contact", "get", {"select": ["job_title"]})
+    assert ("Contact", "nick_name") in inner and ("Contact", "nick_name") not in outer
+    assert ("Contact", "job_title") in outer
+
+
+def test_worker_threads_add_to_the_same_set(sb: Sandbox, ada: int) -> None:
+    """The sandbox backend runs calls in worker threads (anyio, asyncio.to_thread)."""
+    async def run() -> None:
+        await asyncio.to_thread(sb.api4, "Contact", "get", {"select": ["nick_name"]})
+        await anyio.to_thread.run_sync(lambda: sb.api4("Contact", "get",
+                                                       {"select": ["job_title"]}))
+
+    with recording() as got:
+        asyncio.run(run())
+    assert {("Contact", "nick_name"), ("Contact", "job_title")} <= got
+    # and a context copied before recording started sees nothing
+    ctx = contextvars.copy_context()
+    with recording() as later:
+        ctx.run(sb.api4, "Contact", "get", {"select": ["birth_date"]})
+    assert ("Contact", "birth_date") not in later
