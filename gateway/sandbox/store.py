@@ -10,7 +10,7 @@ import sqlite3
 from datetime import date, datetime
 from typing import Any
 
-from .schema import ddl
+from .schema import OPTION_GROUPS, ddl
 
 # Permissions an admin has (CiviCRM's admin role has all; these are the ones the sandbox checks)
 ALL_PERMISSIONS = (
@@ -20,6 +20,8 @@ ALL_PERMISSIONS = (
     "manage tags",
     "access CiviContribute", "edit contributions", "delete in CiviContribute",
     "edit api keys", "administer CiviCRM system", "view my contact", "edit my contact",
+    "access CiviEvent", "edit all events", "delete in CiviEvent", "edit event participants",
+    "access CiviMember", "edit memberships", "delete in CiviMember",
 )
 STAFF_PERMISSIONS = ("access CiviCRM", "view all contacts", "edit all contacts")
 
@@ -166,6 +168,21 @@ def rand_hash(rng: random.Random) -> str:
     return f"{rng.getrandbits(128):032x}"
 
 
+def seed_option_lists(conn: sqlite3.Connection) -> None:
+    """The option groups and values the sandbox's pseudoconstant fields use (activity types
+    get ids 6.., as on a fresh CiviCRM)."""
+    for gid, (name, title, options) in enumerate(OPTION_GROUPS, start=1):
+        conn.execute("INSERT INTO civicrm_option_group (id, name, title, is_reserved, "
+                     "is_active, is_locked, option_value_fields) VALUES "
+                     "(?, ?, ?, 1, 1, 0, ?)", (gid, name, title, "\x01name\x01label\x01"
+                                               "description\x01"))
+        for weight, (value, label) in enumerate(options.items(), start=1):
+            conn.execute("INSERT INTO civicrm_option_value (option_group_id, label, value, "
+                         "name, filter, is_default, weight, is_optgroup, is_reserved, "
+                         "is_active) VALUES (?, ?, ?, ?, 0, 0, ?, 0, 0, 1)",
+                         (gid, label, str(value), label, weight))
+
+
 def initialise(conn: sqlite3.Connection, seed: int, rng: random.Random, now: str) -> None:
     """Create every table and the base records (a fresh CiviCRM has contacts 1 and 2)."""
     for stmt in (*ddl(), *_META_DDL):
@@ -196,6 +213,7 @@ def initialise(conn: sqlite3.Connection, seed: int, rng: random.Random, now: str
         (ADMIN_CONTACT_ID, f"{first} {last}", first, last, f"{last}, {first}", rand_hash(rng),
          api_key_for(seed, "admin"), f"Dear {first}", f"Dear {first}", f"{first} {last}",
          now, now))
+    seed_option_lists(conn)
     conn.execute("INSERT INTO sandbox_user (username, password, contact_id, permissions) "
                  "VALUES (?, ?, ?, ?)", ("admin", "admin", ADMIN_CONTACT_ID,
                                          json.dumps(list(ALL_PERMISSIONS))))

@@ -270,8 +270,11 @@ def test_permissions(sb: Sandbox) -> None:
     staff = sb.api4("Contact", "get", {"where": [["id", "=", 2]]}, check_permissions=True,
                     contact_id=3)["values"][0]
     assert "api_key" not in staff
-    sb.api4("Contact", "create", {"values": {"first_name": "ByStaff"}}, check_permissions=True,
-            contact_id=3)
+    with pytest.raises(Unauthorized):  # creating contacts needs "add contacts" (sample 48)
+        sb.api4("Contact", "create", {"values": {"first_name": "ByStaff"}},
+                check_permissions=True, contact_id=3)
+    sb.api4("Contact", "update", {"values": {"id": 2, "nick_name": "ByStaff"}},
+            check_permissions=True, contact_id=3)
     with pytest.raises(Unauthorized):
         sb.api4("Setting", "set", {"values": {"debug_enabled": False}},
                 check_permissions=True, contact_id=3)
