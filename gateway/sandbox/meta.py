@@ -209,7 +209,8 @@ def _dao_part(name: str) -> str:
     return {"Email": "Core", "Phone": "Core", "Address": "Core", "Tag": "Core",
             "EntityTag": "Core", "Note": "Core", "GroupContact": "Contact",
             "Group": "Contact", "Relationship": "Contact", "Activity": "Activity",
-            "Contribution": "Contribute"}.get(name, name)
+            "Contribution": "Contribute", "OptionGroup": "Core", "OptionValue": "Core",
+            "Membership": "Member", "Event": "Event", "Participant": "Event"}.get(name, name)
 
 
 META_ROWS = (

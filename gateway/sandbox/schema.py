@@ -959,6 +959,11 @@ CUSTOM_GROUPS: dict[str, CustomGroup] = {CONSTITUENT_INFORMATION.name: CONSTITUE
 META_ENTITIES = ("Entity", "Setting")
 
 
+def emulated_entities() -> list[str]:
+    """Every APIv4 entity the sandbox serves (what its Entity.get lists), sorted."""
+    return sorted([*ENTITIES, *META_ENTITIES])
+
+
 def custom_fields(entity: str) -> list[Field]:
     """Custom fields extending ``entity``, named ``Group.Field`` as APIv4 shows them."""
     out = []
