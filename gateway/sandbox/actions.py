@@ -324,8 +324,10 @@ def run_get(ctx: Ctx) -> list[Record]:
         conds.append(f'{quote(q.alias)}."is_deleted" = 0')
     conds += q.exclude_sql()
     group_sql = [_expr_sql(q, g) for g in group_by]
-    having_sql = q.having(list(p.get("having") or []),
-                          {c.key: (c.sql, c.as_filter_field()) for c in cols})
+    # having names a select key, or repeats a select expression (CiviCRM maps it to its alias)
+    having_keys = {c.expr.text: (c.sql, c.as_filter_field()) for c in cols if c.expr}
+    having_keys.update({c.key: (c.sql, c.as_filter_field()) for c in cols})
+    having_sql = q.having(list(p.get("having") or []), having_keys)
     order_spec = p.get("orderBy") or {}
     if isinstance(order_spec, list):
         order_spec = {}
@@ -636,6 +638,8 @@ def save_records(ctx: Ctx, records: list[Any], defaults: dict[str, Any],
                  match: list[str]) -> list[Record]:
     out = []
     for rec in records:
+        if isinstance(rec, list):
+            rec = {str(i): v for i, v in enumerate(rec)}  # a PHP array either way
         if not isinstance(rec, dict):
             raise CiviError('Parameter "records" is not of the correct type. Expecting array.')
         vals = {**defaults, **rec}

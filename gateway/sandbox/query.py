@@ -171,6 +171,8 @@ class Query:
     # ---- explicit joins ---------------------------------------------------------------
     def add_join(self, spec: Any) -> None:
         """``["Email AS email", "LEFT", ["id", "=", "email.contact_id"], ...]``."""
+        if isinstance(spec, dict):
+            spec = list(spec.values())  # a PHP array either way
         if not isinstance(spec, list) or len(spec) < 2 or not isinstance(spec[0], str):
             raise CiviError("Invalid join parameter")
         m = _JOIN_RE.match(spec[0].strip())
@@ -183,7 +185,8 @@ class Query:
         side = side.upper()
         if side not in ("LEFT", "INNER", "EXCLUDE"):
             raise CiviError(f"Invalid join type: {side}")
-        conds = [c for c in spec[2:] if isinstance(c, list)]
+        conds = [list(c.values()) if isinstance(c, dict) else c for c in spec[2:]
+                 if isinstance(c, list | dict)]
         self.explicit[alias] = ExplicitJoin(ent, alias, side, conds)
 
     def explicit_join_sql(self) -> str:
@@ -228,6 +231,8 @@ class Query:
     _having: dict[str, tuple[str, Field]] | None = None
 
     def _clause(self, clause: Any) -> str:
+        if isinstance(clause, dict):
+            clause = list(clause.values())  # a PHP array either way
         if not isinstance(clause, list):
             # PHP iterates the clause's characters as if it were an array: a TypeError
             raise PhpFatal("Api4SelectQuery::treeWalkClauses(): Argument #1 ($clause) must "

@@ -135,3 +135,20 @@ def test_staff_cannot_read_api_key_through_a_function(sb: Sandbox, people: list[
                                        "where": [["id", "=", 2]]}, check_permissions=True,
                     contact_id=2)["values"]
     assert admin == [{"id": 2, "k": sb.admin_api_key.upper()}]
+
+
+def test_php_arrays_in_every_list_param(sb: Sandbox, people: list[int]) -> None:
+    """JSON objects are PHP arrays: clauses, joins and records given as objects work."""
+    ada = people[0]
+    sb.api4("Email", "create", {"values": {"contact_id": ada, "email": "ada@x.org"}})
+    rows = _get(sb, {"select": {"a": "id", "b": "e.email"},
+                     "join": {"x": {"0": "Email AS e", "1": "INNER",
+                                    "2": {"l": "e.contact_id", "o": "=", "r": "id"}}},
+                     "where": {"w": {"0": "id", "1": "=", "2": ada}}})
+    assert rows == [{"id": ada, "e.email": "ada@x.org"}]
+    saved = sb.api4("Contact", "save", {"records": [["Individual"]]})["values"][0]
+    assert saved["contact_type"] == "Individual" and saved["0"] is None
+    # having may repeat a select expression instead of naming its key
+    rows = _get(sb, {"select": ["gender_id", "COUNT(id)"], "groupBy": ["gender_id"],
+                     "where": [["id", "IN", people]], "having": [["COUNT(id)", ">", 1]]})
+    assert rows == [{"gender_id": 1, "COUNT:id": 2}]

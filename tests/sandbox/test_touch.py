@@ -100,3 +100,12 @@ def test_worker_threads_add_to_the_same_set(sb: Sandbox, ada: int) -> None:
     with recording() as later:
         ctx.run(sb.api4, "Contact", "get", {"select": ["birth_date"]})
     assert ("Contact", "birth_date") not in later
+
+
+def test_contact_actions_record_what_they_read(sb: Sandbox, ada: int) -> None:
+    got = _touched(sb, "Contact", "getChecksum", {"contactId": ada})
+    assert got == {("Contact", "hash")}
+    got = _touched(sb, "Contact", "getDuplicates", {"dedupeRule": "Individual.Supervised",
+                                                    "values": {"first_name": "Ada",
+                                                               "last_name": "Lovelace"}})
+    assert {("Contact", "first_name"), ("Contact", "last_name")} <= got
