@@ -601,8 +601,14 @@ def update_one(ctx: Ctx, row_id: int, values: dict[str, Any]) -> Record | None:
     return out
 
 
-def matching_ids(ctx: Ctx, where: list[Any]) -> list[int]:
-    sub = Ctx(ctx.conn, ctx.entity, "get", {"select": ["id"], "where": where}, False,
+def matching_ids(ctx: Ctx, where: list[Any], batch: bool = False) -> list[int]:
+    """Ids of the records ``where`` matches; ``batch``: honour the action's own orderBy,
+    limit and offset (update and delete take them, like get)."""
+    params: dict[str, Any] = {"select": ["id"], "where": where}
+    if batch:
+        params.update({k: ctx.params[k] for k in ("orderBy", "limit", "offset")
+                       if ctx.params.get(k) is not None})
+    sub = Ctx(ctx.conn, ctx.entity, "get", params, False,
               ctx.contact_id, ctx.perms, ctx.now, ctx.rng, ctx.call)
     return [r["id"] for r in run_get(sub)]
 
@@ -622,7 +628,7 @@ def run_update(ctx: Ctx) -> list[Record]:
     elif not where:
         raise CiviError('Parameter "where" is required unless primary keys are supplied in '
                         'values.')
-    ids = matching_ids(ctx, where)
+    ids = matching_ids(ctx, where, batch=True)
     if not ids and len(where) == 1 and isinstance(where[0], list) and where[0][:2] == ["id", "="]:
         # one id: CiviCRM writes that record directly, and the BAO cannot load it
         raise CiviError(f"Expected one {ctx.entity.name} but found 0")
@@ -694,7 +700,7 @@ def run_delete(ctx: Ctx) -> list[Record]:
     where = ctx.params.get("where")
     if not where:
         raise CiviError('Parameter "where" is required.')
-    ids = matching_ids(ctx, list(where))
+    ids = matching_ids(ctx, list(where), batch=True)
     delete_ids(ctx, ids, bool(ctx.params.get("useTrash", True)))
     return [{"id": i} for i in ids]
 

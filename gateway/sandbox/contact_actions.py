@@ -24,8 +24,8 @@ from .touch import touch
 PARAMS: dict[str, dict[str, str]] = {
     "getChecksum": {"contactId": "int", "ttl": "int"},
     "validateChecksum": {"contactId": "int", "checksum": "string"},
-    # GetDuplicates extends the DAO create action, so it inherits values/reload.
-    "getDuplicates": {"values": "array", "reload": "array", "dedupeRule": "mixed"},
+    # GetDuplicates extends the DAO create action, so it inherits values.
+    "getDuplicates": {"values": "array", "dedupeRule": "mixed"},
     "mergeDuplicates": {"contactId": "int", "duplicateId": "int", "mode": "string"},
     # GetLinks is a BasicGetAction (no join/groupBy/having) with three params of its own.
     "getLinks": {"select": "array", "where": "array", "orderBy": "array", "limit": "int",

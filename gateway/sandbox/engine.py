@@ -20,33 +20,37 @@ from .schema import ENTITIES, META_ENTITIES, all_fields
 from .store import STAFF_PERMISSIONS, api_key_for, connect, initialise, is_initialised
 from .touch import touch
 
-# Parameter types per action, as the real action classes declare them.
+# Parameter types per action, as the real action classes declare them (5.77's getActions with
+# select [name, params]: tests/fixtures/samples/getactions-params.json). "version" is not a
+# param of the real classes; the sandbox tolerates it because APIv3-style callers send it.
 _A, _I, _B, _S, _M = "array", "int", "bool", "string", "mixed"
 _COMMON = {"checkPermissions": _B, "chain": _A, "debug": _B, "language": _S, "version": _M}
 _GET = {"select": _A, "where": _A, "orderBy": _A, "limit": _I, "offset": _I}
+_BATCH = {"where": _A, "orderBy": _A, "limit": _I, "offset": _I}  # update/delete/replace
 PARAMS: dict[str, dict[str, str]] = {
-    "get": {**_GET, "join": _A, "groupBy": _A, "having": _A, "useCache": _B},
-    "create": {"values": _A, "reload": _A},
-    "update": {"values": _A, "where": _A, "reload": _A},
-    "save": {"records": _A, "defaults": _A, "match": _A, "reload": _A},
-    "delete": {"where": _A},
-    "replace": {"where": _A, "records": _A, "defaults": _A, "match": _A, "reload": _A},
+    "get": {**_GET, "join": _A, "groupBy": _A, "having": _A, "translationMode": _S},
+    "create": {"values": _A},
+    "update": {**_BATCH, "values": _A, "reload": _B},
+    "save": {"records": _A, "defaults": _A, "match": _A, "reload": _B},
+    "delete": dict(_BATCH),
+    "replace": {**_BATCH, "records": _A, "defaults": _A, "match": _A, "reload": _B},
     "getFields": {**_GET, "action": _S, "loadOptions": _M, "values": _A,
                   "includeCustom": _B},
     "getActions": dict(_GET),
     "autocomplete": {"input": _S, "page": _I, "key": _S, "formName": _S, "fieldName": _S,
-                     "filters": _A, "searchField": _S, "ids": _A, "exclude": _A},
+                     "ids": _A, "display": _M, "savedSearch": _M, "values": _A},
     "checkAccess": {"action": _S, "values": _A},
     "set": {"values": _A, "domainId": _M, "contactId": _I},
-    "entity_get": {**_GET, "includeFields": _B},
+    "entity_get": {**_GET, "includeCustom": _B},
     "setting_get": {"select": _A, "domainId": _M, "contactId": _I},
+    "setting_getFields": {**_GET, "action": _S, "loadOptions": _M, "values": _A,
+                          "includeCustom": _B, "domainId": _I},
 }
 PARAMS.update(contact_actions.PARAMS)
 READ_ACTIONS = ("get", "autocomplete", "checkAccess", "getFields", "getActions")
 # "array" params read as PHP reads them: keyed (field => value) or listed (one item each).
-_KEYED = frozenset({"values", "defaults", "orderBy", "chain", "filters"})
-_LISTED = frozenset({"select", "where", "having", "join", "groupBy", "records", "match", "ids",
-                     "exclude"})
+_KEYED = frozenset({"values", "defaults", "orderBy", "chain"})
+_LISTED = frozenset({"select", "where", "having", "join", "groupBy", "records", "match", "ids"})
 
 
 _ENTITY_NAMES = {name.lower(): name for name in (*ENTITIES, *META_ENTITIES)}
@@ -98,8 +102,8 @@ def validate_params(entity: str, action: str, params: dict[str, Any]) -> dict[st
     key = action
     if entity == "Entity" and action == "get":
         key = "entity_get"
-    elif entity == "Setting" and action == "get":
-        key = "setting_get"
+    elif entity == "Setting" and action in ("get", "getFields"):
+        key = f"setting_{action}"
     allowed = {**_COMMON, **PARAMS.get(key, {})}
     if entity == "Contact" and action == "delete":
         allowed["useTrash"] = _B
