@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import sqlexpr
-from .errors import CiviError, Unauthorized
+from .errors import CiviError
 from .query import GROUP_SEPARATOR, Query, quote
 from .rules import PRIMARY_TABLES, ROW_RULES, contact_defaults
 from .schema import ACTOR, BOOL, CUSTOM_GROUPS, ENTITIES, FLOAT, INT, MONEY, NOW, Entity, Field, custom_fields
@@ -252,6 +252,8 @@ def _order_sql(q: Query, spec: dict[str, Any], cols: list[Column]) -> list[str]:
         d = str(direction).upper() if isinstance(direction, str) else str(direction)
         if d not in ("ASC", "DESC"):
             raise CiviError(f"Invalid sort direction. Cannot order by {name} {direction}")
+        if name not in by_key and q.reads_hidden(name):
+            continue  # like a clause on it: ignored, or the order would reveal it
         # a select key (alias, FN:field or field) orders by its own SQL
         out.append(f"{by_key[name] if name in by_key else _expr_sql(q, name)} {d}")
     return out
@@ -303,7 +305,7 @@ def format_value(col: Column, value: Any) -> Any:
 def run_get(ctx: Ctx) -> list[Record]:
     p = ctx.params
     ent = ctx.entity
-    q = Query(ent)
+    q = Query(ent, hidden=lambda f: not ctx.may_see_field(f))
     for spec in p.get("join") or []:
         q.add_join(spec)
     group_by = list(p.get("groupBy") or [])
@@ -317,13 +319,12 @@ def run_get(ctx: Ctx) -> list[Record]:
     if limit < 0 or offset < 0:
         raise CiviError("DB Error: syntax error")  # MySQL refuses "LIMIT -1"
     joins_sql = q.explicit_join_sql()
-    conds = [q.where(where)]
-    if ctx.check and mentions(where, "api_key") and not any(x in ctx.perms for x in KEY_PERMS):
-        raise Unauthorized("Unauthorized field 'api_key'")
+    conds = [q.where(where)]  # clauses on fields the caller may not see are ignored
     if ent.name == "Contact" and not mentions(where, "is_deleted"):
         conds.append(f'{quote(q.alias)}."is_deleted" = 0')
     conds += q.exclude_sql()
-    group_sql = [_expr_sql(q, g) for g in group_by]
+    group_sql = [_expr_sql(q, g) for g in group_by
+                 if not (isinstance(g, str) and q.reads_hidden(g))]
     # having names a select key, or repeats a select expression (CiviCRM maps it to its alias)
     having_keys = {c.expr.text: (c.sql, c.as_filter_field()) for c in cols if c.expr}
     having_keys.update({c.key: (c.sql, c.as_filter_field()) for c in cols})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +80,9 @@ class Query:
     joins: dict[str, str] = field(default_factory=dict)
     explicit: dict[str, ExplicitJoin] = field(default_factory=dict)
     params: list[Any] = field(default_factory=list)
+    # fields the caller may not see: clauses and sorts on them are ignored, as CiviCRM's
+    # field permissions ignore them (api_key for a user without key permissions)
+    hidden: Callable[[Field], bool] | None = None
 
     # ---- field resolution -------------------------------------------------------------
     def resolve(self, path: str) -> Resolved:
@@ -200,9 +204,14 @@ class Query:
     def _on_clause(self, cond: list[Any]) -> str:
         # Join conditions compare two fields: ["id", "=", "email.contact_id"]
         if len(cond) == 3 and isinstance(cond[2], str) and cond[1] in COMPARISON:
+            if isinstance(cond[0], str) and self.reads_hidden(cond[0]):
+                return "1"
             left = self.resolve(cond[0]).expr
             try:
-                right = self.resolve(cond[2]).expr
+                right_res = self.resolve(cond[2])
+                if self.hidden is not None and self.hidden(right_res.field):
+                    return "1"
+                right = right_res.expr
             except CiviError:
                 self.params.append(cond[2])
                 right = "?"
@@ -254,11 +263,23 @@ class Query:
         op = op.upper()
         res = self._clause_subject(head)
         value = clause[2] if len(clause) > 2 else None
+        if self.reads_hidden(head):
+            return "1"
         if len(clause) > 3 and clause[3] is True and isinstance(value, str):
             # 4th element true: the value is another field or expression, not a literal
+            if self.reads_hidden(value):
+                return "1"
             other = self._clause_subject(value).expr
             return f"{res.expr} {'!=' if op == '<>' else op} {other}"
         return self._compare(res, op, value)
+
+    def reads_hidden(self, text: str) -> bool:
+        """Does this field path or expression read a field the caller may not see?"""
+        if self.hidden is None or (self._having is not None and text in self._having):
+            return False
+        names = [text] if sqlexpr.is_plain_field(text) else \
+            sqlexpr.fields_of(sqlexpr.parse(text, alias=False).node)
+        return any(self.hidden(self.resolve(n).field) for n in names)
 
     def _clause_subject(self, head: str) -> Resolved:
         """What a clause compares: a field, or (5.77) any SQL expression; in HAVING, a key

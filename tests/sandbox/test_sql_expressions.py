@@ -152,3 +152,30 @@ def test_php_arrays_in_every_list_param(sb: Sandbox, people: list[int]) -> None:
     rows = _get(sb, {"select": ["gender_id", "COUNT(id)"], "groupBy": ["gender_id"],
                      "where": [["id", "IN", people]], "having": [["COUNT(id)", ">", 1]]})
     assert rows == [{"gender_id": 1, "COUNT:id": 2}]
+
+
+def test_staff_clauses_on_api_key_are_ignored(sb: Sandbox, people: list[int]) -> None:
+    """Real 5.77 for a user without key permissions: a where clause on api_key is silently
+    ignored (every contact comes back), in an expression or a join condition too."""
+    staff = sb.ensure_staff()["contact_id"]
+    every = sorted(r["id"] for r in sb.api4("Contact", "get", {"select": ["id"]})["values"])
+    probes = [
+        {"where": [["api_key", "=", sb.admin_api_key]]},
+        {"where": [["UPPER(api_key)", "LIKE", "A%"]]},
+        {"where": [["first_name", "=", "api_key", True]]},
+        {"join": [["Contact AS c", "INNER", ["c.id", "=", "id"], ["c.api_key", "IS NOT NULL"]]]},
+        {"join": [["Contact AS c", "INNER", ["c.id", "=", "id"], ["c.api_key", "=", "'x'"]]]},
+    ]
+    for extra in probes:
+        got = sb.api4("Contact", "get", {"select": ["id"], **extra}, check_permissions=True,
+                      contact_id=staff)["values"]
+        assert sorted(r["id"] for r in got) == every, extra
+    # ordering by it would reveal it too: ignored, so records come in id order
+    got = sb.api4("Contact", "get", {"select": ["id"], "orderBy": {"api_key": "DESC"}},
+                  check_permissions=True, contact_id=staff)["values"]
+    assert [r["id"] for r in got] == every
+    # the admin's clause applies
+    got = sb.api4("Contact", "get", {"select": ["id"],
+                                     "where": [["api_key", "=", sb.admin_api_key]]},
+                  check_permissions=True, contact_id=2)["values"]
+    assert got == [{"id": 2}]
