@@ -109,3 +109,26 @@ def test_contact_actions_record_what_they_read(sb: Sandbox, ada: int) -> None:
                                                     "values": {"first_name": "Ada",
                                                                "last_name": "Lovelace"}})
     assert {("Contact", "first_name"), ("Contact", "last_name")} <= got
+
+
+def test_everywhere_collects_from_a_wire_server_in_another_thread(sb: Sandbox,
+                                                                   ada: int) -> None:
+    """A wire server under uvicorn in its own thread does not share the test's context."""
+    import threading
+
+    def call() -> None:
+        sb.api4("Contact", "get", {"select": ["legal_name"]})
+
+    with recording() as local_only:
+        worker = threading.Thread(target=call)
+        worker.start()
+        worker.join()
+    assert ("Contact", "legal_name") not in local_only
+    with recording(everywhere=True) as everywhere:
+        worker = threading.Thread(target=call)
+        worker.start()
+        worker.join()
+    assert ("Contact", "legal_name") in everywhere
+    # closed blocks collect nothing more
+    call()
+    assert not touch._everywhere
