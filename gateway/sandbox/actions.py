@@ -302,6 +302,15 @@ def format_value(col: Column, value: Any) -> Any:
     return str(value)
 
 
+def _fetch(ctx: Ctx, sql: str, params: list[Any]) -> list[Any]:
+    try:
+        return ctx.conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError:
+        # e.g. an aggregate inside WHERE, or an expression nested too deep: MySQL refuses
+        # such a statement too, and CiviCRM reports its DB error
+        raise CiviError("DB Error: syntax error") from None
+
+
 def run_get(ctx: Ctx) -> list[Record]:
     p = ctx.params
     ent = ctx.entity
@@ -356,7 +365,7 @@ def run_get(ctx: Ctx) -> list[Record]:
         # identifiers come from the schema, values are bound (see query.py)
         sql = f"SELECT COUNT(*) FROM ({inner}{tail})" if tail else \
             f"SELECT COUNT(*) {from_sql} WHERE {where_sql}"  # noqa: S608
-        ctx.count_matched = ctx.conn.execute(sql, params).fetchone()[0]
+        ctx.count_matched = _fetch(ctx, sql, params)[0][0]
     if row_count and not cols:
         return []
     hidden = []
@@ -369,11 +378,7 @@ def run_get(ctx: Ctx) -> list[Record]:
     if limit or offset:
         sql += " LIMIT ? OFFSET ?"
         params += [limit if limit else -1, offset]
-    try:
-        rows = ctx.conn.execute(sql, params).fetchall()
-    except sqlite3.OperationalError:
-        # e.g. an aggregate inside WHERE: MySQL refuses the statement the same way
-        raise CiviError("DB Error: syntax error") from None
+    rows = _fetch(ctx, sql, params)
     out = []
     for row in rows:
         ctype = row[-1] if hidden else None

@@ -193,7 +193,11 @@ def parse(expression: str, *, alias: bool = True) -> Expr:
     pos = expression.rfind(" AS ") if alias else -1
     text = expression[:pos] if pos > 0 else expression
     name = munge(expression[pos + 4:]) if pos > 0 else None
-    return Expr(_convert(text, expression), text, name)
+    try:
+        return Expr(_convert(text, expression), text, name)
+    except RecursionError:
+        # nesting deeper than Python's stack (PHP would run out of memory): refuse it
+        raise CiviError(f"Unable to parse sql expression: {expression}") from None
 
 
 def _convert(text: str, whole: str, permitted: tuple[type, ...] | None = None) -> Node:

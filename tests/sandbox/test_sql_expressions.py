@@ -179,3 +179,14 @@ def test_staff_clauses_on_api_key_are_ignored(sb: Sandbox, people: list[int]) ->
                                      "where": [["api_key", "=", sb.admin_api_key]]},
                   check_permissions=True, contact_id=2)["values"]
     assert got == [{"id": 2}]
+
+
+def test_expressions_too_deep_are_refused_not_crashing(sb: Sandbox) -> None:
+    deep = "UPPER(" * 5000 + "last_name" + ")" * 5000
+    with pytest.raises(CiviError, match=r"^Unable to parse sql expression: UPPER\(UPPER"):
+        _get(sb, {"select": [deep]})
+    long_sum = "(" + " + ".join(["id"] * 3000) + ")"
+    with pytest.raises(CiviError, match="^DB Error: syntax error$"):
+        _get(sb, {"select": [long_sum]})
+    with pytest.raises(CiviError, match="^DB Error: syntax error$"):
+        _get(sb, {"where": [["COUNT(id)", ">", 1]]})  # an aggregate in WHERE
