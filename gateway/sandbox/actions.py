@@ -112,10 +112,13 @@ def default_fields(ent: Entity, ctx: Ctx) -> list[Field]:
 
 
 def mentions(where: Any, name: str) -> bool:
+    """Does a where tree name this field anywhere (clauses may be PHP arrays as objects)?"""
+    if isinstance(where, dict):
+        where = list(where.values())
     if isinstance(where, list):
         if where and where[0] == name:
             return True
-        return any(mentions(w, name) for w in where if isinstance(w, list))
+        return any(mentions(w, name) for w in where if isinstance(w, list | dict))
     return False
 
 

@@ -260,6 +260,7 @@ class V3:
                 return {"count": len(recs), "is_error": 1,
                         "error_message": f"Expected one {entity} but found {len(recs)}"}
             if act == "getsingle":
+                self.chain(ent, recs, params)
                 return {**recs[0], "is_error": 0}
             keys = _returns(params)
             if not keys:

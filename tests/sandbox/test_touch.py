@@ -132,3 +132,27 @@ def test_everywhere_collects_from_a_wire_server_in_another_thread(sb: Sandbox,
     # closed blocks collect nothing more
     call()
     assert not touch._everywhere
+
+
+def test_v3_chains_in_every_spelling(sb: Sandbox, ada: int) -> None:
+    sb.api4("Email", "create", {"values": {"contact_id": ada, "email": "ada@x.org"}})
+    for key in ("api.Email.get", "api_Email_get", "api.email.get", "api_email_get"):
+        with recording() as got:
+            out = sb.api3("Contact", "getsingle", {"id": ada, "return": "display_name",
+                                                   key: {"return": "email"}})
+        assert out[key]["values"] == [{"id": out[key]["id"].__str__(), "email": "ada@x.org"}]
+        assert {("Email", "contact_id"), ("Email", "email")} <= got, key
+    # $value.field reads the parent's field; a chained write obeys permissions too
+    with recording() as got:
+        out = sb.api3("Contact", "get", {"id": ada, "sequential": 1, "return": "display_name",
+                                         "api.Note.create": {"entity_id": "$value.id",
+                                                             "note": "$value.display_name"}})
+    note = out["values"][0]["api.Note.create"]
+    assert note["is_error"] == 0 and note["values"][0]["note"] == "Ada Lovelace"
+    assert {("Contact", "display_name"), ("Note", "note"), ("Note", "entity_id")} <= got
+    staff = sb.ensure_staff()["contact_id"]
+    out = sb.api3("Contact", "get", {"id": ada, "sequential": 1,
+                                     "api_Contact_delete": {"id": "$value.id"}},
+                  check_permissions=True, contact_id=staff)
+    assert out["values"][0]["api_Contact_delete"]["is_error"] == 1
+    assert sb.api4("Contact", "get", {"where": [["id", "=", ada]]})["count"] == 1
