@@ -186,7 +186,7 @@ def test_expressions_too_deep_are_refused_not_crashing(sb: Sandbox) -> None:
     with pytest.raises(CiviError, match=r"^Unable to parse sql expression: UPPER\(UPPER"):
         _get(sb, {"select": [deep]})
     long_sum = "(" + " + ".join(["id"] * 3000) + ")"
-    with pytest.raises(CiviError, match="^DB Error: syntax error$"):
+    with pytest.raises(CiviError, match=r"^DB Error: syntax error$"):
         _get(sb, {"select": [long_sum]})
-    with pytest.raises(CiviError, match="^DB Error: syntax error$"):
+    with pytest.raises(CiviError, match=r"^DB Error: syntax error$"):
         _get(sb, {"where": [["COUNT(id)", ">", 1]]})  # an aggregate in WHERE
