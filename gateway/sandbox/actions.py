@@ -203,6 +203,11 @@ def _expand_select(ctx: Ctx, q: Query, items: list[str]) -> list[Column]:
             raise CiviError("Cannot use existing field name as alias")
         if expr.key in seen:
             return
+        if isinstance(expr.node, sqlexpr.FieldRef):  # "gender_id:label AS g": a field renamed
+            res = q.resolve(expr.node.name)
+            seen.add(expr.key)
+            cols.append(Column(expr.key, res.expr, res.field, res.suffix))
+            return
         sql, f = q.expression(expr.node)
         seen.add(expr.key)
         cols.append(Column(expr.key, sql, f, None, expr))

@@ -190,3 +190,10 @@ def test_expressions_too_deep_are_refused_not_crashing(sb: Sandbox) -> None:
         _get(sb, {"select": [long_sum]})
     with pytest.raises(CiviError, match=r"^DB Error: syntax error$"):
         _get(sb, {"where": [["COUNT(id)", ">", 1]]})  # an aggregate in WHERE
+
+
+def test_fields_and_literals_with_aliases(sb: Sandbox, people: list[int]) -> None:
+    alan = people[1]
+    rows = _get(sb, {"select": ["gender_id:label AS g", "first_name AS f", "'x' AS lit",
+                                "3 AS n", "NULL AS z"], "where": [["id", "=", alan]]})
+    assert rows == [{"id": alan, "g": "Male", "f": "Alan", "lit": "x", "n": 3, "z": None}]
