@@ -156,3 +156,13 @@ def test_v3_chains_in_every_spelling(sb: Sandbox, ada: int) -> None:
                   check_permissions=True, contact_id=staff)
     assert out["values"][0]["api_Contact_delete"]["is_error"] == 1
     assert sb.api4("Contact", "get", {"where": [["id", "=", ada]]})["count"] == 1
+
+
+def test_replace_and_group_by_alone(sb: Sandbox, ada: int) -> None:
+    got = _touched(sb, "Email", "replace", {"where": [["contact_id", "=", ada]],
+                                            "records": [{"email": "r@x.org",
+                                                         "signature_text": "s"}]})
+    assert {("Email", "contact_id"), ("Email", "email"), ("Email", "signature_text")} <= got
+    got = _touched(sb, "Contact", "get", {"select": ["COUNT(id) AS n"],
+                                          "groupBy": ["preferred_language"]})
+    assert got == {("Contact", "id"), ("Contact", "preferred_language")}
