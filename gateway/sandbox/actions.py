@@ -273,6 +273,11 @@ def format_value(col: Column, value: Any) -> Any:
     dtype = col.data_type
     if col.expr is None:
         v = to_api(f, value) if f is not None else value
+        if isinstance(v, list) and col.suffix in ("label", "name") and f is not None and \
+                f.options:
+            # a serialized field: each stored key as its label/name
+            by_text = {str(k): label for k, label in f.options.items()}
+            return [by_text.get(str(k)) for k in v]
         if col.suffix in ("label", "name") and f is not None and f.options:
             v = f.options.get(v, None) if col.suffix == "label" else (
                 str(f.options.get(v)) if v is not None and not isinstance(v, str) and
@@ -496,6 +501,8 @@ def create_one(ctx: Ctx, values: dict[str, Any]) -> Record:
                 continue
         elif isinstance(default, bool):
             default = int(default)
+        elif f.serialize and default is not None:
+            default = to_db(f, default)
         if default is None and f.required:
             missing.append(f.name)
         row[f.name] = default
