@@ -102,6 +102,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .sandbox.engine import Sandbox
+    from .sandbox.schema import emulated_entities
     from .sandbox.wire import WireConfig, create_wire_app
 
     api_key = args.api_key or os.environ.get("CIVI_SANDBOX_API_KEY") or secrets.token_hex(16)
@@ -110,7 +111,8 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     app = create_wire_app(sandbox, config)
     tls = {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key} if args.tls_cert else {}
     base = f"{'https' if tls else 'http'}://{args.host}:{args.port}"
-    print(f"Sandbox CiviCRM at {base} (admin API key printed once below).\n"
+    print(f"Sandbox CiviCRM at {base} emulating {', '.join(emulated_entities())} "
+          "(admin API key printed once below).\n"
           f"Point a gateway at it with:\n"
           f"  {env_name('backend')}=http {env_name('http_url')}={base} "
           f"{env_name('http_api_key')}={api_key}", file=sys.stderr, flush=True)

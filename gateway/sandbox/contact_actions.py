@@ -18,13 +18,14 @@ from .actions import ACTIONS, Ctx, Record, to_api, update_one
 from .errors import CiviError
 from .meta import ACTION_DESCRIPTIONS, array_query
 from .schema import ENTITIES
+from .touch import touch
 
 # Parameter types as the action classes declare them (engine.validate_params reads these).
 PARAMS: dict[str, dict[str, str]] = {
     "getChecksum": {"contactId": "int", "ttl": "int"},
     "validateChecksum": {"contactId": "int", "checksum": "string"},
-    # GetDuplicates extends the DAO create action, so it inherits values/reload.
-    "getDuplicates": {"values": "array", "reload": "array", "dedupeRule": "mixed"},
+    # GetDuplicates extends the DAO create action, so it inherits values.
+    "getDuplicates": {"values": "array", "dedupeRule": "mixed"},
     "mergeDuplicates": {"contactId": "int", "duplicateId": "int", "mode": "string"},
     # GetLinks is a BasicGetAction (no join/groupBy/having) with three params of its own.
     "getLinks": {"select": "array", "where": "array", "orderBy": "array", "limit": "int",
@@ -100,6 +101,7 @@ def _php_falsy(value: Any) -> bool:
 def _contact_hash(ctx: Ctx, contact_id: Any) -> str:
     """The contact's hash; like CRM_Contact_BAO_Contact_Utils a missing one is made and
     stored (for an unknown id the new hash is simply never stored)."""
+    touch("Contact", "hash")  # a checksum is derived from the contact's hash
     row = ctx.conn.execute("SELECT hash FROM civicrm_contact WHERE id = ?",
                            (contact_id,)).fetchone()
     if row and row[0]:
@@ -194,6 +196,12 @@ def find_duplicates(ctx: Ctx, ctype: str, values: dict[str, Any]) -> list[int]:
     """The sandbox's dedupe rule: Individuals match on first and last name (and any of their
     emails when an email is given), Organizations on organization_name, Households on
     household_name; case-insensitive like MySQL's default collation."""
+    for name in ("contact_type", "is_deleted", "first_name", "last_name", "organization_name",
+                 "household_name"):
+        touch("Contact", name)
+    if values.get("email_primary.email"):
+        touch("Email", "email")
+
     def text(key: str) -> str:
         v = values.get(key)
         return "" if v is None else str(v).strip()
@@ -247,6 +255,8 @@ _LOCATION_TABLES = ("civicrm_email", "civicrm_phone", "civicrm_address")
 def _contact_row(ctx: Ctx, contact_id: int) -> dict[str, Any]:
     ent = ENTITIES["Contact"]
     fields = [f for f in ent.fields if not f.sql]
+    for f in fields:
+        touch("Contact", f.name)  # a merge compares and copies every field
     row = ctx.conn.execute(
         f"SELECT {', '.join(f.name for f in fields)} FROM civicrm_contact WHERE id = ?",  # noqa: S608
         (contact_id,)).fetchone()

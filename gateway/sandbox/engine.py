@@ -18,34 +18,42 @@ from .actions import ACTIONS, Ctx, Record
 from .errors import CiviError, Unauthorized
 from .schema import ENTITIES, META_ENTITIES, all_fields
 from .store import STAFF_PERMISSIONS, api_key_for, connect, initialise, is_initialised
+from .touch import touch
 
-# Parameter types per action, as the real action classes declare them.
+# Parameter types per action, as the real action classes declare them (5.77's getActions with
+# select [name, params]: tests/fixtures/samples/getactions-params.json). "version" is not a
+# param of the real classes; the sandbox tolerates it because APIv3-style callers send it.
 _A, _I, _B, _S, _M = "array", "int", "bool", "string", "mixed"
 _COMMON = {"checkPermissions": _B, "chain": _A, "debug": _B, "language": _S, "version": _M}
 _GET = {"select": _A, "where": _A, "orderBy": _A, "limit": _I, "offset": _I}
+_BATCH = {"where": _A, "orderBy": _A, "limit": _I, "offset": _I}  # update/delete/replace
 PARAMS: dict[str, dict[str, str]] = {
-    "get": {**_GET, "join": _A, "groupBy": _A, "having": _A, "useCache": _B},
-    "create": {"values": _A, "reload": _A},
-    "update": {"values": _A, "where": _A, "reload": _A},
-    "save": {"records": _A, "defaults": _A, "match": _A, "reload": _A},
-    "delete": {"where": _A},
-    "replace": {"where": _A, "records": _A, "defaults": _A, "match": _A, "reload": _A},
+    "get": {**_GET, "join": _A, "groupBy": _A, "having": _A, "translationMode": _S},
+    "create": {"values": _A},
+    "update": {**_BATCH, "values": _A, "reload": _B},
+    "save": {"records": _A, "defaults": _A, "match": _A, "reload": _B},
+    "delete": dict(_BATCH),
+    "replace": {**_BATCH, "records": _A, "defaults": _A, "match": _A, "reload": _B},
     "getFields": {**_GET, "action": _S, "loadOptions": _M, "values": _A,
                   "includeCustom": _B},
     "getActions": dict(_GET),
     "autocomplete": {"input": _S, "page": _I, "key": _S, "formName": _S, "fieldName": _S,
-                     "filters": _A, "searchField": _S, "ids": _A, "exclude": _A},
+                     "ids": _A, "display": _M, "savedSearch": _M, "values": _A},
     "checkAccess": {"action": _S, "values": _A},
     "set": {"values": _A, "domainId": _M, "contactId": _I},
-    "entity_get": {**_GET, "includeFields": _B},
+    "entity_get": {**_GET, "includeCustom": _B},
     "setting_get": {"select": _A, "domainId": _M, "contactId": _I},
+    "setting_getFields": {**_GET, "action": _S, "loadOptions": _M, "values": _A,
+                          "includeCustom": _B, "domainId": _I},
 }
 PARAMS.update(contact_actions.PARAMS)
 READ_ACTIONS = ("get", "autocomplete", "checkAccess", "getFields", "getActions")
 # "array" params read as PHP reads them: keyed (field => value) or listed (one item each).
-_KEYED = frozenset({"values", "defaults", "orderBy", "chain", "filters"})
-_LISTED = frozenset({"select", "where", "having", "join", "groupBy", "records", "match", "ids",
-                     "exclude"})
+_KEYED = frozenset({"values", "defaults", "orderBy", "chain"})
+_LISTED = frozenset({"select", "where", "having", "join", "groupBy", "records", "match", "ids"})
+
+
+_ENTITY_NAMES = {name.lower(): name for name in (*ENTITIES, *META_ENTITIES)}
 
 
 def _now() -> str:
@@ -94,8 +102,8 @@ def validate_params(entity: str, action: str, params: dict[str, Any]) -> dict[st
     key = action
     if entity == "Entity" and action == "get":
         key = "entity_get"
-    elif entity == "Setting" and action == "get":
-        key = "setting_get"
+    elif entity == "Setting" and action in ("get", "getFields"):
+        key = f"setting_{action}"
     allowed = {**_COMMON, **PARAMS.get(key, {})}
     if entity == "Contact" and action == "delete":
         allowed["useTrash"] = _B
@@ -107,14 +115,16 @@ def validate_params(entity: str, action: str, params: dict[str, Any]) -> dict[st
     return out
 
 
-def _substitute(value: Any, record: Record) -> Any:
-    """Chained-call params: "$field" strings become the parent record's value."""
+def _substitute(value: Any, record: Record, entity: str) -> Any:
+    """Chained-call params: "$field" strings become the parent record's value (a field the
+    parent did not select stays the literal string, as in CiviCRM)."""
     if isinstance(value, str) and value.startswith("$") and value[1:] in record:
+        touch(entity, value[1:])  # the parent's field flows into the child call
         return record[value[1:]]
     if isinstance(value, list):
-        return [_substitute(v, record) for v in value]
+        return [_substitute(v, record, entity) for v in value]
     if isinstance(value, dict):
-        return {k: _substitute(v, record) for k, v in value.items()}
+        return {k: _substitute(v, record, entity) for k, v in value.items()}
     return value
 
 
@@ -224,6 +234,18 @@ class Sandbox:
                 self._conn.execute("ROLLBACK")
                 raise
 
+    def set_next_id(self, entity: str, next_id: int) -> None:
+        """Make the next record of ``entity`` get ``next_id`` (test fixtures re-creating a
+        capture's ids); refused when a record already has that id or a higher one."""
+        table = ENTITIES[entity].table
+        with self._lock:
+            top = self._conn.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0]  # noqa: S608
+            if top >= next_id:
+                raise ValueError(f"{entity} {top} exists: the next id cannot be {next_id}")
+            self._conn.execute("DELETE FROM sqlite_sequence WHERE name = ?", (table,))
+            self._conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)",
+                               (table, next_id - 1))
+
     @property
     def site_key(self) -> str:
         with self._lock:
@@ -275,6 +297,9 @@ class Sandbox:
 
     def _api4(self, entity: str, action: str, params: dict[str, Any] | None, check: bool,
               contact_id: int | None, index: Any) -> dict[str, Any]:
+        # PHP class names are case-insensitive: "contact" finds Civi\Api4\Contact, and the
+        # answer names the entity as the class does (sample 19 of round 2)
+        entity = _ENTITY_NAMES.get(entity.lower(), entity) if isinstance(entity, str) else entity
         if not isinstance(entity, str) or (entity not in ENTITIES and
                                            entity not in META_ENTITIES):
             raise CiviError(f"API ({entity}, {action}) does not exist (or the extension it "
@@ -357,6 +382,8 @@ class Sandbox:
                 ctx.empty = True
             return
         perm = ent.delete_perm if action == "delete" and ent.delete_perm else ent.write_perm
+        if action == "create" and ent.create_perm:
+            perm = ent.create_perm
         if ctx.contact_id is None or perm not in ctx.perms:
             raise denied
 
@@ -382,7 +409,7 @@ class Sandbox:
             for name, call in chain.items():
                 if not isinstance(call, list) or len(call) < 2:
                     raise CiviError("Invalid chain: expected [entity, action, params]")
-                sub_params = _substitute(call[2] if len(call) > 2 else {}, record)
+                sub_params = _substitute(call[2] if len(call) > 2 else {}, record, ctx.entity.name)
                 sub_index = call[3] if len(call) > 3 else None
                 result = ctx.call(call[0], call[1], sub_params, sub_index)
                 record[name] = result["values"]

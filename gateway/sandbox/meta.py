@@ -145,7 +145,7 @@ def field_spec(f: Field, entity: str, action: str, load: Any) -> Record:
         "nullable": f.nullable,
         "data_type": f.data_type,
         "readonly": f.readonly,
-        "serialize": 0,
+        "serialize": 1 if f.serialize else 0,
         "fk_entity": f.fk_entity,
         "options": _options(f, load),
         "input_type": f.widget,
@@ -209,7 +209,8 @@ def _dao_part(name: str) -> str:
     return {"Email": "Core", "Phone": "Core", "Address": "Core", "Tag": "Core",
             "EntityTag": "Core", "Note": "Core", "GroupContact": "Contact",
             "Group": "Contact", "Relationship": "Contact", "Activity": "Activity",
-            "Contribution": "Contribute"}.get(name, name)
+            "Contribution": "Contribute", "OptionGroup": "Core", "OptionValue": "Core",
+            "Membership": "Member", "Event": "Event", "Participant": "Event"}.get(name, name)
 
 
 META_ROWS = (

@@ -7,11 +7,16 @@ unknown name raises ``Invalid field``), so nothing a caller sends is formatted i
 from __future__ import annotations
 
 import re
+import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import sqlexpr
 from .errors import CiviError
 from .schema import BOOL, CUSTOM_GROUPS, ENTITIES, FLOAT, INT, MONEY, Entity, Field
+from .sqlexpr import Equation, Expr, FieldRef, Func, Null, Number, String, Wild
+from .touch import touch
 
 COMPARISON = ("=", "!=", "<>", ">", ">=", "<", "<=")
 OPERATORS = (*COMPARISON, "IN", "NOT IN", "LIKE", "NOT LIKE", "IS NULL", "IS NOT NULL",
@@ -20,6 +25,24 @@ OPERATORS = (*COMPARISON, "IN", "NOT IN", "LIKE", "NOT LIKE", "IS NULL", "IS NOT
 SUFFIXES = ("label", "name", "id", "value")
 NUMERIC = (INT, BOOL, MONEY, FLOAT)
 _JOIN_RE = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)(?:\s+AS\s+([A-Za-z_][A-Za-z0-9_]*))?$")
+
+
+class PhpFatal(CiviError):
+    """A PHP error rather than an API exception: REST answers an empty HTML 500 page."""
+
+
+def php_type(value: Any) -> str:
+    return {str: "string", int: "int", float: "float", bool: "bool", dict: "array"}.get(
+        type(value), "null")
+
+
+def _clauses(clauses: Any) -> list[Any]:
+    """A where/having list as PHP iterates it (a JSON object contributes its values)."""
+    if isinstance(clauses, dict):
+        return list(clauses.values())
+    if isinstance(clauses, list):
+        return clauses
+    raise CiviError('Parameter "where" is not of the correct type. Expecting array.')
 
 
 def invalid_field(name: str) -> CiviError:
@@ -57,6 +80,9 @@ class Query:
     joins: dict[str, str] = field(default_factory=dict)
     explicit: dict[str, ExplicitJoin] = field(default_factory=dict)
     params: list[Any] = field(default_factory=list)
+    # fields the caller may not see: clauses and sorts on them are ignored, as CiviCRM's
+    # field permissions ignore them (api_key for a user without key permissions)
+    hidden: Callable[[Field], bool] | None = None
 
     # ---- field resolution -------------------------------------------------------------
     def resolve(self, path: str) -> Resolved:
@@ -77,6 +103,7 @@ class Query:
         fields = ent.field_map()
         if name in fields:
             f = fields[name]
+            touch(ent.name, name)
             if f.sql:
                 return Resolved(f.sql.format(a=quote(alias)), f)
             return Resolved(f"{quote(alias)}.{quote(f.name)}", f)
@@ -90,6 +117,7 @@ class Query:
         if group and group.extends == ent.name:
             for f in group.fields:
                 if f.name == rest:
+                    touch(ent.name, f"{group.name}.{f.name}")
                     jalias = f"{alias}__{group.name}"
                     self.joins.setdefault(
                         jalias, f"LEFT JOIN {group.table} AS {quote(jalias)} "
@@ -101,15 +129,54 @@ class Query:
         if fk is None or fk.fk_entity not in ENTITIES or depth >= 2:
             raise invalid_field(full)
         target = ENTITIES[fk.fk_entity]
+        touch(ent.name, head)
         jalias = f"{alias}__{head}"
         on = fk.sql.format(a=quote(alias)) if fk.sql else f"{quote(alias)}.{quote(fk.name)}"
         self.joins.setdefault(
             jalias, f"LEFT JOIN {target.table} AS {quote(jalias)} ON {quote(jalias)}.id = {on}")
         return self._resolve_in(target, jalias, rest, full, depth + 1)
 
+    # ---- SQL expressions ----------------------------------------------------------------
+    def expression(self, node: sqlexpr.Node | str) -> tuple[str, Field | None]:
+        """SQLite SQL for a parsed expression, and the field whose type its value has (the
+        first field it reads). Literals are inlined, never bound, so the SQL can sit in any
+        clause without disturbing the order of bound parameters."""
+        if isinstance(node, FieldRef):
+            res = self.resolve(node.name)
+            return res.expr, res.field
+        if isinstance(node, Number):
+            return repr(node.value), None
+        if isinstance(node, String):
+            return sql_literal(node.value), None
+        if isinstance(node, Null):
+            return "NULL", None
+        if isinstance(node, Wild):
+            return "*", None
+        if isinstance(node, Equation):
+            parts = []
+            first: Field | None = None
+            for item in node.items:
+                if isinstance(item, str):
+                    parts.append(_EQUATION_OPS.get(item, item))
+                    continue
+                sql, f = self.expression(item)
+                first = first or f
+                parts.append(f"COALESCE({sql}, 0)" if isinstance(item, FieldRef) else sql)
+            return "(" + " ".join(parts) + ")", first
+        assert isinstance(node, Func)
+        compiled = [self.expression(a) for a in node.args]
+        args = [sql for sql, _ in compiled]
+        first = next((f for _, f in compiled if f is not None), None)
+        return _render_function(node, args, self), first
+
+    def select_expr(self, expr: Expr) -> tuple[str, Field | None]:
+        return self.expression(expr.node)
+
     # ---- explicit joins ---------------------------------------------------------------
     def add_join(self, spec: Any) -> None:
         """``["Email AS email", "LEFT", ["id", "=", "email.contact_id"], ...]``."""
+        if isinstance(spec, dict):
+            spec = list(spec.values())  # a PHP array either way
         if not isinstance(spec, list) or len(spec) < 2 or not isinstance(spec[0], str):
             raise CiviError("Invalid join parameter")
         m = _JOIN_RE.match(spec[0].strip())
@@ -122,7 +189,8 @@ class Query:
         side = side.upper()
         if side not in ("LEFT", "INNER", "EXCLUDE"):
             raise CiviError(f"Invalid join type: {side}")
-        conds = [c for c in spec[2:] if isinstance(c, list)]
+        conds = [list(c.values()) if isinstance(c, dict) else c for c in spec[2:]
+                 if isinstance(c, list | dict)]
         self.explicit[alias] = ExplicitJoin(ent, alias, side, conds)
 
     def explicit_join_sql(self) -> str:
@@ -136,9 +204,14 @@ class Query:
     def _on_clause(self, cond: list[Any]) -> str:
         # Join conditions compare two fields: ["id", "=", "email.contact_id"]
         if len(cond) == 3 and isinstance(cond[2], str) and cond[1] in COMPARISON:
+            if isinstance(cond[0], str) and self.reads_hidden(cond[0]):
+                return "1"
             left = self.resolve(cond[0]).expr
             try:
-                right = self.resolve(cond[2]).expr
+                right_res = self.resolve(cond[2])
+                if self.hidden is not None and self.hidden(right_res.field):
+                    return "1"
+                right = right_res.expr
             except CiviError:
                 self.params.append(cond[2])
                 right = "?"
@@ -150,31 +223,77 @@ class Query:
 
     # ---- where ------------------------------------------------------------------------
     def where(self, clauses: list[Any], glue: str = "AND") -> str:
-        parts = [self._clause(c) for c in clauses]
+        parts = [self._clause(c) for c in _clauses(clauses)]
         if not parts:
             return "1"
         return "(" + f" {glue} ".join(parts) + ")"
 
+    def having(self, clauses: list[Any], columns: dict[str, tuple[str, Field]]) -> str:
+        """HAVING: every expression must be a key of the select (an alias, ``FN:field`` or
+        a selected field)."""
+        self._having = columns
+        try:
+            return self.where(clauses)
+        finally:
+            self._having = None
+
+    _having: dict[str, tuple[str, Field]] | None = None
+
     def _clause(self, clause: Any) -> str:
-        if not isinstance(clause, list) or not clause or not isinstance(clause[0], str):
+        if isinstance(clause, dict):
+            clause = list(clause.values())  # a PHP array either way
+        if not isinstance(clause, list):
+            # PHP iterates the clause's characters as if it were an array: a TypeError
+            raise PhpFatal("Api4SelectQuery::treeWalkClauses(): Argument #1 ($clause) must "
+                           f"be of type array, {php_type(clause)} given")
+        if not clause or not isinstance(clause[0], str):
             raise CiviError("Invalid where clause")
         head = clause[0]
         if head in ("OR", "AND", "NOT"):
             sub = clause[1] if len(clause) > 1 else []
+            if isinstance(sub, dict):
+                sub = list(sub.values())
             if not isinstance(sub, list):
                 raise CiviError("Invalid where clause")
             inner = self.where(sub, "OR" if head == "OR" else "AND")
             return f"(NOT {inner})" if head == "NOT" else inner
-        op = clause[1] if len(clause) > 1 else "="
+        op = clause[1] if len(clause) > 1 else None
         if not isinstance(op, str) or op.upper() not in OPERATORS:
             raise CiviError("Illegal operator")
         op = op.upper()
-        res = self.resolve(head)
+        res = self._clause_subject(head)
         value = clause[2] if len(clause) > 2 else None
+        if self.reads_hidden(head):
+            return "1"
         if len(clause) > 3 and clause[3] is True and isinstance(value, str):
-            # 4th element true: the value is another field, not a literal
-            return f"{res.expr} {'!=' if op == '<>' else op} {self.resolve(value).expr}"
+            # 4th element true: the value is another field or expression, not a literal
+            if self.reads_hidden(value):
+                return "1"
+            other = self._clause_subject(value).expr
+            return f"{res.expr} {'!=' if op == '<>' else op} {other}"
         return self._compare(res, op, value)
+
+    def reads_hidden(self, text: str) -> bool:
+        """Does this field path or expression read a field the caller may not see?"""
+        if self.hidden is None or (self._having is not None and text in self._having):
+            return False
+        names = [text] if sqlexpr.is_plain_field(text) else \
+            sqlexpr.fields_of(sqlexpr.parse(text, alias=False).node)
+        return any(self.hidden(self.resolve(n).field) for n in names)
+
+    def _clause_subject(self, head: str) -> Resolved:
+        """What a clause compares: a field, or (5.77) any SQL expression; in HAVING, a key
+        of the select."""
+        if self._having is not None:
+            if head in self._having:
+                sql, f = self._having[head]
+                return Resolved(sql, f)
+            raise CiviError(f"Invalid expression in HAVING clause: '{head}'. Must use a value "
+                            "from SELECT clause.")
+        if sqlexpr.is_plain_field(head):
+            return self.resolve(head)
+        sql, f = self.expression(sqlexpr.parse(head, alias=False).node)
+        return Resolved(sql, Field(head, f.data_type if f else "String", head))
 
     def _bind(self, res: Resolved, value: Any) -> str:
         self.params.append(sql_scalar(res.field.name, coerce_filter_value(res, value)))
@@ -241,6 +360,81 @@ class Query:
 
     def join_sql(self) -> str:
         return " ".join([self.explicit_join_sql(), *self.joins.values()]).strip()
+
+
+_EQUATION_OPS = {"<=>": "IS", "/": "* 1.0 /"}
+
+
+def sql_literal(text: str) -> str:
+    """A string as an SQLite literal (quotes doubled; SQLite has no backslash escapes)."""
+    if "\x00" in text:
+        raise CiviError("DB Error: syntax error")
+    return "'" + text.replace("'", "''") + "'"
+
+
+_SIMPLE = {"ABS": "ABS", "IFNULL": "IFNULL", "NULLIF": "NULLIF", "REPLACE": "REPLACE",
+           "ROUND": "ROUND", "LOWER": "PHP_LOWER", "UPPER": "PHP_UPPER", "DATE": "date",
+           "TIME": "time", "SUBSTRING": "substr", "DAYSTOANNIV": "DAYSTOANNIV",
+           "NEXTANNIV": "NEXTANNIV", "CONCAT_WS": "CONCAT_WS", "RAND": "RAND"}
+GROUP_SEPARATOR = "\x01"  # GROUP_CONCAT without SEPARATOR: CiviCRM returns a list
+
+
+def _render_function(fn: Func, args: list[str], q: Query) -> str:
+    """One of CiviCRM's SQL functions as SQLite computes it (MySQL semantics kept where the
+    two differ: NULL in CONCAT, float division, 1-based DAYOFWEEK, ...)."""
+    name = fn.name
+    distinct = "DISTINCT " if fn.distinct else ""
+    if name in _SIMPLE:
+        return f"{_SIMPLE[name]}({', '.join(args)})"
+    if name in ("COUNT", "SUM", "AVG", "MAX", "MIN"):
+        return f"{name}({distinct}{args[0]})"
+    if name == "BINARY":
+        return args[0]
+    if name == "COALESCE":
+        return f"COALESCE({', '.join(args)}, NULL)"
+    if name == "CONCAT":
+        return "(" + " || ".join(f"CAST({a} AS TEXT)" for a in args) + ")"
+    if name in ("GREATEST", "LEAST"):
+        if len(args) == 1:
+            return args[0]
+        return f"{'MAX' if name == 'GREATEST' else 'MIN'}({', '.join(args)})"
+    if name == "CURDATE":
+        return "date('now', 'localtime')"
+    if name == "NOW":
+        return "datetime('now', 'localtime')"
+    if name == "DATEDIFF":
+        return f"CAST(julianday(date({args[0]})) - julianday(date({args[1]})) AS INTEGER)"
+    if name == "DAYOFWEEK":
+        return f"(CAST(strftime('%w', {args[0]}) AS INTEGER) + 1)"
+    if name == "MONTH":
+        return f"CAST(strftime('%m', {args[0]}) AS INTEGER)"
+    if name == "YEAR":
+        return f"CAST(strftime('%Y', {args[0]}) AS INTEGER)"
+    if name == "QUARTER":
+        return f"((CAST(strftime('%m', {args[0]}) AS INTEGER) + 2) / 3)"
+    if name == "EXTRACT":
+        return f"EXTRACT_UNIT({sql_literal(fn.unit or '')}, {args[0]})"
+    if name == "IF":
+        return f"(CASE WHEN {args[0]} THEN {args[1]} ELSE {args[2]} END)"
+    if name == "ISNULL":
+        return f"({args[0]} IS NULL)"
+    if name == "LEFT":
+        return f"substr({args[0]}, 1, {args[1]})"
+    if name == "RIGHT":
+        return f"(CASE WHEN {args[1]} > 0 THEN substr({args[0]}, -({args[1]})) ELSE '' END)"
+    if name in ("GROUP_CONCAT", "GROUP_FIRST"):
+        sep = GROUP_SEPARATOR if fn.separator is None or name == "GROUP_FIRST" \
+            else fn.separator
+        order = ""
+        if fn.order_by and sqlite3.sqlite_version_info >= (3, 44):  # ORDER BY in aggregates
+            order = " ORDER BY " + ", ".join(f"{q.expression(n)[0]} {d}" for n, d in fn.order_by)
+        value = args[0] if len(args) == 1 else \
+            "(" + " || ".join(f"CAST({a} AS TEXT)" for a in args) + ")"
+        if distinct:
+            # SQLite's DISTINCT aggregate takes one argument and the default separator
+            return f"REPLACE(group_concat(DISTINCT {value}), ',', {sql_literal(sep)})"
+        return f"group_concat({value}, {sql_literal(sep)}{order})"
+    raise CiviError(f"Unable to parse sql expression: {name}")
 
 
 def escape_like(text: str) -> str:

@@ -41,6 +41,7 @@ class Field:
     sql: str | None = None  # Extra fields: SQL expression, "{a}" is the row's table alias
     custom_group: str | None = None  # Custom fields: the group's API name
     column: str | None = None  # Custom fields: the column in the group's table
+    serialize: bool = False  # a list stored separator-bookended ("\x011\x012\x01")
 
     @property
     def widget(self) -> str:
@@ -78,10 +79,13 @@ class Entity:
     read_perm: str | None = "access CiviCRM"
     write_perm: str = "edit all contacts"
     delete_perm: str | None = None
+    create_perm: str | None = None  # create needs this instead of write_perm
     # Order MySQL happens to use when a LIMIT makes it scan an index and no orderBy is given
     limited_scan_order: tuple[str, ...] = ()
     full_update_output: bool = False  # update answers every non-null field (Contact BAO)
     update_extra: tuple[tuple[str, Any], ...] = ()
+    create_nulls: tuple[str, ...] = ()  # keys create answers as null (the BAO's own reload)
+    create_silent: tuple[str, ...] = ()  # derived on create but not in create's answer
 
     def field_map(self) -> dict[str, Field]:
         return {f.name: f for f in self.fields}
@@ -268,6 +272,7 @@ CONTACT = Entity(
              "getDuplicates", "getFields", "mergeDuplicates", "replace", "save", "update",
              "validateChecksum"),
     read_perm=None, write_perm="edit all contacts", delete_perm="delete contacts",
+    create_perm="add contacts",
     limited_scan_order=("sort_name",),
     full_update_output=True, update_extra=(("contact_id", None),),
 )
@@ -316,7 +321,7 @@ PHONE = Entity(
     "Phone", "civicrm_phone", "Phone", "Phones", "Phone information for a specific location.",
     (
         _id("Phone ID", "Unique Phone ID"),
-        _contact_fk(),
+        _contact_fk(required=False),
         _location("Phone Location Type"),
         F("is_primary", BOOL, "Is Primary", default=False, nullable=False, echo=True,
           input_type="Radio", description="Is this the primary phone for this contact and "
@@ -333,7 +338,7 @@ PHONE = Entity(
         F("phone_type_id", INT, "Phone Type", options=PHONE_TYPES,
           description="Which type of phone does this number belongs."),
     ),
-    label_field="phone", icon="fa-phone",
+    label_field="phone", icon="fa-phone", create_silent=("phone_numeric",),
 )
 
 ADDRESS = Entity(
@@ -392,15 +397,30 @@ GROUP = Entity(
         F("visibility", STR, "Group Visibility Setting", default="User and User Admin Only",
           echo=True, options={"User and User Admin Only": "User and User Admin Only",
                               "Public Pages": "Public Pages"}),
-        F("group_type", STR, "Group Type", input_type="Select",
+        F("where_clause", TEXT, "Group Where Clause", readonly=True),
+        F("select_tables", TEXT, "Tables For Select Clause", readonly=True),
+        F("where_tables", TEXT, "Tables For Where Clause", readonly=True),
+        F("group_type", STR, "Group Type", input_type="Select", serialize=True,
           options={"1": "Access Control", "2": "Mailing List"}),
         F("cache_date", TS, "Group Cache Date", readonly=True),
+        F("cache_fill_took", FLOAT, "Seconds taken by last cache fill", readonly=True),
+        F("refresh_date", TS, "Next Group Refresh Time", readonly=True),
+        F("parents", STR, "Group Parents", readonly=True),
+        F("children", STR, "Group Children", readonly=True),
         F("is_hidden", BOOL, "Group is Hidden", default=False, nullable=False, echo=True),
         F("is_reserved", BOOL, "Group is Reserved", default=False, nullable=False, echo=True),
         _fk("created_id", "Created By Contact ID", default=ACTOR),
         _fk("modified_id", "Modified By Contact ID", readonly=True),
         F("frontend_title", STR, "Public Group Title"),
         F("frontend_description", TEXT, "Public Group Description"),
+        F("contact_count", INT, "Contact Count", type="Extra", readonly=True,
+          sql="(SELECT COUNT(*) FROM civicrm_group_contact gc WHERE gc.group_id = {a}.id "
+              "AND gc.status = 'Added')"),
+        F("cache_expired", BOOL, "Cache Expired", type="Extra", readonly=True, sql="0"),
+        F("has_base", BOOL, "Has smart base group", type="Extra", readonly=True, sql="0"),
+        F("base_module", STR, "Base Module", type="Extra", readonly=True, sql="NULL"),
+        F("local_modified_date", TS, "Local Modified Date", type="Extra", readonly=True,
+          sql="NULL"),
     ),
     label_field="title", icon="fa-users", searchable="primary",
     write_perm="edit groups", delete_perm="edit groups",
@@ -498,28 +518,34 @@ ACTIVITY = Entity(
           default=2, echo=True, description="ID of the priority given to this activity. "
                                             "Foreign key to civicrm_option_value."),
         _fk("parent_id", "Parent Activity ID", "Activity"),
-        F("is_test", BOOL, "Test", default=False, nullable=False, echo=True),
+        F("is_test", BOOL, "Test", default=False, nullable=False, echo=False),
         F("medium_id", INT, "Activity Medium", options={1: "In Person", 2: "Phone",
                                                         3: "Email", 4: "Fax", 5: "Letter Mail"}),
-        F("is_auto", BOOL, "Auto", default=False, nullable=False, echo=True),
+        F("is_auto", BOOL, "Auto", default=False, nullable=False, echo=False),
         _fk("relationship_id", "Relationship ID", "Relationship"),
         F("is_current_revision", BOOL, "Is current (unused)", default=True, nullable=False,
-          echo=True),
+          echo=False),
         _fk("original_id", "Original Activity ID", "Activity"),
         F("result", STR, "Result", description="Currently being used to store result id for "
                                                "survey activity, FK to option value."),
         F("is_deleted", BOOL, "Activity is in the Trash", default=False, nullable=False,
-          echo=True),
-        F("campaign_id", INT, "Campaign ID", fk_entity="Campaign"),
+          echo=False),
         F("engagement_level", INT, "Engagement Index"),
         F("weight", INT, "Order"),
-        F("is_star", BOOL, "Is Starred", default=False, nullable=False, echo=True),
+        F("is_star", BOOL, "Is Starred", default=False, nullable=False, echo=False),
         F("created_date", TS, "Created Date", readonly=True, default=NOW, echo=True),
         F("modified_date", TS, "Modified Date", readonly=True, default=NOW, echo=True),
-        _fk("source_contact_id", "Activity Source Contact", type="Extra", default=ACTOR,
+        _fk("source_contact_id", "Activity Source Contact", type="Extra", required=True,
             description="Person who created this activity. Defaults to current user."),
+        _fk("target_contact_id", "Activity Targets", type="Extra", sql="NULL",
+            description="Contact(s) involved in this activity."),
+        _fk("assignee_contact_id", "Activity Assignee", type="Extra", sql="NULL",
+            description="Contact(s) assigned to this activity."),
+        F("tags", INT, "Tags", type="Extra", sql="NULL", fk_entity="Tag",
+          input_type="Select"),
     ),
     label_field="subject", icon="fa-tasks", searchable="primary",
+    create_nulls=("created_date", "modified_date", "source_contact_id"),
 )
 
 NOTE = Entity(
@@ -576,10 +602,12 @@ RELATIONSHIP = Entity(
         F("is_permission_b_a", INT, "Contact B has Permission Over Contact A", default=0,
           echo=True, nullable=False,
           options={0: "None", 1: "View and update", 2: "View only"}),
-        F("case_id", INT, "Case ID", fk_entity="Case"),
         F("created_date", TS, "Created Date", readonly=True, default=NOW, echo=True),
         F("modified_date", TS, "Relationship Modified Date", readonly=True, default=NOW,
           echo=True),
+        F("is_current", BOOL, "Is Current", type="Extra", readonly=True,
+          sql="({a}.is_active = 1 AND ({a}.start_date IS NULL OR {a}.start_date <= "
+              "date('now')) AND ({a}.end_date IS NULL OR {a}.end_date >= date('now')))"),
     ),
     icon="fa-handshake-o",
 )
@@ -625,16 +653,282 @@ CONTRIBUTION = Entity(
           options=CONTRIBUTION_STATUS),
         _fk("address_id", "Address ID", "Address"),
         F("check_number", STR, "Check Number"),
-        F("campaign_id", INT, "Campaign ID", fk_entity="Campaign"),
         F("creditnote_id", STR, "Credit Note ID"),
         F("tax_amount", MONEY, "Tax Amount", default=0.0, echo=True, **_money),
         F("revenue_recognition_date", TS, "Revenue Recognition Date"),
         F("is_template", BOOL, "Is a Template Contribution", default=False, nullable=False,
           echo=True),
+        F("paid_amount", MONEY, "Amount Paid", type="Extra", readonly=True,
+          sql="(CASE WHEN {a}.contribution_status_id = 1 THEN {a}.total_amount ELSE 0 END)"),
+        F("balance_amount", MONEY, "Balance", type="Extra", readonly=True,
+          sql="(CASE WHEN {a}.contribution_status_id = 1 THEN 0 ELSE {a}.total_amount END)"),
+        F("tax_exclusive_amount", MONEY, "Tax Exclusive Amount", type="Extra", readonly=True,
+          sql="({a}.total_amount - COALESCE({a}.tax_amount, 0))"),
     ),
     icon="fa-credit-card", searchable="primary",
     read_perm="access CiviContribute", write_perm="edit contributions",
     delete_perm="delete in CiviContribute",
+)
+
+# ---- option lists (OptionGroup / OptionValue), membership and events ----------------------
+# Option groups the sandbox seeds, in id order; each with its values (store.initialise).
+PREFERRED_COMMUNICATION = {1: "Phone", 2: "Email", 3: "Postal Mail", 4: "SMS", 5: "Fax"}
+MEMBERSHIP_TYPES = {1: "General", 2: "Student", 3: "Lifetime"}
+MEMBERSHIP_STATUS = {1: "New", 2: "Current", 3: "Grace", 4: "Expired", 5: "Pending",
+                     6: "Cancelled", 7: "Deceased"}
+EVENT_TYPES = {1: "Conference", 2: "Exhibition", 3: "Fundraiser", 4: "Meeting",
+               5: "Performance", 6: "Workshop"}
+PARTICIPANT_STATUS = {1: "Registered", 2: "Attended", 3: "No-show", 4: "Cancelled",
+                      5: "Pending from pay later", 6: "Pending from incomplete transaction"}
+PARTICIPANT_ROLES = {1: "Attendee", 2: "Volunteer", 3: "Host", 4: "Speaker"}
+OPTION_GROUPS: tuple[tuple[str, str, dict[Any, str]], ...] = (
+    ("preferred_communication_method", "Preferred Communication Method",
+     PREFERRED_COMMUNICATION),
+    ("activity_type", "Activity Type", ACTIVITY_TYPES),
+    ("gender", "Gender", GENDER),
+    ("individual_prefix", "Individual contact prefixes", {1: "Mrs.", 2: "Ms.", 3: "Mr.",
+                                                          4: "Dr."}),
+    ("activity_status", "Activity Status", ACTIVITY_STATUS),
+    ("contribution_status", "Contribution Status", CONTRIBUTION_STATUS),
+    ("payment_instrument", "Payment Methods", PAYMENT_INSTRUMENTS),
+    ("event_type", "Event Type", EVENT_TYPES),
+    ("participant_role", "Participant Role", PARTICIPANT_ROLES),
+)
+OPTION_GROUP_NAMES = {i: name for i, (name, _, _) in enumerate(OPTION_GROUPS, start=1)}
+
+OPTION_GROUP = Entity(
+    "OptionGroup", "civicrm_option_group", "Option Group", "Option Groups",
+    "Option groups: named lists of choices (option values).",
+    (
+        _id("Option Group ID", "Option Group ID"),
+        F("name", STR, "Option Group Name", required=True,
+          description="Option group name. Used as selection key by class properties which "
+                      "lookup options in civicrm_option_value."),
+        F("title", STR, "Option Group Title", description="Option Group title."),
+        F("description", TEXT, "Option Group Description",
+          description="Option group description."),
+        F("data_type", STR, "Data Type", options={"String": "Text", "Integer": "Integer",
+                                                  "Boolean": "Yes/No", "Date": "Date"},
+          description="Type of data stored by this option group."),
+        F("is_reserved", BOOL, "Option Group Is Reserved", default=True, nullable=False,
+          echo=True, description="Is this a predefined system option group (i.e. it can not "
+                                 "be deleted)?"),
+        F("is_active", BOOL, "Enabled", default=True, nullable=False, echo=True,
+          description="Is this option group active?"),
+        F("is_locked", BOOL, "Option Group Is Locked", default=False, nullable=False,
+          echo=True, description="A lock to remove the ability to add new options via the "
+                                 "UI."),
+        F("option_value_fields", STR, "Option Value Fields", serialize=True,
+          default="name,label,description", echo=True,
+          options={"name": "Name", "label": "Label", "description": "Description",
+                   "color": "Color", "icon": "Icon"},
+          description="Which optional columns from the option_value table are in use by "
+                      "this group."),
+    ),
+    label_field="title", icon="fa-list-ol", write_perm="administer CiviCRM",
+    delete_perm="administer CiviCRM",
+)
+
+OPTION_VALUE = Entity(
+    "OptionValue", "civicrm_option_value", "Option Value", "Option Values",
+    "Option values: one choice of an option group.",
+    (
+        _id("Option Value ID", "Option ID"),
+        F("option_group_id", INT, "Option Group ID", required=True, fk_entity="OptionGroup",
+          options=OPTION_GROUP_NAMES, input_type="Select",
+          description="Group which this option belongs to."),
+        F("label", STR, "Option Label", required=True,
+          description="Option string as displayed to users - e.g. the label in an HTML "
+                      "OPTION tag."),
+        F("value", STR, "Option Value", required=True,
+          description="The actual value stored (as a foreign key) in the data record. "
+                      "Functions which need lookup option_value.title should use "
+                      "civicrm_option_value.option_group_id plus "
+                      "civicrm_option_value.value as the key."),
+        F("name", STR, "Option Name", description="Stores a fixed (non-translated) name for "
+                                                  "this option value. Lookup functions should "
+                                                  "use the name as the key for the option "
+                                                  "value row."),
+        F("grouping", STR, "Option Grouping Name",
+          description="Use to sort and/or set display properties for sub-set(s) of options "
+                      "within an option group."),
+        F("filter", INT, "Filter", default=0, echo=True,
+          description="Bitwise logic can be used to create subsets of options within an "
+                      "option_group for different uses."),
+        F("is_default", BOOL, "Option is Default?", default=False, echo=True,
+          description="Is this the default option for the group?"),
+        F("weight", INT, "Order", required=True, description="Controls display sort order."),
+        F("description", TEXT, "Option Description", description="Optional description."),
+        F("is_optgroup", BOOL, "Option is Header?", default=False, nullable=False, echo=True,
+          description="Is this row simply a display header?"),
+        F("is_reserved", BOOL, "Option Is Reserved?", default=False, nullable=False,
+          echo=True, description="Is this a predefined system object?"),
+        F("is_active", BOOL, "Option Is Active", default=True, nullable=False, echo=True,
+          description="Is this option active?"),
+        F("component_id", INT, "Component ID", fk_entity="Component",
+          description="Component that this option value belongs/caters to."),
+        F("domain_id", INT, "Domain ID", fk_entity="Domain",
+          description="Which Domain is this option value for"),
+        F("visibility_id", INT, "Option Visibility"),
+        F("icon", STR, "Icon", description="crm-i icon class"),
+        F("color", STR, "Color", description="Hex color value e.g. #ffffff"),
+    ),
+    label_field="label", icon="fa-list-ol", write_perm="administer CiviCRM",
+    delete_perm="administer CiviCRM",
+)
+
+MEMBERSHIP = Entity(
+    "Membership", "civicrm_membership", "Membership", "Memberships",
+    "Contact Membership records.",
+    (
+        _id("Membership ID", "Membership ID"),
+        _fk("contact_id", "Contact ID", required=True, description="FK to Contact ID"),
+        F("membership_type_id", INT, "Membership Type ID", required=True,
+          fk_entity="MembershipType", options=MEMBERSHIP_TYPES,
+          description="FK to Membership Type"),
+        F("join_date", DATE, "Member Since", default=NOW, echo=True,
+          description="Beginning of initial membership period (member since...)."),
+        F("start_date", DATE, "Membership Start Date",
+          description="Beginning of current uninterrupted membership period."),
+        F("end_date", DATE, "Membership Expiration Date",
+          description="Current membership period expire date."),
+        F("source", STR, "Membership Source"),
+        F("status_id", INT, "Membership Status ID", options=MEMBERSHIP_STATUS, default=1,
+          echo=True, fk_entity="MembershipStatus", description="FK to Membership Status"),
+        F("is_override", BOOL, "Status Override", default=False, nullable=False, echo=True,
+          description="Admin users may set a manual status which overrides the calculated "
+                      "status. When this flag is true, automated status update scripts "
+                      "should NOT modify status for the record."),
+        F("status_override_end_date", DATE, "Status Override End Date"),
+        _fk("owner_membership_id", "Primary Member ID", "Membership",
+            description="Optional FK to Parent Membership."),
+        F("max_related", INT, "Max Related", description="Maximum number of related "
+                                                         "memberships (membership_type "
+                                                         "override)."),
+        F("is_test", BOOL, "Test", default=False, nullable=False, echo=True),
+        F("is_pay_later", BOOL, "Is Pay Later", default=False, nullable=False, echo=True),
+        F("contribution_recur_id", INT, "Recurring Contribution ID",
+          fk_entity="ContributionRecur"),
+        F("is_primary_member", BOOL, "Primary Member", type="Extra", readonly=True,
+          sql="({a}.owner_membership_id IS NULL)"),
+    ),
+    label_field="id", icon="fa-id-badge", searchable="primary",
+    read_perm="access CiviMember", write_perm="edit memberships",
+    delete_perm="delete in CiviMember",
+)
+
+_event_text = ("summary", "description", "registration_link_text", "event_full_text",
+               "fee_label", "intro_text", "footer_text", "confirm_title", "confirm_text",
+               "confirm_footer_text", "confirm_email_text", "confirm_from_name",
+               "confirm_from_email", "cc_confirm", "bcc_confirm", "thankyou_title",
+               "thankyou_text", "thankyou_footer_text", "pay_later_text", "pay_later_receipt",
+               "initial_amount_label", "initial_amount_help_text", "waitlist_text",
+               "approval_req_text", "template_title")
+_EVENT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("title", STR), ("summary", TEXT), ("description", TEXT), ("event_type_id", INT),
+    ("participant_listing_id", INT), ("is_public", BOOL), ("start_date", TS),
+    ("end_date", TS), ("is_online_registration", BOOL), ("registration_link_text", STR),
+    ("registration_start_date", TS), ("registration_end_date", TS),
+    ("max_participants", INT), ("event_full_text", TEXT), ("is_monetary", BOOL),
+    ("financial_type_id", INT), ("payment_processor", STR), ("is_map", BOOL),
+    ("is_active", BOOL), ("fee_label", STR), ("is_show_location", BOOL),
+    ("loc_block_id", INT), ("default_role_id", INT), ("intro_text", TEXT),
+    ("footer_text", TEXT), ("confirm_title", STR), ("confirm_text", TEXT),
+    ("confirm_footer_text", TEXT), ("is_email_confirm", BOOL), ("confirm_email_text", TEXT),
+    ("confirm_from_name", STR), ("confirm_from_email", STR), ("cc_confirm", STR),
+    ("bcc_confirm", STR), ("default_fee_id", INT), ("default_discount_fee_id", INT),
+    ("thankyou_title", STR), ("thankyou_text", TEXT), ("thankyou_footer_text", TEXT),
+    ("is_pay_later", BOOL), ("pay_later_text", TEXT), ("pay_later_receipt", TEXT),
+    ("is_partial_payment", BOOL), ("initial_amount_label", STR),
+    ("initial_amount_help_text", TEXT), ("min_initial_amount", MONEY),
+    ("is_multiple_registrations", BOOL), ("max_additional_participants", INT),
+    ("allow_same_participant_emails", BOOL), ("has_waitlist", BOOL),
+    ("requires_approval", BOOL), ("expiration_time", INT), ("allow_selfcancelxfer", BOOL),
+    ("selfcancelxfer_time", INT), ("waitlist_text", TEXT), ("approval_req_text", TEXT),
+    ("is_template", BOOL), ("template_title", STR), ("created_id", INT),
+    ("created_date", TS), ("currency", STR), ("is_share", BOOL),
+    ("is_confirm_enabled", BOOL), ("parent_event_id", INT), ("slot_label_id", INT),
+    ("dedupe_rule_group_id", INT), ("is_billing_required", BOOL),
+    ("is_show_calendar_links", BOOL),
+)
+_EVENT_SPECIAL: dict[str, dict[str, Any]] = {
+    "title": {"required": True},
+    "event_type_id": {"options": EVENT_TYPES, "required": True},
+    "start_date": {"required": True},
+    "default_role_id": {"options": PARTICIPANT_ROLES, "default": 1, "echo": True},
+    "financial_type_id": {"options": FINANCIAL_TYPES, "fk_entity": "FinancialType"},
+    "created_id": {"fk_entity": "Contact", "default": ACTOR, "input_type": "EntityRef"},
+    "created_date": {"default": NOW, "echo": True, "readonly": True},
+    "parent_event_id": {"fk_entity": "Event", "input_type": "EntityRef"},
+    "is_active": {"default": True, "echo": True},
+    "is_public": {"default": True, "echo": True},
+}
+
+
+def _event_field(name: str, data_type: str) -> Field:
+    kw = dict(_EVENT_SPECIAL.get(name, {}))
+    if data_type == BOOL:
+        kw.setdefault("default", False)
+        kw.setdefault("echo", True)
+        kw["nullable"] = False
+    title = name.replace("_", " ").title().replace(" Id", " ID")
+    return F(name, data_type, title, **kw)
+
+
+EVENT = Entity(
+    "Event", "civicrm_event", "Event", "Events", "Event Information",
+    (
+        _id("Event ID", "Event"),
+        *(_event_field(n, t) for n, t in _EVENT_COLUMNS),
+        F("is_current", BOOL, "Is Current", type="Extra", readonly=True,
+          sql="(({a}.start_date IS NULL OR {a}.start_date <= datetime('now')) AND "
+              "({a}.end_date IS NULL OR {a}.end_date >= datetime('now')))"),
+        F("remaining_participants", INT, "Remaining Participants", type="Extra",
+          readonly=True,
+          sql="(CASE WHEN {a}.max_participants IS NULL THEN NULL ELSE {a}.max_participants "
+              "- (SELECT COUNT(*) FROM civicrm_participant p WHERE p.event_id = {a}.id) END)"),
+    ),
+    label_field="title", icon="fa-calendar", searchable="primary",
+    read_perm="access CiviEvent", write_perm="edit all events",
+    delete_perm="delete in CiviEvent",
+)
+
+PARTICIPANT = Entity(
+    "Participant", "civicrm_participant", "Participant", "Participants",
+    "Participant records of contacts in events.",
+    (
+        _id("Participant ID", "Participant ID"),
+        _fk("contact_id", "Contact ID", required=True, description="FK to Contact ID"),
+        _fk("event_id", "Event ID", "Event", required=True, description="FK to Event ID"),
+        F("status_id", INT, "Status ID", options=PARTICIPANT_STATUS, default=1, echo=True,
+          fk_entity="ParticipantStatusType", description="Participant status ID. FK to "
+                                                         "civicrm_participant_status_type."),
+        F("role_id", STR, "Participant Role", options=PARTICIPANT_ROLES, serialize=True,
+          input_type="Select", description="Participant role ID. Implicit FK to "
+                                           "civicrm_option_value where option_group = "
+                                           "participant_role."),
+        F("register_date", TS, "Register date", default=NOW, echo=True,
+          description="When did contact register for event?"),
+        F("source", STR, "Participant Source",
+          description="Source of this event registration."),
+        F("fee_level", TEXT, "Fee level", description="Populate with the label (text) "
+                                                      "associated with a fee level for paid "
+                                                      "events with multiple levels."),
+        F("is_test", BOOL, "Test", default=False, nullable=False, echo=True),
+        F("is_pay_later", BOOL, "Is Pay Later", default=False, nullable=False, echo=True),
+        F("fee_amount", MONEY, "Fee Amount", input_type="Text"),
+        _fk("registered_by_id", "Registered By Participant ID", "Participant"),
+        F("discount_id", INT, "Discount ID", fk_entity="Discount"),
+        F("fee_currency", STR, "Fee Currency"),
+        F("discount_amount", INT, "Discount Amount"),
+        F("cart_id", INT, "Event Cart ID"),
+        F("must_wait", INT, "Must Wait on List"),
+        _fk("transferred_to_contact_id", "Transferred to Contact ID"),
+        _fk("created_id", "Created by Contact ID", default=ACTOR),
+    ),
+    label_field="id", icon="fa-ticket", searchable="primary",
+    read_perm="access CiviEvent", write_perm="edit event participants",
+    delete_perm="edit event participants",
 )
 
 # The custom field group every sandbox has (CiviCRM's sample data ships the same one).
@@ -656,13 +950,18 @@ CONSTITUENT_INFORMATION = CustomGroup(
 )
 
 ENTITIES: dict[str, Entity] = {e.name: e for e in (
-    ACTIVITY, ADDRESS, CONTACT, CONTRIBUTION, EMAIL, ENTITY_TAG, GROUP, GROUP_CONTACT, NOTE,
-    PHONE, RELATIONSHIP, TAG)}
+    ACTIVITY, ADDRESS, CONTACT, CONTRIBUTION, EMAIL, ENTITY_TAG, EVENT, GROUP, GROUP_CONTACT,
+    MEMBERSHIP, NOTE, OPTION_GROUP, OPTION_VALUE, PARTICIPANT, PHONE, RELATIONSHIP, TAG)}
 
 CUSTOM_GROUPS: dict[str, CustomGroup] = {CONSTITUENT_INFORMATION.name: CONSTITUENT_INFORMATION}
 
 # Entities answered by code rather than a table ("meta" entities).
 META_ENTITIES = ("Entity", "Setting")
+
+
+def emulated_entities() -> list[str]:
+    """Every APIv4 entity the sandbox serves (what its Entity.get lists), sorted."""
+    return sorted([*ENTITIES, *META_ENTITIES])
 
 
 def custom_fields(entity: str) -> list[Field]:

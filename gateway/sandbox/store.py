@@ -7,9 +7,10 @@ import json
 import random
 import re
 import sqlite3
+from datetime import date, datetime
 from typing import Any
 
-from .schema import ddl
+from .schema import OPTION_GROUPS, ddl
 
 # Permissions an admin has (CiviCRM's admin role has all; these are the ones the sandbox checks)
 ALL_PERMISSIONS = (
@@ -19,6 +20,8 @@ ALL_PERMISSIONS = (
     "manage tags",
     "access CiviContribute", "edit contributions", "delete in CiviContribute",
     "edit api keys", "administer CiviCRM system", "view my contact", "edit my contact",
+    "access CiviEvent", "edit all events", "delete in CiviEvent", "edit event participants",
+    "access CiviMember", "edit memberships", "delete in CiviMember",
 )
 STAFF_PERMISSIONS = ("access CiviCRM", "view all contacts", "edit all contacts")
 
@@ -61,11 +64,88 @@ def regexp_binary(pattern: str | None, value: Any) -> int | None:
     return int(re.search(pattern, str(value)) is not None)
 
 
+def _lower(value: Any) -> str | None:
+    """MySQL's LOWER/UPPER are Unicode-aware; SQLite's built-ins fold ASCII only."""
+    return None if value is None else str(value).lower()
+
+
+def _upper(value: Any) -> str | None:
+    return None if value is None else str(value).upper()
+
+
+def _concat_ws(sep: Any, *parts: Any) -> str | None:
+    if sep is None:
+        return None
+    return str(sep).join(str(p) for p in parts if p is not None)
+
+
+def _date(value: Any) -> date | None:
+    try:
+        return datetime.fromisoformat(str(value)[:10]).date() if value else None
+    except ValueError:
+        return None
+
+
+def _next_anniversary(value: Any) -> date | None:
+    start = _date(value)
+    if start is None:
+        return None
+    today = date.today()
+    for year in (today.year, today.year + 1):
+        try:
+            anniv = start.replace(year=year)
+        except ValueError:  # 29 February: MySQL's DATE_ADD lands on the 28th
+            anniv = start.replace(year=year, day=28)
+        if anniv >= today:
+            return anniv
+    return None
+
+
+def next_anniversary(value: Any) -> str | None:
+    anniv = _next_anniversary(value)
+    return anniv.isoformat() if anniv else None
+
+
+def days_to_anniversary(value: Any) -> int | None:
+    anniv = _next_anniversary(value)
+    return (anniv - date.today()).days if anniv else None
+
+
+_UNIT_FORMATS = {"SECOND": "%S", "MINUTE": "%M", "HOUR": "%H", "DAY": "%d", "MONTH": "%m",
+                 "YEAR": "%Y", "WEEK": "%U", "YEAR_MONTH": "%Y%m", "DAY_HOUR": "%d%H",
+                 "HOUR_MINUTE": "%H%M", "MINUTE_SECOND": "%M%S", "DAY_MINUTE": "%d%H%M",
+                 "DAY_SECOND": "%d%H%M%S", "HOUR_SECOND": "%H%M%S"}
+
+
+def extract_unit(unit: str, value: Any) -> int | None:
+    """MySQL's EXTRACT(unit FROM value) for the units a date or datetime has."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    if unit == "QUARTER":
+        return (moment.month + 2) // 3
+    if unit == "MICROSECOND":
+        return moment.microsecond
+    fmt = _UNIT_FORMATS.get(unit)
+    return int(moment.strftime(fmt)) if fmt else None
+
+
 def connect(db_path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
     conn.execute("PRAGMA foreign_keys = ON")
     conn.create_function("REGEXP", 2, regexp, deterministic=True)
     conn.create_function("REGEXP_BINARY", 2, regexp_binary, deterministic=True)
+    # MySQL functions of CiviCRM's SQL expressions that SQLite lacks or computes differently
+    conn.create_function("PHP_LOWER", 1, _lower, deterministic=True)
+    conn.create_function("PHP_UPPER", 1, _upper, deterministic=True)
+    conn.create_function("CONCAT_WS", -1, _concat_ws, deterministic=True)
+    conn.create_function("NEXTANNIV", 1, next_anniversary)
+    conn.create_function("DAYSTOANNIV", 1, days_to_anniversary)
+    conn.create_function("EXTRACT_UNIT", 2, extract_unit, deterministic=True)
+    conn.create_function("RAND", 0, random.random)
     return conn
 
 
@@ -86,6 +166,21 @@ def site_key_for(seed: int) -> str:
 
 def rand_hash(rng: random.Random) -> str:
     return f"{rng.getrandbits(128):032x}"
+
+
+def seed_option_lists(conn: sqlite3.Connection) -> None:
+    """The option groups and values the sandbox's pseudoconstant fields use (activity types
+    get ids 6.., as on a fresh CiviCRM)."""
+    for gid, (name, title, options) in enumerate(OPTION_GROUPS, start=1):
+        conn.execute("INSERT INTO civicrm_option_group (id, name, title, is_reserved, "
+                     "is_active, is_locked, option_value_fields) VALUES "
+                     "(?, ?, ?, 1, 1, 0, ?)", (gid, name, title, "\x01name\x01label\x01"
+                                               "description\x01"))
+        for weight, (value, label) in enumerate(options.items(), start=1):
+            conn.execute("INSERT INTO civicrm_option_value (option_group_id, label, value, "
+                         "name, filter, is_default, weight, is_optgroup, is_reserved, "
+                         "is_active) VALUES (?, ?, ?, ?, 0, 0, ?, 0, 0, 1)",
+                         (gid, label, str(value), label, weight))
 
 
 def initialise(conn: sqlite3.Connection, seed: int, rng: random.Random, now: str) -> None:
@@ -118,6 +213,7 @@ def initialise(conn: sqlite3.Connection, seed: int, rng: random.Random, now: str
         (ADMIN_CONTACT_ID, f"{first} {last}", first, last, f"{last}, {first}", rand_hash(rng),
          api_key_for(seed, "admin"), f"Dear {first}", f"Dear {first}", f"{first} {last}",
          now, now))
+    seed_option_lists(conn)
     conn.execute("INSERT INTO sandbox_user (username, password, contact_id, permissions) "
                  "VALUES (?, ?, ?, ?)", ("admin", "admin", ADMIN_CONTACT_ID,
                                          json.dumps(list(ALL_PERMISSIONS))))

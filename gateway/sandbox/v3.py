@@ -3,10 +3,12 @@ legacy Contact record shape (strings, ""-for-null, contact_id/contact_is_deleted
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from .errors import CiviError
 from .schema import BOOL, DATE, ENTITIES, FLOAT, INT, MONEY, STR, TEXT, TS, Entity, Field
+from .touch import touch
 
 if TYPE_CHECKING:
     from .engine import Sandbox
@@ -108,6 +110,11 @@ def _where(ent: Entity, params: dict[str, Any]) -> list[Any]:
         name = CONTACT_ALIASES.get(key, key) if ent.name == "Contact" else key
         if name not in fields:
             continue
+        f = fields[name]
+        if f.options and isinstance(value, str) and not value.lstrip("-").isdigit():
+            # a pseudoconstant given by name or label ("option_group_id": "gender")
+            value = next((k for k, label in f.options.items() if value in (label, str(k))),
+                         value)
         if isinstance(value, dict) and len(value) == 1:
             op, operand = next(iter(value.items()))
             if str(op).upper() in V3_OPS:
@@ -170,9 +177,11 @@ class V3:
         returns = _returns(params)
         if ent.name == "Contact":
             if returns:
+                # by id, the trash filter (and so contact_is_deleted) is not added
+                by_id = any(params.get(k) not in (None, "") for k in ("id", "contact_id"))
                 keys = ["contact_id", *[k for k in returns if k not in ("id", "contact_id",
                                                                           "contact_is_deleted")],
-                        "contact_is_deleted", "id"]
+                        *([] if by_id else ["contact_is_deleted"]), "id"]
                 keys = [k for k in keys if k in CONTACT_MAP or k in ent.field_map()]
             else:
                 keys = [k for k, _ in CONTACT_KEYS]
@@ -197,10 +206,38 @@ class V3:
                                            enumerate(records)}
         out: dict[str, Any] = {"is_error": 0, "version": 3, "count": len(records)}
         out.update(extra or {})
+        if len(records) == 1 and "id" not in out and str(records[0].get("id", "")).isdigit():
+            out["id"] = int(records[0]["id"])  # civicrm_api3_create_success: one record
         out["values"] = values
         return out
 
+    # ---- chaining -----------------------------------------------------------------------
+    def chain(self, ent: Entity, records: list[dict[str, Any]],
+              params: dict[str, Any]) -> None:
+        """APIv3 chained calls: ``api.Entity.action``, ``api_Entity_action`` (any case of
+        the entity) run once per record, linked by ``<parent>_id`` and ``$value.field``."""
+        calls = [(k, v) for k, v in params.items() if chain_target(k)]
+        for rec in records:
+            for key, sub in calls:
+                entity, action = chain_target(key)  # type: ignore[misc]
+                rec[key] = self._chained(ent, rec, entity, action, sub)
+
+    def _chained(self, parent: Entity, rec: dict[str, Any], entity: str, action: str,
+                 sub: Any) -> Any:
+        if isinstance(sub, list):
+            return [self._chained(parent, rec, entity, action, s) for s in sub]
+        child = dict(sub) if isinstance(sub, dict) else {}
+        child = {k: _dollar(v, rec, parent.name) for k, v in child.items()}
+        parent_id = rec.get("id")
+        if entity == parent.name:
+            child.setdefault("id", parent_id)
+        else:
+            child.setdefault(f"{parent.name.lower()}_id", parent_id)
+        child.setdefault("sequential", 1)
+        return run_call(self, entity, action, child)
+
     def run(self, entity: str, action: str, params: dict[str, Any]) -> dict[str, Any]:
+        entity = normalize_entity(entity)
         ent = ENTITIES.get(entity)
         act = action.lower()
         if ent is None:
@@ -212,7 +249,9 @@ class V3:
             if denied:
                 return denied
         if act == "get":
-            return self.envelope(self.records(ent, params), params)
+            recs = self.records(ent, params)
+            self.chain(ent, recs, params)
+            return self.envelope(recs, params)
         if act == "getcount":
             return {"is_error": 0, "result": len(self.records(ent, params, paged=False))}
         if act in ("getsingle", "getvalue"):
@@ -221,13 +260,17 @@ class V3:
                 return {"count": len(recs), "is_error": 1,
                         "error_message": f"Expected one {entity} but found {len(recs)}"}
             if act == "getsingle":
+                self.chain(ent, recs, params)
                 return {**recs[0], "is_error": 0}
             keys = _returns(params)
             if not keys:
                 return error("Mandatory key(s) missing from params array: return",
                              error_code="mandatory_missing", fields=["return"],
                              entity=entity, action=action)
-            return {"is_error": 0, "result": recs[0].get(keys[0], "")}
+            if keys[0] not in recs[0]:
+                return {"invalid_field": keys[0], "is_error": 1,
+                        "error_message": f"field {keys[0]} unset or not existing"}
+            return {"is_error": 0, "result": recs[0][keys[0]]}
         if act == "create":
             return self.create(ent, params)
         if act == "delete":
@@ -253,15 +296,15 @@ class V3:
     # ---- writes -----------------------------------------------------------------------
     def create(self, ent: Entity, params: dict[str, Any]) -> dict[str, Any]:
         values = {k: v for k, v in params.items() if k not in RESERVED and
-                  not k.startswith("api.")}
+                  not chain_target(k) and not k.startswith("api.")}
+        if ent.name == "Activity" and values.get("source_contact_id") in (None, ""):
+            values["source_contact_id"] = self.contact_id  # APIv3: the acting contact
         if ent.name == "Contact":
             values = {CONTACT_ALIASES.get(k, k) if k != "contact_id" else "id": v
                       for k, v in values.items()}
         row_id = values.pop("id", None)
         if row_id is None:
-            required = ["contact_type"] if ent.name == "Contact" else [
-                f.name for f in ent.fields if f.required and f.default is None]
-            missing = [k for k in required if values.get(k) in (None, "")]
+            missing = _missing_v3(ent, values)
             if missing:
                 return error(f"Mandatory key(s) missing from params array: "
                              f"{', '.join(missing)}", fields=missing,
@@ -293,6 +336,7 @@ class V3:
                     out[k] = ""
         else:
             out = {k: v3_string(v, fmap.get(k)) for k, v in rec.items() if v is not None}
+        self.chain(ent, [out], params)
         return self.envelope([out], params, {"id": new_id})
 
     def delete(self, ent: Entity, params: dict[str, Any]) -> dict[str, Any]:
@@ -308,7 +352,9 @@ class V3:
         except CiviError as exc:
             return error(exc.message)
         if not env["values"]:
-            return error(f"Could not delete {ent.name} id {row_id}")
+            text = "Could not delete contact" if ent.name == "Contact" else \
+                f"Could not delete {ent.name} id {row_id}"
+            return error(text, error_code=0, entity=ent.name, action="delete")
         return {"is_error": 0, "version": 3, "count": 1, "values": 1}
 
     def getfields(self, ent: Entity, params: dict[str, Any]) -> dict[str, Any]:
@@ -346,12 +392,62 @@ class V3:
         return {"is_error": 0, "version": 3, "count": len(recs), "values": values}
 
 
+# APIv3's own mandatory keys where they differ from APIv4's: (reported name, any of these keys)
+V3_MANDATORY: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "Contact": (("contact_type", ("contact_type",)),),
+    "Activity": (("one of (activity_name, activity_type_id, activity_label)",
+                  ("activity_name", "activity_type_id", "activity_label")),),
+    "Phone": (("contact_id", ("contact_id",)),),
+}
+
+
+def _missing_v3(ent: Entity, values: dict[str, Any]) -> list[str]:
+    rules = V3_MANDATORY.get(ent.name) or tuple(
+        (f.name, (f.name,)) for f in ent.fields
+        if f.required and f.default is None and f.type == "Field")
+    return [name for name, keys in rules if all(values.get(k) in (None, "") for k in keys)]
+
+
+def normalize_entity(name: str) -> str:
+    r"""``Civi\API\Request::normalizeEntityName``: munged, then CamelCase per underscore
+    part ("email" -> "Email", "option_value" -> "OptionValue")."""
+    munged = re.sub(r"[^A-Za-z0-9_]", "_", str(name))
+    return "".join(part[:1].upper() + part[1:] for part in munged.split("_"))
+
+
+def chain_target(key: str) -> tuple[str, str] | None:
+    """The (entity, action) of a chain key: ``api.Email.get``, ``api_Email_get``,
+    ``api.email.get``; None for any other key."""
+    m = re.fullmatch(r"api[._](\w+?)[._]([A-Za-z]+)", key) if key[:4] in ("api.", "api_") \
+        else None
+    if not m:
+        return None
+    return normalize_entity(m.group(1)), m.group(2).lower()
+
+
+def _dollar(value: Any, rec: dict[str, Any], entity: str) -> Any:
+    """``$value.field`` in a chained call's params: the parent record's value."""
+    if isinstance(value, str) and value.startswith("$value."):
+        field = value[7:]
+        if field in rec:
+            touch(entity, CONTACT_ALIASES.get(field, field) if entity == "Contact" else field)
+            return rec[field]
+    return value
+
+
 def _bao(entity: str) -> str:
     """The PHP class CiviCRM names as a field's BAO (its component's namespace)."""
     component = {"Contact": "Contact", "Group": "Contact", "GroupContact": "Contact",
                  "Relationship": "Contact", "Contribution": "Contribute",
                  "Activity": "Activity"}.get(entity, "Core")
     return f"CRM_{component}_BAO_{entity}"
+
+
+def run_call(v3: V3, entity: str, action: str, params: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return v3.run(entity, action, params)
+    except CiviError as exc:
+        return error(exc.message, **({"error_code": exc.v3_code} if exc.v3_code else {}))
 
 
 def run_v3(sandbox: Sandbox, entity: str, action: str, params: dict[str, Any], check: bool,

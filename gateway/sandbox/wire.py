@@ -22,6 +22,7 @@ from starlette.routing import Route
 from .engine import Sandbox
 from .errors import CiviError
 from .phpjson import dumps_bytes
+from .query import PhpFatal
 
 JSON_TYPE = "application/json"
 XHR_ALERT4 = "SECURITY ALERT: Ajax requests can only be issued by javascript clients, eg. " \
@@ -30,6 +31,7 @@ XHR_ALERT3 = "SECURITY ALERT: Ajax requests can only be issued by javascript cli
              "CRM.api3()."
 GET_WRITE = "SECURITY: All requests that modify the database must be http POST, not GET."
 GUARD = "Login not permitted. Must satisfy guard (site_key, perm)."
+PHP_FATAL: dict[str, Any] = {}  # marker: the call died in a PHP error (empty HTML page)
 GENERIC = "Sorry an error occurred and your request was not completed. (Error ID: {})"
 
 
@@ -195,6 +197,8 @@ class WireApp:
                 lambda: self.sandbox.api4(entity, action, params, check_permissions=True,
                                           contact_id=login.contact_id, index=index))
             return 200, result
+        except PhpFatal:
+            return 500, PHP_FATAL
         except CiviError as exc:
             if await self._debug_visible(login.contact_id):
                 body = {"error_code": exc.error_code, "error_message": exc.message,
@@ -221,6 +225,8 @@ class WireApp:
         if isinstance(index, str) and index.isdigit():
             index = int(index)
         status, body = await self._call4(entity, action, params, index, login)
+        if body is PHP_FATAL:
+            return php_fatal()
         return json_response(body, status)
 
     async def api4_multi(self, request: Request) -> Response:
@@ -245,6 +251,8 @@ class WireApp:
             params = call[2] if len(call) > 2 else {}
             index = call[3] if len(call) > 3 else None
             status, body = await self._call4(entity, action, params, index, login)
+            if body is PHP_FATAL:
+                return php_fatal()  # a PHP error ends the whole request
             answers[name] = body
             statuses.append(status)
         if not statuses or 200 in statuses:

@@ -20,7 +20,7 @@ def test_sandbox_backend_end_to_end(gateway_process):
         assert created.status_code == 200, created.text
         cid = created.json()[0]["id"]
         got = client.get("/v4/Contact/get", params={"id": str(cid), "select": "display_name"})
-        assert got.json() == [{"display_name": "Uvi Corn"}]
+        assert got.json() == [{"id": cid, "display_name": "Uvi Corn"}]
         assert got.headers["x-request-id"]
         assert client.get("/v3/Contact/getcount").json() >= 22
         missing = client.post("/v4/Nope/get", json={})

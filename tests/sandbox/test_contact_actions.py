@@ -200,8 +200,8 @@ def test_merge_moves_belongings_and_trashes_the_duplicate(sb: Sandbox, ada: int)
         assert _owned(sb, entity, field, dupe) == 0, entity
     emails = _v(sb.api4("Email", "get", {"where": [["contact_id", "=", ada]],
                                          "select": ["email", "is_primary"], "orderBy": {"id": "ASC"}}))
-    assert emails == [{"email": "a@x.org", "is_primary": True},
-                      {"email": "b@x.org", "is_primary": False}]
+    assert [{k: v for k, v in e.items() if k != "id"} for e in emails] == [
+        {"email": "a@x.org", "is_primary": True}, {"email": "b@x.org", "is_primary": False}]
     main = _v(sb.api4("Contact", "get", {"where": [["id", "=", ada]],
                                          "select": ["job_title"]}))[0]
     assert main["job_title"] == "Analyst"  # empty on the main contact: filled from the other
@@ -224,7 +224,7 @@ def test_safe_mode_skips_conflicts_aggressive_keeps_main(sb: Sandbox, ada: int) 
     assert _v(out)[0]["merged"] == [{"main_id": ada, "other_id": dupe}]
     main = _v(sb.api4("Contact", "get", {"where": [["id", "=", ada]],
                                          "select": ["job_title", "nick_name"]}))[0]
-    assert main == {"job_title": "Countess", "nick_name": "Enchantress"}
+    assert main == {"id": ada, "job_title": "Countess", "nick_name": "Enchantress"}
 
 
 def test_merge_errors_and_permissions(sb: Sandbox, ada: int) -> None:

@@ -78,7 +78,7 @@ def test_order_limit_offset(sb: Sandbox, people: dict[str, int]) -> None:
 def test_select_suffix_wildcard_and_unknown(sb: Sandbox, people: dict[str, int]) -> None:
     rec = sb.api4("Contact", "get", {"select": ["gender_id:label", "do_not_*", "nope"],
                                      "where": [["id", "=", people["Ada"]]]})["values"][0]
-    assert rec == {"gender_id:label": "Female", "do_not_email": False, "do_not_phone": False,
+    assert rec == {"id": people["Ada"], "gender_id:label": "Female", "do_not_email": False, "do_not_phone": False,
                    "do_not_mail": False, "do_not_sms": False, "do_not_trade": False}
 
 
@@ -111,7 +111,7 @@ def test_update_save_delete_replace(sb: Sandbox, people: dict[str, int]) -> None
                                        "records": [{"email": "c@x.org"}]})["values"]
     assert [r["email"] for r in out] == ["c@x.org"]
     left = sb.api4("Email", "get", {"where": [["contact_id", "=", ada]], "select": ["email"]})
-    assert left["values"] == [{"email": "c@x.org"}]
+    assert left["values"] == [{"id": out[0]["id"], "email": "c@x.org"}]
 
 
 def test_update_by_where_returns_each(sb: Sandbox, people: dict[str, int]) -> None:
@@ -165,7 +165,7 @@ def test_entity_derived_values(sb: Sandbox) -> None:
     phone = sb.api4("Phone", "create", {"values": {"contact_id": 1, "phone": "(555) 1-2"}})
     assert phone["values"][0]["is_primary"] is True
     got = sb.api4("Phone", "get", {"select": ["phone_numeric"]})["values"]
-    assert got == [{"phone_numeric": "55512"}]
+    assert got == [{"id": phone["values"][0]["id"], "phone_numeric": "55512"}]
     group = sb.api4("Group", "create", {"values": {"title": "Board Members"}})["values"][0]
     assert group["name"] == "Board_Members" and group["is_active"] is True
     contrib = sb.api4("Contribution", "create", {"values": {
@@ -182,7 +182,7 @@ def test_group_contact_and_entity_tag(sb: Sandbox, people: dict[str, int]) -> No
     sb.api4("EntityTag", "create", {"values": {"tag_id": tid, "entity_id": people["Ada"]}})
     got = sb.api4("GroupContact", "get", {"select": ["status", "contact_id.display_name",
                                                      "group_id.title"]})["values"]
-    assert got == [{"status": "Added", "contact_id.display_name": "Ada Lovelace",
+    assert [{k: v for k, v in g.items() if k != "id"} for g in got] == [{"status": "Added", "contact_id.display_name": "Ada Lovelace",
                     "group_id.title": "G"}]
     with pytest.raises(CiviError, match="Mandatory values missing from Api4 "
                                         "GroupContact::create: group_id"):
@@ -199,7 +199,7 @@ def test_custom_fields(sb: Sandbox, people: dict[str, int]) -> None:
         "id": ada, "Constituent_Information.Most_Important_Issue": "Edu",
         "Constituent_Information.Marital_Date": "1835-07-08"}})
     rec = sb.api4("Contact", "get", {"select": ["custom.*"], "where": [["id", "=", ada]]})
-    assert rec["values"] == [{"Constituent_Information.Most_Important_Issue": "Edu",
+    assert rec["values"] == [{"id": ada, "Constituent_Information.Most_Important_Issue": "Edu",
                               "Constituent_Information.Marital_Status": None,
                               "Constituent_Information.Marital_Date": "1835-07-08"}]
     hit = sb.api4("Contact", "get", {"select": ["id"], "where": [
@@ -207,7 +207,7 @@ def test_custom_fields(sb: Sandbox, people: dict[str, int]) -> None:
     assert hit["values"] == [{"id": ada}]
     label = sb.api4("Contact", "get", {"select": [
         "Constituent_Information.Most_Important_Issue:label"], "where": [["id", "=", ada]]})
-    assert label["values"] == [{"Constituent_Information.Most_Important_Issue:label":
+    assert label["values"] == [{"id": ada, "Constituent_Information.Most_Important_Issue:label":
                                 "Education"}]
     assert "Constituent_Information.Most_Important_Issue" not in sb.api4(
         "Contact", "get", {"where": [["id", "=", ada]]})["values"][0]
@@ -223,7 +223,9 @@ def test_chain_and_join(sb: Sandbox, people: dict[str, int]) -> None:
         "select": ["id"], "where": [["id", "=", ada]],
         "chain": {"emails": ["Email", "get", {"where": [["contact_id", "=", "$id"]],
                                               "select": ["email"]}]}})
-    assert env["values"] == [{"id": ada, "emails": [{"email": "ada@example.org"}]}]
+    assert [{**r, "emails": [{"email": e["email"]} for e in r["emails"]]}
+            for r in env["values"]] == [{"id": ada, "emails": [{"email": "ada@example.org"}]}]
+    assert list(env["values"][0]["emails"][0]) == ["id", "email"]  # id comes first
     created = sb.api4("Contact", "create", {
         "values": {"first_name": "Chained"},
         "chain": {"email": ["Email", "create", {"values": {"contact_id": "$id",
@@ -268,8 +270,11 @@ def test_permissions(sb: Sandbox) -> None:
     staff = sb.api4("Contact", "get", {"where": [["id", "=", 2]]}, check_permissions=True,
                     contact_id=3)["values"][0]
     assert "api_key" not in staff
-    sb.api4("Contact", "create", {"values": {"first_name": "ByStaff"}}, check_permissions=True,
-            contact_id=3)
+    with pytest.raises(Unauthorized):  # creating contacts needs "add contacts" (sample 48)
+        sb.api4("Contact", "create", {"values": {"first_name": "ByStaff"}},
+                check_permissions=True, contact_id=3)
+    sb.api4("Contact", "update", {"values": {"id": 2, "nick_name": "ByStaff"}},
+            check_permissions=True, contact_id=3)
     with pytest.raises(Unauthorized):
         sb.api4("Setting", "set", {"values": {"debug_enabled": False}},
                 check_permissions=True, contact_id=3)

@@ -72,7 +72,7 @@ def test_email_create_and_primary(sb: Sandbox, ada: int) -> None:
                       {"id": second["id"], "is_primary": True}]
     got = sb.api4("Contact", "get", {"select": ["email_primary.email"],
                                      "where": [["id", "=", ada]]})["values"]
-    assert got == [{"email_primary.email": "b@x.org"}]
+    assert got == [{"id": ada, "email_primary.email": "b@x.org"}]
 
 
 @pytest.mark.parametrize(("entity", "action", "params", "message"), [
