@@ -19,9 +19,9 @@ from typing import Any
 
 from limits import RateLimitItem, parse
 
+from .credentials import is_credential_action, is_credential_field
 from .errors import GatewayError
 from .params import check_names, is_read_action
-from .credentials import is_credential_action, is_credential_field
 
 
 @dataclass(frozen=True)

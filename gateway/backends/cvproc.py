@@ -120,11 +120,27 @@ async def spawn(argv: list[str], *, stderr_to_pipe: bool = True) -> asyncio.subp
         raise not_found(argv, exc) from None
 
 
-async def run_process(argv: list[str], stdin: bytes, limit: float) -> ProcessResult:
+# Seconds between the gateway giving up on a call and cv being killed where it runs.
+KILL_MARGIN = 1.0
+
+
+def timeout_error(what: str, limit: float, *, remote: bool) -> GatewayError:
+    """The 504 for a call that outlived ``limit``: honest about what may have happened."""
+    where = (f"it was killed where it runs (within {KILL_MARGIN:g} s, through the context)"
+             if remote else "its processes were killed")
+    return GatewayError(
+        "upstream-timeout",
+        f"{what} did not answer within {limit:g} s; {where}. The call may still have taken "
+        "effect in CiviCRM (a write may have been committed): check before repeating it.")
+
+
+async def run_process(argv: list[str], stdin: bytes, limit: float, *,
+                      remote: bool = False) -> ProcessResult:
     """Run one cv process to completion within ``limit`` seconds.
 
     On timeout (or when the caller is cancelled) the whole process group is killed and the
-    process reaped before this returns.
+    process reaped before this returns. ``remote``: cv runs through a context that bounds it
+    there too (see ``CvBackend._bounded``).
     """
     proc = await spawn(argv)
     try:
@@ -132,9 +148,7 @@ async def run_process(argv: list[str], stdin: bytes, limit: float) -> ProcessRes
     except TimeoutError:
         kill_group(proc)
         await reap(proc)
-        raise GatewayError("upstream-timeout",
-                           f"cv did not answer within {limit:g} s; its processes were killed."
-                           ) from None
+        raise timeout_error("cv", limit, remote=remote) from None
     except BaseException:
         kill_group(proc)
         await reap(proc)
@@ -294,7 +308,22 @@ def v4_result(data: Any) -> Records:
 
 
 __all__ = [
-    "ConsoleError", "ProcessResult", "boot_failure", "check_names", "check_user",
-    "command_prefix", "extract_json", "failure_from_stderr", "is_boot_failure", "kill_group",
-    "parse_console_error", "reap", "run_process", "spawn", "v3_result", "v4_result",
+    "KILL_MARGIN",
+    "ConsoleError",
+    "ProcessResult",
+    "boot_failure",
+    "check_names",
+    "check_user",
+    "command_prefix",
+    "extract_json",
+    "failure_from_stderr",
+    "is_boot_failure",
+    "kill_group",
+    "parse_console_error",
+    "reap",
+    "run_process",
+    "spawn",
+    "timeout_error",
+    "v3_result",
+    "v4_result",
 ]
