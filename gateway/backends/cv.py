@@ -81,6 +81,8 @@ class CvBackend(Backend):
         self._prefix = command_prefix(settings)
         self._context_len = len(split_command(settings.cv_context))
         self._context_kill = bool(self._context_len) and settings.cv_context_kill
+        # For the 504's wording: None (local), True (killed there too), False (context only).
+        self._remote = self._context_kill if self._context_len else None
         self._slots = asyncio.Semaphore(settings.cv_concurrency)
         self._running = 0
         self._queued = 0
@@ -124,7 +126,7 @@ class CvBackend(Backend):
             for stdin in stdins:
                 left = deadline - asyncio.get_running_loop().time()
                 result = await run_process(self._bounded(argv, left), stdin, left,
-                                           remote=self._context_kill)
+                                           remote=self._remote, configured=timeout)
                 answers.append(self._records(version, action, result))
         finally:
             self._running -= 1

@@ -84,6 +84,7 @@ class PipeBackend(Backend):
         self.settings = settings
         prefix = [*command_prefix(settings), "pipe", "vtl"]
         context = split_command(settings.cv_context)
+        self.context = bool(context)
         self.kill_argv: list[str] | None = None
         if context and settings.cv_context_kill:
             # Learn cv's pid where it runs, to kill it there (see gateway.backends.pipeworker).
@@ -227,7 +228,7 @@ class PipeBackend(Backend):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _retire(self, slot: _Slot, *, kill: bool) -> None:
+    async def _retire(self, slot: _Slot, *, kill: bool, hung: bool = False) -> None:
         """Take the slot's worker out of service: killed now (broken or hung), or ended
         politely in the background (recycled); a replacement is started in the background."""
         worker, slot.worker = slot.worker, None
@@ -235,7 +236,7 @@ class PipeBackend(Backend):
             self._workers.discard(worker)
             if kill:
                 self.restarts += 1
-                await worker.kill()
+                await worker.kill(remote=hung)
                 worker = None
             else:
                 self.recycled += 1
@@ -335,7 +336,9 @@ class PipeBackend(Backend):
         WorkerDied when the worker died or broke the protocol mid-call."""
         timeout = self.settings.cv_timeout
         slot = await self._acquire(max(0.0, deadline - asyncio.get_running_loop().time()))
-        outcome = "kill"  # what to do with the worker afterwards: keep, recycle or kill
+        # What to do with the worker afterwards: keep, recycle, kill, or kill also where it
+        # runs (hung: only then is cv known to be still running there).
+        outcome = "kill"
         try:
             worker = await self._ready_worker(slot, login)
             try:
@@ -346,10 +349,11 @@ class PipeBackend(Backend):
                     else:
                         answers = await worker.rpc_batch(calls)
             except TimeoutError:
+                outcome = "hung"
                 log.warning("cv pipe worker %d (pid %s) hung on %s.%s; killing it",
                             worker.number, worker.pid, entity, action)
-                raise timeout_error("cv pipe", timeout,
-                                    remote=worker.remote_pid is not None) from None
+                remote = None if not self.context else worker.remote_pid is not None
+                raise timeout_error("cv pipe", timeout, remote=remote) from None
             except WorkerBroken as exc:
                 raise WorkerDied(exc.error.slug, exc.error.detail) from None
             except LoginRefused as exc:
@@ -375,7 +379,8 @@ class PipeBackend(Backend):
             if outcome == "keep" and worker_now is not None:
                 self._idle.put_nowait(slot)
             else:
-                await asyncio.shield(self._retire(slot, kill=outcome == "kill"))
+                await asyncio.shield(self._retire(slot, kill=outcome in ("kill", "hung"),
+                                                  hung=outcome == "hung"))
         return answers
 
     @staticmethod

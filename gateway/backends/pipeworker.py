@@ -3,8 +3,8 @@ each way), and the faults it can report. The pool around it is ``gateway.backend
 
 Through a context (``docker exec``, ``ssh``) killing the local process does not end cv where
 it runs, so the worker is then started as ``sh -c 'echo civi-gateway-pid $$; exec "$@"' ...``:
-the line before the handshake tells its pid there, and a worker killed for a fault (hang,
-broken protocol) is also killed there, through the same context. The shell's script is a
+the line before the handshake tells its pid there, and a worker killed because it hung (or
+ignored EOF on a polite stop) is also killed there, through the same context. The shell's script is a
 constant; cv's argv reaches it as positional parameters and params never pass through it.
 """
 
@@ -188,17 +188,17 @@ class PipeWorker:
     def stderr_tail(self, limit: int = 500) -> str:
         return self._stderr.decode("utf-8", "replace").strip()[-limit:]
 
-    async def kill(self, *, remote: bool = True) -> None:
-        """SIGKILL the worker's group and reap it; through a context, kill cv there too
-        (``remote``: unless it ended by itself, when its pid may already be reused)."""
-        already = self._dead and self.proc is not None and self.proc.returncode is not None
+    async def kill(self, *, remote: bool = False) -> None:
+        """SIGKILL the worker's group and reap it; ``remote``: through a context, kill cv
+        there too. Only for a cv known to be running there (hung, or deaf to EOF): one that
+        ended by itself may have had its pid reused."""
         self._dead = True
         if self.proc is None:
             return
         kill_group(self.proc)
         await reap(self.proc)
         await self._close_pipes()
-        if remote and not already and self.remote_pid is not None and self.kill_argv:
+        if remote and self.remote_pid is not None and self.kill_argv:
             await self._kill_remote(self.remote_pid)
 
     async def _kill_remote(self, pid: int) -> None:
