@@ -106,6 +106,9 @@ class PipeBackend(Backend):
         self.recycled = 0  # workers retired after pipe_max_calls calls (or a failed login)
         self.calls = 0
         self.retried = 0  # reads sent again on another worker after theirs died
+        # Checked once: asked for on every call without a client identity.
+        self._default_login = Login("user", check_user(settings.cv_user)) \
+            if settings.cv_user else None
 
     def stats(self) -> dict[str, float]:
         """Pool use for /metrics: size, busy and idle workers, queued callers, replacements."""
@@ -121,7 +124,7 @@ class PipeBackend(Backend):
         return bool(self.settings.cv_user) or not self.settings.cv_check_permissions
 
     def default_login(self) -> Login | None:
-        return Login("user", check_user(self.settings.cv_user)) if self.settings.cv_user else None
+        return self._default_login
 
     async def _spawn(self) -> PipeWorker:
         if self._closed:
@@ -255,6 +258,8 @@ class PipeBackend(Backend):
         return self.default_login()
 
     async def _acquire(self, limit: float) -> _Slot:
+        if not self._idle.empty():  # a free worker: no waiter task, no timer (~40 us a call)
+            return self._idle.get_nowait()
         self._queued += 1
         try:
             return await asyncio.wait_for(self._idle.get(), limit)
