@@ -168,8 +168,9 @@ async def asgi_post(app: Any, path: bytes, body: bytes) -> tuple[int, bytes]:
 
 
 async def pipe_overhead(command: str, site: Path, calls: int, rounds: int = 10
-                        ) -> tuple[list[float], list[float]]:
-    """p50 material: raw pipe round trips and gateway-through-pipe calls, alternating."""
+                        ) -> tuple[list[float], list[float], float, float]:
+    """Raw pipe round trips and gateway-through-pipe calls, alternating: their latencies, and
+    this process's CPU seconds per call on each side (what the load cannot inflate much)."""
     settings = Settings(backend="pipe", cv_command=command, cv_cwd=str(site), cv_user="admin",
                         pipe_size=1, pipe_max_calls=1_000_000, cv_timeout=120,
                         pipe_start_timeout=120)
@@ -198,25 +199,29 @@ async def pipe_overhead(command: str, site: Path, calls: int, rounds: int = 10
 
     raws: list[float] = []
     gateways: list[float] = []
+    cpu = {"raw": 0.0, "gateway": 0.0}
     try:
         async with app.router.lifespan_context(app):
             for _ in range(20):  # warm both up
                 await raw_call()
                 await gateway_call()
             for _ in range(rounds):
-                for call, into in ((raw_call, raws), (gateway_call, gateways)):
+                for name, call, into in (("raw", raw_call, raws),
+                                         ("gateway", gateway_call, gateways)):
+                    cpu_started = time.process_time()
                     for _ in range(max(1, calls // rounds)):
                         started = time.perf_counter()
                         await call()
                         into.append(time.perf_counter() - started)
+                    cpu[name] += time.process_time() - cpu_started
     finally:
         raw.stdin.close()
         await raw.wait()
-    return raws, gateways
+    return raws, gateways, cpu["raw"] / len(raws), cpu["gateway"] / len(gateways)
 
 
-def report_overhead(raws: list[float], gateways: list[float], args: argparse.Namespace
-                    ) -> None:
+def report_overhead(raws: list[float], gateways: list[float], raw_cpu: float, gateway_cpu: float,
+                    args: argparse.Namespace) -> None:
     raw, gateway = statistics.median(raws), statistics.median(gateways)
     ratio = gateway / raw
     print(f"\npipe overhead: Contact.get (25 contacts), one caller, {len(raws)} calls each, "
@@ -228,6 +233,8 @@ def report_overhead(raws: list[float], gateways: list[float], args: argparse.Nam
           f"{statistics.quantiles(gateways, n=10)[-1] * 1000:6.3f} ms")
     print(f"gateway adds {(gateway - raw) * 1000:.3f} ms a call; ratio {ratio:.2f}x "
           f"(target <= 1.3x: {'met' if ratio <= 1.3 else 'NOT met'})")
+    print(f"CPU of this process per call: raw client {raw_cpu * 1e6:.0f} us, gateway "
+          f"{gateway_cpu * 1e6:.0f} us (the gateway's own work, less sensitive to the load)")
 
 
 def report(results: list[Result], baseline: Result, args: argparse.Namespace) -> None:
@@ -290,8 +297,9 @@ async def main() -> None:
         if args.call_delay:
             os.environ["CV_SANDBOX_CALL_DELAY"] = str(args.call_delay)  # inherited by cv
         print("pipe overhead ...", file=sys.stderr)
-        raws, gateways = await pipe_overhead(command, site, args.overhead_calls)
-        report_overhead(raws, gateways, args)
+        raws, gateways, raw_cpu, gateway_cpu = await pipe_overhead(command, site,
+                                                                   args.overhead_calls)
+        report_overhead(raws, gateways, raw_cpu, gateway_cpu, args)
         if args.overhead_only:
             return
         common: dict[str, Any] = {"cv_command": command, "cv_cwd": str(site),
