@@ -27,6 +27,7 @@ A ``get`` selecting ``row_count`` sends its records query and a count query
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from dataclasses import dataclass
@@ -69,6 +70,51 @@ class _Slot:
     worker: PipeWorker | None = None
 
 
+class IdleSlots:
+    """Free slots, handed to waiting callers first come, first served.
+
+    asyncio.Queue lets a caller that arrives while a freed slot is on its way to the first
+    waiter take it instead; under a steady load such a waiter can wait until its deadline
+    (a write queued behind busy readers got 504 in tests). Here a freed slot goes straight to
+    the oldest waiter, and a newcomer waits its turn."""
+
+    def __init__(self) -> None:
+        self._free: collections.deque[_Slot] = collections.deque()
+        self._waiters: collections.deque[asyncio.Future[_Slot]] = collections.deque()
+
+    def __len__(self) -> int:
+        return len(self._free)
+
+    def __contains__(self, slot: object) -> bool:
+        return slot in self._free
+
+    def put(self, slot: _Slot) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(slot)
+                return
+        self._free.append(slot)
+
+    async def get(self, limit: float) -> _Slot:
+        """A free slot within ``limit`` seconds (TimeoutError otherwise)."""
+        if self._free and not self._waiters:  # no waiter task, no timer (~40 us a call)
+            return self._free.popleft()
+        waiter: asyncio.Future[_Slot] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(limit):
+                return await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.put(waiter.result())  # handed over just as we gave up: pass it on
+            else:
+                waiter.cancel()
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            raise
+
+
 def rpc_failure(exc: RpcError) -> GatewayError:
     if exc.code == -32099 or exc.code is None:
         return from_civicrm(exc.message)
@@ -95,7 +141,7 @@ class PipeBackend(Backend):
         self.size = settings.pipe_size
         # Requests up to the gateway's body limit (plus JSON-RPC framing) must fit in a line.
         self.buffer_size = max(DEFAULT_BUFFER, 2 * settings.max_body_bytes + 65_536)
-        self._idle: asyncio.Queue[_Slot] = asyncio.Queue()
+        self._idle = IdleSlots()
         self._slots: list[_Slot] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._workers: set[PipeWorker] = set()
@@ -112,7 +158,7 @@ class PipeBackend(Backend):
 
     def stats(self) -> dict[str, float]:
         """Pool use for /metrics: size, busy and idle workers, queued callers, replacements."""
-        idle = self._idle.qsize() if not self._closed else 0
+        idle = len(self._idle) if not self._closed else 0
         size = len(self._slots) if not self._closed else 0
         return {"size": size, "busy": size - idle, "idle": idle, "queued": self._queued,
                 "restarts": self.restarts, "recycled": self.recycled, "calls": self.calls,
@@ -195,7 +241,7 @@ class PipeBackend(Backend):
         for slot, worker in zip(slots, results, strict=True):
             assert isinstance(worker, PipeWorker)
             slot.worker = worker
-            self._idle.put_nowait(slot)
+            self._idle.put(slot)
 
     async def close(self) -> None:
         """Stop background replacements, then end every worker (EOF, then SIGKILL)."""
@@ -225,7 +271,7 @@ class PipeBackend(Backend):
                 log.warning("cv pipe worker could not be replaced: %s", exc)
             finally:
                 if not self._closed:
-                    self._idle.put_nowait(slot)
+                    self._idle.put(slot)
 
         task = asyncio.create_task(refill())
         self._tasks.add(task)
@@ -258,11 +304,9 @@ class PipeBackend(Backend):
         return self.default_login()
 
     async def _acquire(self, limit: float) -> _Slot:
-        if not self._idle.empty():  # a free worker: no waiter task, no timer (~40 us a call)
-            return self._idle.get_nowait()
         self._queued += 1
         try:
-            return await asyncio.wait_for(self._idle.get(), limit)
+            return await self._idle.get(limit)
         except TimeoutError:
             raise GatewayError("upstream-timeout",
                                f"No cv pipe worker became free within {limit:g} s "
@@ -382,7 +426,7 @@ class PipeBackend(Backend):
                          worker_now.calls)
                 outcome = "recycle"
             if outcome == "keep" and worker_now is not None:
-                self._idle.put_nowait(slot)
+                self._idle.put(slot)
             else:
                 await asyncio.shield(self._retire(slot, kill=outcome in ("kill", "hung"),
                                                   hung=outcome == "hung"))

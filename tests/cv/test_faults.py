@@ -50,7 +50,7 @@ async def test_pipe_worker_sigkilled_mid_call(site: Site) -> None:
         before = set(worker_pids(backend))
         call = asyncio.create_task(gw.post("/v4/Contact/get", json=GET_ONE))
         assert await eventually(lambda: backend.stats()["busy"] == 1)
-        busy = [s.worker.pid for s in backend._slots if s not in backend._idle._queue]
+        busy = [s.worker.pid for s in backend._slots if s not in backend._idle]
         os.kill(busy[0], signal.SIGKILL)
         response = await call
         assert response.status_code == 200, response.text

@@ -10,15 +10,16 @@ import os
 import signal
 from typing import Any
 
+import pytest
+
 from .conftest import Site, assert_problem, cv_settings, eventually, gateway
 
 READ = {"select": ["id", "display_name"], "where": [["id", "=", 2]]}
 
 
 def busy_pids(backend: Any) -> list[int]:
-    idle = set(id(slot) for slot in backend._idle._queue)
     return [slot.worker.pid for slot in backend._slots
-            if id(slot) not in idle and slot.worker is not None and slot.worker.alive]
+            if slot not in backend._idle and slot.worker is not None and slot.worker.alive]
 
 
 async def test_sigkill_under_read_load(site: Site) -> None:
@@ -78,3 +79,26 @@ async def test_sigkill_under_read_load(site: Site) -> None:
         count = site.count("Contact", [["first_name", "=", name]])
         assert count == (1 if status == 200 else count), (name, status, count)
         assert count <= 1, (name, status, count)
+
+
+async def test_free_workers_go_to_the_oldest_waiter() -> None:
+    """A freed slot goes to the caller that waited longest, not to one that just arrived (with
+    asyncio.Queue a newcomer could take it, and a queued write waited until its 504)."""
+    from gateway.backends.pipe import IdleSlots, _Slot
+
+    idle = IdleSlots()
+    first, second = _Slot(1), _Slot(2)
+    waiter = asyncio.create_task(idle.get(5))
+    await asyncio.sleep(0)  # one turn of the loop: the waiter is queued
+    idle.put(first)
+    newcomer = asyncio.create_task(idle.get(5))
+    await asyncio.sleep(0)
+    assert waiter.done() and waiter.result() is first
+    assert not newcomer.done()
+    idle.put(second)
+    assert await newcomer is second
+    assert len(idle) == 0
+    with pytest.raises(TimeoutError):
+        await idle.get(0.01)
+    idle.put(first)  # the timed-out waiter is gone: the slot stays free
+    assert len(idle) == 1 and first in idle
