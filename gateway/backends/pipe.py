@@ -13,12 +13,13 @@ Protocol (JSON-RPC 2.0, one request line, one response line):
 3. ``login {"user": cv_user}`` when a user is configured (trusted sessions only);
 4. calls: ``api4`` / ``api3`` with ``[entity, action, params]``, permission mode forced.
 
-One request at a time per worker; callers wait for a free worker (at most ``cv_timeout``). A
-worker that dies, hangs past ``cv_timeout`` or breaks the protocol is killed (whole group, and
-through a context also where cv runs) and replaced in the background. Its in-flight call is
-answered 504 (hung), or raised as a TransientError (died, broken) that the resilience layer
-retries for reads only, on another worker: a write is never repeated. After
-``pipe_max_calls`` calls a worker is retired and replaced. ``close`` ends them all.
+One request at a time per worker; callers wait for a free worker (at most ``cv_timeout``,
+first come, first served). A worker that dies, hangs past ``cv_timeout`` or breaks the protocol
+is killed (whole group; a hung one through a context also where cv runs) and replaced in the
+background. Its in-flight call is answered 504 when it hung; when the worker died or broke the
+protocol, a read is sent once more on another worker (within the retry budget) and a write is
+answered 502, never repeated. After ``pipe_max_calls`` calls a worker is retired and replaced.
+``close`` ends them all.
 
 A ``get`` selecting ``row_count`` sends its records query and a count query
 (``gateway.backends.rowcount``) as one JSON-RPC batch line: one round trip, one session.
