@@ -3,8 +3,16 @@ and through civicrmapi's ``CvApiV4``, all against the cv stand-in with a simulat
 
 Run by hand (not a test)::
 
-    /work/venv/bin/python -m benchmarks.bench_cv            # 200 calls per mode, 0.3 s boot
-    /work/venv/bin/python -m benchmarks.bench_cv --calls 50 --boot-delay 0.3 --pools 1,4
+    python -m benchmarks.bench_cv            # 200 calls per mode, 0.3 s boot
+    python -m benchmarks.bench_cv --calls 50 --boot-delay 0.3 --pools 1,4
+    python -m benchmarks.bench_cv --overhead-only --overhead-calls 600 --call-delay 0.002
+
+The overhead part (always run first) compares, one caller at a time, a raw ``cv pipe`` round
+trip (a lean client writing the JSON-RPC line to a worker of its own and reading the answer)
+with the same call through the gateway's pipe backend (the ASGI app called in process, no HTTP
+client or server: the gateway's own cost). Both run in alternating rounds, so a load change on
+the machine hits both alike. ``--call-delay`` makes the stand-in take that long per call, to
+model a real CiviCRM (a warm ``cv pipe`` answers this call in 2.3-2.5 ms on a real site).
 
 Every mode answers the same call (``Contact.get``, 25 contacts, two fields) against the same
 site. The gateway is driven over HTTP (httpx on its ASGI app) in the benchmark's own process.
@@ -34,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from gateway.app import create_app
 from gateway.settings import Settings
@@ -124,6 +133,110 @@ async def through_civicrmapi(command: str, site: Path, calls: int, threads: int)
         pool.shutdown()
 
 
+async def asgi_post(app: Any, path: bytes, body: bytes) -> tuple[int, bytes]:
+    """One POST straight into the ASGI app: what a lean client costs, nothing more."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": path.decode(), "raw_path": path,
+             "query_string": b"", "root_path": "", "client": ("127.0.0.1", 40000),
+             "server": ("127.0.0.1", 8000), "state": {},
+             "headers": [(b"host", b"gateway"), (b"content-type", b"application/json"),
+                         (b"content-length", str(len(body)).encode())]}
+    received = False
+    status = 0
+    chunks: list[bytes] = []
+    complete = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        if not received:
+            received = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await complete.wait()  # as uvicorn: "disconnected" once the response is sent
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                complete.set()
+
+    await app(scope, receive, send)
+    return status, b"".join(chunks)
+
+
+async def pipe_overhead(command: str, site: Path, calls: int, rounds: int = 10
+                        ) -> tuple[list[float], list[float], float, float]:
+    """Raw pipe round trips and gateway-through-pipe calls, alternating: their latencies, and
+    this process's CPU seconds per call on each side (what the load cannot inflate much)."""
+    settings = Settings(backend="pipe", cv_command=command, cv_cwd=str(site), cv_user="admin",
+                        pipe_size=1, pipe_max_calls=1_000_000, cv_timeout=120,
+                        pipe_start_timeout=120)
+    app = create_app(settings)
+    body = orjson.dumps(PARAMS)
+    request = orjson.dumps({"jsonrpc": "2.0", "method": "api4", "params": [
+        "Contact", "get", {**PARAMS, "checkPermissions": True}], "id": 1}) + b"\n"
+    raw = await asyncio.create_subprocess_exec(
+        *shlex.split(command), f"--cwd={site}", "--user=admin", "pipe", "vtl",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    assert raw.stdin is not None and raw.stdout is not None
+    await raw.stdout.readline()  # the handshake
+
+    async def raw_call() -> None:
+        assert raw.stdin is not None and raw.stdout is not None
+        raw.stdin.write(request)
+        await raw.stdin.drain()
+        answer = orjson.loads(await raw.stdout.readline())
+        if len(answer["result"]) != 25:
+            raise SystemExit(f"raw pipe: unexpected answer {answer!r:.200}")
+
+    async def gateway_call() -> None:
+        status, answer = await asgi_post(app, b"/v4/Contact/get", body)
+        if status != 200 or len(orjson.loads(answer)) != 25:
+            raise SystemExit(f"gateway pipe: {status} {answer[:200]!r}")
+
+    raws: list[float] = []
+    gateways: list[float] = []
+    cpu = {"raw": 0.0, "gateway": 0.0}
+    try:
+        async with app.router.lifespan_context(app):
+            for _ in range(20):  # warm both up
+                await raw_call()
+                await gateway_call()
+            for _ in range(rounds):
+                for name, call, into in (("raw", raw_call, raws),
+                                         ("gateway", gateway_call, gateways)):
+                    cpu_started = time.process_time()
+                    for _ in range(max(1, calls // rounds)):
+                        started = time.perf_counter()
+                        await call()
+                        into.append(time.perf_counter() - started)
+                    cpu[name] += time.process_time() - cpu_started
+    finally:
+        raw.stdin.close()
+        await raw.wait()
+    return raws, gateways, cpu["raw"] / len(raws), cpu["gateway"] / len(gateways)
+
+
+def report_overhead(raws: list[float], gateways: list[float], raw_cpu: float, gateway_cpu: float,
+                    args: argparse.Namespace) -> None:
+    raw, gateway = statistics.median(raws), statistics.median(gateways)
+    ratio = gateway / raw
+    print(f"\npipe overhead: Contact.get (25 contacts), one caller, {len(raws)} calls each, "
+          f"stand-in call delay {args.call_delay * 1000:g} ms, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"raw cv pipe round trip       p50 {raw * 1000:6.3f} ms  p90 "
+          f"{statistics.quantiles(raws, n=10)[-1] * 1000:6.3f} ms")
+    print(f"gateway through pipe (ASGI)  p50 {gateway * 1000:6.3f} ms  p90 "
+          f"{statistics.quantiles(gateways, n=10)[-1] * 1000:6.3f} ms")
+    print(f"gateway adds {(gateway - raw) * 1000:.3f} ms a call; ratio {ratio:.2f}x "
+          f"(target <= 1.3x: {'met' if ratio <= 1.3 else 'NOT met'})")
+    print(f"CPU of this process per call: raw client {raw_cpu * 1e6:.0f} us, gateway "
+          f"{gateway_cpu * 1e6:.0f} us (the gateway's own work, less sensitive to the load)")
+
+
 def report(results: list[Result], baseline: Result, args: argparse.Namespace) -> None:
     print(f"\nContact.get x {args.calls} (per-call modes: {args.per_call_calls}), boot delay "
           f"{args.boot_delay:g} s, cv concurrency {args.cv_concurrency} (per-call callers), "
@@ -167,6 +280,12 @@ async def main() -> None:
     parser.add_argument("--pools", default="1,2,4", help="pipe pool sizes")
     parser.add_argument("--contacts", type=int, default=200)
     parser.add_argument("--no-civicrmapi", action="store_true")
+    parser.add_argument("--overhead-calls", type=int, default=400,
+                        help="calls per side in the pipe overhead comparison")
+    parser.add_argument("--call-delay", type=float, default=0.0,
+                        help="seconds the stand-in takes per API call (models CiviCRM's work)")
+    parser.add_argument("--overhead-only", action="store_true",
+                        help="only the pipe overhead comparison")
     args = parser.parse_args()
     args.per_call_calls = args.per_call_calls or args.calls
     logging.basicConfig(level=logging.ERROR)
@@ -175,6 +294,14 @@ async def main() -> None:
         site = make_site(Path(tmp), args.contacts)
         command = shlex.join([sys.executable, "-m", "gateway.sandbox.cv",
                               "--boot-delay", str(args.boot_delay)])
+        if args.call_delay:
+            os.environ["CV_SANDBOX_CALL_DELAY"] = str(args.call_delay)  # inherited by cv
+        print("pipe overhead ...", file=sys.stderr)
+        raws, gateways, raw_cpu, gateway_cpu = await pipe_overhead(command, site,
+                                                                   args.overhead_calls)
+        report_overhead(raws, gateways, raw_cpu, gateway_cpu, args)
+        if args.overhead_only:
+            return
         common: dict[str, Any] = {"cv_command": command, "cv_cwd": str(site),
                                   "cv_user": "admin", "cv_timeout": 120,
                                   "cv_concurrency": args.cv_concurrency,

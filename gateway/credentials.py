@@ -9,6 +9,7 @@ covered without a release; a false positive only means a client needs ``credenti
 
 from __future__ import annotations
 
+import functools
 import re
 
 # Exact names, and name parts, that mark a credential (compared in lower case).
@@ -34,6 +35,7 @@ def is_credential_field(name: str) -> bool:
     return bool(_PATTERN.search(low))
 
 
+@functools.lru_cache(maxsize=4096)  # asked for every key of every record answered
 def is_credential_key(key: str) -> bool:
     """Whether a result key shows a credential: ``api_key``, ``contact_id.api_key``,
     ``UPPER:api_key`` (CiviCRM's key for a function without alias), ``hash:label``."""

@@ -101,11 +101,18 @@ def _strip(value: Any) -> Any:
     The last line of defence: CiviCRM returns a contact's ``api_key`` to privileged callers, so
     a gateway running on an admin key would otherwise hand its own key to any client. The
     policy refuses calls that reference a credential under another name (an alias)."""
-    if isinstance(value, dict):
-        return {k: _strip(v) for k, v in value.items()
-                if not (isinstance(k, str) and is_credential_key(k))}
+    # This runs over every value answered: scalars are not visited one call each, and a record
+    # with nothing to drop and nothing nested is passed on as it is, not copied.
     if isinstance(value, list):
-        return [_strip(v) for v in value]
+        return [_strip(v) if isinstance(v, (dict, list)) else v for v in value]
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(v, (dict, list)) or (isinstance(k, str) and is_credential_key(k)):
+                break
+        else:
+            return value
+        return {k: _strip(v) if isinstance(v, (dict, list)) else v for k, v in value.items()
+                if not (isinstance(k, str) and is_credential_key(k))}
     return value
 
 

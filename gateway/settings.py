@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     cv_command: str = "cv"
     cv_cwd: str | None = None
     cv_context: str | None = None
+    # Through a context, kill a hung cv where it runs (``timeout -s KILL``, or the pipe
+    # worker's reported pid): killing ``docker exec`` or ``ssh`` alone leaves it running.
+    cv_context_kill: bool = True
     cv_user: str | None = None
     cv_check_permissions: bool = True
     cv_timeout: float = Field(30.0, gt=0, le=3600)

@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ..errors import GatewayError
 from ..results import Records
-from ..settings import Settings
+from ..settings import Settings, split_command
+from . import rowcount
 from .base import Backend
 from .cvproc import (
+    KILL_MARGIN,
+    ProcessResult,
     check_names,
     check_user,
     command_prefix,
@@ -75,6 +79,10 @@ class CvBackend(Backend):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._prefix = command_prefix(settings)
+        self._context_len = len(split_command(settings.cv_context))
+        self._context_kill = bool(self._context_len) and settings.cv_context_kill
+        # For the 504's wording: None (local), True (killed there too), False (context only).
+        self._remote = self._context_kill if self._context_len else None
         self._slots = asyncio.Semaphore(settings.cv_concurrency)
         self._running = 0
         self._queued = 0
@@ -93,12 +101,16 @@ class CvBackend(Backend):
             raise GatewayError("invalid-request", f"Unknown API version {version}.")
         user = user_for(self.settings, identity)
         argv = self.argv(version, entity, action, user)
-        stdin = encode_params(with_permissions(self.settings, version, params))
+        count_plan = rowcount.plan(version, action, params)
+        queries = [params] if count_plan is None else \
+            [q for q in (count_plan.records, count_plan.count) if q is not None]
+        stdins = [encode_params(with_permissions(self.settings, version, q)) for q in queries]
         timeout = self.settings.cv_timeout
+        deadline = asyncio.get_running_loop().time() + timeout
         self._queued += 1
         try:
             # Waiting for a slot counts against the same limit: a caller never waits forever.
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout_at(deadline):
                 await self._slots.acquire()
         except TimeoutError:
             raise GatewayError("upstream-timeout",
@@ -108,11 +120,36 @@ class CvBackend(Backend):
             self._queued -= 1
         self._running += 1
         try:
-            result = await run_process(argv, stdin, timeout)
+            # The records, then the count, one after the other in the same slot: a call never
+            # runs more cv processes at once than cv_concurrency allows.
+            answers = []
+            for stdin in stdins:
+                left = deadline - asyncio.get_running_loop().time()
+                result = await run_process(self._bounded(argv, left), stdin, left,
+                                           remote=self._remote, configured=timeout)
+                answers.append(self._records(version, action, result))
         finally:
             self._running -= 1
             self._slots.release()
         self.calls += 1
+        if count_plan is None:
+            return answers[0]
+        records = answers[0] if count_plan.records is not None else None
+        return rowcount.combine(count_plan, records, answers[-1])
+
+    def _bounded(self, argv: list[str], limit: float) -> list[str]:
+        """``argv`` with cv killed where it runs once ``limit`` has passed.
+
+        Through a context (``docker exec``, ``ssh``) killing the local process leaves cv
+        running on the other side: ``timeout -s KILL`` there ends it a moment after the
+        gateway gave up (never before: the gateway answers 504 itself)."""
+        if not self._context_kill:
+            return argv
+        seconds = max(1, math.ceil(limit + KILL_MARGIN))
+        return [*argv[:self._context_len], "timeout", "-s", "KILL", str(seconds),
+                *argv[self._context_len:]]
+
+    def _records(self, version: int, action: str, result: ProcessResult) -> Records:
         stdout = result.stdout.decode("utf-8", "replace")
         if version == 3 and stdout.strip():
             # APIv3 prints its envelope on stdout, errors included (exit 1).

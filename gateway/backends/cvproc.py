@@ -120,11 +120,37 @@ async def spawn(argv: list[str], *, stderr_to_pipe: bool = True) -> asyncio.subp
         raise not_found(argv, exc) from None
 
 
-async def run_process(argv: list[str], stdin: bytes, limit: float) -> ProcessResult:
+# Seconds between the gateway giving up on a call and cv being killed where it runs.
+KILL_MARGIN = 1.0
+
+
+def timeout_error(what: str, limit: float, *, remote: bool | None) -> GatewayError:
+    """The 504 for a call that outlived ``limit``: honest about what may have happened.
+
+    ``remote``: None when cv runs locally (its process group was killed), True when it runs
+    through a context and was killed there too, False when only the context was killed."""
+    if remote is None:
+        where = "its processes were killed"
+    elif remote:
+        where = f"it was killed where it runs (within {KILL_MARGIN:g} s, through the context)"
+    else:
+        where = ("the context process was killed, but cv itself may still be running where it "
+                 "runs")
+    return GatewayError(
+        "upstream-timeout",
+        f"{what} did not answer within {limit:g} s; {where}. The call may still have taken "
+        "effect in CiviCRM (a write may have been committed): check before repeating it.")
+
+
+async def run_process(argv: list[str], stdin: bytes, limit: float, *,
+                      remote: bool | None = None, configured: float | None = None
+                      ) -> ProcessResult:
     """Run one cv process to completion within ``limit`` seconds.
 
     On timeout (or when the caller is cancelled) the whole process group is killed and the
-    process reaped before this returns.
+    process reaped before this returns. ``remote``: cv runs through a context that bounds it
+    there too (see ``CvBackend._bounded``); ``configured``: the limit to name in the 504 (the
+    whole call's, when ``limit`` is what was left of it).
     """
     proc = await spawn(argv)
     try:
@@ -132,9 +158,7 @@ async def run_process(argv: list[str], stdin: bytes, limit: float) -> ProcessRes
     except TimeoutError:
         kill_group(proc)
         await reap(proc)
-        raise GatewayError("upstream-timeout",
-                           f"cv did not answer within {limit:g} s; its processes were killed."
-                           ) from None
+        raise timeout_error("cv", configured or limit, remote=remote) from None
     except BaseException:
         kill_group(proc)
         await reap(proc)
@@ -294,7 +318,22 @@ def v4_result(data: Any) -> Records:
 
 
 __all__ = [
-    "ConsoleError", "ProcessResult", "boot_failure", "check_names", "check_user",
-    "command_prefix", "extract_json", "failure_from_stderr", "is_boot_failure", "kill_group",
-    "parse_console_error", "reap", "run_process", "spawn", "v3_result", "v4_result",
+    "KILL_MARGIN",
+    "ConsoleError",
+    "ProcessResult",
+    "boot_failure",
+    "check_names",
+    "check_user",
+    "command_prefix",
+    "extract_json",
+    "failure_from_stderr",
+    "is_boot_failure",
+    "kill_group",
+    "parse_console_error",
+    "reap",
+    "run_process",
+    "spawn",
+    "timeout_error",
+    "v3_result",
+    "v4_result",
 ]

@@ -13,303 +13,107 @@ Protocol (JSON-RPC 2.0, one request line, one response line):
 3. ``login {"user": cv_user}`` when a user is configured (trusted sessions only);
 4. calls: ``api4`` / ``api3`` with ``[entity, action, params]``, permission mode forced.
 
-One request at a time per worker; callers wait for a free worker (at most ``cv_timeout``). A
-worker that dies, hangs past ``cv_timeout`` or breaks the protocol is killed (whole group) and
-replaced in the background; its in-flight call is answered 502/504 and never replayed. After
-``pipe_max_calls`` calls a worker is retired and replaced. ``close`` ends them all.
+One request at a time per worker; callers wait for a free worker (at most ``cv_timeout``,
+first come, first served). A worker that dies, hangs past ``cv_timeout`` or breaks the protocol
+is killed (whole group; a hung one through a context also where cv runs) and replaced in the
+background. Its in-flight call is answered 504 when it hung; when the worker died or broke the
+protocol, a read is sent once more on another worker (within the retry budget) and a write is
+answered 502, never repeated. After ``pipe_max_calls`` calls a worker is retired and replaced.
+``close`` ends them all.
+
+A ``get`` selecting ``row_count`` sends its records query and a count query
+(``gateway.backends.rowcount``) as one JSON-RPC batch line: one round trip, one session.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-import itertools
 import logging
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-import orjson
 
 from ..errors import GatewayError, from_civicrm
 from ..results import Records
-from ..settings import Settings
+from ..settings import Settings, split_command
+from . import rowcount
 from .base import Backend
 from .cv import with_permissions
-from .cvproc import boot_failure as _boot_failure
 from .cvproc import (
     check_names,
     check_user,
     command_prefix,
-    kill_group,
-    parse_console_error,
-    reap,
-    spawn,
+    timeout_error,
     v3_result,
     v4_result,
 )
+from .pipeworker import (
+    DEFAULT_BUFFER,
+    KILL_PID,
+    REPORT_PID,
+    Login,
+    PipeWorker,
+    RpcError,
+    WorkerBroken,
+)
+from .resilience import is_safe
 
 if TYPE_CHECKING:
     from ..clients import Identity
 
 log = logging.getLogger("gateway.pipe")
 
-DEFAULT_BUFFER = 524_288  # Civi::pipe's default request-line limit
-# Written by cv before each response line once set with ``options``: what is not prefixed is
-# noise (a PHP notice printed on stdout), never taken for an answer.
-PREFIX = "\x01\x01"
-_PHP_NOISE = re.compile(rb"^(PHP )?(Deprecated|Notice|Warning|Strict Standards|Fatal error)\b|"
-                        rb"^\[\d{2}-\w{3}-\d{4} ", re.IGNORECASE)
-_READ_CHUNK = 1 << 16
-_STDERR_KEEP = 16_384
-
-
-class WorkerBroken(Exception):
-    """The worker can no longer be trusted with a call; the GatewayError to answer with."""
-
-    def __init__(self, error: GatewayError) -> None:
-        super().__init__(error.detail)
-        self.error = error
-
-
-class RpcError(Exception):
-    def __init__(self, code: int | None, message: str, data: Any = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.data = data
-
-
-@dataclass
-class Login:
-    """Who a worker's session is logged in as: ("user", name) or ("cred", key)."""
-
-    kind: str
-    value: str = field(repr=False)
-
-
-class PipeWorker:
-    """One ``cv pipe`` process."""
-
-    _ids = itertools.count(1)
-
-    def __init__(self, argv: list[str]) -> None:
-        self.argv = argv
-        self.number = next(self._ids)
-        self.proc: asyncio.subprocess.Process | None = None
-        self.calls = 0
-        self.login: Login | None = None
-        self.buffer_size = DEFAULT_BUFFER
-        self.handshake: dict[str, Any] = {}
-        self.prefix: bytes | None = None
-        self._buf = bytearray()
-        self._scan = 0
-        self._request_ids = itertools.count(1)
-        self._stderr = bytearray()
-        self._stderr_task: asyncio.Task[None] | None = None
-        self._dead = False
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    @property
-    def alive(self) -> bool:
-        return (not self._dead and self.proc is not None and self.proc.returncode is None
-                and not (self.proc.stdout is not None and self.proc.stdout.at_eof()
-                         and not self._buf))
-
-    # --- life cycle ------------------------------------------------------------------------
-    async def start(self, *, buffer_size: int, trusted_needed: bool) -> None:
-        self.proc = await spawn(self.argv)
-        self._stderr_task = asyncio.create_task(self._drain_stderr())
-        await self._read_handshake(trusted_needed)
-        wanted = {"apiError": "array", "bufferSize": buffer_size, "responsePrefix": PREFIX}
-        try:
-            result = await self.rpc("options", wanted, bounded=False)
-        except RpcError as exc:
-            raise GatewayError("upstream-invalid-response",
-                               f"cv pipe refused the gateway's options: {exc.message}") from None
-        if not isinstance(result, dict) or result.get("apiError") != "array":
-            raise GatewayError("upstream-invalid-response",
-                               f"cv pipe did not accept apiError=array (answered {result!r:.200}).")
-        granted = result.get("bufferSize")
-        self.buffer_size = granted if isinstance(granted, int) and granted > 0 else DEFAULT_BUFFER
-        # Older CiviCRM has no responsePrefix: then every line must be a response.
-        self.prefix = PREFIX.encode() if result.get("responsePrefix") == PREFIX else None
-
-    async def _read_handshake(self, trusted_needed: bool) -> None:
-        while True:
-            try:
-                line = await self._readline()
-            except EOFError:
-                raise await self._start_failure() from None
-            text = line.strip()
-            if not text:
-                continue
-            try:
-                message = orjson.loads(text)
-            except orjson.JSONDecodeError:
-                log.warning("cv pipe printed before its handshake: %.200s", text.decode("utf-8",
-                                                                                        "replace"))
-                continue
-            if not (isinstance(message, dict) and "Civi::pipe" in message):
-                raise GatewayError("upstream-invalid-response",
-                                   f"cv pipe's first line is not a Civi::pipe handshake: "
-                                   f"{text[:200].decode('utf-8', 'replace')}")
-            flags = message["Civi::pipe"]
-            self.handshake = flags if isinstance(flags, dict) else {"flags": flags}
-            if trusted_needed and isinstance(flags, dict) and flags.get("t") != "trusted":
-                raise GatewayError(
-                    "gateway-misconfigured",
-                    "cv pipe opened an untrusted session; the gateway needs a trusted one to log "
-                    "in as cv_user or to turn permission checks off.")
-            return
-
-    async def _start_failure(self) -> GatewayError:
-        assert self.proc is not None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.proc.wait(), 5)
-        if self._stderr_task is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._stderr_task), 2)
-        stderr = self._stderr.decode("utf-8", "replace")
-        error = parse_console_error(stderr)
-        if error is not None and error.message:
-            return _boot_failure(error.message, what="cv pipe")
-        tail = stderr.strip()[-300:]
-        return GatewayError("upstream-invalid-response",
-                            f"cv pipe exited (code {self.proc.returncode}) before its handshake"
-                            + (f": {tail}" if tail else "."))
-
-    async def _drain_stderr(self) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
-        while True:
-            chunk = await self.proc.stderr.read(_READ_CHUNK)
-            if not chunk:
-                return
-            self._stderr += chunk
-            if len(self._stderr) > _STDERR_KEEP:
-                del self._stderr[:-_STDERR_KEEP]
-
-    def stderr_tail(self, limit: int = 500) -> str:
-        return self._stderr.decode("utf-8", "replace").strip()[-limit:]
-
-    async def kill(self) -> None:
-        """SIGKILL the worker's group and reap it."""
-        self._dead = True
-        if self.proc is None:
-            return
-        kill_group(self.proc)
-        await reap(self.proc)
-        await self._close_pipes()
-
-    async def stop(self, grace: float = 2.0) -> None:
-        """End the session politely (EOF on stdin), then kill whatever is left."""
-        self._dead = True
-        if self.proc is None:
-            return
-        if self.proc.stdin is not None:
-            with contextlib.suppress(Exception):
-                self.proc.stdin.close()
-        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(asyncio.shield(self.proc.wait()), grace)
-        await self.kill()
-
-    async def _close_pipes(self) -> None:
-        if self._stderr_task is not None:
-            self._stderr_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._stderr_task
-        if self.proc is not None and self.proc.stdin is not None:
-            with contextlib.suppress(Exception):
-                self.proc.stdin.close()
-
-    # --- protocol --------------------------------------------------------------------------
-    async def _readline(self) -> bytes:
-        """One line of any length (no StreamReader line limit)."""
-        assert self.proc is not None and self.proc.stdout is not None
-        while True:
-            index = self._buf.find(b"\n", self._scan)
-            if index >= 0:
-                line = bytes(self._buf[:index])
-                del self._buf[:index + 1]
-                self._scan = 0
-                return line
-            self._scan = len(self._buf)
-            chunk = await self.proc.stdout.read(_READ_CHUNK)
-            if not chunk:
-                raise EOFError
-            self._buf += chunk
-
-    async def rpc(self, method: str, params: Any, *, bounded: bool = True) -> Any:
-        """Send one request and return its result; RpcError for a JSON-RPC error.
-
-        Raises WorkerBroken when the worker died or broke the protocol.
-        """
-        assert self.proc is not None and self.proc.stdin is not None
-        request_id = next(self._request_ids)
-        line = orjson.dumps({"jsonrpc": "2.0", "method": method, "params": params,
-                             "id": request_id})
-        if bounded and len(line) >= self.buffer_size:
-            raise GatewayError("payload-too-large",
-                               f"The call's params are {len(line)} bytes as JSON; cv pipe reads "
-                               f"requests of less than {self.buffer_size} bytes.")
-        try:
-            self.proc.stdin.write(line + b"\n")
-            await self.proc.stdin.drain()
-        except (ConnectionError, RuntimeError) as exc:
-            raise self._broken(f"cv pipe worker stopped reading ({exc}).") from None
-        while True:
-            try:
-                raw = await self._readline()
-            except EOFError:
-                raise self._broken("cv pipe worker died before answering.") from None
-            text = self._response_text(raw)
-            if text is None:
-                continue
-            try:
-                message = orjson.loads(text)
-            except orjson.JSONDecodeError:
-                raise self._broken("cv pipe worker answered a line that is not JSON.") from None
-            if not isinstance(message, dict) or message.get("id") != request_id:
-                raise self._broken("cv pipe worker answered out of turn "
-                                   f"(expected id {request_id}): {text[:200]!r}")
-            if "error" in message:
-                error = message["error"] if isinstance(message["error"], dict) else {}
-                raise RpcError(error.get("code"), str(error.get("message") or ""),
-                               error.get("data"))
-            if "result" not in message:
-                raise self._broken("cv pipe worker answered without result or error.")
-            return message["result"]
-
-    def _response_text(self, raw: bytes) -> bytes | None:
-        """The response in one stdout line, or None for noise (logged and skipped)."""
-        marker = self.prefix if self.prefix is not None else PREFIX.encode()
-        at = raw.find(marker)
-        if at >= 0:  # a prefixed response, perhaps glued to a notice without its newline
-            return raw[at + len(marker):].strip()
-        text = raw.strip()
-        if not text:
-            return None
-        if self.prefix is None and not _PHP_NOISE.search(text):
-            return text
-        log.warning("cv pipe worker %d printed noise: %.200s", self.number,
-                    text.decode("utf-8", "replace"))
-        return None
-
-    def _broken(self, detail: str) -> WorkerBroken:
-        self._dead = True
-        tail = self.stderr_tail()
-        log.warning("%s (worker %d, pid %s)%s", detail, self.number, self.pid,
-                    f"; stderr: {tail}" if tail else "")
-        return WorkerBroken(GatewayError("upstream-invalid-response", detail))
-
 
 @dataclass
 class _Slot:
     number: int
     worker: PipeWorker | None = None
+
+
+class IdleSlots:
+    """Free slots, handed to waiting callers first come, first served.
+
+    asyncio.Queue lets a caller that arrives while a freed slot is on its way to the first
+    waiter take it instead; under a steady load such a waiter can wait until its deadline
+    (a write queued behind busy readers got 504 in tests). Here a freed slot goes straight to
+    the oldest waiter, and a newcomer waits its turn."""
+
+    def __init__(self) -> None:
+        self._free: collections.deque[_Slot] = collections.deque()
+        self._waiters: collections.deque[asyncio.Future[_Slot]] = collections.deque()
+
+    def __len__(self) -> int:
+        return len(self._free)
+
+    def __contains__(self, slot: object) -> bool:
+        return slot in self._free
+
+    def put(self, slot: _Slot) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(slot)
+                return
+        self._free.append(slot)
+
+    async def get(self, limit: float) -> _Slot:
+        """A free slot within ``limit`` seconds (TimeoutError otherwise)."""
+        if self._free and not self._waiters:  # no waiter task, no timer (~40 us a call)
+            return self._free.popleft()
+        waiter: asyncio.Future[_Slot] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(limit):
+                return await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.put(waiter.result())  # handed over just as we gave up: pass it on
+            else:
+                waiter.cancel()
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            raise
 
 
 def rpc_failure(exc: RpcError) -> GatewayError:
@@ -325,11 +129,20 @@ class PipeBackend(Backend):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.argv = [*command_prefix(settings), "pipe", "vtl"]
+        prefix = [*command_prefix(settings), "pipe", "vtl"]
+        context = split_command(settings.cv_context)
+        self.context = bool(context)
+        self.kill_argv: list[str] | None = None
+        if context and settings.cv_context_kill:
+            # Learn cv's pid where it runs, to kill it there (see gateway.backends.pipeworker).
+            cv = prefix[len(context):]
+            prefix = [*context, "sh", "-c", REPORT_PID, "cv-pipe", *cv]
+            self.kill_argv = [*context, "sh", "-c", KILL_PID, "cv-pipe-kill"]
+        self.argv = prefix
         self.size = settings.pipe_size
         # Requests up to the gateway's body limit (plus JSON-RPC framing) must fit in a line.
         self.buffer_size = max(DEFAULT_BUFFER, 2 * settings.max_body_bytes + 65_536)
-        self._idle: asyncio.Queue[_Slot] = asyncio.Queue()
+        self._idle = IdleSlots()
         self._slots: list[_Slot] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._workers: set[PipeWorker] = set()
@@ -339,13 +152,18 @@ class PipeBackend(Backend):
         self.restarts = 0  # workers replaced after dying, hanging or breaking the protocol
         self.recycled = 0  # workers retired after pipe_max_calls calls (or a failed login)
         self.calls = 0
+        self.retried = 0  # reads sent again on another worker after theirs died
+        # Checked once: asked for on every call without a client identity.
+        self._default_login = Login("user", check_user(settings.cv_user)) \
+            if settings.cv_user else None
 
     def stats(self) -> dict[str, float]:
         """Pool use for /metrics: size, busy and idle workers, queued callers, replacements."""
-        idle = self._idle.qsize() if not self._closed else 0
+        idle = len(self._idle) if not self._closed else 0
         size = len(self._slots) if not self._closed else 0
         return {"size": size, "busy": size - idle, "idle": idle, "queued": self._queued,
-                "restarts": self.restarts, "recycled": self.recycled, "calls": self.calls}
+                "restarts": self.restarts, "recycled": self.recycled, "calls": self.calls,
+                "retried": self.retried}
 
     # --- pool ------------------------------------------------------------------------------
     @property
@@ -353,12 +171,12 @@ class PipeBackend(Backend):
         return bool(self.settings.cv_user) or not self.settings.cv_check_permissions
 
     def default_login(self) -> Login | None:
-        return Login("user", check_user(self.settings.cv_user)) if self.settings.cv_user else None
+        return self._default_login
 
     async def _spawn(self) -> PipeWorker:
         if self._closed:
             raise GatewayError("upstream-unavailable", "The gateway is shutting down.")
-        worker = PipeWorker(self.argv)
+        worker = PipeWorker(self.argv, self.kill_argv)
         self._workers.add(worker)
         self.started_workers += 1
         try:
@@ -369,11 +187,13 @@ class PipeBackend(Backend):
         except TimeoutError:
             await self._discard(worker)
             tail = worker.stderr_tail(300)
+            if tail:
+                log.warning("cv pipe worker %d did not start; stderr: %s", worker.number, tail)
             raise GatewayError(
                 "upstream-timeout",
                 f"cv pipe did not complete its handshake within "
-                f"{self.settings.pipe_start_timeout:g} s" + (f"; stderr: {tail}" if tail else ".")
-            ) from None
+                f"{self.settings.pipe_start_timeout:g} s" + ("; see the gateway's log." if tail
+                                                             else ".")) from None
         except (WorkerBroken, LoginRefused) as exc:
             await self._discard(worker)
             raise exc.error from None
@@ -422,7 +242,7 @@ class PipeBackend(Backend):
         for slot, worker in zip(slots, results, strict=True):
             assert isinstance(worker, PipeWorker)
             slot.worker = worker
-            self._idle.put_nowait(slot)
+            self._idle.put(slot)
 
     async def close(self) -> None:
         """Stop background replacements, then end every worker (EOF, then SIGKILL)."""
@@ -452,13 +272,13 @@ class PipeBackend(Backend):
                 log.warning("cv pipe worker could not be replaced: %s", exc)
             finally:
                 if not self._closed:
-                    self._idle.put_nowait(slot)
+                    self._idle.put(slot)
 
         task = asyncio.create_task(refill())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _retire(self, slot: _Slot, *, kill: bool) -> None:
+    async def _retire(self, slot: _Slot, *, kill: bool, hung: bool = False) -> None:
         """Take the slot's worker out of service: killed now (broken or hung), or ended
         politely in the background (recycled); a replacement is started in the background."""
         worker, slot.worker = slot.worker, None
@@ -466,7 +286,7 @@ class PipeBackend(Backend):
             self._workers.discard(worker)
             if kill:
                 self.restarts += 1
-                await worker.kill()
+                await worker.kill(remote=hung)
                 worker = None
             else:
                 self.recycled += 1
@@ -487,7 +307,7 @@ class PipeBackend(Backend):
     async def _acquire(self, limit: float) -> _Slot:
         self._queued += 1
         try:
-            return await asyncio.wait_for(self._idle.get(), limit)
+            return await self._idle.get(limit)
         except TimeoutError:
             raise GatewayError("upstream-timeout",
                                f"No cv pipe worker became free within {limit:g} s "
@@ -520,27 +340,72 @@ class PipeBackend(Backend):
         if self._closed or not self._slots:
             raise GatewayError("upstream-unavailable", "The cv pipe pool is not running.")
         login = self._login_for(identity)
-        request = [entity, action, with_permissions(self.settings, version, params)]
+        method = f"api{version}"
+        count_plan = rowcount.plan(version, action, params)
+        if count_plan is None:
+            calls = [(method, [entity, action, with_permissions(self.settings, version, params)])]
+        else:
+            calls = [(method, [entity, action, with_permissions(self.settings, version, q)])
+                     for q in (count_plan.records, count_plan.count) if q is not None]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + self.settings.cv_timeout
+        try:
+            answers = await self._call_once(calls, login, entity, action, deadline)
+        except WorkerDied as exc:
+            # A read is safe to send again, on another worker: the dead one's slot is being
+            # refilled, so the next free slot holds a different process. Once, and only
+            # within the retry budget; a write is never repeated.
+            if not (is_safe(version, entity, action, params)
+                    and self.settings.retry_max_attempts > 1
+                    and loop.time() - started < self.settings.retry_max_seconds):
+                raise GatewayError(exc.slug, exc.detail + " The call was not repeated: a "
+                                   "write may have been committed (check before repeating "
+                                   "it).") from None
+            self.retried += 1
+            log.info("cv pipe: retrying a read (%s.%s) on another worker after: %s",
+                     entity, action, exc.detail)
+            try:
+                answers = await self._call_once(calls, login, entity, action, deadline)
+            except WorkerDied as again:
+                raise GatewayError(again.slug, again.detail + " (The read was tried on two "
+                                   "workers.)") from None
+        self.calls += 1
+        for answer in answers:
+            if isinstance(answer, RpcError):  # a batch member CiviCRM refused
+                raise rpc_failure(answer)
+        records = [self._records(version, action, answer) for answer in answers]
+        if count_plan is None:
+            return records[0]
+        return rowcount.combine(count_plan, records[0] if count_plan.records is not None
+                                else None, records[-1])
+
+    async def _call_once(self, calls: list[tuple[str, Any]], login: Login | None, entity: str,
+                         action: str, deadline: float) -> list[Any]:
+        """One attempt on one worker: its answers (RpcError items for refused batch members).
+        WorkerDied when the worker died or broke the protocol mid-call."""
         timeout = self.settings.cv_timeout
-        deadline = asyncio.get_running_loop().time() + timeout
-        slot = await self._acquire(timeout)
-        outcome = "kill"  # what to do with the worker afterwards: keep, recycle or kill
+        slot = await self._acquire(max(0.0, deadline - asyncio.get_running_loop().time()))
+        # What to do with the worker afterwards: keep, recycle, kill, or kill also where it
+        # runs (hung: only then is cv known to be still running there).
+        outcome = "kill"
         try:
             worker = await self._ready_worker(slot, login)
             try:
                 async with asyncio.timeout_at(deadline):
                     await self._login(worker, login)
-                    result = await worker.rpc(f"api{version}", request)
+                    if len(calls) == 1:
+                        answers = [await worker.rpc(*calls[0])]
+                    else:
+                        answers = await worker.rpc_batch(calls)
             except TimeoutError:
+                outcome = "hung"
                 log.warning("cv pipe worker %d (pid %s) hung on %s.%s; killing it",
                             worker.number, worker.pid, entity, action)
-                raise GatewayError(
-                    "upstream-timeout",
-                    f"cv pipe did not answer within {timeout:g} s; the worker was killed "
-                    "(the call was not retried).") from None
+                remote = None if not self.context else worker.remote_pid is not None
+                raise timeout_error("cv pipe", timeout, remote=remote) from None
             except WorkerBroken as exc:
-                raise GatewayError(exc.error.slug,
-                                   exc.error.detail + " The call was not retried.") from None
+                raise WorkerDied(exc.error.slug, exc.error.detail) from None
             except LoginRefused as exc:
                 outcome = "recycle"  # still healthy, but its session's user is now unclear
                 raise exc.error from None
@@ -562,13 +427,19 @@ class PipeBackend(Backend):
                          worker_now.calls)
                 outcome = "recycle"
             if outcome == "keep" and worker_now is not None:
-                self._idle.put_nowait(slot)
+                self._idle.put(slot)
             else:
-                await asyncio.shield(self._retire(slot, kill=outcome == "kill"))
-        self.calls += 1
-        if version == 4:
-            return v4_result(result)
-        return v3_result(action, result)
+                await asyncio.shield(self._retire(slot, kill=outcome in ("kill", "hung"),
+                                                  hung=outcome == "hung"))
+        return answers
+
+    @staticmethod
+    def _records(version: int, action: str, answer: Any) -> Records:
+        return v4_result(answer) if version == 4 else v3_result(action, answer)
+
+
+class WorkerDied(GatewayError):
+    """The worker died or broke the protocol during the call (it may have run)."""
 
 
 class LoginRefused(Exception):

@@ -75,7 +75,10 @@ _ORIGINS = [
     (re.compile(r"^Unknown api parameter"), ("AbstractAction.php", 206)),
     (re.compile(r"is not of the correct type"), ("AbstractAction.php", 224)),
     (re.compile(r"^Mandatory values missing"), ("DAOCreateAction.php", 86)),
-    (re.compile(r"^DB Error"), ("DAO.php", 3166)),
+    # PEAR DB errors are turned into exceptions by CRM_Core_Error's handler (round-2 capture).
+    (re.compile(r"^DB Error"), ("Error.php", 973)),
+    (re.compile(r"^Expected one \S+ but found \d+"), ("api.php", 138)),
+    (re.compile(r"^Unable to parse sql expression"), ("SqlExpression.php", 143)),
 ]
 _DEFAULT_ORIGIN = ("Exception.php", 45)
 

@@ -41,8 +41,8 @@ async def wait_for_pool(backend: Any, size: int) -> None:
 
 
 async def test_pipe_worker_sigkilled_mid_call(site: Site) -> None:
-    """The in-flight call answers 502 (not retried), the next call succeeds on a new worker,
-    the pool is whole again and the killed worker left no zombie."""
+    """The in-flight read is answered by another worker (tried once more), the pool is whole
+    again and the killed worker left no zombie."""
     settings = cv_settings(site, "pipe", pipe_size=2,
                            cv_context="env CV_SANDBOX_CALL_DELAY=0.5")
     async with gateway(settings) as gw:
@@ -50,14 +50,12 @@ async def test_pipe_worker_sigkilled_mid_call(site: Site) -> None:
         before = set(worker_pids(backend))
         call = asyncio.create_task(gw.post("/v4/Contact/get", json=GET_ONE))
         assert await eventually(lambda: backend.stats()["busy"] == 1)
-        busy = [s.worker.pid for s in backend._slots if s not in backend._idle._queue]
+        busy = [s.worker.pid for s in backend._slots if s not in backend._idle]
         os.kill(busy[0], signal.SIGKILL)
-        body = assert_problem(await call, 502, "upstream-invalid-response")
-        assert "not retried" in body["detail"]
+        response = await call
+        assert response.status_code == 200, response.text
+        assert response.json() == [{"id": 2}]
         assert await eventually(lambda: process_gone(busy[0]))
-        following = [await gw.post("/v4/Contact/get", json=GET_ONE) for _ in range(3)]
-        assert [r.status_code for r in following] == [200] * 3
-        assert following[0].json() == [{"id": 2}]
         await wait_for_pool(backend, 2)
         stats = backend.stats()
         assert stats["size"] == 2 and stats["restarts"] == 1
@@ -102,8 +100,9 @@ async def test_hanging_cv_times_out(site: Site, backend: str, tmp_path: Path) ->
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_garbage_on_stdout(site: Site, backend: str, tmp_path: Path) -> None:
-    """A PHP fatal error's HTML instead of JSON: 502 (its HTML not passed on); once cv
-    answers properly again, so does the gateway (the pool replaced its worker)."""
+    """A PHP fatal error's HTML instead of JSON: 502 (its HTML not passed on); the pipe tried
+    the read once more on another worker (which failed the same way). Once cv answers
+    properly again, so does the gateway (the pool replaced its workers)."""
     flag = tmp_path / "garbage"
     settings = cv_settings(site, backend, cv_context=f"env CV_SANDBOX_GARBAGE={flag}")
     async with gateway(settings) as gw:
@@ -115,7 +114,9 @@ async def test_garbage_on_stdout(site: Site, backend: str, tmp_path: Path) -> No
         if backend == "pipe":
             backend_obj: Any = gw.backend  # type: ignore[attr-defined]
             await wait_for_pool(backend_obj, 1)
-            assert backend_obj.stats()["restarts"] == 1
+            assert backend_obj.stats()["restarts"] == 2
+            assert backend_obj.stats()["retried"] == 1
+            assert "tried on two workers" in body["detail"]
         response = await gw.post("/v4/Contact/get", json=GET_ONE)
         assert response.status_code == 200, response.text
 
@@ -140,7 +141,8 @@ async def test_write_failing_midway_not_repeated(site: Site, backend: str) -> No
             "contact_type": "Individual", "first_name": "Once", "last_name": "Only"}})
         body = assert_problem(response, 502, "upstream-invalid-response")
         if backend == "pipe":
-            assert "not retried" in body["detail"]
+            assert "not repeated: a write may have been committed" in body["detail"]
+            assert gw.backend.stats()["retried"] == 0  # type: ignore[attr-defined]
             await wait_for_pool(gw.backend, 1)  # type: ignore[attr-defined]
         got = await gw.post("/v4/Contact/get", json={"select": ["id"], "where": [
             ["first_name", "=", "Once"]]})

@@ -1,0 +1,80 @@
+"""``row_count`` on the cv and pipe backends: cv drops CiviCRM's match count, so ask for it.
+
+``cv api4`` prints only the records and a ``cv pipe`` ``api4`` result is the bare list (``[]``
+for ``select: ["row_count"]``), so APIv4's ``countMatched`` never reaches the gateway. For a
+``get`` that selects ``row_count`` the backend sends a second query that counts the same rows
+the way CiviCRM's own ``Api4SelectQuery::getCount`` does:
+
+- no ``groupBy`` and no ``having``: ``COUNT(id)`` over the same ``where`` and ``join`` (one row
+  back, one number; a join that multiplies rows counts each, as countMatched does);
+- ``groupBy`` or ``having``: the number of rows the grouped query returns (countMatched counts
+  groups), selecting the group keys only, or the client's own select when ``having`` may name
+  one of its aliases.
+
+A ``row_count``-only select needs no records query at all: the answer is ``[]`` with the count,
+exactly as over CiviCRM's REST API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import GatewayError
+from ..results import Records
+
+COUNT_ALIAS = "gateway_row_count"
+# What the count query keeps from the client's params: what selects rows, and how to read them.
+_KEPT = ("where", "join", "groupBy", "having", "language", "checkPermissions")
+
+
+@dataclass(frozen=True)
+class CountPlan:
+    """The queries one call needs: ``records`` (None: none) and ``count``."""
+
+    records: dict[str, Any] | None
+    count: dict[str, Any]
+    grouped: bool
+
+
+def plan(version: int, action: str, params: dict[str, Any]) -> CountPlan | None:
+    """The count query for an APIv4 ``get`` selecting ``row_count``; None for anything else."""
+    if version != 4 or action.lower() != "get":
+        return None
+    select = params.get("select")
+    if isinstance(select, dict):  # PHP reads a JSON object as an array: its values
+        select = list(select.values())
+    if not isinstance(select, list) or "row_count" not in select:
+        return None
+    rest = [item for item in select if item != "row_count"]
+    count = {key: params[key] for key in _KEPT if key in params}
+    group_by = params.get("groupBy")
+    grouped = bool(group_by) or bool(params.get("having"))
+    if not grouped:
+        count["select"] = [f"COUNT(id) AS {COUNT_ALIAS}"]
+    elif params.get("having"):
+        count["select"] = rest or (list(group_by) if isinstance(group_by, list) else ["id"])
+    else:
+        count["select"] = list(group_by) if isinstance(group_by, list) else ["id"]
+    records = {**params, "select": rest} if rest else None
+    return CountPlan(records, count, grouped)
+
+
+def counted(plan: CountPlan, rows: Records) -> int:
+    """The match count from the count query's answer."""
+    if plan.grouped:
+        return len(rows)
+    if len(rows) == 1 and isinstance(rows[0], dict) \
+            and isinstance(rows[0].get(COUNT_ALIAS), int):
+        return rows[0][COUNT_ALIAS]
+    raise GatewayError("upstream-invalid-response",
+                       "CiviCRM answered the row count query without a count.")
+
+
+def combine(plan: CountPlan, records: Records | None, count_rows: Records) -> Records:
+    """The call's records with ``count_matched`` set from the count query."""
+    return Records(records if records is not None else [],
+                   count_matched=counted(plan, count_rows))
+
+
+__all__ = ["COUNT_ALIAS", "CountPlan", "combine", "counted", "plan"]
