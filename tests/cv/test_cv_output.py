@@ -18,7 +18,7 @@ SETTINGS_MESSAGE = (
 EXPECTED = {
     "cv-4": ("unknown-api", "API (Foo, get) does not exist (or the extension it belongs to is "
                             "not enabled)."),
-    "cv-5": ("civicrm-bad-request", "Invalid field 'no_such_field'"),
+    "cv-5": ("unknown-field", "Invalid field 'no_such_field'"),
     "cv-6": ("upstream-error", "cv failed with a PHP error: array_merge(): Argument #2 must be "
                                "of type array, null given"),
     "cv-7": ("unknown-api", "Api Contact frobnicate version 4 does not exist."),
