@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from tests.conftest import free_port
+from tests.conftest import GatewayProcess, free_port
 
 
 def samples(text: str) -> list[Sample]:
@@ -30,6 +30,22 @@ def value(text: str, name: str, **labels: str) -> float:
              if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
     assert len(found) == 1, f"{len(found)} samples {name}{labels}"
     return found[0]
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[object]:
+    """``civicrm-gateway serve`` processes; several workers start slowly on a busy machine (each
+    imports the whole gateway), hence the long wait."""
+    started: list[GatewayProcess] = []
+
+    def start(env: dict[str, str]) -> GatewayProcess:
+        proc = GatewayProcess(env, tmp_path)
+        started.append(proc)
+        return proc.wait_ready(timeout=120)
+
+    yield start
+    for proc in started:
+        proc.stop()
 
 
 @pytest.fixture
