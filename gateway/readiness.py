@@ -59,6 +59,7 @@ class Readiness:
         self.started = False
         self.draining = False
         self._check: asyncio.Future[UpstreamState] | None = None
+        self._chained: list[tuple[signal.Signals, Any, Any]] = []  # (signal, previous, ours)
 
     # --- lifecycle (called from the app's lifespan) -------------------------------------------
     def on_started(self) -> None:
@@ -67,6 +68,11 @@ class Readiness:
 
     def on_stopping(self) -> None:
         self.draining = True
+        # Hand the signals back (several apps in one process must not stack handlers).
+        for sig, previous, ours in reversed(self._chained):
+            if signal.getsignal(sig) is ours:
+                signal.signal(sig, previous)
+        self._chained.clear()
 
     def _chain_stop_signals(self) -> None:
         """Mark draining as soon as the server is told to stop, then hand the signal on to the
@@ -86,6 +92,7 @@ class Readiness:
                 previous(signum, frame)
 
             signal.signal(sig, on_signal)
+            self._chained.append((sig, previous, on_signal))
 
     # --- the upstream check ----------------------------------------------------------------------
     async def upstream(self) -> UpstreamState:

@@ -134,7 +134,11 @@ async def test_a_stop_signal_makes_the_process_unready_and_reaches_the_server(up
     draining, then hands the signal on."""
     assert threading.current_thread() is threading.main_thread()
     received: list[int] = []
-    original = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+
+    def handler(signum: int, frame: object) -> None:
+        received.append(signum)
+
+    original = signal.signal(signal.SIGTERM, handler)
     try:
         app = create_app(http_settings(upstream.url))
         async with app.router.lifespan_context(app):
@@ -151,5 +155,7 @@ async def test_a_stop_signal_makes_the_process_unready_and_reaches_the_server(up
                 assert draining.headers["retry-after"] == "5"
                 # Calls in flight and new ones on open connections are still answered.
                 assert (await gw.get("/v4/Contact/get", params={"limit": "1"})).status_code == 200
+        # Once the app has stopped, the server's handler is the signal's handler again.
+        assert signal.getsignal(signal.SIGTERM) is handler
     finally:
         signal.signal(signal.SIGTERM, original)
