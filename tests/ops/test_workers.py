@@ -61,6 +61,18 @@ def answered_by_worker(metrics_dir: Path, route: str = ROUTE) -> dict[str, dict[
     return per_worker
 
 
+def settled(metrics_dir: Path, calls: int) -> dict[str, dict[str, float]]:
+    """Per-worker counts once all ``calls`` are counted: a worker counts a call just after its
+    answer has gone out, so the last one may still be on its way into the file."""
+    deadline = time.monotonic() + 30
+    while True:
+        per_worker = answered_by_worker(metrics_dir)
+        if sum(sum(w.values()) for w in per_worker.values()) == calls:
+            return per_worker
+        assert time.monotonic() < deadline, per_worker
+        time.sleep(0.01)  # poll interval
+
+
 def wait_for_both_workers(url: str, metrics_dir: Path) -> None:
     """The first worker may serve for seconds before the second has started: knock (on new
     connections) until each has answered /healthz, so that the calls under test can reach
@@ -85,7 +97,7 @@ def test_two_workers_share_one_limit_and_one_metrics_view(serve, redis_url, tmp_
     statuses = calls_on_fresh_connections(gw.url, 2 * LIMIT)
     assert statuses == [200] * LIMIT + [429] * LIMIT, statuses
 
-    per_worker = answered_by_worker(metrics_dir)
+    per_worker = settled(metrics_dir, 2 * LIMIT)
     assert len(per_worker) == 2, per_worker  # both workers answered some of the calls
     assert sum(w.get("200", 0) for w in per_worker.values()) == LIMIT
     # A worker counting alone would have let through up to LIMIT calls of its own.
@@ -117,7 +129,7 @@ def test_per_worker_limits_only_when_asked(serve, tmp_path):
     [made] = scratch.glob("civicrm-gateway-metrics-*")  # serve's own multiprocess folder
     wait_for_both_workers(gw.url, made)
     statuses = calls_on_fresh_connections(gw.url, 2 * LIMIT)
-    per_worker = answered_by_worker(made)
+    per_worker = settled(made, 2 * LIMIT)
     assert len(per_worker) == 2, per_worker
     assert statuses.count(200) == sum(min(sum(w.values()), LIMIT) for w in per_worker.values())
     assert statuses.count(200) > LIMIT
