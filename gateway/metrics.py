@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -37,6 +38,16 @@ BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # How often each worker copies its backend's stats() into the shared files (multiprocess mode).
 POOL_REFRESH_SECONDS = 1.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class _BackendStats(Collector):
@@ -130,9 +141,20 @@ class Metrics:
             self._copy_pool_stats()
             await asyncio.sleep(POOL_REFRESH_SECONDS)
 
+    def _forget_dead_workers(self) -> None:
+        """A worker killed outright (SIGKILL, out of memory) never withdrew its live gauges
+        (requests in flight, pool use): withdraw them for it. Its counters stay in the sums."""
+        assert self.multiprocess_dir is not None
+        for path in Path(self.multiprocess_dir).glob("gauge_live*_*.db"):
+            pid = path.stem.rsplit("_", 1)[-1]
+            if pid.isdigit() and not _alive(int(pid)):
+                with contextlib.suppress(OSError):  # another worker may be doing the same
+                    mark_process_dead(int(pid), self.multiprocess_dir)
+
     def start(self) -> None:
         """In the app's lifespan, once the backend has started."""
         if self.multiprocess_dir is not None:
+            self._forget_dead_workers()
             self._refresher = asyncio.get_running_loop().create_task(self._refresh_pool())
 
     async def close(self) -> None:
@@ -148,6 +170,7 @@ class Metrics:
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)
         self._copy_pool_stats()
+        self._forget_dead_workers()
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self.multiprocess_dir)
         return generate_latest(registry)

@@ -3,14 +3,17 @@ parsed into samples."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -30,6 +33,22 @@ def value(text: str, name: str, **labels: str) -> float:
              if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
     assert len(found) == 1, f"{len(found)} samples {name}{labels}"
     return found[0]
+
+
+class HangingUpstream:
+    """An upstream that takes every request and answers none until ``release`` is set (or
+    ``bound`` seconds have passed)."""
+
+    def __init__(self, bound: float = 5) -> None:
+        self.requests = 0
+        self.bound = bound
+        self.release = threading.Event()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        self.requests += 1
+        await asyncio.to_thread(self.release.wait, self.bound)  # set from the test's thread
 
 
 @pytest.fixture

@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-from typing import Any
 
 import httpx
 import pytest
 
 from gateway.app import create_app
 from tests.conftest import ADMIN_KEY, ThreadServer, gateway_client, http_settings
-from tests.ops.conftest import value
+from tests.ops.conftest import HangingUpstream, value
 
 pytestmark = pytest.mark.slow
 
@@ -92,21 +91,6 @@ def test_readiness_can_require_civicrm(gateway_process, upstream):
     gw.stop()
 
 
-class HangingUpstream:
-    """An upstream that takes every request and answers none (until the test ends)."""
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.release = asyncio.Event()
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        self.requests += 1
-        # Bounded, so the server can stop even if the gateway never hangs up.
-        await asyncio.wait_for(self.release.wait(), 5)
-
-
 async def test_a_hanging_civicrm_costs_readiness_one_bounded_check():
     hanging = HangingUpstream()
     server = ThreadServer(hanging).start()
@@ -126,6 +110,7 @@ async def test_a_hanging_civicrm_costs_readiness_one_bounded_check():
             assert unready.status_code == 504
             assert unready.json()["type"] == "/problems/upstream-timeout"
     finally:
+        hanging.release.set()
         server.stop()
 
 

@@ -3,10 +3,13 @@ shares the count), and /metrics, whichever worker answers it, sums both workers'
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,7 +17,8 @@ import httpx
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from tests.ops.conftest import value
+from tests.conftest import ThreadServer
+from tests.ops.conftest import HangingUpstream, value
 
 pytestmark = pytest.mark.slow
 
@@ -135,3 +139,54 @@ def test_per_worker_limits_only_when_asked(serve, tmp_path):
     assert statuses.count(200) > LIMIT
     gw.stop()
     assert not made.exists()  # removed when serve ends
+
+
+def in_flight_by_worker(metrics_dir: Path) -> dict[int, float]:
+    found = {}
+    for path in metrics_dir.glob("gauge_livesum_*.db"):
+        for family in MultiProcessCollector.merge([str(path)]):
+            for sample in family.samples:
+                if sample.name == "gateway_requests_in_flight":
+                    found[int(path.stem.rsplit("_", 1)[-1])] = sample.value
+    return found
+
+
+def test_a_killed_workers_gauges_leave_the_sums(serve, tmp_path):
+    """A worker killed with a call in flight never withdraws its gauges itself: the next scrape
+    does, while its counters stay."""
+    hanging = HangingUpstream(bound=60)
+    upstream = ThreadServer(hanging).start()
+    metrics_dir = tmp_path / "metrics"
+    try:
+        gw = serve({"CIVI_GATEWAY_WORKERS": "2", "CIVI_GATEWAY_BACKEND": "http",
+                    "CIVI_GATEWAY_HTTP_URL": upstream.url, "CIVI_GATEWAY_HTTP_API_KEY": "k" * 16,
+                    "CIVI_GATEWAY_HTTP_TIMEOUT": "60", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+        wait_for_both_workers(gw.url, metrics_dir)
+
+        def stuck_call() -> None:
+            with contextlib.suppress(httpx.HTTPError):  # its worker is killed under it
+                httpx.post(gw.url + "/v4/Contact/get", json={}, timeout=60)
+
+        caller = threading.Thread(target=stuck_call)
+        caller.start()
+        deadline = time.monotonic() + 30
+        while not (stuck := [pid for pid, n in in_flight_by_worker(metrics_dir).items() if n == 1]):
+            assert time.monotonic() < deadline, "the call never got in flight"
+            time.sleep(0.01)  # poll interval
+        [pid] = stuck
+        with httpx.Client(base_url=gw.url, timeout=10) as client:
+            scrape = client.get("/metrics", headers={"Connection": "close"}).text
+            assert value(scrape, "gateway_requests_in_flight") == 2.0  # the stuck call and this one
+            os.kill(pid, signal.SIGKILL)
+            caller.join(timeout=60)
+            deadline = time.monotonic() + 60
+            while (metrics_dir / f"gauge_livesum_{pid}.db").exists():
+                assert time.monotonic() < deadline, "the dead worker's gauges stayed"
+                scrape = client.get("/metrics", headers={"Connection": "close"}).text
+            scrape = client.get("/metrics", headers={"Connection": "close"}).text
+            assert value(scrape, "gateway_requests_in_flight") == 1.0  # this scrape only
+        assert (metrics_dir / f"counter_{pid}.db").exists()  # its counts still add up
+        assert hanging.requests == 1
+    finally:
+        hanging.release.set()
+        upstream.stop()
