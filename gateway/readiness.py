@@ -20,6 +20,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .errors import GatewayError
+from .redact import REDACTOR
 
 if TYPE_CHECKING:
     from .backends.resilience import ResilientBackend
@@ -37,7 +38,6 @@ class UpstreamState:
     """The outcome of one readiness check of CiviCRM."""
 
     error: GatewayError | None
-    checked_at: float  # time.time()
     seconds: float
 
     def as_json(self, breaker: str) -> dict[str, Any]:
@@ -45,7 +45,7 @@ class UpstreamState:
                                 "breaker": breaker, "check_seconds": round(self.seconds, 4)}
         if self.error is not None:
             body["problem"] = self.error.problem.uri
-            body["detail"] = self.error.detail
+            body["detail"] = REDACTOR.text(self.error.detail)  # as in problem+json bodies
         return body
 
 
@@ -115,4 +115,4 @@ class Readiness:
             error = exc
         if self.metrics is not None:
             self.metrics.upstream_up.labels(self.backend.name).set(0 if error else 1)
-        return UpstreamState(error, time.time(), time.perf_counter() - started)
+        return UpstreamState(error, time.perf_counter() - started)
