@@ -25,6 +25,7 @@ from .errors import GatewayError
 from .metrics import Metrics
 from .openapi import install_docs
 from .ratelimit import Limiter
+from .readiness import Readiness
 from .redact import install_log_redaction
 from .responses import allowed_methods, problem_response
 from .routes.api import v3_router, v4_router
@@ -154,13 +155,21 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
         log.warning("No client tokens and %s=true: anyone who can reach this gateway can call "
                     "CiviCRM with its credentials", env_name("allow_anonymous"))
 
+    readiness = Readiness(backend, settings, metrics)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await backend.start()
+        readiness.on_started()
+        if metrics is not None:
+            metrics.start()
         log.info("civicrm-gateway %s ready on the %s backend", __version__, backend.name)
         try:
             yield
         finally:
+            readiness.on_stopping()
+            if metrics is not None:
+                await metrics.close()
             await backend.close()
 
     app = FastAPI(
@@ -178,7 +187,8 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.state.backend = backend
     app.state.metrics = metrics
     app.state.authenticator = Authenticator(clients, allow_anonymous=settings.allow_anonymous)
-    app.state.limiter = Limiter(settings)
+    app.state.limiter = Limiter(settings, metrics)
+    app.state.readiness = readiness
     app.state.schemas = Schemas(backend, settings.metadata_cache_ttl)
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

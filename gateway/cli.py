@@ -6,12 +6,15 @@ import argparse
 import asyncio
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, BinaryIO
 
-from .settings import SettingsError, env_name, load_settings
+from .settings import Settings, SettingsError, env_name, load_settings
 
 
 def _uvicorn_options() -> dict[str, object]:
@@ -32,8 +35,32 @@ def _uvicorn_options() -> dict[str, object]:
     return options
 
 
+def _metrics_dir(settings: Settings) -> tuple[str | None, bool]:
+    """With several workers: an empty folder for prometheus_client's multiprocess files, named
+    in ``PROMETHEUS_MULTIPROC_DIR`` for the workers to inherit. An operator's own folder is
+    emptied (samples of an earlier run would add up with this one's); otherwise a temporary
+    one. Returns the folder and whether ``serve`` made it (and removes it at the end)."""
+    from .metrics import MULTIPROC_ENV
+
+    if settings.workers == 1 or not settings.metrics_enabled:
+        os.environ.pop(MULTIPROC_ENV, None)  # one process: its own registry, nothing on disk
+        return None, False
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):
+            stale.unlink()
+        return given, False
+    made = tempfile.mkdtemp(prefix="civicrm-gateway-metrics-")
+    os.environ[MULTIPROC_ENV] = made
+    return made, True
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
+
+    from .ratelimit import check_workers
 
     # Workers are separate processes that build their own app from the environment.
     for name in ("host", "port", "workers", "backend"):
@@ -41,19 +68,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if value is not None:
             os.environ[env_name(name)] = str(value)
     settings = load_settings()
-    uvicorn.run(
-        "gateway.app:app_factory",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_config=None,
-        server_header=False,
-        proxy_headers=False,
-        # On SIGTERM: stop accepting, let calls in flight finish (up to this many seconds).
-        timeout_graceful_shutdown=settings.shutdown_grace,
-        **_uvicorn_options(),  # type: ignore[arg-type]
-    )
+    check_workers(settings)
+    folder, made = _metrics_dir(settings)
+    try:
+        uvicorn.run(
+            "gateway.app:app_factory",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_config=None,
+            server_header=False,
+            proxy_headers=False,
+            # On SIGTERM: stop accepting, let calls in flight finish (up to this many seconds).
+            timeout_graceful_shutdown=settings.shutdown_grace,
+            **_uvicorn_options(),  # type: ignore[arg-type]
+        )
+    finally:
+        if made and folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
     return 0
 
 

@@ -32,6 +32,7 @@ plus ``civicrm`` (CiviCRM's own ``error_code`` / ``error_message``, never debug 
 | upstream-unavailable        | 503    | CiviCRM cannot be reached                                     |
 | upstream-maintenance        | 503    | CiviCRM is in maintenance mode                                |
 | upstream-timeout            | 504    | CiviCRM did not answer in time                                |
+| gateway-not-ready           | 503    | this gateway process is starting or shutting down (/readyz)   |
 | internal-error              | 500    | a bug in the gateway (logged); never caused by input          |
 """
 
@@ -120,6 +121,10 @@ _TYPES = [
                 "CiviCRM is temporarily unavailable for maintenance."),
     ProblemType("upstream-timeout", 504, "CiviCRM timed out",
                 "CiviCRM did not answer within the gateway's time limit."),
+    ProblemType("gateway-not-ready", 503, "Gateway not ready",
+                "This gateway process is still starting or is shutting down (draining): it "
+                "finishes the calls in flight but should get no new ones. Another replica, or "
+                "this one after Retry-After, can serve."),
     ProblemType("internal-error", 500, "Gateway internal error",
                 "An unexpected failure inside the gateway (a bug): it is logged with the "
                 "request id. Never caused by a client's input."),

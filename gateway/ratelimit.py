@@ -8,21 +8,46 @@ import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from limits import RateLimitItem, parse
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
-from .clients import Client
+from .clients import Client, load_clients
 from .errors import GatewayError
-from .settings import Settings
+from .settings import Settings, SettingsError, env_name
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 # How long a call may wait for one of its client's in-flight slots before a 429.
 CONCURRENCY_WAIT = 10.0
 
 
+def check_workers(settings: Settings) -> None:
+    """Refuse several workers on ``memory://`` when a rate limit applies: each worker would
+    count on its own, so a client would get up to ``workers`` times its rate. Redis shares the
+    count; ``rate_limit_per_worker=true`` says the per-worker count is meant."""
+    storage = settings.rate_limit_storage.get_secret_value()
+    if settings.workers == 1 or not storage.startswith("memory://") \
+            or settings.rate_limit_per_worker:
+        return
+    limited = [c.name for c in load_clients(settings) if c.policy.rate is not None]
+    if settings.default_rate_limit:
+        limited.insert(0, f"{env_name('default_rate_limit')}={settings.default_rate_limit}")
+    if limited:
+        raise SettingsError(
+            f"{env_name('workers')}={settings.workers} with {env_name('rate_limit_storage')}="
+            f"memory:// would let each worker count rate limits on its own (a client gets up to "
+            f"{settings.workers} times its rate; limits from {', '.join(limited[:3])}). Share "
+            f"them with {env_name('rate_limit_storage')}=redis://..., run one worker, or set "
+            f"{env_name('rate_limit_per_worker')}=true to accept per-worker limits")
+
+
 class Limiter:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self._metrics = metrics
         uri = settings.rate_limit_storage.get_secret_value()
         self._storage = storage_from_string(uri if uri.startswith("async+") else "async+" + uri)
         self._window = MovingWindowRateLimiter(self._storage)
@@ -40,6 +65,8 @@ class Limiter:
             return
         stats = await self._window.get_window_stats(rate, "client", client.name)
         retry = max(1, math.ceil(stats.reset_time - time.time()))
+        if self._metrics is not None:
+            self._metrics.rate_limited.labels("rate").inc()
         raise GatewayError("rate-limited", f"Over this client's rate limit of {rate}.",
                            headers={"Retry-After": str(retry)})
 
@@ -65,6 +92,8 @@ class Limiter:
             else:
                 await slots.acquire()
         except TimeoutError:
+            if self._metrics is not None:
+                self._metrics.rate_limited.labels("concurrency").inc()
             raise GatewayError("rate-limited", "This client has too many calls in flight.",
                                headers={"Retry-After": "1"}) from None
         try:

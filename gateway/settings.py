@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     allow_anonymous: bool = False
     rate_limit_storage: SecretStr = SecretStr("memory://")
     default_rate_limit: str | None = None
+    # With several workers on memory:// each worker counts on its own (a client gets up to
+    # workers x its rate): `serve` refuses that unless this says it is meant (docs/deploy.md).
+    rate_limit_per_worker: bool = False
     client_concurrency: int = Field(16, ge=1, le=10_000)
     cors_origins: list[str] = []
     cors_methods: list[str] = ["GET", "POST"]
@@ -114,6 +117,10 @@ class Settings(BaseSettings):
     export_page_size: int = Field(1000, ge=1, le=100_000)
     shutdown_grace: float = Field(30.0, ge=0, le=3600)
     metrics_enabled: bool = True
+    # /readyz: whether CiviCRM's state decides this pod's readiness (default: reported only),
+    # and how long it waits for CiviCRM's answer to its check (docs/deploy.md, "Readiness").
+    readiness_requires_upstream: bool = False
+    readiness_upstream_timeout: float = Field(2.0, gt=0, le=60)
     # Where the gateway keeps what should outlive a restart (the sandbox database, the OpenAPI
     # cache, idempotency and audit stores): one folder, created on first use.
     state_dir: Path = Path(".civicrm-gateway")

@@ -21,12 +21,24 @@ async def healthz() -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/readyz", summary="Backend reachable and credentials accepted",
+@router.get("/readyz", summary="This process can serve; CiviCRM's state in the body",
             responses=_problems(502, 503, 504))
 async def readyz(request: Request) -> JSONResponse:
+    """200 while this process is started and not draining. CiviCRM's state is reported under
+    ``upstream``; it decides the answer only with ``CIVI_GATEWAY_READINESS_REQUIRES_UPSTREAM=true``
+    (then CiviCRM's own problem, 502/503/504, is the answer)."""
+    readiness = request.app.state.readiness
     backend = request.app.state.backend
-    await backend.check()
-    return JSONResponse({"status": "ready", "backend": backend.name})
+    if not readiness.started or readiness.draining:
+        state = "starting" if not readiness.started else "draining"
+        raise GatewayError("gateway-not-ready", f"This gateway process is {state}.",
+                           headers={"Retry-After": "5"})
+    upstream = await readiness.upstream()
+    if upstream.error is not None and readiness.requires_upstream:
+        raise upstream.error
+    return JSONResponse({"status": "ready", "backend": backend.name,
+                         "requires_upstream": readiness.requires_upstream,
+                         "upstream": upstream.as_json(backend.breaker.state)})
 
 
 @router.post("/cache/flush", summary="Forget cached metadata (getFields, getActions, Entity.get)",

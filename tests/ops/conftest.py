@@ -1,0 +1,96 @@
+"""Fixtures for the operations tests: a throwaway redis-server on loopback, and /metrics
+parsed into samples."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from tests.conftest import GatewayProcess, free_port
+
+
+def samples(text: str) -> list[Sample]:
+    """Every sample of a Prometheus text exposition."""
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def value(text: str, name: str, **labels: str) -> float:
+    """The one sample called ``name`` whose labels include ``labels``."""
+    found = [s.value for s in samples(text)
+             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+    assert len(found) == 1, f"{len(found)} samples {name}{labels}"
+    return found[0]
+
+
+class HangingUpstream:
+    """An upstream that takes every request and answers none until ``release`` is set (or
+    ``bound`` seconds have passed)."""
+
+    def __init__(self, bound: float = 5) -> None:
+        self.requests = 0
+        self.bound = bound
+        self.release = threading.Event()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        self.requests += 1
+        await asyncio.to_thread(self.release.wait, self.bound)  # set from the test's thread
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[object]:
+    """``civicrm-gateway serve`` processes; several workers start slowly on a busy machine (each
+    imports the whole gateway), hence the long wait."""
+    started: list[GatewayProcess] = []
+
+    def start(env: dict[str, str]) -> GatewayProcess:
+        proc = GatewayProcess(env, tmp_path)
+        started.append(proc)
+        return proc.wait_ready(timeout=120)
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """redis-server (tests/install-system-packages.sh installs it) on a free loopback port."""
+    server = shutil.which("redis-server")
+    if server is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server is missing: tests/install-system-packages.sh installs it")
+        pytest.skip("redis-server is not on PATH (apt-get install redis-server)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), \
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
