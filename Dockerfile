@@ -30,19 +30,29 @@ ENV PIP_NO_CACHE_DIR=1 \
 
 WORKDIR /src
 COPY deploy/docker/wheelhouse/ /wheelhouse/
-COPY pyproject.toml README.md ./
-COPY gateway ./gateway
+COPY pyproject.toml ./
 
-# The wheel (not the source tree) is what goes into the venv; the `redis` extra lets several
-# replicas share rate-limit state (CIVI_GATEWAY_RATE_LIMIT_STORAGE=redis://...).
-# With a wheelhouse, build requirements (setuptools, wheel) come from it too: nothing is fetched.
+# Dependencies first, read from pyproject.toml (with the `redis` extra, which lets several
+# replicas share rate-limit state): a change to the code or README reuses this layer.
+# With a wheelhouse, pip installs from it only, build requirements included: nothing is fetched.
 RUN python3 -m venv /opt/civicrm-gateway \
     && if ls /wheelhouse/*.whl > /dev/null 2>&1; then \
          export PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheelhouse; \
        fi \
+    && python3 -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["redis"]))' > requirements.txt \
+    && /opt/civicrm-gateway/bin/pip install --requirement requirements.txt
+
+COPY README.md ./
+COPY gateway ./gateway
+
+# The wheel (not the source tree) is what goes into the venv.
+RUN if ls /wheelhouse/*.whl > /dev/null 2>&1; then \
+         export PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheelhouse; \
+       fi \
     && /opt/civicrm-gateway/bin/pip wheel --no-deps --wheel-dir /wheels . \
     && set -- /wheels/civicrm_gateway-*.whl \
-    && /opt/civicrm-gateway/bin/pip install "$1[redis]" \
+    && /opt/civicrm-gateway/bin/pip install --no-deps "$1" \
+    && /opt/civicrm-gateway/bin/pip check \
     && /opt/civicrm-gateway/bin/pip uninstall --yes pip setuptools wheel \
     && /opt/civicrm-gateway/bin/civicrm-gateway --help > /dev/null
 

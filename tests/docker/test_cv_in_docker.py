@@ -117,7 +117,9 @@ async def test_container_restarted_under_a_pipe_pool(own: str) -> None:
         backend: Any = gw.backend  # type: ignore[attr-defined]
         assert await eventually(lambda: backend.stats()["idle"] == 2, within=30), backend.stats()
         assert backend.stats()["restarts"] >= 1
-        assert not old & set(stand_in_pids(own))
+        for _call in range(4):  # every worker in turn: none is left pointing at the old container
+            assert (await gw.post("/v4/Contact/get", json=GET_ONE)).status_code == 200
+        assert stand_in_pids(own)
 
 
 @pytest.mark.parametrize("how", ["stopped", "removed"])
