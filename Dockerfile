@@ -1,16 +1,24 @@
-# syntax=docker/dockerfile:1
 #
 # civicrm-gateway container image.
 #
-#   docker build -t civicrm-gateway .                   # the gateway (sandbox/http backends)
-#   docker build -t civicrm-gateway:cv --target cv .    # plus the docker CLI, for the cv/pipe
-#                                                       # backends through `docker exec`
+#   docker build -t civicrm-gateway .          # the gateway; needs only the base image below
+#
+# The cv/pipe variant with the docker CLI is deploy/docker/cv.Dockerfile, built on top of this
+# image, so that a plain `docker build .` (classic builder included) pulls nothing else.
+#
+# Air-gapped builds (docs/deploy.md, "Building without a registry or PyPI"):
+#   deploy/docker/wheelhouse.sh             # on a connected machine: wheels of every dependency
+#   deploy/docker/base-image.sh             # a Debian base with Python, made without a registry
+#   docker build --network host --build-arg PYTHON_IMAGE=civicrm-gateway-base:bookworm -t civicrm-gateway .
+# When deploy/docker/wheelhouse/ holds wheels, pip installs from there only (--no-index);
+# otherwise from PyPI.
 #
 # Configuration comes only from the environment (CIVI_GATEWAY_*) and from secret files in
 # /run/secrets (the default of CIVI_GATEWAY_SECRETS_DIR), each named like the lower-cased
 # variable (e.g. /run/secrets/civi_gateway_http_api_key).
 # Nothing secret is baked into the image. See docs/deploy.md.
 
+# Any Debian-like image with python3 (3.11+) and its venv module.
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 
 # --- build: a wheel of the project, installed with its dependencies into a venv ------------------
@@ -21,19 +29,34 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY deploy/docker/wheelhouse/ /wheelhouse/
+COPY pyproject.toml ./
+
+# Dependencies first, read from pyproject.toml (with the `redis` extra, which lets several
+# replicas share rate-limit state): a change to the code or README reuses this layer.
+# With a wheelhouse, pip installs from it only, build requirements included: nothing is fetched.
+RUN python3 -m venv /opt/civicrm-gateway \
+    && if ls /wheelhouse/*.whl > /dev/null 2>&1; then \
+         export PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheelhouse; \
+       fi \
+    && python3 -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["redis"]))' > requirements.txt \
+    && /opt/civicrm-gateway/bin/pip install --requirement requirements.txt
+
+COPY README.md ./
 COPY gateway ./gateway
 
-# The wheel (not the source tree) is what goes into the venv; the `redis` extra lets several
-# replicas share rate-limit state (CIVI_GATEWAY_RATE_LIMIT_STORAGE=redis://...).
-RUN python -m venv /opt/civicrm-gateway \
+# The wheel (not the source tree) is what goes into the venv.
+RUN if ls /wheelhouse/*.whl > /dev/null 2>&1; then \
+         export PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheelhouse; \
+       fi \
     && /opt/civicrm-gateway/bin/pip wheel --no-deps --wheel-dir /wheels . \
     && set -- /wheels/civicrm_gateway-*.whl \
-    && /opt/civicrm-gateway/bin/pip install "$1[redis]" \
+    && /opt/civicrm-gateway/bin/pip install --no-deps "$1" \
+    && /opt/civicrm-gateway/bin/pip check \
     && /opt/civicrm-gateway/bin/pip uninstall --yes pip setuptools wheel \
     && /opt/civicrm-gateway/bin/civicrm-gateway --help > /dev/null
 
-# --- runtime: slim Python, the venv, an unprivileged user; no compilers, no pip --------------------
+# --- runtime: the base image, the venv, an unprivileged user; no compilers, no pip ----------------
 FROM ${PYTHON_IMAGE} AS runtime
 
 LABEL org.opencontainers.image.title="civicrm-gateway" \
@@ -57,7 +80,9 @@ ENV PATH="/opt/civicrm-gateway/bin:${PATH}" \
     CIVI_GATEWAY_WORKERS=1 \
     CIVI_GATEWAY_LOG_FORMAT=json
 
-WORKDIR /tmp
+# A working directory the gateway user cannot write (root-owned, 0755): nothing can plant a
+# `.env` there (the gateway reads `.env` from its working directory).
+WORKDIR /opt/civicrm-gateway
 USER 10001:10001
 EXPOSE 8000
 
@@ -65,16 +90,8 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('CIVI_GATEWAY_PORT', '8000'), timeout=4)"]
 
+# docker stop sends SIGTERM; the gateway then drains calls for up to CIVI_GATEWAY_SHUTDOWN_GRACE
+# (30 s): give it longer than that (docker run --stop-timeout 40, compose stop_grace_period).
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["civicrm-gateway"]
 CMD ["serve"]
-
-# --- cv: the runtime plus the docker CLI (client only), for CIVI_GATEWAY_BACKEND=cv|pipe with
-# CIVI_GATEWAY_CV_CONTEXT="docker exec -i ..." against a CiviCRM container. Using it means mounting
-# the Docker socket, which is root on the host: see docs/deploy.md before you do. -----------------
-FROM docker:27-cli AS docker-cli
-
-FROM runtime AS cv
-COPY --from=docker-cli /usr/local/bin/docker /usr/local/bin/docker
-
-# The default target is the plain gateway, without the docker CLI.
-FROM runtime

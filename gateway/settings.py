@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import logging
 import os
 import shlex
+import stat
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
+
+log = logging.getLogger("gateway.settings")
 
 ENV_PREFIX = "CIVI_GATEWAY_"
 DEFAULT_SECRETS_DIR = "/run/secrets"
@@ -35,7 +40,8 @@ def env_name(field: str) -> str:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
-        env_file=".env",
+        # load_settings() names the `.env` file, after checking who could have written it.
+        env_file=None,
         env_file_encoding="utf-8",
         extra="ignore",
         case_sensitive=False,
@@ -214,9 +220,55 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _who() -> str:
+    return f"uid {os.geteuid()} (gid {os.getegid()})"
+
+
 def _secrets_dir() -> str | None:
     path = os.environ.get(env_name("secrets_dir"), DEFAULT_SECRETS_DIR)
-    return path if path and Path(path).is_dir() else None
+    if not path or not Path(path).is_dir():
+        return None
+    _check_secrets_readable(Path(path))
+    return path
+
+
+def _check_secrets_readable(directory: Path) -> None:
+    """Fail with one line naming what this process cannot read.
+
+    pydantic-settings lists the folder and reads every file named like a setting; a permission
+    error there surfaces as a traceback naming an unrelated field. Secret files mounted from a
+    root-only folder (0700/0600) are the usual cause when the gateway runs unprivileged."""
+    hint = ("the gateway's user must be able to read them (e.g. group-readable for its group, "
+            "or compose/Kubernetes secrets); see docs/deploy.md")
+    if not os.access(directory, os.R_OK | os.X_OK):
+        raise SettingsError(f"secrets directory {directory} ({env_name('secrets_dir')}) is not "
+                            f"readable by {_who()}: {hint}")
+    names = {f"{ENV_PREFIX}{name}".lower() for name in Settings.model_fields}
+    try:
+        entries = sorted(directory.iterdir())
+    except OSError as exc:
+        raise SettingsError(f"secrets directory {directory}: {exc.strerror or exc}") from None
+    for entry in entries:
+        if entry.name.lower() in names and not os.access(entry, os.R_OK):
+            raise SettingsError(f"secret file {entry} is not readable by {_who()}: {hint}")
+
+
+def _env_file() -> Path | None:
+    """``.env`` in the working directory, unless someone else could have written it.
+
+    A world-writable directory (``/tmp``) lets any local user plant a ``.env`` (e.g.
+    ``CIVI_GATEWAY_ALLOW_ANONYMOUS=true``); such a file, or a world-writable one, is ignored
+    with a warning."""
+    path = Path(".env")
+    try:
+        folder, found = os.stat("."), os.stat(path)
+    except OSError:
+        return None
+    if folder.st_mode & stat.S_IWOTH or found.st_mode & stat.S_IWOTH:
+        where = "its directory" if folder.st_mode & stat.S_IWOTH else "the file"
+        log.warning("ignoring %s: %s is writable by every user", path.resolve(), where)
+        return None
+    return path
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -225,7 +277,11 @@ def load_settings(**overrides: object) -> Settings:
     Raises ``SettingsError`` with a readable message naming each bad variable.
     """
     try:
-        return Settings(_secrets_dir=_secrets_dir(), **overrides)  # type: ignore[call-arg]
+        return Settings(_secrets_dir=_secrets_dir(), _env_file=_env_file(),  # type: ignore[call-arg]
+                        **overrides)
+    except PydanticSettingsError as exc:
+        # Anything else the sources could not read (a file vanished, a folder in the way).
+        raise SettingsError(f"cannot read the settings: {exc}") from None
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_url=False, include_input=False):

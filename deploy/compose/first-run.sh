@@ -3,7 +3,8 @@
 #
 #   deploy/compose/first-run.sh secrets [CLIENT]   before `docker compose up`: writes the secret
 #       files that are missing (DB passwords, CiviCRM admin password, the gateway's CiviCRM API
-#       key) and one client token for CLIENT (default "app"), printed once.
+#       key, the sandbox profile's key) and one client token for CLIENT (default "app"), printed
+#       once.
 #   deploy/compose/first-run.sh civicrm            after `docker compose up -d`: installs CiviCRM
 #       if it is not installed yet, then creates (or updates) the role "civicrm_gateway", the
 #       user "civicrm-gateway" with that role and its contact, and gives that contact the API key
@@ -49,6 +50,7 @@ cmd_secrets() {
   write_secret db_root_password "$(random_secret)"
   write_secret civicrm_admin_password "$(random_secret)"
   write_secret civi_gateway_http_api_key "$(random_secret)"
+  write_secret sandbox_api_key "$(random_secret)"   # the "sandbox" profile's emulator
   if [ -s "$SECRETS/civi_gateway_client_tokens" ]; then
     echo "kept    $SECRETS/civi_gateway_client_tokens (add lines from 'civicrm-gateway token create NAME')"
     return

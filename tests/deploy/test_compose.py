@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -9,11 +10,11 @@ import subprocess
 import pytest
 import yaml
 
-from gateway.settings import load_settings
+from gateway.settings import Settings, load_settings
 from tests.conftest import clear_gateway_env
 
 from .conftest import ROOT, project_tool, secret_file_names, settings_env_names
-from .test_dockerfile import STAGES
+from .test_dockerfile import CV_STAGES, STAGES
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 YAMLLINT_CONFIG = ROOT / "tests" / "deploy" / "yamllint.yml"
@@ -48,15 +49,46 @@ def test_yamllint_passes_on_every_deployment_yaml():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_docker_compose_config_when_a_compose_client_is_installed(tmp_path):
+def compose_client() -> list[str]:
+    """Compose v2 (`docker compose`) when installed, else v1 (`docker-compose`, Debian's 1.29).
+    tests/install-system-packages.sh installs one: missing fails under CI."""
     docker = shutil.which("docker")
-    if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True,
-                                         timeout=30).returncode != 0:
-        pytest.skip("no `docker compose` client here; the schema test above covers the file")
-    result = subprocess.run([docker, "compose", "-f", str(COMPOSE_FILE), "--profile", "cv", "config",
-                             "--quiet", "--no-interpolate"], capture_output=True, text=True,
-                            timeout=60, cwd=ROOT)
-    assert result.returncode == 0, result.stderr
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True,
+                                 timeout=30).returncode == 0:
+        return [docker, "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    message = "no Compose client (docker compose or docker-compose): bash tests/install-system-packages.sh"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.mark.parametrize("profiles", [[], ["cv", "sandbox"]], ids=["real-civicrm", "all-profiles"])
+def test_compose_client_accepts_the_file(profiles):
+    """`config` with whichever Compose is installed: v1 refused the top-level `name:` (19.6)."""
+    client = compose_client()
+    flags = [arg for profile in profiles for arg in ("--profile", profile)]
+    result = subprocess.run([*client, "-f", str(COMPOSE_FILE), *flags, "config", "--quiet"],
+                            capture_output=True, text=True, timeout=60, cwd=ROOT,
+                            env={k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")})
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_top_level_name_so_compose_v1_accepts_it(compose):
+    assert "name" not in compose
+    assert compose["services"]["civicrm"]["container_name"] == "${CIVICRM_CONTAINER:-civicrm-gateway-civicrm}"
+    context = compose["services"]["gateway-cv"]["environment"]["CIVI_GATEWAY_CV_CONTEXT"]
+    assert context.endswith(" ${CIVICRM_CONTAINER:-civicrm-gateway-civicrm}")
+
+
+def test_stop_grace_outlasts_the_gateway_drain(compose):
+    """Issue 19.4: Docker's default 10 s would SIGKILL calls the gateway still drains."""
+    grace = Settings.model_fields["shutdown_grace"].default
+    for name, service in compose["services"].items():
+        if name.startswith("gateway"):
+            value = service["stop_grace_period"]
+            assert value.endswith("s") and float(value[:-1]) > grace, (name, value)
 
 
 def test_no_secret_in_environment_literals(compose):
@@ -126,7 +158,7 @@ def test_gateway_service_uses_the_http_backend_with_client_tokens(compose):
     assert env["CIVI_GATEWAY_HTTP_URL"] == "http://civicrm"
     assert set(gateway["secrets"]) <= secret_file_names()
     assert {"civi_gateway_http_api_key", "civi_gateway_client_tokens"} <= set(gateway["secrets"])
-    assert gateway["build"]["target"] in {s["name"] for s in STAGES}
+    assert "target" not in gateway["build"] and STAGES[-1]["name"] == "runtime"
     assert gateway["read_only"] is True and gateway["cap_drop"] == ["ALL"]
     for name, service in compose["services"].items():
         for port in service.get("ports", []):
@@ -137,7 +169,9 @@ def test_gateway_service_uses_the_http_backend_with_client_tokens(compose):
 def test_cv_profile_runs_pipe_through_docker_exec(compose):
     cv = compose["services"]["gateway-cv"]
     assert cv["profiles"] == ["cv"]
-    assert cv["build"]["target"] == "cv" and "cv" in {s["name"] for s in STAGES}
+    assert cv["build"] == {"context": "./deploy/docker", "dockerfile": "cv.Dockerfile",
+                           "args": {"GATEWAY_IMAGE": compose["services"]["gateway"]["image"]}}
+    assert CV_STAGES[-1]["name"] == "cv"
     env = cv["environment"]
     assert set(env) <= settings_env_names(), set(env) - settings_env_names()
     assert env["CIVI_GATEWAY_BACKEND"] in ("cv", "pipe")
@@ -149,8 +183,22 @@ def test_cv_profile_runs_pipe_through_docker_exec(compose):
     text = COMPOSE_FILE.read_text()
     assert re.search(r"docker socket.*root on the host", text, re.I | re.S)
     for name, service in compose["services"].items():
-        if name != "gateway-cv":
+        if name not in ("gateway-cv", "civicrm-sandbox", "gateway-sandbox"):
             assert "profiles" not in service, name
+
+
+def test_sandbox_profile_stays_on_loopback(compose):
+    """Profile "sandbox": the emulator and a gateway on the host's network, bound to 127.0.0.1."""
+    services = compose["services"]
+    sandbox, gateway = services["civicrm-sandbox"], services["gateway-sandbox"]
+    for service in (sandbox, gateway):
+        assert service["profiles"] == ["sandbox"] and service["network_mode"] == "host"
+        assert "ports" not in service and service["image"] == services["gateway"]["image"]
+        assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
+    assert "--host 127.0.0.1" in sandbox["entrypoint"][-1]
+    assert gateway["environment"]["CIVI_GATEWAY_HOST"] == "127.0.0.1"
+    assert gateway["environment"]["CIVI_GATEWAY_HTTP_URL"].startswith("http://127.0.0.1:")
+    assert gateway["secrets"] == [{"source": "sandbox_api_key", "target": "civi_gateway_http_api_key"}]
 
 
 def _materialise(tmp_path, monkeypatch, env: dict, secrets: dict) -> None:
@@ -168,15 +216,17 @@ def _materialise(tmp_path, monkeypatch, env: dict, secrets: dict) -> None:
 TOKENS = "app:sha256:" + "ab" * 32
 
 
-@pytest.mark.parametrize("service", ["gateway", "gateway-cv"])
+@pytest.mark.parametrize("service", ["gateway", "gateway-cv", "gateway-sandbox"])
 def test_the_gateway_accepts_the_compose_configuration(service, compose, tmp_path, monkeypatch):
     spec = compose["services"][service]
     values = {"civi_gateway_http_api_key": "k" * 40, "civi_gateway_client_tokens": TOKENS}
-    _materialise(tmp_path, monkeypatch, spec["environment"],
-                 {name: values[name] for name in spec["secrets"]})
+    targets = [s if isinstance(s, str) else s["target"] for s in spec["secrets"]]
+    _materialise(tmp_path, monkeypatch, spec["environment"], {name: values[name] for name in targets})
     settings = load_settings()
-    assert settings.host == "0.0.0.0"
-    assert settings.client_tokens is not None
+    if service == "gateway-sandbox":
+        assert settings.host == "127.0.0.1" and settings.client_tokens is None
+    else:
+        assert settings.host == "0.0.0.0" and settings.client_tokens is not None
     assert settings.backend == spec["environment"]["CIVI_GATEWAY_BACKEND"]
 
 

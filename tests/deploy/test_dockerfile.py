@@ -19,6 +19,7 @@ from .conftest import ROOT, project_tool, settings_env_names
 from .helpers import free_port
 
 DOCKERFILE = ROOT / "Dockerfile"
+CV_DOCKERFILE = ROOT / "deploy" / "docker" / "cv.Dockerfile"
 
 
 def instructions(text: str) -> list[tuple[str, str]]:
@@ -84,11 +85,13 @@ def env_names(chain: list[dict]) -> dict[str, str]:
 TEXT = DOCKERFILE.read_text()
 STAGES = stages(TEXT)
 FINAL = STAGES[-1]
-RUNTIME_STAGES = [s for s in STAGES if s["name"] in ("runtime", "cv")] + [FINAL]
+RUNTIME_STAGES = [s for s in STAGES if s["name"] == "runtime"] + [FINAL]
+CV_STAGES = stages(CV_DOCKERFILE.read_text())
 
 
-def test_hadolint_passes():
-    result = lint(DOCKERFILE)
+@pytest.mark.parametrize("path", [DOCKERFILE, CV_DOCKERFILE], ids=["Dockerfile", "cv.Dockerfile"])
+def test_hadolint_passes(path):
+    result = lint(path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -101,13 +104,38 @@ def test_hadolint_catches_a_broken_dockerfile(tmp_path):
 
 
 def test_multi_stage_with_slim_python_base():
-    names = [s["name"] for s in STAGES]
-    assert "build" in names and "runtime" in names and "cv" in names
+    assert [s["name"] for s in STAGES] == ["build", "runtime"]
     arg = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", TEXT, re.M)
     assert arg and re.fullmatch(r"python:3\.1[1-9]-slim(-\w+)?", arg.group(1))
     for stage in STAGES:
-        if stage["name"] in ("build", "runtime"):
-            assert stage["base"] == "${PYTHON_IMAGE}"
+        assert stage["base"] == "${PYTHON_IMAGE}"
+
+
+def test_default_build_needs_no_image_but_the_base():
+    """Issue 19.7: the classic builder builds every stage up to the target, so the default
+    (last) stage is the gateway and no stage pulls anything else; no `# syntax=` line, which
+    makes BuildKit fetch a frontend image."""
+    assert FINAL["name"] == "runtime"
+    assert not re.search(r"^#\s*syntax\s*=", TEXT, re.M | re.I)
+    assert {s["base"] for s in STAGES} == {"${PYTHON_IMAGE}"}
+
+
+def test_offline_build_from_a_wheelhouse():
+    """With wheels in deploy/docker/wheelhouse/ pip uses them only; without, PyPI."""
+    build_stage = next(s for s in STAGES if s["name"] == "build")
+    assert ("COPY", "deploy/docker/wheelhouse/ /wheelhouse/") in build_stage["body"]
+    run = " ".join(args for kw, args in build_stage["body"] if kw == "RUN")
+    assert "if ls /wheelhouse/*.whl" in run and "PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheelhouse" in run
+    ignored = subprocess.run(["git", "check-ignore", "-q", "deploy/docker/wheelhouse/x-1.0-py3-none-any.whl"],
+                             cwd=ROOT, timeout=30)
+    assert ignored.returncode == 0, "wheels must stay out of git"
+
+
+def test_working_directory_is_not_writable_by_the_gateway_user():
+    """Issue 19.5: the gateway reads `.env` from its working directory; /tmp would let anyone
+    plant one. The venv folder is root's (copied in before USER)."""
+    workdirs = merged(stage_chain(STAGES, FINAL), "WORKDIR")
+    assert workdirs == ["/opt/civicrm-gateway"]
 
 
 def test_final_and_cv_stages_run_as_non_root_user():
@@ -153,13 +181,14 @@ def test_env_names_exist_in_settings_and_hold_no_secrets():
     assert "ARG" not in {kw for kw, args in instructions(TEXT) if re.search(r"KEY|TOKEN|PASSW", args)}
 
 
-def test_cv_stage_adds_only_the_docker_client():
-    cv = next(s for s in STAGES if s["name"] == "cv")
-    assert cv["base"] == "runtime"
+def test_cv_image_adds_only_the_docker_client_to_the_gateway_image():
+    assert [(s["name"], s["base"]) for s in CV_STAGES] == [
+        ("docker-cli", "${DOCKER_CLI_IMAGE}"), ("cv", "${GATEWAY_IMAGE}")]
+    cv = CV_STAGES[-1]
+    # no USER: it keeps the gateway image's unprivileged user
     assert cv["body"] == [("COPY", "--from=docker-cli /usr/local/bin/docker /usr/local/bin/docker")]
-    cli = next(s for s in STAGES if s["name"] == "docker-cli")
-    assert re.fullmatch(r"docker:\d+(\.\d+)*-cli", cli["base"])
-    assert FINAL["base"] == "runtime", "the default target must be the image without docker"
+    cli = re.search(r"^ARG DOCKER_CLI_IMAGE=(\S+)$", CV_DOCKERFILE.read_text(), re.M)
+    assert cli and re.fullmatch(r"docker:\d+(\.\d+)*-cli", cli.group(1))
 
 
 def test_dockerignore_sends_only_what_the_build_copies():

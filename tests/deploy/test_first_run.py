@@ -18,7 +18,7 @@ from .conftest import DEPLOY
 
 SCRIPT = DEPLOY / "compose" / "first-run.sh"
 SECRETS = ("db_password", "db_root_password", "civicrm_admin_password",
-           "civi_gateway_http_api_key", "civi_gateway_client_tokens")
+           "civi_gateway_http_api_key", "civi_gateway_client_tokens", "sandbox_api_key")
 
 
 @pytest.fixture()
