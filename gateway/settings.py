@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "CIVI_GATEWAY_"
 DEFAULT_SECRETS_DIR = "/run/secrets"
+SANDBOX_DB_NAME = "sandbox.sqlite"
 
 BackendKind = Literal["sandbox", "http", "cv", "pipe"]
 HttpAuth = Literal["x-civi-auth", "bearer", "basic", "legacy"]
@@ -62,6 +63,9 @@ class Settings(BaseSettings):
     cors_origins: list[str] = []
     cors_methods: list[str] = ["GET", "POST"]
     cors_headers: list[str] = ["Authorization", "Content-Type", "X-Request-ID"]
+
+    # The client token CLI commands send to a running gateway (``export --url``).
+    token: SecretStr | None = None
 
     # --- HTTP backend ----------------------------------------------------------------------
     http_url: str | None = None
@@ -108,7 +112,9 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".civicrm-gateway")
 
     # --- embedded sandbox ------------------------------------------------------------------
-    sandbox_db: str = ":memory:"
+    # Default: sandbox.sqlite in state_dir, so data outlives a restart and every CLI command
+    # (serve, export, check, openapi, sandbox) sees the same records. ":memory:" forgets.
+    sandbox_db: str | None = None
     sandbox_demo: int = Field(200, ge=0, le=1_000_000)
 
     # --- OpenAPI document (docs/openapi.md) ------------------------------------------------
@@ -173,6 +179,11 @@ class Settings(BaseSettings):
         return self
 
     # --- derived ---------------------------------------------------------------------------
+    @property
+    def sandbox_db_path(self) -> str:
+        """The embedded sandbox's SQLite file (or ``:memory:``)."""
+        return self.sandbox_db or str(self.state_dir / SANDBOX_DB_NAME)
+
     @cached_property
     def secret_values(self) -> tuple[str, ...]:
         """Every configured secret, for redaction of logs and error bodies."""

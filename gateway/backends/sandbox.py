@@ -6,6 +6,7 @@ with an admin's API key.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import anyio
@@ -16,6 +17,8 @@ from ..settings import Settings
 from .base import Backend
 
 ADMIN_CONTACT_ID = 2
+
+log = logging.getLogger("gateway.sandbox")
 
 
 class SandboxBackend(Backend):
@@ -31,13 +34,20 @@ class SandboxBackend(Backend):
     @property
     def sandbox(self) -> Any:
         if self._sandbox is None:
-            from ..sandbox.engine import Sandbox
+            from ..sandbox_db import open_sandbox
 
-            self._sandbox = Sandbox(self.settings.sandbox_db, demo=self.settings.sandbox_demo)
+            self._sandbox = open_sandbox(self.settings.sandbox_db_path,
+                                         self.settings.sandbox_demo)
         return self._sandbox
 
     async def start(self) -> None:
         await anyio.to_thread.run_sync(lambda: self.sandbox, limiter=self._limiter)
+        if self._owned:
+            where = self.settings.sandbox_db_path
+            log.info("sandbox data %s", "in memory: lost when the process stops"
+                     if where == ":memory:" else
+                     f"in {where} (kept across restarts; 'civicrm-gateway sandbox --reset' "
+                     "starts afresh)")
 
     async def close(self) -> None:
         if self._owned and self._sandbox is not None:
