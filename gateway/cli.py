@@ -280,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8000)")
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
-    serve.add_argument("--backend", choices=["sandbox", "http", "cv", "pipe"])
+    serve.add_argument("--backend", choices=["sandbox", "http", "cv", "pipe"],
+                       help="where calls go (default sandbox, the embedded emulator)")
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check", help="call the configured backend once; exit 0 if usable")

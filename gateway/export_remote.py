@@ -71,7 +71,10 @@ async def export_via_gateway(url: str, token: str | None, entity: str, params: d
         accept = MEDIA_TYPES[fmt].split(";")[0]
         async with session.post(endpoint, json=params, headers={"Accept": accept}) as resp:
             if resp.status != 200:
-                raise RemoteExportError(_problem(resp.status, await resp.read()))
+                message = _problem(resp.status, await resp.read())
+                if resp.status == 401:
+                    message += " (the CLI sends CIVI_GATEWAY_TOKEN, or the --token-file)"
+                raise RemoteExportError(message)
             counter = _RowCounter(fmt)
             async for chunk in resp.content.iter_any():
                 out.write(chunk)  # a local file: short blocking writes are fine in a CLI

@@ -68,4 +68,4 @@ def reset_sandbox(db: str, demo: int) -> Path:
         from .sandbox.engine import Sandbox
 
         Sandbox(str(path), demo=demo).close()
-    return path
+    return path.resolve()

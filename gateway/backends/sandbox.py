@@ -7,6 +7,7 @@ with an admin's API key.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import anyio
@@ -36,18 +37,16 @@ class SandboxBackend(Backend):
         if self._sandbox is None:
             from ..sandbox_db import open_sandbox
 
-            self._sandbox = open_sandbox(self.settings.sandbox_db_path,
-                                         self.settings.sandbox_demo)
+            where = self.settings.sandbox_db_path
+            self._sandbox = open_sandbox(where, self.settings.sandbox_demo)
+            log.info("sandbox data %s", "in memory: lost when the process stops"
+                     if where == ":memory:" else
+                     f"in {os.path.abspath(where)} (kept across restarts; 'civicrm-gateway "
+                     "sandbox --reset' starts afresh)")
         return self._sandbox
 
     async def start(self) -> None:
         await anyio.to_thread.run_sync(lambda: self.sandbox, limiter=self._limiter)
-        if self._owned:
-            where = self.settings.sandbox_db_path
-            log.info("sandbox data %s", "in memory: lost when the process stops"
-                     if where == ":memory:" else
-                     f"in {where} (kept across restarts; 'civicrm-gateway sandbox --reset' "
-                     "starts afresh)")
 
     async def close(self) -> None:
         if self._owned and self._sandbox is not None:
