@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
+import hashlib
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,8 +20,6 @@ from .settings import SettingsError
 
 if TYPE_CHECKING:
     from .sandbox.engine import Sandbox
-
-log = logging.getLogger("gateway.sandbox")
 
 MEMORY = ":memory:"
 
@@ -43,6 +42,24 @@ def _locked(path: Path) -> Iterator[None]:
         yield
 
 
+def schema_version() -> int:
+    """A fingerprint of the sandbox's tables, kept in the file's ``user_version``: a file made
+    by a gateway with other tables would fail in odd ways, so it is refused up front."""
+    from .sandbox.schema import ddl
+
+    digest = hashlib.sha256("\n".join(ddl()).encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF or 1
+
+
+def _create(path: Path, demo: int) -> Sandbox:
+    from .sandbox.engine import Sandbox
+
+    sandbox = Sandbox(str(path), demo=demo)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute(f"PRAGMA user_version = {schema_version()}")
+    return sandbox
+
+
 def open_sandbox(db: str, demo: int) -> Sandbox:
     """The sandbox on ``db`` (a file, created with ``demo`` demo contacts if new, or
     ``:memory:``)."""
@@ -52,6 +69,14 @@ def open_sandbox(db: str, demo: int) -> Sandbox:
         return Sandbox(MEMORY, demo=demo)
     path = Path(db)
     with _locked(path):
+        if not path.exists() or path.stat().st_size == 0:
+            return _create(path, demo)
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            found = conn.execute("PRAGMA user_version").fetchone()[0]
+        if found != schema_version():
+            raise SandboxDbError(
+                f"the sandbox database {path.resolve()} was made by another version of the "
+                "gateway (its tables differ): 'civicrm-gateway sandbox --reset' starts afresh")
         return Sandbox(str(path), demo=demo)
 
 
@@ -65,7 +90,5 @@ def reset_sandbox(db: str, demo: int) -> Path:
         for suffix in ("", "-journal", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 Path(f"{path}{suffix}").unlink()
-        from .sandbox.engine import Sandbox
-
-        Sandbox(str(path), demo=demo).close()
+        _create(path, demo).close()
     return path.resolve()

@@ -10,8 +10,9 @@ examples above it on its page (their ids and shell variables are its context).
 from __future__ import annotations
 
 import os
+import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,7 @@ class Page:
 
 
 @pytest.fixture(scope="module")
-def pages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Page]]:
+def pages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Page]]:
     opened: dict[str, Page] = {}
 
     def page(name: str) -> Page:
@@ -70,20 +71,31 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Page]]
             opened[name] = Page(name, tmp_path_factory.mktemp(name.replace("/", "-")))
         return opened[name]
 
-    yield page  # type: ignore[misc]
+    yield page
     for p in opened.values():
         p.close()
 
 
+def _missing(page: Page, example: Example) -> str | None:
+    """What this example needs that is not installed (the shell examples use jq)."""
+    if example.language == "sh":
+        needs = "jq"
+        found = shutil.which("jq", path=page.env["PATH"])
+    else:
+        needs = COMMANDS[example.language]
+        found = interpreter(example.language, page.env["PATH"])
+    return None if found else needs
+
+
 def _check(page: Page, example: Example, *, quiet: bool) -> None:
-    if example.language != "sh" and interpreter(example.language, page.env["PATH"]) is None:
-        message = (f"{example.id}: {COMMANDS[example.language]} is not installed, so this "
-                   f"{example.language} example cannot run")
+    needs = _missing(page, example)
+    if needs is not None:
+        message = f"{example.id}: {needs} is not installed, so this example cannot run"
         if os.environ.get("CI") == "true":
             pytest.fail(message + "; tests/install-system-packages.sh installs it")
         if quiet:
             return
-        pytest.skip(message)
+        pytest.skip(message)  # and the page's later examples fail or skip on their own
     status, out, more = page.run(example)
     page.done.add(example)
     expected = localise(example.expected, page.gateway.port)

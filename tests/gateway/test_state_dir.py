@@ -143,3 +143,20 @@ def test_export_through_a_running_gateway_with_a_token(tmp_path: Path):
         log = gw.stop()
     assert token not in log
     assert not (other / ".civicrm-gateway").exists()
+
+
+def test_a_database_from_another_schema_is_refused_until_reset(tmp_path: Path):
+    import sqlite3
+
+    assert _cli(tmp_path, "sandbox", "--reset", "--demo", "0").returncode == 0
+    db = tmp_path / ".civicrm-gateway" / "sandbox.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA user_version = 12345")  # as if made by a gateway with other tables
+    refused = _cli(tmp_path, "export", "Contact")
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        f"civicrm-gateway: the sandbox database {db} was made by another version of the gateway "
+        "(its tables differ): 'civicrm-gateway sandbox --reset' starts afresh\n")
+    assert _cli(tmp_path, "sandbox", "--reset", "--demo", "0").returncode == 0
+    exported = _cli(tmp_path, "export", "Contact", "--select", "id")
+    assert exported.returncode == 0 and exported.stdout == '{"id":1}\n{"id":2}\n'
