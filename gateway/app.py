@@ -22,6 +22,7 @@ from .backends.resilience import ResilientBackend
 from .browsers import BrowserGuard
 from .clients import Authenticator, load_clients
 from .errors import GatewayError
+from .logs import request_id_var
 from .metrics import Metrics
 from .openapi import install_docs
 from .ratelimit import Limiter
@@ -32,6 +33,7 @@ from .routes.api import v3_router, v4_router
 from .routes.batch import v3_batch_router, v4_batch_router
 from .routes.direct import DirectCallMiddleware
 from .routes.health import router as health_router
+from .routes.index import router as index_router
 from .routes.metrics import router as metrics_router
 from .schema import Schemas
 from .settings import Settings, env_name, load_settings
@@ -76,9 +78,12 @@ class RequestIdMiddleware:
 
         if self.metrics is not None:
             self.metrics.in_flight.inc()
+        # Every record logged while this request runs carries its id (gateway/logs.py).
+        context = request_id_var.set(request_id)
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            request_id_var.reset(context)
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
@@ -88,9 +93,9 @@ class RequestIdMiddleware:
             state = scope.get("state", {})
             access_log.info(
                 "%s %s %s", scope["method"], scope["path"], status,
-                extra={"request_id": request_id, "status": status, "route": template,
-                       "client": state.get("client"),
-                       "duration_ms": round(elapsed * 1000, 2)},
+                extra={"method": scope["method"], "path": scope["path"], "status": status,
+                       "duration_ms": round(elapsed * 1000, 2), "client": state.get("client"),
+                       "request_id": request_id, "route": template},
             )
 
 
@@ -199,6 +204,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.include_router(v4_router)
     app.include_router(v3_router)
     app.include_router(health_router)
+    app.include_router(index_router)
     app.include_router(metrics_router)
     install_docs(app, backend, settings)
     # Innermost of the middlewares: the hot routes still get CORS, request ids and metrics.

@@ -1,9 +1,10 @@
-"""``civicrm-gateway``: serve the gateway, check the backend, run the sandbox CiviCRM."""
+"""civicrm-gateway: serve the gateway, check the backend, run the sandbox CiviCRM, export."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import secrets
 import shutil
@@ -69,6 +70,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             os.environ[env_name(name)] = str(value)
     settings = load_settings()
     check_workers(settings)
+    _announce(settings)
     folder, made = _metrics_dir(settings)
     try:
         uvicorn.run(
@@ -88,6 +90,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if made and folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
     return 0
+
+
+def _announce(settings: Settings) -> None:
+    """The first thing a newcomer needs: where the gateway listens and where its docs are."""
+    from .logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    base = f"http://{host}:{settings.port}"
+    logging.getLogger("gateway").info(
+        "civicrm-gateway on %s (backend %s): API docs at %s/docs, index at %s/", base,
+        settings.backend, base, base)
 
 
 async def _check() -> tuple[bool, str]:
@@ -134,12 +148,20 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_sandbox(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .sandbox.engine import Sandbox
     from .sandbox.schema import emulated_entities
     from .sandbox.wire import WireConfig, create_wire_app
+    from .sandbox_db import open_sandbox, reset_sandbox
 
+    settings = load_settings()
+    db = args.db or settings.sandbox_db_path
+    demo = settings.sandbox_demo if args.demo is None else args.demo
+    if args.reset:
+        path = reset_sandbox(db, demo)
+        print(f"sandbox database reset: {path} ({_plural(demo, 'demo contact')})",
+              file=sys.stderr)
+        return 0
     api_key = args.api_key or os.environ.get("CIVI_SANDBOX_API_KEY") or secrets.token_hex(16)
-    sandbox = Sandbox(args.db, demo=args.demo)
+    sandbox = open_sandbox(db, demo)
     config = WireConfig(api_keys={api_key: 2}, site_key=args.site_key)
     app = create_wire_app(sandbox, config)
     tls = {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key} if args.tls_cert else {}
@@ -180,20 +202,15 @@ class _Progress:
             bar = "#" * int(done * 30)
             line = f"[{bar:<30}] {self.rows}/{self.total} rows {done:4.0%} {rate:,.0f} rows/s"
         else:
-            line = f"{self.rows} rows {rate:,.0f} rows/s"
+            line = f"{_plural(self.rows, 'row')} {rate:,.0f} rows/s"
         print(f"\r{line}", end=end, file=sys.stderr, flush=True)
 
 
 async def _export(args: argparse.Namespace, out: BinaryIO) -> int:
     import orjson
 
-    from . import export
-    from .backends import make_backend
-    from .backends.resilience import ResilientBackend
     from .errors import GatewayError
     from .params import check_names, parse_body
-    from .pipeline import OPERATOR, CallContext, prepare_call
-    from .schema import Schemas
 
     settings = load_settings()
     try:
@@ -209,15 +226,64 @@ async def _export(args: argparse.Namespace, out: BinaryIO) -> int:
     if args.limit:
         params["limit"] = args.limit
     fmt = args.format or ("csv" if args.output and args.output.endswith(".csv") else "ndjson")
-    backend = ResilientBackend(make_backend(settings), settings)
     show = (not args.quiet and sys.stderr.isatty()) or args.progress
     progress = _Progress(None, bool(show))
+    run = _export_remote if args.url else _export_local
+    status = await run(args, settings, params, fmt, out, progress)
+    if status:
+        return status
+    print(f"exported {_plural(progress.rows, 'row')}"
+          + (f" to {args.output}" if args.output else ""), file=sys.stderr)
+    return 0
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+async def _export_remote(args: argparse.Namespace, settings: Settings, params: dict,
+                         fmt: str, out: BinaryIO, progress: _Progress) -> int:
+    import aiohttp
+
+    from .export_remote import RemoteExportError, export_via_gateway
+
+    token = args.token or (settings.token.get_secret_value() if settings.token else None)
+
+    def set_total(total: int | None) -> None:
+        progress.total = total
+
+    try:
+        await export_via_gateway(args.url, token, args.entity, params, fmt, out,
+                                 on_rows=progress.add, want_total=progress.enabled,
+                                 on_total=set_total)
+        progress.show(end="\n")
+    except RemoteExportError as exc:
+        print(f"\ncivicrm-gateway export: {exc}", file=sys.stderr)
+        return 1
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        print(f"\ncivicrm-gateway export: cannot reach {args.url}: {exc or type(exc).__name__}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _export_local(args: argparse.Namespace, settings: Settings, params: dict,
+                        fmt: str, out: BinaryIO, progress: _Progress) -> int:
+    from . import export
+    from .backends import make_backend
+    from .backends.resilience import ResilientBackend
+    from .errors import GatewayError
+    from .pipeline import OPERATOR, CallContext, prepare_call
+    from .schema import Schemas
+
+    backend = ResilientBackend(make_backend(settings), settings)
+    show = progress.enabled
     try:
         await backend.start()
         # The operator's own export: every field but credentials, through the same parsing
         # and checks as a client's call.
-        call = await prepare_call(CallContext(settings, Schemas(backend, settings.metadata_cache_ttl)),
-                                  OPERATOR, 4, args.entity, "get", params)
+        context = CallContext(settings, Schemas(backend, settings.metadata_cache_ttl))
+        call = await prepare_call(context, OPERATOR, 4, args.entity, "get", params)
         if show:
             progress.total = await export.count(backend, call)
         async for chunk in export.stream(backend, call, fmt,
@@ -230,12 +296,18 @@ async def _export(args: argparse.Namespace, out: BinaryIO) -> int:
         return 1
     finally:
         await backend.close()
-    print(f"exported {progress.rows} rows" + (f" to {args.output}" if args.output else ""),
-          file=sys.stderr)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    args.token = None
+    if args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as file:
+                args.token = file.read().strip()
+        except OSError as exc:
+            print(f"civicrm-gateway export: --token-file: {exc.strerror}", file=sys.stderr)
+            return 2
     if not args.output:
         return asyncio.run(_export(args, sys.stdout.buffer))
     with open(args.output, "wb") as out:
@@ -251,32 +323,49 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Descriptions come from module docstrings: show their ``literals`` as plain text."""
+
+    def format_help(self) -> str:
+        return super().format_help().replace("``", "")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="civicrm-gateway", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="civicrm-gateway", description=__doc__)
+    # Every subcommand's parser (the openapi module's too) gets the same help formatting.
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     serve = sub.add_parser("serve", help="run the gateway (settings from CIVI_GATEWAY_* env)")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8000)")
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
-    serve.add_argument("--backend", choices=["sandbox", "http", "cv", "pipe"])
+    serve.add_argument("--backend", choices=["sandbox", "http", "cv", "pipe"],
+                       help="where calls go (default sandbox, the embedded emulator)")
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check", help="call the configured backend once; exit 0 if usable")
     check.set_defaults(func=cmd_check)
 
     sandbox = sub.add_parser("sandbox", help="run the embedded CiviCRM emulator over HTTP")
-    sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--port", type=int, default=8080)
-    sandbox.add_argument("--db", default=":memory:", help="SQLite file (default in memory)")
-    sandbox.add_argument("--demo", type=int, default=200, help="demo contacts to create")
+    sandbox.add_argument("--host", default="127.0.0.1",
+                         help="address to bind (default 127.0.0.1)")
+    sandbox.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    sandbox.add_argument("--db", help="SQLite file, or :memory: (default: the gateway's, "
+                                      f"{env_name('sandbox_db')} or sandbox.sqlite in "
+                                      f"{env_name('state_dir')}, .civicrm-gateway)")
+    sandbox.add_argument("--demo", type=int, help="demo contacts in a new database (default "
+                                                  f"{env_name('sandbox_demo')} or 200)")
+    sandbox.add_argument("--reset", action="store_true",
+                         help="delete the sandbox database, create it afresh and exit (stop "
+                              "the gateways using it first)")
     sandbox.add_argument("--api-key", help="admin API key (default: random, printed)")
     sandbox.add_argument("--site-key", help="site key for X-Civi-Key guards")
     sandbox.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
     sandbox.add_argument("--tls-key", help="... and this private key (PEM)")
     sandbox.set_defaults(func=cmd_sandbox)
     exp = sub.add_parser("export", help="stream an APIv4 get to a file (NDJSON or CSV), page by "
-                                        "page, through the configured backend")
+                                        "page, through the configured backend (the same "
+                                        "settings and data as serve) or a running gateway")
     exp.add_argument("entity", help="e.g. Contact")
     exp.add_argument("-o", "--output", help="file to write (default stdout)")
     exp.add_argument("--format", choices=["ndjson", "csv"],
@@ -289,6 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                    f"{env_name('export_page_size')} or 1000)")
     exp.add_argument("--progress", action="store_true", help="show progress even when not a tty")
     exp.add_argument("--quiet", action="store_true", help="no progress line")
+    exp.add_argument("--url", help="export through the gateway running at this URL (e.g. "
+                                   "http://127.0.0.1:8000) instead of calling the backend")
+    exp.add_argument("--token-file", help="with --url: a file holding the client token (default "
+                                          f"{env_name('token')}, if set)")
     exp.set_defaults(func=cmd_export)
 
     token = sub.add_parser("token", help="client tokens")

@@ -192,8 +192,10 @@ _MESSAGE_RULES: list[tuple[re.Pattern[str], str]] = [
         (r"^DB Error: already exists|Duplicate entry", "civicrm-conflict"),
         (r"^DB Error", "upstream-error"),
         (r"^Invalid field", "unknown-field"),
-        (r"^Illegal operator|is not of the correct type|is required unless|"
-         r"^Parameter \"\w+\" is required|"
+        # 'Parameter "where" is required.' (delete, update with no where) and its longer form
+        # 'Parameter "where" is required unless primary keys are supplied in values.'.
+        (r"^Illegal operator|is not of the correct type|"
+         r"^Parameter \"\w+\" is required\b|is required unless|"
          r"^Unknown api parameter|^Cannot use existing field name|^Illegal (field|join|expression)|"
          r"^Invalid (join|expression|orderBy|index)|^Unknown field|^Unable to parse sql expression",
          "civicrm-bad-request"),

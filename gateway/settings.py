@@ -24,6 +24,7 @@ log = logging.getLogger("gateway.settings")
 
 ENV_PREFIX = "CIVI_GATEWAY_"
 DEFAULT_SECRETS_DIR = "/run/secrets"
+SANDBOX_DB_NAME = "sandbox.sqlite"
 
 BackendKind = Literal["sandbox", "http", "cv", "pipe"]
 HttpAuth = Literal["x-civi-auth", "bearer", "basic", "legacy"]
@@ -80,6 +81,9 @@ class Settings(BaseSettings):
     # field; required params; value types): docs/production.md says when to turn it off.
     validate_calls: bool = True
 
+    # The client token CLI commands send to a running gateway (``export --url``).
+    token: SecretStr | None = None
+
     # --- HTTP backend ----------------------------------------------------------------------
     http_url: str | None = None
     http_api_key: SecretStr | None = None
@@ -132,7 +136,9 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".civicrm-gateway")
 
     # --- embedded sandbox ------------------------------------------------------------------
-    sandbox_db: str = ":memory:"
+    # Default: sandbox.sqlite in state_dir, so data outlives a restart and every CLI command
+    # (serve, export, check, openapi, sandbox) sees the same records. ":memory:" forgets.
+    sandbox_db: str | None = None
     sandbox_demo: int = Field(200, ge=0, le=1_000_000)
 
     # --- OpenAPI document (docs/openapi.md) ------------------------------------------------
@@ -197,6 +203,11 @@ class Settings(BaseSettings):
         return self
 
     # --- derived ---------------------------------------------------------------------------
+    @property
+    def sandbox_db_path(self) -> str:
+        """The embedded sandbox's SQLite file (or ``:memory:``)."""
+        return self.sandbox_db or str(self.state_dir / SANDBOX_DB_NAME)
+
     @cached_property
     def secret_values(self) -> tuple[str, ...]:
         """Every configured secret, for redaction of logs and error bodies."""

@@ -201,3 +201,21 @@ def gateway_process(tmp_path: Path) -> Iterator[Any]:
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture(autouse=True)
+def _own_state_dir(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Each test gets its own state directory, and the embedded sandbox stays in memory (fast,
+    nothing shared between tests) unless a test sets CIVI_GATEWAY_SANDBOX_DB itself. Tests
+    that use ``clean_env`` or start ``serve`` from a clean environment get the real default:
+    a sandbox.sqlite in a state directory under their own tmp_path."""
+    monkeypatch.setenv("CIVI_GATEWAY_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+    monkeypatch.setenv("CIVI_GATEWAY_SANDBOX_DB", ":memory:")
+
+
+def missing_tool(reason: str) -> None:
+    """A tool a test drives is not installed: a skip with the reason, but under CI=true a
+    failure (tests/install-system-packages.sh must have installed it)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and {reason}: tests/install-system-packages.sh installs it")
+    pytest.skip(reason)

@@ -6,6 +6,8 @@ with an admin's API key.
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 import anyio
@@ -16,6 +18,8 @@ from ..settings import Settings
 from .base import Backend
 
 ADMIN_CONTACT_ID = 2
+
+log = logging.getLogger("gateway.sandbox")
 
 
 class SandboxBackend(Backend):
@@ -31,9 +35,14 @@ class SandboxBackend(Backend):
     @property
     def sandbox(self) -> Any:
         if self._sandbox is None:
-            from ..sandbox.engine import Sandbox
+            from ..sandbox_db import open_sandbox
 
-            self._sandbox = Sandbox(self.settings.sandbox_db, demo=self.settings.sandbox_demo)
+            where = self.settings.sandbox_db_path
+            self._sandbox = open_sandbox(where, self.settings.sandbox_demo)
+            log.info("sandbox data %s", "in memory: lost when the process stops"
+                     if where == ":memory:" else
+                     f"in {os.path.abspath(where)} (kept across restarts; 'civicrm-gateway "
+                     "sandbox --reset' starts afresh)")
         return self._sandbox
 
     async def start(self) -> None:

@@ -17,6 +17,7 @@ CASES = [
     ("Illegal operator", 500, 0, 400),
     ('Parameter "limit" is not of the correct type. Expecting int.', 500, 0, 400),
     ('Parameter "where" is required unless primary keys are supplied in values.', 500, 0, 400),
+    ('Parameter "where" is required.', 500, 0, 400),
     ("Cannot use existing field name as alias", 500, 0, 400),
     ("Unknown api parameter: setFoo", 500, 0, 400),
     ("DB Error: constraint violation", 500, 0, 422),
@@ -124,3 +125,14 @@ def test_credentials_stripped_at_any_depth():
     body, _ = response_body(4, "get", records)
     assert body == [{"id": 2, "chained": [{"id": 3, "nested": {}}]}]
     assert "k" not in str(body).replace("chained", "")
+
+
+@pytest.mark.parametrize("action", ["update", "delete"])
+async def test_write_without_where_is_bad_request(gw_sandbox, action):
+    """Update and delete with nothing to select records by are the same mistake, one type."""
+    params = {"values": {"job_title": "x"}} if action == "update" else {}
+    response = await gw_sandbox.post(f"/v4/Contact/{action}", json=params)
+    assert response.status_code == 400
+    body = response.json()
+    assert body["type"] == "/problems/civicrm-bad-request"
+    assert body["detail"].startswith('Parameter "where" is required')

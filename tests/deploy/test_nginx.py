@@ -6,10 +6,8 @@ import re
 import shutil
 import subprocess
 
-import pytest
-
 from gateway.settings import Settings
-from tests.conftest import self_signed_cert
+from tests.conftest import missing_tool, self_signed_cert
 
 from .conftest import DEPLOY
 from .test_systemd import environment
@@ -45,7 +43,7 @@ def test_limits_match_the_gateway_defaults():
 def test_nginx_accepts_the_configuration(tmp_path):
     nginx, openssl = shutil.which("nginx"), shutil.which("openssl")
     if nginx is None or openssl is None:
-        pytest.skip("nginx (and openssl for a test certificate) not installed")
+        missing_tool("nginx (and openssl for a test certificate) not installed")
     cert, key = self_signed_cert(tmp_path, "gateway.example.org")
     site = tmp_path / "site.conf"
     site.write_text(TEXT.replace("/etc/ssl/certs/gateway.example.org.pem", str(cert))

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from gateway.settings import Settings
-from tests.conftest import free_port, gateway_client
+from tests.conftest import free_port, gateway_client, missing_tool
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ TOKEN = "cgw_redis-shared-limit-5f1e2d3c4b5a6978"
 def redis_url(tmp_path: Path) -> Iterator[str]:
     server = shutil.which("redis-server")
     if server is None:
-        pytest.skip("redis-server is not on PATH (apt-get install redis-server)")
+        missing_tool("redis-server is not on PATH (apt-get install redis-server)")
     pytest.importorskip("coredis", reason="limits[async-redis] (the 'redis' extra) not installed")
     port = free_port()
     proc = subprocess.Popen(
