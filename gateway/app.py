@@ -20,6 +20,7 @@ from . import __version__
 from .backends import Backend, make_backend
 from .backends.resilience import ResilientBackend
 from .clients import Authenticator, load_clients
+from .compression import Compression
 from .errors import GatewayError
 from .metrics import Metrics
 from .openapi import install_docs
@@ -201,6 +202,8 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
                            allow_methods=settings.cors_methods, allow_headers=settings.cors_headers,
                            expose_headers=["X-Request-ID", "X-Total-Count", "X-Result-Count",
                                            "Retry-After"])
+    if settings.gzip_min_bytes:
+        app.add_middleware(Compression, minimum_size=settings.gzip_min_bytes)
     app.add_middleware(RequestIdMiddleware, metrics=metrics)
     return app
 

@@ -290,6 +290,7 @@ class Docs:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self.source.close()
 
 
 def base_url(request: Request, settings: Settings) -> str:

@@ -22,6 +22,7 @@ reuse those two, so a site of 100 entities costs 1 + 3 x 100 calls, not one per 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -256,6 +257,14 @@ class SpecSource:
         except TimeoutError:
             self.error = "CiviCRM's metadata is still being fetched; reload in a moment"
         return self.metadata
+
+    async def close(self) -> None:
+        """Stop a fetch still running (at shutdown)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _run(self) -> None:
         """One fetch; never raises, so nobody has to collect the task's exception."""
