@@ -107,27 +107,39 @@ def error_refs(*statuses: int) -> dict[str, Any]:
             if not statuses or s in statuses}
 
 
+_FIELD = {"type": "string", "description": "A field name or expression"}
+_VALUE = {"description": "The value to compare with"}
+_EXPRESSION = {"type": "boolean", "description": "true: the value is a field name or expression"}
+
+
+def _tuple(*items: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "prefixItems": list(items), "items": {},
+            "minItems": len(items), "maxItems": len(items)}
+
+
 def where_schemas() -> dict[str, Any]:
     """``where``/``having`` as the clause tree CiviCRM reads."""
     return {
         "ApiV4Operator": {"type": "string", "enum": list(OPERATORS),
                           "description": "An APIv4 comparison operator."},
+        # One tuple per length: generators turn prefixItems into tuples whose items are all
+        # required, so "value optional" is said by the union, not by minItems.
         "ApiV4Condition": {
-            "type": "array", "minItems": 2, "maxItems": 4, "items": {},
-            "description": "[field, operator, value?, valueIsExpression?]: the value is left "
-                           "out for IS NULL, IS EMPTY and their negations; a list for IN, "
-                           "BETWEEN and CONTAINS ONE OF.",
-            "prefixItems": [{"type": "string", "description": "A field name or expression"},
-                            schema_ref("ApiV4Operator"),
-                            {"description": "The value to compare with"},
-                            {"type": "boolean", "description": "true: the value is a field "
-                                                               "name or expression"}],
+            "description": "[field, operator], [field, operator, value] or [field, operator, "
+                           "value, valueIsExpression]: no value for IS NULL, IS EMPTY and their "
+                           "negations; a list for IN, BETWEEN and CONTAINS ONE OF.",
+            "anyOf": [_tuple(_FIELD, schema_ref("ApiV4Operator")),
+                      _tuple(_FIELD, schema_ref("ApiV4Operator"), _VALUE),
+                      _tuple(_FIELD, schema_ref("ApiV4Operator"), _VALUE, _EXPRESSION)],
         },
+        # Nested groups are typed one level deep: a schema that refers to itself through a
+        # tuple is a type that refers to itself, which TypeScript generators cannot emit.
         "ApiV4ClauseGroup": {
-            "type": "array", "minItems": 2, "maxItems": 2, "items": {},
             "description": "[\"OR\" | \"AND\" | \"NOT\", [clauses]]",
-            "prefixItems": [{"type": "string", "enum": ["AND", "OR", "NOT"]},
-                            {"type": "array", "items": schema_ref("ApiV4Clause")}],
+            **_tuple({"type": "string", "enum": ["AND", "OR", "NOT"]},
+                     {"type": "array", "items": {"anyOf": [
+                         schema_ref("ApiV4Condition"),
+                         {"type": "array", "items": {}, "description": "A nested group"}]}}),
         },
         "ApiV4Clause": {"description": "A condition, or a group of clauses",
                         "anyOf": [schema_ref("ApiV4Condition"), schema_ref("ApiV4ClauseGroup")]},
