@@ -47,11 +47,12 @@ from ..params import NAME_PATTERN
 from .document import build_document, redact
 from .metadata import Metadata, SpecSource
 from .samples import BASE_URL
-from .views import narrow, view_key
+from .views import identity_digest, narrow, view_key
 
 if TYPE_CHECKING:
     from ..backends import Backend
     from ..clients import Client
+    from ..policy import Policy
     from ..settings import Settings
 
 log = logging.getLogger("gateway.openapi")
@@ -67,12 +68,20 @@ REDOC_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
 EMPTY_IMAGE = b"data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"
 
 
+# The large assets, served from memory with their gzipped bytes made once (the others, small,
+# by StaticFiles): media type of each.
+BUNDLES = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css",
+           "redoc.standalone.js": "text/javascript"}
+
+
 @cache
-def redoc_bundle() -> tuple[bytes, str]:
-    """ReDoc's standalone bundle without its external logo, and its ETag."""
-    body = (files("fastapi_offline") / "static" / "redoc.standalone.js").read_bytes()
-    body = body.replace(REDOC_LOGO, EMPTY_IMAGE)
-    return body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+def bundle(name: str) -> tuple[bytes, bytes, str]:
+    """One of :data:`BUNDLES` (ReDoc's without its external logo), gzipped, and its ETag."""
+    body = (files("fastapi_offline") / "static" / name).read_bytes()
+    if name == "redoc.standalone.js":
+        body = body.replace(REDOC_LOGO, EMPTY_IMAGE)
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    return body, gzip.compress(body, GZIP_LEVEL, mtime=0), etag
 
 
 # The base URL a document names (servers, code samples): scheme, a host name or address with
@@ -139,6 +148,8 @@ class Docs:
         self._building: dict[str, asyncio.Future[Built]] = {}
         self._metadata: Metadata | None = None
         self._task: asyncio.Task[None] | None = None
+        # narrow() and view_key() of each policy object for the current metadata
+        self._views: dict[tuple[int, str], tuple[Policy, str, Metadata | None]] = {}
 
     @property
     def auth_required(self) -> bool:
@@ -174,6 +185,7 @@ class Docs:
         if metadata is not self._metadata:  # new metadata: every document is out of date
             self._metadata = metadata
             self._built.clear()
+            self._views.clear()
         note = None
         if metadata is None:
             note = ("CiviCRM's metadata is not available (" + (self.source.error or "unknown") +
@@ -207,8 +219,14 @@ class Docs:
                 note = ("Send your client token (Authorize) to see the entities and actions "
                         "you may call; without one, only the generic routes are described.")
             return view_key(None, None), None, note
-        narrowed = narrow(metadata, client.policy) if metadata is not None else None
-        return view_key(narrowed, client), narrowed, note
+        # Worked out once per policy object (clients keep theirs for the process's life), for
+        # each reader is asked on every request.
+        memo = (id(client.policy), identity_digest(client))
+        found = self._views.get(memo)
+        if found is None or found[0] is not client.policy:
+            narrowed = narrow(metadata, client.policy) if metadata is not None else None
+            found = self._views[memo] = (client.policy, view_key(narrowed, client), narrowed)
+        return found[1], found[2], note
 
     async def full(self, client: Client | None) -> Built:
         key, narrowed, note = await self._view(client)
@@ -227,7 +245,7 @@ class Docs:
 
     async def entities(self, client: Client | None) -> list[str]:
         _, narrowed, _ = await self._view(client)
-        return [e["name"] for e in narrowed.entities] if narrowed is not None else []
+        return sorted(e["name"] for e in narrowed.entities) if narrowed is not None else []
 
     # --- readers -------------------------------------------------------------------------
     def reader(self, request: Request) -> Client | None:
@@ -274,6 +292,10 @@ class Docs:
                 if key not in seen:
                     seen.add(key)
                     await self.full(client)
+                    # and the entity /docs opens on
+                    names = await self.entities(client)
+                    if names:
+                        await self.entity(client, "Contact" if "Contact" in names else names[0])
             log.info("OpenAPI: %d document(s) built in the background", len(seen))
         except asyncio.CancelledError:
             raise
@@ -351,15 +373,21 @@ def install_docs(app: FastAPI, backend: Backend | None, settings: Settings) -> N
 
     app.router.lifespan_context = lifespan
 
-    async def redoc_js(request: Request) -> Response:
-        body, etag = redoc_bundle()
-        headers = {"ETag": etag, "Cache-Control": "no-cache"}
-        if request.headers.get("if-none-match") == etag:
-            return Response(status_code=304, headers=headers)
-        return Response(body, media_type="text/javascript", headers=headers)
+    def asset(name: str) -> Callable[[Request], Any]:
+        async def serve(request: Request) -> Response:
+            body, packed, etag = bundle(name)
+            headers = {"ETag": etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
+            if request.headers.get("if-none-match") == etag:
+                return Response(status_code=304, headers=headers)
+            if "gzip" in request.headers.get("accept-encoding", ""):
+                return Response(packed, media_type=BUNDLES[name],
+                                headers={**headers, "Content-Encoding": "gzip"})
+            return Response(body, media_type=BUNDLES[name], headers=headers)
+        return serve
 
-    # Before the mount, which would otherwise serve the unmodified file.
-    app.add_route(f"{ASSETS}/redoc.standalone.js", redoc_js, include_in_schema=False)
+    # Before the mount, which would otherwise serve them (ReDoc's unmodified).
+    for name in BUNDLES:
+        app.add_route(f"{ASSETS}/{name}", asset(name), include_in_schema=False)
     app.mount(ASSETS, StaticFiles(packages=[("fastapi_offline", "static"),
                                             ("gateway.openapi", "static")]),
               name="docs-assets")
@@ -406,8 +434,9 @@ def install_docs(app: FastAPI, backend: Backend | None, settings: Settings) -> N
     async def redoc_page(request: Request) -> HTMLResponse:
         root = prefix(request)
         return _page(f"{app.title} - ReDoc", "",
-                     f'<redoc spec-url="{root}{openapi_url}" lazy-rendering></redoc>'
-                     f'<script src="{root}{ASSETS}/redoc.standalone.js"></script>', root)
+                     f'<div id="redoc" data-openapi="{root}{openapi_url}"></div>'
+                     f'<script src="{root}{ASSETS}/redoc.standalone.js"></script>'
+                     f'<script src="{root}{ASSETS}/redoc-init.js"></script>', root)
 
     app.add_route(openapi_url, openapi_json, include_in_schema=False)
     app.add_route("/openapi/{name}.json", openapi_part, include_in_schema=False)
