@@ -261,7 +261,8 @@ def _examples(action: str, ent: dict[str, Any], get_fields: list[dict[str, Any]]
     if action == "get":
         # Filter on a value the sandbox's demo data holds, or not at all: Try-it-out on the
         # sandbox then finds records.
-        found = next((f["name"] for f in get_fields if f["name"] in FIND_VALUES), None)
+        names = {f["name"] for f in get_fields}
+        found = next((name for name in FIND_VALUES if name in names), None)
         if found is None:
             return {"simple": {"limit": 10}, "native": {"select": select, "limit": 10}}
         value = FIND_VALUES[found]

@@ -163,6 +163,33 @@ async def test_examples_of_contact_operations_work_against_the_gateway(sandbox_d
         assert (await gw.post("/v4/Contact/get", json=example["value"])).status_code == 200, form
 
 
+async def test_examples_find_records_on_the_demo_data():
+    """Try-it-out on the sandbox (default demo data) answers records, not an empty list."""
+    async with gateway_client(Settings(backend="sandbox")) as gw:
+        doc = (await gw.get("/openapi.json")).json()
+        contact_get = doc["paths"]["/v4/Contact/get"]["post"]["requestBody"]["content"]
+        generic = doc["paths"]["/v4/{entity}/{action}"]
+        bodies = [e["value"] for e in contact_get["application/json"]["examples"].values()]
+        bodies += [e["value"] for e in generic["post"]["requestBody"]["content"][
+            "application/json"]["examples"].values()]
+        for body in bodies:
+            found = (await gw.post("/v4/Contact/get", json=body)).json()
+            assert len(found) >= 5, body
+            assert {c["last_name"] for c in await _full(gw, found)} == {"Garcia"}
+        query = {p["name"]: p["example"] for p in generic["get"]["parameters"]
+                 if p["in"] == "query" and "example" in p and p["name"] != "params"}
+        found = (await gw.get("/v4/Contact/get", params=query)).json()
+        assert len(found) == 10
+        params = next(p["example"] for p in generic["get"]["parameters"] if p["name"] == "params")
+        assert len((await gw.get("/v4/Contact/get", params={"params": params})).json()) == 10
+
+
+async def _full(gw, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    ids = [r["id"] for r in records]
+    return (await gw.post("/v4/Contact/get", json={"select": ["last_name"],
+                                                    "where": [["id", "IN", ids]]})).json()
+
+
 def test_app_openapi_is_the_generic_document():
     from gateway.app import create_app
 
