@@ -113,6 +113,15 @@ def test_without_a_token_the_page_shows_the_generic_routes(chromium, served):
     options = [o.text for o in Select(chromium.find_element(By.ID, "cgw-document")).options]
     assert "Contact" not in options
 
+    # Authorize with the client token: the page starts again on that client's documents
+    chromium.find_element(By.CSS_SELECTOR, ".btn.authorize").click()
+    field = wait_for(chromium, ".auth-container input")[0]
+    field.send_keys(CLIENT_TOKEN)
+    chromium.find_element(By.CSS_SELECTOR, ".auth-btn-wrapper .btn.authorize").click()
+    wait_for(chromium, "#operations-Contact-Contact_create")
+    assert chromium.execute_script("return sessionStorage.getItem(arguments[0])",
+                                   TOKEN_KEY) == CLIENT_TOKEN
+
 
 def test_redoc_renders_offline(chromium, served):
     with_token(chromium, served.url + "/redoc", CLIENT_TOKEN)
