@@ -214,4 +214,6 @@ def app_factory() -> FastAPI:
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    return create_app(settings)
+    app = create_app(settings)
+    app.state.docs.serving()  # a server: API documents built at start-up, metadata kept
+    return app

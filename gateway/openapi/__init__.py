@@ -122,11 +122,13 @@ def _site(settings: Settings) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
 
-def _auto(setting: bool | None, settings: Settings) -> bool:
-    """On unless told otherwise, except on the in-memory sandbox (nothing to wait for)."""
+def _auto(setting: bool | None, settings: Settings, server: bool) -> bool:
+    """As set; unset: on in a server process (``serve``), except on the in-memory sandbox
+    (nothing to wait for), and off for an app embedded in another program (or a test), which
+    gets no background work and no file it did not ask for."""
     if setting is not None:
         return setting
-    return not (settings.backend == "sandbox" and settings.sandbox_db == ":memory:")
+    return server and not (settings.backend == "sandbox" and settings.sandbox_db == ":memory:")
 
 
 class Docs:
@@ -135,14 +137,11 @@ class Docs:
     def __init__(self, app: FastAPI, backend: Backend | None, settings: Settings) -> None:
         self.app = app
         self.settings = settings
-        cache_file = None
-        if _auto(settings.openapi_disk_cache, settings) and settings.openapi_spec_file is None:
-            cache_file = settings.state_dir / "openapi-metadata.json"
         self.source = SpecSource(backend, ttl=settings.openapi_cache_ttl,
                                  spec_file=settings.openapi_spec_file,
-                                 entities=settings.openapi_entities,
-                                 cache_file=cache_file, site=_site(settings))
-        self.prebuild = _auto(settings.openapi_prebuild, settings)
+                                 entities=settings.openapi_entities, site=_site(settings))
+        self.prebuild = False
+        self.serving(False)
         self._generic: dict[str, Any] | None = None
         self._built: OrderedDict[str, Built] = OrderedDict()
         self._building: dict[str, asyncio.Future[Built]] = {}
@@ -150,6 +149,15 @@ class Docs:
         self._task: asyncio.Task[None] | None = None
         # narrow() and view_key() of each policy object for the current metadata
         self._views: dict[tuple[int, str], tuple[Policy, str, Metadata | None]] = {}
+
+    def serving(self, server: bool = True) -> None:
+        """Whether this app is a server process (``gateway.app.app_factory`` says so): the
+        unset settings for the start-up build and the metadata copy follow from it."""
+        settings = self.settings
+        self.prebuild = _auto(settings.openapi_prebuild, settings, server)
+        keep = _auto(settings.openapi_disk_cache, settings, server)
+        self.source.cache_file = (settings.state_dir / "openapi-metadata.json"
+                                  if keep and settings.openapi_spec_file is None else None)
 
     @property
     def auth_required(self) -> bool:

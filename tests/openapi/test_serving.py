@@ -86,9 +86,12 @@ class SlowCiviCRM(Backend):
 async def test_metadata_kept_between_restarts_and_documents_built_at_start(tmp_path):
     settings = Settings(backend="sandbox", sandbox_db=str(tmp_path / "civi.sqlite"),
                         sandbox_demo=0, state_dir=tmp_path / "state")
+    embedded = create_app(settings)  # in another program: no background work, no file
+    assert not embedded.state.docs.prebuild and embedded.state.docs.source.cache_file is None
     app = create_app(settings)
     docs = app.state.docs
-    assert docs.prebuild  # on by default for a sandbox on a file
+    docs.serving()  # what gateway.app.app_factory (civicrm-gateway serve) does
+    assert docs.prebuild  # on by default for a server on a sandbox on a file
     async with app.router.lifespan_context(app):
         assert docs._task is not None
         await docs._task  # the background build, started with the app
@@ -105,6 +108,7 @@ async def test_metadata_kept_between_restarts_and_documents_built_at_start(tmp_p
     # and a refresh is under way.
     slow = SlowCiviCRM()
     again = create_app(settings, backend=slow)
+    again.state.docs.serving()
     async with again.router.lifespan_context(again), httpx.AsyncClient(
             transport=httpx.ASGITransport(app=again), base_url="http://gateway") as gw:
         doc = (await asyncio.wait_for(gw.get("/openapi.json"), timeout=30)).json()
@@ -121,9 +125,10 @@ async def test_metadata_kept_between_restarts_and_documents_built_at_start(tmp_p
     assert elsewhere.state.docs.source.metadata is None
 
 
-async def test_no_disk_cache_nor_prebuild_on_the_in_memory_sandbox(tmp_path):
+async def test_no_disk_cache_nor_prebuild_for_a_server_on_the_in_memory_sandbox(tmp_path):
     settings = Settings(backend="sandbox", sandbox_demo=0, state_dir=tmp_path / "state")
     app = create_app(settings)
+    app.state.docs.serving()
     assert not app.state.docs.prebuild and app.state.docs.source.cache_file is None
     async with app.router.lifespan_context(app):
         assert app.state.docs._task is None
