@@ -21,6 +21,7 @@ from .backends import Backend, make_backend
 from .backends.resilience import ResilientBackend
 from .browsers import BrowserGuard
 from .clients import Authenticator, load_clients
+from .compression import Compression
 from .errors import GatewayError
 from .logs import request_id_var
 from .metrics import Metrics
@@ -222,6 +223,8 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
                            allow_methods=settings.cors_methods, allow_headers=settings.cors_headers,
                            expose_headers=["X-Request-ID", "X-Total-Count", "X-Result-Count",
                                            "Retry-After"])
+    if settings.gzip_min_bytes:
+        app.add_middleware(Compression, minimum_size=settings.gzip_min_bytes)
     app.add_middleware(RequestIdMiddleware, metrics=metrics)
     return app
 
@@ -232,4 +235,6 @@ def app_factory() -> FastAPI:
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    return create_app(settings)
+    app = create_app(settings)
+    app.state.docs.serving()  # a server: API documents built at start-up, metadata kept
+    return app

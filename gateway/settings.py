@@ -145,6 +145,15 @@ class Settings(BaseSettings):
     openapi_spec_file: FilePath | None = None
     openapi_cache_ttl: float = Field(3600.0, ge=0)
     openapi_entities: list[str] = []
+    # Metadata kept in state_dir between restarts, and the document built at start-up; None:
+    # on for every backend but the in-memory sandbox (whose metadata costs nothing to fetch).
+    openapi_disk_cache: bool | None = None
+    openapi_prebuild: bool | None = None
+    # What a caller without a token sees in token mode: the generic routes, or nothing (401).
+    openapi_anonymous: Literal["generic", "none"] = "generic"
+    # JSON answers, the document and the docs assets above this size are gzipped for clients
+    # that accept it (0: never); streamed answers never are.
+    gzip_min_bytes: int = Field(1024, ge=0)
 
     # --- validators ------------------------------------------------------------------------
     @field_validator("http_url")

@@ -159,7 +159,10 @@ class GatewayProcess:
         self.log = tmp_path / f"gateway-{self.port}.log"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("CIVI_GATEWAY_")}
         full_env.update({"CIVI_GATEWAY_PORT": str(self.port), "CIVI_GATEWAY_HOST": "127.0.0.1",
-                         "CIVI_GATEWAY_SECRETS_DIR": str(tmp_path / "none"), **env})
+                         "CIVI_GATEWAY_SECRETS_DIR": str(tmp_path / "none"),
+                         # no metadata calls at start-up unless a test asks: they would
+                         # reach the stand-in upstreams that tests count calls on
+                         "CIVI_GATEWAY_OPENAPI_PREBUILD": "false", **env})
         self._log_file = self.log.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve"], env=full_env, cwd=tmp_path,

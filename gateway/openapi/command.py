@@ -55,7 +55,12 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     except CommandError as exc:
         print(f"civicrm-gateway openapi: {exc}", file=sys.stderr)
         return 1
-    text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    from ..settings import load_settings
+    from .samples import BASE_URL
+
+    settings = load_settings()
+    server = args.server_url or f"http://{settings.host}:{settings.port}"
+    text = json.dumps(doc, indent=2, ensure_ascii=False).replace(BASE_URL, server) + "\n"
     if args.output in (None, "-"):
         sys.stdout.write(text)
     else:
@@ -76,6 +81,9 @@ def add_command(sub: Any) -> None:
                              "CIVI_GATEWAY_OPENAPI_SPEC_FILE")
     parser.add_argument("--generic", action="store_true",
                         help="document the generic routes only (no call to CiviCRM)")
+    parser.add_argument("--server-url", metavar="URL",
+                        help="the gateway's URL, for 'servers' and the code samples "
+                             "(default: http://HOST:PORT from the settings)")
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="seconds to wait for CiviCRM's metadata (default 300)")
     parser.set_defaults(func=cmd_openapi)

@@ -20,26 +20,17 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from ..errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES
-from ..params import V4_PARAMS
+from ..credentials import is_credential_field
+from ..params import NAME_PATTERN, V4_PARAMS
+from . import paths as described
 from .metadata import Metadata
+from .paths import SECURITY_SCHEME, error_refs, headers, schema_ref
+from .samples import BASE_URL, FIND_VALUES, SAMPLE_FILTER, SAMPLE_VALUES, code_samples
 
-SECURITY_SCHEME = "clientToken"
-_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")  # as gateway.params.check_names
+_NAME = re.compile(NAME_PATTERN)
 # Options beyond this many (states, countries) are summarised: a real site would otherwise put
 # tens of thousands of option labels in the document.
 OPTIONS_LIMIT = 40
-# Fields whose values are credentials: never given a default or example in the document.
-_CREDENTIAL = re.compile(r"key|pass|secret|token|credential|hash", re.IGNORECASE)
-_GENERIC_IDS = {("/v4/{entity}/{action}", "post"): "v4_call",
-                ("/v4/{entity}/{action}", "get"): "v4_call_query",
-                ("/v3/{entity}/{action}", "post"): "v3_call",
-                ("/v3/{entity}/{action}", "get"): "v3_call_query"}
-_HEADERS = {
-    401: {"WWW-Authenticate": "The Bearer challenge"},
-    405: {"Allow": "The methods this action accepts"},
-    429: {"Retry-After": "Seconds to wait before retrying"},
-}
 # CiviCRM data types -> JSON Schema. Dates stay plain strings: CiviCRM writes
 # "YYYY-MM-DD HH:MM:SS", which is not RFC 3339, and a client generator would refuse it.
 _TYPES: dict[str, dict[str, Any]] = {
@@ -54,85 +45,29 @@ _TYPES: dict[str, dict[str, Any]] = {
 }
 _FORMATS = {"Date": "YYYY-MM-DD", "Timestamp": "YYYY-MM-DD HH:MM:SS",
             "Datetime": "YYYY-MM-DD HH:MM:SS", "Time": "HH:MM:SS"}
-_SAMPLES = {"first_name": "Ada", "last_name": "Lovelace", "display_name": "Ada Lovelace",
-            "sort_name": "Lovelace, Ada", "organization_name": "Analytical Engines Ltd",
-            "household_name": "Lovelace Household", "email": "ada@example.org",
-            "phone": "+44 20 7946 0000", "subject": "Phone call", "street_address": "1 Main St",
-            "city": "London", "postal_code": "N1 9GU", "total_amount": 25.0,
-            "title": "Volunteers", "name": "volunteers", "note": "Met at the fair."}
 # Preferred fields for examples, in order, after the required ones.
 _EXAMPLE_FIELDS = ("contact_type", "first_name", "last_name", "organization_name", "email",
                    "phone", "subject", "activity_type_id", "total_amount",
                    "financial_type_id", "street_address", "city", "title", "name", "note")
 
 
-# --- shared components -----------------------------------------------------------------------
+# --- native params ---------------------------------------------------------------------------
 
-def _problem_schema() -> dict[str, Any]:
-    return {
-        "type": "object",
-        "description": "An RFC 9457 problem: what went wrong, and CiviCRM's own error if any.",
-        "required": ["type", "title", "status", "detail"],
-        "properties": {
-            "type": {"type": "string", "description": "/problems/{slug}: the problem type",
-                     "enum": sorted(p.uri for p in PROBLEM_TYPES.values())},
-            "title": {"type": "string"},
-            "status": {"type": "integer"},
-            "detail": {"type": "string", "description": "What happened, for a person"},
-            "instance": {"type": "string", "description": "The path that was called"},
-            "civicrm": {"type": "object", "additionalProperties": True,
-                        "description": "CiviCRM's own error_code and error_message"},
-        },
-    }
-
-
-def _problem_responses() -> dict[str, Any]:
-    by_status: dict[int, list[Any]] = {}
-    for problem in PROBLEM_TYPES.values():
-        by_status.setdefault(problem.status, []).append(problem)
-    responses: dict[str, Any] = {}
-    for status, problems in sorted(by_status.items()):
-        examples = {p.slug: {"summary": p.title, "value": {
-            "type": p.uri, "title": p.title, "status": status, "detail": p.description}}
-            for p in problems}
-        response: dict[str, Any] = {
-            "description": "; ".join(f"{p.slug}: {p.title}" for p in problems),
-            "content": {PROBLEM_CONTENT_TYPE: {
-                "schema": {"$ref": "#/components/schemas/Problem"}, "examples": examples}},
-        }
-        if status in _HEADERS:
-            response["headers"] = {name: {"description": text, "schema": {"type": "string"}}
-                                   for name, text in _HEADERS[status].items()}
-        responses[f"Problem{status}"] = response
-    return responses
-
-
-def _error_refs() -> dict[str, Any]:
-    statuses = sorted({p.status for p in PROBLEM_TYPES.values()})
-    return {str(s): {"$ref": f"#/components/responses/Problem{s}"} for s in statuses}
-
-
-_WHERE = {"type": "array", "items": {"type": "array", "items": {}},
-          "description": "Clauses ANDed together: [field, operator, value], or "
-                         "['OR', [clauses]] / ['AND', ...] / ['NOT', ...]",
-          "examples": [[["last_name", "=", "Lovelace"], ["id", ">", 10]]]}
-_CHAIN = {"type": "object", "additionalProperties": True,
-          "description": "Calls to run for each result: {name: [entity, action, params]}"}
 _NATIVE: dict[str, dict[str, Any]] = {
     "select": {"type": "array", "items": {"type": "string"},
                "description": "Fields to return ('*' for all, 'custom.*' for custom fields, "
                               "'field:label' for an option's label)"},
-    "where": {"$ref": "#/components/schemas/ApiV4Where"},
+    "where": schema_ref("ApiV4Where"),
     "join": {"type": "array", "items": {"type": "array", "items": {}},
              "description": "Explicit joins: [entity AS alias, type, bridge?, conditions...]"},
     "groupBy": {"type": "array", "items": {"type": "string"}},
-    "having": {"type": "array", "items": {"type": "array", "items": {}}},
+    "having": schema_ref("ApiV4Where"),
     "orderBy": {"type": "object", "additionalProperties": {"type": "string",
                                                            "enum": ["ASC", "DESC"]},
                 "description": "{field: 'ASC' | 'DESC'}"},
     "limit": {"type": "integer", "minimum": 0, "description": "At most this many records (0: all)"},
     "offset": {"type": "integer", "minimum": 0},
-    "chain": {"$ref": "#/components/schemas/ApiV4Chain"},
+    "chain": schema_ref("ApiV4Chain"),
     "reload": {"type": "boolean", "description": "Return the saved records as re-read"},
     "match": {"type": "array", "items": {"type": "string"},
               "description": "Fields that identify an existing record to update"},
@@ -151,6 +86,18 @@ def _native(*names: str, **extra: Any) -> dict[str, Any]:
 
 
 # --- fields ----------------------------------------------------------------------------------
+
+def is_credential(name: str) -> bool:
+    """A credential field, by its bare name or as the last part of ``Group.field`` /
+    ``join.field``: such fields are in no schema and no example, whoever asks."""
+    return is_credential_field(name.rpartition(".")[2].partition(":")[0])
+
+
+def usable_fields(fields: Any) -> list[dict[str, Any]]:
+    """getFields records with a name, credentials left out."""
+    return [f for f in fields or [] if isinstance(f, dict) and isinstance(f.get("name"), str)
+            and not is_credential(f["name"])]
+
 
 def _options(field: dict[str, Any]) -> list[tuple[Any, Any]]:
     raw = field.get("options")
@@ -197,7 +144,7 @@ def field_schema(field: dict[str, Any], *, record: bool = False) -> dict[str, An
     notes = [str(field["description"]).strip()] if field.get("description") else []
     if data_type in _FORMATS:
         notes.append(f"Format {_FORMATS[data_type]}.")
-    credential = bool(_CREDENTIAL.search(str(field.get("name", ""))))
+    credential = is_credential(str(field.get("name", "")))
     options = [] if credential else _options(field)
     if options:
         shown = ", ".join(f"{key} = {label}" for key, label in options[:OPTIONS_LIMIT])
@@ -256,13 +203,13 @@ def sample_value(field: dict[str, Any]) -> Any:
     name = str(field.get("name", ""))
     kind = _TYPES.get(str(field.get("data_type") or ""), {}).get("type")
     default = _coerce(field.get("default_value"), kind)
-    if default is not None and not _CREDENTIAL.search(name):
+    if default is not None and not is_credential(name):
         return default
     options = _options(field)
     if options:
         return _coerce(options[0][0], kind) if kind in ("integer", "number") else options[0][0]
-    if name in _SAMPLES or name.split(".")[-1] in _SAMPLES:
-        return _SAMPLES.get(name, _SAMPLES.get(name.split(".")[-1]))
+    if name in SAMPLE_VALUES or name.split(".")[-1] in SAMPLE_VALUES:
+        return SAMPLE_VALUES.get(name, SAMPLE_VALUES.get(name.split(".")[-1]))
     return {"integer": 1, "number": 10.5, "boolean": True, "array": [],
             "object": {}}.get(kind or "", _FORMATS.get(str(field.get("data_type")), "text")
                               .replace("YYYY-MM-DD", "2024-01-31").replace("HH:MM:SS", "12:00:00"))
@@ -300,7 +247,7 @@ def _example_fields(fields: list[dict[str, Any]], label_field: str | None) -> li
             break
         if f not in chosen and f.get("data_type") == "String" and not f.get("custom_group"):
             chosen.append(f)
-    return [f for f in chosen[:3] if not _CREDENTIAL.search(f["name"]) and f["name"] != "id"]
+    return [f for f in chosen[:3] if not is_credential(f["name"]) and f["name"] != "id"]
 
 
 def _examples(action: str, ent: dict[str, Any], get_fields: list[dict[str, Any]],
@@ -311,11 +258,16 @@ def _examples(action: str, ent: dict[str, Any], get_fields: list[dict[str, Any]]
     values = {f["name"]: sample_value(f) for f in _example_fields(writable, None)
               if f["name"] not in V4_PARAMS}
     select = ["id", *[f["name"] for f in readable[:2]]] if get_fields else ["*"]
-    first = readable[0] if readable else None
     if action == "get":
-        where = [[first["name"], "=", sample_value(first)]] if first else []
-        simple = {first["name"]: sample_value(first), "limit": 10} if first else {"limit": 10}
-        return {"simple": simple, "native": {"select": select, "where": where, "limit": 10}}
+        # Filter on a value the sandbox's demo data holds, or not at all: Try-it-out on the
+        # sandbox then finds records.
+        names = {f["name"] for f in get_fields}
+        found = next((name for name in FIND_VALUES if name in names), None)
+        if found is None:
+            return {"simple": {"limit": 10}, "native": {"select": select, "limit": 10}}
+        value = FIND_VALUES[found]
+        return {"simple": {found: value, "limit": 10},
+                "native": {"select": select, "where": [[found, "=", value]], "limit": 10}}
     if action == "create":
         return {"simple": values, "native": {"values": values}}
     if action == "update":
@@ -352,7 +304,8 @@ _SIMPLE_NOTE = {
 
 
 def _entity_operations(ent: dict[str, Any], names: _Names, schemas: dict[str, Any],
-                       op_ids: _Names, security: list[dict[str, Any]]) -> dict[str, Any]:
+                       op_ids: _Names, security: list[dict[str, Any]], *,
+                       auth_required: bool = True) -> dict[str, Any]:
     """Schemas (added to ``schemas``) and paths of one entity."""
     name = ent["name"]
     if not _NAME.fullmatch(name):  # the gateway refuses such names; nothing to document
@@ -360,15 +313,17 @@ def _entity_operations(ent: dict[str, Any], names: _Names, schemas: dict[str, An
     title = str(ent.get("title") or name)
     plural = str(ent.get("title_plural") or title)
     fields = ent.get("fields") or {}
-    get_fields = [f for f in fields.get("get") or [] if isinstance(f.get("name"), str)]
-    write_fields = [f for f in fields.get("create") or [] if isinstance(f.get("name"), str)]
-
-    def ref(component: str) -> dict[str, Any]:
-        return {"$ref": f"#/components/schemas/{component}"}
+    get_fields = usable_fields(fields.get("get"))
+    write_fields = usable_fields(fields.get("create"))
+    ref = schema_ref
 
     record = names.claim(f"{name}Record")
-    schemas[record] = {**_object(get_fields, record=True),
-                       "description": f"A {title} as CiviCRM returns it (the selected fields)."}
+    # Open: a select may also return joined (email_primary.email), suffixed (gender_id:label)
+    # and aliased keys, which a closed schema would make a strict client reject.
+    schemas[record] = {**_object(get_fields, record=True), "additionalProperties": True,
+                       "description": f"A {title} as CiviCRM returns it: the selected fields, "
+                                      "and any joined (`x.y`), suffixed (`x:label`) or aliased "
+                                      "keys the select asked for."}
     if name == "Setting":  # its fields are the settings; get answers one {name, value} each
         schemas[record] = {"type": "object", "description": "One setting and its value.",
                            "properties": {"name": {"type": "string"}, "value": {}}}
@@ -394,7 +349,9 @@ def _entity_operations(ent: dict[str, Any], names: _Names, schemas: dict[str, An
         writable = [f for f in write_fields if not f.get("readonly") and f["name"] != "id"]
         values = ref(names.claim(f"{name}Values"))
         schemas[values["$ref"].rsplit("/", 1)[1]] = {
-            **_object(writable), "description": f"Field values of a {title}."}
+            **_object(writable), "additionalProperties": True,
+            "description": f"Field values of a {title} (also `field:name` to give an option "
+                           "by its name)."}
         required = [f["name"] for f in writable if f.get("required")]
         new_values = values
         if required:
@@ -439,9 +396,12 @@ def _entity_operations(ent: dict[str, Any], names: _Names, schemas: dict[str, An
         returns_records = action in ("get", "create", "update", "save", "delete", "replace")
         items = ref(record) if returns_records else {"type": "object", "additionalProperties": True}
         examples = _examples(action, ent, get_fields, write_fields)
-        description = str(action_info.get("description") or "").strip()
+        description = str(action_info.get("description") or "").strip() or \
+            f"CiviCRM's {name}.{action} action."
         if action in _SIMPLE_NOTE:
-            description = f"{description}\n\n{_SIMPLE_NOTE[action]}".strip()
+            description = f"{description}\n\n{_SIMPLE_NOTE[action]}"
+        path = f"/v4/{name}/{action}"
+        sample = examples.get("simple", examples.get("native", {}))
         operation = {
             "tags": [name],
             "summary": _SUMMARIES.get(action, f"{name}.{action}").format(
@@ -456,55 +416,88 @@ def _entity_operations(ent: dict[str, Any], names: _Names, schemas: dict[str, An
                     "none": {"summary": "No params", "value": {}}}}}},
             "responses": {"200": {"description": f"The {plural} (a JSON list)" if returns_records
                                   else "The results (a JSON list)",
+                                  "headers": headers("X-Result-Count", "X-Total-Count"),
                                   "content": {"application/json": {"schema": {
                                       "type": "array", "items": items}}}},
-                          **_error_refs()},
+                          **error_refs()},
+            "x-codeSamples": code_samples("post", path, body=sample, token=auth_required),
         }
-        paths[f"/v4/{name}/{action}"] = {"post": operation}
+        paths[path] = {"post": operation}
     return paths
 
 
 # --- the document ----------------------------------------------------------------------------
 
-def _generic_examples(version: int) -> dict[str, Any]:
-    if version == 3:
-        return {"simple": {"summary": "APIv3 params (Contact.get)",
-                           "value": {"last_name": "Lovelace", "return": "id,display_name"}}}
-    return {"simple": {"summary": "Simple form (Contact.get)",
-                       "value": {"last_name": "Lovelace", "limit": 10}},
-            "native": {"summary": "Native APIv4 form (Contact.get)",
-                       "value": {"select": ["id", "display_name"],
-                                 "where": [["last_name", "=", "Lovelace"]], "limit": 10}}}
+_GENERIC = re.compile(r"/v([34])/\{entity\}/\{action\}")
+_BATCH = re.compile(r"/v([34])/batch")
+_ALL_NATIVE = ("select", "where", "join", "groupBy", "having", "orderBy", "limit", "offset",
+               "chain", "reload", "match", "useTrash", "loadOptions", "action")
 
 
-def _query_parameters(version: int) -> list[dict[str, Any]]:
-    """What a GET of a read action takes (see ``gateway.params.params_from_query``)."""
-    native = ({"select": ["id", "display_name"], "where": [["last_name", "=", "Lovelace"]],
-               "limit": 10} if version == 4 else {"last_name": "Lovelace", "return": "display_name"})
-    fields = {"last_name": "Lovelace"}
-    return [
-        {"name": "params", "in": "query", "required": False,
-         "description": "All params as one JSON object (the native form); use it alone.",
-         "content": {"application/json": {"schema": {"type": "object"},
-                                          "examples": {"native": {"value": native}}}}},
-        {"name": "fields", "in": "query", "required": False, "style": "form", "explode": True,
-         "description": "Simple form: any field=value pair filters the records (repeat a field "
-                        "for IN). Also select=a,b, limit, offset, orderBy=field:desc.",
-         "schema": {"type": "object", "additionalProperties": {"type": "string"}},
-         "examples": {"simple": {"value": {**fields, "select": "id,display_name", "limit": "10"}}}},
-    ]
+def _sample_call(path: str, method: str, operation: dict[str, Any]) -> tuple[str, Any, Any]:
+    """A concrete path, body and query string for an operation's code samples."""
+    generic = _GENERIC.fullmatch(path)
+    if generic:
+        concrete = path.replace("{entity}", "Contact").replace("{action}", "get")
+        if method == "get":
+            return concrete, None, {SAMPLE_FILTER["field"]: SAMPLE_FILTER["value"],
+                                    "select": "id,display_name", "limit": 10}
+        examples = operation["requestBody"]["content"]["application/json"]["examples"]
+        return concrete, next(iter(examples.values()))["value"], None
+    if _BATCH.fullmatch(path):
+        examples = operation["requestBody"]["content"]["application/json"]["examples"]
+        return path, next(iter(examples.values()))["value"], None
+    return path.replace("{slug}", "record-not-found"), None, None
+
+
+def _own_paths(base_paths: dict[str, Any], security: list[dict[str, Any]],
+               auth_required: bool) -> dict[str, Any]:
+    """The gateway's own routes, described by :mod:`.paths` where it knows them."""
+    paths: dict[str, Any] = {}
+    for path, item in base_paths.items():
+        described_item: dict[str, Any] = {}
+        for method, operation in item.items():
+            generic, batch = _GENERIC.fullmatch(path), _BATCH.fullmatch(path)
+            public = False
+            if generic:
+                operation = described.generic_operations(int(generic[1]), method, SAMPLE_FILTER)
+            elif batch and method == "post":
+                operation = described.batch_operation(int(batch[1]), SAMPLE_FILTER)
+            elif (path, method) in described.SERVICE:
+                operation = {"tags": ["service"], **copy.deepcopy(described.SERVICE[path, method])}
+                public = (path, method) not in described.AUTHENTICATED
+            else:  # a route described by FastAPI alone: drop its never-sent 422
+                operation = copy.deepcopy(operation)
+                responses = operation.get("responses", {})
+                if "HTTPValidationError" in json.dumps(responses.get("422", {})):
+                    del responses["422"]
+            operation["security"] = [] if public else security
+            concrete, body, query = _sample_call(path, method, operation)
+            operation["x-codeSamples"] = code_samples(
+                method, concrete, body=body, query=query, token=auth_required and not public)
+            described_item[method] = operation
+        paths[path] = described_item
+    return paths
 
 
 def build_document(base: dict[str, Any], metadata: Metadata | None, *,
                    auth_required: bool = True, note: str | None = None) -> dict[str, Any]:
-    """The full document from FastAPI's ``base`` (left untouched) and, when given, metadata."""
-    doc = copy.deepcopy(base)
+    """The full document from FastAPI's ``base`` (left untouched) and, when given, metadata
+    (already narrowed to what the reader may see: see :mod:`.views`)."""
+    doc = {key: copy.deepcopy(value) for key, value in base.items() if key != "paths"}
+    # Replaced with the request's base URL when served (see gateway.openapi).
+    doc["servers"] = [{"url": BASE_URL, "description": "This gateway"}]
     components = doc.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
-    schemas["Problem"] = _problem_schema()
-    schemas["ApiV4Where"] = _WHERE
-    schemas["ApiV4Chain"] = _CHAIN
-    components["responses"] = _problem_responses()
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    schemas["Problem"] = described.problem_schema()
+    schemas.update(described.where_schemas())
+    schemas.update(described.batch_schemas())
+    schemas["ApiRecord"] = described.record_schema()
+    schemas["ApiV4Params"] = described.params_schema(_native(*_ALL_NATIVE)["properties"])
+    components["responses"] = described.problem_responses()
+    components["headers"] = copy.deepcopy(described.HEADERS)
     components["securitySchemes"] = {SECURITY_SCHEME: {
         "type": "http", "scheme": "bearer",
         "description": "A client token issued by the gateway's operator "
@@ -514,42 +507,25 @@ def build_document(base: dict[str, Any], metadata: Metadata | None, *,
     if not auth_required:
         security.append({})  # this gateway has no tokens: loopback callers need none
 
-    op_ids = _Names(op.get("operationId", "") for item in doc.get("paths", {}).values()
+    own = _own_paths(base.get("paths", {}), security, auth_required)
+    op_ids = _Names(op.get("operationId", "") for item in own.values()
                     for op in item.values() if isinstance(op, dict))
-    for path, item in doc.get("paths", {}).items():
-        if not path.startswith(("/v3/", "/v4/")):
-            continue
-        for method, operation in item.items():
-            if (path, method) in _GENERIC_IDS:
-                op_ids.taken.discard(operation.get("operationId", ""))
-                operation["operationId"] = op_ids.claim(_GENERIC_IDS[(path, method)])
-            operation["security"] = security
-            ok = {k: v for k, v in operation.get("responses", {}).items() if k.startswith("2")}
-            operation["responses"] = {**ok, **_error_refs()}
-            version = 3 if path.startswith("/v3/") else 4
-            content = operation.get("requestBody", {}).get("content", {}).get("application/json")
-            if (path, method) in _GENERIC_IDS and content is not None:
-                content["examples"] = _generic_examples(version)
-            if (path, method) in _GENERIC_IDS and method == "get":
-                operation["parameters"] = [*operation.get("parameters", []),
-                                           *_query_parameters(version)]
-    for name in ("HTTPValidationError", "ValidationError"):
-        if name in schemas and "HTTPValidationError" not in str(doc.get("paths")):
-            del schemas[name]
 
     info = doc.setdefault("info", {})
+    info.setdefault("license", {"name": "AGPL-3.0-or-later", "identifier": "AGPL-3.0-or-later"})
     description = [info.get("description", "")]
     tags: list[dict[str, Any]] = []
+    entity_paths: dict[str, Any] = {}
     if metadata is not None:
         names = _Names(schemas)
-        entity_paths: dict[str, Any] = {}
         for ent in sorted(metadata.entities, key=lambda e: e["name"]):
-            paths = _entity_operations(ent, names, schemas, op_ids, security)
+            paths = _entity_operations(ent, names, schemas, op_ids, security,
+                                       auth_required=auth_required)
             if paths:
                 entity_paths.update(paths)
                 tags.append({"name": ent["name"],
-                             "description": str(ent.get("description") or ent.get("title") or "")})
-        doc["paths"] = {**entity_paths, **doc.get("paths", {})}
+                             "description": str(ent.get("description") or ent.get("title")
+                                                or ent["name"])})
         description.append(
             f"Entities, actions and fields below come from CiviCRM's own metadata "
             f"({metadata.source}, {metadata.fetched_at}). Each entity's operations are also "
@@ -560,10 +536,15 @@ def build_document(base: dict[str, Any], metadata: Metadata | None, *,
     if note:
         description.append(note)
     info["description"] = "\n\n".join(d for d in description if d)
+    doc["paths"] = {**entity_paths, **own}
     doc["tags"] = [*tags,
                    {"name": "APIv4", "description": "Any APIv4 entity and action"},
-                   {"name": "APIv3", "description": "Any APIv3 entity and action"}]
-    return doc
+                   {"name": "APIv3", "description": "Any APIv3 entity and action"},
+                   described.SERVICE_TAG]
+    # Keys in a stable, conventional order (servers right after info).
+    order = ("openapi", "info", "servers", "paths", "components", "tags")
+    return {**{k: doc[k] for k in order if k in doc}, **{k: v for k, v in doc.items()
+                                                         if k not in order}}
 
 
 def redact(doc: Any, secrets: Iterable[str]) -> Any:

@@ -22,6 +22,7 @@ reuse those two, so a site of 100 entities costs 1 + 3 x 100 calls, not one per 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -167,10 +168,12 @@ def load_spec(path: str | os.PathLike[str]) -> Metadata:
     return Metadata.from_json(data, source=f"spec file {path.name}")
 
 
-def save_spec(metadata: Metadata, path: str | os.PathLike[str]) -> None:
-    """Write ``metadata`` as a spec file, atomically (a reader never sees half a file)."""
+def save_spec(metadata: Metadata, path: str | os.PathLike[str], *,
+              extra: dict[str, Any] | None = None) -> None:
+    """Write ``metadata`` as a spec file, atomically (a reader never sees half a file);
+    ``extra`` keys are written beside the metadata's own."""
     path = Path(path)
-    text = json.dumps(metadata.to_json(), indent=1, ensure_ascii=False)
+    text = json.dumps({**metadata.to_json(), **(extra or {})}, indent=1, ensure_ascii=False)
     fd, tmp = tempfile.mkstemp(prefix=".spec-", suffix=".json", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
@@ -202,7 +205,8 @@ class SpecSource:
                  spec_file: str | os.PathLike[str] | None = None,
                  entities: Collection[str] = (), retry_after: float = 30.0,
                  clock: Callable[[], float] = time.monotonic,
-                 fetch: Fetcher | None = None) -> None:
+                 fetch: Fetcher | None = None,
+                 cache_file: str | os.PathLike[str] | None = None, site: str = "") -> None:
         self.backend = backend
         self.ttl = ttl
         self.spec_file = Path(spec_file) if spec_file else None
@@ -216,15 +220,19 @@ class SpecSource:
         self._failed_at: float | None = None
         self._task: asyncio.Task[None] | None = None
         self.fetches = 0  # how many times the backend was asked (for logs and tests)
+        self.cache_file = Path(cache_file) if cache_file else None
+        self.site = site
+        self._disk_tried = False
+        self._stale = False  # loaded from the cache file: serve it, but fetch anew
 
     def _fresh(self) -> bool:
-        return self.metadata is not None and (
+        return self.metadata is not None and not self._stale and (
             self.ttl <= 0 or self._clock() - self._loaded_at < self.ttl)
 
     def _failed_recently(self) -> bool:
         return self._failed_at is not None and self._clock() - self._failed_at < self.retry_after
 
-    async def get(self, wait: float = 15.0) -> Metadata | None:
+    async def get(self, wait: float | None = 15.0) -> Metadata | None:
         """The metadata, fetching it when missing or stale; ``None`` if there is none yet
         (then :attr:`error` says why)."""
         if self.spec_file is not None:
@@ -233,6 +241,8 @@ class SpecSource:
             return self.metadata
         if self._fresh():
             return self.metadata
+        if self.metadata is None and not self._disk_tried:
+            self._load_cache()
         if self.backend is None:
             self.error = "no backend to fetch metadata from"
             return self.metadata
@@ -247,6 +257,14 @@ class SpecSource:
         except TimeoutError:
             self.error = "CiviCRM's metadata is still being fetched; reload in a moment"
         return self.metadata
+
+    async def close(self) -> None:
+        """Stop a fetch still running (at shutdown)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _run(self) -> None:
         """One fetch; never raises, so nobody has to collect the task's exception."""
@@ -266,10 +284,40 @@ class SpecSource:
         finally:
             self._task = None
         self.metadata, self.error, self._failed_at = metadata, None, None
-        self._loaded_at = self._clock()
+        self._loaded_at, self._stale = self._clock(), False
+        self._save_cache(metadata)
         log.info("OpenAPI: fetched metadata of %d entities in %.1fs%s", len(metadata.entities),
                  self._loaded_at - started,
                  f" ({len(metadata.problems)} calls failed)" if metadata.problems else "")
+
+    def _load_cache(self) -> None:
+        """The metadata a previous run saved, if it describes the same site (served as stale:
+        the caller starts a refresh)."""
+        self._disk_tried = True
+        if self.cache_file is None or not self.cache_file.is_file():
+            return
+        try:
+            data = json.loads(self.cache_file.read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or data.get("site") != self.site:
+                return
+            metadata = Metadata.from_json(data, source=f"{data.get('source')}, saved")
+        except (OSError, ValueError, MetadataError) as exc:
+            log.warning("OpenAPI: ignoring the metadata cache %s (%s)", self.cache_file, exc)
+            return
+        self.metadata = metadata.only(self.entities)
+        self._loaded_at = self._clock()
+        self._stale = True
+        log.info("OpenAPI: metadata of %d entities from %s (fetched %s); refreshing",
+                 len(metadata.entities), self.cache_file, metadata.fetched_at)
+
+    def _save_cache(self, metadata: Metadata) -> None:
+        if self.cache_file is None:
+            return
+        try:
+            self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+            save_spec(metadata, self.cache_file, extra={"site": self.site})
+        except OSError as exc:
+            log.warning("OpenAPI: cannot save the metadata cache %s (%s)", self.cache_file, exc)
 
     def _load_file(self) -> None:
         assert self.spec_file is not None

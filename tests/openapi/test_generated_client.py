@@ -8,10 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.openapi.conftest import CLIENT_TOKEN
+from tests.openapi.conftest import CLIENT_TOKEN, fetch_document
 
 pytestmark = pytest.mark.slow
 PACKAGE = "civicrm_gateway_client"
@@ -20,7 +19,7 @@ PACKAGE = "civicrm_gateway_client"
 @pytest.fixture
 def generated(served, tmp_path):
     document = tmp_path / "openapi.json"
-    document.write_bytes(httpx.get(served.url + "/openapi.json", timeout=30).content)
+    document.write_bytes(fetch_document(served))
     config = tmp_path / "config.yaml"
     config.write_text("post_hooks: []\n")  # no formatter run: the test needs none installed
     generator = Path(sys.executable).with_name("openapi-python-client")

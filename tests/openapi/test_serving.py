@@ -1,0 +1,152 @@
+"""How the documents are served: gzip (and what is never gzipped), the metadata kept in the
+state directory between restarts, and the documents built in the background at start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from typing import Any
+
+import httpx
+import orjson
+
+from gateway.app import create_app
+from gateway.backends.base import Backend
+from gateway.clients import ANONYMOUS
+from gateway.openapi import ASSETS
+from gateway.results import Records
+from gateway.settings import Settings
+from tests.conftest import gateway_client
+
+GZIP = {"Accept-Encoding": "gzip"}
+PLAIN = {"Accept-Encoding": "identity"}
+
+
+async def raw_get(gw: httpx.AsyncClient, path: str, headers: dict[str, str]) -> tuple[
+        httpx.Headers, bytes]:
+    """The answer's headers and its bytes as sent (not decoded by httpx)."""
+    async with gw.stream("GET", path, headers=headers) as response:
+        assert response.status_code == 200, path
+        return response.headers, b"".join([chunk async for chunk in response.aiter_raw()])
+
+
+async def test_document_assets_and_large_answers_are_gzipped():
+    async with gateway_client(Settings(backend="sandbox", sandbox_demo=40)) as gw:
+        headers, body = await raw_get(gw, "/openapi.json", GZIP)
+        assert headers["content-encoding"] == "gzip"
+        document = json.loads(gzip.decompress(body))
+        plain_headers, plain = await raw_get(gw, "/openapi.json", PLAIN)
+        assert "content-encoding" not in plain_headers and json.loads(plain) == document
+        assert len(body) * 5 < len(plain)
+
+        headers, body = await raw_get(gw, f"{ASSETS}/swagger-ui-bundle.js", GZIP)
+        assert headers["content-encoding"] == "gzip"
+        assert b"SwaggerUIBundle" in gzip.decompress(body)
+
+        headers, body = await raw_get(gw, "/v4/Contact/get?limit=30", GZIP)
+        assert headers["content-encoding"] == "gzip" and headers["x-result-count"] == "30"
+        assert len(json.loads(gzip.decompress(body))) == 30
+        # small answers go out as they are
+        headers, body = await raw_get(gw, "/v4/Contact/get?limit=1&select=id", GZIP)
+        assert "content-encoding" not in headers and len(json.loads(body)) == 1
+
+
+async def test_streamed_answers_are_never_gzipped():
+    async with gateway_client(Settings(backend="sandbox", sandbox_demo=40,
+                                       export_page_size=5)) as gw:
+        for path, kind in (("/v4/Contact/get?format=ndjson", "application/x-ndjson"),
+                           ("/v4/Contact/get?format=csv", "text/csv"),
+                           ("/v4/Contact/get", "application/json")):
+            headers, body = await raw_get(gw, path, GZIP)
+            assert headers["content-type"].startswith(kind), path
+            assert "content-encoding" not in headers, path
+            if kind == "application/json":
+                assert headers["x-streamed"] == "true"
+                assert len(json.loads(body)) == 42  # 40 demo contacts, the domain and admin
+            else:
+                assert len(body.splitlines()) >= 42, path
+
+
+class SlowCiviCRM(Backend):
+    """Metadata calls that never finish in the test's time, counted."""
+
+    name = "slow"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def call(self, version: int, entity: str, action: str, params: dict[str, Any], *,
+                   identity: Any = None) -> Records:
+        self.calls += 1
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+
+async def test_metadata_kept_between_restarts_and_documents_built_at_start(tmp_path):
+    settings = Settings(backend="sandbox", sandbox_db=str(tmp_path / "civi.sqlite"),
+                        sandbox_demo=0, state_dir=tmp_path / "state")
+    embedded = create_app(settings)  # in another program: no background work, no file
+    assert not embedded.state.docs.prebuild and embedded.state.docs.source.cache_file is None
+    app = create_app(settings)
+    docs = app.state.docs
+    docs.serving()  # what gateway.app.app_factory (civicrm-gateway serve) does
+    assert docs.prebuild  # on by default for a server on a sandbox on a file
+    async with app.router.lifespan_context(app):
+        assert docs._task is not None
+        await docs._task  # the background build, started with the app
+        built = await docs.full(ANONYMOUS)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://gateway") as gw:
+            served = await gw.get("/openapi.json")
+        assert served.json()["paths"].keys() == built.doc["paths"].keys()
+        assert docs._building == {}  # answered from what start-up built, nothing built anew
+    saved = json.loads((tmp_path / "state" / "openapi-metadata.json").read_text())
+    assert "Contact" in [e["name"] for e in saved["entities"]] and saved["site"]
+
+    # Restarted with a CiviCRM that does not answer: the saved metadata is served at once,
+    # and a refresh is under way.
+    slow = SlowCiviCRM()
+    again = create_app(settings, backend=slow)
+    again.state.docs.serving()
+    async with again.router.lifespan_context(again), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=again), base_url="http://gateway") as gw:
+        doc = (await asyncio.wait_for(gw.get("/openapi.json"), timeout=30)).json()
+        assert "/v4/Contact/create" in doc["paths"]
+        assert "saved" in doc["info"]["description"]
+        assert slow.calls >= 1
+
+    # A gateway pointed at another site ignores it.
+    elsewhere = create_app(settings.model_copy(update={"sandbox_db": str(tmp_path / "b.sqlite"),
+                                                       "openapi_prebuild": False}),
+                           backend=SlowCiviCRM())
+    assert elsewhere.state.docs.source.site != again.state.docs.source.site
+    elsewhere.state.docs.source._load_cache()
+    assert elsewhere.state.docs.source.metadata is None
+
+
+async def test_no_disk_cache_nor_prebuild_for_a_server_on_the_in_memory_sandbox(tmp_path):
+    settings = Settings(backend="sandbox", sandbox_demo=0, state_dir=tmp_path / "state")
+    app = create_app(settings)
+    app.state.docs.serving()
+    assert not app.state.docs.prebuild and app.state.docs.source.cache_file is None
+    async with app.router.lifespan_context(app):
+        assert app.state.docs._task is None
+
+
+def test_the_served_bytes_name_the_base_url():
+    from gateway.openapi import Built
+    from gateway.openapi.samples import BASE_URL
+
+    built = Built({"servers": [{"url": BASE_URL}], "x": f"curl {BASE_URL}/v4/Contact/get"})
+    plain, packed = built.for_base("https://crm.example.org/gw")
+    assert orjson.loads(plain) == {"servers": [{"url": "https://crm.example.org/gw"}],
+                                   "x": "curl https://crm.example.org/gw/v4/Contact/get"}
+    assert gzip.decompress(packed) == plain
+
+
+async def test_a_forged_host_header_does_not_reach_the_document():
+    async with gateway_client(Settings(backend="sandbox", sandbox_demo=0)) as gw:
+        doc = (await gw.get("/openapi/generic.json",
+                            headers={"Host": "evil.example\"><script>"})).json()
+    assert doc["servers"][0]["url"] == "http://127.0.0.1:8000"
