@@ -140,7 +140,7 @@ def _as_list(name: str, value: Any) -> list[Any]:
 def _expr(name: str, value: Any, *, alias: bool = True) -> Expr:
     if not isinstance(value, str):
         raise bad_param(name, f"expected a field name or expression, not {type(value).__name__}.")
-    return expressions.parse(value, allow_alias=alias)
+    return expressions.parse(value, allow_alias=alias, allow_wildcard=name == "select")
 
 
 def _clauses(name: str, value: Any, depth: int = 0) -> tuple[Clause, ...]:
@@ -619,7 +619,7 @@ def _parse_v3(entity: str, action: str, raw: Mapping[str, Any], depth: int) -> C
                 raise bad_param(key, "not a field name.")
             filters[key] = _v3_filter(key, value)
     return Call(3, entity, action, filters=filters,
-                returns=tuple(returns) if returns is not None else None,
+                returns=tuple(returns) if returns else None,  # empty: every field
                 v3_options=v3_options, v3_chains=tuple(chains),
                 options={"sequential": 1} if depth == 0 else {})
 

@@ -286,15 +286,27 @@ def render(node: Node) -> str:
     return f"{node.value}({inner})"
 
 
-def parse(text: object, *, allow_alias: bool = True) -> Expr:
+def _wildcards_misplaced(node: Node, parent: Node | None) -> bool:
+    """``*`` reads every field: only a select item, or ``COUNT(*)``, may be one."""
+    if node.kind == "field" and node.value.endswith("*"):
+        return not (parent is not None and parent.kind == "func" and parent.value == "COUNT"
+                    and node.value == "*")
+    return any(_wildcards_misplaced(child, node) for child in node.args)
+
+
+def parse(text: object, *, allow_alias: bool = True, allow_wildcard: bool = False) -> Expr:
     """Parse one expression; a GatewayError (CiviCRM's "Unable to parse sql expression")
-    for anything outside the grammar."""
+    for anything outside the grammar. ``allow_wildcard``: a bare ``*`` / ``join.*`` (select)."""
     if not isinstance(text, str) or not text.strip() or len(text) > MAX_LENGTH:
         raise parse_error(str(text)[:200])
     stripped = text.strip()
     if FIELD_RE.fullmatch(stripped):  # the common case: a plain field name
+        if stripped.endswith("*") and not allow_wildcard:
+            raise parse_error(stripped)
         return Expr(Node("field", stripped), None, stripped)
     parser = _Parser(stripped)
     root, alias = parser.top(allow_alias)
+    if _wildcards_misplaced(root, None):
+        raise parse_error(stripped)
     body = render(root)
     return Expr(root, alias, f"{body} AS {alias}" if alias else body)

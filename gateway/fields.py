@@ -22,6 +22,21 @@ from .expressions import FIELD_RE, Expr
 from .schema import Schema, unknown_field
 
 MAX_JOIN_HOPS = 3
+# APIv3 contact fields that come from the contact's primary email, phone, IM or address (v3
+# reads them through those entities, whose get the client must be allowed too).
+V3_LOCATION_FIELDS = {
+    **{name: ("Email", name) for name in ("email", "on_hold", "email_id")},
+    **{name: ("Phone", name) for name in ("phone", "phone_id", "phone_type_id")},
+    **{name: ("IM", "name") for name in ("im", "im_id", "provider_id")},
+    **{name: ("Address", name) for name in (
+        "address_id", "street_address", "supplemental_address_1", "supplemental_address_2",
+        "supplemental_address_3", "city", "postal_code", "postal_code_suffix", "geo_code_1",
+        "geo_code_2", "county_id", "state_province_id", "country_id", "master_id")},
+    "state_province": ("Address", "state_province_id"),
+    "state_province_name": ("Address", "state_province_id"),
+    "country": ("Address", "country_id"), "county": ("Address", "county_id"),
+    "worldregion": ("Address", "country_id"), "worldregion_id": ("Address", "country_id"),
+}
 # Actions that answer metadata about the entity, not its records.
 META_ACTIONS = frozenset({"getfields", "getactions", "getlinks"})
 
@@ -153,6 +168,9 @@ async def _resolve(call: Call, path: str, use: str, joins: dict[str, str],
         return []  # COUNT(*): counts rows, reads no field
     if bare == "row_count" and use == "select" and call.version == 4:
         return []  # CiviCRM's pseudo-field: the number of matches
+    if call.version == 3 and call.entity == "Contact" and bare.lower() in V3_LOCATION_FIELDS:
+        entity, name = V3_LOCATION_FIELDS[bare.lower()]
+        return [FieldRef(entity, name, use, path, call, via=entity)]
     if schema is None or call.version == 3:
         # By name only: the first segment is the call's own entity's (or a join alias).
         parts = bare.split(".")

@@ -14,10 +14,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import fields, validate
+from . import expressions, fields, validate
 from .call import Call, ChainLink, parse
 from .clients import Client
-from .credentials import is_credential_key
+from .credentials import is_credential_field, is_credential_key
 from .errors import GatewayError, invalid_request
 from .params import check_names, normalize_v4, parse_body
 from .policy import Policy, check_calls, request_cost
@@ -132,7 +132,53 @@ async def prepare_call(state: CallContext | Any, client: Client, version: int, e
     call = check_policy(policy, call, refs)
     if schema is not None and validating:
         await validate.check(call, refs, schema)
+    if schema is not None and not policy.credential_fields:
+        call = await _without_credentials(call, schema)
     return call
+
+
+async def _without_credentials(call: Call, schema: Schema) -> Call:
+    """A get that selects every field (no select, ``*``, ``join.*``) names them instead, less
+    the credentials: CiviCRM then never reads a ``hash`` or ``api_key`` for a client that may
+    not see it (stripping the answer stays as the last line of defence)."""
+    if call.version != 4:
+        return call
+    chain = {name: ChainLink(await _without_credentials(link.call, schema), link.index)
+             for name, link in call.chain.items()}
+    select = call.select
+    if call.is_get and not any(e.is_aggregate for e in select or ()):
+        exprs = list(select or ()) or [expressions.parse("*", allow_wildcard=True)]
+        expanded: list[expressions.Expr] = []
+        for expr in exprs:
+            if expr.is_field and expr.text.endswith("*") and expr.text != "custom.*":
+                expanded.extend(await _expand(call, expr.text, schema))
+            else:
+                expanded.append(expr)
+        if [e.text for e in expanded] != [e.text for e in exprs] or select is None:
+            select = tuple(expanded)
+    if select is call.select and chain == call.chain:
+        return call
+    return replace(call, select=select, chain=chain)
+
+
+async def _expand(call: Call, wildcard: str, schema: Schema) -> list[expressions.Expr]:
+    prefix = wildcard[:-1]  # "" or "email_primary." / "e."
+    entity = call.entity
+    if prefix:
+        head = prefix[:-1]
+        joins = {j.alias: j.entity for j in call.join or ()}
+        if head in joins:
+            entity = await schema.entity(joins[head])
+        else:
+            info = (await schema.fields(call.entity)).get(head)
+            if info is None or not info.fk_entity:
+                return [expressions.parse(wildcard, allow_wildcard=True)]  # CiviCRM will say what it is
+            entity = info.fk_entity
+    fields = await schema.fields(entity)
+    if not any(is_credential_field(name) for name in fields):
+        return [expressions.parse(wildcard, allow_wildcard=True)]
+    return [expressions.parse(prefix + name) for name, info in fields.items()
+            if info.kind == "Field" and not is_credential_field(name)]
 
 
 def backend_kwargs(client: Client) -> dict[str, Any]:

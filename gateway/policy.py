@@ -35,6 +35,7 @@ from .call import Call, ChainLink
 from .credentials import is_credential_action, is_credential_field
 from .errors import GatewayError
 from .fields import FieldRef
+from .params import is_read_action
 
 DEFAULT_MAX_CHAIN_DEPTH = 3
 
@@ -122,6 +123,16 @@ class Policy:
             return False
         return any(fnmatch.fnmatchcase(label, p) for p in self.allow)
 
+    def may_call(self, version: int, entity: str, action: str) -> bool:
+        """Whether this client may call ``entity.action`` at all, before its params are looked
+        at: the globs, read-only, credential actions (the rules ``check_calls`` applies to
+        every call of a request; documents ask here too)."""
+        if not self.permits(f"v{version}:{entity}.{action}"):
+            return False
+        if self.read_only and not is_read_action(version, action):
+            return False
+        return self.credential_fields or not is_credential_action(action)
+
     def field_allowed(self, entity: str | None, name: str) -> bool:
         """Whether this client may reference ``entity.name`` (a bare field name) at all."""
         if not self.credential_fields and is_credential_field(name):
@@ -132,6 +143,11 @@ class Policy:
             return False  # not resolvable: a restricted client cannot reach it
         allowed = self.fields.get(entity)
         return allowed is None or name in allowed
+
+    @property
+    def unrestricted(self) -> bool:
+        """May call anything and see every field but credentials."""
+        return self.allow == ("*",) and not self.deny and not self.read_only and not self.fields
 
     @property
     def restricts_fields(self) -> bool:
@@ -159,21 +175,29 @@ def check_calls(policy: Policy, call: Call, refs: list[FieldRef] | None = None) 
     """The calls a request triggers, before any field is looked at (so that a client learns
     nothing about entities it may not call, not even which fields they have)."""
     seen: set[str] = set()
-    for sub, label in _call_labels(call, refs or []):
+    for _sub, label in _call_labels(call, refs or []):
         if label in seen:
             continue
         seen.add(label)
+        version, _, name = label.partition(":")
+        entity, _, action = name.partition(".")
+        if policy.may_call(int(version[1:]), entity, action):
+            continue
         if not policy.permits(label):
             raise denied(f"This client may not call {label}.")
-        action = label.rpartition(".")[2]
-        if is_credential_action(action) and not policy.credential_fields:
-            raise denied(f"{label} hands out credentials; this client may not call it.")
-        if policy.read_only and not sub.is_read:
-            raise denied(f"This client is read-only; {sub.label} changes data.")
+        if policy.read_only and not is_read_action(int(version[1:]), action):
+            raise denied(f"This client is read-only; {label} changes data.")
+        raise denied(f"{label} hands out credentials; this client may not call it.")
     for sub, depth in call.walk():
         if depth > policy.max_chain_depth:
             raise denied(f"Chains deeper than {policy.max_chain_depth} levels are refused for "
                          "this client.")
+        if (sub.version == 3 and sub.action in ("get", "getsingle") and sub.returns is None
+                and not policy.unrestricted):
+            # APIv3 answers a get without "return" with fields of other entities too (a
+            # contact's address, email and phone): a narrowed client names what it reads.
+            raise denied(f"{sub.label} without 'return' reads fields of other entities; name "
+                         "the fields this client needs with 'return'.")
         if sub.options.get("checkPermissions") is False:
             raise denied("checkPermissions cannot be turned off through the gateway.")
         for name, kind in sub.field_params.items():

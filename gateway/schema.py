@@ -27,6 +27,7 @@ class FieldInfo:
     required: bool = False
     has_default: bool = False
     readonly: bool = False
+    kind: str = "Field"  # CiviCRM's getFields "type": Field, Extra, Custom, Filter
 
 
 def unknown_field(entity: str, name: str, known: list[str] | None = None) -> GatewayError:
@@ -88,7 +89,7 @@ class Schema:
         if key not in self._fields:
             rows = await self._call(entity, "getFields", {
                 "select": ["name", "data_type", "fk_entity", "required", "default_value",
-                           "readonly"],
+                           "readonly", "type"],
                 "action": action, "loadOptions": False})
             infos = {}
             for r in rows:
@@ -97,7 +98,7 @@ class Schema:
                         r["name"], r.get("data_type"),
                         r.get("fk_entity") if isinstance(r.get("fk_entity"), str) else None,
                         bool(r.get("required")), r.get("default_value") is not None,
-                        bool(r.get("readonly")))
+                        bool(r.get("readonly")), str(r.get("type") or "Field"))
             self._fields[key] = infos
         return self._fields[key]
 

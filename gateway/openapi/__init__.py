@@ -118,7 +118,7 @@ class Built:
 def _site(settings: Settings) -> str:
     """Where the backend points, as a digest: what a saved copy of the metadata describes."""
     parts = [settings.backend, settings.http_url or "", settings.cv_context or "",
-             settings.cv_cwd or "", settings.sandbox_db, ",".join(settings.openapi_entities)]
+             settings.cv_cwd or "", settings.sandbox_db_path, ",".join(settings.openapi_entities)]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
 
@@ -256,7 +256,7 @@ class Docs:
         return sorted(e["name"] for e in narrowed.entities) if narrowed is not None else []
 
     # --- readers -------------------------------------------------------------------------
-    def reader(self, request: Request) -> Client | None:
+    async def reader(self, request: Request) -> Client | None:
         """Who reads: a client, or None for a reader without a token (token mode).
 
         A wrong token is a 401, as on any call; no token is the anonymous reader, refused
@@ -271,7 +271,7 @@ class Docs:
                                    headers={"WWW-Authenticate": 'Bearer realm="civicrm-gateway"'})
             return None
         try:
-            return authenticate(request)
+            return await authenticate(request)
         except GatewayError:
             if authenticator.enabled or self.settings.openapi_anonymous == "none":
                 raise
@@ -409,11 +409,11 @@ def install_docs(app: FastAPI, backend: Backend | None, settings: Settings) -> N
                      settings.gzip_min_bytes)
 
     async def openapi_json(request: Request) -> Response:
-        return answer(await docs.full(docs.reader(request)), request)
+        return answer(await docs.full(await docs.reader(request)), request)
 
     async def openapi_part(request: Request) -> Response:
         name = request.path_params["name"]
-        reader = docs.reader(request)
+        reader = await docs.reader(request)
         if name == "index":
             root = str(request.scope.get("root_path") or "").rstrip("/")
             names = await docs.entities(reader)

@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..credentials import is_credential_action
-from ..params import is_read_action
 from .metadata import Metadata
 
 if TYPE_CHECKING:
@@ -26,13 +24,8 @@ if TYPE_CHECKING:
 
 
 def may_call(policy: Policy, version: int, entity: str, action: str) -> bool:
-    """Whether the policy lets a client call ``entity.action`` at all (as ``policy.check``
-    decides for the call itself, before looking at its params)."""
-    if not policy.permits(f"v{version}:{entity}.{action}"):
-        return False
-    if getattr(policy, "read_only", False) and not is_read_action(version, action):
-        return False
-    return not (is_credential_action(action) and not getattr(policy, "credential_fields", False))
+    """Whether the policy lets a client call ``entity.action`` at all (its own rule)."""
+    return policy.may_call(version, entity, action)
 
 
 def narrow(metadata: Metadata, policy: Policy) -> Metadata:

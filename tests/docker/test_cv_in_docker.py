@@ -27,7 +27,6 @@ BACKENDS = ("cv", "pipe")
 GET_ONE = {"select": ["id", "display_name"], "where": [["id", "=", 2]]}
 NEW_CONTACT = {"values": {"contact_type": "Individual", "first_name": "Ada", "last_name": "Hung"}}
 DOCKER_SOCKET = "/var/run/docker.sock"
-NEEDS_CVPIPE = pytest.mark.xfail(strict=True, reason="needs the cvpipe branch")
 
 
 def settings(name: str, backend: str, *, exec_options: str = "", **overrides: Any) -> Settings:
@@ -83,7 +82,7 @@ async def test_identity_through_docker_exec(shared: str, backend: str, tmp_path:
 
 
 @pytest.mark.parametrize("backend", [
-    pytest.param("cv", marks=NEEDS_CVPIPE), pytest.param("pipe", marks=NEEDS_CVPIPE)])
+    "cv", "pipe"])
 async def test_hung_cv_is_killed_inside_the_container(own: str, backend: str) -> None:
     """Issue 19.3: after the 504, no stand-in process is left in the container (killing the
     `docker exec` client alone leaves it running until its work ends)."""
@@ -123,7 +122,7 @@ async def test_container_restarted_under_a_pipe_pool(own: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["stopped", "removed"])
-@pytest.mark.parametrize("backend", ["cv", pytest.param("pipe", marks=NEEDS_CVPIPE)])
+@pytest.mark.parametrize("backend", ["cv", "pipe"])
 async def test_container_gone_is_503_without_daemon_text(own: str, backend: str, how: str) -> None:
     """cv/docker cannot reach the container: 503 upstream-unavailable, as docs/cv.md says, and
     nothing of the docker daemon's stderr (which names the container) reaches the client."""

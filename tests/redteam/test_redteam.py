@@ -234,8 +234,14 @@ async def test_v3_cannot_reach_credentials(upstream, clients_file, secrets):
             ("/v3/Contact/get", {"api.Contact.get": {"api_key": "$value.api_key"}}),
         ):
             refused(await attempt(gw, V3, path, body, secrets=secrets))
-        plain = await attempt(gw, V3, "/v3/Contact/get", {}, secrets=secrets)
-        assert plain.status_code == 200 and all("hash" not in r for r in plain.json())
+        # Without "return" APIv3 also answers other entities' fields (address, email): a
+        # narrowed client must name what it reads.
+        refused(await attempt(gw, V3, "/v3/Contact/get", {}, secrets=secrets))
+        named = await attempt(gw, V3, "/v3/Contact/get", {"return": "display_name"},
+                              secrets=secrets)
+        assert named.status_code == 200 and len(named.json()) >= 6
+        assert all(set(r) <= {"id", "contact_id", "display_name", "contact_is_deleted"}
+                   for r in named.json())
 
 
 # --- 7. APIv3 chaining spellings ----------------------------------------------------------------
@@ -303,6 +309,7 @@ async def test_csv_cells_cannot_be_formulas(upstream, clients_file, secrets):
                                  {"select": ["first_name", "last_name", "job_title", "id"],
                                   "where": [["first_name", "LIKE", "=HYPER%"]]},
                                  params={"format": "csv"}, secrets=secrets)
-    rows = list(csv.reader(io.StringIO(response.text)))
-    assert rows[1][:3] == ["'=HYPERLINK(\"http://evil.example\",\"x\")", "'+1-2", "'@SUM(A1)"]
-    assert rows[1][3].isdigit()  # numbers stay numbers
+    [row] = list(csv.DictReader(io.StringIO(response.text)))
+    assert [row["first_name"], row["last_name"], row["job_title"]] == [
+        "'=HYPERLINK(\"http://evil.example\",\"x\")", "'+1-2", "'@SUM(A1)"]
+    assert row["id"].isdigit()  # numbers stay numbers
