@@ -83,6 +83,11 @@ class Schema:
             raise unknown_api(f"Api {entity} {name} version 4 does not exist.")
         return found
 
+    async def lookup(self, entity: str, record_id: Any) -> list[Any]:
+        """Whether a record exists (its id, or nothing): not metadata, never cached."""
+        return await self._call(entity, "get", {"select": ["id"],
+                                                "where": [["id", "=", record_id]], "limit": 1})
+
     async def fields(self, entity: str, action: str = "get") -> dict[str, FieldInfo]:
         """The fields of ``entity`` as ``action`` sees them (``create``: with ``required``)."""
         key = (entity, action)

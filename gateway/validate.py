@@ -83,8 +83,8 @@ async def check_values(call: Call, schema: Schema) -> None:
     if call.version != 4:
         return
     rows: list[dict[str, Any]] = []
-    if call.values is not None:
-        rows.append(call.values)
+    if call.values is not None or call.action.lower() == "create":
+        rows.append(call.values or {})
     rows.extend(call.records or ())
     if not rows:
         return
@@ -133,10 +133,37 @@ def check_filters(call: Call, refs: list[FieldRef], fields: dict[str, FieldInfo]
                                f"{_describe(info.data_type)}, got {clause.value!r:.80}.")
 
 
+def _target_id(call: Call) -> Any:
+    """The one id an update or delete names (``where id = N``, or ``id`` in update values)."""
+    where = call.where or ()
+    if len(where) == 1 and isinstance(where[0], Condition) and where[0].left.text == "id" \
+            and where[0].op == "=" and where[0].right is None:
+        return where[0].value
+    if not where and call.action.lower() == "update" and call.values:
+        return call.values.get("id")
+    return None
+
+
+async def check_target(call: Call, schema: Schema) -> None:
+    """An update or delete of one record by id: CiviCRM refuses it when the record does not
+    exist ("Expected one X but found 0"), a refusal it hides from a user without debug rights,
+    so the gateway looks first (one cheap get, as the call's own identity)."""
+    if call.action.lower() not in ("update", "delete"):
+        return
+    target = _target_id(call)
+    if target is None or (isinstance(target, str) and target.startswith("$")):
+        return
+    rows = await schema.lookup(call.entity, target)
+    if not rows:
+        raise _civicrm_error(f"Expected one {call.entity} but found 0")
+
+
 async def check(call: Call, refs: list[FieldRef], schema: Schema) -> None:
-    for sub, _ in call.walk():
+    for sub, depth in call.walk():
         if sub.version != 4:
             continue
         check_required(sub)
         await check_values(sub, schema)
         check_filters(sub, refs, await schema.fields(sub.entity))
+        if depth == 0:
+            await check_target(sub, schema)

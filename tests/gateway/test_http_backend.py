@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -398,3 +399,35 @@ async def test_https_upstream_certificate_checks(certificate, settings, status):
     else:  # refused during the handshake, before anything was sent
         body = assert_problem(response, 503, "upstream-unavailable")
         assert "Certificate" in body["detail"] or "SSL" in body["detail"], body
+
+
+async def test_unknown_fields_name_the_closest(gw):
+    """CiviCRM would drop an unknown select field or create value silently: a 400 instead."""
+    problem = assert_problem(await gw.post("/v4/Contact/get", json={"select": ["frist_name"]}),
+                             400, "unknown-field")
+    assert problem["detail"].startswith("Contact has no field 'frist_name'. Did you mean 'first_name' ")
+    problem = assert_problem(await gw.post("/v4/Contact/create", json={
+        "values": {"contact_type": "Individual", "last_nmae": "X"}}), 400, "unknown-field")
+    assert "'last_name'" in problem["detail"]
+
+
+async def test_update_of_a_missing_record_is_404_even_when_civicrm_hides_it(upstream, gw):
+    upstream.config.debug_output = False
+    problem = assert_problem(await gw.post("/v4/Contact/update", json={
+        "id": 987654321, "job_title": "x"}), 404, "record-not-found")
+    assert problem["detail"] == "Expected one Contact but found 0"
+
+
+async def test_bad_params_json_and_non_json_bodies_say_so(gw, upstream, tmp_path):
+    problem = assert_problem(await gw.get("/v4/Contact/get", params={"params": "{nope"}), 400,
+                             "invalid-request")
+    assert problem["detail"].startswith("Query field 'params' is not valid JSON")
+    # With client tokens a form body reaches the parser, which says what it expects.
+    tokens = "formclient:sha256:" + hashlib.sha256(b"cgw_form-client-0123456789").hexdigest()
+    async with gateway_client(http_settings(upstream.url, client_tokens=tokens)) as secured:
+        response = await secured.post("/v4/Contact/get", content=b"select=id",
+                                      headers={"Authorization": "Bearer cgw_form-client-0123456789",
+                                               "Content-Type": "application/x-www-form-urlencoded"})
+    problem = assert_problem(response, 400, "invalid-request")
+    assert "application/x-www-form-urlencoded" in problem["detail"]
+    assert "Content-Type: application/json" in problem["detail"]

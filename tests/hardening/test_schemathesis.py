@@ -151,3 +151,54 @@ def test_every_operation_conforms(gateway: GatewayProcess, api_schema: Any, mode
     expected = {"anonymous": 401, "restricted": 403, "full": 200}[mode]
     assert expected in statuses, sorted(statuses)
 
+
+
+@pytest.fixture(scope="module")
+def least_privileged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """The gateway on its HTTP backend as CiviCRM's staff user, who has neither administrator
+    rights nor "view debug output": CiviCRM hides every error text from it."""
+    from gateway.sandbox.engine import Sandbox
+    from gateway.sandbox.wire import WireConfig, create_wire_app
+    from tests.conftest import SITE_KEY, ThreadServer
+
+    tmp = tmp_path_factory.mktemp("fuzz-staff")
+    sandbox = Sandbox(":memory:", demo=20)
+    staff = sandbox.ensure_staff()
+    config = WireConfig(api_keys={staff["api_key"]: staff["contact_id"]}, site_key=SITE_KEY,
+                        debug_output=False)
+    server = ThreadServer(create_wire_app(sandbox, config)).start()
+    clients = tmp / "clients.toml"
+    clients.write_text(f'[clients.full]\ntoken_sha256 = "{_sha(FULL_TOKEN)}"\n')
+    proc = GatewayProcess({"CIVI_GATEWAY_BACKEND": "http", "CIVI_GATEWAY_HTTP_URL": server.url,
+                           "CIVI_GATEWAY_HTTP_API_KEY": staff["api_key"],
+                           "CIVI_GATEWAY_HTTP_SITE_KEY": SITE_KEY,
+                           "CIVI_GATEWAY_CLIENTS_FILE": str(clients)}, tmp)
+    proc.wait_ready()
+    yield proc
+    log = proc.stop()
+    server.stop()
+    sandbox.close()
+    assert "Traceback" not in log, log[-6000:]
+
+
+def test_least_privileged_gateway_user_gets_no_5xx(least_privileged: GatewayProcess) -> None:
+    """Every client mistake is found by the gateway itself, so a CiviCRM that hides its
+    errors from the gateway's user (masked HTTP 500) never turns one into a 5xx."""
+    api_schema = schemathesis.openapi.from_url(least_privileged.url + "/openapi.json",
+                                               headers={"Authorization": f"Bearer {FULL_TOKEN}"})
+    operations = [result.ok() for result in api_schema.get_all_operations()]
+    per_op = max(MIN_PER_OP, min(MAX_PER_OP, 2000 // len(operations)))
+    headers = {"Authorization": f"Bearer {FULL_TOKEN}"}
+    failures: list[str] = []
+
+    def run(case: Any) -> None:
+        response = case.call(base_url=least_privileged.url, headers=headers, timeout=30)
+        assert response.status_code < 500, (case.formatted_path, case.body, case.query,
+                                            response.text[:500])
+
+    for operation in operations:
+        try:
+            _fuzz(operation, per_op, run)
+        except (Exception, BaseExceptionGroup) as exc:
+            failures.append(f"{operation.label}: {type(exc).__name__}: {str(exc)[:1500]}")
+    assert not failures, "\n\n".join(failures)
