@@ -245,6 +245,9 @@ def _joins(value: Any) -> tuple[Join, ...]:
                 raise bad_param("join", f"bridge {rest[0][:80]!r} is not an entity name.")
             bridge, rest = rest[0], rest[1:]
         conditions = tuple(_clause("join", c, 1) for c in rest)
+        if any(isinstance(c, Condition) and c.right is not None for c in conditions):
+            # A join condition compares fields already: the 4th element has no place there.
+            raise bad_param("join", "conditions are [field, operator, field or value].")
         joins.append(Join(entity, alias, side.upper(), bridge, conditions))
     return tuple(joins)
 

@@ -113,7 +113,8 @@ async def _check() -> tuple[bool, str]:
     try:
         await backend.start()
         await backend.check()
-        exposed = await _reads_api_keys(backend)
+        # The embedded sandbox is a playground: its admin user reading keys is no deployment.
+        exposed = settings.backend != "sandbox" and await _reads_api_keys(backend)
     except GatewayError as exc:
         return False, f"{backend.name} backend: {exc.problem.title}: {exc.detail}"
     finally:

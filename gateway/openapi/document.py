@@ -199,7 +199,10 @@ def _filter_schema(field: dict[str, Any]) -> dict[str, Any]:
 
 
 def sample_value(field: dict[str, Any]) -> Any:
-    """A plausible value for examples: an option, a known sample, or one of the right type."""
+    """A plausible value for examples: an option, a known sample, or one of the right type
+    (a list of one for a serialized, multi-valued field)."""
+    if field.get("serialize"):
+        return [sample_value({**field, "serialize": None})]
     name = str(field.get("name", ""))
     kind = _TYPES.get(str(field.get("data_type") or ""), {}).get("type")
     default = _coerce(field.get("default_value"), kind)
@@ -247,7 +250,8 @@ def _example_fields(fields: list[dict[str, Any]], label_field: str | None) -> li
             break
         if f not in chosen and f.get("data_type") == "String" and not f.get("custom_group"):
             chosen.append(f)
-    return [f for f in chosen[:3] if not is_credential(f["name"]) and f["name"] != "id"]
+    keep = max(3, sum(1 for f in chosen if f.get("required")))  # every mandatory value
+    return [f for f in chosen[:keep] if not is_credential(f["name"]) and f["name"] != "id"]
 
 
 def _examples(action: str, ent: dict[str, Any], get_fields: list[dict[str, Any]],

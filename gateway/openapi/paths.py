@@ -372,9 +372,17 @@ SERVICE: dict[tuple[str, str], dict[str, Any]] = {
         "operationId": "service_healthz", "summary": "Alive",
         "description": "Answers as long as the process runs; asks nothing of CiviCRM.",
         "responses": {"200": _json_ok("Alive", _status())}},
+    ("/", "get"): {
+        "operationId": "service_index", "summary": "Name, version, backend and links",
+        "description": "A small JSON index: the gateway's name, version and backend, and links "
+                       "to the documentation, the OpenAPI document and the health probes.",
+        "responses": {"200": _json_ok("The index", {"type": "object",
+                                                    "additionalProperties": True})}},
     ("/readyz", "get"): {
-        "operationId": "service_readyz", "summary": "Backend reachable and credentials accepted",
-        "description": "One cheap call to CiviCRM with the gateway's own credentials.",
+        "operationId": "service_readyz", "summary": "This process can serve",
+        "description": "Ready while the process has started and is not draining; CiviCRM's "
+                       "state is reported in the body (and gates readiness only with "
+                       "CIVI_GATEWAY_READINESS_REQUIRES_UPSTREAM=true).",
         "responses": {"200": _json_ok("Ready", _status("backend")),
                       **error_refs(502, 503, 504)}},
     ("/metrics", "get"): {

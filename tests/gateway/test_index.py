@@ -25,7 +25,7 @@ async def test_index_links_carry_the_proxy_prefix():
     app = create_app(Settings(backend="sandbox", sandbox_demo=0, metrics_enabled=False))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, root_path="/crm")
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             body = (await client.get("/crm/")).json()
     assert body["links"] == {"docs": "/crm/docs", "redoc": "/crm/redoc",
                              "openapi": "/crm/openapi.json", "health": "/crm/healthz",

@@ -97,7 +97,7 @@ async def test_metadata_kept_between_restarts_and_documents_built_at_start(tmp_p
         await docs._task  # the background build, started with the app
         built = await docs.full(ANONYMOUS)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://gateway") as gw:
+                                     base_url="http://localhost") as gw:
             served = await gw.get("/openapi.json")
         assert served.json()["paths"].keys() == built.doc["paths"].keys()
         assert docs._building == {}  # answered from what start-up built, nothing built anew
@@ -110,7 +110,7 @@ async def test_metadata_kept_between_restarts_and_documents_built_at_start(tmp_p
     again = create_app(settings, backend=slow)
     again.state.docs.serving()
     async with again.router.lifespan_context(again), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=again), base_url="http://gateway") as gw:
+            transport=httpx.ASGITransport(app=again), base_url="http://localhost") as gw:
         doc = (await asyncio.wait_for(gw.get("/openapi.json"), timeout=30)).json()
         assert "/v4/Contact/create" in doc["paths"]
         assert "saved" in doc["info"]["description"]
@@ -146,7 +146,14 @@ def test_the_served_bytes_name_the_base_url():
 
 
 async def test_a_forged_host_header_does_not_reach_the_document():
+    # Tokenless, a Host that is not a loopback name is refused outright (DNS rebinding).
     async with gateway_client(Settings(backend="sandbox", sandbox_demo=0)) as gw:
+        refused = await gw.get("/openapi/generic.json", headers={"Host": "evil.example"})
+    assert refused.status_code == 403
+    # With tokens every Host is served: a forged one still never reaches the document.
+    tokens = "docs:sha256:" + "0" * 64
+    async with gateway_client(Settings(backend="sandbox", sandbox_demo=0,
+                                       client_tokens=tokens)) as gw:
         doc = (await gw.get("/openapi/generic.json",
                             headers={"Host": "evil.example\"><script>"})).json()
     assert doc["servers"][0]["url"] == "http://127.0.0.1:8000"

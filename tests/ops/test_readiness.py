@@ -128,7 +128,7 @@ async def test_a_stop_signal_makes_the_process_unready_and_reaches_the_server(up
         app = create_app(http_settings(upstream.url))
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as gw:
+            async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as gw:
                 assert (await gw.get("/readyz")).status_code == 200
                 signal.raise_signal(signal.SIGTERM)
                 assert received == [signal.SIGTERM]

@@ -192,9 +192,9 @@ async def test_export_keeps_policy_and_strips_credentials(faulty_upstream, clien
 
 def test_export_command_writes_a_file(tmp_path):
     db = tmp_path / "crm.sqlite"
-    from gateway.sandbox.engine import Sandbox
+    from gateway.sandbox_db import open_sandbox
 
-    sandbox = Sandbox(str(db))
+    sandbox = open_sandbox(str(db), 0)  # as `serve` makes it (stamped with its tables)
     seed_contacts(sandbox, 1500)
     sandbox.close()
     env = {"PATH": "/usr/bin:/bin", "CIVI_GATEWAY_SANDBOX_DB": str(db),
