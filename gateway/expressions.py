@@ -16,6 +16,7 @@ taken for a field name (and then refused as unknown) rather than skipped.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .errors import GatewayError, from_civicrm
@@ -66,28 +67,22 @@ class Expr:
     alias: str | None
     text: str
 
+    def nodes(self) -> Iterator[Node]:
+        """Every node of the tree, in order."""
+        stack = [self.root]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(node.args))
+
     @property
     def fields(self) -> tuple[str, ...]:
         """Every field path the expression reads, in order (wildcards included)."""
-        out: list[str] = []
-        stack = [self.root]
-        while stack:
-            node = stack.pop()
-            if node.kind == "field":
-                out.append(node.value)
-            stack.extend(reversed(node.args))
-        return tuple(out)
+        return tuple(n.value for n in self.nodes() if n.kind == "field")
 
     @property
     def functions(self) -> tuple[str, ...]:
-        out: list[str] = []
-        stack = [self.root]
-        while stack:
-            node = stack.pop()
-            if node.kind == "func":
-                out.append(node.value)
-            stack.extend(node.args)
-        return tuple(out)
+        return tuple(n.value for n in self.nodes() if n.kind == "func")
 
     @property
     def is_field(self) -> bool:

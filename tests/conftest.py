@@ -222,3 +222,17 @@ def missing_tool(reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI=true and {reason}: tests/install-system-packages.sh installs it")
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """Headless Chromium driven by selenium (tests/openapi/browser.py); CI must have it."""
+    from tests.openapi import browser
+
+    reason = browser.missing()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide the browser (.ci/run installs it): {reason}")
+        pytest.skip(reason)
+    with browser.chromium() as driver:
+        yield driver

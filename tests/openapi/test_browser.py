@@ -4,7 +4,6 @@ allows, and a site with 150 entities opens on one entity's document, not on all 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -17,17 +16,6 @@ from tests.openapi.conftest import CLIENT_TOKEN
 
 pytestmark = pytest.mark.slow
 TOKEN_KEY = "civicrm-gateway-token"
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    reason = browser.missing()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must provide the browser (.ci/run installs it): {reason}")
-        pytest.skip(reason)
-    with browser.chromium() as driver:
-        yield driver
 
 
 @pytest.fixture(scope="module")

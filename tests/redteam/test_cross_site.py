@@ -5,7 +5,6 @@ The gateway (a real uvicorn process) must refuse each of them itself, and create
 
 from __future__ import annotations
 
-import os
 import re
 import time
 
@@ -16,7 +15,6 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from tests.conftest import ThreadServer
-from tests.openapi import browser
 
 pytestmark = pytest.mark.slow
 
@@ -47,17 +45,6 @@ Promise.allSettled(attempts).then(() => {{
   setTimeout(() => {{ document.body.dataset.done = "1"; }}, 1500);
 }});
 </script></body></html>"""
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    reason = browser.missing()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must provide the browser (.ci/run installs it): {reason}")
-        pytest.skip(reason)
-    with browser.chromium() as driver:
-        yield driver
 
 
 def refusals(metrics: str) -> dict[str, float]:
