@@ -68,6 +68,10 @@ RUN groupadd --system --gid 10001 gateway \
        --shell /usr/sbin/nologin gateway
 
 COPY --from=build /opt/civicrm-gateway /opt/civicrm-gateway
+# What outlives a restart (the embedded sandbox's database, the OpenAPI cache): the only folder
+# the gateway user may write; a volume, so that it stays writable with a read-only root.
+RUN install -d -o 10001 -g 10001 -m 0750 /var/lib/civicrm-gateway
+VOLUME ["/var/lib/civicrm-gateway"]
 
 # Defaults only; every one can be overridden at run time. The gateway refuses to listen on a
 # non-loopback address without client tokens (CIVI_GATEWAY_CLIENT_TOKENS, best as the secret file
@@ -78,7 +82,8 @@ ENV PATH="/opt/civicrm-gateway/bin:${PATH}" \
     CIVI_GATEWAY_HOST=0.0.0.0 \
     CIVI_GATEWAY_PORT=8000 \
     CIVI_GATEWAY_WORKERS=1 \
-    CIVI_GATEWAY_LOG_FORMAT=json
+    CIVI_GATEWAY_LOG_FORMAT=json \
+    CIVI_GATEWAY_STATE_DIR=/var/lib/civicrm-gateway
 
 # A working directory the gateway user cannot write (root-owned, 0755): nothing can plant a
 # `.env` there (the gateway reads `.env` from its working directory).

@@ -355,10 +355,12 @@ class PipeBackend(Backend):
         except WorkerDied as exc:
             # A read is safe to send again, on another worker: the dead one's slot is being
             # refilled, so the next free slot holds a different process. Once, and only
-            # within the retry budget; a write is never repeated.
+            # before the call's own deadline; a write is never repeated. (A worker that died
+            # because its container went away is only told apart by starting another: the
+            # retry then answers 503, as a cv run would.)
             if not (is_safe(version, entity, action, params)
                     and self.settings.retry_max_attempts > 1
-                    and loop.time() - started < self.settings.retry_max_seconds):
+                    and loop.time() < deadline):
                 raise GatewayError(exc.slug, exc.detail + " The call was not repeated: a "
                                    "write may have been committed (check before repeating "
                                    "it).") from None

@@ -101,7 +101,10 @@ def test_stop_lets_a_call_in_flight_finish(project: Project, tmp_path: Path):
         "      CIVI_GATEWAY_CV_COMMAND: python -m gateway.sandbox.cv --db /tmp/site.sqlite\n"
         f"      CIVI_GATEWAY_CV_CONTEXT: env CV_SANDBOX_CALL_DELAY={SLOW_CALL}\n"
         "      CIVI_GATEWAY_CV_CHECK_PERMISSIONS: 'false'\n"
-        "      CIVI_GATEWAY_CV_TIMEOUT: '60'\n")
+        "      CIVI_GATEWAY_CV_TIMEOUT: '60'\n"
+        # One slow cv run in flight: without the metadata look-ups of validation, each of
+        # which would be a slow run of its own.
+        "      CIVI_GATEWAY_VALIDATE_CALLS: 'false'\n")
     project.run("up", "-d", "--no-build", "gateway-sandbox", files=(slow,))
     name = project.container("gateway-sandbox")
     wait_healthz(project.gateway_port)
