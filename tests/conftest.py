@@ -236,3 +236,33 @@ def chromium() -> Iterator[Any]:
         pytest.skip(reason)
     with browser.chromium() as driver:
         yield driver
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """redis-server (tests/install-system-packages.sh installs it) on a free loopback port."""
+    import shutil
+
+    server = shutil.which("redis-server")
+    if server is None:
+        missing_tool("redis-server is not on PATH (apt-get install redis-server)")
+    pytest.importorskip("coredis", reason="limits[async-redis] (the 'redis' extra) not installed")
+    port = free_port()
+    proc = subprocess.Popen(
+        [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), \
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -6,50 +6,17 @@ extra's client (``limits[async-redis]``); skips with the reason otherwise.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gateway.settings import Settings
-from tests.conftest import free_port, gateway_client, missing_tool
+from tests.conftest import gateway_client
 
 pytestmark = pytest.mark.slow
 
 TOKEN = "cgw_redis-shared-limit-5f1e2d3c4b5a6978"
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    server = shutil.which("redis-server")
-    if server is None:
-        missing_tool("redis-server is not on PATH (apt-get install redis-server)")
-    pytest.importorskip("coredis", reason="limits[async-redis] (the 'redis' extra) not installed")
-    port = free_port()
-    proc = subprocess.Popen(
-        [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError):
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def replica_settings(redis_url: str, tmp_path: Path) -> Settings:
