@@ -5,6 +5,7 @@ statuses, headers and bodies, and the metrics still name the route template."""
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator
 
 import httpx
@@ -69,10 +70,14 @@ async def client(direct_calls: bool) -> AsyncIterator[httpx.AsyncClient]:
             yield c
 
 
+# A create's timestamps: the two apps answer in different seconds under load.
+_STAMPS = re.compile(rb'"(created_date|modified_date)":"[^"]*"')
+
+
 def comparable(response: httpx.Response) -> tuple:
     headers = sorted((k, v) for k, v in response.headers.items()
                      if k not in ("date", "x-request-id") or v == "abc-1")
-    return response.status_code, headers, response.content
+    return response.status_code, headers, _STAMPS.sub(rb'"\1":"*"', response.content)
 
 
 async def test_same_answers_with_and_without_the_fast_path(taken):
