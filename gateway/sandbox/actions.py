@@ -438,19 +438,19 @@ def _store_custom(ctx: Ctx, row_id: int, custom: dict[str, Any]) -> None:
         group, _, fname = name.partition(".")
         by_group.setdefault(group, {})[fname] = value
     for gname, vals in by_group.items():
-        group = CUSTOM_GROUPS[gname]
-        cols = {f.name: f.column or f.name for f in group.fields}
+        custom_group = CUSTOM_GROUPS[gname]
+        cols = {f.name: f.column or f.name for f in custom_group.fields}
         names = [cols[k] for k in vals]
-        exists = ctx.conn.execute(f"SELECT id FROM {group.table} WHERE entity_id = ?",  # noqa: S608
+        exists = ctx.conn.execute(f"SELECT id FROM {custom_group.table} WHERE entity_id = ?",  # noqa: S608
                                   (row_id,)).fetchone()
         if exists:
             sets = ", ".join(f"{quote(c)} = ?" for c in names)
-            ctx.conn.execute(f"UPDATE {group.table} SET {sets} WHERE entity_id = ?",  # noqa: S608
+            ctx.conn.execute(f"UPDATE {custom_group.table} SET {sets} WHERE entity_id = ?",  # noqa: S608
                              [*vals.values(), row_id])
         else:
             marks = ", ".join("?" for _ in names)
             collist = ", ".join(quote(c) for c in ["entity_id", *names])
-            ctx.conn.execute(f"INSERT INTO {group.table} ({collist}) VALUES (?, {marks})",  # noqa: S608
+            ctx.conn.execute(f"INSERT INTO {custom_group.table} ({collist}) VALUES (?, {marks})",  # noqa: S608
                              [row_id, *vals.values()])
 
 

@@ -405,7 +405,7 @@ LINK_KEYS = ("ui_action", "api_action", "api_values", "entity", "path", "text", 
 
 def entity_links(entity: str) -> list[Record]:
     """The cached link set before tokens are filled in, sorted by weight."""
-    links = []
+    links: list[Record] = []
     for ui_action, path in PATHS.get(entity, {}).items():
         text, weight, icon = UI_ACTIONS[ui_action]
         target = "crm-popup"

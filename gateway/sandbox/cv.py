@@ -133,8 +133,8 @@ def encode(value: Any, out: str) -> str:
 # --- arguments -----------------------------------------------------------------------------------
 
 _VALUE_OPTIONS = {"cwd", "user", "db", "boot-delay", "in", "out", "level"}
-_SHORT = {"-U": "user", "-J": ("out", "json-pretty"), "-T": ("out", "table"),
-          "-I": ("out", "list")}
+_SHORT: dict[str, str | tuple[str, str]] = {
+    "-U": "user", "-J": ("out", "json-pretty"), "-T": ("out", "table"), "-I": ("out", "list")}
 
 
 def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -267,7 +267,7 @@ def _noise(stream: str) -> None:
 def garbage_now() -> bool:
     """The CV_SANDBOX_GARBAGE hook: always (``1``) or while the file it names exists."""
     value = os.environ.get("CV_SANDBOX_GARBAGE")
-    return bool(value) and (value == "1" or os.path.exists(value))
+    return value is not None and (value == "1" or os.path.exists(value))
 
 
 def write_answer(text: str) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
@@ -51,7 +52,7 @@ def _match(rec: Record, clause: Any, valid: set[str]) -> bool:
     if head not in valid:
         raise CiviError(f"Invalid field '{head}'")
     v = rec.get(head)
-    want = clause[2] if len(clause) > 2 else None
+    want: Any = clause[2] if len(clause) > 2 else None
     if op in ("=", "!=", "<>"):
         eq = v == want or (isinstance(v, list) and want in v) or (str(v) == str(want) and \
             v is not None and want is not None)
@@ -79,6 +80,10 @@ def _match(rec: Record, clause: Any, valid: set[str]) -> bool:
         return False
 
 
+def _sort_key(name: str, record: Record) -> tuple[bool, str]:
+    return record.get(name) is None, str(record.get(name))
+
+
 def array_query(rows: list[Record], params: dict[str, Any], ctx: Ctx | None = None,
                 keys: tuple[str, ...] | None = None) -> list[Record]:
     """select/where/orderBy/limit/offset over records already in memory (BasicGet style)."""
@@ -86,8 +91,7 @@ def array_query(rows: list[Record], params: dict[str, Any], ctx: Ctx | None = No
     where = params.get("where") or []
     rows = [r for r in rows if all(_match(r, c, valid) for c in where)]
     for name, direction in reversed(list((params.get("orderBy") or {}).items())):
-        rows.sort(key=lambda r, n=name: (r.get(n) is None, str(r.get(n))),
-                  reverse=str(direction).upper() == "DESC")
+        rows.sort(key=functools.partial(_sort_key, name), reverse=str(direction).upper() == "DESC")
     select = [s for s in params.get("select") or [] if isinstance(s, str)]
     if ctx is not None:
         # BasicGet reports the total before limit/offset as "count"
@@ -187,7 +191,7 @@ def _describe(action: str, entity: str) -> str | None:
 
 
 def get_actions(ctx: Ctx, entity: str) -> list[Record]:
-    rows = [{"name": a, "description": _describe(a, entity), "params": {}}
+    rows: list[Record] = [{"name": a, "description": _describe(a, entity), "params": {}}
             for a in entity_actions(entity)]
     return array_query(rows, ctx.params, ctx, ("name", "description", "params"))
 

@@ -292,8 +292,8 @@ class Query:
                             "from SELECT clause.")
         if sqlexpr.is_plain_field(head):
             return self.resolve(head)
-        sql, f = self.expression(sqlexpr.parse(head, alias=False).node)
-        return Resolved(sql, Field(head, f.data_type if f else "String", head))
+        sql, found = self.expression(sqlexpr.parse(head, alias=False).node)
+        return Resolved(sql, Field(head, found.data_type if found else "String", head))
 
     def _bind(self, res: Resolved, value: Any) -> str:
         self.params.append(sql_scalar(res.field.name, coerce_filter_value(res, value)))

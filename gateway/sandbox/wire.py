@@ -119,12 +119,12 @@ class WireApp:
             await self._guard(request, cid, flow)
             return Login(cid, csrf_ok)
         if "api_key" in fields or "key" in fields:
-            cid = self.config.api_keys.get(fields.get("api_key", ""))
+            legacy_cid = self.config.api_keys.get(fields.get("api_key", ""))
             site_ok = self.config.site_key is not None and \
                 fields.get("key") == self.config.site_key
-            if cid is None or not site_ok:
+            if legacy_cid is None or not site_ok:
                 raise AuthFailure("FATAL: Invalid credential", legacy=True)
-            return Login(cid, True)
+            return Login(legacy_cid, True)
         return Login(None, False)
 
     def _credential(self, cred: str) -> tuple[int, str]:
