@@ -17,25 +17,14 @@ from tests.conftest import (
     ADMIN_KEY,
     SITE_KEY,
     ThreadServer,
+    assert_problem,
     free_port,
     gateway_client,
     http_settings,
     self_signed_cert,
 )
 
-PROBLEM = "application/problem+json"
-
-
 JSON = {"Content-Type": "application/json"}
-
-
-def assert_problem(response, status: int, slug: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body = response.json()
-    assert body["type"] == f"/problems/{slug}", body
-    assert body["status"] == status and body["title"] and body["detail"]
-    return body
 
 
 # --- success --------------------------------------------------------------------------------
@@ -111,7 +100,7 @@ async def test_v3_getsingle_many_and_none(gw):
     many = await gw.post("/v3/Contact/getsingle", json={})
     assert_problem(many, 409, "civicrm-conflict")
     none = await gw.post("/v3/Contact/getsingle", json={"id": 999999})
-    assert none.status_code in (404, 409) and none.headers["content-type"].startswith(PROBLEM)
+    assert_problem(none, 404, "record-not-found")
 
 
 # --- error table ----------------------------------------------------------------------------
