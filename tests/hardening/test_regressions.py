@@ -13,9 +13,7 @@ import pytest
 
 from gateway.redact import install_log_redaction
 from gateway.settings import Settings
-from tests.conftest import gateway_client
-
-PROBLEM = "application/problem+json"
+from tests.conftest import PROBLEM, gateway_client
 
 
 @pytest.fixture
@@ -133,7 +131,7 @@ async def test_service_routes_document_their_errors(gw: httpx.AsyncClient) -> No
     assert "text/plain" in paths["/metrics"]["get"]["responses"]["200"]["content"]
 
 
-def test_log_lines_cannot_be_forged_with_control_characters() -> None:
+def test_log_lines_cannot_be_forged_with_control_characters(restore_redactor: None) -> None:
     install_log_redaction([])
     buffer = io.StringIO()
     handler = logging.StreamHandler(buffer)
