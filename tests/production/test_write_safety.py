@@ -169,7 +169,7 @@ async def test_create_whose_answer_is_lost_runs_once(upstream: Any, mode: str, s
             metrics = (await gw.get("/metrics")).text
     finally:
         proxy.stop()
-    assert_problem(response, status, slug)
+    assert len(contacts_named(upstream.sandbox, name)) == 1
     assert proxy.forwarded == 1
     assert retries(metrics) == 0
-    assert len(contacts_named(upstream.sandbox, name)) == 1
+    assert_problem(response, status, slug)
