@@ -229,19 +229,28 @@ def _own_state_dir(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Tem
     monkeypatch.setenv("CIVI_GATEWAY_SANDBOX_DB", ":memory:")
 
 
-@pytest.fixture
-def restore_redactor() -> Iterator[None]:
-    """For tests that add secrets to the process-wide log redactor (``gateway.redact``) or
-    install its record factory: both are as the test found them afterwards."""
+@contextlib.contextmanager
+def redactor_restored() -> Iterator[None]:
+    """The process-wide log redactor (``gateway.redact``) and the log record factory are, on
+    leaving, as they were on entering: a test's secrets do not stay masked for good."""
     from gateway import redact
 
     secrets, pattern = list(redact.REDACTOR._secrets), redact.REDACTOR._pattern
     factory, installed = logging.getLogRecordFactory(), redact._installed
-    yield
-    redact.REDACTOR._secrets[:] = secrets
-    redact.REDACTOR._pattern = pattern
-    logging.setLogRecordFactory(factory)
-    redact._installed = installed
+    try:
+        yield
+    finally:
+        redact.REDACTOR._secrets[:] = secrets
+        redact.REDACTOR._pattern = pattern
+        logging.setLogRecordFactory(factory)
+        redact._installed = installed
+
+
+@pytest.fixture
+def restore_redactor() -> Iterator[None]:
+    """For tests that add secrets to the process-wide redactor or install its record factory."""
+    with redactor_restored():
+        yield
 
 
 def missing_tool(reason: str) -> NoReturn:

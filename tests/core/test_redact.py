@@ -23,8 +23,12 @@ def test_log_records_are_masked(caplog, restore_redactor):
     assert MASK in caplog.text and "boom" in caplog.text
 
 
-def test_the_redactor_is_restored_after_a_test(restore_redactor):
-    """The test above added its secret for its own duration only."""
+def test_the_redactor_is_restored_after_a_test():
+    """What ``restore_redactor`` does: a secret added inside is unmasked again outside."""
     from gateway.redact import REDACTOR
+    from tests.conftest import redactor_restored
 
-    assert REDACTOR.text("topsecret-value-1") == "topsecret-value-1"
+    with redactor_restored():
+        install_log_redaction(["topsecret-value-2"])
+        assert REDACTOR.text("topsecret-value-2") == MASK
+    assert REDACTOR.text("topsecret-value-2") == "topsecret-value-2"
