@@ -4,6 +4,7 @@ built on it (in-process ASGI and real uvicorn processes), and helpers."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import subprocess
@@ -13,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
@@ -25,6 +26,7 @@ from gateway.settings import Settings
 ADMIN_KEY = "adminkey-7f3c9a1e5b2d4f60"
 SITE_KEY = "sitekey-1a2b3c4d5e6f7a8b"
 ROOT = Path(__file__).resolve().parent.parent
+PROBLEM = "application/problem+json"
 
 
 def clear_gateway_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,9 +44,20 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def free_port() -> int:
+    """A loopback port free right now (the OS picks it)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
+    """``response`` is an RFC 9457 problem of exactly this status and type; its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM), response.headers
+    body = response.json()
+    assert body["type"] == f"/problems/{slug}", body
+    assert body["status"] == status and body["title"] and body["detail"], body
+    return body
 
 
 def self_signed_cert(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
@@ -216,7 +229,31 @@ def _own_state_dir(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Tem
     monkeypatch.setenv("CIVI_GATEWAY_SANDBOX_DB", ":memory:")
 
 
-def missing_tool(reason: str) -> None:
+@contextlib.contextmanager
+def redactor_restored() -> Iterator[None]:
+    """The process-wide log redactor (``gateway.redact``) and the log record factory are, on
+    leaving, as they were on entering: a test's secrets do not stay masked for good."""
+    from gateway import redact
+
+    secrets, pattern = list(redact.REDACTOR._secrets), redact.REDACTOR._pattern
+    factory, installed = logging.getLogRecordFactory(), redact._installed
+    try:
+        yield
+    finally:
+        redact.REDACTOR._secrets[:] = secrets
+        redact.REDACTOR._pattern = pattern
+        logging.setLogRecordFactory(factory)
+        redact._installed = installed
+
+
+@pytest.fixture
+def restore_redactor() -> Iterator[None]:
+    """For tests that add secrets to the process-wide redactor or install its record factory."""
+    with redactor_restored():
+        yield
+
+
+def missing_tool(reason: str) -> NoReturn:
     """A tool a test drives is not installed: a skip with the reason, but under CI=true a
     failure (tests/install-system-packages.sh must have installed it)."""
     if os.environ.get("CI") == "true":
@@ -231,9 +268,7 @@ def chromium() -> Iterator[Any]:
 
     reason = browser.missing()
     if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must provide the browser (.ci/run installs it): {reason}")
-        pytest.skip(reason)
+        missing_tool(reason)
     with browser.chromium() as driver:
         yield driver
 
@@ -246,7 +281,10 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
     server = shutil.which("redis-server")
     if server is None:
         missing_tool("redis-server is not on PATH (apt-get install redis-server)")
-    pytest.importorskip("coredis", reason="limits[async-redis] (the 'redis' extra) not installed")
+    try:
+        import coredis  # noqa: F401 (the driver limits' async Redis storage loads)
+    except ImportError:
+        missing_tool("coredis is not installed: limits[async-redis], the 'redis' extra")
     port = free_port()
     proc = subprocess.Popen(
         [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",

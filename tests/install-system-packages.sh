@@ -5,7 +5,8 @@
 # there; debootstrap for the local base image; tests/docker starts dockerd itself), and for the
 # executable README (tests/docs): jq, used by its shell examples, and php-cli + php-curl for its
 # PHP client example, nodejs (if missing) for its JavaScript one; Node.js and npm for the
-# OpenAPI tools of tests/openapi/node (installed by the tests with `npm ci`; Node.js 20.19+).
+# OpenAPI tools of tests/openapi/node (installed by the tests with `npm ci`; Node.js 20.19+);
+# systemd for `systemd-analyze verify` on deploy/systemd (tests/deploy/test_systemd.py).
 # Installed only when missing; needs root or sudo. When the install fails, apt's own output is
 # shown. Under CI=true every one of them is required: a failure ends the run here, loudly.
 # Elsewhere it is a warning, and the tests that need a missing tool fail or skip with a reason.
@@ -23,6 +24,7 @@ command -v node >/dev/null || need+=(nodejs)
 command -v php >/dev/null || need+=(php-cli)
 command -v php >/dev/null && php -r 'exit(function_exists("curl_init") ? 0 : 1);' || need+=(php-curl)
 command -v npm >/dev/null || need+=(npm)
+command -v systemd-analyze >/dev/null || need+=(systemd)
 [ ${#need[@]} -eq 0 ] && exit 0
 strict=false
 [ "${CI:-}" = "true" ] && strict=true
@@ -50,7 +52,7 @@ if ! { $sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive \
 fi
 if $strict; then
     missing=()
-    for tool in chromium chromedriver redis-server jq php node npm docker; do
+    for tool in chromium chromedriver redis-server jq php node npm docker systemd-analyze; do
         command -v "$tool" >/dev/null || missing+=("$tool")
     done
     command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)

@@ -11,7 +11,7 @@ def test_redactor_longest_first():
     assert Redactor().text("nothing") == "nothing"
 
 
-def test_log_records_are_masked(caplog):
+def test_log_records_are_masked(caplog, restore_redactor):
     install_log_redaction(["topsecret-value-1"])
     with caplog.at_level(logging.DEBUG):
         logging.getLogger("anything").debug("key=%s", "topsecret-value-1")
@@ -21,3 +21,14 @@ def test_log_records_are_masked(caplog):
             logging.getLogger("x").exception("failed")
     assert "topsecret-value-1" not in caplog.text
     assert MASK in caplog.text and "boom" in caplog.text
+
+
+def test_the_redactor_is_restored_after_a_test():
+    """What ``restore_redactor`` does: a secret added inside is unmasked again outside."""
+    from gateway.redact import REDACTOR
+    from tests.conftest import redactor_restored
+
+    with redactor_restored():
+        install_log_redaction(["topsecret-value-2"])
+        assert REDACTOR.text("topsecret-value-2") == MASK
+    assert REDACTOR.text("topsecret-value-2") == "topsecret-value-2"

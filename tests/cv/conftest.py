@@ -24,7 +24,6 @@ import pytest
 from gateway.app import create_app
 from gateway.settings import Settings
 
-PROBLEM = "application/problem+json"
 STAFF_KEY = "staffkey-0c1d2e3f4a5b6c7d"
 BACKENDS = ("cv", "pipe")
 
@@ -105,14 +104,6 @@ async def gateway(settings: Settings, **app_kwargs: Any) -> AsyncIterator[httpx.
                                      timeout=60) as client:
             client.backend = app.state.backend  # type: ignore[attr-defined]
             yield client
-
-
-def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body = response.json()
-    assert body["type"] == f"/problems/{slug}", body
-    return body
 
 
 def process_gone(pid: int) -> bool:

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import assert_problem
+
 from .conftest import (
     BACKENDS,
     Site,
-    assert_problem,
     clients_file,
     cv_settings,
     gateway,

@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import assert_problem
+
 from .conftest import (
     BACKENDS,
     Site,
-    assert_problem,
     cv_settings,
     eventually,
     gateway,

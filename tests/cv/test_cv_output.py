@@ -7,7 +7,7 @@ import pytest
 
 from gateway.backends.cvproc import ProcessResult, extract_json, failure_from_stderr
 
-from .test_standin_samples import SAMPLES, parse_cases
+from .captures import SAMPLES, parse_cases
 
 SETTINGS_MESSAGE = (
     "Failed to locate civicrm.settings.php. By default, this tool searches the parent "

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import Site, assert_problem, cv_settings, eventually, gateway
+from tests.conftest import assert_problem
+
+from .conftest import Site, cv_settings, eventually, gateway
 
 READ = {"select": ["id", "display_name"], "where": [["id", "=", 2]]}
 

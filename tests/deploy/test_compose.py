@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 
 import pytest
@@ -14,9 +13,10 @@ from gateway.settings import Settings, load_settings
 from tests.conftest import clear_gateway_env
 
 from .conftest import ROOT, project_tool, secret_file_names, settings_env_names
-from .test_dockerfile import CV_STAGES, STAGES
+from .helpers import COMPOSE_FILE, CV_DOCKERFILE, DOCKERFILE, compose_client, stages
 
-COMPOSE_FILE = ROOT / "docker-compose.yml"
+STAGES = stages(DOCKERFILE.read_text())
+CV_STAGES = stages(CV_DOCKERFILE.read_text())
 YAMLLINT_CONFIG = ROOT / "tests" / "deploy" / "yamllint.yml"
 SECRET_WORDS = re.compile(r"PASSWORD|PASSWD|API_KEY|SITE_KEY|TOKEN|SECRET", re.I)
 
@@ -47,21 +47,6 @@ def test_yamllint_passes_on_every_deployment_yaml():
     result = subprocess.run([project_tool("yamllint"), "--strict", "-c", str(YAMLLINT_CONFIG),
                              *map(str, files)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def compose_client() -> list[str]:
-    """Compose v2 (`docker compose`) when installed, else v1 (`docker-compose`, Debian's 1.29).
-    tests/install-system-packages.sh installs one: missing fails under CI."""
-    docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "compose", "version"], capture_output=True,
-                                 timeout=30).returncode == 0:
-        return [docker, "compose"]
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    message = "no Compose client (docker compose or docker-compose): bash tests/install-system-packages.sh"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.mark.parametrize("profiles", [[], ["cv", "sandbox"]], ids=["real-civicrm", "all-profiles"])

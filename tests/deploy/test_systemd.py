@@ -8,10 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from gateway.cli import build_parser
 from gateway.settings import is_loopback
+from tests.conftest import missing_tool
 
 from .conftest import DEPLOY, secret_file_names, settings_env_names
 
@@ -80,11 +79,11 @@ def test_settings_and_credentials_are_gateway_settings():
 def test_systemd_analyze_verify(tmp_path):
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
-        pytest.skip("systemd-analyze is not installed")
+        missing_tool("systemd-analyze is not installed (Debian package systemd)")
     # verify needs the command to exist: point it at this environment's civicrm-gateway
     local = Path(sys.executable).parent / "civicrm-gateway"
     if not local.is_file():
-        pytest.skip("civicrm-gateway is not installed next to this Python")
+        missing_tool("civicrm-gateway is not installed next to this Python (pip install -e .)")
     unit = tmp_path / UNIT.name
     unit.write_text(UNIT.read_text().replace(EXEC, str(local)))
     result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
@@ -96,7 +95,7 @@ def test_systemd_analyze_verify(tmp_path):
 def test_verify_would_catch_a_bad_unit(tmp_path):
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
-        pytest.skip("systemd-analyze is not installed")
+        missing_tool("systemd-analyze is not installed (Debian package systemd)")
     unit = tmp_path / "bad.service"
     unit.write_text("[Service]\nExecStart=/bin/true\nProtectSystem=bogus\n")
     result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)

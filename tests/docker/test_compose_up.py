@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
-from tests.deploy.test_compose import COMPOSE_FILE, compose_client
+from tests.deploy.helpers import COMPOSE_FILE, compose_client
 
 from .conftest import ROOT, Build, docker, logs, stand_in_pids, state, wait_healthz
 

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from gateway.settings import Settings
-from tests.conftest import free_port
-from tests.cv.conftest import assert_problem, clients_file, eventually, gateway
+from tests.conftest import assert_problem, free_port
+from tests.cv.conftest import clients_file, eventually, gateway
 
 from .conftest import container, docker, logs, stand_in_pids, state, wait_healthz
 

@@ -43,7 +43,7 @@ def test_failed_install_shows_apt_output_and_fails_under_ci(bare_path: str):
     assert APT_SAYS in done.stderr
     # (nginx is looked for at /usr/sbin/nginx too, so whether it is listed depends on the host)
     assert "could not install chromium chromium-driver redis-server " in done.stderr
-    assert " jq nodejs php-cli php-curl npm; apt-get said:\n" in done.stderr
+    assert " jq nodejs php-cli php-curl npm systemd; apt-get said:\n" in done.stderr
     assert "error: CI=true requires every package the tests use" in done.stderr
 
 

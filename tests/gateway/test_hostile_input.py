@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.gateway.test_http_backend import assert_problem
+from tests.conftest import assert_problem
 
 
 def snapshot(sandbox) -> list:

@@ -13,9 +13,7 @@ import pytest
 
 from gateway.redact import install_log_redaction
 from gateway.settings import Settings
-from tests.conftest import gateway_client
-
-PROBLEM = "application/problem+json"
+from tests.conftest import assert_problem, gateway_client
 
 
 @pytest.fixture
@@ -30,12 +28,6 @@ async def contacts(gw: httpx.AsyncClient) -> list[dict[str, Any]]:
     return response.json()
 
 
-def assert_client_error(response: httpx.Response) -> dict[str, Any]:
-    assert 400 <= response.status_code < 500, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    return response.json()
-
-
 async def test_get_fields_with_options_keyed_by_number(gw: httpx.AsyncClient) -> None:
     # The sandbox keys prefix_id's options by integer; orjson refused non-string keys.
     response = await gw.post("/v4/Contact/getFields", json={
@@ -47,15 +39,22 @@ async def test_get_fields_with_options_keyed_by_number(gw: httpx.AsyncClient) ->
 async def test_get_fields_odd_load_options(gw: httpx.AsyncClient) -> None:
     response = await gw.post("/v4/Email/getFields", json={"loadOptions": [5, "label"]})
     assert response.status_code == 200, response.text
-    for load in ([[]], "x", {"a": {"b": 1}}):  # neither a bool nor a list of option keys
-        assert_client_error(await gw.post("/v4/Email/getFields", json={"loadOptions": load}))
+    # neither a bool nor a list of option keys: the gateway's own check, then CiviCRM's
+    for load, slug in (([[]], "invalid-request"), ("x", "civicrm-bad-request"),
+                       ({"a": {"b": 1}}, "civicrm-bad-request")):
+        assert_problem(await gw.post("/v4/Email/getFields", json={"loadOptions": load}), 400,
+                       slug)
 
 
-@pytest.mark.parametrize("record_id", ["x", [1], {"a": 1}, True, "1e3", 1.5])
-async def test_save_with_a_malformed_id_is_refused(gw: httpx.AsyncClient, record_id: Any) -> None:
+@pytest.mark.parametrize(("record_id", "status", "slug"), [
+    ("x", 422, "civicrm-validation"), ([1], 422, "civicrm-validation"),
+    ({"a": 1}, 400, "invalid-request"), (True, 422, "civicrm-validation"),
+    ("1e3", 422, "civicrm-validation"), (1.5, 422, "civicrm-validation")])
+async def test_save_with_a_malformed_id_is_refused(gw: httpx.AsyncClient, record_id: Any,
+                                                   status: int, slug: str) -> None:
     before = await contacts(gw)
-    assert_client_error(await gw.post("/v4/Contact/save", json={
-        "records": [{"id": record_id, "first_name": "Changed"}]}))
+    assert_problem(await gw.post("/v4/Contact/save", json={
+        "records": [{"id": record_id, "first_name": "Changed"}]}), status, slug)
     assert await contacts(gw) == before
 
 
@@ -66,30 +65,32 @@ async def test_malformed_regexp_is_civicrm_db_error(gw: httpx.AsyncClient) -> No
     assert response.json()["type"] == "/problems/upstream-error"
 
 
-@pytest.mark.parametrize("params", [
-    {"first_name": {"LIKE": {}}},
-    {"id": {"IN": [1, {"a": 1}]}},
-    {"id": {"LIKE": [1, 2]}},
+@pytest.mark.parametrize(("params", "status", "slug"), [
+    ({"first_name": {"LIKE": {}}}, 400, "invalid-request"),
+    ({"id": {"IN": [1, {"a": 1}]}}, 400, "invalid-request"),
+    ({"id": {"LIKE": [1, 2]}}, 422, "civicrm-validation"),
 ])
-async def test_v3_non_scalar_filters_are_refused(gw: httpx.AsyncClient,
-                                                  params: dict[str, Any]) -> None:
+async def test_v3_non_scalar_filters_are_refused(gw: httpx.AsyncClient, params: dict[str, Any],
+                                                  status: int, slug: str) -> None:
     response = await gw.post("/v3/Contact/get", json=params)
-    assert_client_error(response)
+    assert_problem(response, status, slug)
 
 
-@pytest.mark.parametrize(("entity", "params"), [
-    ("Activity", {"activity_type_id": {}, "subject": "x"}),
-    ("Address", {"contact_id": {}, "street_address": "x"}),
-    ("Contact", {"contact_type": "Individual", "employer_id": [1, 2]}),
-    ("Contact", {"contact_type": "Individual", "employer_id": 2**70}),
+@pytest.mark.parametrize(("entity", "params", "status", "slug"), [
+    ("Activity", {"activity_type_id": {}, "subject": "x"}, 400, "invalid-request"),
+    ("Address", {"contact_id": {}, "street_address": "x"}, 400, "invalid-request"),
+    ("Contact", {"contact_type": "Individual", "employer_id": [1, 2]}, 422, "civicrm-validation"),
+    ("Contact", {"contact_type": "Individual", "employer_id": 2**70}, 422, "civicrm-validation"),
 ])
 async def test_non_scalar_or_huge_values_are_refused(gw: httpx.AsyncClient, entity: str,
-                                                     params: dict[str, Any]) -> None:
+                                                     params: dict[str, Any], status: int,
+                                                     slug: str) -> None:
     before = await contacts(gw)
     if entity == "Contact":
-        assert_client_error(await gw.post("/v4/Contact/create", json={"values": params}))
+        response = await gw.post("/v4/Contact/create", json={"values": params})
     else:
-        assert_client_error(await gw.post(f"/v3/{entity}/create", json=params))
+        response = await gw.post(f"/v3/{entity}/create", json=params)
+    assert_problem(response, status, slug)
     assert await contacts(gw) == before
 
 
@@ -133,7 +134,7 @@ async def test_service_routes_document_their_errors(gw: httpx.AsyncClient) -> No
     assert "text/plain" in paths["/metrics"]["get"]["responses"]["200"]["content"]
 
 
-def test_log_lines_cannot_be_forged_with_control_characters() -> None:
+def test_log_lines_cannot_be_forged_with_control_characters(restore_redactor: None) -> None:
     install_log_redaction([])
     buffer = io.StringIO()
     handler = logging.StreamHandler(buffer)
@@ -151,7 +152,8 @@ def test_log_lines_cannot_be_forged_with_control_characters() -> None:
 async def test_create_with_an_id_is_refused(gw: httpx.AsyncClient) -> None:
     # The sandbox used to ignore the id and create a record; CiviCRM refuses it.
     before = await contacts(gw)
-    body = assert_client_error(await gw.post("/v4/Contact/create", json={
-        "values": {"id": 3, "contact_type": "Individual", "first_name": "Evil"}}))
+    body = assert_problem(await gw.post("/v4/Contact/create", json={
+        "values": {"id": 3, "contact_type": "Individual", "first_name": "Evil"}}), 400,
+        "civicrm-error")
     assert "Use Update action" in body["detail"]
     assert await contacts(gw) == before

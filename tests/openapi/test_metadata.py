@@ -86,6 +86,13 @@ async def test_fetch_only_the_configured_entities():
         await fetch_metadata(backend, entities=["Nope"])
 
 
+async def refresh(cache: SpecSource) -> None:
+    """Until the background refresh ``get`` started has finished (there must be one)."""
+    task = cache._task
+    assert task is not None, "no refresh running"
+    await task
+
+
 async def test_cache_ttl_stale_while_refresh_and_failures():
     now = [0.0]
     backend = FakeCiviCRM(1)
@@ -95,13 +102,13 @@ async def test_cache_ttl_stale_while_refresh_and_failures():
     assert await cache.get() is first and cache.fetches == 1  # fresh: no call
     now[0] = 61
     assert await cache.get() is first  # stale: served at once, refreshed in the background
-    await asyncio.sleep(0.01)
+    await refresh(cache)
     assert cache.fetches == 2 and cache.metadata is not first
     second = cache.metadata
     now[0] = 200
     backend.fail = True
     assert await cache.get() is second  # a failed refresh keeps the older metadata
-    await asyncio.sleep(0.01)
+    await refresh(cache)
     assert cache.metadata is second and "connection refused" in (cache.error or "")
     now[0] = 210
     await cache.get()
@@ -109,7 +116,7 @@ async def test_cache_ttl_stale_while_refresh_and_failures():
     now[0] = 231
     backend.fail = False
     await cache.get()
-    await asyncio.sleep(0.01)
+    await refresh(cache)
     assert cache.fetches == 4 and cache.error is None
 
 

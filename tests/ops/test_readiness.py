@@ -11,12 +11,10 @@ import httpx
 import pytest
 
 from gateway.app import create_app
-from tests.conftest import ADMIN_KEY, ThreadServer, gateway_client, http_settings
+from tests.conftest import ADMIN_KEY, PROBLEM, ThreadServer, gateway_client, http_settings
 from tests.ops.conftest import HangingUpstream, value
 
 pytestmark = pytest.mark.slow
-
-PROBLEM_JSON = "application/problem+json"
 
 
 def gateway_env(upstream_url: str, **extra: str) -> dict[str, str]:
@@ -29,7 +27,7 @@ def gateway_env(upstream_url: str, **extra: str) -> dict[str, str]:
 def assert_breaker_answer(response: httpx.Response) -> None:
     """The breaker's fail-fast answer: 503 problem+json with the rest of the cool-down."""
     assert response.status_code == 503
-    assert response.headers["content-type"].startswith(PROBLEM_JSON)
+    assert response.headers["content-type"].startswith(PROBLEM)
     assert response.json()["type"] == "/problems/upstream-unavailable"
     assert "circuit breaker open" in response.json()["detail"]
     assert 590 <= int(response.headers["retry-after"]) <= 600
@@ -82,7 +80,7 @@ def test_readiness_can_require_civicrm(gateway_process, upstream):
 
         unready = client.get("/readyz")
         assert unready.status_code == 503
-        assert unready.headers["content-type"].startswith(PROBLEM_JSON)
+        assert unready.headers["content-type"].startswith(PROBLEM)
         assert unready.json()["type"] == "/problems/upstream-unavailable"
         assert client.get("/v4/Contact/get", params={"limit": "1"}).status_code == 503
         # Breaker open: readiness fails fast too, without calling CiviCRM.
@@ -134,7 +132,7 @@ async def test_a_stop_signal_makes_the_process_unready_and_reaches_the_server(up
                 assert received == [signal.SIGTERM]
                 draining = await gw.get("/readyz")
                 assert draining.status_code == 503
-                assert draining.headers["content-type"].startswith(PROBLEM_JSON)
+                assert draining.headers["content-type"].startswith(PROBLEM)
                 assert draining.json()["type"] == "/problems/gateway-not-ready"
                 assert draining.json()["detail"] == "This gateway process is draining."
                 assert draining.headers["retry-after"] == "5"

@@ -1,5 +1,6 @@
 """A TCP proxy in front of the upstream that misbehaves on demand: it can go down (refuse
-connections), reset connections, answer bytes that are not HTTP, or stall."""
+connections), reset connections, answer bytes that are not HTTP, or stall; or let a request
+reach the upstream and then lose its answer (cut the connection, or send nothing back)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,27 @@ import threading
 from tests.conftest import free_port
 
 
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP RST (SO_LINGER 0), as a crashed peer or a middlebox would."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
 class ChaosProxy:
-    MODES = ("pass", "down", "reset", "garbage", "slow")
+    """``pass`` forwards; ``down`` refuses connections; ``reset``, ``garbage`` and ``slow`` act
+    before anything reaches the upstream; ``cut-answer`` and ``drop-answer`` forward the request
+    and, once the upstream's answer starts, reset the client's connection or send it nothing.
+    ``forwarded`` counts the connections opened to the upstream."""
+
+    MODES = ("pass", "down", "reset", "garbage", "slow", "cut-answer", "drop-answer")
 
     def __init__(self, target_port: int, slow_seconds: float = 3.0) -> None:
         self.target_port = target_port
         self.port = free_port()
         self.mode = "pass"
         self.slow_seconds = slow_seconds
+        self.forwarded = 0
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -76,9 +90,7 @@ class ChaosProxy:
         try:
             if mode == "reset":
                 await reader.read(65536)
-                sock = writer.get_extra_info("socket")
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                writer.transport.abort()
+                _reset(writer)
                 return
             if mode == "garbage":
                 await reader.read(65536)
@@ -88,13 +100,27 @@ class ChaosProxy:
             if mode == "slow":
                 await asyncio.sleep(self.slow_seconds)
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+            self.forwarded += 1
             self._writers.add(up_writer)
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            answer = self._pipe(up_reader, writer) if mode not in ("cut-answer", "drop-answer") \
+                else self._lose_answer(up_reader, writer, cut=mode == "cut-answer")
+            await asyncio.gather(self._pipe(reader, up_writer), answer)
         except (ConnectionError, OSError):
             pass
         finally:
             self._writers.discard(writer)
             writer.close()
+
+    @staticmethod
+    async def _lose_answer(up_reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                           cut: bool) -> None:
+        """The upstream's answer starting means it ran the call; the client never gets it."""
+        with contextlib.suppress(ConnectionError, OSError):
+            if await up_reader.read(65536) and cut:
+                _reset(writer)
+                return
+            while await up_reader.read(65536):
+                pass
 
     @staticmethod
     async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from gateway.backends.http import HttpBackend
-from gateway.backends.resilience import CircuitBreaker, is_safe
+from gateway.backends.resilience import CircuitBreaker, ResilientBackend, is_safe
 from gateway.metacache import MetadataCache
-from tests.conftest import gateway_client, http_settings
+from tests.conftest import assert_problem, free_port, gateway_client, http_settings
 from tests.production.conftest import InjectingTransport
 
 FAST = {"retry_backoff": 0.001, "retry_max_attempts": 4, "breaker_threshold": 1000}
@@ -46,7 +46,7 @@ async def test_no_create_is_ever_duplicated(faulty_upstream):
     settings = http_settings(faulty_upstream.url, **FAST)
     transport = InjectingTransport([])
     backend = HttpBackend(settings, wrap=transport.wrap)
-    statuses: dict[str, int] = {}
+    answers: dict[str, httpx.Response] = {}
     kinds = ["connect", "502-after", "reset-after", "503", "429", "ok", "garbage", "connect2"]
     async with gateway_client(settings, backend=backend) as gw:
         for i in range(40):
@@ -58,23 +58,27 @@ async def test_no_create_is_ever_duplicated(faulty_upstream):
             name = f"dup{i:02d}-{kind}"
             response = await gw.post("/v4/Contact/create", json={"contact_type": "Individual",
                                                                  "first_name": name})
-            statuses[name] = response.status_code
+            answers[name] = response
         metrics = (await gw.get("/metrics")).text
     counts = names_in_sandbox(faulty_upstream.sandbox, "dup")
     assert all(n == 1 for n in counts.values()), counts  # never twice
-    for name, status in statuses.items():
+    for name, response in answers.items():
         kind = name.split("-", 1)[1]
-        if status == 200:
-            assert counts.get(name) == 1, name
         if kind in ("connect", "connect2", "ok"):
-            assert status == 200, name  # nothing was sent: retried, done once
+            assert response.status_code == 200, name  # nothing was sent: retried, done once
+            assert counts.get(name) == 1, name
         elif kind in ("502-after", "reset-after"):
-            assert status == 502, name  # CiviCRM did it; the answer was lost; not repeated
+            # CiviCRM did it; the answer was lost; not repeated
+            assert_problem(response, 502, "upstream-invalid-response")
             assert counts.get(name) == 1, name
         else:  # 503, 429, garbage: not repeated, and these upstream answers ran nothing
-            assert status in (502, 503), name
+            status, slug = {"503": (503, "upstream-unavailable"),
+                            "429": (503, "upstream-unavailable"),
+                            "garbage": (502, "upstream-invalid-response")}[kind]
+            assert_problem(response, status, slug)
             assert name not in counts, name
-    assert metric(metrics, 'gateway_upstream_retries_total{backend="http",reason="upstream-unavailable"}') >= 10
+    # 5 "connect" and 5 "connect2" rounds: one and two retries each
+    assert metric(metrics, 'gateway_upstream_retries_total{backend="http",reason="upstream-unavailable"}') == 15
 
 
 async def test_reads_are_retried_with_backoff(faulty_upstream):
@@ -88,6 +92,39 @@ async def test_reads_are_retried_with_backoff(faulty_upstream):
         # APIv3 reads too
         faulty_upstream.faults.plan[:] = ["503"]
         assert (await gw.get("/v3/Contact/getcount")).status_code == 200
+        assert len(faulty_upstream.faults.seen) == 6
+
+
+async def test_backoff_doubles_between_attempts(faulty_upstream, monkeypatch):
+    """The delays the backend sleeps, through its injectable ``sleep``: the jitter drawn at its
+    top (``random.uniform`` returns its upper bound), each delay is the backoff times 2**n."""
+    import gateway.backends.resilience as resilience
+
+    monkeypatch.setattr(resilience.random, "uniform", lambda low, high: high)
+    delays: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        delays.append(seconds)
+
+    settings = http_settings(faulty_upstream.url, retry_backoff=0.2, retry_max_attempts=4,
+                             retry_max_seconds=300, breaker_threshold=1000)
+    backend = ResilientBackend(HttpBackend(settings), settings, sleep=sleep)
+    await backend.start()
+    try:
+        faulty_upstream.faults.plan[:] = ["503", "502-after", "503"]
+        records = await backend.call(4, "Contact", "get", {"select": ["id"],
+                                                           "where": [["id", "=", 2]]})
+        assert records == [{"id": 2}]
+        assert delays == [0.2, 0.4, 0.8]
+        # The upstream's Retry-After wins over a shorter backoff.
+        delays.clear()
+        faulty_upstream.faults.plan[:] = ["429-long"]
+        assert await backend.call(4, "Contact", "get", {"select": ["id"],
+                                                        "where": [["id", "=", 2]]}) == [{"id": 2}]
+        assert delays == [120.0]
+    finally:
+        await backend.close()
+    assert len(faulty_upstream.faults.seen) == 6
 
 
 async def test_reads_that_chain_a_write_are_not_retried(faulty_upstream):
@@ -97,7 +134,7 @@ async def test_reads_that_chain_a_write_are_not_retried(faulty_upstream):
         response = await gw.post("/v4/Contact/get", json={
             "where": [["id", "=", 2]], "select": ["id"],
             "chain": {"note": ["Note", "create", {"values": {"entity_id": "$id", "note": "x"}}]}})
-        assert response.status_code == 502
+        assert_problem(response, 502, "upstream-invalid-response")
         assert len(faulty_upstream.faults.seen) == 1
     assert not is_safe(4, "Contact", "get", {"chain": {"n": ["Note", "create", {}]}})
     assert not is_safe(3, "Contact", "get", {"api.Note.create": {"note": "x"}})
@@ -111,13 +148,13 @@ async def test_retry_budget_and_retry_after(faulty_upstream):
     async with gateway_client(settings) as gw:
         faulty_upstream.faults.plan[:] = ["503", "503", "503"]
         response = await gw.get("/v4/Contact/get", params={"limit": "1"})
-        assert response.status_code == 503
+        assert_problem(response, 503, "upstream-unavailable")
         assert len(faulty_upstream.faults.seen) == 2  # max attempts
         # Retry-After beyond the time budget: no retry, and the client is told when to come back.
         faulty_upstream.faults.seen.clear()
         faulty_upstream.faults.plan[:] = ["429-long"]
         response = await gw.get("/v4/Contact/get", params={"limit": "1"})
-        assert response.status_code == 503
+        assert_problem(response, 503, "upstream-unavailable")
         assert response.headers["retry-after"] == "120"
         assert len(faulty_upstream.faults.seen) == 1
 
@@ -257,12 +294,9 @@ async def test_metadata_cache_shares_one_load():
 
 
 async def test_connection_refused_is_retried_then_503():
-    from tests.conftest import free_port
-
     settings = http_settings(f"http://127.0.0.1:{free_port()}", retry_backoff=0.001)
     async with gateway_client(settings) as gw:
         response = await gw.get("/v4/Contact/get")
-        assert response.status_code == 503
+        assert_problem(response, 503, "upstream-unavailable")
         metrics = (await gw.get("/metrics")).text
         assert metric(metrics, "gateway_upstream_retries_total") == 2
-        assert isinstance(response, httpx.Response)
