@@ -156,9 +156,14 @@ class Idempotency:
         if body is None:  # a streamed answer (never a write's): nothing to replay
             await self.store.release(scope, owner)
             return response
-        await self.store.finish(scope, owner, claim.finished(
-            _answer_of(response.status_code, response.media_type, response.headers, body),
-            time.time() + self.ttl))
+        try:
+            await self.store.finish(scope, owner, claim.finished(
+                _answer_of(response.status_code, response.media_type, response.headers, body),
+                time.time() + self.ttl))
+        except Exception:
+            # The write is done: answer it. The key stays in flight until its lease ends,
+            # then answers write-outcome-unknown; it never runs the write again.
+            log.exception("could not store the answer of an idempotent write")
         return response
 
     async def _record(self, scope: str, claim: Entry, error: GatewayError | None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,8 +15,8 @@ import pytest
 from gateway.app import create_app
 from gateway.backends.base import TransientError
 from gateway.backends.sandbox import SandboxBackend
-from gateway.idempotency import call_parts, fingerprint
-from gateway.idempotency.store import Entry
+from gateway.idempotency import Idempotency, call_parts, fingerprint
+from gateway.idempotency.store import Entry, MemoryStore
 from gateway.pipeline import prepare_call
 from gateway.settings import Settings
 from tests.conftest import gateway_client
@@ -110,3 +111,49 @@ async def test_an_expired_lease_answers_outcome_unknown(settings: Settings) -> N
         assert again.headers["idempotent-replayed"] == "true"
         assert again.content == r.content
         assert await count(gw, "Keyed") == 0
+
+
+class BrokenStore(MemoryStore):
+    """A store that fails to claim (Redis down) or to store an answer once the write ran."""
+
+    def __init__(self, fail: str) -> None:
+        super().__init__()
+        self.fail = fail
+
+    async def claim(self, scope: str, entry: Entry) -> Entry | None:
+        if self.fail == "claim":
+            raise ConnectionError("store down")
+        return await super().claim(scope, entry)
+
+    async def finish(self, scope: str, owner: str, entry: Entry) -> bool:
+        if self.fail == "finish":
+            raise ConnectionError("store down")
+        return await super().finish(scope, owner, entry)
+
+
+async def _with_store(store: BrokenStore, clients_file: Path) -> tuple[Any, Any]:
+    settings = Settings(backend="sandbox", sandbox_demo=0, clients_file=clients_file)
+    app = create_app(settings)
+    app.state.idempotency = Idempotency(settings, store)
+    return app, httpx.ASGITransport(app=app)
+
+
+async def test_a_store_that_cannot_claim_runs_nothing(clients_file: Path) -> None:
+    app, transport = await _with_store(BrokenStore("claim"), clients_file)
+    async with app.router.lifespan_context(app), \
+            httpx.AsyncClient(transport=transport, base_url="http://localhost") as gw:
+        r = await gw.post("/v4/Contact/create", json=CREATE, headers=auth("alpha", "k-down"))
+        problem(r, 500, "internal-error")
+        assert await count(gw, "Keyed") == 0
+
+
+async def test_an_answer_that_cannot_be_stored_is_still_answered(clients_file: Path) -> None:
+    app, transport = await _with_store(BrokenStore("finish"), clients_file)
+    async with app.router.lifespan_context(app), \
+            httpx.AsyncClient(transport=transport, base_url="http://localhost") as gw:
+        r = await gw.post("/v4/Contact/create", json=CREATE, headers=auth("alpha", "k-lost"))
+        assert r.status_code == 200
+        # The key stays claimed (until its lease ends): the write is not run again.
+        again = await gw.post("/v4/Contact/create", json=CREATE, headers=auth("alpha", "k-lost"))
+        problem(again, 409, "idempotency-key-in-flight")
+        assert await count(gw, "Keyed") == 1
