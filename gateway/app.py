@@ -23,6 +23,7 @@ from .browsers import BrowserGuard
 from .clients import Authenticator, load_clients
 from .compression import Compression
 from .errors import GatewayError
+from .idempotency import Idempotency
 from .logs import request_id_var
 from .metrics import Metrics
 from .openapi import install_docs
@@ -177,6 +178,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
             if metrics is not None:
                 await metrics.close()
             await backend.close()
+            await app.state.idempotency.close()
 
     app = FastAPI(
         title="civicrm-gateway",
@@ -196,6 +198,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.state.limiter = Limiter(settings, metrics)
     app.state.readiness = readiness
     app.state.schemas = Schemas(backend, settings.metadata_cache_ttl)
+    app.state.idempotency = Idempotency(settings)
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -222,7 +225,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=settings.cors_methods, allow_headers=settings.cors_headers,
                            expose_headers=["X-Request-ID", "X-Total-Count", "X-Result-Count",
-                                           "Retry-After"])
+                                           "Retry-After", "Idempotent-Replayed"])
     if settings.gzip_min_bytes:
         app.add_middleware(Compression, minimum_size=settings.gzip_min_bytes)
     app.add_middleware(RequestIdMiddleware, metrics=metrics)

@@ -34,6 +34,10 @@ plus ``civicrm`` (CiviCRM's own ``error_code`` / ``error_message``, never debug 
 | upstream-timeout            | 504    | CiviCRM did not answer in time                                |
 | gateway-not-ready           | 503    | this gateway process is starting or shutting down (/readyz)   |
 | internal-error              | 500    | a bug in the gateway (logged); never caused by input          |
+| idempotency-key-reused      | 422    | an Idempotency-Key sent again with another call               |
+| idempotency-key-in-flight   | 409    | the first request with this Idempotency-Key still runs        |
+| idempotency-key-required    | 428    | this client must send an Idempotency-Key with every write     |
+| write-outcome-unknown       | 504    | a keyed write was sent but its answer lost: it may have run   |
 """
 
 from __future__ import annotations
@@ -128,6 +132,22 @@ _TYPES = [
     ProblemType("internal-error", 500, "Gateway internal error",
                 "An unexpected failure inside the gateway (a bug): it is logged with the "
                 "request id. Never caused by a client's input."),
+    # --- Idempotency-Key (gateway/idempotency) ---
+    ProblemType("idempotency-key-reused", 422, "Idempotency-Key reused for another call",
+                "This client already sent this Idempotency-Key with a different call (entity, "
+                "action or params). A key names one write: use a new key for a new write."),
+    ProblemType("idempotency-key-in-flight", 409, "Idempotency-Key still in flight",
+                "The first request with this Idempotency-Key is still running. Retry after "
+                "Retry-After seconds: the repeat then gets the first request's answer."),
+    ProblemType("idempotency-key-required", 428, "Idempotency-Key required",
+                "This client's policy (require_idempotency_key) makes every write carry an "
+                "Idempotency-Key header: 1-255 printable ASCII characters, new for each write."),
+    ProblemType("write-outcome-unknown", 504, "Write sent, outcome unknown",
+                "A write carrying an Idempotency-Key reached (or may have reached) CiviCRM, but "
+                "its answer was lost (time-out, connection cut). It may or may not have "
+                "happened, so this key will not run it again and answers this each time. Check "
+                "by reading the record back (by a field the client set) or in the audit trail; "
+                "if it is missing, send the write again with a new key."),
 ]
 PROBLEM_TYPES: dict[str, ProblemType] = {t.slug: t for t in _TYPES}
 

@@ -45,6 +45,13 @@ def _normalise_pattern(pattern: str) -> str:
     return pattern.lower()
 
 
+def _flag(data: Mapping[str, Any], key: str) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false")
+    return value
+
+
 def denied(detail: str) -> GatewayError:
     return GatewayError("gateway-policy-denied", detail)
 
@@ -63,11 +70,14 @@ class Policy:
     rate_limit: str | None = None
     concurrency: int | None = None
     rate: RateLimitItem | None = field(default=None, compare=False, repr=False)
+    # Every write must carry an Idempotency-Key header (gateway/idempotency); else 428.
+    require_idempotency_key: bool = False
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Policy:
         known = {"allow", "deny", "read_only", "max_limit", "max_rows", "max_chain_depth",
-                 "credential_fields", "fields", "rate_limit", "concurrency"}
+                 "credential_fields", "fields", "rate_limit", "concurrency",
+                 "require_idempotency_key"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown policy keys: {', '.join(sorted(unknown))}")
@@ -113,7 +123,8 @@ class Policy:
                    max_chain_depth=depth,
                    credential_fields=bool(data.get("credential_fields", False)),
                    fields=field_lists, rate_limit=str(rate_limit) if rate_limit else None,
-                   concurrency=positive("concurrency"), rate=rate)
+                   concurrency=positive("concurrency"), rate=rate,
+                   require_idempotency_key=_flag(data, "require_idempotency_key"))
 
     # --- questions other modules ask ----------------------------------------------------------
     def permits(self, label: str) -> bool:

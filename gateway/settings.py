@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     client_concurrency: int = Field(16, ge=1, le=10_000)
     cors_origins: list[str] = []
     cors_methods: list[str] = ["GET", "POST"]
-    cors_headers: list[str] = ["Authorization", "Content-Type", "X-Request-ID"]
+    cors_headers: list[str] = ["Authorization", "Content-Type", "X-Request-ID", "Idempotency-Key"]
     # Browser protections (gateway/browsers.py): Host names served (empty: loopback names when
     # tokenless, any with tokens) and whether foreign Origins / non-JSON bodies are refused
     # (None: only when tokenless, where a web page is the threat).
@@ -211,7 +211,38 @@ class Settings(BaseSettings):
             raise ValueError(f"{env_name('http_ca_bundle')}: no such file {self.http_ca_bundle}")
         return self
 
+    # --- Idempotency-Key (gateway/idempotency) ---------------------------------------------
+    # Where keys live: sqlite (state_dir/idempotency.sqlite, the default: survives a restart,
+    # shared by one host's workers), redis (the rate limit's Redis: shared by replicas) or
+    # memory (one process, for tests).
+    idempotency_store: Literal["sqlite", "redis", "memory"] = "sqlite"
+    # How long a key's answer is kept (seconds; default 24 h).
+    idempotency_ttl: float = Field(86_400.0, ge=1, le=30 * 86_400)
+    # How long a claimed key may stay in flight before a repeat treats its first request as
+    # lost (its process stopped): longer than any call may take. None: the longer of the HTTP
+    # and cv timeouts, plus the retry budget, plus a minute (the rate limiter's wait and more).
+    idempotency_lease: float | None = Field(None, ge=1, le=86_400)
+
+    @model_validator(mode="after")
+    def _check_idempotency(self) -> Settings:
+        if self.idempotency_store == "redis" and not self.rate_limit_storage.get_secret_value() \
+                .removeprefix("async+").startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"{env_name('idempotency_store')}=redis shares the rate limit's "
+                             f"Redis: set {env_name('rate_limit_storage')} to a redis:// URL")
+        longest = max(self.http_timeout, self.cv_timeout) + self.retry_max_seconds
+        if self.idempotency_lease is not None and self.idempotency_lease <= longest:
+            raise ValueError(f"{env_name('idempotency_lease')} must be longer than a call may "
+                             f"take ({longest:g} s: the HTTP or cv timeout plus "
+                             f"{env_name('retry_max_seconds')})")
+        return self
+
     # --- derived ---------------------------------------------------------------------------
+    @property
+    def idempotency_lease_seconds(self) -> float:
+        if self.idempotency_lease is not None:
+            return self.idempotency_lease
+        return max(self.http_timeout, self.cv_timeout) + self.retry_max_seconds + 60.0
+
     @property
     def sandbox_db_path(self) -> str:
         """The embedded sandbox's SQLite file (or ``:memory:``)."""

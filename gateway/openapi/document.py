@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..credentials import is_credential_field
-from ..params import NAME_PATTERN, V4_PARAMS
+from ..params import NAME_PATTERN, V4_PARAMS, is_read_action
 from . import paths as described
 from .metadata import Metadata
 from .paths import SECURITY_SCHEME, error_refs, headers, schema_ref
@@ -426,6 +426,10 @@ def _entity_operations(ent: dict[str, Any], names: _Names, schemas: dict[str, An
                           **error_refs()},
             "x-codeSamples": code_samples("post", path, body=sample, token=auth_required),
         }
+        if not is_read_action(4, action):
+            operation["parameters"] = [described.idempotency_key_parameter()]
+            operation["responses"]["200"]["headers"] = headers(
+                "X-Result-Count", "X-Total-Count", "Idempotent-Replayed")
         paths[path] = {"post": operation}
     return paths
 

@@ -53,10 +53,27 @@ HEADERS: dict[str, dict[str, Any]] = {
                     "schema": {"type": "integer"}},
     "WWW-Authenticate": {"description": "The Bearer challenge.", "schema": {"type": "string"}},
     "Allow": {"description": "The methods this route accepts.", "schema": {"type": "string"}},
+    "Idempotent-Replayed": {"description": "`true` when this is the stored answer of an "
+                                           "earlier request with the same Idempotency-Key.",
+                            "schema": {"type": "string", "enum": ["true"]}},
 }
+
+
+def idempotency_key_parameter() -> dict[str, Any]:
+    """The optional ``Idempotency-Key`` header of a write (gateway/idempotency)."""
+    return {"name": "Idempotency-Key", "in": "header", "required": False,
+            "description": "Makes a write run at most once: a repeat with the same key and the "
+                           "same call answers the first answer again (`Idempotent-Replayed: "
+                           "true`); the same key with another call is 422; while the first "
+                           "runs, 409 with Retry-After. Kept 24 h by default; ignored on reads. "
+                           "Some clients must send it (428 without).",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255,
+                       "pattern": "^[\\x20-\\x7e]+$"},
+            "example": "3f1e0c2a-order-1042"}
 # Headers of the error answers beyond X-Request-ID, by status.
 _ERROR_HEADERS = {401: ("WWW-Authenticate",), 405: ("Allow",), 429: ("Retry-After",),
-                  503: ("Retry-After",)}
+                  503: ("Retry-After",), 409: ("Retry-After", "Idempotent-Replayed"),
+                  422: ("Idempotent-Replayed",), 504: ("Idempotent-Replayed",)}
 
 
 def headers(*names: str) -> dict[str, Any]:
@@ -240,7 +257,8 @@ def _ok(version: int, streams: bool) -> dict[str, Any]:
         content[CSV] = {"schema": {"type": "string"}, "example": "id,display_name\n3,Maria Garcia\n"}
     return {"description": "The records, as a plain JSON list (or NDJSON / CSV when asked "
                            "with `format` or `Accept`: get only, streamed).",
-            "headers": headers("X-Result-Count", "X-Total-Count", "X-Streamed"),
+            "headers": headers("X-Result-Count", "X-Total-Count", "X-Streamed",
+                               "Idempotent-Replayed"),
             "content": content}
 
 
@@ -275,6 +293,7 @@ def generic_operations(version: int, method: str, sample: dict[str, str]) -> dic
         operation["description"] = _GENERIC_NOTE[version]
         if version == 4:
             operation["parameters"].append(format_parameter())
+        operation["parameters"].append(idempotency_key_parameter())
         body = schema_ref("ApiV4Params") if version == 4 else {
             "type": "object", "additionalProperties": True,
             "description": "Flat APIv3 params: field filters, return, options, api.* chains"}
@@ -341,13 +360,15 @@ def batch_operation(version: int, sample: dict[str, str]) -> dict[str, Any]:
         "operationId": f"v{version}_batch",
         "summary": f"Run many APIv{version} calls in one request",
         "description": "Each call passes the same checks as on its own and gets its own "
-                       "status; the answer is 200 unless the batch itself is refused.",
+                       "status; the answer is 200 unless the batch itself is refused. With an "
+                       "Idempotency-Key, a batch holding a write runs at most once.",
+        "parameters": [idempotency_key_parameter()],
         "requestBody": {"required": True, "content": {"application/json": {
             "schema": schema_ref("BatchCalls"),
             "examples": {"two": {"summary": "Two calls", "value": {
                 "people": people, "groups": ["Group", "get", {"limit": 5}]}}}}}},
         "responses": {"200": {"description": "Each call's status and values (or problem)",
-                              "headers": headers(),
+                              "headers": headers("Idempotent-Replayed"),
                               "content": {"application/json": {
                                   "schema": schema_ref("BatchAnswer")}}},
                       **error_refs()},

@@ -13,6 +13,7 @@ from .. import export
 from ..call import Call
 from ..clients import Client
 from ..errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES, GatewayError
+from ..idempotency import call_parts
 from ..params import NAME_PATTERN, check_names, is_read_action, params_from_query
 from ..pipeline import (
     authenticate,
@@ -194,6 +195,13 @@ async def handle_call(request: Request, version: int, entity: str, action: str) 
         fmt = _format(request)
         params = await params_from_body(request)
     call = await prepare_call(request.app.state, client, version, entity, action, params)
+    # A write runs at most once per Idempotency-Key (claimed only once the call passed its checks).
+    return await request.app.state.idempotency.run(
+        request, client, not is_read_action(call.version, call.action),
+        lambda: [call_parts(call)], lambda: _answer(request, client, call, fmt))
+
+
+async def _answer(request: Request, client: Client, call: Call, fmt: str) -> Response:
     if fmt == "json":
         return await call_json(request, client, call)
     if call.version == 4 and call.action == "get":

@@ -18,7 +18,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from ..call import Call
+from ..clients import Client
 from ..errors import GatewayError, invalid_request
+from ..idempotency import call_parts
+from ..params import is_read_action
 from ..pipeline import authenticate, backend_kwargs, params_from_body, prepare_call, shape_result
 from ..policy import request_cost
 from ..redact import REDACTOR
@@ -63,7 +66,6 @@ def make_router(version: int) -> APIRouter:
             raise invalid_request("The batch is empty: send {\"name\": [Entity, action, params]}.")
         if len(calls) > settings.batch_max_calls:
             raise invalid_request(f"A batch may carry at most {settings.batch_max_calls} calls.")
-        instance = request.url.path
         outcome: dict[str, Any] = {}
         prepared: dict[str, Call] = {}
         for name, spec in calls.items():
@@ -76,29 +78,44 @@ def make_router(version: int) -> APIRouter:
                                                     params)
             except GatewayError as exc:
                 outcome[name] = exc
-        if prepared:
-            # The request was counted on arrival; each call in it (chains too) counts as one.
-            cost = max(0, sum(request_cost(c) for c in prepared.values()) - 1)
-            async with state.limiter.admit(client, cost=cost):
-                outcome.update(await state.backend.batch(
-                    version, {name: (c.entity, c.action, c.to_params())
-                              for name, c in prepared.items()}, **backend_kwargs(client)))
-        answer: dict[str, Any] = {}
-        metrics = getattr(state, "metrics", None)
-        for name in calls:
-            result = outcome[name]
-            if isinstance(result, GatewayError):
-                answer[name] = _error_entry(result, instance)
-            else:
-                body, headers = shape_result(client, prepared[name], result)
-                answer[name] = {"status": 200, "values": body}
-                if "X-Total-Count" in headers:
-                    answer[name]["total"] = int(headers["X-Total-Count"])
-            if metrics is not None:
-                metrics.batch_calls.labels(str(version), str(answer[name]["status"])).inc()
-        return JSONResponse(answer)
+        # The batch writes when a call that passed its checks does: it then runs at most once
+        # per Idempotency-Key (the calls refused here are part of its fingerprint too).
+        writes = any(not is_read_action(c.version, c.action) for c in prepared.values())
+        return await state.idempotency.run(
+            request, client, writes,
+            lambda: [(name, call_parts(prepared[name]) if name in prepared else spec)
+                     for name, spec in calls.items()],
+            lambda: _run(request, client, version, calls, prepared, outcome))
 
     return router
+
+
+async def _run(request: Request, client: Client, version: int, calls: dict[str, Any],
+               prepared: dict[str, Call], outcome: dict[str, Any]) -> Response:
+    """The prepared calls on the backend, and each call's status and values (or problem)."""
+    state = request.app.state
+    instance = request.url.path
+    if prepared:
+        # The request was counted on arrival; each call in it (chains too) counts as one.
+        cost = max(0, sum(request_cost(c) for c in prepared.values()) - 1)
+        async with state.limiter.admit(client, cost=cost):
+            outcome.update(await state.backend.batch(
+                version, {name: (c.entity, c.action, c.to_params())
+                          for name, c in prepared.items()}, **backend_kwargs(client)))
+    answer: dict[str, Any] = {}
+    metrics = getattr(state, "metrics", None)
+    for name in calls:
+        result = outcome[name]
+        if isinstance(result, GatewayError):
+            answer[name] = _error_entry(result, instance)
+        else:
+            body, headers = shape_result(client, prepared[name], result)
+            answer[name] = {"status": 200, "values": body}
+            if "X-Total-Count" in headers:
+                answer[name]["total"] = int(headers["X-Total-Count"])
+        if metrics is not None:
+            metrics.batch_calls.labels(str(version), str(answer[name]["status"])).inc()
+    return JSONResponse(answer)
 
 
 v4_batch_router = make_router(4)
