@@ -38,6 +38,7 @@ from .fields import FieldRef
 from .params import is_read_action
 
 DEFAULT_MAX_CHAIN_DEPTH = 3
+AUDIT_SCOPES = ("none", "own", "all")
 
 
 def _normalise_pattern(pattern: str) -> str:
@@ -63,11 +64,13 @@ class Policy:
     rate_limit: str | None = None
     concurrency: int | None = None
     rate: RateLimitItem | None = field(default=None, compare=False, repr=False)
+    # GET /audit: "own" records, "all" clients' records, or "none" (gateway/routes/audit.py).
+    audit: str = "none"
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Policy:
         known = {"allow", "deny", "read_only", "max_limit", "max_rows", "max_chain_depth",
-                 "credential_fields", "fields", "rate_limit", "concurrency"}
+                 "credential_fields", "fields", "rate_limit", "concurrency", "audit"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown policy keys: {', '.join(sorted(unknown))}")
@@ -102,6 +105,9 @@ class Policy:
                 raise ValueError(f"fields.{entity} must be a list of field names")
             field_lists[str(entity)] = frozenset(names)
         max_limit = positive("max_limit")
+        audit = data.get("audit", "none")
+        if audit not in AUDIT_SCOPES:
+            raise ValueError(f"audit must be one of {', '.join(AUDIT_SCOPES)}")
         max_rows = positive("max_rows")
         depth = data.get("max_chain_depth", DEFAULT_MAX_CHAIN_DEPTH)
         if not isinstance(depth, int) or isinstance(depth, bool) or not 0 <= depth <= 8:
@@ -113,7 +119,7 @@ class Policy:
                    max_chain_depth=depth,
                    credential_fields=bool(data.get("credential_fields", False)),
                    fields=field_lists, rate_limit=str(rate_limit) if rate_limit else None,
-                   concurrency=positive("concurrency"), rate=rate)
+                   concurrency=positive("concurrency"), rate=rate, audit=audit)
 
     # --- questions other modules ask ----------------------------------------------------------
     def permits(self, label: str) -> bool:

@@ -17,6 +17,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from ..audit.hooks import audited_batch, note_batch
 from ..call import Call
 from ..errors import GatewayError, invalid_request
 from ..pipeline import authenticate, backend_kwargs, params_from_body, prepare_call, shape_result
@@ -52,9 +53,7 @@ def _spec(name: str, spec: Any) -> tuple[str, str, dict[str, Any]]:
 def make_router(version: int) -> APIRouter:
     router = APIRouter(prefix=f"/v{version}", tags=[f"APIv{version}"])
 
-    @router.post("/batch", name=f"v{version}_batch", openapi_extra=BATCH_BODY,
-                 summary=f"Run many APIv{version} calls in one request")
-    async def batch(request: Request) -> Response:
+    async def answer_batch(request: Request) -> Response:
         client = await authenticate(request)
         state = request.app.state
         settings = state.settings
@@ -76,6 +75,7 @@ def make_router(version: int) -> APIRouter:
                                                     params)
             except GatewayError as exc:
                 outcome[name] = exc
+        note_batch(request, calls, prepared)
         if prepared:
             # The request was counted on arrival; each call in it (chains too) counts as one.
             cost = max(0, sum(request_cost(c) for c in prepared.values()) - 1)
@@ -97,6 +97,12 @@ def make_router(version: int) -> APIRouter:
             if metrics is not None:
                 metrics.batch_calls.labels(str(version), str(answer[name]["status"])).inc()
         return JSONResponse(answer)
+
+    @router.post("/batch", name=f"v{version}_batch", openapi_extra=BATCH_BODY,
+                 summary=f"Run many APIv{version} calls in one request")
+    async def batch(request: Request) -> Response:
+        """Writes and refusals among the calls are recorded in the audit trail."""
+        return await audited_batch(request, version, answer_batch)
 
     return router
 
