@@ -107,12 +107,13 @@ class SqliteSink:
         self.path = path
         self.retention_days = retention_days
         self.store: AuditStore | None = None
-        self.pruned = 0.0
+        self.pruned: float | None = None  # monotonic time of the last retention pass
 
     def write(self, lines: list[str], records: list[dict[str, Any]]) -> None:
         if self.store is None:  # opened by the writer thread, on first use
             self.store = AuditStore(self.path)
-        if self.retention_days and time.monotonic() - self.pruned > _PRUNE_EVERY:
+        if self.retention_days and (self.pruned is None
+                                    or time.monotonic() - self.pruned > _PRUNE_EVERY):
             self.store.prune(retention_cutoff(self.retention_days))
             self.pruned = time.monotonic()
         self.store.insert(records)

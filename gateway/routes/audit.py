@@ -26,6 +26,7 @@ from ..settings import is_loopback
 from .api import PROBLEM_SCHEMA
 
 MAX_LIMIT = 1000
+_MAX_INT = 2**63 - 1  # SQLite's largest integer
 _PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
 
 RECORD_SCHEMA: dict[str, Any] = {
@@ -104,7 +105,8 @@ def _time(name: str, value: str | None) -> str | None:
 async def read_audit(
     request: Request,
     entity: Annotated[str | None, Query(description="e.g. Contact", max_length=80)] = None,
-    id: Annotated[int | None, Query(description="A record id the call affected")] = None,
+    id: Annotated[int | None, Query(description="A record id the call affected", ge=0,
+                                    le=_MAX_INT)] = None,
     client: Annotated[str | None, Query(description="Client name", max_length=64)] = None,
     action: Annotated[str | None, Query(description="e.g. create", max_length=80)] = None,
     since: Annotated[str | None, Query(description="ISO 8601 date or time (UTC unless it says)")] = None,
@@ -112,7 +114,8 @@ async def read_audit(
     outcome: Annotated[Literal["ok", "denied", "error"] | None,
                        Query(description="ok (< 400), denied (401, 403), error (other)")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
-    cursor: Annotated[int | None, Query(ge=1, description="X-Next-Cursor of the previous page")] = None,
+    cursor: Annotated[int | None, Query(ge=1, le=_MAX_INT,
+                                        description="X-Next-Cursor of the previous page")] = None,
 ) -> Response:
     caller = await authenticate(request)
     if _scope(request, caller) == "own":
