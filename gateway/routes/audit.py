@@ -97,7 +97,8 @@ def _time(name: str, value: str | None) -> str | None:
         raise invalid_request(f"{name}: {exc}") from None
 
 
-@router.get("/audit", name="audit", summary="The audit trail: writes and refused calls",
+@router.get("/audit", name="audit", operation_id="service_audit",
+            summary="The audit trail: writes and refused calls",
             responses=RESPONSES,
             description="One record per write call (batch members and chained writes "
                         "included) and per refused call. A client reads its own records when "
