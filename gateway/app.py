@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
+from .audit import AuditTrail
 from .backends import Backend, make_backend
 from .backends.resilience import ResilientBackend
 from .browsers import BrowserGuard
@@ -32,6 +33,7 @@ from .readiness import Readiness
 from .redact import install_log_redaction
 from .responses import allowed_methods, problem_response
 from .routes.api import v3_router, v4_router
+from .routes.audit import router as audit_router
 from .routes.batch import v3_batch_router, v4_batch_router
 from .routes.direct import DirectCallMiddleware
 from .routes.health import router as health_router
@@ -163,6 +165,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
                     "CiviCRM with its credentials", env_name("allow_anonymous"))
 
     readiness = Readiness(backend, settings, metrics)
+    audit = AuditTrail(settings, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -175,6 +178,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
             yield
         finally:
             readiness.on_stopping()
+            await audit.close()  # what is queued is written before the process exits
             if metrics is not None:
                 await metrics.close()
             await backend.close()
@@ -197,6 +201,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.state.authenticator = Authenticator(clients, allow_anonymous=settings.allow_anonymous)
     app.state.limiter = Limiter(settings, metrics)
     app.state.readiness = readiness
+    app.state.audit = audit
     app.state.schemas = Schemas(backend, settings.metadata_cache_ttl)
     app.state.idempotency = Idempotency(settings)
     app.add_exception_handler(GatewayError, _gateway_error)
@@ -210,6 +215,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.include_router(health_router)
     app.include_router(index_router)
     app.include_router(metrics_router)
+    app.include_router(audit_router)
     install_docs(app, backend, settings)
     # Innermost of the middlewares: the hot routes still get CORS, request ids and metrics.
     if direct_calls:

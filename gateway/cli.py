@@ -395,6 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .openapi.command import add_command as add_openapi_command
 
     add_openapi_command(sub)
+    from .audit.command import add_command as add_audit_command
+
+    add_audit_command(sub)
     return parser
 
 

@@ -99,6 +99,9 @@ class Metrics:
                              registry=r)
         self.export_rows = Counter("gateway_export_rows", "Rows streamed by exports", ["format"],
                                    registry=r)
+        self.audit_errors = Counter("gateway_audit_errors",
+                                    "Audit records a sink failed to write (queue: dropped, the "
+                                    "writer was behind)", ["sink"], registry=r)
         self.batch_calls = Counter("gateway_batch_calls", "Calls carried in batches",
                                    ["version", "status"], registry=r)
 

@@ -38,6 +38,7 @@ from .fields import FieldRef
 from .params import is_read_action
 
 DEFAULT_MAX_CHAIN_DEPTH = 3
+AUDIT_SCOPES = ("none", "own", "all")
 
 
 def _normalise_pattern(pattern: str) -> str:
@@ -72,12 +73,14 @@ class Policy:
     rate: RateLimitItem | None = field(default=None, compare=False, repr=False)
     # Every write must carry an Idempotency-Key header (gateway/idempotency); else 428.
     require_idempotency_key: bool = False
+    # GET /audit: "own" records, "all" clients' records, or "none" (gateway/routes/audit.py).
+    audit: str = "none"
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Policy:
         known = {"allow", "deny", "read_only", "max_limit", "max_rows", "max_chain_depth",
                  "credential_fields", "fields", "rate_limit", "concurrency",
-                 "require_idempotency_key"}
+                 "require_idempotency_key", "audit"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown policy keys: {', '.join(sorted(unknown))}")
@@ -112,6 +115,9 @@ class Policy:
                 raise ValueError(f"fields.{entity} must be a list of field names")
             field_lists[str(entity)] = frozenset(names)
         max_limit = positive("max_limit")
+        audit = data.get("audit", "none")
+        if audit not in AUDIT_SCOPES:
+            raise ValueError(f"audit must be one of {', '.join(AUDIT_SCOPES)}")
         max_rows = positive("max_rows")
         depth = data.get("max_chain_depth", DEFAULT_MAX_CHAIN_DEPTH)
         if not isinstance(depth, int) or isinstance(depth, bool) or not 0 <= depth <= 8:
@@ -124,7 +130,7 @@ class Policy:
                    credential_fields=bool(data.get("credential_fields", False)),
                    fields=field_lists, rate_limit=str(rate_limit) if rate_limit else None,
                    concurrency=positive("concurrency"), rate=rate,
-                   require_idempotency_key=_flag(data, "require_idempotency_key"))
+                   require_idempotency_key=_flag(data, "require_idempotency_key"), audit=audit)
 
     # --- questions other modules ask ----------------------------------------------------------
     def permits(self, label: str) -> bool:

@@ -155,6 +155,19 @@ class Settings(BaseSettings):
     # that accept it (0: never); streamed answers never are.
     gzip_min_bytes: int = Field(1024, ge=0)
 
+    # --- audit trail (docs/audit.md) ---------------------------------------------------------
+    # Where each write and each refused call is recorded: "sqlite" (audit.sqlite in state_dir,
+    # read by GET /audit and `civicrm-gateway audit`), "file" (JSON lines, rotated by size),
+    # "stdout" (JSON lines, for container logs); [] records nothing.
+    audit_sinks: list[Literal["sqlite", "file", "stdout"]] = ["sqlite"]
+    audit_file: Path | None = None  # default: audit.jsonl in state_dir
+    audit_file_max_bytes: int = Field(10_485_760, ge=1024)
+    audit_file_backups: int = Field(5, ge=1, le=1000)
+    # Values written, besides field names (they may be personal data); credentials never.
+    audit_values: bool = False
+    # SQLite records older than this many days are deleted (0: kept for ever).
+    audit_retention_days: float = Field(90.0, ge=0)
+
     # --- validators ------------------------------------------------------------------------
     @field_validator("http_url")
     @classmethod

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Path, Request
 from starlette.responses import Response, StreamingResponse
 
 from .. import export
+from ..audit.hooks import audited_call, note_call
 from ..call import Call
 from ..clients import Client
 from ..errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES, GatewayError
@@ -185,7 +186,12 @@ async def handle_call(request: Request, version: int, entity: str, action: str) 
     """One call, POST (params in a JSON body) or GET (read actions, params in the query).
 
     Both the FastAPI routes below and ``gateway.routes.direct`` (the fast path that skips
-    FastAPI's routing for these two routes) answer through here."""
+    FastAPI's routing for these two routes) answer through here. Writes and refusals are
+    recorded in the audit trail."""
+    return await audited_call(request, version, entity, action, _answer_call)
+
+
+async def _answer_call(request: Request, version: int, entity: str, action: str) -> Response:
     client = await authenticate(request)
     if request.method == "GET":
         fmt = _format(request)
@@ -195,6 +201,7 @@ async def handle_call(request: Request, version: int, entity: str, action: str) 
         fmt = _format(request)
         params = await params_from_body(request)
     call = await prepare_call(request.app.state, client, version, entity, action, params)
+    note_call(request, call)
     # A write runs at most once per Idempotency-Key (claimed only once the call passed its checks).
     return await request.app.state.idempotency.run(
         request, client, not is_read_action(call.version, call.action),

@@ -17,6 +17,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from ..audit.hooks import audited_batch, note_batch
 from ..call import Call
 from ..clients import Client
 from ..errors import GatewayError, invalid_request
@@ -55,9 +56,7 @@ def _spec(name: str, spec: Any) -> tuple[str, str, dict[str, Any]]:
 def make_router(version: int) -> APIRouter:
     router = APIRouter(prefix=f"/v{version}", tags=[f"APIv{version}"])
 
-    @router.post("/batch", name=f"v{version}_batch", openapi_extra=BATCH_BODY,
-                 summary=f"Run many APIv{version} calls in one request")
-    async def batch(request: Request) -> Response:
+    async def answer_batch(request: Request) -> Response:
         client = await authenticate(request)
         state = request.app.state
         settings = state.settings
@@ -78,6 +77,7 @@ def make_router(version: int) -> APIRouter:
                                                     params)
             except GatewayError as exc:
                 outcome[name] = exc
+        note_batch(request, calls, prepared)
         # The batch writes when a call that passed its checks does: it then runs at most once
         # per Idempotency-Key (the calls refused here are part of its fingerprint too).
         writes = any(not is_read_action(c.version, c.action) for c in prepared.values())
@@ -86,6 +86,12 @@ def make_router(version: int) -> APIRouter:
             lambda: [(name, call_parts(prepared[name]) if name in prepared else spec)
                      for name, spec in calls.items()],
             lambda: _run(request, client, version, calls, prepared, outcome))
+
+    @router.post("/batch", name=f"v{version}_batch", openapi_extra=BATCH_BODY,
+                 summary=f"Run many APIv{version} calls in one request")
+    async def batch(request: Request) -> Response:
+        """Writes and refusals among the calls are recorded in the audit trail."""
+        return await audited_batch(request, version, answer_batch)
 
     return router
 

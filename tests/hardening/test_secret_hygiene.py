@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+import sqlite3
 import stat
 import sys
 from pathlib import Path
@@ -187,3 +188,73 @@ def test_cv_children_never_get_secrets(tmp_path: Path, backend: str) -> None:
         assert not leaked(json.dumps(entry["environ"])), sorted(entry["environ"])
         assert not [k for k in entry["environ"] if k.startswith("CIVI_GATEWAY_")]
     assert not leaked(log), log[-3000:]
+
+
+def test_audit_sinks_never_hold_secrets(upstream: Any, tmp_path: Path) -> None:
+    """The audit trail's three sinks (SQLite file, JSON lines file, stdout), with values
+    recorded: a client writing credential fields, secrets typed as plain values, as an entity
+    name and as an Idempotency-Key, and refused tokens. No configured secret and no client
+    token is in any file or line, while the records themselves are there. (The client with a
+    CiviCRM key of its own only makes that key a configured secret.)"""
+    admin_token = "cgw_admin-token-99887766554433221100"
+    plain_token = "cgw_plain-token-00112233445566778899"
+    key_file = tmp_path / "client.key"
+    key_file.write_text(CLIENT_KEY)
+    clients = tmp_path / "clients.toml"
+    clients.write_text(
+        f'[clients.app]\ntoken_sha256 = "{hashlib.sha256(CLIENT_TOKEN.encode()).hexdigest()}"\n'
+        f'civicrm_api_key_file = "{key_file}"\n\n'
+        f'[clients.admin]\ntoken_sha256 = "{hashlib.sha256(admin_token.encode()).hexdigest()}"\n'
+        'credential_fields = true\naudit = "all"\n\n'
+        f'[clients.plain]\ntoken_sha256 = "{hashlib.sha256(plain_token.encode()).hexdigest()}"\n')
+    state = tmp_path / "state"
+    env = {"CIVI_GATEWAY_BACKEND": "http", "CIVI_GATEWAY_HTTP_URL": upstream.url,
+           "CIVI_GATEWAY_HTTP_API_KEY": ADMIN_KEY, "CIVI_GATEWAY_HTTP_SITE_KEY": SITE_KEY,
+           "CIVI_GATEWAY_HTTP_HTACCESS_USER": "web",
+           "CIVI_GATEWAY_HTTP_HTACCESS_PASSWORD": HTACCESS_PASSWORD,
+           "CIVI_GATEWAY_HTTP_PASSWORD": PASSWORD, "CIVI_GATEWAY_CLIENTS_FILE": str(clients),
+           "CIVI_GATEWAY_STATE_DIR": str(state), "CIVI_GATEWAY_AUDIT_VALUES": "true",
+           "CIVI_GATEWAY_AUDIT_SINKS": '["sqlite", "file", "stdout"]',
+           "CIVI_GATEWAY_HTTP_TIMEOUT": "5"}
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    proc = GatewayProcess(env, tmp_path)
+    try:
+        proc.wait_ready()
+        with httpx.Client(base_url=proc.url, timeout=30) as client:
+            created = client.post("/v4/Contact/create", headers=admin, json={"values": {
+                "contact_type": "Individual", "first_name": ADMIN_KEY, "last_name": CLIENT_KEY,
+                "api_key": CLIENT_TOKEN, "hash": PASSWORD}})
+            assert created.status_code == 200, created.text
+            answers = [
+                client.post("/v4/Contact/update", json={
+                    "where": [["id", "=", created.json()[0]["id"]]],
+                    "values": {"nick_name": SITE_KEY, "api_key": HTACCESS_PASSWORD}},
+                    headers={**admin, "Idempotency-Key": PASSWORD}),
+                client.post("/v3/Contact/create", headers=admin, json={
+                    "contact_type": "Individual", "first_name": HTACCESS_PASSWORD,
+                    "api_key": ADMIN_KEY}),
+                client.post("/v4/batch", headers=admin, json={
+                    "a": ["Contact", "create", {"values": {"contact_type": "Individual",
+                                                           "first_name": SITE_KEY}}]}),
+                client.post(f"/v4/{SITE_KEY.replace('-', '_')}/create", headers=admin, json={}),
+                client.post("/v4/Contact/create", json={"values": {"first_name": "x"}},
+                            headers={"Authorization": f"Bearer {CLIENT_TOKEN}x"}),
+                client.post("/v4/Contact/create", json={"values": {"api_key": ADMIN_KEY}},
+                            headers={"Authorization": f"Bearer {plain_token}"}),
+            ]
+            listing = client.get("/audit", headers=admin)
+    finally:
+        log = proc.stop()
+    assert [a.status_code for a in answers] == [200, 200, 200, 404, 401, 403], answers[-1].text
+    assert listing.status_code == 200 and len(listing.json()) == 7
+    files = sorted(p for p in state.iterdir() if p.name.startswith("audit."))
+    assert {p.name for p in files} >= {"audit.sqlite", "audit.jsonl"}
+    jsonl = (state / "audit.jsonl").read_text()
+    stdout_records = [line for line in log.splitlines() if line.startswith('{"time"')]
+    assert len(jsonl.splitlines()) == 7 and len(stdout_records) == 7
+    assert '"api_key":"[REDACTED]"' in jsonl and '"first_name":"[REDACTED]"' in jsonl
+    rows = sqlite3.connect(state / "audit.sqlite").execute("SELECT * FROM audit_records").fetchall()
+    assert len(rows) == 7
+    for text in [*(p.read_bytes().decode("utf-8", "replace") for p in files), log,
+                 listing.text, *map(repr, rows)]:
+        assert not leaked(text), leaked(text)
