@@ -38,6 +38,7 @@ plus ``civicrm`` (CiviCRM's own ``error_code`` / ``error_message``, never debug 
 | idempotency-key-in-flight   | 409    | the first request with this Idempotency-Key still runs        |
 | idempotency-key-required    | 428    | this client must send an Idempotency-Key with every write     |
 | write-outcome-unknown       | 504    | a keyed write was sent but its answer lost: it may have run   |
+| idempotency-store-unavailable | 503  | the Idempotency-Key store cannot be reached: nothing was sent |
 """
 
 from __future__ import annotations
@@ -142,6 +143,11 @@ _TYPES = [
     ProblemType("idempotency-key-required", 428, "Idempotency-Key required",
                 "This client's policy (require_idempotency_key) makes every write carry an "
                 "Idempotency-Key header: 1-255 printable ASCII characters, new for each write."),
+    ProblemType("idempotency-store-unavailable", 503, "Idempotency-Key store unavailable",
+                "The store that keeps Idempotency-Keys (SQLite in the state directory, or Redis) "
+                "could not be reached, so the gateway could not promise that this write runs "
+                "once. The write was not sent to CiviCRM: retry after Retry-After with the same "
+                "key."),
     ProblemType("write-outcome-unknown", 504, "Write sent, outcome unknown",
                 "A write carrying an Idempotency-Key reached (or may have reached) CiviCRM, but "
                 "its answer was lost (time-out, connection cut). It may or may not have "

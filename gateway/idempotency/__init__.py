@@ -135,7 +135,15 @@ class Idempotency:
         owner = secrets.token_hex(16)
         now = time.time()
         claim = Entry(mine, owner, now + self.lease, now + self.ttl)
-        found = await self.store.claim(scope, claim)
+        try:
+            found = await self.store.claim(scope, claim)
+        except Exception as exc:
+            # Without a claim the write could run twice: refuse it, it never reached CiviCRM.
+            log.error("the idempotency store cannot claim a key", exc_info=exc)
+            raise GatewayError("idempotency-store-unavailable",
+                               "The gateway cannot reach its Idempotency-Key store, so it cannot "
+                               "promise this write runs once; it was not sent. Retry later with "
+                               "the same key.", headers={"Retry-After": "5"}) from None
         if found is not None:
             return await self._repeat(scope, found, mine, request.url.path)
         try:

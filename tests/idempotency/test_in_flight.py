@@ -143,7 +143,8 @@ async def test_a_store_that_cannot_claim_runs_nothing(clients_file: Path) -> Non
     async with app.router.lifespan_context(app), \
             httpx.AsyncClient(transport=transport, base_url="http://localhost") as gw:
         r = await gw.post("/v4/Contact/create", json=CREATE, headers=auth("alpha", "k-down"))
-        problem(r, 500, "internal-error")
+        problem(r, 503, "idempotency-store-unavailable")
+        assert r.headers["retry-after"] == "5"
         assert await count(gw, "Keyed") == 0
 
 
