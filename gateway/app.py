@@ -20,8 +20,8 @@ from . import __version__
 from .backends import Backend, make_backend
 from .backends.resilience import ResilientBackend
 from .browsers import BrowserGuard
-from .clients import Authenticator, load_clients
 from .compression import Compression
+from .consumers import Authenticator, load_clients
 from .errors import GatewayError
 from .logs import request_id_var
 from .metrics import Metrics

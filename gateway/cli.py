@@ -316,7 +316,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    from .clients import hash_token, new_token
+    from .consumers import hash_token, new_token
 
     token = new_token()
     print(f"token (give it to the client; it is not stored anywhere): {token}", file=sys.stderr)

@@ -28,7 +28,7 @@ from .results import Records, response_body
 if TYPE_CHECKING:
     from .backends.base import Backend
     from .call import Call
-    from .clients import Identity
+    from .consumers import Identity
 
 MEDIA_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8",
                "json": "application/json"}

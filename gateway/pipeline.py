@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from . import expressions, fields, validate
 from .call import Call, ChainLink, parse
-from .clients import Client
+from .consumers import Client
 from .credentials import is_credential_field, is_credential_key
 from .errors import GatewayError, invalid_request
 from .params import check_names, normalize_v4, parse_body

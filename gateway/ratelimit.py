@@ -14,7 +14,7 @@ from limits import RateLimitItem, parse
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
-from .clients import Client, load_clients
+from .consumers import Client, load_clients
 from .errors import GatewayError
 from .settings import Settings, SettingsError, env_name
 

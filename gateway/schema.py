@@ -16,7 +16,7 @@ from .errors import GatewayError
 
 if TYPE_CHECKING:
     from .backends.base import Backend
-    from .clients import Identity
+    from .consumers import Identity
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from ..errors import GatewayError
 from ..results import Records
 
 if TYPE_CHECKING:
-    from ..clients import Identity
+    from ..consumers import Identity
 
 
 # One member of a batch: (entity, action, params), params already normalised and checked.

@@ -60,7 +60,7 @@ from .pipeworker import (
 from .resilience import is_safe
 
 if TYPE_CHECKING:
-    from ..clients import Identity
+    from ..consumers import Identity
 
 log = logging.getLogger("gateway.pipe")
 

@@ -30,7 +30,7 @@ from ..settings import Settings
 from .base import Backend, BatchCall, BatchResult, TransientError
 
 if TYPE_CHECKING:
-    from ..clients import Identity
+    from ..consumers import Identity
     from ..metrics import Metrics
 
 log = logging.getLogger("gateway.resilience")

@@ -51,7 +51,7 @@ from .views import identity_digest, narrow, view_key
 
 if TYPE_CHECKING:
     from ..backends import Backend
-    from ..clients import Client
+    from ..consumers import Client
     from ..policy import Policy
     from ..settings import Settings
 
@@ -281,7 +281,7 @@ class Docs:
     def readers_to_prebuild(self) -> list[Client | None]:
         authenticator = self.app.state.authenticator
         if not authenticator.enabled:
-            from ..clients import ANONYMOUS
+            from ..consumers import ANONYMOUS
 
             return [ANONYMOUS]
         return [None, *authenticator.clients]

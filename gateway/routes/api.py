@@ -11,7 +11,7 @@ from starlette.responses import Response, StreamingResponse
 
 from .. import export
 from ..call import Call
-from ..clients import Client
+from ..consumers import Client
 from ..errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES, GatewayError
 from ..params import NAME_PATTERN, check_names, is_read_action, params_from_query
 from ..pipeline import (

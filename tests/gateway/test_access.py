@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from gateway.app import create_app
-from gateway.clients import hash_token
+from gateway.consumers import hash_token
 from gateway.settings import SettingsError, load_settings
 from tests.conftest import SITE_KEY, gateway_client, http_settings
 from tests.gateway.test_http_backend import assert_problem

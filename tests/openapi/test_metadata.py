@@ -15,7 +15,7 @@ from openapi_spec_validator import validate
 
 from gateway.app import create_app
 from gateway.backends.base import Backend
-from gateway.clients import hash_token
+from gateway.consumers import hash_token
 from gateway.errors import GatewayError
 from gateway.openapi.metadata import (
     Metadata,

@@ -249,7 +249,7 @@ async def test_metadata_cache_shares_one_load():
     gate.set()
     results = await asyncio.gather(*waiting)
     assert calls == 1 and all(r == [{"name": "id"}] for r in results)
-    from gateway.clients import Identity
+    from gateway.consumers import Identity
 
     assert cache.key(4, "Contact", "getFields", {}, Identity(api_key="k1")) != \
         cache.key(4, "Contact", "getFields", {}, Identity(api_key="k2"))
