@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,21 +12,22 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
+from .accesslog import AccessLogMiddleware
 from .backends import Backend, make_backend
 from .backends.resilience import ResilientBackend
 from .browsers import BrowserGuard
 from .compression import Compression
 from .consumers import Authenticator, load_clients
 from .errors import GatewayError
-from .logs import request_id_var
 from .metrics import Metrics
 from .openapi import install_docs
 from .ratelimit import Limiter
 from .readiness import Readiness
 from .redact import install_log_redaction
+from .requestid import RequestIdMiddleware
+from .requestmetrics import MetricsMiddleware
 from .responses import allowed_methods, problem_response
 from .routes.api import v3_router, v4_router
 from .routes.batch import v3_batch_router, v4_batch_router
@@ -40,64 +39,6 @@ from .schema import Schemas
 from .settings import Settings, env_name, load_settings
 
 log = logging.getLogger("gateway")
-access_log = logging.getLogger("gateway.access")
-
-_REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
-
-
-class RequestIdMiddleware:
-    """Accepts or assigns ``X-Request-ID``, returns it, writes one access-log line and counts
-    the request in the metrics (by route template, never by raw path)."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = ""
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                candidate = value.decode("latin-1")
-                if 0 < len(candidate) <= 128 and set(candidate) <= _REQUEST_ID_OK:
-                    request_id = candidate
-                break
-        request_id = request_id or uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
-        status = 500
-        started = time.perf_counter()
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []),
-                                      (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        if self.metrics is not None:
-            self.metrics.in_flight.inc()
-        # Every record logged while this request runs carries its id (gateway/logs.py).
-        context = request_id_var.set(request_id)
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            request_id_var.reset(context)
-            elapsed = time.perf_counter() - started
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            if self.metrics is not None:
-                self.metrics.in_flight.dec()
-                self.metrics.observe_request(template, scope["method"], status, elapsed)
-            state = scope.get("state", {})
-            access_log.info(
-                "%s %s %s", scope["method"], scope["path"], status,
-                extra={"method": scope["method"], "path": scope["path"], "status": status,
-                       "duration_ms": round(elapsed * 1000, 2), "client": state.get("client"),
-                       "request_id": request_id, "route": template},
-            )
 
 
 def _request_id(request: Request) -> str | None:
@@ -225,7 +166,10 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
                                            "Retry-After"])
     if settings.gzip_min_bytes:
         app.add_middleware(Compression, minimum_size=settings.gzip_min_bytes)
-    app.add_middleware(RequestIdMiddleware, metrics=metrics)
+    if metrics is not None:
+        app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every layer and log line has the id
     return app
 
 
