@@ -119,13 +119,9 @@ class Schemas:
         self._clock = clock
         self._by_identity: dict[Identity | None, tuple[float, int, Schema]] = {}
 
-    def _generation(self) -> int:
-        cache = getattr(self._backend, "cache", None)
-        return int(getattr(cache, "generation", 0))
-
     def for_identity(self, identity: Identity | None) -> Schema:
         now = self._clock()
-        generation = self._generation()
+        generation = self._backend.metadata_generation()
         entry = self._by_identity.get(identity)
         if entry is not None and entry[0] > now and entry[1] == generation:
             return entry[2]

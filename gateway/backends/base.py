@@ -80,6 +80,20 @@ class Backend(ABC):
         results = await asyncio.gather(*(one(*calls[name]) for name in names))
         return dict(zip(names, results, strict=True))
 
+    # --- what the health routes, schemas and tests may ask of any backend ----------------------
+    def unwrapped(self) -> Backend:
+        """The backend that does the calls, under any wrapper: diagnostics and tests look at
+        its own state (a pipe pool's workers) through this, never through the wrapper."""
+        return self
+
+    def flush_metadata(self) -> int:
+        """Forget cached metadata; how many entries were dropped (none without a cache)."""
+        return 0
+
+    def metadata_generation(self) -> int:
+        """Goes up on every flush of cached metadata: what was built from it before is stale."""
+        return 0
+
     def stats(self) -> dict[str, float]:
         """Gauges worth exporting (pool size, busy workers, queued callers); empty by default."""
         return {}

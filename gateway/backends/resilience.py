@@ -135,9 +135,14 @@ class ResilientBackend(Backend):
         if metrics is not None:
             metrics.breaker_state.labels(self.name).set(0)
 
-    def __getattr__(self, name: str) -> Any:
-        # Backend-specific extras (e.g. the sandbox's engine) stay reachable through the wrapper.
-        return getattr(self.inner, name)
+    def unwrapped(self) -> Backend:
+        return self.inner.unwrapped()
+
+    def flush_metadata(self) -> int:
+        return self.cache.flush()
+
+    def metadata_generation(self) -> int:
+        return self.cache.generation
 
     def _breaker_changed(self, state: str) -> None:
         if self.metrics is None:

@@ -48,7 +48,7 @@ async def flush_cache(request: Request) -> JSONResponse:
     themselves). Any authenticated client may flush: it only costs fresh metadata calls."""
     client = await authenticate(request)
     async with request.app.state.limiter.admit(client, cost=0):
-        flushed = request.app.state.backend.cache.flush()
+        flushed = request.app.state.backend.flush_metadata()
     return JSONResponse({"flushed": flushed})
 
 
