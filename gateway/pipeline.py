@@ -181,10 +181,6 @@ async def _expand(call: Call, wildcard: str, schema: Schema) -> list[expressions
             if info.kind == "Field" and not is_credential_field(name)]
 
 
-def backend_kwargs(client: Client) -> dict[str, Any]:
-    return {"identity": client.identity} if client.identity is not None else {}
-
-
 def shape_result(client: Client, call: Call, records: Records) -> tuple[Any, dict[str, str]]:
     strip = not client.policy.credential_fields
     if strip and call.version == 3 and call.action == "getvalue" and any(
@@ -205,6 +201,6 @@ async def run_prepared(request: Request, client: Client, call: Call) -> Response
     state = request.app.state
     async with state.limiter.admit(client, cost=request_cost(call) - 1):
         records = await state.backend.call(call.version, call.entity, call.action,
-                                           call.to_params(), **backend_kwargs(client))
+                                           call.to_params(), identity=client.identity)
     body, headers = shape_result(client, call, records)
     return JSONResponse(body, headers=headers)

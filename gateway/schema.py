@@ -49,13 +49,13 @@ class Schema:
 
     def __init__(self, backend: Backend, identity: Identity | None) -> None:
         self._backend = backend
-        self._kwargs: dict[str, Any] = {"identity": identity} if identity is not None else {}
+        self._identity = identity
         self._entities: dict[str, str] | None = None
         self._actions: dict[str, dict[str, str]] = {}
         self._fields: dict[tuple[str, str], dict[str, FieldInfo]] = {}
 
     async def _call(self, entity: str, action: str, params: dict[str, Any]) -> list[Any]:
-        return await self._backend.call(4, entity, action, params, **self._kwargs)
+        return await self._backend.call(4, entity, action, params, identity=self._identity)
 
     async def entity(self, name: str) -> str:
         """CiviCRM's spelling of an entity name (matched in any case), or 404 unknown-api."""

@@ -67,12 +67,11 @@ class Backend(ABC):
         The default runs them concurrently (at most ``concurrency`` at a time) through
         :meth:`call`; a backend with a native multi-call form overrides it."""
         gate = asyncio.Semaphore(concurrency)
-        kwargs = {"identity": identity} if identity is not None else {}
 
         async def one(entity: str, action: str, params: dict[str, Any]) -> BatchResult:
             async with gate:
                 try:
-                    return await self.call(version, entity, action, params, **kwargs)
+                    return await self.call(version, entity, action, params, identity=identity)
                 except GatewayError as exc:
                     return exc
 

@@ -2,8 +2,8 @@
 
 Applied in ``create_app`` so the HTTP, sandbox, cv and pipe backends all behave the same:
 
-- a call is *safe* when it and every call it chains are reads (``get*``): only safe calls are
-  retried after the upstream may have seen them; a write is retried only when the connection
+- a call is *safe* when it and every call it chains are reads (``Call.reads_only``): only
+  safe calls are retried after the upstream may have seen them; a write is retried only when the connection
   itself failed, so CiviCRM never received it (no duplicate creates);
 - retries use exponential backoff with jitter, honour the upstream's ``Retry-After``, and stop
   at ``retry_max_attempts`` or ``retry_max_seconds``, whichever comes first;
@@ -45,8 +45,7 @@ def is_safe(version: int, entity: str, action: str, params: Mapping[str, Any]) -
     """A read with no write anywhere in its chains: repeating it changes nothing. Params that
     do not parse are taken for a write (never repeated)."""
     try:
-        return all(call.action.lower().startswith("get")
-                   for call, _ in parse(version, entity, action, params).walk())
+        return parse(version, entity, action, params).reads_only
     except GatewayError:
         return False
 
@@ -169,10 +168,8 @@ class ResilientBackend(Backend):
     # --- calls -------------------------------------------------------------------------------
     async def call(self, version: int, entity: str, action: str, params: dict[str, Any], *,
                    identity: Identity | None = None) -> Records:
-        kwargs = {"identity": identity} if identity is not None else {}
-
         def attempt() -> Awaitable[Records]:
-            return self.inner.call(version, entity, action, params, **kwargs)
+            return self.inner.call(version, entity, action, params, identity=identity)
 
         safe = is_safe(version, entity, action, params)
         if self.cache.enabled and is_metadata_call(version, entity, action, params):
@@ -189,10 +186,9 @@ class ResilientBackend(Backend):
                     ) -> dict[str, BatchResult]:
         """The whole batch is one attempt; retried only if every call in it is safe."""
         safe = all(is_safe(version, e, a, p) for e, a, p in calls.values())
-        kwargs = {"identity": identity} if identity is not None else {}
         results = await self._guarded(
             lambda: self.inner.batch(version, calls, concurrency=concurrency or
-                                     self.batch_concurrency, **kwargs), safe=safe)
+                                     self.batch_concurrency, identity=identity), safe=safe)
         if any(not is_safe(version, e, a, p) and e in METADATA_ENTITIES
                for e, a, p in calls.values()):
             self.cache.flush()

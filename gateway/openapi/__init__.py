@@ -43,8 +43,9 @@ from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from ..errors import GatewayError
-from ..params import NAME_PATTERN
-from .document import build_document, redact
+from ..params import NAME_RE
+from ..redact import Redactor
+from .document import build_document
 from .metadata import Metadata, SpecSource
 from .samples import BASE_URL
 from .views import identity_digest, narrow, view_key
@@ -89,7 +90,6 @@ def bundle(name: str) -> tuple[bytes, bytes, str]:
 _HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?")
 _PREFIX = re.compile(r"(?:/[A-Za-z0-9._~-]+)*")
 _PLACEHOLDER = BASE_URL.encode()
-_ENTITY = re.compile(NAME_PATTERN)
 # Documents kept at once (each view of the whole site, and each entity of each view).
 DOCUMENTS_KEPT = 256
 BASE_URLS_KEPT = 4
@@ -180,7 +180,8 @@ class Docs:
         if not own_routes:
             base = {**base, "paths": {}}
         doc = build_document(base, metadata, auth_required=self.auth_required, note=note)
-        return redact(doc, self._secrets())
+        # The document carries metadata text a CiviCRM administrator wrote: a last guard.
+        return Redactor(self._secrets()).json(doc)
 
     def generic(self) -> dict[str, Any]:
         """The document without CiviCRM's metadata (what ``app.openapi()`` answers)."""
@@ -424,7 +425,7 @@ def install_docs(app: FastAPI, backend: Backend | None, settings: Settings) -> N
                             headers={"Cache-Control": "no-cache", "Vary": "Authorization"})
         if name == "generic":
             return answer(await docs.generic_for(reader), request)
-        built = await docs.entity(reader, name) if _ENTITY.fullmatch(name) else None
+        built = await docs.entity(reader, name) if NAME_RE.fullmatch(name) else None
         if built is None:
             raise GatewayError("route-not-found", f"No document {name[:80]!r} for this reader.")
         return answer(built, request)

@@ -12,11 +12,11 @@ from starlette.responses import Response, StreamingResponse
 from .. import export
 from ..call import Call
 from ..consumers import Client
-from ..errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES, GatewayError
+from ..errors import GatewayError
+from ..openapi.paths import route_problem_responses
 from ..params import NAME_PATTERN, check_names, is_read_action, params_from_query
 from ..pipeline import (
     authenticate,
-    backend_kwargs,
     params_from_body,
     prepare_call,
     run_prepared,
@@ -29,34 +29,6 @@ ENTITY = Path(description="CiviCRM entity, e.g. Contact", examples=["Contact"],
               pattern=f"^{NAME_PATTERN}$")
 ACTION = Path(description="API action, e.g. get, create, update, delete", examples=["get"],
               pattern=f"^{NAME_PATTERN}$")
-
-
-PROBLEM_SCHEMA = {
-    "type": "object",
-    "required": ["type", "title", "status", "detail"],
-    "properties": {
-        "type": {"type": "string", "description": "A /problems/{slug} reference"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "instance": {"type": "string"},
-        "civicrm": {"type": "object", "description": "CiviCRM's own error_code and error_message",
-                    "additionalProperties": True},
-    },
-}
-
-
-def problem_responses() -> dict[int | str, dict]:
-    """Every error status the gateway can answer, each with the problem types behind it."""
-    by_status: dict[int, list[str]] = {}
-    for problem in PROBLEM_TYPES.values():
-        if problem.status != 500:
-            by_status.setdefault(problem.status, []).append(problem.slug)
-    return {
-        status: {"description": "; ".join(slugs),
-                 "content": {PROBLEM_CONTENT_TYPE: {"schema": PROBLEM_SCHEMA}}}
-        for status, slugs in sorted(by_status.items())
-    }
 
 
 def _ok_response(version: int) -> dict[int | str, dict]:
@@ -145,7 +117,7 @@ async def call_json(request: Request, client: Client, call: Call) -> Response:
     async with state.limiter.admit(client, cost=request_cost(call) - 1):
         records = await state.backend.call(4, call.entity, "get",
                                            {**call.to_params(), "limit": page_size + 1},
-                                           **backend_kwargs(client))
+                                           identity=client.identity)
     if len(records) <= page_size:
         body, headers = shape_result(client, call, records)
         return JSONResponse(body, headers=headers)
@@ -208,7 +180,7 @@ async def handle_call(request: Request, version: int, entity: str, action: str) 
 def make_router(version: int) -> APIRouter:
     router = APIRouter(prefix=f"/v{version}", tags=[f"APIv{version}"])
 
-    responses = {**_ok_response(version), **problem_responses()}
+    responses = {**_ok_response(version), **route_problem_responses()}
     body = {"requestBody": {"required": False, "content": {"application/json": {"schema": {
         "type": "object", "additionalProperties": True,
         "description": "APIv4 params (select, where, values, ...) or simple field-value pairs"

@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from ..call import Call
 from ..errors import GatewayError, invalid_request
-from ..pipeline import authenticate, backend_kwargs, params_from_body, prepare_call, shape_result
+from ..pipeline import authenticate, params_from_body, prepare_call, shape_result
 from ..policy import request_cost
 from ..redact import REDACTOR
 from ..responses import JSONResponse
@@ -82,7 +82,7 @@ def make_router(version: int) -> APIRouter:
             async with state.limiter.admit(client, cost=cost):
                 outcome.update(await state.backend.batch(
                     version, {name: (c.entity, c.action, c.to_params())
-                              for name, c in prepared.items()}, **backend_kwargs(client)))
+                              for name, c in prepared.items()}, identity=client.identity))
         answer: dict[str, Any] = {}
         metrics = getattr(state, "metrics", None)
         for name in calls:

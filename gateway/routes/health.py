@@ -5,15 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from ..errors import PROBLEM_TYPES, GatewayError
+from ..openapi.paths import route_problem_responses
 from ..pipeline import authenticate
 from ..responses import JSONResponse
-from .api import problem_responses
 
 router = APIRouter(tags=["service"])
 
 
 def _problems(*statuses: int) -> dict[int | str, dict]:
-    return {s: r for s, r in problem_responses().items() if s in statuses}
+    return {s: r for s, r in route_problem_responses().items() if s in statuses}
 
 
 @router.get("/healthz", summary="Alive")

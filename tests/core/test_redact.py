@@ -21,3 +21,9 @@ def test_log_records_are_masked(caplog):
             logging.getLogger("x").exception("failed")
     assert "topsecret-value-1" not in caplog.text
     assert MASK in caplog.text and "boom" in caplog.text
+
+
+def test_redactor_masks_json_keys_and_values_alike():
+    r = Redactor(["s3cret"])
+    doc = {"a s3cret key": ["x s3cret", 3, None, {"k": "s3cret"}], "n": 1.5}
+    assert r.json(doc) == {f"a {MASK} key": [f"x {MASK}", 3, None, {"k": MASK}], "n": 1.5}
