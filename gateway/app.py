@@ -15,17 +15,11 @@ from starlette.responses import Response
 
 from . import __version__
 from .accesslog import AccessLogMiddleware
-from .backends import Backend, make_backend
-from .backends.resilience import ResilientBackend
+from .backends import Backend
 from .browsers import BrowserGuard
 from .compression import Compression
-from .consumers import Authenticator, load_clients
 from .errors import GatewayError
-from .metrics import Metrics
 from .openapi import install_docs
-from .ratelimit import Limiter
-from .readiness import Readiness
-from .redact import install_log_redaction
 from .requestid import RequestIdMiddleware
 from .requestmetrics import MetricsMiddleware
 from .responses import allowed_methods, problem_response
@@ -35,8 +29,8 @@ from .routes.direct import DirectCallMiddleware
 from .routes.health import router as health_router
 from .routes.index import router as index_router
 from .routes.metrics import router as metrics_router
-from .schema import Schemas
-from .settings import Settings, env_name, load_settings
+from .services import Timing, build_services
+from .settings import Settings, load_settings
 
 log = logging.getLogger("gateway")
 
@@ -85,39 +79,28 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: Settings | None = None, *, backend: Backend | None = None,
-               direct_calls: bool = True) -> FastAPI:
+               direct_calls: bool = True, timing: Timing | None = None) -> FastAPI:
     """Build the gateway. ``backend`` overrides the one the settings name (for embedding);
-    ``direct_calls=False`` leaves the API calls to FastAPI's router (tests compare the two)."""
+    ``direct_calls=False`` leaves the API calls to FastAPI's router (tests compare the two);
+    ``timing`` gives the collaborators another clock or sleep (tests)."""
     settings = settings or load_settings()
-    install_log_redaction(settings.secret_values)
-    metrics = Metrics() if settings.metrics_enabled else None
-    # Retries, circuit breaker and metadata cache apply to every backend alike.
-    backend = ResilientBackend(backend or make_backend(settings), settings, metrics=metrics)
-    if metrics is not None:
-        metrics.watch_backend(backend)
-    clients = load_clients(settings)
-    install_log_redaction([c.identity.api_key for c in clients
-                           if c.identity is not None and c.identity.api_key])
-    if settings.allow_anonymous and not clients:
-        log.warning("No client tokens and %s=true: anyone who can reach this gateway can call "
-                    "CiviCRM with its credentials", env_name("allow_anonymous"))
-
-    readiness = Readiness(backend, settings, metrics)
+    services = build_services(settings, backend, timing=timing or Timing())
+    resilient, metrics, readiness = services.backend, services.metrics, services.readiness
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await backend.start()
+        await resilient.start()
         readiness.on_started()
         if metrics is not None:
             metrics.start()
-        log.info("civicrm-gateway %s ready on the %s backend", __version__, backend.name)
+        log.info("civicrm-gateway %s ready on the %s backend", __version__, resilient.name)
         try:
             yield
         finally:
             readiness.on_stopping()
             if metrics is not None:
                 await metrics.close()
-            await backend.close()
+            await resilient.close()
 
     app = FastAPI(
         title="civicrm-gateway",
@@ -130,13 +113,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
         # A trailing slash is a 404, not a 307 whose Location is built from the Host header.
         redirect_slashes=False,
     )
-    app.state.settings = settings
-    app.state.backend = backend
-    app.state.metrics = metrics
-    app.state.authenticator = Authenticator(clients, allow_anonymous=settings.allow_anonymous)
-    app.state.limiter = Limiter(settings, metrics)
-    app.state.readiness = readiness
-    app.state.schemas = Schemas(backend, settings.metadata_cache_ttl)
+    app.state.services = services  # read through gateway.services.services(request)
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -148,7 +125,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.include_router(health_router)
     app.include_router(index_router)
     app.include_router(metrics_router)
-    install_docs(app, backend, settings)
+    install_docs(app, resilient, settings, services.authenticator)
     # Innermost of the middlewares: the hot routes still get CORS, request ids and metrics.
     if direct_calls:
         by_name = {getattr(route, "name", None): route
@@ -157,7 +134,8 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
                            routes={(m, v): by_name[f"v{v}_{m.lower()}"]
                                    for m in ("GET", "POST") for v in ("3", "4")},
                            on_gateway_error=_gateway_error, on_unexpected=_unexpected)
-    app.add_middleware(BrowserGuard, settings=settings, tokenless=not clients,
+    app.add_middleware(BrowserGuard, settings=settings,
+                       tokenless=not services.authenticator.clients,
                        on_error=_gateway_error)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,

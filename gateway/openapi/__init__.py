@@ -52,7 +52,7 @@ from .views import identity_digest, narrow, view_key
 
 if TYPE_CHECKING:
     from ..backends import Backend
-    from ..consumers import Client
+    from ..consumers import Authenticator, Client
     from ..policy import Policy
     from ..settings import Settings
 
@@ -134,9 +134,11 @@ def _auto(setting: bool | None, settings: Settings, server: bool) -> bool:
 class Docs:
     """Builds, caches and serves the documents of one app."""
 
-    def __init__(self, app: FastAPI, backend: Backend | None, settings: Settings) -> None:
+    def __init__(self, app: FastAPI, backend: Backend | None, settings: Settings,
+                 authenticator: Authenticator) -> None:
         self.app = app
         self.settings = settings
+        self.authenticator = authenticator
         self.source = SpecSource(backend, ttl=settings.openapi_cache_ttl,
                                  spec_file=settings.openapi_spec_file,
                                  entities=settings.openapi_entities, site=_site(settings))
@@ -162,13 +164,11 @@ class Docs:
     @property
     def auth_required(self) -> bool:
         # Without client tokens the gateway serves loopback callers (or anyone, if allowed)
-        authenticator = getattr(self.app.state, "authenticator", None)
-        return authenticator is None or authenticator.enabled
+        return self.authenticator.enabled
 
     def _secrets(self) -> list[str]:
         values = list(self.settings.secret_values)
-        authenticator = getattr(self.app.state, "authenticator", None)
-        for client in getattr(authenticator, "clients", []):
+        for client in self.authenticator.clients:
             if client.identity is not None and client.identity.api_key:
                 values.append(client.identity.api_key)
         return values
@@ -264,7 +264,7 @@ class Docs:
         when ``CIVI_GATEWAY_OPENAPI_ANONYMOUS=none``."""
         from ..pipeline import authenticate
 
-        authenticator = self.app.state.authenticator
+        authenticator = self.authenticator
         if authenticator.enabled and "authorization" not in request.headers:
             if self.settings.openapi_anonymous == "none":
                 raise GatewayError("unauthenticated", "Send 'Authorization: Bearer <token>' "
@@ -280,7 +280,7 @@ class Docs:
 
     # --- start-up ------------------------------------------------------------------------
     def readers_to_prebuild(self) -> list[Client | None]:
-        authenticator = self.app.state.authenticator
+        authenticator = self.authenticator
         if not authenticator.enabled:
             from ..consumers import ANONYMOUS
 
@@ -358,10 +358,11 @@ def _page(title: str, head: str, body: str, root: str) -> HTMLResponse:
                                        "Cache-Control": "no-cache"})
 
 
-def install_docs(app: FastAPI, backend: Backend | None, settings: Settings) -> None:
+def install_docs(app: FastAPI, backend: Backend | None, settings: Settings,
+                 authenticator: Authenticator) -> None:
     """Serve ``/openapi.json``, ``/openapi/{Entity}.json``, ``/docs`` (Swagger UI) and
     ``/redoc``, all from this host; build the documents in the background at start-up."""
-    docs = Docs(app, backend, settings)
+    docs = Docs(app, backend, settings, authenticator)
     app.state.docs = docs
     openapi_url = app.openapi_url or "/openapi.json"
     # FastAPI's own /openapi.json is synchronous and knows only the routes: replace it.

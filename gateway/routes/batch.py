@@ -23,6 +23,7 @@ from ..pipeline import authenticate, params_from_body, prepare_call, shape_resul
 from ..policy import request_cost
 from ..redact import REDACTOR
 from ..responses import JSONResponse
+from ..services import services
 
 _NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
@@ -56,7 +57,7 @@ def make_router(version: int) -> APIRouter:
                  summary=f"Run many APIv{version} calls in one request")
     async def batch(request: Request) -> Response:
         client = await authenticate(request)
-        state = request.app.state
+        state = services(request)
         settings = state.settings
         calls = await params_from_body(request)
         if not calls:
@@ -84,7 +85,7 @@ def make_router(version: int) -> APIRouter:
                     version, {name: (c.entity, c.action, c.to_params())
                               for name, c in prepared.items()}, identity=client.identity))
         answer: dict[str, Any] = {}
-        metrics = getattr(state, "metrics", None)
+        metrics = state.metrics
         for name in calls:
             result = outcome[name]
             if isinstance(result, GatewayError):

@@ -10,7 +10,9 @@ import httpx
 import pytest
 
 from gateway.app import create_app
+from gateway.backends.http import HttpBackend
 from gateway.consumers import hash_token
+from gateway.services import Timing
 from gateway.settings import SettingsError, load_settings
 from tests.conftest import SITE_KEY, gateway_client, http_settings
 from tests.gateway.test_http_backend import assert_problem
@@ -134,21 +136,24 @@ async def test_rate_limit_is_429_with_retry_after(upstream, clients_file):
         assert (await gw.post("/v4/Contact/get", json={"limit": 1}, headers=bearer(WRITER))).status_code == 200
 
 
-async def test_per_client_concurrency(upstream, clients_file, monkeypatch):
-    import gateway.ratelimit
+class HeldContactGets(HttpBackend):
+    """Contact.get calls wait for ``release``; metadata loads go through at once."""
 
-    monkeypatch.setattr(gateway.ratelimit, "CONCURRENCY_WAIT", 0.2)
-    app = create_app(http_settings(upstream.url, clients_file=clients_file))
-    backend = app.state.backend
-    original = backend.call
+    def __init__(self, settings, release: asyncio.Event) -> None:
+        super().__init__(settings)
+        self.release = release
+
+    async def call(self, version, entity, action, params, **kwargs):
+        if (entity, action) == ("Contact", "get"):
+            await self.release.wait()
+        return await super().call(version, entity, action, params, **kwargs)
+
+
+async def test_per_client_concurrency(upstream, clients_file):
+    settings = http_settings(upstream.url, clients_file=clients_file)
     release = asyncio.Event()
-
-    async def slow_call(version, entity, action, *args, **kwargs):
-        if (entity, action) == ("Contact", "get"):  # metadata loads go through at once
-            await release.wait()
-        return await original(version, entity, action, *args, **kwargs)
-
-    backend.call = slow_call
+    app = create_app(settings, backend=HeldContactGets(settings, release),
+                     timing=Timing(concurrency_wait=0.2))
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as gw:
             first = asyncio.create_task(gw.post("/v4/Contact/get", json={"limit": 1}, headers=bearer(WRITER)))

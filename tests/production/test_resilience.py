@@ -11,6 +11,7 @@ import pytest
 from gateway.backends.http import HttpBackend
 from gateway.backends.resilience import CircuitBreaker, is_safe
 from gateway.metacache import MetadataCache
+from gateway.services import Timing
 from tests.conftest import gateway_client, http_settings
 from tests.production.conftest import InjectingTransport
 
@@ -126,9 +127,8 @@ async def test_circuit_breaker_opens_fails_fast_and_probes(faulty_upstream):
     settings = http_settings(faulty_upstream.url, retry_max_attempts=1, breaker_threshold=3,
                              breaker_cooldown=30)
     clock = Clock()
-    async with gateway_client(settings) as gw:
-        backend = gw._transport.app.state.backend  # type: ignore[attr-defined]
-        backend.breaker = CircuitBreaker(3, 30, clock=clock, on_change=backend._breaker_changed)
+    async with gateway_client(settings, timing=Timing(clock=clock)) as gw:
+        backend = gw._transport.app.state.services.backend  # type: ignore[attr-defined]
         faulty_upstream.faults.plan[:] = ["503"] * 3
         for _ in range(3):
             assert (await gw.get("/v4/Contact/get", params={"limit": "1"})).status_code == 503
@@ -195,9 +195,7 @@ async def test_metadata_cache_ttl_flush_and_identity(faulty_upstream, tmp_path):
     settings = http_settings(faulty_upstream.url, metadata_cache_ttl=60, validate_calls=False)
     faulty_upstream.faults.record_metadata = True
     clock = Clock()
-    async with gateway_client(settings) as gw:
-        backend = gw._transport.app.state.backend  # type: ignore[attr-defined]
-        backend.cache = MetadataCache(60, clock=clock)
+    async with gateway_client(settings, timing=Timing(clock=clock)) as gw:
         seen = faulty_upstream.faults.seen
         body = {"select": ["name"], "where": [["name", "=", "first_name"]]}
         first = await gw.post("/v4/Contact/getFields", json=body)
