@@ -16,7 +16,7 @@ def request_id_from(scope: Scope) -> str:
     """The caller's id when it is safe to echo and log, else a fresh one."""
     for name, value in scope["headers"]:
         if name == b"x-request-id":
-            candidate = value.decode("latin-1")
+            candidate: str = value.decode("latin-1")
             if 0 < len(candidate) <= 128 and set(candidate) <= _REQUEST_ID_OK:
                 return candidate
             break

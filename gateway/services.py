@@ -78,6 +78,7 @@ def resilient_backend(inner: Backend, settings: Settings, *, metrics: Metrics | 
 def build_services(settings: Settings, backend: Backend | None = None, *,
                    timing: Timing | None = None) -> Services:
     """Every collaborator, once. ``backend`` overrides the one the settings name."""
+    timing = timing or Timing()
     install_log_redaction(settings.secret_values)
     metrics = Metrics() if settings.metrics_enabled else None
     # Retries, circuit breaker and metadata cache apply to every backend alike.
