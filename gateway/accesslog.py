@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import time
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
-from .asgiutil import StatusRecorder
+from .asgiutil import ObservingMiddleware
 
 access_log = logging.getLogger("gateway.access")
 
@@ -18,27 +17,15 @@ def route_template(scope: Scope) -> str:
     return getattr(scope.get("route"), "path", None) or "unmatched"
 
 
-class AccessLogMiddleware:
+class AccessLogMiddleware(ObservingMiddleware):
     """Method, path, status, duration, client name, request id and route template."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        recorder = StatusRecorder(send)
-        started = time.perf_counter()
-        try:
-            await self.app(scope, receive, recorder)
-        finally:
-            state = scope.get("state", {})
-            method, path, status = scope["method"], scope["path"], recorder.status
-            access_log.info(
-                "%s %s %s", method, path, status,
-                extra={"method": method, "path": path, "status": status,
-                       "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                       "client": state.get("client"), "request_id": state.get("request_id"),
-                       "route": route_template(scope)},
-            )
+    def after(self, scope: Scope, status: int, seconds: float) -> None:
+        state = scope.get("state", {})
+        method, path = scope["method"], scope["path"]
+        access_log.info(
+            "%s %s %s", method, path, status,
+            extra={"method": method, "path": path, "status": status,
+                   "duration_ms": round(seconds * 1000, 2), "client": state.get("client"),
+                   "request_id": state.get("request_id"), "route": route_template(scope)},
+        )
