@@ -1,5 +1,6 @@
 """One call's way through the gateway: params normalisation -> parse into a :class:`Call` ->
-field references -> validation against metadata -> access policy -> backend -> result shaping.
+field references -> validation against metadata -> access policy; then the backend call and
+the answer (:mod:`gateway.answers`), with the records shaped by :func:`shape_result`.
 Routes only turn HTTP input into ``(version, entity, action, params)``; every call (single,
 batch member, export, CLI) is prepared by :func:`prepare_call` and nothing else reaches a
 backend.

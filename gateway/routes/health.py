@@ -28,8 +28,8 @@ async def readyz(request: Request) -> JSONResponse:
     """200 while this process is started and not draining. CiviCRM's state is reported under
     ``upstream``; it decides the answer only with ``CIVI_GATEWAY_READINESS_REQUIRES_UPSTREAM=true``
     (then CiviCRM's own problem, 502/503/504, is the answer)."""
-    readiness = services(request).readiness
-    backend = services(request).backend
+    found = services(request)
+    readiness, backend = found.readiness, found.backend
     if not readiness.started or readiness.draining:
         state = "starting" if not readiness.started else "draining"
         raise GatewayError("gateway-not-ready", f"This gateway process is {state}.",
