@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,23 +12,17 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
-from .audit import AuditTrail
-from .backends import Backend, make_backend
-from .backends.resilience import ResilientBackend
+from .accesslog import AccessLogMiddleware
+from .backends import Backend
 from .browsers import BrowserGuard
-from .clients import Authenticator, load_clients
 from .compression import Compression
 from .errors import GatewayError
-from .idempotency import Idempotency
-from .logs import request_id_var
-from .metrics import Metrics
+from .idempotency.store import Store
 from .openapi import install_docs
-from .ratelimit import Limiter
-from .readiness import Readiness
-from .redact import install_log_redaction
+from .requestid import RequestIdMiddleware
+from .requestmetrics import MetricsMiddleware
 from .responses import allowed_methods, problem_response
 from .routes.api import v3_router, v4_router
 from .routes.audit import router as audit_router
@@ -39,68 +31,10 @@ from .routes.direct import DirectCallMiddleware
 from .routes.health import router as health_router
 from .routes.index import router as index_router
 from .routes.metrics import router as metrics_router
-from .schema import Schemas
-from .settings import Settings, env_name, load_settings
+from .services import Timing, build_services
+from .settings import Settings, load_settings
 
 log = logging.getLogger("gateway")
-access_log = logging.getLogger("gateway.access")
-
-_REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
-
-
-class RequestIdMiddleware:
-    """Accepts or assigns ``X-Request-ID``, returns it, writes one access-log line and counts
-    the request in the metrics (by route template, never by raw path)."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = ""
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                candidate = value.decode("latin-1")
-                if 0 < len(candidate) <= 128 and set(candidate) <= _REQUEST_ID_OK:
-                    request_id = candidate
-                break
-        request_id = request_id or uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
-        status = 500
-        started = time.perf_counter()
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []),
-                                      (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        if self.metrics is not None:
-            self.metrics.in_flight.inc()
-        # Every record logged while this request runs carries its id (gateway/logs.py).
-        context = request_id_var.set(request_id)
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            request_id_var.reset(context)
-            elapsed = time.perf_counter() - started
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            if self.metrics is not None:
-                self.metrics.in_flight.dec()
-                self.metrics.observe_request(template, scope["method"], status, elapsed)
-            state = scope.get("state", {})
-            access_log.info(
-                "%s %s %s", scope["method"], scope["path"], status,
-                extra={"method": scope["method"], "path": scope["path"], "status": status,
-                       "duration_ms": round(elapsed * 1000, 2), "client": state.get("client"),
-                       "request_id": request_id, "route": template},
-            )
 
 
 def _request_id(request: Request) -> str | None:
@@ -147,42 +81,33 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: Settings | None = None, *, backend: Backend | None = None,
-               direct_calls: bool = True) -> FastAPI:
+               direct_calls: bool = True, timing: Timing | None = None,
+               idempotency_store: Store | None = None) -> FastAPI:
     """Build the gateway. ``backend`` overrides the one the settings name (for embedding);
-    ``direct_calls=False`` leaves the API calls to FastAPI's router (tests compare the two)."""
+    ``direct_calls=False`` leaves the API calls to FastAPI's router (tests compare the two);
+    ``timing`` gives the collaborators another clock or sleep, ``idempotency_store`` another
+    Idempotency-Key store (tests)."""
     settings = settings or load_settings()
-    install_log_redaction(settings.secret_values)
-    metrics = Metrics() if settings.metrics_enabled else None
-    # Retries, circuit breaker and metadata cache apply to every backend alike.
-    backend = ResilientBackend(backend or make_backend(settings), settings, metrics=metrics)
-    if metrics is not None:
-        metrics.watch_backend(backend)
-    clients = load_clients(settings)
-    install_log_redaction([c.identity.api_key for c in clients
-                           if c.identity is not None and c.identity.api_key])
-    if settings.allow_anonymous and not clients:
-        log.warning("No client tokens and %s=true: anyone who can reach this gateway can call "
-                    "CiviCRM with its credentials", env_name("allow_anonymous"))
-
-    readiness = Readiness(backend, settings, metrics)
-    audit = AuditTrail(settings, metrics)
+    services = build_services(settings, backend, timing=timing or Timing(),
+                              idempotency_store=idempotency_store)
+    resilient, metrics, readiness = services.backend, services.metrics, services.readiness
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await backend.start()
+        await resilient.start()
         readiness.on_started()
         if metrics is not None:
             metrics.start()
-        log.info("civicrm-gateway %s ready on the %s backend", __version__, backend.name)
+        log.info("civicrm-gateway %s ready on the %s backend", __version__, resilient.name)
         try:
             yield
         finally:
             readiness.on_stopping()
-            await audit.close()  # what is queued is written before the process exits
+            await services.audit.close()  # what is queued is written before the exit
             if metrics is not None:
                 await metrics.close()
-            await backend.close()
-            await app.state.idempotency.close()
+            await resilient.close()
+            await services.idempotency.close()
 
     app = FastAPI(
         title="civicrm-gateway",
@@ -195,15 +120,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
         # A trailing slash is a 404, not a 307 whose Location is built from the Host header.
         redirect_slashes=False,
     )
-    app.state.settings = settings
-    app.state.backend = backend
-    app.state.metrics = metrics
-    app.state.authenticator = Authenticator(clients, allow_anonymous=settings.allow_anonymous)
-    app.state.limiter = Limiter(settings, metrics)
-    app.state.readiness = readiness
-    app.state.audit = audit
-    app.state.schemas = Schemas(backend, settings.metadata_cache_ttl)
-    app.state.idempotency = Idempotency(settings)
+    app.state.services = services  # read through gateway.services.services(request)
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -216,7 +133,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.include_router(index_router)
     app.include_router(metrics_router)
     app.include_router(audit_router)
-    install_docs(app, backend, settings)
+    install_docs(app, resilient, settings, services.authenticator)
     # Innermost of the middlewares: the hot routes still get CORS, request ids and metrics.
     if direct_calls:
         by_name = {getattr(route, "name", None): route
@@ -225,7 +142,8 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
                            routes={(m, v): by_name[f"v{v}_{m.lower()}"]
                                    for m in ("GET", "POST") for v in ("3", "4")},
                            on_gateway_error=_gateway_error, on_unexpected=_unexpected)
-    app.add_middleware(BrowserGuard, settings=settings, tokenless=not clients,
+    app.add_middleware(BrowserGuard, settings=settings,
+                       tokenless=not services.authenticator.clients,
                        on_error=_gateway_error)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
@@ -234,7 +152,10 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
                                            "Retry-After", "Idempotent-Replayed"])
     if settings.gzip_min_bytes:
         app.add_middleware(Compression, minimum_size=settings.gzip_min_bytes)
-    app.add_middleware(RequestIdMiddleware, metrics=metrics)
+    if metrics is not None:
+        app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every layer and log line has the id
     return app
 
 

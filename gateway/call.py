@@ -21,9 +21,7 @@ from typing import Any
 from . import expressions
 from .errors import GatewayError, from_civicrm, invalid_request
 from .expressions import Expr
-from .params import NAME_PATTERN, check_names, is_read_action, normalize_v4
-
-_NAME_RE = re.compile(NAME_PATTERN)
+from .params import NAME_PATTERN, NAME_RE, check_names, is_read_action, normalize_v4
 
 # CiviCRM 5.77's where operators (Civi\Api4\Utils\CoreUtil::getOperators).
 OPERATORS = frozenset({
@@ -241,7 +239,7 @@ def _joins(value: Any) -> tuple[Join, ...]:
         rest = raw[2:]
         bridge = None
         if rest and isinstance(rest[0], str):
-            if not _NAME_RE.fullmatch(rest[0]):
+            if not NAME_RE.fullmatch(rest[0]):
                 raise bad_param("join", f"bridge {rest[0][:80]!r} is not an entity name.")
             bridge, rest = rest[0], rest[1:]
         conditions = tuple(_clause("join", c, 1) for c in rest)
@@ -304,6 +302,11 @@ class Call:
     @property
     def is_get(self) -> bool:
         return self.action.lower() == "get"
+
+    @property
+    def reads_only(self) -> bool:
+        """This call and every call it chains are reads: repeating it changes nothing."""
+        return all(call.is_read for call, _ in self.walk())
 
     def children(self) -> Iterator[Call]:
         if self.version == 4:

@@ -272,12 +272,12 @@ async def _export_local(args: argparse.Namespace, settings: Settings, params: di
                         fmt: str, out: BinaryIO, progress: _Progress) -> int:
     from . import export
     from .backends import make_backend
-    from .backends.resilience import ResilientBackend
     from .errors import GatewayError
     from .pipeline import OPERATOR, CallContext, prepare_call
     from .schema import Schemas
+    from .services import resilient_backend
 
-    backend = ResilientBackend(make_backend(settings), settings)
+    backend = resilient_backend(make_backend(settings), settings)
     show = progress.enabled
     try:
         await backend.start()
@@ -316,7 +316,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    from .clients import hash_token, new_token
+    from .consumers import hash_token, new_token
 
     token = new_token()
     print(f"token (give it to the client; it is not stored anywhere): {token}", file=sys.stderr)

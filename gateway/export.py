@@ -28,7 +28,7 @@ from .results import Records, response_body
 if TYPE_CHECKING:
     from .backends.base import Backend
     from .call import Call
-    from .clients import Identity
+    from .consumers import Identity
 
 MEDIA_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8",
                "json": "application/json"}
@@ -101,7 +101,6 @@ async def pages(backend: Backend, call: Call, *, page_size: int,
     """The records of an APIv4 get (a call that passed the pipeline), one page at a time."""
     entity = call.entity
     plan = _plan(call.to_params())
-    kwargs = {"identity": identity} if identity is not None else {}
     where = list(plan.params.get("where") or [])
     last_id: Any = None
     done = 0
@@ -114,10 +113,10 @@ async def pages(backend: Backend, call: Call, *, page_size: int,
         elif offset:
             page["offset"] = offset
         if gate is None:
-            records = await backend.call(4, entity, "get", page, **kwargs)
+            records = await backend.call(4, entity, "get", page, identity=identity)
         else:
             async with gate(done == 0 and last_id is None):
-                records = await backend.call(4, entity, "get", page, **kwargs)
+                records = await backend.call(4, entity, "get", page, identity=identity)
         count = len(records)
         if plan.keyset and count:
             last_id = records[-1].get("id") if isinstance(records[-1], dict) else None
@@ -205,9 +204,8 @@ async def count(backend: Backend, call: Call, *,
     """How many rows the export will give, when CiviCRM can tell (for a progress bar)."""
     params = call.to_params()
     counting = {k: v for k, v in params.items() if k in ("where", "join")}
-    kwargs = {"identity": identity} if identity is not None else {}
     records = await backend.call(4, call.entity, "get", {**counting, "select": ["row_count"]},
-                                 **kwargs)
+                                 identity=identity)
     if records.count_matched is None:
         return None
     total = records.count_matched - (call.offset or 0)

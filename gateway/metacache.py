@@ -20,7 +20,7 @@ import orjson
 from .results import Records
 
 if TYPE_CHECKING:
-    from .clients import Identity
+    from .consumers import Identity
 
 # Writes to these entities can change what getFields/getActions answer: they flush the cache.
 METADATA_ENTITIES = frozenset({"CustomField", "CustomGroup", "OptionGroup", "OptionValue",

@@ -123,6 +123,12 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    def breaker_changed(self, backend: str, state: str) -> None:
+        """The circuit breaker of ``backend`` moved to ``state``."""
+        self.breaker_state.labels(backend).set(BREAKER_STATES[state])
+        if state == "open":
+            self.breaker_opened.labels(backend).inc()
+
     def watch_backend(self, backend: Backend) -> None:
         if self.multiprocess_dir is None:
             self.registry.register(_BackendStats(backend))

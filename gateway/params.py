@@ -16,7 +16,7 @@ from .errors import GatewayError, invalid_request
 
 # An entity or action name: the routes, their OpenAPI patterns and check_names all use this.
 NAME_PATTERN = r"[A-Za-z][A-Za-z0-9_]{0,63}"
-_NAME_RE = re.compile(NAME_PATTERN)
+NAME_RE = re.compile(NAME_PATTERN)
 
 # Every documented top-level APIv4 parameter. Anything else in a get/delete/create/update body
 # is taken as a field name (the simple form).
@@ -32,11 +32,11 @@ SIMPLE_ACTIONS = frozenset({"get", "delete", "create", "update"})
 
 def check_names(entity: str, action: str) -> None:
     """Letters, digits and underscores only, starting with a letter: nothing else is forwarded."""
-    if not _NAME_RE.fullmatch(entity):
+    if not NAME_RE.fullmatch(entity):
         raise invalid_request(
             f"Invalid entity name {entity[:80]!r}: use letters, digits and underscores, "
             "starting with a letter (at most 64 characters).")
-    if not _NAME_RE.fullmatch(action):
+    if not NAME_RE.fullmatch(action):
         raise invalid_request(
             f"Invalid action name {action[:80]!r}: use letters, digits and underscores, "
             "starting with a letter (at most 64 characters).")

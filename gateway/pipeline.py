@@ -1,5 +1,6 @@
 """One call's way through the gateway: params normalisation -> parse into a :class:`Call` ->
-field references -> validation against metadata -> access policy -> backend -> result shaping.
+field references -> validation against metadata -> access policy; then the backend call and
+the answer (:mod:`gateway.answers`), with the records shaped by :func:`shape_result`.
 Routes only turn HTTP input into ``(version, entity, action, params)``; every call (single,
 batch member, export, CLI) is prepared by :func:`prepare_call` and nothing else reaches a
 backend.
@@ -12,25 +13,25 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
 
 from . import expressions, fields, validate
 from .call import Call, ChainLink, parse
-from .clients import Client
+from .consumers import Client
 from .credentials import is_credential_field, is_credential_key
 from .errors import GatewayError, invalid_request
 from .params import check_names, normalize_v4, parse_body
-from .policy import Policy, check_calls, request_cost
+from .policy import Policy, check_calls
 from .policy import check as check_policy
-from .responses import JSONResponse
 from .results import Records, response_body
 from .schema import Schema, Schemas
+from .services import Services, services
 from .settings import Settings
 
 
 @dataclass(frozen=True)
 class CallContext:
-    """What preparing a call needs besides the call (the app's state has both)."""
+    """What preparing a call needs besides the call (an app's :class:`Services` has both;
+    the command line builds this one)."""
 
     settings: Settings
     schemas: Schemas
@@ -56,7 +57,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def params_from_body(request: Request) -> dict[str, Any]:
-    settings = request.app.state.settings
+    settings = services(request).settings
     body = await read_body(request, settings.max_body_bytes)
     return parse_body(body, max_depth=settings.max_json_depth,
                       content_type=request.headers.get("content-type"))
@@ -83,10 +84,11 @@ async def authenticate(request: Request) -> Client:
     peer = request.client.host if request.client else None
     headers = request.headers
     proxied = any(name in headers for name in ("forwarded", "x-forwarded-for", "x-real-ip"))
-    client = request.app.state.authenticator.authenticate(headers.get("authorization"), peer,
-                                                          proxied=proxied)
+    found = services(request)
+    client = found.authenticator.authenticate(headers.get("authorization"), peer,
+                                              proxied=proxied)
     request.state.client = client.name
-    await request.app.state.limiter.charge(client, 1)
+    await found.limiter.charge(client, 1)
     return client
 
 
@@ -114,8 +116,8 @@ async def _canonical_names(call: Call, schema: Schema) -> Call:
     return replace(call, entity=entity, v3_chains=tuple(chains))
 
 
-async def prepare_call(state: CallContext | Any, client: Client, version: int, entity: str, action: str,
-                       params: dict[str, Any]) -> Call:
+async def prepare_call(state: CallContext | Services, client: Client, version: int, entity: str,
+                       action: str, params: dict[str, Any]) -> Call:
     """Names, params normalisation, parsing, validation and access policy: the one way in."""
     check_names(entity, action)
     if version == 4:
@@ -181,30 +183,9 @@ async def _expand(call: Call, wildcard: str, schema: Schema) -> list[expressions
             if info.kind == "Field" and not is_credential_field(name)]
 
 
-def backend_kwargs(client: Client) -> dict[str, Any]:
-    return {"identity": client.identity} if client.identity is not None else {}
-
-
 def shape_result(client: Client, call: Call, records: Records) -> tuple[Any, dict[str, str]]:
     strip = not client.policy.credential_fields
     if strip and call.version == 3 and call.action == "getvalue" and any(
             is_credential_key(name) for name in call.returns or ()):
         records = Records([None])  # a scalar answer has no key to strip: drop the value
     return response_body(call.version, call.action, records, strip_credentials=strip)
-
-
-async def run_call(request: Request, client: Client, version: int, entity: str, action: str,
-                   params: dict[str, Any]) -> Response:
-    state = request.app.state
-    call = await prepare_call(state, client, version, entity, action, params)
-    return await run_prepared(request, client, call)
-
-
-async def run_prepared(request: Request, client: Client, call: Call) -> Response:
-    """The backend call and the JSON answer, for a call that passed ``prepare_call``."""
-    state = request.app.state
-    async with state.limiter.admit(client, cost=request_cost(call) - 1):
-        records = await state.backend.call(call.version, call.entity, call.action,
-                                           call.to_params(), **backend_kwargs(client))
-    body, headers = shape_result(client, call, records)
-    return JSONResponse(body, headers=headers)

@@ -14,7 +14,7 @@ from limits import RateLimitItem, parse
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
-from .clients import Client, load_clients
+from .consumers import Client, load_clients
 from .errors import GatewayError
 from .settings import Settings, SettingsError, env_name
 
@@ -46,8 +46,10 @@ def check_workers(settings: Settings) -> None:
 
 
 class Limiter:
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None, *,
+                 concurrency_wait: float = CONCURRENCY_WAIT) -> None:
         self._metrics = metrics
+        self._concurrency_wait = concurrency_wait
         uri = settings.rate_limit_storage.get_secret_value()
         self._storage = storage_from_string(uri if uri.startswith("async+") else "async+" + uri)
         self._window = MovingWindowRateLimiter(self._storage)
@@ -88,7 +90,7 @@ class Limiter:
                 client.policy.concurrency or self._default_concurrency)
         try:
             if slots.locked():  # wait_for costs a task: only pay it when the client must wait
-                await asyncio.wait_for(slots.acquire(), CONCURRENCY_WAIT)
+                await asyncio.wait_for(slots.acquire(), self._concurrency_wait)
             else:
                 await slots.acquire()
         except TimeoutError:

@@ -25,7 +25,6 @@ from .redact import REDACTOR
 if TYPE_CHECKING:
     from .backends.resilience import ResilientBackend
     from .metrics import Metrics
-    from .settings import Settings
 
 log = logging.getLogger("gateway.readiness")
 
@@ -50,12 +49,12 @@ class UpstreamState:
 
 
 class Readiness:
-    def __init__(self, backend: ResilientBackend, settings: Settings,
+    def __init__(self, backend: ResilientBackend, *, requires_upstream: bool, timeout: float,
                  metrics: Metrics | None = None) -> None:
         self.backend = backend
         self.metrics = metrics
-        self.requires_upstream = settings.readiness_requires_upstream
-        self.timeout = settings.readiness_upstream_timeout
+        self.requires_upstream = requires_upstream
+        self.timeout = timeout
         self.started = False
         self.draining = False
         self._check: asyncio.Future[UpstreamState] | None = None

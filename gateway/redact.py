@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
+from typing import Any
 
 MASK = "[REDACTED]"
 # Control characters a client can put in a path or header (``%0A``): escaped in log messages so
@@ -32,6 +33,16 @@ class Redactor:
         if self._pattern is None or not value:
             return value
         return self._pattern.sub(MASK, value)
+
+    def json(self, value: Any) -> Any:
+        """``value`` (parsed JSON) with every string, key or value, masked like :meth:`text`."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {self.text(k): self.json(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.json(v) for v in value]
+        return value
 
 
 # One process-wide redactor: every app instance adds its secrets to it.

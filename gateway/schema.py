@@ -16,7 +16,7 @@ from .errors import GatewayError
 
 if TYPE_CHECKING:
     from .backends.base import Backend
-    from .clients import Identity
+    from .consumers import Identity
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,13 +49,13 @@ class Schema:
 
     def __init__(self, backend: Backend, identity: Identity | None) -> None:
         self._backend = backend
-        self._kwargs: dict[str, Any] = {"identity": identity} if identity is not None else {}
+        self._identity = identity
         self._entities: dict[str, str] | None = None
         self._actions: dict[str, dict[str, str]] = {}
         self._fields: dict[tuple[str, str], dict[str, FieldInfo]] = {}
 
     async def _call(self, entity: str, action: str, params: dict[str, Any]) -> list[Any]:
-        return await self._backend.call(4, entity, action, params, **self._kwargs)
+        return await self._backend.call(4, entity, action, params, identity=self._identity)
 
     async def entity(self, name: str) -> str:
         """CiviCRM's spelling of an entity name (matched in any case), or 404 unknown-api."""
@@ -119,13 +119,9 @@ class Schemas:
         self._clock = clock
         self._by_identity: dict[Identity | None, tuple[float, int, Schema]] = {}
 
-    def _generation(self) -> int:
-        cache = getattr(self._backend, "cache", None)
-        return int(getattr(cache, "generation", 0))
-
     def for_identity(self, identity: Identity | None) -> Schema:
         now = self._clock()
-        generation = self._generation()
+        generation = self._backend.metadata_generation()
         entry = self._by_identity.get(identity)
         if entry is not None and entry[0] > now and entry[1] == generation:
             return entry[2]

@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from ..call import Call
 from ..errors import PROBLEM_BASE, GatewayError
+from ..services import services
 from .record import (
     DENIED_STATUSES,
     AuditRecord,
@@ -87,7 +88,7 @@ class _Context:
                problem: str | None, answer: Any = None, replayed: bool = False,
                batch: str | None = None) -> AuditRecord:
         request = self.request
-        trail = request.app.state.audit
+        trail = services(request).audit
         fields, values = written(call, trail.with_values) if call is not None else ((), None)
         return AuditRecord(
             time=self.time, request_id=getattr(request.state, "request_id", None),
@@ -105,7 +106,7 @@ class _Context:
 async def audited_call(request: Request, version: int, entity: str, action: str,
                        handle: CallHandler) -> Response:
     """``handle`` the call; record it if it writes or was refused."""
-    trail = request.app.state.audit
+    trail = services(request).audit
     if not trail.enabled:
         return await handle(request, version, entity, action)
     context = _Context(request, version)
@@ -131,7 +132,7 @@ async def audited_call(request: Request, version: int, entity: str, action: str,
 async def audited_batch(request: Request, version: int, handle: BatchHandler) -> Response:
     """``handle`` the batch; record each member that writes or was refused (the whole batch
     when it was refused before its calls were read)."""
-    trail = request.app.state.audit
+    trail = services(request).audit
     if not trail.enabled:
         return await handle(request)
     context = _Context(request, version)

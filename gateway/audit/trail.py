@@ -137,7 +137,7 @@ def make_sinks(settings: Settings) -> list[Sink]:
 
 
 class AuditTrail:
-    """The app's audit trail (``app.state.audit``)."""
+    """The app's audit trail (``Services.audit``)."""
 
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.with_values = settings.audit_values

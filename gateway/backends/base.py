@@ -11,7 +11,7 @@ from ..errors import GatewayError
 from ..results import Records
 
 if TYPE_CHECKING:
-    from ..clients import Identity
+    from ..consumers import Identity
 
 
 # One member of a batch: (entity, action, params), params already normalised and checked.
@@ -67,18 +67,31 @@ class Backend(ABC):
         The default runs them concurrently (at most ``concurrency`` at a time) through
         :meth:`call`; a backend with a native multi-call form overrides it."""
         gate = asyncio.Semaphore(concurrency)
-        kwargs = {"identity": identity} if identity is not None else {}
 
         async def one(entity: str, action: str, params: dict[str, Any]) -> BatchResult:
             async with gate:
                 try:
-                    return await self.call(version, entity, action, params, **kwargs)
+                    return await self.call(version, entity, action, params, identity=identity)
                 except GatewayError as exc:
                     return exc
 
         names = list(calls)
         results = await asyncio.gather(*(one(*calls[name]) for name in names))
         return dict(zip(names, results, strict=True))
+
+    # --- what the health routes, schemas and tests may ask of any backend ----------------------
+    def unwrapped(self) -> Backend:
+        """The backend that does the calls, under any wrapper: diagnostics and tests look at
+        its own state (a pipe pool's workers) through this, never through the wrapper."""
+        return self
+
+    def flush_metadata(self) -> int:
+        """Forget cached metadata; how many entries were dropped (none without a cache)."""
+        return 0
+
+    def metadata_generation(self) -> int:
+        """Goes up on every flush of cached metadata: what was built from it before is stale."""
+        return 0
 
     def stats(self) -> dict[str, float]:
         """Gauges worth exporting (pool size, busy workers, queued callers); empty by default."""

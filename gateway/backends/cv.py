@@ -40,7 +40,7 @@ from .cvproc import (
 )
 
 if TYPE_CHECKING:
-    from ..clients import Identity
+    from ..consumers import Identity
 
 log = logging.getLogger("gateway.cv")
 

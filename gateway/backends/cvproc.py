@@ -25,12 +25,12 @@ from typing import Any
 import orjson
 
 from ..errors import GatewayError, from_civicrm, invalid_request
+from ..params import NAME_RE
 from ..results import Records, v3_records, v4_records
 from ..settings import Settings, split_command
 
 log = logging.getLogger("gateway.cv")
 
-NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 # What cv puts after --user= is one argv element (no shell), but refuse anything odd anyway.
 USER_RE = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
 

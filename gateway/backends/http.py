@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from ..clients import Identity
+from ..consumers import Identity
 from ..errors import GatewayError
 from ..results import Records, invalid_response, v3_records, v4_error, v4_records
 from ..settings import Settings

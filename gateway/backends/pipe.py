@@ -34,7 +34,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import GatewayError, from_civicrm
+from ..errors import GatewayError
 from ..results import Records
 from ..settings import Settings, split_command
 from . import rowcount
@@ -53,14 +53,17 @@ from .pipeworker import (
     KILL_PID,
     REPORT_PID,
     Login,
+    LoginRefused,
     PipeWorker,
     RpcError,
     WorkerBroken,
+    WorkerDied,
+    rpc_failure,
 )
 from .resilience import is_safe
 
 if TYPE_CHECKING:
-    from ..clients import Identity
+    from ..consumers import Identity
 
 log = logging.getLogger("gateway.pipe")
 
@@ -116,14 +119,6 @@ class IdleSlots:
             raise
 
 
-def rpc_failure(exc: RpcError) -> GatewayError:
-    if exc.code == -32099 or exc.code is None:
-        return from_civicrm(exc.message)
-    return GatewayError("upstream-error",
-                        f"cv pipe refused the request (JSON-RPC {exc.code}: {exc.message}).",
-                        civicrm={"error_code": exc.code, "error_message": exc.message})
-
-
 class PipeBackend(Backend):
     name = "pipe"
 
@@ -164,6 +159,13 @@ class PipeBackend(Backend):
         return {"size": size, "busy": size - idle, "idle": idle, "queued": self._queued,
                 "restarts": self.restarts, "recycled": self.recycled, "calls": self.calls,
                 "retried": self.retried}
+
+    def workers(self, *, busy: bool | None = None) -> list[PipeWorker]:
+        """The pool's live workers (only the busy or only the idle ones when ``busy`` says):
+        for diagnostics and the fault tests, which kill one and watch the pool heal."""
+        return [slot.worker for slot in self._slots
+                if slot.worker is not None and slot.worker.alive
+                and (busy is None or busy == (slot not in self._idle))]
 
     # --- pool ------------------------------------------------------------------------------
     @property
@@ -438,15 +440,3 @@ class PipeBackend(Backend):
     @staticmethod
     def _records(version: int, action: str, answer: Any) -> Records:
         return v4_result(answer) if version == 4 else v3_result(action, answer)
-
-
-class WorkerDied(GatewayError):
-    """The worker died or broke the protocol during the call (it may have run)."""
-
-
-class LoginRefused(Exception):
-    """CiviCRM refused a worker's login: the GatewayError to answer with."""
-
-    def __init__(self, error: GatewayError) -> None:
-        super().__init__(error.detail)
-        self.error = error

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from ..errors import GatewayError
+from ..errors import GatewayError, from_civicrm
 from .cvproc import (
     ProcessResult,
     failure_from_stderr,
@@ -60,6 +60,28 @@ class RpcError(Exception):
         self.code = code
         self.message = message
         self.data = data
+
+
+class WorkerDied(GatewayError):
+    """The worker died or broke the protocol during the call (it may have run)."""
+
+
+class LoginRefused(Exception):
+    """CiviCRM refused a worker's login: the GatewayError to answer with."""
+
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(error.detail)
+        self.error = error
+
+
+def rpc_failure(exc: RpcError) -> GatewayError:
+    """CiviCRM's own refusal (code -32099, or none) mapped like any CiviCRM error; any other
+    JSON-RPC error is cv pipe refusing the request itself."""
+    if exc.code == -32099 or exc.code is None:
+        return from_civicrm(exc.message)
+    return GatewayError("upstream-error",
+                        f"cv pipe refused the request (JSON-RPC {exc.code}: {exc.message}).",
+                        civicrm={"error_code": exc.code, "error_message": exc.message})
 
 
 @dataclass

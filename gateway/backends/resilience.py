@@ -2,8 +2,8 @@
 
 Applied in ``create_app`` so the HTTP, sandbox, cv and pipe backends all behave the same:
 
-- a call is *safe* when it and every call it chains are reads (``get*``): only safe calls are
-  retried after the upstream may have seen them; a write is retried only when the connection
+- a call is *safe* when it and every call it chains are reads (``Call.reads_only``): only
+  safe calls are retried after the upstream may have seen them; a write is retried only when the connection
   itself failed, so CiviCRM never received it (no duplicate creates);
 - retries use exponential backoff with jitter, honour the upstream's ``Retry-After``, and stop
   at ``retry_max_attempts`` or ``retry_max_seconds``, whichever comes first;
@@ -20,17 +20,17 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..call import parse
 from ..errors import GatewayError
 from ..metacache import METADATA_ENTITIES, MetadataCache, is_metadata_call
 from ..results import Records
-from ..settings import Settings
 from .base import Backend, BatchCall, BatchResult, TransientError
 
 if TYPE_CHECKING:
-    from ..clients import Identity
+    from ..consumers import Identity
     from ..metrics import Metrics
 
 log = logging.getLogger("gateway.resilience")
@@ -45,8 +45,7 @@ def is_safe(version: int, entity: str, action: str, params: Mapping[str, Any]) -
     """A read with no write anywhere in its chains: repeating it changes nothing. Params that
     do not parse are taken for a write (never repeated)."""
     try:
-        return all(call.action.lower().startswith("get")
-                   for call, _ in parse(version, entity, action, params).walk())
+        return parse(version, entity, action, params).reads_only
     except GatewayError:
         return False
 
@@ -116,37 +115,42 @@ class CircuitBreaker:
         self._probing = False
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long a call is tried: ``max_attempts`` tries within ``max_seconds``,
+    backing off exponentially from ``backoff`` seconds."""
+
+    max_attempts: int
+    max_seconds: float
+    backoff: float
+
+
 class ResilientBackend(Backend):
     """Wraps a backend; same interface, with retries, a breaker and the metadata cache."""
 
-    def __init__(self, inner: Backend, settings: Settings, *, metrics: Metrics | None = None,
+    def __init__(self, inner: Backend, *, retry: RetryPolicy, breaker: CircuitBreaker,
+                 cache: MetadataCache, batch_concurrency: int = 8,
+                 metrics: Metrics | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.inner = inner
         self.name = inner.name
-        self.max_attempts = settings.retry_max_attempts
-        self.max_seconds = settings.retry_max_seconds
-        self.backoff = settings.retry_backoff
-        self.batch_concurrency = settings.batch_concurrency
+        self.retry = retry
+        self.batch_concurrency = batch_concurrency
         self.metrics = metrics
         self._sleep = sleep
-        self.cache = MetadataCache(settings.metadata_cache_ttl, settings.metadata_cache_size)
-        self.breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown,
-                                      on_change=self._breaker_changed)
+        self.cache = cache
+        self.breaker = breaker
         if metrics is not None:
             metrics.breaker_state.labels(self.name).set(0)
 
-    def __getattr__(self, name: str) -> Any:
-        # Backend-specific extras (e.g. the sandbox's engine) stay reachable through the wrapper.
-        return getattr(self.inner, name)
+    def unwrapped(self) -> Backend:
+        return self.inner.unwrapped()
 
-    def _breaker_changed(self, state: str) -> None:
-        if self.metrics is None:
-            return
-        from ..metrics import BREAKER_STATES
+    def flush_metadata(self) -> int:
+        return self.cache.flush()
 
-        self.metrics.breaker_state.labels(self.name).set(BREAKER_STATES[state])
-        if state == "open":
-            self.metrics.breaker_opened.labels(self.name).inc()
+    def metadata_generation(self) -> int:
+        return self.cache.generation
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -164,10 +168,8 @@ class ResilientBackend(Backend):
     # --- calls -------------------------------------------------------------------------------
     async def call(self, version: int, entity: str, action: str, params: dict[str, Any], *,
                    identity: Identity | None = None) -> Records:
-        kwargs = {"identity": identity} if identity is not None else {}
-
         def attempt() -> Awaitable[Records]:
-            return self.inner.call(version, entity, action, params, **kwargs)
+            return self.inner.call(version, entity, action, params, identity=identity)
 
         safe = is_safe(version, entity, action, params)
         if self.cache.enabled and is_metadata_call(version, entity, action, params):
@@ -184,10 +186,9 @@ class ResilientBackend(Backend):
                     ) -> dict[str, BatchResult]:
         """The whole batch is one attempt; retried only if every call in it is safe."""
         safe = all(is_safe(version, e, a, p) for e, a, p in calls.values())
-        kwargs = {"identity": identity} if identity is not None else {}
         results = await self._guarded(
             lambda: self.inner.batch(version, calls, concurrency=concurrency or
-                                     self.batch_concurrency, **kwargs), safe=safe)
+                                     self.batch_concurrency, identity=identity), safe=safe)
         if any(not is_safe(version, e, a, p) and e in METADATA_ENTITIES
                for e, a, p in calls.values()):
             self.cache.flush()
@@ -203,12 +204,12 @@ class ResilientBackend(Backend):
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Exponential backoff with jitter; never sooner than the upstream's Retry-After."""
-        ceiling = self.backoff * (2 ** (attempt - 1))
+        ceiling = self.retry.backoff * (2 ** (attempt - 1))
         delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 (jitter, not crypto)
         return max(delay, retry_after or 0.0)
 
     async def _guarded(self, attempt: Callable[[], Awaitable[T]], *, safe: bool) -> T:
-        deadline = time.monotonic() + self.max_seconds
+        deadline = time.monotonic() + self.retry.max_seconds
         tries = 0
         while True:
             tries += 1
@@ -224,7 +225,7 @@ class ResilientBackend(Backend):
             except TransientError as exc:
                 self.breaker.failure()
                 self._observe("failure", started)
-                if not (safe or not exc.reached) or tries >= self.max_attempts:
+                if not (safe or not exc.reached) or tries >= self.retry.max_attempts:
                     raise
                 delay = self._delay(tries, exc.retry_after)
                 if time.monotonic() + delay > deadline or self.breaker.state == "open":
@@ -240,7 +241,7 @@ class ResilientBackend(Backend):
                     self._observe("failure", started)
                     # Other backends' "unavailable" means nothing ran: retry reads only.
                     delay = self._delay(tries, None)
-                    if (safe and exc.slug == "upstream-unavailable" and tries < self.max_attempts
+                    if (safe and exc.slug == "upstream-unavailable" and tries < self.retry.max_attempts
                             and time.monotonic() + delay <= deadline
                             and self.breaker.state != "open"):
                         if self.metrics is not None:

@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..backends.base import TransientError
-from ..clients import Client
+from ..consumers import Client
 from ..errors import GatewayError, invalid_request
 from ..responses import problem_response
 from ..settings import Settings

@@ -43,15 +43,16 @@ from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from ..errors import GatewayError
-from ..params import NAME_PATTERN
-from .document import build_document, redact
+from ..params import NAME_RE
+from ..redact import Redactor
+from .document import build_document
 from .metadata import Metadata, SpecSource
 from .samples import BASE_URL
 from .views import identity_digest, narrow, view_key
 
 if TYPE_CHECKING:
     from ..backends import Backend
-    from ..clients import Client
+    from ..consumers import Authenticator, Client
     from ..policy import Policy
     from ..settings import Settings
 
@@ -89,7 +90,6 @@ def bundle(name: str) -> tuple[bytes, bytes, str]:
 _HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?")
 _PREFIX = re.compile(r"(?:/[A-Za-z0-9._~-]+)*")
 _PLACEHOLDER = BASE_URL.encode()
-_ENTITY = re.compile(NAME_PATTERN)
 # Documents kept at once (each view of the whole site, and each entity of each view).
 DOCUMENTS_KEPT = 256
 BASE_URLS_KEPT = 4
@@ -134,9 +134,11 @@ def _auto(setting: bool | None, settings: Settings, server: bool) -> bool:
 class Docs:
     """Builds, caches and serves the documents of one app."""
 
-    def __init__(self, app: FastAPI, backend: Backend | None, settings: Settings) -> None:
+    def __init__(self, app: FastAPI, backend: Backend | None, settings: Settings,
+                 authenticator: Authenticator) -> None:
         self.app = app
         self.settings = settings
+        self.authenticator = authenticator
         self.source = SpecSource(backend, ttl=settings.openapi_cache_ttl,
                                  spec_file=settings.openapi_spec_file,
                                  entities=settings.openapi_entities, site=_site(settings))
@@ -162,13 +164,11 @@ class Docs:
     @property
     def auth_required(self) -> bool:
         # Without client tokens the gateway serves loopback callers (or anyone, if allowed)
-        authenticator = getattr(self.app.state, "authenticator", None)
-        return authenticator is None or authenticator.enabled
+        return self.authenticator.enabled
 
     def _secrets(self) -> list[str]:
         values = list(self.settings.secret_values)
-        authenticator = getattr(self.app.state, "authenticator", None)
-        for client in getattr(authenticator, "clients", []):
+        for client in self.authenticator.clients:
             if client.identity is not None and client.identity.api_key:
                 values.append(client.identity.api_key)
         return values
@@ -180,7 +180,8 @@ class Docs:
         if not own_routes:
             base = {**base, "paths": {}}
         doc = build_document(base, metadata, auth_required=self.auth_required, note=note)
-        return redact(doc, self._secrets())
+        # The document carries metadata text a CiviCRM administrator wrote: a last guard.
+        return Redactor(self._secrets()).json(doc)
 
     def generic(self) -> dict[str, Any]:
         """The document without CiviCRM's metadata (what ``app.openapi()`` answers)."""
@@ -263,7 +264,7 @@ class Docs:
         when ``CIVI_GATEWAY_OPENAPI_ANONYMOUS=none``."""
         from ..pipeline import authenticate
 
-        authenticator = self.app.state.authenticator
+        authenticator = self.authenticator
         if authenticator.enabled and "authorization" not in request.headers:
             if self.settings.openapi_anonymous == "none":
                 raise GatewayError("unauthenticated", "Send 'Authorization: Bearer <token>' "
@@ -279,9 +280,9 @@ class Docs:
 
     # --- start-up ------------------------------------------------------------------------
     def readers_to_prebuild(self) -> list[Client | None]:
-        authenticator = self.app.state.authenticator
+        authenticator = self.authenticator
         if not authenticator.enabled:
-            from ..clients import ANONYMOUS
+            from ..consumers import ANONYMOUS
 
             return [ANONYMOUS]
         return [None, *authenticator.clients]
@@ -357,10 +358,11 @@ def _page(title: str, head: str, body: str, root: str) -> HTMLResponse:
                                        "Cache-Control": "no-cache"})
 
 
-def install_docs(app: FastAPI, backend: Backend | None, settings: Settings) -> None:
+def install_docs(app: FastAPI, backend: Backend | None, settings: Settings,
+                 authenticator: Authenticator) -> None:
     """Serve ``/openapi.json``, ``/openapi/{Entity}.json``, ``/docs`` (Swagger UI) and
     ``/redoc``, all from this host; build the documents in the background at start-up."""
-    docs = Docs(app, backend, settings)
+    docs = Docs(app, backend, settings, authenticator)
     app.state.docs = docs
     openapi_url = app.openapi_url or "/openapi.json"
     # FastAPI's own /openapi.json is synchronous and knows only the routes: replace it.
@@ -424,7 +426,7 @@ def install_docs(app: FastAPI, backend: Backend | None, settings: Settings) -> N
                             headers={"Cache-Control": "no-cache", "Vary": "Authorization"})
         if name == "generic":
             return answer(await docs.generic_for(reader), request)
-        built = await docs.entity(reader, name) if _ENTITY.fullmatch(name) else None
+        built = await docs.entity(reader, name) if NAME_RE.fullmatch(name) else None
         if built is None:
             raise GatewayError("route-not-found", f"No document {name[:80]!r} for this reader.")
         return answer(built, request)

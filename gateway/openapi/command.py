@@ -30,7 +30,7 @@ async def _build(args: argparse.Namespace) -> dict[str, Any]:
     docs = app.state.docs
     if args.generic:
         return docs.generic()
-    backend = app.state.backend
+    backend = app.state.services.backend
     reaching = settings.openapi_spec_file is None
     if reaching:
         await backend.start()

@@ -21,13 +21,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..credentials import is_credential_field
-from ..params import NAME_PATTERN, V4_PARAMS, is_read_action
+from ..params import NAME_RE, V4_PARAMS, is_read_action
 from . import paths as described
 from .metadata import Metadata
 from .paths import SECURITY_SCHEME, error_refs, headers, schema_ref
 from .samples import BASE_URL, FIND_VALUES, SAMPLE_FILTER, SAMPLE_VALUES, code_samples
 
-_NAME = re.compile(NAME_PATTERN)
 # Options beyond this many (states, countries) are summarised: a real site would otherwise put
 # tens of thousands of option labels in the document.
 OPTIONS_LIMIT = 40
@@ -312,7 +311,7 @@ def _entity_operations(ent: dict[str, Any], names: _Names, schemas: dict[str, An
                        auth_required: bool = True) -> dict[str, Any]:
     """Schemas (added to ``schemas``) and paths of one entity."""
     name = ent["name"]
-    if not _NAME.fullmatch(name):  # the gateway refuses such names; nothing to document
+    if not NAME_RE.fullmatch(name):  # the gateway refuses such names; nothing to document
         return {}
     title = str(ent.get("title") or name)
     plural = str(ent.get("title_plural") or title)
@@ -392,7 +391,7 @@ def _entity_operations(ent: dict[str, Any], names: _Names, schemas: dict[str, An
     paths: dict[str, Any] = {}
     for action_info in ent.get("actions") or []:
         action = action_info.get("name")
-        if not isinstance(action, str) or not _NAME.fullmatch(action):
+        if not isinstance(action, str) or not NAME_RE.fullmatch(action):
             continue
         body = bodies.get(action, {"type": "object", "additionalProperties": True})
         params = names.claim(f"{name}{action[:1].upper()}{action[1:]}Params")
@@ -553,17 +552,3 @@ def build_document(base: dict[str, Any], metadata: Metadata | None, *,
     order = ("openapi", "info", "servers", "paths", "components", "tags")
     return {**{k: doc[k] for k in order if k in doc}, **{k: v for k, v in doc.items()
                                                          if k not in order}}
-
-
-def redact(doc: Any, secrets: Iterable[str]) -> Any:
-    """``doc`` with every string holding one of ``secrets`` masked: a last guard, since the
-    document carries metadata text a CiviCRM administrator wrote."""
-    secrets = [s for s in secrets if s]
-    if isinstance(doc, dict):
-        return {redact(k, secrets): redact(v, secrets) for k, v in doc.items()}
-    if isinstance(doc, list):
-        return [redact(v, secrets) for v in doc]
-    if isinstance(doc, str):
-        for secret in secrets:
-            doc = doc.replace(secret, "***")
-    return doc

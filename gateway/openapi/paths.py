@@ -117,6 +117,18 @@ def problem_responses() -> dict[str, Any]:
     return responses
 
 
+def route_problem_responses() -> dict[int | str, dict[str, Any]]:
+    """FastAPI's ``responses=`` for a route: every error status but 500, each naming the
+    problem types behind it, with the one problem schema inline."""
+    by_status: dict[int, list[str]] = {}
+    for problem in PROBLEM_TYPES.values():
+        if problem.status != 500:
+            by_status.setdefault(problem.status, []).append(problem.slug)
+    return {status: {"description": "; ".join(slugs),
+                     "content": {PROBLEM_CONTENT_TYPE: {"schema": problem_schema()}}}
+            for status, slugs in sorted(by_status.items())}
+
+
 def error_refs(*statuses: int) -> dict[str, Any]:
     """References to the problem responses (all statuses when none are named)."""
     known = sorted({p.status for p in PROBLEM_TYPES.values()})

@@ -19,7 +19,7 @@ import orjson
 from .metadata import Metadata
 
 if TYPE_CHECKING:
-    from ..clients import Client
+    from ..consumers import Client
     from ..policy import Policy
 
 

@@ -3,62 +3,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
-
 from fastapi import APIRouter, Path, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from .. import export
+from ..answers import answer
 from ..audit.hooks import audited_call, note_call
-from ..call import Call
-from ..clients import Client
-from ..errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES, GatewayError
+from ..errors import GatewayError
 from ..idempotency import call_parts
+from ..openapi.paths import route_problem_responses
 from ..params import NAME_PATTERN, check_names, is_read_action, params_from_query
-from ..pipeline import (
-    authenticate,
-    backend_kwargs,
-    params_from_body,
-    prepare_call,
-    run_prepared,
-    shape_result,
-)
-from ..policy import request_cost
-from ..responses import JSONResponse
+from ..pipeline import authenticate, params_from_body, prepare_call
+from ..services import services
 
 ENTITY = Path(description="CiviCRM entity, e.g. Contact", examples=["Contact"],
               pattern=f"^{NAME_PATTERN}$")
 ACTION = Path(description="API action, e.g. get, create, update, delete", examples=["get"],
               pattern=f"^{NAME_PATTERN}$")
-
-
-PROBLEM_SCHEMA = {
-    "type": "object",
-    "required": ["type", "title", "status", "detail"],
-    "properties": {
-        "type": {"type": "string", "description": "A /problems/{slug} reference"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "instance": {"type": "string"},
-        "civicrm": {"type": "object", "description": "CiviCRM's own error_code and error_message",
-                    "additionalProperties": True},
-    },
-}
-
-
-def problem_responses() -> dict[int | str, dict]:
-    """Every error status the gateway can answer, each with the problem types behind it."""
-    by_status: dict[int, list[str]] = {}
-    for problem in PROBLEM_TYPES.values():
-        if problem.status != 500:
-            by_status.setdefault(problem.status, []).append(problem.slug)
-    return {
-        status: {"description": "; ".join(slugs),
-                 "content": {PROBLEM_CONTENT_TYPE: {"schema": PROBLEM_SCHEMA}}}
-        for status, slugs in sorted(by_status.items())
-    }
 
 
 def _ok_response(version: int) -> dict[int | str, dict]:
@@ -79,94 +40,6 @@ def _format(request: Request) -> str:
                             request.headers.get("accept"))
 
 
-def _page_gate(request: Request, client: Client) -> export.Gate:
-    """Every page after the first is one more call against the client's rate and holds one
-    of its in-flight slots while it runs."""
-    limiter = request.app.state.limiter
-
-    def gate(first: bool) -> Any:
-        return limiter.admit(client, cost=0 if first else 1)
-
-    return gate
-
-
-async def export_response(request: Request, client: Client, call: Call, fmt: str) -> Response:
-    """Stream an APIv4 get as NDJSON or CSV, page by page (see gateway.export).
-
-    The first page is fetched before answering, so a bad query still gets a problem+json
-    status; a failure after that cuts the stream short (the body is then incomplete)."""
-    state = request.app.state
-    metrics = getattr(state, "metrics", None)
-
-    def count_rows(n: int) -> None:
-        if metrics is not None:
-            metrics.export_rows.labels(fmt).inc(n)
-
-    chunks = export.stream(state.backend, call, fmt,
-                           page_size=state.settings.export_page_size, identity=client.identity,
-                           strip_credentials=not client.policy.credential_fields,
-                           on_rows=count_rows, gate=_page_gate(request, client))
-    first = await anext(chunks, b"")
-    headers = {}
-    if fmt == "csv":
-        headers["Content-Disposition"] = f'attachment; filename="{call.entity}.csv"'
-    return _stream(first, chunks, export.MEDIA_TYPES[fmt], headers)
-
-
-def _stream(first: bytes, rest: AsyncIterator[bytes], media_type: str,
-            headers: dict[str, str]) -> StreamingResponse:
-    """The chunk already fetched (so a failure before it was a proper error status), then
-    the rest as it comes."""
-
-    async def body() -> AsyncIterator[bytes]:
-        yield first
-        async for chunk in rest:
-            yield chunk
-
-    return StreamingResponse(body(), media_type=media_type, headers=headers)
-
-
-# Gets that take no limit: Setting.get is not a paged query in CiviCRM.
-_UNPAGED = frozenset({"Setting"})
-
-
-async def call_json(request: Request, client: Client, call: Call) -> Response:
-    """A plain JSON answer. An APIv4 get with no limit that finds more than one page of
-    records is streamed as a JSON array, walked by id (see gateway.export), so a 100,000-record
-    read holds one page in memory, not the whole answer three times over.
-
-    The first call asks for one record more than a page, in the caller's own order: a result
-    that fits is answered exactly as CiviCRM ordered it, with its count headers. Only a larger
-    one is re-read in id order and streamed (without X-Result-Count, which it cannot know yet);
-    a failure after streaming has begun leaves the array unterminated."""
-    if (call.version != 4 or call.action != "get" or call.entity in _UNPAGED
-            or call.limit or call.chain or not export.keyset_possible(call)):
-        return await run_prepared(request, client, call)
-    state = request.app.state
-    page_size = state.settings.export_page_size
-    async with state.limiter.admit(client, cost=request_cost(call) - 1):
-        records = await state.backend.call(4, call.entity, "get",
-                                           {**call.to_params(), "limit": page_size + 1},
-                                           **backend_kwargs(client))
-    if len(records) <= page_size:
-        body, headers = shape_result(client, call, records)
-        return JSONResponse(body, headers=headers)
-    del records
-    chunks = export.stream(state.backend, call, "json", page_size=page_size,
-                           identity=client.identity,
-                           strip_credentials=not client.policy.credential_fields,
-                           gate=_page_gate(request, client))
-    try:
-        first = await anext(chunks)
-    except GatewayError as exc:
-        # The same query passed a moment ago, so a refusal now is of the paging itself
-        # (records without ids, an entity that cannot order by id): answer in one piece.
-        if exc.status >= 500:
-            raise
-        return await run_prepared(request, client, call)
-    return _stream(first, chunks, "application/json", {"X-Streamed": "true"})
-
-
 def _get_params(request: Request, version: int, entity: str, action: str) -> dict:
     check_names(entity, action)
     if not is_read_action(version, action):
@@ -179,7 +52,7 @@ def _get_params(request: Request, version: int, entity: str, action: str) -> dic
     items = [(k, v) for k, v in request.query_params.multi_items()
              if not (k == "format" and v in export.MEDIA_TYPES)]
     return params_from_query(version, items,
-                             max_depth=request.app.state.settings.max_json_depth)
+                             max_depth=services(request).settings.max_json_depth)
 
 
 async def handle_call(request: Request, version: int, entity: str, action: str) -> Response:
@@ -200,30 +73,21 @@ async def _answer_call(request: Request, version: int, entity: str, action: str)
         check_names(entity, action)
         fmt = _format(request)
         params = await params_from_body(request)
-    call = await prepare_call(request.app.state, client, version, entity, action, params)
+    found = services(request)
+    call = await prepare_call(found, client, version, entity, action, params)
     note_call(request, call)
-    # A write runs at most once per Idempotency-Key (claimed only once the call passed its checks).
-    return await request.app.state.idempotency.run(
-        request, client, not is_read_action(call.version, call.action),
-        lambda: [call_parts(call)], lambda: _answer(request, client, call, fmt))
-
-
-async def _answer(request: Request, client: Client, call: Call, fmt: str) -> Response:
-    if fmt == "json":
-        return await call_json(request, client, call)
-    if call.version == 4 and call.action == "get":
-        return await export_response(request, client, call, fmt)
-    if request.query_params.get("format") != fmt:  # only a preference in Accept: answer JSON
-        return await call_json(request, client, call)
-    raise GatewayError("invalid-request",
-                       f"format={fmt} (or Accept: {export.MEDIA_TYPES[fmt].split(';')[0]}) "
-                       "streams APIv4 get calls only.")
+    # A write (or a read chaining one) runs at most once per Idempotency-Key, claimed only
+    # once the call passed its checks.
+    return await found.idempotency.run(
+        request, client, not call.reads_only, lambda: [call_parts(call)],
+        lambda: answer(found, client, call, fmt,
+                       format_named=request.query_params.get("format") == fmt))
 
 
 def make_router(version: int) -> APIRouter:
     router = APIRouter(prefix=f"/v{version}", tags=[f"APIv{version}"])
 
-    responses = {**_ok_response(version), **problem_responses()}
+    responses = {**_ok_response(version), **route_problem_responses()}
     body = {"requestBody": {"required": False, "content": {"application/json": {"schema": {
         "type": "object", "additionalProperties": True,
         "description": "APIv4 params (select, where, values, ...) or simple field-value pairs"

@@ -17,13 +17,14 @@ from starlette.responses import Response
 
 from ..audit.store import Query as AuditQuery
 from ..audit.store import parse_time, search
-from ..clients import Client
+from ..consumers import Client
 from ..errors import GatewayError, invalid_request
+from ..openapi.paths import problem_schema
 from ..pipeline import authenticate
 from ..policy import denied
 from ..responses import JSONResponse
+from ..services import services
 from ..settings import is_loopback
-from .api import PROBLEM_SCHEMA
 
 MAX_LIMIT = 1000
 _MAX_INT = 2**63 - 1  # SQLite's largest integer
@@ -57,7 +58,7 @@ RECORD_SCHEMA: dict[str, Any] = {
         "duration_ms": {"type": "number"},
     },
 }
-_PROBLEM = {"application/problem+json": {"schema": PROBLEM_SCHEMA}}
+_PROBLEM = {"application/problem+json": {"schema": problem_schema()}}
 RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "Audit records, newest first",
           "headers": {"X-Next-Cursor": {"description": "Pass as cursor for the next page "
@@ -77,7 +78,7 @@ router = APIRouter(tags=["service"])
 
 def _scope(request: Request, client: Client) -> str:
     """``own`` or ``all``; a refusal otherwise."""
-    if not request.app.state.authenticator.enabled:
+    if not services(request).authenticator.enabled:
         peer = request.client.host if request.client else None
         if peer is not None and is_loopback(peer) and not any(
                 h in request.headers for h in _PROXY_HEADERS):
@@ -123,7 +124,7 @@ async def read_audit(
         if client is not None and client != caller.name:
             raise denied("This client may read its own audit records only.")
         client = caller.name
-    trail = request.app.state.audit
+    trail = services(request).audit
     if trail.sqlite_path is None:
         raise GatewayError("route-not-found", "The audit trail is not kept in SQLite here "
                                               "(CIVI_GATEWAY_AUDIT_SINKS has no \"sqlite\").")

@@ -19,14 +19,14 @@ from starlette.responses import Response
 
 from ..audit.hooks import audited_batch, note_batch
 from ..call import Call
-from ..clients import Client
+from ..consumers import Client
 from ..errors import GatewayError, invalid_request
 from ..idempotency import call_parts
-from ..params import is_read_action
-from ..pipeline import authenticate, backend_kwargs, params_from_body, prepare_call, shape_result
+from ..pipeline import authenticate, params_from_body, prepare_call, shape_result
 from ..policy import request_cost
 from ..redact import REDACTOR
 from ..responses import JSONResponse
+from ..services import services
 
 _NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
@@ -58,7 +58,7 @@ def make_router(version: int) -> APIRouter:
 
     async def answer_batch(request: Request) -> Response:
         client = await authenticate(request)
-        state = request.app.state
+        state = services(request)
         settings = state.settings
         calls = await params_from_body(request)
         if not calls:
@@ -80,7 +80,7 @@ def make_router(version: int) -> APIRouter:
         note_batch(request, calls, prepared)
         # The batch writes when a call that passed its checks does: it then runs at most once
         # per Idempotency-Key (the calls refused here are part of its fingerprint too).
-        writes = any(not is_read_action(c.version, c.action) for c in prepared.values())
+        writes = not all(c.reads_only for c in prepared.values())
         return await state.idempotency.run(
             request, client, writes,
             lambda: [(name, call_parts(prepared[name]) if name in prepared else spec)
@@ -93,13 +93,14 @@ def make_router(version: int) -> APIRouter:
         """Writes and refusals among the calls are recorded in the audit trail."""
         return await audited_batch(request, version, answer_batch)
 
+
     return router
 
 
 async def _run(request: Request, client: Client, version: int, calls: dict[str, Any],
                prepared: dict[str, Call], outcome: dict[str, Any]) -> Response:
     """The prepared calls on the backend, and each call's status and values (or problem)."""
-    state = request.app.state
+    state = services(request)
     instance = request.url.path
     if prepared:
         # The request was counted on arrival; each call in it (chains too) counts as one.
@@ -107,9 +108,9 @@ async def _run(request: Request, client: Client, version: int, calls: dict[str, 
         async with state.limiter.admit(client, cost=cost):
             outcome.update(await state.backend.batch(
                 version, {name: (c.entity, c.action, c.to_params())
-                          for name, c in prepared.items()}, **backend_kwargs(client)))
+                          for name, c in prepared.items()}, identity=client.identity))
     answer: dict[str, Any] = {}
-    metrics = getattr(state, "metrics", None)
+    metrics = state.metrics
     for name in calls:
         result = outcome[name]
         if isinstance(result, GatewayError):

@@ -5,15 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from ..errors import PROBLEM_TYPES, GatewayError
+from ..openapi.paths import route_problem_responses
 from ..pipeline import authenticate
 from ..responses import JSONResponse
-from .api import problem_responses
+from ..services import services
 
 router = APIRouter(tags=["service"])
 
 
 def _problems(*statuses: int) -> dict[int | str, dict]:
-    return {s: r for s, r in problem_responses().items() if s in statuses}
+    return {s: r for s, r in route_problem_responses().items() if s in statuses}
 
 
 @router.get("/healthz", summary="Alive")
@@ -27,8 +28,8 @@ async def readyz(request: Request) -> JSONResponse:
     """200 while this process is started and not draining. CiviCRM's state is reported under
     ``upstream``; it decides the answer only with ``CIVI_GATEWAY_READINESS_REQUIRES_UPSTREAM=true``
     (then CiviCRM's own problem, 502/503/504, is the answer)."""
-    readiness = request.app.state.readiness
-    backend = request.app.state.backend
+    found = services(request)
+    readiness, backend = found.readiness, found.backend
     if not readiness.started or readiness.draining:
         state = "starting" if not readiness.started else "draining"
         raise GatewayError("gateway-not-ready", f"This gateway process is {state}.",
@@ -47,8 +48,9 @@ async def flush_cache(request: Request) -> JSONResponse:
     """For after a schema change made outside the gateway (writes through it flush by
     themselves). Any authenticated client may flush: it only costs fresh metadata calls."""
     client = await authenticate(request)
-    async with request.app.state.limiter.admit(client, cost=0):
-        flushed = request.app.state.backend.cache.flush()
+    found = services(request)
+    async with found.limiter.admit(client, cost=0):
+        flushed = found.backend.flush_metadata()
     return JSONResponse({"flushed": flushed})
 
 

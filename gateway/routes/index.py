@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 
 from .. import __version__
 from ..responses import JSONResponse
+from ..services import services
 
 router = APIRouter(tags=["service"])
 
@@ -16,12 +17,13 @@ async def index(request: Request) -> JSONResponse:
     root = str(request.scope.get("root_path") or "").rstrip("/")
     links = {"docs": "/docs", "redoc": "/redoc", "openapi": "/openapi.json",
              "health": "/healthz", "ready": "/readyz"}
-    if request.app.state.metrics is not None:
+    found = services(request)
+    if found.metrics is not None:
         links["metrics"] = "/metrics"
     return JSONResponse({
         "name": "civicrm-gateway",
         "version": __version__,
-        "backend": request.app.state.backend.name,
+        "backend": found.backend.name,
         "calls": {"v4": f"{root}/v4/{{entity}}/{{action}}", "v3": f"{root}/v3/{{entity}}/{{action}}"},
         "links": {name: root + path for name, path in links.items()},
     })

@@ -7,6 +7,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from ..errors import GatewayError
 from ..metrics import CONTENT_TYPE
+from ..services import services
 
 router = APIRouter(tags=["service"])
 
@@ -14,7 +15,7 @@ router = APIRouter(tags=["service"])
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=True,
             response_class=PlainTextResponse)
 async def metrics(request: Request) -> Response:
-    registry = getattr(request.app.state, "metrics", None)
+    registry = services(request).metrics
     if registry is None:
         raise GatewayError("route-not-found", "Metrics are turned off.")
     return Response(registry.render(), media_type=CONTENT_TYPE)

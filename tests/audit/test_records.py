@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.clients import hash_token
+from gateway.consumers import hash_token
 from gateway.redact import MASK
 from tests.audit.helpers import (
     ADMIN,

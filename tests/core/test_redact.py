@@ -32,3 +32,9 @@ def test_the_redactor_is_restored_after_a_test():
         install_log_redaction(["topsecret-value-2"])
         assert REDACTOR.text("topsecret-value-2") == MASK
     assert REDACTOR.text("topsecret-value-2") == "topsecret-value-2"
+
+
+def test_redactor_masks_json_keys_and_values_alike():
+    r = Redactor(["s3cret"])
+    doc = {"a s3cret key": ["x s3cret", 3, None, {"k": "s3cret"}], "n": 1.5}
+    assert r.json(doc) == {f"a {MASK} key": [f"x {MASK}", 3, None, {"k": MASK}], "n": 1.5}

@@ -102,7 +102,7 @@ async def gateway(settings: Settings, **app_kwargs: Any) -> AsyncIterator[httpx.
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://localhost",
                                      timeout=60) as client:
-            client.backend = app.state.backend  # type: ignore[attr-defined]
+            client.backend = app.state.services.backend  # type: ignore[attr-defined]
             yield client
 
 

@@ -76,18 +76,18 @@ async def test_pipe_worker_reports_its_pid_through_the_context(site: Site, tmp_p
     pids = tmp_path / "pids"
     context = docker_exec(f"CV_SANDBOX_PID_FILE={pids}")
     async with gateway(cv_settings(site, "pipe", cv_context=context)) as gw:
-        worker = gw.backend._slots[0].worker  # type: ignore[attr-defined]
+        (worker,) = gw.backend.unwrapped().workers()  # type: ignore[attr-defined]
         assert worker.remote_pid == read_pids(pids)[0]
         assert worker.argv[2:5] == ["env", f"CV_SANDBOX_PID_FILE={pids}", "sh"]
         assert (await gw.post("/v4/Contact/get", json={"select": ["id"], "limit": 1})
                 ).status_code == 200
     async with gateway(cv_settings(site, "pipe")) as gw:
-        worker = gw.backend._slots[0].worker  # type: ignore[attr-defined]
+        (worker,) = gw.backend.unwrapped().workers()  # type: ignore[attr-defined]
         assert worker.remote_pid is None
         assert "sh" not in worker.argv
     off = cv_settings(site, "pipe", cv_context=context, cv_context_kill=False)
     async with gateway(off) as gw:
-        worker = gw.backend._slots[0].worker  # type: ignore[attr-defined]
+        (worker,) = gw.backend.unwrapped().workers()  # type: ignore[attr-defined]
         assert worker.remote_pid is None and worker.kill_argv is None
 
 
@@ -104,13 +104,13 @@ async def test_container_down(site: Site, backend: str, tmp_path: Path,
     async with gateway(cv_settings(site, backend, cv_context=context)) as gw:
         assert (await gw.post("/v4/Contact/get", json={"select": ["id"], "limit": 1})
                 ).status_code == 200
+        workers = gw.backend.unwrapped().workers() if backend == "pipe" else []  # type: ignore[attr-defined]
         down.touch()
         for pid in read_pids(pids):  # stopping a container ends every process in it
             with contextlib_suppress():
                 os.kill(pid, signal.SIGKILL)
-        if backend == "pipe":
-            worker = gw.backend._slots[0].worker  # type: ignore[attr-defined]
-            assert await eventually(lambda: not worker.alive)
+        for worker in workers:
+            assert await eventually(lambda worker=worker: not worker.alive)
         for path, payload in (("/v4/Contact/get", {"select": ["id"], "limit": 1}),
                               ("/v4/Contact/create", HUNG)):
             body = assert_problem(await gw.post(path, json=payload), 503, "upstream-unavailable")

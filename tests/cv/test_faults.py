@@ -29,7 +29,7 @@ GET_ONE = {"select": ["id"], "where": [["id", "=", 2]]}
 
 
 def worker_pids(backend: Any) -> list[int]:
-    return [slot.worker.pid for slot in backend._slots if slot.worker is not None]
+    return [worker.pid for worker in backend.unwrapped().workers()]
 
 
 async def wait_for_pool(backend: Any, size: int) -> None:
@@ -51,7 +51,7 @@ async def test_pipe_worker_sigkilled_mid_call(site: Site) -> None:
         before = set(worker_pids(backend))
         call = asyncio.create_task(gw.post("/v4/Contact/get", json=GET_ONE))
         assert await eventually(lambda: backend.stats()["busy"] == 1)
-        busy = [s.worker.pid for s in backend._slots if s not in backend._idle]
+        busy = [worker.pid for worker in backend.unwrapped().workers(busy=True)]
         os.kill(busy[0], signal.SIGKILL)
         response = await call
         assert response.status_code == 200, response.text
@@ -67,9 +67,9 @@ async def test_pipe_worker_sigkilled_mid_call(site: Site) -> None:
 async def test_pipe_worker_died_while_idle(site: Site) -> None:
     async with gateway(cv_settings(site, "pipe")) as gw:
         backend: Any = gw.backend  # type: ignore[attr-defined]
-        (pid,) = worker_pids(backend)
+        (worker,) = backend.unwrapped().workers()
+        pid = worker.pid
         os.kill(pid, signal.SIGKILL)
-        worker = backend._slots[0].worker
         assert await eventually(lambda: not worker.alive)
         response = await gw.post("/v4/Contact/get", json=GET_ONE)
         assert response.status_code == 200, response.text  # nothing was sent to the dead one

@@ -20,8 +20,7 @@ READ = {"select": ["id", "display_name"], "where": [["id", "=", 2]]}
 
 
 def busy_pids(backend: Any) -> list[int]:
-    return [slot.worker.pid for slot in backend._slots
-            if slot not in backend._idle and slot.worker is not None and slot.worker.alive]
+    return [worker.pid for worker in backend.unwrapped().workers(busy=True)]
 
 
 async def test_sigkill_under_read_load(site: Site) -> None:

@@ -10,7 +10,9 @@ import httpx
 import pytest
 
 from gateway.app import create_app
-from gateway.clients import hash_token
+from gateway.backends.http import HttpBackend
+from gateway.consumers import hash_token
+from gateway.services import Timing
 from gateway.settings import SettingsError, load_settings
 from tests.conftest import SITE_KEY, assert_problem, gateway_client, http_settings
 
@@ -139,22 +141,25 @@ async def test_rate_limit_is_429_with_retry_after(upstream, clients_file):
         assert (await gw.post("/v4/Contact/get", json={"limit": 1}, headers=bearer(WRITER))).status_code == 200
 
 
-async def test_per_client_concurrency(upstream, clients_file, monkeypatch):
-    import gateway.ratelimit
+class HeldContactGets(HttpBackend):
+    """Contact.get calls wait for ``release``; metadata loads go through at once."""
 
-    monkeypatch.setattr(gateway.ratelimit, "CONCURRENCY_WAIT", 0.2)
-    app = create_app(http_settings(upstream.url, clients_file=clients_file))
-    backend = app.state.backend
-    original = backend.call
+    def __init__(self, settings, entered: asyncio.Event, release: asyncio.Event) -> None:
+        super().__init__(settings)
+        self.entered, self.release = entered, release
+
+    async def call(self, version, entity, action, params, **kwargs):
+        if (entity, action) == ("Contact", "get"):
+            self.entered.set()
+            await self.release.wait()
+        return await super().call(version, entity, action, params, **kwargs)
+
+
+async def test_per_client_concurrency(upstream, clients_file):
+    settings = http_settings(upstream.url, clients_file=clients_file)
     entered, release = asyncio.Event(), asyncio.Event()
-
-    async def slow_call(version, entity, action, *args, **kwargs):
-        if (entity, action) == ("Contact", "get"):  # metadata loads go through at once
-            entered.set()
-            await release.wait()
-        return await original(version, entity, action, *args, **kwargs)
-
-    backend.call = slow_call
+    app = create_app(settings, backend=HeldContactGets(settings, entered, release),
+                     timing=Timing(concurrency_wait=0.2))
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as gw:
             first = asyncio.create_task(gw.post("/v4/Contact/get", json={"limit": 1}, headers=bearer(WRITER)))

@@ -9,7 +9,7 @@ import httpx
 import orjson
 import pytest
 
-from gateway.clients import hash_token, new_token
+from gateway.consumers import hash_token, new_token
 
 pytestmark = pytest.mark.slow
 

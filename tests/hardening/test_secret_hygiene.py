@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.clients import load_clients
+from gateway.consumers import load_clients
 from gateway.settings import Settings, SettingsError, load_settings
 from tests.conftest import ADMIN_KEY, SITE_KEY, GatewayProcess, clear_gateway_env
 

@@ -15,7 +15,7 @@ import pytest
 from gateway.app import create_app
 from gateway.backends.base import TransientError
 from gateway.backends.sandbox import SandboxBackend
-from gateway.idempotency import Idempotency, call_parts, fingerprint
+from gateway.idempotency import call_parts, fingerprint
 from gateway.idempotency.store import Entry, MemoryStore
 from gateway.pipeline import prepare_call
 from gateway.settings import Settings
@@ -97,13 +97,13 @@ async def test_an_expired_lease_answers_outcome_unknown(settings: Settings) -> N
     async with app.router.lifespan_context(app), \
             httpx.AsyncClient(transport=transport, base_url="http://localhost") as gw:
         # The claim exactly as a request of a stopped process would have left it.
-        client = app.state.authenticator.authenticate(auth("alpha")["Authorization"], None,
+        client = app.state.services.authenticator.authenticate(auth("alpha")["Authorization"], None,
                                                       proxied=False)
         call = await prepare_call(app.state, client, 4, "Contact", "create", dict(CREATE))
         now = time.time()
         lost = Entry(fingerprint([call_parts(call)]), "f" * 32, now - 1, now + 3600)
         scope = hashlib.sha256(b"alpha\0k-lost").hexdigest()
-        assert await app.state.idempotency.store.claim(scope, lost) is None
+        assert await app.state.services.idempotency.store.claim(scope, lost) is None
         r = await gw.post("/v4/Contact/create", json=CREATE, headers=auth("alpha", "k-lost"))
         body = problem(r, 504, "write-outcome-unknown")
         assert body["detail"].startswith("The request that first sent this key stopped")
@@ -133,8 +133,7 @@ class BrokenStore(MemoryStore):
 
 async def _with_store(store: BrokenStore, clients_file: Path) -> tuple[Any, Any]:
     settings = Settings(backend="sandbox", sandbox_demo=0, clients_file=clients_file)
-    app = create_app(settings)
-    app.state.idempotency = Idempotency(settings, store)
+    app = create_app(settings, idempotency_store=store)
     return app, httpx.ASGITransport(app=app)
 
 

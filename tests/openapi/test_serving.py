@@ -13,7 +13,7 @@ import orjson
 
 from gateway.app import create_app
 from gateway.backends.base import Backend
-from gateway.clients import ANONYMOUS
+from gateway.consumers import ANONYMOUS
 from gateway.openapi import ASSETS
 from gateway.results import Records
 from gateway.settings import Settings

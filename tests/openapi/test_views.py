@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
-from gateway.clients import hash_token
+from gateway.consumers import hash_token
 from gateway.settings import Settings
 from tests.conftest import gateway_client
 from tests.openapi.conftest import operations
@@ -121,7 +121,7 @@ async def test_documents_are_shared_by_what_they_depend_on(clients_file):
     settings = Settings(backend="sandbox", sandbox_demo=0, clients_file=clients_file)
     async with gateway_client(settings) as gw:
         docs = gw._transport.app.state.docs  # type: ignore[attr-defined]
-        clients = {c.name: c for c in gw._transport.app.state.authenticator.clients}  # type: ignore[attr-defined]
+        clients = {c.name: c for c in gw._transport.app.state.services.authenticator.clients}  # type: ignore[attr-defined]
         reader = await docs.full(clients["reader"])
         assert await docs.full(clients["twin"]) is reader
         other = await docs.full(clients["other"])  # same rights, its own CiviCRM user

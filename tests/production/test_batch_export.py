@@ -11,7 +11,7 @@ import sys
 import orjson
 import pytest
 
-from gateway.clients import hash_token
+from gateway.consumers import hash_token
 from gateway.sandbox.bulk import seed_contacts
 from gateway.settings import Settings
 from tests.conftest import ADMIN_KEY, gateway_client, http_settings

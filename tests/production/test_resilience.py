@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from gateway.backends.http import HttpBackend
-from gateway.backends.resilience import CircuitBreaker, ResilientBackend, is_safe
+from gateway.backends.resilience import CircuitBreaker, is_safe
 from gateway.metacache import MetadataCache
+from gateway.services import Timing, resilient_backend
 from tests.conftest import assert_problem, free_port, gateway_client, http_settings
 from tests.production.conftest import InjectingTransport
 
@@ -108,7 +109,7 @@ async def test_backoff_doubles_between_attempts(faulty_upstream, monkeypatch):
 
     settings = http_settings(faulty_upstream.url, retry_backoff=0.2, retry_max_attempts=4,
                              retry_max_seconds=300, breaker_threshold=1000)
-    backend = ResilientBackend(HttpBackend(settings), settings, sleep=sleep)
+    backend = resilient_backend(HttpBackend(settings), settings, timing=Timing(sleep=sleep))
     await backend.start()
     try:
         faulty_upstream.faults.plan[:] = ["503", "502-after", "503"]
@@ -163,9 +164,8 @@ async def test_circuit_breaker_opens_fails_fast_and_probes(faulty_upstream):
     settings = http_settings(faulty_upstream.url, retry_max_attempts=1, breaker_threshold=3,
                              breaker_cooldown=30)
     clock = Clock()
-    async with gateway_client(settings) as gw:
-        backend = gw._transport.app.state.backend  # type: ignore[attr-defined]
-        backend.breaker = CircuitBreaker(3, 30, clock=clock, on_change=backend._breaker_changed)
+    async with gateway_client(settings, timing=Timing(clock=clock)) as gw:
+        backend = gw._transport.app.state.services.backend  # type: ignore[attr-defined]
         faulty_upstream.faults.plan[:] = ["503"] * 3
         for _ in range(3):
             assert (await gw.get("/v4/Contact/get", params={"limit": "1"})).status_code == 503
@@ -232,9 +232,7 @@ async def test_metadata_cache_ttl_flush_and_identity(faulty_upstream, tmp_path):
     settings = http_settings(faulty_upstream.url, metadata_cache_ttl=60, validate_calls=False)
     faulty_upstream.faults.record_metadata = True
     clock = Clock()
-    async with gateway_client(settings) as gw:
-        backend = gw._transport.app.state.backend  # type: ignore[attr-defined]
-        backend.cache = MetadataCache(60, clock=clock)
+    async with gateway_client(settings, timing=Timing(clock=clock)) as gw:
         seen = faulty_upstream.faults.seen
         body = {"select": ["name"], "where": [["name", "=", "first_name"]]}
         first = await gw.post("/v4/Contact/getFields", json=body)
@@ -286,7 +284,7 @@ async def test_metadata_cache_shares_one_load():
     gate.set()
     results = await asyncio.gather(*waiting)
     assert calls == 1 and all(r == [{"name": "id"}] for r in results)
-    from gateway.clients import Identity
+    from gateway.consumers import Identity
 
     assert cache.key(4, "Contact", "getFields", {}, Identity(api_key="k1")) != \
         cache.key(4, "Contact", "getFields", {}, Identity(api_key="k2"))

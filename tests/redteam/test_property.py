@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.app import create_app
-from gateway.clients import hash_token
+from gateway.consumers import hash_token
 from gateway.policy import Policy
 from gateway.sandbox.touch import recording
 from gateway.settings import Settings

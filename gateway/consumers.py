@@ -1,5 +1,5 @@
-"""Client authentication: bearer tokens configured only as SHA-256 hashes, each with a name and
-a policy.
+"""API consumers (the callers of this gateway, not HTTP clients): bearer tokens configured only
+as SHA-256 hashes, each with a name and a policy.
 
 Tokens are long random strings (``civicrm-gateway token create``), so a plain SHA-256 is a
 sufficient one-way hash; a stolen config does not reveal them. Comparison is constant-time and

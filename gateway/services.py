@@ -1,0 +1,113 @@
+"""The app's collaborators, built once by ``create_app`` and handed to what needs them.
+
+Routes and the pipeline read them through :func:`services` (one typed lookup on the app's
+state) instead of reaching into ``request.app.state`` for loose attributes; the resilience
+layer, the limiter, readiness and the schemas get theirs as constructor arguments, so a test
+builds an app with the clock or sleep it needs (:class:`Timing`) instead of swapping
+internals after construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from starlette.requests import HTTPConnection
+
+from .audit import AuditTrail
+from .backends import Backend, make_backend
+from .backends.resilience import CircuitBreaker, ResilientBackend, RetryPolicy
+from .consumers import Authenticator, load_clients
+from .idempotency import Idempotency
+from .idempotency.store import Store
+from .metacache import MetadataCache
+from .metrics import Metrics
+from .ratelimit import CONCURRENCY_WAIT, Limiter
+from .readiness import Readiness
+from .redact import install_log_redaction
+from .schema import Schemas
+from .settings import Settings, env_name
+
+log = logging.getLogger("gateway")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Where the collaborators get the time and how they wait: the real ones by default."""
+
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    # How long a call may wait for one of its client's in-flight slots before a 429.
+    concurrency_wait: float = CONCURRENCY_WAIT
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    backend: ResilientBackend
+    metrics: Metrics | None
+    authenticator: Authenticator
+    limiter: Limiter
+    readiness: Readiness
+    schemas: Schemas
+    idempotency: Idempotency
+    audit: AuditTrail
+
+
+def services(connection: HTTPConnection) -> Services:
+    """The services of the app answering this request."""
+    found: Services = connection.app.state.services
+    return found
+
+
+def resilient_backend(inner: Backend, settings: Settings, *, metrics: Metrics | None = None,
+                      timing: Timing | None = None) -> ResilientBackend:
+    """Retries, breaker and metadata cache around ``inner``, from the settings."""
+    timing = timing or Timing()
+    on_change = functools.partial(metrics.breaker_changed, inner.name) if metrics else None
+    return ResilientBackend(
+        inner,
+        retry=RetryPolicy(settings.retry_max_attempts, settings.retry_max_seconds,
+                          settings.retry_backoff),
+        breaker=CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown,
+                               clock=timing.clock, on_change=on_change),
+        cache=MetadataCache(settings.metadata_cache_ttl, settings.metadata_cache_size,
+                            clock=timing.clock),
+        batch_concurrency=settings.batch_concurrency, metrics=metrics, sleep=timing.sleep)
+
+
+def build_services(settings: Settings, backend: Backend | None = None, *,
+                   timing: Timing | None = None,
+                   idempotency_store: Store | None = None) -> Services:
+    """Every collaborator, once. ``backend`` overrides the one the settings name, and
+    ``idempotency_store`` the Idempotency-Key store they name."""
+    timing = timing or Timing()
+    install_log_redaction(settings.secret_values)
+    metrics = Metrics() if settings.metrics_enabled else None
+    # Retries, circuit breaker and metadata cache apply to every backend alike.
+    resilient = resilient_backend(backend or make_backend(settings), settings, metrics=metrics,
+                                  timing=timing)
+    if metrics is not None:
+        metrics.watch_backend(resilient)
+    clients = load_clients(settings)
+    install_log_redaction([c.identity.api_key for c in clients
+                           if c.identity is not None and c.identity.api_key])
+    if settings.allow_anonymous and not clients:
+        log.warning("No client tokens and %s=true: anyone who can reach this gateway can call "
+                    "CiviCRM with its credentials", env_name("allow_anonymous"))
+    return Services(
+        settings=settings,
+        backend=resilient,
+        metrics=metrics,
+        authenticator=Authenticator(clients, allow_anonymous=settings.allow_anonymous),
+        limiter=Limiter(settings, metrics, concurrency_wait=timing.concurrency_wait),
+        readiness=Readiness(resilient, requires_upstream=settings.readiness_requires_upstream,
+                            timeout=settings.readiness_upstream_timeout, metrics=metrics),
+        schemas=Schemas(resilient, settings.metadata_cache_ttl, clock=timing.clock),
+        idempotency=Idempotency(settings, idempotency_store),
+        audit=AuditTrail(settings, metrics),
+    )
