@@ -97,13 +97,14 @@ async def test_an_expired_lease_answers_outcome_unknown(settings: Settings) -> N
     async with app.router.lifespan_context(app), \
             httpx.AsyncClient(transport=transport, base_url="http://localhost") as gw:
         # The claim exactly as a request of a stopped process would have left it.
-        client = app.state.services.authenticator.authenticate(auth("alpha")["Authorization"], None,
-                                                      proxied=False)
-        call = await prepare_call(app.state, client, 4, "Contact", "create", dict(CREATE))
+        services = app.state.services
+        client = services.authenticator.authenticate(auth("alpha")["Authorization"], None,
+                                                     proxied=False)
+        call = await prepare_call(services, client, 4, "Contact", "create", dict(CREATE))
         now = time.time()
         lost = Entry(fingerprint([call_parts(call)]), "f" * 32, now - 1, now + 3600)
         scope = hashlib.sha256(b"alpha\0k-lost").hexdigest()
-        assert await app.state.services.idempotency.store.claim(scope, lost) is None
+        assert await services.idempotency.store.claim(scope, lost) is None
         r = await gw.post("/v4/Contact/create", json=CREATE, headers=auth("alpha", "k-lost"))
         body = problem(r, 504, "write-outcome-unknown")
         assert body["detail"].startswith("The request that first sent this key stopped")
