@@ -405,7 +405,7 @@ def _count(name: str, value: Any) -> int:
                            status=500, error_code=0)
     if value < 0 or value > 2**31:
         raise bad_param(name, "must be a whole number from 0 to 2147483648.")
-    return value
+    return int(value)
 
 
 def _int(name: str, value: Any) -> int:
@@ -414,7 +414,7 @@ def _int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise from_civicrm(f'Parameter "{name}" is not of the correct type. Expecting int.',
                            status=500, error_code=0)
-    return value
+    return int(value)
 
 
 def _field_map(name: str, value: Any) -> dict[str, Any]:

@@ -83,7 +83,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             server_header=False,
             proxy_headers=False,
             # On SIGTERM: stop accepting, let calls in flight finish (up to this many seconds).
-            timeout_graceful_shutdown=settings.shutdown_grace,
+            # uvicorn takes a float here too (asyncio's wait_for), though annotated int.
+            timeout_graceful_shutdown=settings.shutdown_grace,  # type: ignore[arg-type]
             **_uvicorn_options(),  # type: ignore[arg-type]
         )
     finally:
@@ -242,7 +243,7 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
-async def _export_remote(args: argparse.Namespace, settings: Settings, params: dict,
+async def _export_remote(args: argparse.Namespace, settings: Settings, params: dict[str, Any],
                          fmt: str, out: BinaryIO, progress: _Progress) -> int:
     import aiohttp
 
@@ -268,7 +269,7 @@ async def _export_remote(args: argparse.Namespace, settings: Settings, params: d
     return 0
 
 
-async def _export_local(args: argparse.Namespace, settings: Settings, params: dict,
+async def _export_local(args: argparse.Namespace, settings: Settings, params: dict[str, Any],
                         fmt: str, out: BinaryIO, progress: _Progress) -> int:
     from . import export
     from .backends import make_backend

@@ -169,8 +169,8 @@ async def _resolve(call: Call, path: str, use: str, joins: dict[str, str],
     if bare == "row_count" and use == "select" and call.version == 4:
         return []  # CiviCRM's pseudo-field: the number of matches
     if call.version == 3 and call.entity == "Contact" and bare.lower() in V3_LOCATION_FIELDS:
-        entity, name = V3_LOCATION_FIELDS[bare.lower()]
-        return [FieldRef(entity, name, use, path, call, via=entity)]
+        location_entity, name = V3_LOCATION_FIELDS[bare.lower()]
+        return [FieldRef(location_entity, name, use, path, call, via=location_entity)]
     if schema is None or call.version == 3:
         # By name only: the first segment is the call's own entity's (or a join alias).
         parts = bare.split(".")

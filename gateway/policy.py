@@ -280,14 +280,14 @@ def _cap_rows(policy: Policy, call: Call, depth_rows: int = 1) -> Call:
     if policy.max_rows is not None and rows > policy.max_rows:
         raise denied(f"This request could produce {rows} rows through its chains; this client "
                      f"may read at most {policy.max_rows} in one request.")
+    # Each chained call runs once per row of this one (an unbounded read: as many as its parent).
+    per_row = max(1, int(rows)) if math.isfinite(rows) else depth_rows
     if call.version == 4 and call.chain:
-        chain = {name: ChainLink(_cap_rows(policy, link.call, max(1, rows) if
-                                           math.isfinite(rows) else depth_rows), link.index)
+        chain = {name: ChainLink(_cap_rows(policy, link.call, per_row), link.index)
                  for name, link in call.chain.items()}
         call = replace(call, chain=chain)
     elif call.version == 3 and call.v3_chains:
-        chains = tuple((key, tuple(_cap_rows(policy, c, max(1, rows) if math.isfinite(rows)
-                                              else depth_rows) for c in calls))
+        chains = tuple((key, tuple(_cap_rows(policy, c, per_row) for c in calls))
                        for key, calls in call.v3_chains)
         call = replace(call, v3_chains=chains)
     return call

@@ -341,8 +341,8 @@ def load_settings(**overrides: object) -> Settings:
     Raises ``SettingsError`` with a readable message naming each bad variable.
     """
     try:
-        return Settings(_secrets_dir=_secrets_dir(), _env_file=_env_file(),  # type: ignore[call-arg]
-                        **overrides)
+        return Settings(_secrets_dir=_secrets_dir(), _env_file=_env_file(),
+                        **overrides)  # type: ignore[arg-type]
     except PydanticSettingsError as exc:
         # Anything else the sources could not read (a file vanished, a folder in the way).
         raise SettingsError(f"cannot read the settings: {exc}") from None

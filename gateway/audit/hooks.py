@@ -152,11 +152,13 @@ async def audited_batch(request: Request, version: int, handle: BatchHandler) ->
     entries = answer if isinstance(answer, dict) else {}
     for name, entity, action, call in _members(request):
         entry = entries.get(name)
-        status = entry.get("status") if isinstance(entry, dict) else None
-        if not isinstance(status, int) or not audited(version, action, call, status):
+        if not isinstance(entry, dict):
             continue
-        ok = status < 400
-        trail.add(context.record(entity, action, call, status,
+        member_status = entry.get("status")
+        if not isinstance(member_status, int) or not audited(version, action, call, member_status):
+            continue
+        ok = member_status < 400
+        trail.add(context.record(entity, action, call, member_status,
                                  None if ok else _slug(entry.get("error")),
                                  entry.get("values") if ok else None, replayed, batch=name))
     return response

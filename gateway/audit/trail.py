@@ -16,6 +16,7 @@ flushed on graceful shutdown (the app's lifespan) and before ``GET /audit`` read
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import queue
@@ -24,7 +25,7 @@ import threading
 import time
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -58,7 +59,7 @@ class Sink(Protocol):
 class _OwnerOnlyRotatingFile(RotatingFileHandler):
     """Files created 0600 (records may hold personal data); a failure raised, not printed."""
 
-    def _open(self) -> IO[str]:
+    def _open(self) -> io.TextIOWrapper:
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         return open(fd, "a", encoding="utf-8")
 

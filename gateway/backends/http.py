@@ -107,6 +107,7 @@ class HttpBackend(Backend):
         if self._client is not None:
             return
         s = self.settings
+        assert s.http_url is not None  # required by the settings' validation for this backend
         client = PooledClient(s.http_url, headers=self._headers, timeout=s.http_timeout,
                               connect_timeout=min(10.0, s.http_timeout),
                               max_connections=s.http_max_connections, tls=self._tls())

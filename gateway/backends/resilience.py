@@ -204,7 +204,7 @@ class ResilientBackend(Backend):
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Exponential backoff with jitter; never sooner than the upstream's Retry-After."""
-        ceiling = self.retry.backoff * (2 ** (attempt - 1))
+        ceiling = self.retry.backoff * 2.0 ** (attempt - 1)
         delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 (jitter, not crypto)
         return max(delay, retry_after or 0.0)
 

@@ -66,7 +66,7 @@ def counted(plan: CountPlan, rows: Records) -> int:
         return len(rows)
     if len(rows) == 1 and isinstance(rows[0], dict) \
             and isinstance(rows[0].get(COUNT_ALIAS), int):
-        return rows[0][COUNT_ALIAS]
+        return int(rows[0][COUNT_ALIAS])
     raise GatewayError("upstream-invalid-response",
                        "CiviCRM answered the row count query without a count.")
 

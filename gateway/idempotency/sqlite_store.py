@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,7 +44,7 @@ class SqliteStore(Store):
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="idempotency")
         self._purged = 0.0
 
-    async def _run(self, fn: Any, *args: Any) -> T:  # type: ignore[type-var]
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, fn, *args)
 

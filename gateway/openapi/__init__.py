@@ -181,7 +181,8 @@ class Docs:
             base = {**base, "paths": {}}
         doc = build_document(base, metadata, auth_required=self.auth_required, note=note)
         # The document carries metadata text a CiviCRM administrator wrote: a last guard.
-        return Redactor(self._secrets()).json(doc)
+        redacted: dict[str, Any] = Redactor(self._secrets()).json(doc)
+        return redacted
 
     def generic(self) -> dict[str, Any]:
         """The document without CiviCRM's metadata (what ``app.openapi()`` answers)."""

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import Docs
+
 
 class CommandError(Exception):
     """A failure to report in one line, with exit status 1."""
@@ -27,7 +29,7 @@ async def _build(args: argparse.Namespace) -> dict[str, Any]:
 
     settings = load_settings()
     app = create_app(settings)
-    docs = app.state.docs
+    docs: Docs = app.state.docs
     if args.generic:
         return docs.generic()
     backend = app.state.services.backend

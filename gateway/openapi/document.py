@@ -405,7 +405,7 @@ def _entity_operations(ent: dict[str, Any], names: _Names, schemas: dict[str, An
             description = f"{description}\n\n{_SIMPLE_NOTE[action]}"
         path = f"/v4/{name}/{action}"
         sample = examples.get("simple", examples.get("native", {}))
-        operation = {
+        operation: dict[str, Any] = {
             "tags": [name],
             "summary": _SUMMARIES.get(action, f"{name}.{action}").format(
                 title=title, plural=plural.lower() if plural != name else plural),

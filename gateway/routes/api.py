@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
@@ -22,8 +24,8 @@ ACTION = Path(description="API action, e.g. get, create, update, delete", exampl
               pattern=f"^{NAME_PATTERN}$")
 
 
-def _ok_response(version: int) -> dict[int | str, dict]:
-    schema: dict = {"type": "array", "items": {"type": "object", "additionalProperties": True}}
+def _ok_response(version: int) -> dict[int | str, dict[str, Any]]:
+    schema: dict[str, Any] = {"type": "array", "items": {"type": "object", "additionalProperties": True}}
     description = "The records, as a plain JSON list"
     if version == 3:
         schema = {}
@@ -40,7 +42,8 @@ def _format(request: Request) -> str:
                             request.headers.get("accept"))
 
 
-def _get_params(request: Request, version: int, entity: str, action: str) -> dict:
+def _get_params(request: Request, version: int, entity: str,
+                action: str) -> dict[str, Any]:
     check_names(entity, action)
     if not is_read_action(version, action):
         raise GatewayError(

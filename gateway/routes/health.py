@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 
 from ..errors import PROBLEM_TYPES, GatewayError
@@ -13,7 +15,7 @@ from ..services import services
 router = APIRouter(tags=["service"])
 
 
-def _problems(*statuses: int) -> dict[int | str, dict]:
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: r for s, r in route_problem_responses().items() if s in statuses}
 
 
