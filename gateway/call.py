@@ -164,6 +164,7 @@ def _clause(name: str, raw: Any, depth: int) -> Clause:
         raise from_civicrm("Illegal operator", status=500, error_code=0)
     op = raw[1].upper()
     left = _expr(name, head, alias=False)
+    _no_aggregate(name, left)
     if op in _NO_VALUE:
         if len(raw) > 2:
             raise bad_param(name, f"operator {op} takes no value.")
@@ -173,7 +174,9 @@ def _clause(name: str, raw: Any, depth: int) -> Clause:
     value = raw[2]
     if len(raw) == 4:
         if raw[3] is True:
-            return Condition(left, op, right=_expr(name, value, alias=False))
+            right = _expr(name, value, alias=False)
+            _no_aggregate(name, right)
+            return Condition(left, op, right=right)
         if raw[3] is not False:
             raise bad_param(name, "the 4th element of a clause must be true or false.")
     if op in _LIST_VALUE:
@@ -185,6 +188,15 @@ def _clause(name: str, raw: Any, depth: int) -> Clause:
             raise bad_param(name, f"operator {op} needs a list of 2 values.")
     _check_value(name, value)
     return Condition(left, op, value)
+
+
+def _no_aggregate(name: str, expr: Expr) -> None:
+    """An aggregate filters groups, not rows: SQL refuses it in WHERE and ON (MySQL's "Invalid
+    use of group function", a DB Error from CiviCRM), so it is the client's mistake to say."""
+    if name != "having" and expr.is_aggregate:
+        found = sorted(f for f in expr.functions if f in expressions.AGGREGATES)
+        raise bad_param(name, f"the aggregate function {found[0]} cannot filter rows: select it "
+                        "with an alias and filter on that alias in 'having'.")
 
 
 def _check_value(name: str, value: Any, depth: int = 0) -> None:

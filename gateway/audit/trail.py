@@ -150,6 +150,10 @@ class AuditTrail:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        if metrics is not None:
+            # Exported at 0 from the start, so rate() and alerts see the first failure.
+            for sink in [*settings.audit_sinks, "queue"]:
+                metrics.audit_errors.labels(sink)
 
     @property
     def enabled(self) -> bool:

@@ -403,6 +403,15 @@ def install_docs(app: FastAPI, backend: Backend | None, settings: Settings,
                                             ("gateway.openapi", "static")]),
               name="docs-assets")
 
+    # Browsers ask for /favicon.ico whatever the page links: the docs' icon, not a 404.
+    icon = files("fastapi_offline").joinpath("static/favicon.png").read_bytes()
+
+    async def favicon(request: Request) -> Response:
+        return Response(icon, media_type="image/png",
+                        headers={"Cache-Control": "public, max-age=86400"})
+
+    app.add_route("/favicon.ico", favicon, include_in_schema=False)
+
     def prefix(request: Request) -> str:
         """The path the gateway is mounted at behind a proxy (uvicorn's --root-path)."""
         return html.escape(str(request.scope.get("root_path") or "").rstrip("/"), quote=True)

@@ -157,3 +157,25 @@ async def test_create_with_an_id_is_refused(gw: httpx.AsyncClient) -> None:
         "civicrm-error")
     assert "Use Update action" in body["detail"]
     assert await contacts(gw) == before
+
+
+@pytest.mark.parametrize("params", [
+    {"where": [["GROUP_CONCAT('a', id)", "=", 0]]},  # found by the redteam property test
+    {"where": [["OR", [["COUNT(id)", ">", 1], ["id", "=", 1]]]]},
+    {"where": [["id", "=", "MAX(id)", True]]},
+    {"join": [["Email AS e", "LEFT", ["e.contact_id", "=", "MIN(id)", True]]]},
+])
+async def test_an_aggregate_that_would_filter_rows_is_refused(gw: httpx.AsyncClient,
+                                                               params: dict[str, Any]) -> None:
+    """SQL refuses an aggregate in WHERE or ON (a DB Error from CiviCRM, answered 502): the
+    gateway says it is the client's mistake, and where it belongs."""
+    body = assert_problem(await gw.post("/v4/Contact/get", json=params), 400, "invalid-request")
+    assert "cannot filter rows" in body["detail"] and "'having'" in body["detail"]
+
+
+async def test_an_aggregate_in_having_still_works(gw: httpx.AsyncClient) -> None:
+    response = await gw.post("/v4/Contact/get", json={
+        "select": ["contact_type", "COUNT(id) AS n"], "groupBy": ["contact_type"],
+        "having": [["COUNT(id)", ">", 0]]})
+    assert response.status_code == 200, response.text
+    assert sum(row["n"] for row in response.json()) == len(await contacts(gw))

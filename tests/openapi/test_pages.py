@@ -62,3 +62,12 @@ async def test_pages_behind_a_path_prefix():
         contact = doc["paths"]["/v4/Contact/get"]["post"]["x-codeSamples"][0]["source"]
         assert contact.startswith("curl -s 'http://localhost/crm/v4/Contact/get'")
         assert (await gw.get(f"/crm{ASSETS}/swagger-init.js")).status_code == 200
+
+
+async def test_the_browsers_favicon_request_gets_the_docs_icon(gw_sandbox):
+    """Browsers fetch /favicon.ico whatever a page links: the same icon the pages link."""
+    icon = await gw_sandbox.get("/favicon.ico")
+    assert icon.status_code == 200
+    assert icon.headers["content-type"] == "image/png"
+    assert icon.content == (await gw_sandbox.get(f"{ASSETS}/favicon.png")).content
+    assert icon.content.startswith(b"\x89PNG")
