@@ -56,11 +56,28 @@ def _begin(config: pytest.Config) -> None:
         PREPARATION.start()
 
 
+PHASE: list[float] = []  # when the first docker test started, when the last one ended
+WAITED: list[float] = []  # seconds the docker tests' fixtures waited for the preparation
+
+
+def pytest_runtest_logstart(nodeid: str) -> None:
+    if nodeid.startswith("tests/docker/") and not PHASE:
+        PHASE[:] = [time.monotonic()] * 2
+
+
+def pytest_runtest_logfinish(nodeid: str) -> None:
+    if nodeid.startswith("tests/docker/") and PHASE:
+        PHASE[1] = time.monotonic()
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """How long the background preparation took, step by step (the docker tests' cost)."""
+    """What the docker tests cost: when each preparation step ran, how long the tests waited
+    for it, and the wall time of the docker tests themselves (waits included)."""
     if PREPARATION.timings:
-        terminalreporter.write_line(f"docker test preparation (s after collection): "
-                                    f"{PREPARATION.summary()}")
+        terminalreporter.write_line(
+            f"docker test preparation (s after collection): {PREPARATION.summary()}; "
+            f"the docker tests waited {sum(WAITED):.0f} s for it and ran "
+            f"{(PHASE[1] - PHASE[0]) if PHASE else 0:.0f} s in all")
 
 
 def missing(tool: str) -> None:
@@ -73,6 +90,7 @@ def missing(tool: str) -> None:
 
 def prepared(step: str) -> Any:
     """The result of a preparation step, waited for; its failure as a skip or a failure."""
+    started = time.monotonic()
     try:
         return PREPARATION.result(step)
     except Unavailable as reason:
@@ -83,6 +101,8 @@ def prepared(step: str) -> Any:
         pytest.fail(str(error), pytrace=False)
     except Exception as error:
         pytest.fail(f"preparing {step} failed: {type(error).__name__}: {error}", pytrace=False)
+    finally:
+        WAITED.append(time.monotonic() - started)
 
 
 def docker(*args: str, check: bool = True, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
