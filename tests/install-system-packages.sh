@@ -2,7 +2,7 @@
 # Debian packages some tests drive for real: headless Chromium (the offline /docs test),
 # redis-server (rate limits shared by replicas), nginx (`nginx -t` on deploy/nginx), Docker
 # for tests/docker (docker.io: engine and client; docker-compose 1.29 when no Compose v2 is
-# there; debootstrap for the local base image; tests/docker starts dockerd itself), and for the
+# there; mmdebstrap for the local base image; tests/docker starts dockerd itself), and for the
 # executable README (tests/docs): jq, used by its shell examples, and php-cli + php-curl for its
 # PHP client example, nodejs (if missing) for its JavaScript one; Node.js and npm for the
 # OpenAPI tools of tests/openapi/node (installed by the tests with `npm ci`; Node.js 20.19+);
@@ -18,7 +18,7 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v dockerd >/dev/null || [ -x /usr/sbin/dockerd ] || need+=(docker.io)
 { docker compose version || command -v docker-compose; } >/dev/null 2>&1 || need+=(docker-compose)
-command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 command -v jq >/dev/null || need+=(jq)
 command -v node >/dev/null || need+=(nodejs)
 command -v php >/dev/null || need+=(php-cli)
@@ -52,7 +52,7 @@ if ! { $sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive \
 fi
 if $strict; then
     missing=()
-    for tool in chromium chromedriver redis-server jq php node npm docker systemd-analyze; do
+    for tool in chromium chromedriver redis-server jq php node npm docker mmdebstrap systemd-analyze; do
         command -v "$tool" >/dev/null || missing+=("$tool")
     done
     command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
