@@ -77,8 +77,7 @@ def make_site(root: Path, contacts: int) -> Path:
     return site
 
 
-async def drive(mode: str, calls: int, clients: int,
-                one: Callable[[], Awaitable[bool]]) -> Result:
+async def drive(mode: str, calls: int, clients: int, one: Callable[[], Awaitable[bool]]) -> Result:
     """``calls`` calls of ``one`` by ``clients`` concurrent callers; latency of each."""
     latencies: list[float] = []
     errors = 0
@@ -101,8 +100,8 @@ async def through_gateway(mode: str, settings: Settings, calls: int, clients: in
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://localhost",
-                                     timeout=120) as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost", timeout=120) as client:
+
             async def one() -> bool:
                 response = await client.post("/v4/Contact/get", json=PARAMS)
                 return response.status_code == 200 and len(response.json()) == 25
@@ -135,12 +134,25 @@ async def through_civicrmapi(command: str, site: Path, calls: int, threads: int)
 
 async def asgi_post(app: Any, path: bytes, body: bytes) -> tuple[int, bytes]:
     """One POST straight into the ASGI app: what a lean client costs, nothing more."""
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": "POST", "scheme": "http", "path": path.decode(), "raw_path": path,
-             "query_string": b"", "root_path": "", "client": ("127.0.0.1", 40000),
-             "server": ("127.0.0.1", 8000), "state": {},
-             "headers": [(b"host", b"gateway"), (b"content-type", b"application/json"),
-                         (b"content-length", str(len(body)).encode())]}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path.decode(),
+        "raw_path": path,
+        "query_string": b"",
+        "root_path": "",
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+        "headers": [
+            (b"host", b"gateway"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
     received = False
     status = 0
     chunks: list[bytes] = []
@@ -167,20 +179,43 @@ async def asgi_post(app: Any, path: bytes, body: bytes) -> tuple[int, bytes]:
     return status, b"".join(chunks)
 
 
-async def pipe_overhead(command: str, site: Path, calls: int, rounds: int = 10
-                        ) -> tuple[list[float], list[float], float, float]:
+async def pipe_overhead(
+    command: str, site: Path, calls: int, rounds: int = 10
+) -> tuple[list[float], list[float], float, float]:
     """Raw pipe round trips and gateway-through-pipe calls, alternating: their latencies, and
     this process's CPU seconds per call on each side (what the load cannot inflate much)."""
-    settings = Settings(backend="pipe", cv_command=command, cv_cwd=str(site), cv_user="admin",
-                        pipe_size=1, pipe_max_calls=1_000_000, cv_timeout=120,
-                        pipe_start_timeout=120)
+    settings = Settings(
+        backend="pipe",
+        cv_command=command,
+        cv_cwd=str(site),
+        cv_user="admin",
+        pipe_size=1,
+        pipe_max_calls=1_000_000,
+        cv_timeout=120,
+        pipe_start_timeout=120,
+    )
     app = create_app(settings)
     body = orjson.dumps(PARAMS)
-    request = orjson.dumps({"jsonrpc": "2.0", "method": "api4", "params": [
-        "Contact", "get", {**PARAMS, "checkPermissions": True}], "id": 1}) + b"\n"
+    request = (
+        orjson.dumps(
+            {
+                "jsonrpc": "2.0",
+                "method": "api4",
+                "params": ["Contact", "get", {**PARAMS, "checkPermissions": True}],
+                "id": 1,
+            }
+        )
+        + b"\n"
+    )
     raw = await asyncio.create_subprocess_exec(
-        *shlex.split(command), f"--cwd={site}", "--user=admin", "pipe", "vtl",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        *shlex.split(command),
+        f"--cwd={site}",
+        "--user=admin",
+        "pipe",
+        "vtl",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
     assert raw.stdin is not None and raw.stdout is not None
     await raw.stdout.readline()  # the handshake
 
@@ -206,8 +241,7 @@ async def pipe_overhead(command: str, site: Path, calls: int, rounds: int = 10
                 await raw_call()
                 await gateway_call()
             for _ in range(rounds):
-                for name, call, into in (("raw", raw_call, raws),
-                                         ("gateway", gateway_call, gateways)):
+                for name, call, into in (("raw", raw_call, raws), ("gateway", gateway_call, gateways)):
                     cpu_started = time.process_time()
                     for _ in range(max(1, calls // rounds)):
                         started = time.perf_counter()
@@ -220,108 +254,151 @@ async def pipe_overhead(command: str, site: Path, calls: int, rounds: int = 10
     return raws, gateways, cpu["raw"] / len(raws), cpu["gateway"] / len(gateways)
 
 
-def report_overhead(raws: list[float], gateways: list[float], raw_cpu: float, gateway_cpu: float,
-                    args: argparse.Namespace) -> None:
+def report_overhead(
+    raws: list[float], gateways: list[float], raw_cpu: float, gateway_cpu: float, args: argparse.Namespace
+) -> None:
     raw, gateway = statistics.median(raws), statistics.median(gateways)
     ratio = gateway / raw
-    print(f"\npipe overhead: Contact.get (25 contacts), one caller, {len(raws)} calls each, "
-          f"stand-in call delay {args.call_delay * 1000:g} ms, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}")
-    print(f"raw cv pipe round trip       p50 {raw * 1000:6.3f} ms  p90 "
-          f"{statistics.quantiles(raws, n=10)[-1] * 1000:6.3f} ms")
-    print(f"gateway through pipe (ASGI)  p50 {gateway * 1000:6.3f} ms  p90 "
-          f"{statistics.quantiles(gateways, n=10)[-1] * 1000:6.3f} ms")
-    print(f"gateway adds {(gateway - raw) * 1000:.3f} ms a call; ratio {ratio:.2f}x "
-          f"(target <= 1.3x: {'met' if ratio <= 1.3 else 'NOT met'})")
-    print(f"CPU of this process per call: raw client {raw_cpu * 1e6:.0f} us, gateway "
-          f"{gateway_cpu * 1e6:.0f} us (the gateway's own work, less sensitive to the load)")
+    print(
+        f"\npipe overhead: Contact.get (25 contacts), one caller, {len(raws)} calls each, "
+        f"stand-in call delay {args.call_delay * 1000:g} ms, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"raw cv pipe round trip       p50 {raw * 1000:6.3f} ms  p90 "
+        f"{statistics.quantiles(raws, n=10)[-1] * 1000:6.3f} ms"
+    )
+    print(
+        f"gateway through pipe (ASGI)  p50 {gateway * 1000:6.3f} ms  p90 "
+        f"{statistics.quantiles(gateways, n=10)[-1] * 1000:6.3f} ms"
+    )
+    print(
+        f"gateway adds {(gateway - raw) * 1000:.3f} ms a call; ratio {ratio:.2f}x "
+        f"(target <= 1.3x: {'met' if ratio <= 1.3 else 'NOT met'})"
+    )
+    print(
+        f"CPU of this process per call: raw client {raw_cpu * 1e6:.0f} us, gateway "
+        f"{gateway_cpu * 1e6:.0f} us (the gateway's own work, less sensitive to the load)"
+    )
 
 
 def report(results: list[Result], baseline: Result, args: argparse.Namespace) -> None:
-    print(f"\nContact.get x {args.calls} (per-call modes: {args.per_call_calls}), boot delay "
-          f"{args.boot_delay:g} s, cv concurrency {args.cv_concurrency} (per-call callers), "
-          f"{args.clients} pipe callers, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
-    header = (f"{'mode':<34} {'calls':>5} {'err':>4} {'wall s':>7} {'calls/s':>9} "
-              f"{'p50 ms':>8} {'p99 ms':>8} {'x cv':>7}")
+    print(
+        f"\nContact.get x {args.calls} (per-call modes: {args.per_call_calls}), boot delay "
+        f"{args.boot_delay:g} s, cv concurrency {args.cv_concurrency} (per-call callers), "
+        f"{args.clients} pipe callers, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+    )
+    header = (
+        f"{'mode':<34} {'calls':>5} {'err':>4} {'wall s':>7} {'calls/s':>9} "
+        f"{'p50 ms':>8} {'p99 ms':>8} {'x cv':>7}"
+    )
     print(header)
     print("-" * len(header))
     for result in results:
-        print(f"{result.mode:<34} {result.calls:>5} {result.errors:>4} {result.wall:>7.2f} "
-              f"{result.throughput:>9.1f} {result.percentile(0.5) * 1000:>8.1f} "
-              f"{result.percentile(0.99) * 1000:>8.1f} "
-              f"{result.throughput / baseline.throughput:>7.1f}")
-    best = max((r for r in results if r.mode.startswith("gateway pipe")), key=lambda r: r.throughput,
-               default=None)
+        print(
+            f"{result.mode:<34} {result.calls:>5} {result.errors:>4} {result.wall:>7.2f} "
+            f"{result.throughput:>9.1f} {result.percentile(0.5) * 1000:>8.1f} "
+            f"{result.percentile(0.99) * 1000:>8.1f} "
+            f"{result.throughput / baseline.throughput:>7.1f}"
+        )
+    best = max(
+        (r for r in results if r.mode.startswith("gateway pipe")), key=lambda r: r.throughput, default=None
+    )
     civicrmapi = next((r for r in results if r.mode.startswith("civicrmapi")), None)
     print()
     if best is not None:
         ratio = best.throughput / baseline.throughput
-        print(f"best pipe pool / cv per call: {ratio:.1f}x "
-              f"(target >= 50x: {'met' if ratio >= 50 else 'NOT met'})")
+        print(
+            f"best pipe pool / cv per call: {ratio:.1f}x "
+            f"(target >= 50x: {'met' if ratio >= 50 else 'NOT met'})"
+        )
     if civicrmapi is not None:
         ratio = baseline.throughput / civicrmapi.throughput
-        print(f"cv per call / civicrmapi: {ratio:.2f}x "
-              f"(target >= 1: {'met' if ratio >= 1 else 'NOT met'}); p50 "
-              f"{baseline.percentile(0.5) * 1000:.0f} ms vs "
-              f"{civicrmapi.percentile(0.5) * 1000:.0f} ms")
+        print(
+            f"cv per call / civicrmapi: {ratio:.2f}x "
+            f"(target >= 1: {'met' if ratio >= 1 else 'NOT met'}); p50 "
+            f"{baseline.percentile(0.5) * 1000:.0f} ms vs "
+            f"{civicrmapi.percentile(0.5) * 1000:.0f} ms"
+        )
     median_cv = statistics.median(baseline.latencies)
-    print(f"median cv process: {median_cv * 1000:.0f} ms, of which the simulated bootstrap "
-          f"is {args.boot_delay * 1000:.0f} ms")
+    print(
+        f"median cv process: {median_cv * 1000:.0f} ms, of which the simulated bootstrap "
+        f"is {args.boot_delay * 1000:.0f} ms"
+    )
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=200, help="calls per pipe mode")
-    parser.add_argument("--per-call-calls", type=int, default=None,
-                        help="calls for cv per call and civicrmapi (default: --calls)")
+    parser.add_argument(
+        "--per-call-calls",
+        type=int,
+        default=None,
+        help="calls for cv per call and civicrmapi (default: --calls)",
+    )
     parser.add_argument("--boot-delay", type=float, default=0.3)
     parser.add_argument("--clients", type=int, default=8, help="concurrent HTTP callers")
     parser.add_argument("--cv-concurrency", type=int, default=4)
     parser.add_argument("--pools", default="1,2,4", help="pipe pool sizes")
     parser.add_argument("--contacts", type=int, default=200)
     parser.add_argument("--no-civicrmapi", action="store_true")
-    parser.add_argument("--overhead-calls", type=int, default=400,
-                        help="calls per side in the pipe overhead comparison")
-    parser.add_argument("--call-delay", type=float, default=0.0,
-                        help="seconds the stand-in takes per API call (models CiviCRM's work)")
-    parser.add_argument("--overhead-only", action="store_true",
-                        help="only the pipe overhead comparison")
+    parser.add_argument(
+        "--overhead-calls", type=int, default=400, help="calls per side in the pipe overhead comparison"
+    )
+    parser.add_argument(
+        "--call-delay",
+        type=float,
+        default=0.0,
+        help="seconds the stand-in takes per API call (models CiviCRM's work)",
+    )
+    parser.add_argument("--overhead-only", action="store_true", help="only the pipe overhead comparison")
     args = parser.parse_args()
     args.per_call_calls = args.per_call_calls or args.calls
     logging.basicConfig(level=logging.ERROR)
 
     with tempfile.TemporaryDirectory() as tmp:
         site = make_site(Path(tmp), args.contacts)
-        command = shlex.join([sys.executable, "-m", "gateway.sandbox.cv",
-                              "--boot-delay", str(args.boot_delay)])
+        command = shlex.join(
+            [sys.executable, "-m", "gateway.sandbox.cv", "--boot-delay", str(args.boot_delay)]
+        )
         if args.call_delay:
             os.environ["CV_SANDBOX_CALL_DELAY"] = str(args.call_delay)  # inherited by cv
         print("pipe overhead ...", file=sys.stderr)
-        raws, gateways, raw_cpu, gateway_cpu = await pipe_overhead(command, site,
-                                                                   args.overhead_calls)
+        raws, gateways, raw_cpu, gateway_cpu = await pipe_overhead(command, site, args.overhead_calls)
         report_overhead(raws, gateways, raw_cpu, gateway_cpu, args)
         if args.overhead_only:
             return
-        common: dict[str, Any] = {"cv_command": command, "cv_cwd": str(site),
-                                  "cv_user": "admin", "cv_timeout": 120,
-                                  "cv_concurrency": args.cv_concurrency,
-                                  "pipe_max_calls": 1_000_000, "pipe_start_timeout": 120}
+        common: dict[str, Any] = {
+            "cv_command": command,
+            "cv_cwd": str(site),
+            "cv_user": "admin",
+            "cv_timeout": 120,
+            "cv_concurrency": args.cv_concurrency,
+            "pipe_max_calls": 1_000_000,
+            "pipe_start_timeout": 120,
+        }
         results = []
         print("cv per call ...", file=sys.stderr)
-        baseline = await through_gateway("gateway cv (process per call)",
-                                         Settings(backend="cv", **common),
-                                         args.per_call_calls, args.cv_concurrency)
+        baseline = await through_gateway(
+            "gateway cv (process per call)",
+            Settings(backend="cv", **common),
+            args.per_call_calls,
+            args.cv_concurrency,
+        )
         results.append(baseline)
         for size in [int(n) for n in args.pools.split(",") if n]:
             print(f"pipe pool of {size} ...", file=sys.stderr)
-            results.append(await through_gateway(
-                f"gateway pipe, pool of {size}", Settings(backend="pipe", pipe_size=size,
-                                                          **common),
-                args.calls, args.clients))
+            results.append(
+                await through_gateway(
+                    f"gateway pipe, pool of {size}",
+                    Settings(backend="pipe", pipe_size=size, **common),
+                    args.calls,
+                    args.clients,
+                )
+            )
         if not args.no_civicrmapi:
             print("civicrmapi ...", file=sys.stderr)
-            results.append(await through_civicrmapi(command, site, args.per_call_calls,
-                                                    args.cv_concurrency))
+            results.append(await through_civicrmapi(command, site, args.per_call_calls, args.cv_concurrency))
         report(results, baseline, args)
 
 

@@ -42,7 +42,8 @@ def _time_page(url: str, css: str, *, whole: bool = False) -> float:
             WebDriverWait(driver, 120).until(lambda d: d.find_elements(By.ID, "cgw-document"))
             started = driver.execute_script("return performance.now()")
             Select(driver.find_element(By.ID, "cgw-document")).select_by_index(
-                len(Select(driver.find_element(By.ID, "cgw-document")).options) - 1)
+                len(Select(driver.find_element(By.ID, "cgw-document")).options) - 1
+            )
         else:
             started = 0.0
         WebDriverWait(driver, 120).until(lambda d: d.find_elements(By.CSS_SELECTOR, css))
@@ -62,15 +63,20 @@ def main() -> None:
         spec = Path(folder) / "spec.json"
         write_big_spec(spec, args.entities)
         started = time.perf_counter()
-        proc = GatewayProcess({"CIVI_GATEWAY_BACKEND": "sandbox", "CIVI_GATEWAY_SANDBOX_DEMO": "0",
-                               "CIVI_GATEWAY_OPENAPI_SPEC_FILE": str(spec),
-                               "CIVI_GATEWAY_OPENAPI_PREBUILD": "true",
-                               "CIVI_GATEWAY_LOG_LEVEL": "info"}, Path(folder))
+        proc = GatewayProcess(
+            {
+                "CIVI_GATEWAY_BACKEND": "sandbox",
+                "CIVI_GATEWAY_SANDBOX_DEMO": "0",
+                "CIVI_GATEWAY_OPENAPI_SPEC_FILE": str(spec),
+                "CIVI_GATEWAY_OPENAPI_PREBUILD": "true",
+                "CIVI_GATEWAY_LOG_LEVEL": "info",
+            },
+            Path(folder),
+        )
         try:
             proc.wait_ready(timeout=60)
             ready = time.perf_counter() - started
-            with httpx.Client(base_url=proc.url, timeout=120,
-                              headers={"Accept-Encoding": "gzip"}) as client:
+            with httpx.Client(base_url=proc.url, timeout=120, headers={"Accept-Encoding": "gzip"}) as client:
                 while "document(s) built in the background" not in proc.log.read_text():
                     time.sleep(0.05)
                 built = time.perf_counter() - started
@@ -81,19 +87,24 @@ def main() -> None:
                     timings.append((time.perf_counter() - t0) * 1000)
                     size = len(response.content)
                     packed = int(response.headers.get("content-length", 0))
-            print(f"{args.entities} entities: ready {ready:.1f} s after start, documents built "
-                  f"{built:.1f} s after start")
-            print(f"/openapi.json gzipped: median {statistics.median(timings):.1f} ms, worst "
-                  f"{max(timings):.1f} ms; {size / 1e6:.1f} MB, {packed / 1e3:.0f} kB on the wire")
+            print(
+                f"{args.entities} entities: ready {ready:.1f} s after start, documents built "
+                f"{built:.1f} s after start"
+            )
+            print(
+                f"/openapi.json gzipped: median {statistics.median(timings):.1f} ms, worst "
+                f"{max(timings):.1f} ms; {size / 1e6:.1f} MB, {packed / 1e3:.0f} kB on the wire"
+            )
             pages = [_time_page(proc.url + "/docs", FIRST_OPERATION) for _ in range(args.runs)]
-            print(f"/docs, first entity on screen (cold browser, {args.runs} runs): median "
-                  f"{statistics.median(pages):.0f} ms, worst {max(pages):.0f} ms")
+            print(
+                f"/docs, first entity on screen (cold browser, {args.runs} runs): median "
+                f"{statistics.median(pages):.0f} ms, worst {max(pages):.0f} ms"
+            )
             try:
                 whole = _time_page(proc.url + "/docs", ".opblock-tag", whole=True)
                 print(f"/docs on the whole document at once: {whole:.0f} ms")
             except Exception as exc:  # a page busy for minutes times the browser driver out
-                print(f"/docs on the whole document at once: no render in time "
-                      f"({type(exc).__name__})")
+                print(f"/docs on the whole document at once: no render in time ({type(exc).__name__})")
         finally:
             proc.stop()
 

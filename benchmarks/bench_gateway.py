@@ -44,8 +44,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60,
-              verify: str | bool = True) -> None:
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60, verify: str | bool = True) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -70,9 +69,28 @@ def stop(proc: subprocess.Popen) -> None:
 def self_signed(directory: Path) -> tuple[Path, Path]:
     """A throwaway certificate for 127.0.0.1, so the upstream can speak HTTPS like a real site."""
     cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
@@ -81,9 +99,25 @@ def upstream(db: Path, tls: tuple[Path, Path] | None = None) -> Iterator[tuple[s
     port = free_port()
     extra = ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "sandbox", "--db", str(db), "--demo", "0",
-         "--api-key", API_KEY, "--port", str(port), *extra],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "sandbox",
+            "--db",
+            str(db),
+            "--demo",
+            "0",
+            "--api-key",
+            API_KEY,
+            "--port",
+            str(port),
+            *extra,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     try:
         wait_http(url + "/civicrm/ajax/rest", proc, verify=str(tls[0]) if tls else True)
@@ -96,13 +130,26 @@ def upstream(db: Path, tls: tuple[Path, Path] | None = None) -> Iterator[tuple[s
 def gateway(upstream_url: str, **env: str) -> Iterator[tuple[str, int]]:
     port = free_port()
     full = {k: v for k, v in os.environ.items() if not k.startswith("CIVI_GATEWAY_")}
-    full.update({"CIVI_GATEWAY_BACKEND": "http", "CIVI_GATEWAY_HTTP_URL": upstream_url,
-                 "CIVI_GATEWAY_HTTP_API_KEY": API_KEY, "CIVI_GATEWAY_PORT": str(port),
-                 "CIVI_GATEWAY_LOG_LEVEL": "warning", "CIVI_GATEWAY_HTTP_TIMEOUT": "300",
-                 "CIVI_GATEWAY_CLIENT_CONCURRENCY": "1000",
-                 "CIVI_GATEWAY_SECRETS_DIR": "/nonexistent", **env})
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], cwd=ROOT, env=full,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    full.update(
+        {
+            "CIVI_GATEWAY_BACKEND": "http",
+            "CIVI_GATEWAY_HTTP_URL": upstream_url,
+            "CIVI_GATEWAY_HTTP_API_KEY": API_KEY,
+            "CIVI_GATEWAY_PORT": str(port),
+            "CIVI_GATEWAY_LOG_LEVEL": "warning",
+            "CIVI_GATEWAY_HTTP_TIMEOUT": "300",
+            "CIVI_GATEWAY_CLIENT_CONCURRENCY": "1000",
+            "CIVI_GATEWAY_SECRETS_DIR": "/nonexistent",
+            **env,
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve"],
+        cwd=ROOT,
+        env=full,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(url + "/healthz", proc)
@@ -128,6 +175,7 @@ def ms(seconds: float) -> str:
 
 
 # --- (a) -----------------------------------------------------------------------------------------
+
 
 def _http_client_calls(gw: str, n: int) -> float:
     """``n`` calls through the gateway on one kept-alive stdlib ``http.client`` connection."""
@@ -168,20 +216,27 @@ def bench_civicrmapi(up: str, gw: str, n: int, verify: str | bool = True) -> dic
         for _ in range(n):
             client.post("/v4/Contact/get", json=PARAMS).raise_for_status()
         through = time.perf_counter() - start
-    return {"civicrmapi_direct_s": direct, "gateway_httpx_s": through,
-            "gateway_http_client_s": _http_client_calls(gw, n)}
+    return {
+        "civicrmapi_direct_s": direct,
+        "gateway_httpx_s": through,
+        "gateway_http_client_s": _http_client_calls(gw, n),
+    }
 
 
 def print_a(title: str, a: dict[str, float]) -> None:
     print(title)
     print(f"    civicrmapi HttpApiV4 direct      : {a['civicrmapi_direct_s']:.3f} s")
-    for key, label in (("gateway_httpx_s", "httpx client via gateway      "),
-                       ("gateway_http_client_s", "http.client via gateway       ")):
-        print(f"    {label}   : {a[key]:.3f} s  "
-              f"(civicrmapi/gateway {a['civicrmapi_direct_s'] / a[key]:.2f}x)")
+    for key, label in (
+        ("gateway_httpx_s", "httpx client via gateway      "),
+        ("gateway_http_client_s", "http.client via gateway       "),
+    ):
+        print(
+            f"    {label}   : {a[key]:.3f} s  (civicrmapi/gateway {a['civicrmapi_direct_s'] / a[key]:.2f}x)"
+        )
 
 
 # --- (b) -----------------------------------------------------------------------------------------
+
 
 class LeanConnection:
     """One kept-alive HTTP/1.1 connection on asyncio streams, doing no more than a call needs.
@@ -201,9 +256,11 @@ class LeanConnection:
         if self.streams is None:
             self.streams = await asyncio.open_connection(*self.address)
         reader, writer = self.streams
-        writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.address[0]}\r\n{self.head}"
-                     f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
-                     .encode() + body)
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {self.address[0]}\r\n{self.head}"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
         head = await reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
         length = 0
@@ -247,8 +304,7 @@ async def _paths(up: str, gw: str, concurrency: int, lean: bool):
         through = [LeanConnection(gw, {}) for _ in range(concurrency)]
 
         async def send_direct(i: int) -> int:
-            return await direct[i].post(direct_path, form_body,
-                                        "application/x-www-form-urlencoded")
+            return await direct[i].post(direct_path, form_body, "application/x-www-form-urlencoded")
 
         async def send_through(i: int) -> int:
             return await through[i].post("/v4/Contact/get", json_body, "application/json")
@@ -256,6 +312,7 @@ async def _paths(up: str, gw: str, concurrency: int, lean: bool):
         async def close() -> None:
             for conn in (*direct, *through):
                 conn.close()
+
         return send_direct, send_through, close
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -271,6 +328,7 @@ async def _paths(up: str, gw: str, concurrency: int, lean: bool):
     async def close_httpx() -> None:
         await d.aclose()
         await g.aclose()
+
     return send_direct_httpx, send_through_httpx, close_httpx
 
 
@@ -281,8 +339,9 @@ def cpu_ticks() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
-async def bench_added_latency(up: str, gw: str, concurrency: int, per_worker: int,
-                              lean: bool = False) -> dict[str, float]:
+async def bench_added_latency(
+    up: str, gw: str, concurrency: int, per_worker: int, lean: bool = False
+) -> dict[str, float]:
     send_direct, send_through, close = await _paths(up, gw, concurrency, lean)
     result: dict[str, float] = {}
     try:
@@ -314,6 +373,7 @@ async def bench_added_latency(up: str, gw: str, concurrency: int, per_worker: in
 
 # --- (c) -----------------------------------------------------------------------------------------
 
+
 def bench_big_get(up: str, mode: str, select: list[str], records: int) -> dict[str, float]:
     """``mode``: ``whole`` (a limit above the total: answered in one piece), ``json`` (a plain
     get: the gateway streams it as a JSON array) or ``ndjson``."""
@@ -325,8 +385,9 @@ def bench_big_get(up: str, mode: str, select: list[str], records: int) -> dict[s
         start = time.perf_counter()
         with httpx.Client(base_url=gw, timeout=300) as client:
             if stream:
-                with client.stream("POST", "/v4/Contact/get", params={"format": "ndjson"},
-                                   json={"select": select}) as response:
+                with client.stream(
+                    "POST", "/v4/Contact/get", params={"format": "ndjson"}, json={"select": select}
+                ) as response:
                     response.raise_for_status()
                     for chunk in response.iter_bytes():
                         size += len(chunk)
@@ -341,16 +402,24 @@ def bench_big_get(up: str, mode: str, select: list[str], records: int) -> dict[s
                 rows = len(orjson.loads(response.content))
         elapsed = time.perf_counter() - start
         peak = rss_kib(pid, "VmHWM")
-    return {"rows": rows, "seconds": elapsed, "payload_mib": size / 2**20,
-            "idle_rss_mib": idle / 1024, "peak_rss_mib": peak / 1024,
-            "growth_mib": (peak - idle) / 1024}
+    return {
+        "rows": rows,
+        "seconds": elapsed,
+        "payload_mib": size / 2**20,
+        "idle_rss_mib": idle / 1024,
+        "peak_rss_mib": peak / 1024,
+        "growth_mib": (peak - idle) / 1024,
+    }
 
 
 # --- (d) -----------------------------------------------------------------------------------------
 
+
 def bench_batch(gw: str, n: int, rounds: int) -> dict[str, float]:
-    calls = {f"c{i}": ["Contact", "get", {"select": ["id", "display_name"],
-                                          "where": [["id", "=", 3 + i]]}] for i in range(n)}
+    calls = {
+        f"c{i}": ["Contact", "get", {"select": ["id", "display_name"], "where": [["id", "=", 3 + i]]}]
+        for i in range(n)
+    }
     with httpx.Client(base_url=gw, timeout=60) as client:
         client.post("/v4/batch", json=calls).raise_for_status()
         singles = batch = 0.0
@@ -371,8 +440,10 @@ def https_a(db: Path, tmp: Path, calls: int) -> None:
     """(a) again with CiviCRM behind HTTPS, as real sites are: civicrmapi opens (and
     handshakes) a connection per call, the gateway keeps its TLS connections."""
     cert, key = self_signed(tmp)
-    with upstream(db, (cert, key)) as (up, _), \
-            gateway(up, CIVI_GATEWAY_HTTP_CA_BUNDLE=str(cert)) as (gw, _pid):
+    with (
+        upstream(db, (cert, key)) as (up, _),
+        gateway(up, CIVI_GATEWAY_HTTP_CA_BUNDLE=str(cert)) as (gw, _pid),
+    ):
         a = bench_civicrmapi(up, gw, calls, verify=str(cert))
     print_a(f"\n(a') the same with the upstream on HTTPS ({calls} calls)", a)
 
@@ -382,26 +453,35 @@ def run_b(up: str, gw: str, quick: bool) -> None:
         client = "a lean asyncio client" if lean else "httpx"
         for conc, per in ((1, 800 if not quick else 160), (32, 40 if not quick else 16)):
             b = asyncio.run(bench_added_latency(up, gw, conc, per, lean))
-            print(f"\n(b) added latency, {client} on both paths, concurrency {conc} "
-                  f"({conc * per} calls per path)")
+            print(
+                f"\n(b) added latency, {client} on both paths, concurrency {conc} "
+                f"({conc * per} calls per path)"
+            )
             print(f"    direct  p50 {ms(b['direct_p50'])}  p99 {ms(b['direct_p99'])}")
             print(f"    gateway p50 {ms(b['gateway_p50'])}  p99 {ms(b['gateway_p99'])}")
             print(f"    added   p50 {ms(b['added_p50'])}  p99 {ms(b['added_p99'])}")
-            print(f"    machine CPU busy: direct {b['direct_cpu_busy']:.0%}, "
-                  f"gateway {b['gateway_cpu_busy']:.0%} (of {os.cpu_count()} cores)")
+            print(
+                f"    machine CPU busy: direct {b['direct_cpu_busy']:.0%}, "
+                f"gateway {b['gateway_cpu_busy']:.0%} (of {os.cpu_count()} cores)"
+            )
 
 
 def run_c(up: str, records: int) -> None:
     select = ["id", "display_name", "sort_name", "first_name", "last_name", "created_date"]
-    labels = {"whole": "JSON with limit (buffered whole)",
-              "json": "plain JSON get (streamed as an array)", "ndjson": "NDJSON stream"}
+    labels = {
+        "whole": "JSON with limit (buffered whole)",
+        "json": "plain JSON get (streamed as an array)",
+        "ndjson": "NDJSON stream",
+    }
     for mode, label in labels.items():
         c = bench_big_get(up, mode, select, records)
         print(f"\n(c) get of all {c['rows']:,} contacts, {label}")
         print(f"    time {c['seconds']:.2f} s, payload {c['payload_mib']:.1f} MiB")
-        print(f"    gateway RSS idle {c['idle_rss_mib']:.1f} MiB, peak "
-              f"{c['peak_rss_mib']:.1f} MiB, growth {c['growth_mib']:.1f} MiB "
-              f"({c['growth_mib'] / c['payload_mib']:.2f}x payload)")
+        print(
+            f"    gateway RSS idle {c['idle_rss_mib']:.1f} MiB, peak "
+            f"{c['peak_rss_mib']:.1f} MiB, growth {c['growth_mib']:.1f} MiB "
+            f"({c['growth_mib'] / c['payload_mib']:.2f}x payload)"
+        )
 
 
 def main() -> int:

@@ -45,8 +45,10 @@ async def measure(settings: Settings, rounds: int) -> tuple[list[float], list[fl
     app = create_app(settings)
     plain: list[float] = []
     keyed: list[float] = []
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://localhost") as gw:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as gw,
+    ):
         for i in range(rounds + 20):  # the first 20 warm up (metadata, connections, files)
             for samples, headers in ((plain, {}), (keyed, {"Idempotency-Key": uuid.uuid4().hex})):
                 started = time.perf_counter()
@@ -61,17 +63,18 @@ async def measure(settings: Settings, rounds: int) -> tuple[list[float], list[fl
 def report(name: str, plain: list[float], keyed: list[float]) -> None:
     p50, p95 = quantiles(plain)
     k50, k95 = quantiles(keyed)
-    print(f"{name:<7} without key p50 {p50:6.2f} ms  p95 {p95:6.2f} ms | with key p50 "
-          f"{k50:6.2f} ms  p95 {k95:6.2f} ms | added p50 {k50 - p50:+.2f} ms  p95 "
-          f"{k95 - p95:+.2f} ms")
+    print(
+        f"{name:<7} without key p50 {p50:6.2f} ms  p95 {p95:6.2f} ms | with key p50 "
+        f"{k50:6.2f} ms  p95 {k95:6.2f} ms | added p50 {k50 - p50:+.2f} ms  p95 "
+        f"{k95 - p95:+.2f} ms"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=500)
     args = parser.parse_args()
-    base = {"backend": "sandbox", "sandbox_db": ":memory:", "sandbox_demo": 0,
-            "allow_anonymous": True}
+    base = {"backend": "sandbox", "sandbox_db": ":memory:", "sandbox_demo": 0, "allow_anonymous": True}
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.pop("CIVI_GATEWAY_IDEMPOTENCY_STORE", None)
         settings = Settings(**base, state_dir=Path(tmp), idempotency_store="sqlite")
@@ -81,9 +84,23 @@ def main() -> None:
             print("redis   skipped: redis-server is not installed")
             return
         port = free_port()
-        proc = subprocess.Popen([server, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                                 "--appendonly", "no", "--dir", tmp],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                server,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                tmp,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             deadline = time.monotonic() + 10
             while True:
@@ -94,8 +111,12 @@ def main() -> None:
                     if time.monotonic() > deadline:
                         raise RuntimeError("redis-server did not start") from None
                     time.sleep(0.05)
-            settings = Settings(**base, state_dir=Path(tmp), idempotency_store="redis",
-                                rate_limit_storage=f"redis://127.0.0.1:{port}/0")
+            settings = Settings(
+                **base,
+                state_dir=Path(tmp),
+                idempotency_store="redis",
+                rate_limit_storage=f"redis://127.0.0.1:{port}/0",
+            )
             report("redis", *asyncio.run(measure(settings, args.rounds)))
         finally:
             proc.terminate()

@@ -24,8 +24,17 @@ class AccessLogMiddleware(ObservingMiddleware):
         state = scope.get("state", {})
         method, path = scope["method"], scope["path"]
         access_log.info(
-            "%s %s %s", method, path, status,
-            extra={"method": method, "path": path, "status": status,
-                   "duration_ms": round(seconds * 1000, 2), "client": state.get("client"),
-                   "request_id": state.get("request_id"), "route": route_template(scope)},
+            "%s %s %s",
+            method,
+            path,
+            status,
+            extra={
+                "method": method,
+                "path": path,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 2),
+                "client": state.get("client"),
+                "request_id": state.get("request_id"),
+                "route": route_template(scope),
+            },
         )

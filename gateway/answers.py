@@ -25,8 +25,7 @@ from .services import Services
 _UNPAGED = frozenset({"Setting"})
 
 
-async def answer(services: Services, client: Client, call: Call, fmt: str, *,
-                 format_named: bool) -> Response:
+async def answer(services: Services, client: Client, call: Call, fmt: str, *, format_named: bool) -> Response:
     """The answer in ``fmt`` (json, ndjson or csv). ``format_named``: the caller named the
     format (``format=`` in the query) rather than preferring it in ``Accept``; only then is a
     format that does not fit the call refused instead of answered as JSON."""
@@ -36,16 +35,18 @@ async def answer(services: Services, client: Client, call: Call, fmt: str, *,
         return await export_answer(services, client, call, fmt)
     if not format_named:
         return await json_answer(services, client, call)
-    raise GatewayError("invalid-request",
-                       f"format={fmt} (or Accept: {export.MEDIA_TYPES[fmt].split(';')[0]}) "
-                       "streams APIv4 get calls only.")
+    raise GatewayError(
+        "invalid-request",
+        f"format={fmt} (or Accept: {export.MEDIA_TYPES[fmt].split(';')[0]}) streams APIv4 get calls only.",
+    )
 
 
 async def whole_answer(services: Services, client: Client, call: Call) -> Response:
     """One backend call, answered as one JSON body."""
     async with services.limiter.admit(client, cost=request_cost(call) - 1):
-        records = await services.backend.call(call.version, call.entity, call.action,
-                                              call.to_params(), identity=client.identity)
+        records = await services.backend.call(
+            call.version, call.entity, call.action, call.to_params(), identity=client.identity
+        )
     body, headers = shape_result(client, call, records)
     return JSONResponse(body, headers=headers)
 
@@ -59,14 +60,20 @@ async def json_answer(services: Services, client: Client, call: Call) -> Respons
     that fits is answered exactly as CiviCRM ordered it, with its count headers. Only a larger
     one is re-read in id order and streamed (without X-Result-Count, which it cannot know yet);
     a failure after streaming has begun leaves the array unterminated."""
-    if (call.version != 4 or call.action != "get" or call.entity in _UNPAGED
-            or call.limit or call.chain or not export.keyset_possible(call)):
+    if (
+        call.version != 4
+        or call.action != "get"
+        or call.entity in _UNPAGED
+        or call.limit
+        or call.chain
+        or not export.keyset_possible(call)
+    ):
         return await whole_answer(services, client, call)
     page_size = services.settings.export_page_size
     async with services.limiter.admit(client, cost=request_cost(call) - 1):
-        records = await services.backend.call(4, call.entity, "get",
-                                              {**call.to_params(), "limit": page_size + 1},
-                                              identity=client.identity)
+        records = await services.backend.call(
+            4, call.entity, "get", {**call.to_params(), "limit": page_size + 1}, identity=client.identity
+        )
     if len(records) <= page_size:
         body, headers = shape_result(client, call, records)
         return JSONResponse(body, headers=headers)
@@ -102,8 +109,9 @@ async def export_answer(services: Services, client: Client, call: Call, fmt: str
     return _stream(first, chunks, export.MEDIA_TYPES[fmt], headers)
 
 
-def _pages(services: Services, client: Client, call: Call, fmt: str, *,
-           on_rows: Callable[[int], None] | None = None) -> AsyncIterator[bytes]:
+def _pages(
+    services: Services, client: Client, call: Call, fmt: str, *, on_rows: Callable[[int], None] | None = None
+) -> AsyncIterator[bytes]:
     """The call's records page by page, encoded; every page after the first is one more call
     against the client's rate and holds one of its in-flight slots while it runs."""
     limiter = services.limiter
@@ -111,14 +119,21 @@ def _pages(services: Services, client: Client, call: Call, fmt: str, *,
     def gate(first: bool) -> Any:
         return limiter.admit(client, cost=0 if first else 1)
 
-    return export.stream(services.backend, call, fmt,
-                         page_size=services.settings.export_page_size, identity=client.identity,
-                         strip_credentials=not client.policy.credential_fields, gate=gate,
-                         on_rows=on_rows)
+    return export.stream(
+        services.backend,
+        call,
+        fmt,
+        page_size=services.settings.export_page_size,
+        identity=client.identity,
+        strip_credentials=not client.policy.credential_fields,
+        gate=gate,
+        on_rows=on_rows,
+    )
 
 
-def _stream(first: bytes, rest: AsyncIterator[bytes], media_type: str,
-            headers: dict[str, str]) -> StreamingResponse:
+def _stream(
+    first: bytes, rest: AsyncIterator[bytes], media_type: str, headers: dict[str, str]
+) -> StreamingResponse:
     """The chunk already fetched (so a failure before it was a proper error status), then
     the rest as it comes."""
 

@@ -44,8 +44,11 @@ def _request_id(request: Request) -> str | None:
 async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
     if exc.slug == "gateway-misconfigured":
-        log.error("CiviCRM rejected the gateway's own credentials: fix the gateway's settings "
-                  "(%s)", exc.civicrm, extra={"request_id": _request_id(request)})
+        log.error(
+            "CiviCRM rejected the gateway's own credentials: fix the gateway's settings (%s)",
+            exc.civicrm,
+            extra={"request_id": _request_id(request)},
+        )
     elif exc.status >= 500:
         log.warning("%s: %s", exc.slug, exc.detail, extra={"request_id": _request_id(request)})
     return problem_response(exc, request.url.path)
@@ -56,8 +59,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         error = GatewayError("route-not-found", f"No route {request.url.path[:200]!r}.")
     elif exc.status_code == 405:
-        error = GatewayError("method-not-allowed", f"{request.method} is not allowed here.",
-                             headers={**(exc.headers or {}), "Allow": allowed_methods(request)})
+        error = GatewayError(
+            "method-not-allowed",
+            f"{request.method} is not allowed here.",
+            headers={**(exc.headers or {}), "Allow": allowed_methods(request)},
+        )
     else:
         error = GatewayError("invalid-request", str(exc.detail), status=exc.status_code)
     return problem_response(error, request.url.path)
@@ -69,27 +75,32 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     for err in exc.errors():
         where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("path", "query", "body"))
         problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
-    return problem_response(GatewayError("invalid-request", "; ".join(problems)),
-                            request.url.path)
+    return problem_response(GatewayError("invalid-request", "; ".join(problems)), request.url.path)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected failure", extra={"request_id": _request_id(request)})
-    return problem_response(GatewayError("internal-error",
-                                         "Unexpected failure; see the gateway's log."),
-                            request.url.path)
+    return problem_response(
+        GatewayError("internal-error", "Unexpected failure; see the gateway's log."), request.url.path
+    )
 
 
-def create_app(settings: Settings | None = None, *, backend: Backend | None = None,
-               direct_calls: bool = True, timing: Timing | None = None,
-               idempotency_store: Store | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    backend: Backend | None = None,
+    direct_calls: bool = True,
+    timing: Timing | None = None,
+    idempotency_store: Store | None = None,
+) -> FastAPI:
     """Build the gateway. ``backend`` overrides the one the settings name (for embedding);
     ``direct_calls=False`` leaves the API calls to FastAPI's router (tests compare the two);
     ``timing`` gives the collaborators another clock or sleep, ``idempotency_store`` another
     Idempotency-Key store (tests)."""
     settings = settings or load_settings()
-    services = build_services(settings, backend, timing=timing or Timing(),
-                              idempotency_store=idempotency_store)
+    services = build_services(
+        settings, backend, timing=timing or Timing(), idempotency_store=idempotency_store
+    )
     resilient, metrics, readiness = services.backend, services.metrics, services.readiness
 
     @asynccontextmanager
@@ -113,7 +124,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
         title="civicrm-gateway",
         version=__version__,
         description="Clean HTTP routes to CiviCRM APIv4 and APIv3. Answers are plain JSON "
-                    "lists of records; errors are RFC 9457 problem+json.",
+        "lists of records; errors are RFC 9457 problem+json.",
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
@@ -136,20 +147,30 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     install_docs(app, resilient, settings, services.authenticator)
     # Innermost of the middlewares: the hot routes still get CORS, request ids and metrics.
     if direct_calls:
-        by_name = {getattr(route, "name", None): route
-                   for route in (*v4_router.routes, *v3_router.routes)}
-        app.add_middleware(DirectCallMiddleware,
-                           routes={(m, v): by_name[f"v{v}_{m.lower()}"]
-                                   for m in ("GET", "POST") for v in ("3", "4")},
-                           on_gateway_error=_gateway_error, on_unexpected=_unexpected)
-    app.add_middleware(BrowserGuard, settings=settings,
-                       tokenless=not services.authenticator.clients,
-                       on_error=_gateway_error)
+        by_name = {getattr(route, "name", None): route for route in (*v4_router.routes, *v3_router.routes)}
+        app.add_middleware(
+            DirectCallMiddleware,
+            routes={(m, v): by_name[f"v{v}_{m.lower()}"] for m in ("GET", "POST") for v in ("3", "4")},
+            on_gateway_error=_gateway_error,
+            on_unexpected=_unexpected,
+        )
+    app.add_middleware(
+        BrowserGuard, settings=settings, tokenless=not services.authenticator.clients, on_error=_gateway_error
+    )
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                           allow_methods=settings.cors_methods, allow_headers=settings.cors_headers,
-                           expose_headers=["X-Request-ID", "X-Total-Count", "X-Result-Count",
-                                           "Retry-After", "Idempotent-Replayed"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=settings.cors_methods,
+            allow_headers=settings.cors_headers,
+            expose_headers=[
+                "X-Request-ID",
+                "X-Total-Count",
+                "X-Result-Count",
+                "Retry-After",
+                "Idempotent-Replayed",
+            ],
+        )
     if settings.gzip_min_bytes:
         app.add_middleware(Compression, minimum_size=settings.gzip_min_bytes)
     if metrics is not None:

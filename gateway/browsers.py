@@ -37,20 +37,18 @@ def _host_name(host: str) -> str:
 
 def _is_json(content_type: str) -> bool:
     media = content_type.split(";")[0].strip().lower()
-    return media == "application/json" or (media.startswith("application/")
-                                           and media.endswith("+json"))
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
 class BrowserGuard:
-    def __init__(self, app: ASGIApp, *, settings: Settings, tokenless: bool,
-                 on_error: Handler) -> None:
+    def __init__(self, app: ASGIApp, *, settings: Settings, tokenless: bool, on_error: Handler) -> None:
         self.app = app
         self.on_error = on_error
-        self.checks = settings.browser_checks if settings.browser_checks is not None \
-            else tokenless
+        self.checks = settings.browser_checks if settings.browser_checks is not None else tokenless
         hosts = {h.lower() for h in settings.allowed_hosts}
-        self.hosts: frozenset[str] | None = frozenset(hosts) if hosts else (
-            LOOPBACK_HOSTS if self.checks else None)
+        self.hosts: frozenset[str] | None = (
+            frozenset(hosts) if hosts else (LOOPBACK_HOSTS if self.checks else None)
+        )
         self.origins = frozenset(o.rstrip("/") for o in settings.cors_origins)
 
     def _refusal(self, scope: Scope) -> GatewayError | None:
@@ -58,25 +56,28 @@ class BrowserGuard:
         if self.hosts is not None:
             host = _host_name(headers.get("host", ""))
             if host not in self.hosts:
-                return GatewayError("cross-origin-denied",
-                                    f"This gateway does not serve the host name {host[:80]!r}.")
+                return GatewayError(
+                    "cross-origin-denied", f"This gateway does not serve the host name {host[:80]!r}."
+                )
         if not self.checks:
             return None
         origin = headers.get("origin")
         fetch_site = headers.get("sec-fetch-site", "")
         if (origin is not None and origin.rstrip("/") not in self.origins) or (
-                origin is None and fetch_site in ("cross-site", "same-site")):
-            return GatewayError("cross-origin-denied",
-                                "Requests from web pages of other origins are refused "
-                                "(allow an origin with CIVI_GATEWAY_CORS_ORIGINS).")
+            origin is None and fetch_site in ("cross-site", "same-site")
+        ):
+            return GatewayError(
+                "cross-origin-denied",
+                "Requests from web pages of other origins are refused "
+                "(allow an origin with CIVI_GATEWAY_CORS_ORIGINS).",
+            )
         if scope["method"] not in ("GET", "HEAD", "OPTIONS"):
-            has_body = headers.get("content-length", "0") not in ("", "0") or \
-                "transfer-encoding" in headers
+            has_body = headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers
             content_type = headers.get("content-type")
             if (has_body or content_type) and not _is_json(content_type or ""):
-                return GatewayError("unsupported-media-type",
-                                    "Send the params as JSON with 'Content-Type: "
-                                    "application/json'.")
+                return GatewayError(
+                    "unsupported-media-type", "Send the params as JSON with 'Content-Type: application/json'."
+                )
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

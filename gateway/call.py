@@ -24,11 +24,33 @@ from .expressions import Expr
 from .params import NAME_PATTERN, NAME_RE, check_names, is_read_action, normalize_v4
 
 # CiviCRM 5.77's where operators (Civi\Api4\Utils\CoreUtil::getOperators).
-OPERATORS = frozenset({
-    "=", "<=", ">=", ">", "<", "LIKE", "<>", "!=", "NOT LIKE", "IN", "NOT IN", "BETWEEN",
-    "NOT BETWEEN", "IS NOT NULL", "IS NULL", "CONTAINS", "NOT CONTAINS", "IS EMPTY",
-    "IS NOT EMPTY", "REGEXP", "NOT REGEXP", "REGEXP BINARY", "NOT REGEXP BINARY",
-})
+OPERATORS = frozenset(
+    {
+        "=",
+        "<=",
+        ">=",
+        ">",
+        "<",
+        "LIKE",
+        "<>",
+        "!=",
+        "NOT LIKE",
+        "IN",
+        "NOT IN",
+        "BETWEEN",
+        "NOT BETWEEN",
+        "IS NOT NULL",
+        "IS NULL",
+        "CONTAINS",
+        "NOT CONTAINS",
+        "IS EMPTY",
+        "IS NOT EMPTY",
+        "REGEXP",
+        "NOT REGEXP",
+        "REGEXP BINARY",
+        "NOT REGEXP BINARY",
+    }
+)
 _NO_VALUE = frozenset({"IS NULL", "IS NOT NULL", "IS EMPTY", "IS NOT EMPTY"})
 _LIST_VALUE = frozenset({"IN", "NOT IN", "BETWEEN", "NOT BETWEEN"})
 JOIN_SIDES = frozenset({"LEFT", "INNER", "EXCLUDE"})
@@ -43,27 +65,43 @@ _V3_OPERATORS = frozenset({*OPERATORS, "NOT IN", "IS NOT NULL"})
 
 # Params every APIv4 action takes, and the params of CiviCRM's standard actions with their kind.
 _COMMON = {"checkPermissions": "bool", "chain": "chain", "debug": "bool", "language": "string"}
-_GET = {"select": "exprs", "where": "clauses", "orderBy": "order", "limit": "count",
-        "offset": "count"}
+_GET = {"select": "exprs", "where": "clauses", "orderBy": "order", "limit": "count", "offset": "count"}
 _WRITE_WHERE = {"where": "clauses", "orderBy": "order", "limit": "count", "offset": "count"}
 V4_ACTION_PARAMS: dict[str, dict[str, str]] = {  # as getActions lists them on 5.77
-    "get": {**_GET, "join": "joins", "groupBy": "exprs", "having": "clauses",
-            "translationMode": "string"},
+    "get": {**_GET, "join": "joins", "groupBy": "exprs", "having": "clauses", "translationMode": "string"},
     "create": {"values": "fields"},
     "update": {**_WRITE_WHERE, "values": "fields", "reload": "bool"},
     "save": {"records": "records", "defaults": "fields", "match": "names", "reload": "bool"},
     "delete": dict(_WRITE_WHERE),
-    "replace": {**_WRITE_WHERE, "records": "records", "defaults": "fields", "match": "names",
-                "reload": "bool"},
+    "replace": {
+        **_WRITE_WHERE,
+        "records": "records",
+        "defaults": "fields",
+        "match": "names",
+        "reload": "bool",
+    },
     "revert": dict(_WRITE_WHERE),
-    "getfields": {**_GET, "action": "string", "includeCustom": "bool", "loadOptions": "options",
-                  "values": "fields"},
+    "getfields": {
+        **_GET,
+        "action": "string",
+        "includeCustom": "bool",
+        "loadOptions": "options",
+        "values": "fields",
+    },
     "getactions": dict(_GET),
     "getlinks": {**_GET, "entityTitle": "scalar", "expandMultiple": "bool", "values": "fields"},
     "checkaccess": {"action": "string", "values": "fields"},
-    "autocomplete": {"input": "string", "page": "count", "key": "string", "formName": "string",
-                     "fieldName": "string", "ids": "scalars", "values": "fields",
-                     "savedSearch": "opaque", "display": "opaque"},
+    "autocomplete": {
+        "input": "string",
+        "page": "count",
+        "key": "string",
+        "formName": "string",
+        "fieldName": "string",
+        "ids": "scalars",
+        "values": "fields",
+        "savedSearch": "opaque",
+        "display": "opaque",
+    },
     "getchecksum": {"contactId": "int", "ttl": "int"},
     "validatechecksum": {"contactId": "int", "checksum": "string"},
     "getduplicates": {"dedupeRule": "string", "values": "fields"},
@@ -78,10 +116,29 @@ _ENTITY_ACTION_PARAMS = {
     ("Setting", "revert"): {"select": "exprs", "domainId": "scalar", "contactId": "int"},
 }
 # The canonical spelling of each standard action (CiviCRM matches them in any case).
-STANDARD_ACTIONS = {name.lower(): name for name in (
-    "get", "create", "update", "save", "delete", "replace", "revert", "getFields", "getActions",
-    "getLinks", "checkAccess", "autocomplete", "getChecksum", "validateChecksum",
-    "getDuplicates", "mergeDuplicates", "export", "set")}
+STANDARD_ACTIONS = {
+    name.lower(): name
+    for name in (
+        "get",
+        "create",
+        "update",
+        "save",
+        "delete",
+        "replace",
+        "revert",
+        "getFields",
+        "getActions",
+        "getLinks",
+        "checkAccess",
+        "autocomplete",
+        "getChecksum",
+        "validateChecksum",
+        "getDuplicates",
+        "mergeDuplicates",
+        "export",
+        "set",
+    )
+}
 # Kinds of param that hold nothing but a scalar.
 _SCALAR_KINDS = frozenset({"bool", "string", "int", "count", "scalar"})
 # Row cap CiviCRM applies to an APIv3 get without options.limit.
@@ -93,6 +150,7 @@ def bad_param(name: str, why: str) -> GatewayError:
 
 
 # --- where / having ----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class Condition:
@@ -152,12 +210,13 @@ def _clause(name: str, raw: Any, depth: int) -> Clause:
     if isinstance(raw, dict):
         raw = list(raw.values())
     if not isinstance(raw, list) or not raw or not isinstance(raw[0], str):
-        raise bad_param(name, "each clause must be a list [field, operator, value] or "
-                        "[\"OR\"|\"AND\"|\"NOT\", [clauses]].")
+        raise bad_param(
+            name, 'each clause must be a list [field, operator, value] or ["OR"|"AND"|"NOT", [clauses]].'
+        )
     head = raw[0]
     if head in ("OR", "AND", "NOT"):
         if len(raw) != 2:
-            raise bad_param(name, f"a {head} clause is [\"{head}\", [clauses]].")
+            raise bad_param(name, f'a {head} clause is ["{head}", [clauses]].')
         return Group(head, _clauses(name, raw[1], depth + 1))
     if len(raw) < 2 or not isinstance(raw[1], str) or raw[1].upper() not in OPERATORS:
         # CiviCRM's own words for a missing or unknown operator.
@@ -170,7 +229,7 @@ def _clause(name: str, raw: Any, depth: int) -> Clause:
             raise bad_param(name, f"operator {op} takes no value.")
         return Condition(left, op)
     if len(raw) > 4 or len(raw) < 3:
-        raise bad_param(name, f"a {op} clause is [field, \"{op}\", value].")
+        raise bad_param(name, f'a {op} clause is [field, "{op}", value].')
     value = raw[2]
     if len(raw) == 4:
         if raw[3] is True:
@@ -195,8 +254,11 @@ def _no_aggregate(name: str, expr: Expr) -> None:
     use of group function", a DB Error from CiviCRM), so it is the client's mistake to say."""
     if name != "having" and expr.is_aggregate:
         found = sorted(f for f in expr.functions if f in expressions.AGGREGATES)
-        raise bad_param(name, f"the aggregate function {found[0]} cannot filter rows: select it "
-                        "with an alias and filter on that alias in 'having'.")
+        raise bad_param(
+            name,
+            f"the aggregate function {found[0]} cannot filter rows: select it "
+            "with an alias and filter on that alias in 'having'.",
+        )
 
 
 def _check_value(name: str, value: Any, depth: int = 0) -> None:
@@ -209,6 +271,7 @@ def _check_value(name: str, value: Any, depth: int = 0) -> None:
 
 
 # --- joins -----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class Join:
@@ -233,8 +296,9 @@ def _joins(value: Any) -> tuple[Join, ...]:
         if isinstance(raw, dict):
             raw = list(raw.values())
         if not isinstance(raw, list) or len(raw) < 2 or not isinstance(raw[0], str):
-            raise bad_param("join", "each join is [\"Entity AS alias\", \"LEFT\"|\"INNER\"|"
-                            "\"EXCLUDE\", conditions...].")
+            raise bad_param(
+                "join", 'each join is ["Entity AS alias", "LEFT"|"INNER"|"EXCLUDE", conditions...].'
+            )
         target = _JOIN_TARGET.fullmatch(raw[0].strip())
         if not target:
             raise bad_param("join", f"{raw[0][:80]!r} is not 'Entity AS alias'.")
@@ -263,6 +327,7 @@ def _joins(value: Any) -> tuple[Join, ...]:
 
 
 # --- the call --------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ChainLink:
@@ -379,9 +444,14 @@ class Call:
         p.update(self.options)
         if self.chain:
             p["chain"] = {
-                name: [link.call.entity, link.call.action, link.call.to_params(),
-                       *([link.index] if link.index is not None else [])]
-                for name, link in self.chain.items()}
+                name: [
+                    link.call.entity,
+                    link.call.action,
+                    link.call.to_params(),
+                    *([link.index] if link.index is not None else []),
+                ]
+                for name, link in self.chain.items()
+            }
         return p
 
     def _v3_params(self) -> dict[str, Any]:
@@ -399,13 +469,15 @@ class Call:
 
 # --- parsing ---------------------------------------------------------------------------------
 
+
 def _bool(name: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
     if value in (0, 1, "0", "1"):
         return bool(int(value))
-    raise from_civicrm(f'Parameter "{name}" is not of the correct type. Expecting bool.',
-                       status=500, error_code=0)
+    raise from_civicrm(
+        f'Parameter "{name}" is not of the correct type. Expecting bool.', status=500, error_code=0
+    )
 
 
 def _count(name: str, value: Any) -> int:
@@ -413,8 +485,9 @@ def _count(name: str, value: Any) -> int:
     if isinstance(value, str) and re.fullmatch(r"-?\d{1,18}", value.strip()):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise from_civicrm(f'Parameter "{name}" is not of the correct type. Expecting int.',
-                           status=500, error_code=0)
+        raise from_civicrm(
+            f'Parameter "{name}" is not of the correct type. Expecting int.', status=500, error_code=0
+        )
     if value < 0 or value > 2**31:
         raise bad_param(name, "must be a whole number from 0 to 2147483648.")
     return int(value)
@@ -424,8 +497,9 @@ def _int(name: str, value: Any) -> int:
     if isinstance(value, str) and re.fullmatch(r"\d{1,18}", value.strip()):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise from_civicrm(f'Parameter "{name}" is not of the correct type. Expecting int.',
-                           status=500, error_code=0)
+        raise from_civicrm(
+            f'Parameter "{name}" is not of the correct type. Expecting int.', status=500, error_code=0
+        )
     return int(value)
 
 
@@ -444,8 +518,7 @@ def _field_map(name: str, value: Any) -> dict[str, Any]:
 def _names(name: str, value: Any) -> tuple[str, ...]:
     out = []
     for item in _as_list(name, value):
-        if not isinstance(item, str) or not expressions.FIELD_RE.fullmatch(item) \
-                or item.endswith("*"):
+        if not isinstance(item, str) or not expressions.FIELD_RE.fullmatch(item) or item.endswith("*"):
             raise bad_param(name, "must be a list of field names.")
         out.append(item)
     return tuple(out)
@@ -460,7 +533,7 @@ def _scalars(name: str, value: Any) -> list[Any]:
 
 def _order(value: Any) -> tuple[tuple[Expr, str], ...]:
     if not isinstance(value, dict):
-        raise bad_param("orderBy", "must be an object of {field: \"ASC\"|\"DESC\"}.")
+        raise bad_param("orderBy", 'must be an object of {field: "ASC"|"DESC"}.')
     out = []
     for key, direction in value.items():
         if not isinstance(direction, str) or direction.upper() not in ("ASC", "DESC"):
@@ -470,17 +543,14 @@ def _order(value: Any) -> tuple[tuple[Expr, str], ...]:
 
 
 def _unknown_param(name: str) -> GatewayError:
-    return from_civicrm(f"Unknown api parameter: set{name[:1].upper()}{name[1:]}",
-                        status=500, error_code=0)
+    return from_civicrm(f"Unknown api parameter: set{name[:1].upper()}{name[1:]}", status=500, error_code=0)
 
 
-def param_kinds(entity: str, action: str,
-                declared: Mapping[str, str] | None = None) -> dict[str, str]:
+def param_kinds(entity: str, action: str, declared: Mapping[str, str] | None = None) -> dict[str, str]:
     """The params an action takes, by kind. ``declared``: types from CiviCRM's getActions for an
     action the gateway does not model (scalar ones only; an array param of unknown meaning
     becomes ``opaque``)."""
-    kinds = _ENTITY_ACTION_PARAMS.get((entity, action)) or \
-        V4_ACTION_PARAMS.get(action.lower())
+    kinds = _ENTITY_ACTION_PARAMS.get((entity, action)) or V4_ACTION_PARAMS.get(action.lower())
     out = dict(_COMMON)
     if kinds is not None:
         out.update(kinds)
@@ -492,8 +562,15 @@ def param_kinds(entity: str, action: str,
     return out
 
 
-def parse(version: int, entity: str, action: str, raw: Mapping[str, Any], *,
-          declared: Mapping[str, str] | None = None, depth: int = 0) -> Call:
+def parse(
+    version: int,
+    entity: str,
+    action: str,
+    raw: Mapping[str, Any],
+    *,
+    declared: Mapping[str, str] | None = None,
+    depth: int = 0,
+) -> Call:
     """Parse a call's params (already through the simple-form normalisation)."""
     check_names(entity, action)
     if depth > MAX_CHAIN_DEPTH:
@@ -517,7 +594,8 @@ def parse(version: int, entity: str, action: str, raw: Mapping[str, Any], *,
             continue
         if kind == "exprs":
             updates["group_by" if name == "groupBy" else "select"] = tuple(
-                _expr(name, e, alias=name == "select") for e in _as_list(name, value))
+                _expr(name, e, alias=name == "select") for e in _as_list(name, value)
+            )
         elif kind == "clauses":
             updates[name] = _clauses(name, value)
         elif kind == "joins":
@@ -555,8 +633,7 @@ def parse(version: int, entity: str, action: str, raw: Mapping[str, Any], *,
                 raise bad_param(name, "must be a string.")
             options[name] = str(value)
         elif kind == "options":  # getFields loadOptions: true/false or a list of option keys
-            options[name] = _bool(name, value) if not isinstance(value, list) else \
-                _scalars(name, value)
+            options[name] = _bool(name, value) if not isinstance(value, list) else _scalars(name, value)
         elif kind == "scalar":
             if isinstance(value, dict | list):
                 if name == "domainId":
@@ -577,8 +654,12 @@ def _chain(value: Any, depth: int) -> dict[str, ChainLink]:
     for name, spec in value.items():
         if isinstance(spec, dict):
             spec = list(spec.values())
-        if not (isinstance(spec, list) and 2 <= len(spec) <= 4 and isinstance(spec[0], str)
-                and isinstance(spec[1], str)):
+        if not (
+            isinstance(spec, list)
+            and 2 <= len(spec) <= 4
+            and isinstance(spec[0], str)
+            and isinstance(spec[1], str)
+        ):
             raise bad_param("chain", f"{name[:80]!r} must be [Entity, action, params?, index?].")
         params = spec[2] if len(spec) > 2 else {}
         if isinstance(params, list) and not params:
@@ -609,7 +690,8 @@ def _parse_v3(entity: str, action: str, raw: Mapping[str, Any], depth: int) -> C
         # CiviCRM chains any key starting with "api" and "." or "_" whose value is an array
         # or 1 ("api_key": {...} included); other values are filters.
         chain_like = key[:4].lower() in ("api.", "api_") and (
-            isinstance(value, dict | list) or value is True or value == 1)
+            isinstance(value, dict | list) or value is True or value == 1
+        )
         chained = _V3_CHAIN.fullmatch(key) if chain_like else None
         if chained:
             chains.append((key, _v3_chain(key, chained, value, depth)))
@@ -620,30 +702,50 @@ def _parse_v3(entity: str, action: str, raw: Mapping[str, Any], depth: int) -> C
         elif key == "return":
             returns = [*(returns or []), *_v3_return(value)]
         elif key.startswith("return."):
-            name = key[len("return."):]
+            name = key[len("return.") :]
             if not _V3_FILTER_KEY.fullmatch(name):
                 raise bad_param(key, "not a field name.")
             returns = [*(returns or []), name]
         elif key == "check_permissions":
             if not _bool(key, value):
-                raise GatewayError("gateway-policy-denied",
-                                   "check_permissions cannot be turned off through the gateway.")
+                raise GatewayError(
+                    "gateway-policy-denied", "check_permissions cannot be turned off through the gateway."
+                )
         elif key in _V3_META:
             continue  # the gateway sets these itself
         elif key.startswith("options."):
-            v3_options.update(_v3_options({key[len("options."):]: value}))
+            v3_options.update(_v3_options({key[len("options.") :]: value}))
         else:
             if not _V3_FILTER_KEY.fullmatch(key):
                 raise bad_param(key, "not a field name.")
             filters[key] = _v3_filter(key, value)
-    return Call(3, entity, action, filters=filters,
-                returns=tuple(returns) if returns else None,  # empty: every field
-                v3_options=v3_options, v3_chains=tuple(chains),
-                options={"sequential": 1} if depth == 0 else {})
+    return Call(
+        3,
+        entity,
+        action,
+        filters=filters,
+        returns=tuple(returns) if returns else None,  # empty: every field
+        v3_options=v3_options,
+        v3_chains=tuple(chains),
+        options={"sequential": 1} if depth == 0 else {},
+    )
 
 
-_V3_ACTIONS = frozenset({"get", "getsingle", "getcount", "getvalue", "create", "delete",
-                         "getfields", "getoptions", "getactions", "getlist", "replace"})
+_V3_ACTIONS = frozenset(
+    {
+        "get",
+        "getsingle",
+        "getcount",
+        "getvalue",
+        "create",
+        "delete",
+        "getfields",
+        "getoptions",
+        "getactions",
+        "getlist",
+        "replace",
+    }
+)
 
 
 def _v3_chain(key: str, match: re.Match[str], value: Any, depth: int) -> tuple[Call, ...]:
@@ -692,8 +794,11 @@ def _v3_sort(value: Any) -> str:
         if not isinstance(part, str):
             raise bad_param("options.sort", "must be 'field [ASC|DESC], ...'.")
         words = part.split()
-        if not 1 <= len(words) <= 2 or not _V3_FILTER_KEY.fullmatch(words[0]) or (
-                len(words) == 2 and words[1].upper() not in ("ASC", "DESC")):
+        if (
+            not 1 <= len(words) <= 2
+            or not _V3_FILTER_KEY.fullmatch(words[0])
+            or (len(words) == 2 and words[1].upper() not in ("ASC", "DESC"))
+        ):
             raise bad_param("options.sort", "must be 'field [ASC|DESC], ...'.")
         out.append(" ".join([words[0], *(w.upper() for w in words[1:])]))
     return ", ".join(out)
@@ -702,7 +807,7 @@ def _v3_sort(value: Any) -> str:
 def _v3_filter(key: str, value: Any) -> Any:
     if isinstance(value, dict):
         if len(value) != 1:
-            raise bad_param(key, "an operator filter is {\"OP\": value}.")
+            raise bad_param(key, 'an operator filter is {"OP": value}.')
         op, operand = next(iter(value.items()))
         if op.upper() not in _V3_OPERATORS:
             raise bad_param(key, f"unknown operator {op[:20]!r}.")

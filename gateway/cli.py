@@ -101,8 +101,12 @@ def _announce(settings: Settings) -> None:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     base = f"http://{host}:{settings.port}"
     logging.getLogger("gateway").info(
-        "civicrm-gateway on %s (backend %s): API docs at %s/docs, index at %s/", base,
-        settings.backend, base, base)
+        "civicrm-gateway on %s (backend %s): API docs at %s/docs, index at %s/",
+        base,
+        settings.backend,
+        base,
+        base,
+    )
 
 
 async def _check() -> tuple[bool, str]:
@@ -122,9 +126,11 @@ async def _check() -> tuple[bool, str]:
         await backend.close()
     message = f"{backend.name} backend: reachable, credentials accepted"
     if exposed:
-        message += ("\nWARN the gateway's CiviCRM user can read other contacts' API keys (it is "
-                    "an administrator). Run the gateway as a user without 'administer CiviCRM' "
-                    "(README: least privilege): then no policy mistake can leak a key.")
+        message += (
+            "\nWARN the gateway's CiviCRM user can read other contacts' API keys (it is "
+            "an administrator). Run the gateway as a user without 'administer CiviCRM' "
+            "(README: least privilege): then no policy mistake can leak a key."
+        )
     return True, message
 
 
@@ -134,8 +140,12 @@ async def _reads_api_keys(backend: Any) -> bool:
     from .errors import GatewayError
 
     try:
-        rows = await backend.call(4, "Contact", "get", {
-            "select": ["id", "api_key"], "where": [["api_key", "IS NOT NULL"]], "limit": 25})
+        rows = await backend.call(
+            4,
+            "Contact",
+            "get",
+            {"select": ["id", "api_key"], "where": [["api_key", "IS NOT NULL"]], "limit": 25},
+        )
     except GatewayError:
         return False  # this user may not even filter on it
     return any(isinstance(r, dict) and r.get("api_key") for r in rows)
@@ -159,8 +169,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     demo = settings.sandbox_demo if args.demo is None else args.demo
     if args.reset:
         path = reset_sandbox(db, demo)
-        print(f"sandbox database reset: {path} ({_plural(demo, 'demo contact')})",
-              file=sys.stderr)
+        print(f"sandbox database reset: {path} ({_plural(demo, 'demo contact')})", file=sys.stderr)
         return 0
     api_key = args.api_key or os.environ.get("CIVI_SANDBOX_API_KEY") or secrets.token_hex(16)
     sandbox = open_sandbox(db, demo)
@@ -168,13 +177,16 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     app = create_wire_app(sandbox, config)
     tls = {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key} if args.tls_cert else {}
     base = f"{'https' if tls else 'http'}://{args.host}:{args.port}"
-    print(f"Sandbox CiviCRM at {base} emulating {', '.join(emulated_entities())} "
-          "(admin API key printed once below).\n"
-          f"Point a gateway at it with:\n"
-          f"  {env_name('backend')}=http {env_name('http_url')}={base} "
-          f"{env_name('http_api_key')}={api_key}", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
-                **tls, **_uvicorn_options())  # type: ignore[arg-type]
+    print(
+        f"Sandbox CiviCRM at {base} emulating {', '.join(emulated_entities())} "
+        "(admin API key printed once below).\n"
+        f"Point a gateway at it with:\n"
+        f"  {env_name('backend')}=http {env_name('http_url')}={base} "
+        f"{env_name('http_api_key')}={api_key}",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", **tls, **_uvicorn_options())  # type: ignore[arg-type]
     return 0
 
 
@@ -234,8 +246,10 @@ async def _export(args: argparse.Namespace, out: BinaryIO) -> int:
     status = await run(args, settings, params, fmt, out, progress)
     if status:
         return status
-    print(f"exported {_plural(progress.rows, 'row')}"
-          + (f" to {args.output}" if args.output else ""), file=sys.stderr)
+    print(
+        f"exported {_plural(progress.rows, 'row')}" + (f" to {args.output}" if args.output else ""),
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -243,8 +257,14 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
-async def _export_remote(args: argparse.Namespace, settings: Settings, params: dict[str, Any],
-                         fmt: str, out: BinaryIO, progress: _Progress) -> int:
+async def _export_remote(
+    args: argparse.Namespace,
+    settings: Settings,
+    params: dict[str, Any],
+    fmt: str,
+    out: BinaryIO,
+    progress: _Progress,
+) -> int:
     import aiohttp
 
     from .export_remote import RemoteExportError, export_via_gateway
@@ -255,22 +275,37 @@ async def _export_remote(args: argparse.Namespace, settings: Settings, params: d
         progress.total = total
 
     try:
-        await export_via_gateway(args.url, token, args.entity, params, fmt, out,
-                                 on_rows=progress.add, want_total=progress.enabled,
-                                 on_total=set_total)
+        await export_via_gateway(
+            args.url,
+            token,
+            args.entity,
+            params,
+            fmt,
+            out,
+            on_rows=progress.add,
+            want_total=progress.enabled,
+            on_total=set_total,
+        )
         progress.show(end="\n")
     except RemoteExportError as exc:
         print(f"\ncivicrm-gateway export: {exc}", file=sys.stderr)
         return 1
     except (aiohttp.ClientError, TimeoutError) as exc:
-        print(f"\ncivicrm-gateway export: cannot reach {args.url}: {exc or type(exc).__name__}",
-              file=sys.stderr)
+        print(
+            f"\ncivicrm-gateway export: cannot reach {args.url}: {exc or type(exc).__name__}", file=sys.stderr
+        )
         return 1
     return 0
 
 
-async def _export_local(args: argparse.Namespace, settings: Settings, params: dict[str, Any],
-                        fmt: str, out: BinaryIO, progress: _Progress) -> int:
+async def _export_local(
+    args: argparse.Namespace,
+    settings: Settings,
+    params: dict[str, Any],
+    fmt: str,
+    out: BinaryIO,
+    progress: _Progress,
+) -> int:
     from . import export
     from .backends import make_backend
     from .errors import GatewayError
@@ -288,9 +323,9 @@ async def _export_local(args: argparse.Namespace, settings: Settings, params: di
         call = await prepare_call(context, OPERATOR, 4, args.entity, "get", params)
         if show:
             progress.total = await export.count(backend, call)
-        async for chunk in export.stream(backend, call, fmt,
-                                         page_size=args.page_size or settings.export_page_size,
-                                         on_rows=progress.add):
+        async for chunk in export.stream(
+            backend, call, fmt, page_size=args.page_size or settings.export_page_size, on_rows=progress.add
+        ):
             out.write(chunk)  # a local file: short blocking writes are fine in a CLI
         progress.show(end="\n")
     except GatewayError as exc:
@@ -341,55 +376,78 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8000)")
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
-    serve.add_argument("--backend", choices=["sandbox", "http", "cv", "pipe"],
-                       help="where calls go (default sandbox, the embedded emulator)")
+    serve.add_argument(
+        "--backend",
+        choices=["sandbox", "http", "cv", "pipe"],
+        help="where calls go (default sandbox, the embedded emulator)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check", help="call the configured backend once; exit 0 if usable")
     check.set_defaults(func=cmd_check)
 
     sandbox = sub.add_parser("sandbox", help="run the embedded CiviCRM emulator over HTTP")
-    sandbox.add_argument("--host", default="127.0.0.1",
-                         help="address to bind (default 127.0.0.1)")
+    sandbox.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     sandbox.add_argument("--port", type=int, default=8080, help="port (default 8080)")
-    sandbox.add_argument("--db", help="SQLite file, or :memory: (default: the gateway's, "
-                                      f"{env_name('sandbox_db')} or sandbox.sqlite in "
-                                      f"{env_name('state_dir')}, .civicrm-gateway)")
-    sandbox.add_argument("--demo", type=int, help="demo contacts in a new database (default "
-                                                  f"{env_name('sandbox_demo')} or 200)")
-    sandbox.add_argument("--reset", action="store_true",
-                         help="delete the sandbox database, create it afresh and exit (stop "
-                              "the gateways using it first)")
+    sandbox.add_argument(
+        "--db",
+        help="SQLite file, or :memory: (default: the gateway's, "
+        f"{env_name('sandbox_db')} or sandbox.sqlite in "
+        f"{env_name('state_dir')}, .civicrm-gateway)",
+    )
+    sandbox.add_argument(
+        "--demo",
+        type=int,
+        help=f"demo contacts in a new database (default {env_name('sandbox_demo')} or 200)",
+    )
+    sandbox.add_argument(
+        "--reset",
+        action="store_true",
+        help="delete the sandbox database, create it afresh and exit (stop the gateways using it first)",
+    )
     sandbox.add_argument("--api-key", help="admin API key (default: random, printed)")
     sandbox.add_argument("--site-key", help="site key for X-Civi-Key guards")
     sandbox.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
     sandbox.add_argument("--tls-key", help="... and this private key (PEM)")
     sandbox.set_defaults(func=cmd_sandbox)
-    exp = sub.add_parser("export", help="stream an APIv4 get to a file (NDJSON or CSV), page by "
-                                        "page, through the configured backend (the same "
-                                        "settings and data as serve) or a running gateway")
+    exp = sub.add_parser(
+        "export",
+        help="stream an APIv4 get to a file (NDJSON or CSV), page by "
+        "page, through the configured backend (the same "
+        "settings and data as serve) or a running gateway",
+    )
     exp.add_argument("entity", help="e.g. Contact")
     exp.add_argument("-o", "--output", help="file to write (default stdout)")
-    exp.add_argument("--format", choices=["ndjson", "csv"],
-                     help="default: csv for a .csv output file, else ndjson")
+    exp.add_argument(
+        "--format", choices=["ndjson", "csv"], help="default: csv for a .csv output file, else ndjson"
+    )
     exp.add_argument("--params", help="APIv4 params as a JSON object")
     exp.add_argument("--where", help='extra where clauses, JSON, e.g. \'[["is_deleted","=",false]]\'')
     exp.add_argument("--select", help="fields, comma-separated")
     exp.add_argument("--limit", type=int, help="at most this many rows")
-    exp.add_argument("--page-size", type=int, help="rows per CiviCRM call (default "
-                                                   f"{env_name('export_page_size')} or 1000)")
+    exp.add_argument(
+        "--page-size",
+        type=int,
+        help=f"rows per CiviCRM call (default {env_name('export_page_size')} or 1000)",
+    )
     exp.add_argument("--progress", action="store_true", help="show progress even when not a tty")
     exp.add_argument("--quiet", action="store_true", help="no progress line")
-    exp.add_argument("--url", help="export through the gateway running at this URL (e.g. "
-                                   "http://127.0.0.1:8000) instead of calling the backend")
-    exp.add_argument("--token-file", help="with --url: a file holding the client token (default "
-                                          f"{env_name('token')}, if set)")
+    exp.add_argument(
+        "--url",
+        help="export through the gateway running at this URL (e.g. "
+        "http://127.0.0.1:8000) instead of calling the backend",
+    )
+    exp.add_argument(
+        "--token-file",
+        help=f"with --url: a file holding the client token (default {env_name('token')}, if set)",
+    )
     exp.set_defaults(func=cmd_export)
 
     token = sub.add_parser("token", help="client tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)
     create = token_sub.add_parser(
-        "create", help="make a token; prints the token (stderr) and its config line (stdout)")
+        "create", help="make a token; prints the token (stderr) and its config line (stdout)"
+    )
     create.add_argument("name", help="the client's name (letters, digits, _.@-)")
     create.set_defaults(func=cmd_token_create)
 

@@ -15,8 +15,7 @@ from .export import MEDIA_TYPES
 
 # A level that compresses JSON almost as well as 9 at a fraction of the CPU.
 LEVEL = 6
-_STREAMED_TYPES = tuple(m.split(";")[0] for m in MEDIA_TYPES.values()
-                        if not m.startswith("application/json"))
+_STREAMED_TYPES = tuple(m.split(";")[0] for m in MEDIA_TYPES.values() if not m.startswith("application/json"))
 
 
 _IDENTITY = (b"content-encoding", b"identity")
@@ -27,9 +26,12 @@ class Compression:
 
     def __init__(self, app: ASGIApp, minimum_size: int) -> None:
         self.app = app
-        self.gzip = GZipMiddleware(self._marked, minimum_size=minimum_size, compresslevel=LEVEL,
-                                   exclude_content_types=(*DEFAULT_EXCLUDED_CONTENT_TYPES,
-                                                          *_STREAMED_TYPES))
+        self.gzip = GZipMiddleware(
+            self._marked,
+            minimum_size=minimum_size,
+            compresslevel=LEVEL,
+            exclude_content_types=(*DEFAULT_EXCLUDED_CONTENT_TYPES, *_STREAMED_TYPES),
+        )
 
     async def _marked(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The app, with a streamed JSON array (X-Streamed) marked as already encoded, which
@@ -37,7 +39,8 @@ class Compression:
 
         async def mark(message: Message) -> None:
             if message["type"] == "http.response.start" and any(
-                    name.lower() == b"x-streamed" for name, _ in message.get("headers", [])):
+                name.lower() == b"x-streamed" for name, _ in message.get("headers", [])
+            ):
                 message = {**message, "headers": [*message["headers"], _IDENTITY]}
             await send(message)
 
@@ -45,7 +48,8 @@ class Compression:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not any(
-                name == b"accept-encoding" and b"gzip" in value for name, value in scope["headers"]):
+            name == b"accept-encoding" and b"gzip" in value for name, value in scope["headers"]
+        ):
             await self.app(scope, receive, send)
             return
 

@@ -72,7 +72,8 @@ def _parse_token_lines(text: str) -> list[tuple[str, str]]:
             # Don't echo the line: someone may have pasted a plaintext token by mistake.
             raise SettingsError(
                 f"{env_name('client_tokens')}: each entry must be NAME:sha256:<64 hex digits> "
-                "(create one with `civicrm-gateway token create NAME`)")
+                "(create one with `civicrm-gateway token create NAME`)"
+            )
         entries.append((match["name"], match["hex"].lower()))
     return entries
 
@@ -84,8 +85,9 @@ def _read_secret_file(path: str, setting: str) -> str:
         raise SettingsError(f"{setting}: cannot read {path}: {exc.strerror}") from None
 
 
-def _client_from_table(name: str, table: Mapping[str, Any], defaults: Mapping[str, Any],
-                       where: str) -> Client:
+def _client_from_table(
+    name: str, table: Mapping[str, Any], defaults: Mapping[str, Any], where: str
+) -> Client:
     merged = {**defaults, **table}
     token_hash = str(merged.pop("token_sha256", "")).lower()
     if not re.fullmatch(r"[0-9a-f]{64}", token_hash):
@@ -96,8 +98,10 @@ def _client_from_table(name: str, table: Mapping[str, Any], defaults: Mapping[st
     if api_key or cv_user:
         identity = Identity(
             api_key=_read_secret_file(api_key, f"{where}: clients.{name}.civicrm_api_key_file")
-            if api_key else None,
-            cv_user=str(cv_user) if cv_user else None)
+            if api_key
+            else None,
+            cv_user=str(cv_user) if cv_user else None,
+        )
     try:
         policy = Policy.from_mapping(merged)
     except ValueError as exc:
@@ -126,8 +130,9 @@ def load_clients(settings: Settings) -> list[Client]:
             clients.append(Client(name, default_policy, None, bytes.fromhex(hex_hash)))
     names = [c.name for c in clients]
     if len(set(names)) != len(names):
-        raise SettingsError("client names must be unique across "
-                            f"{env_name('client_tokens')} and {env_name('clients_file')}")
+        raise SettingsError(
+            f"client names must be unique across {env_name('client_tokens')} and {env_name('clients_file')}"
+        )
     return clients
 
 
@@ -142,8 +147,7 @@ class Authenticator:
     def enabled(self) -> bool:
         return bool(self.clients)
 
-    def authenticate(self, authorization: str | None, peer: str | None, *,
-                     proxied: bool = False) -> Client:
+    def authenticate(self, authorization: str | None, peer: str | None, *, proxied: bool = False) -> Client:
         """``proxied``: the request names an original client (Forwarded, X-Forwarded-For,
         X-Real-IP), so a loopback peer is a reverse proxy speaking for someone else."""
         if not self.clients:
@@ -152,22 +156,30 @@ class Authenticator:
                 return ANONYMOUS
             detail = "This gateway has no client tokens and serves loopback callers only."
             if proxied:
-                detail = ("This gateway has no client tokens and serves loopback callers only; "
-                          "this request came through a proxy (it carries a Forwarded or "
-                          "X-Forwarded-For header). Configure client tokens.")
-            raise GatewayError("unauthenticated", detail,
-                               headers={"WWW-Authenticate": 'Bearer realm="civicrm-gateway"'})
+                detail = (
+                    "This gateway has no client tokens and serves loopback callers only; "
+                    "this request came through a proxy (it carries a Forwarded or "
+                    "X-Forwarded-For header). Configure client tokens."
+                )
+            raise GatewayError(
+                "unauthenticated", detail, headers={"WWW-Authenticate": 'Bearer realm="civicrm-gateway"'}
+            )
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise GatewayError("unauthenticated", "Send 'Authorization: Bearer <token>'.",
-                               headers={"WWW-Authenticate": 'Bearer realm="civicrm-gateway"'})
+            raise GatewayError(
+                "unauthenticated",
+                "Send 'Authorization: Bearer <token>'.",
+                headers={"WWW-Authenticate": 'Bearer realm="civicrm-gateway"'},
+            )
         digest = hashlib.sha256(token.strip().encode()).digest()
         found: Client | None = None
         for client in self.clients:  # no early exit: the same work whichever client matches
             if hmac.compare_digest(digest, client.token_hash):
                 found = client
         if found is None:
-            raise GatewayError("unauthenticated", "The bearer token is not valid.",
-                               headers={"WWW-Authenticate":
-                                        'Bearer realm="civicrm-gateway", error="invalid_token"'})
+            raise GatewayError(
+                "unauthenticated",
+                "The bearer token is not valid.",
+                headers={"WWW-Authenticate": 'Bearer realm="civicrm-gateway", error="invalid_token"'},
+            )
         return found

@@ -13,13 +13,28 @@ import functools
 import re
 
 # Exact names, and name parts, that mark a credential (compared in lower case).
-CREDENTIAL_NAMES = frozenset({"api_key", "hash", "password", "passwd", "signature", "secret",
-                              "checksum", "site_key", "private_key", "access_token",
-                              "refresh_token", "token", "client_secret"})
+CREDENTIAL_NAMES = frozenset(
+    {
+        "api_key",
+        "hash",
+        "password",
+        "passwd",
+        "signature",
+        "secret",
+        "checksum",
+        "site_key",
+        "private_key",
+        "access_token",
+        "refresh_token",
+        "token",
+        "client_secret",
+    }
+)
 _PATTERN = re.compile(r"(^|_)(password|passwd|secret|token)(_|$)|_key$|^key$")
 # ``key`` alone is a public identifier on some entities (Extension.key, Managed.name...).
-_NOT_CREDENTIALS = frozenset({"key", "cache_key", "option_key", "entity_key", "name_key",
-                              "search_key", "sort_key"})
+_NOT_CREDENTIALS = frozenset(
+    {"key", "cache_key", "option_key", "entity_key", "name_key", "search_key", "sort_key"}
+)
 
 # Actions that hand out credentials although they only "get".
 CREDENTIAL_ACTIONS = frozenset({"getchecksum"})

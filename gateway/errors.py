@@ -64,96 +64,208 @@ class ProblemType:
 
 
 _TYPES = [
-    ProblemType("invalid-request", 400, "Invalid request",
-                "The gateway refused the request before contacting CiviCRM: the body is not a "
-                "JSON object, a name is not a valid entity or action, or a query field is "
-                "malformed. Fix the request."),
-    ProblemType("unauthenticated", 401, "Authentication required",
-                "Send a valid client token as 'Authorization: Bearer <token>'."),
-    ProblemType("gateway-policy-denied", 403, "Denied by the gateway's policy",
-                "The gateway's policy for this client forbids this call (or a call it would "
-                "chain or join to). Distinct from CiviCRM's own permission errors."),
-    ProblemType("rate-limited", 429, "Too many requests",
-                "This client sent more requests than its rate limit, or has too many calls in "
-                "flight. Retry after the number of seconds in Retry-After."),
-    ProblemType("payload-too-large", 413, "Request body too large",
-                "The request body is larger than the gateway accepts."),
-    ProblemType("route-not-found", 404, "No such route",
-                "The gateway has no route at this path. Calls go to /v4/{entity}/{action} or "
-                "/v3/{entity}/{action}."),
-    ProblemType("method-not-allowed", 405, "Method not allowed",
-                "Only read actions (get*, autocomplete) may use GET; send writes with POST."),
-    ProblemType("unknown-api", 404, "Unknown entity or action",
-                "CiviCRM has no such entity or action (or the extension that provides it is not "
-                "enabled)."),
-    ProblemType("record-not-found", 404, "No matching record",
-                "The call expected exactly one record and found none."),
-    ProblemType("unknown-field", 400, "Unknown field",
-                "A field the call selects, filters, orders, joins on or writes does not exist on "
-                "its entity (per CiviCRM's getFields). The detail names the closest fields. "
-                "CiviCRM itself would drop an unknown select field or create value silently."),
-    ProblemType("unsupported-media-type", 415, "Body must be JSON",
-                "Send the params as a JSON object with 'Content-Type: application/json'. Form "
-                "and plain-text bodies are refused: a web page could send them cross-site."),
-    ProblemType("cross-origin-denied", 403, "Cross-origin request refused",
-                "The request came from a web page of an origin the gateway does not allow (its "
-                "Origin header), or named a Host the gateway does not serve (DNS rebinding). "
-                "Allowed origins: CIVI_GATEWAY_CORS_ORIGINS; hosts: CIVI_GATEWAY_ALLOWED_HOSTS."),
-    ProblemType("civicrm-permission-denied", 403, "Permission denied by CiviCRM",
-                "The CiviCRM user the gateway acts as lacks a permission this call needs."),
-    ProblemType("civicrm-bad-request", 400, "CiviCRM refused the parameters",
-                "CiviCRM refused the call's parameters: an unknown field, an illegal operator, "
-                "a value of the wrong type or a missing where clause."),
-    ProblemType("civicrm-validation", 422, "CiviCRM refused the values",
-                "CiviCRM refused the values to save: a mandatory value is missing, a value is "
-                "not a valid option, or a reference points to a record that does not exist."),
-    ProblemType("civicrm-conflict", 409, "Conflict",
-                "The call conflicts with existing data: a duplicate record, or several records "
-                "where one was expected."),
-    ProblemType("civicrm-error", 400, "CiviCRM rejected the call",
-                "CiviCRM raised an error for this call; its message is in detail."),
-    ProblemType("gateway-misconfigured", 502, "Gateway misconfigured",
-                "CiviCRM rejected the gateway's own credentials or request headers. The client "
-                "cannot fix this: the gateway's operator must check its CiviCRM settings."),
-    ProblemType("upstream-error", 502, "CiviCRM failed",
-                "CiviCRM failed while handling the call (for example a database error), or hid "
-                "the error's text from the gateway's user."),
-    ProblemType("upstream-invalid-response", 502, "Invalid response from CiviCRM",
-                "CiviCRM answered with something that is not its API's JSON."),
-    ProblemType("upstream-unavailable", 503, "CiviCRM unavailable",
-                "The gateway cannot reach CiviCRM right now."),
-    ProblemType("upstream-maintenance", 503, "CiviCRM in maintenance mode",
-                "CiviCRM is temporarily unavailable for maintenance."),
-    ProblemType("upstream-timeout", 504, "CiviCRM timed out",
-                "CiviCRM did not answer within the gateway's time limit."),
-    ProblemType("gateway-not-ready", 503, "Gateway not ready",
-                "This gateway process is still starting or is shutting down (draining): it "
-                "finishes the calls in flight but should get no new ones. Another replica, or "
-                "this one after Retry-After, can serve."),
-    ProblemType("internal-error", 500, "Gateway internal error",
-                "An unexpected failure inside the gateway (a bug): it is logged with the "
-                "request id. Never caused by a client's input."),
+    ProblemType(
+        "invalid-request",
+        400,
+        "Invalid request",
+        "The gateway refused the request before contacting CiviCRM: the body is not a "
+        "JSON object, a name is not a valid entity or action, or a query field is "
+        "malformed. Fix the request.",
+    ),
+    ProblemType(
+        "unauthenticated",
+        401,
+        "Authentication required",
+        "Send a valid client token as 'Authorization: Bearer <token>'.",
+    ),
+    ProblemType(
+        "gateway-policy-denied",
+        403,
+        "Denied by the gateway's policy",
+        "The gateway's policy for this client forbids this call (or a call it would "
+        "chain or join to). Distinct from CiviCRM's own permission errors.",
+    ),
+    ProblemType(
+        "rate-limited",
+        429,
+        "Too many requests",
+        "This client sent more requests than its rate limit, or has too many calls in "
+        "flight. Retry after the number of seconds in Retry-After.",
+    ),
+    ProblemType(
+        "payload-too-large",
+        413,
+        "Request body too large",
+        "The request body is larger than the gateway accepts.",
+    ),
+    ProblemType(
+        "route-not-found",
+        404,
+        "No such route",
+        "The gateway has no route at this path. Calls go to /v4/{entity}/{action} or /v3/{entity}/{action}.",
+    ),
+    ProblemType(
+        "method-not-allowed",
+        405,
+        "Method not allowed",
+        "Only read actions (get*, autocomplete) may use GET; send writes with POST.",
+    ),
+    ProblemType(
+        "unknown-api",
+        404,
+        "Unknown entity or action",
+        "CiviCRM has no such entity or action (or the extension that provides it is not enabled).",
+    ),
+    ProblemType(
+        "record-not-found", 404, "No matching record", "The call expected exactly one record and found none."
+    ),
+    ProblemType(
+        "unknown-field",
+        400,
+        "Unknown field",
+        "A field the call selects, filters, orders, joins on or writes does not exist on "
+        "its entity (per CiviCRM's getFields). The detail names the closest fields. "
+        "CiviCRM itself would drop an unknown select field or create value silently.",
+    ),
+    ProblemType(
+        "unsupported-media-type",
+        415,
+        "Body must be JSON",
+        "Send the params as a JSON object with 'Content-Type: application/json'. Form "
+        "and plain-text bodies are refused: a web page could send them cross-site.",
+    ),
+    ProblemType(
+        "cross-origin-denied",
+        403,
+        "Cross-origin request refused",
+        "The request came from a web page of an origin the gateway does not allow (its "
+        "Origin header), or named a Host the gateway does not serve (DNS rebinding). "
+        "Allowed origins: CIVI_GATEWAY_CORS_ORIGINS; hosts: CIVI_GATEWAY_ALLOWED_HOSTS.",
+    ),
+    ProblemType(
+        "civicrm-permission-denied",
+        403,
+        "Permission denied by CiviCRM",
+        "The CiviCRM user the gateway acts as lacks a permission this call needs.",
+    ),
+    ProblemType(
+        "civicrm-bad-request",
+        400,
+        "CiviCRM refused the parameters",
+        "CiviCRM refused the call's parameters: an unknown field, an illegal operator, "
+        "a value of the wrong type or a missing where clause.",
+    ),
+    ProblemType(
+        "civicrm-validation",
+        422,
+        "CiviCRM refused the values",
+        "CiviCRM refused the values to save: a mandatory value is missing, a value is "
+        "not a valid option, or a reference points to a record that does not exist.",
+    ),
+    ProblemType(
+        "civicrm-conflict",
+        409,
+        "Conflict",
+        "The call conflicts with existing data: a duplicate record, or several records "
+        "where one was expected.",
+    ),
+    ProblemType(
+        "civicrm-error",
+        400,
+        "CiviCRM rejected the call",
+        "CiviCRM raised an error for this call; its message is in detail.",
+    ),
+    ProblemType(
+        "gateway-misconfigured",
+        502,
+        "Gateway misconfigured",
+        "CiviCRM rejected the gateway's own credentials or request headers. The client "
+        "cannot fix this: the gateway's operator must check its CiviCRM settings.",
+    ),
+    ProblemType(
+        "upstream-error",
+        502,
+        "CiviCRM failed",
+        "CiviCRM failed while handling the call (for example a database error), or hid "
+        "the error's text from the gateway's user.",
+    ),
+    ProblemType(
+        "upstream-invalid-response",
+        502,
+        "Invalid response from CiviCRM",
+        "CiviCRM answered with something that is not its API's JSON.",
+    ),
+    ProblemType(
+        "upstream-unavailable", 503, "CiviCRM unavailable", "The gateway cannot reach CiviCRM right now."
+    ),
+    ProblemType(
+        "upstream-maintenance",
+        503,
+        "CiviCRM in maintenance mode",
+        "CiviCRM is temporarily unavailable for maintenance.",
+    ),
+    ProblemType(
+        "upstream-timeout",
+        504,
+        "CiviCRM timed out",
+        "CiviCRM did not answer within the gateway's time limit.",
+    ),
+    ProblemType(
+        "gateway-not-ready",
+        503,
+        "Gateway not ready",
+        "This gateway process is still starting or is shutting down (draining): it "
+        "finishes the calls in flight but should get no new ones. Another replica, or "
+        "this one after Retry-After, can serve.",
+    ),
+    ProblemType(
+        "internal-error",
+        500,
+        "Gateway internal error",
+        "An unexpected failure inside the gateway (a bug): it is logged with the "
+        "request id. Never caused by a client's input.",
+    ),
     # --- Idempotency-Key (gateway/idempotency) ---
-    ProblemType("idempotency-key-reused", 422, "Idempotency-Key reused for another call",
-                "This client already sent this Idempotency-Key with a different call (entity, "
-                "action or params). A key names one write: use a new key for a new write."),
-    ProblemType("idempotency-key-in-flight", 409, "Idempotency-Key still in flight",
-                "The first request with this Idempotency-Key is still running. Retry after "
-                "Retry-After seconds: the repeat then gets the first request's answer."),
-    ProblemType("idempotency-key-required", 428, "Idempotency-Key required",
-                "This client's policy (require_idempotency_key) makes every write carry an "
-                "Idempotency-Key header: 1-255 printable ASCII characters, new for each write."),
-    ProblemType("idempotency-store-unavailable", 503, "Idempotency-Key store unavailable",
-                "The store that keeps Idempotency-Keys (SQLite in the state directory, or Redis) "
-                "could not be reached, so the gateway could not promise that this write runs "
-                "once. The write was not sent to CiviCRM: retry after Retry-After with the same "
-                "key."),
-    ProblemType("write-outcome-unknown", 504, "Write sent, outcome unknown",
-                "A write carrying an Idempotency-Key reached (or may have reached) CiviCRM, but "
-                "its answer was lost (time-out, connection cut). It may or may not have "
-                "happened, so this key will not run it again and answers this each time. Check "
-                "by reading the record back (by a field the client set) or in the audit trail; "
-                "if it is missing, send the write again with a new key."),
+    ProblemType(
+        "idempotency-key-reused",
+        422,
+        "Idempotency-Key reused for another call",
+        "This client already sent this Idempotency-Key with a different call (entity, "
+        "action or params). A key names one write: use a new key for a new write.",
+    ),
+    ProblemType(
+        "idempotency-key-in-flight",
+        409,
+        "Idempotency-Key still in flight",
+        "The first request with this Idempotency-Key is still running. Retry after "
+        "Retry-After seconds: the repeat then gets the first request's answer.",
+    ),
+    ProblemType(
+        "idempotency-key-required",
+        428,
+        "Idempotency-Key required",
+        "This client's policy (require_idempotency_key) makes every write carry an "
+        "Idempotency-Key header: 1-255 printable ASCII characters, new for each write.",
+    ),
+    ProblemType(
+        "idempotency-store-unavailable",
+        503,
+        "Idempotency-Key store unavailable",
+        "The store that keeps Idempotency-Keys (SQLite in the state directory, or Redis) "
+        "could not be reached, so the gateway could not promise that this write runs "
+        "once. The write was not sent to CiviCRM: retry after Retry-After with the same "
+        "key.",
+    ),
+    ProblemType(
+        "write-outcome-unknown",
+        504,
+        "Write sent, outcome unknown",
+        "A write carrying an Idempotency-Key reached (or may have reached) CiviCRM, but "
+        "its answer was lost (time-out, connection cut). It may or may not have "
+        "happened, so this key will not run it again and answers this each time. Check "
+        "by reading the record back (by a field the client set) or in the audit trail; "
+        "if it is missing, send the write again with a new key.",
+    ),
 ]
 PROBLEM_TYPES: dict[str, ProblemType] = {t.slug: t for t in _TYPES}
 
@@ -205,11 +317,17 @@ def invalid_request(detail: str) -> GatewayError:
 _MESSAGE_RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(p, re.IGNORECASE), slug)
     for p, slug in [
-        (r"invalid credential|login not permitted|cannot login|"
-         r"SECURITY ALERT: Ajax requests can only be issued", "gateway-misconfigured"),
+        (
+            r"invalid credential|login not permitted|cannot login|"
+            r"SECURITY ALERT: Ajax requests can only be issued",
+            "gateway-misconfigured",
+        ),
         (r"SECURITY: All requests that modify the database must be http POST", "method-not-allowed"),
-        (r"^Authorization failed|API permission check failed|^Unauthorized field|"
-         r"ACL check failed|^Permission denied|insufficient permission", "civicrm-permission-denied"),
+        (
+            r"^Authorization failed|API permission check failed|^Unauthorized field|"
+            r"ACL check failed|^Permission denied|insufficient permission",
+            "civicrm-permission-denied",
+        ),
         (r"^API \(.*\) does not exist|^Api \S+ \S+ version \d+ does not exist", "unknown-api"),
         (r"^Expected one \S+ but found 0\b|^Record not found", "record-not-found"),
         (r"^Expected one \S+ but found \d+", "civicrm-conflict"),
@@ -220,13 +338,14 @@ _MESSAGE_RULES: list[tuple[re.Pattern[str], str]] = [
         (r"^Invalid field", "unknown-field"),
         # 'Parameter "where" is required.' (delete, update with no where) and its longer form
         # 'Parameter "where" is required unless primary keys are supplied in values.'.
-        (r"^Illegal operator|is not of the correct type|"
-         r"^Parameter \"\w+\" is required\b|is required unless|"
-         r"^Unknown api parameter|^Cannot use existing field name|^Illegal (field|join|expression)|"
-         r"^Invalid (join|expression|orderBy|index)|^Unknown field|^Unable to parse sql expression",
-         "civicrm-bad-request"),
-        (r"is not a valid|not a valid option|^Invalid value|must be (a|an|one of)\b",
-         "civicrm-validation"),
+        (
+            r"^Illegal operator|is not of the correct type|"
+            r"^Parameter \"\w+\" is required\b|is required unless|"
+            r"^Unknown api parameter|^Cannot use existing field name|^Illegal (field|join|expression)|"
+            r"^Invalid (join|expression|orderBy|index)|^Unknown field|^Unable to parse sql expression",
+            "civicrm-bad-request",
+        ),
+        (r"is not a valid|not a valid option|^Invalid value|must be (a|an|one of)\b", "civicrm-validation"),
         (r"^Sorry an error occurred and your request was not completed", "upstream-error"),
         (r"Temporarily unavailable for maintenance", "upstream-maintenance"),
     ]
@@ -241,8 +360,7 @@ _V3_CODES = {
 }
 
 
-def classify(message: str | None, *, status: int | None = None,
-             error_code: int | str | None = None) -> str:
+def classify(message: str | None, *, status: int | None = None, error_code: int | str | None = None) -> str:
     """The problem slug for a CiviCRM failure, from its HTTP status, code and message."""
     message = (message or "").strip()
     if status == 401:
@@ -265,14 +383,18 @@ def classify(message: str | None, *, status: int | None = None,
 
 _HINTS = {
     "gateway-misconfigured": "CiviCRM rejected the gateway's credentials; check the gateway's "
-                             "CiviCRM settings (API key, site key, auth style).",
+    "CiviCRM settings (API key, site key, auth style).",
     "upstream-error": "CiviCRM reported an internal failure.",
 }
 
 
-def from_civicrm(message: str | None, *, status: int | None = None,
-                 error_code: int | str | None = None,
-                 extra: dict[str, Any] | None = None) -> GatewayError:
+def from_civicrm(
+    message: str | None,
+    *,
+    status: int | None = None,
+    error_code: int | str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> GatewayError:
     """Map one CiviCRM failure (REST, APIv3 envelope, cv or cv pipe) to a GatewayError."""
     slug = classify(message, status=status, error_code=error_code)
     civicrm: dict[str, Any] = {"error_code": error_code, "error_message": message}
@@ -283,6 +405,8 @@ def from_civicrm(message: str | None, *, status: int | None = None,
     if slug == "gateway-misconfigured":
         detail = _HINTS[slug]
     elif slug == "upstream-error" and message and message.startswith("Sorry an error occurred"):
-        detail = ("CiviCRM hid the error's text from the gateway's user; grant that user "
-                  "'view debug output' to see real messages. " + message)
+        detail = (
+            "CiviCRM hid the error's text from the gateway's user; grant that user "
+            "'view debug output' to see real messages. " + message
+        )
     return GatewayError(slug, detail, civicrm=civicrm)

@@ -30,10 +30,14 @@ if TYPE_CHECKING:
     from .call import Call
     from .consumers import Identity
 
-MEDIA_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8",
-               "json": "application/json"}
-_ACCEPT = {"application/x-ndjson": "ndjson", "application/ndjson": "ndjson",
-           "application/jsonl": "ndjson", "text/csv": "csv", "application/json": "json"}
+MEDIA_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8", "json": "application/json"}
+_ACCEPT = {
+    "application/x-ndjson": "ndjson",
+    "application/ndjson": "ndjson",
+    "application/jsonl": "ndjson",
+    "text/csv": "csv",
+    "application/json": "json",
+}
 
 
 def negotiate(format_param: str | None, accept: str | None) -> str:
@@ -80,9 +84,13 @@ def _plan(params: dict[str, Any]) -> _Plan:
         raise invalid_request("limit and offset must be whole numbers.")
     order = params.get("orderBy") or {}
     select = list(params.get("select") or [])
-    keyset = (not params.get("groupBy") and not params.get("having") and not params.get("join")
-              and (not order or order == {"id": "ASC"})
-              and not any("row_count" in str(s) or "(" in str(s) for s in select))
+    keyset = (
+        not params.get("groupBy")
+        and not params.get("having")
+        and not params.get("join")
+        and (not order or order == {"id": "ASC"})
+        and not any("row_count" in str(s) or "(" in str(s) for s in select)
+    )
     drop_id = False
     if keyset and select and "id" not in select and "*" not in select:
         select.append("id")  # the keyset needs it; removed from the rows again
@@ -95,9 +103,14 @@ def _plan(params: dict[str, Any]) -> _Plan:
     return _Plan(params, bool(keyset), total, offset, drop_id)
 
 
-async def pages(backend: Backend, call: Call, *, page_size: int,
-                identity: Identity | None = None, gate: Gate | None = None
-                ) -> AsyncIterator[Records]:
+async def pages(
+    backend: Backend,
+    call: Call,
+    *,
+    page_size: int,
+    identity: Identity | None = None,
+    gate: Gate | None = None,
+) -> AsyncIterator[Records]:
     """The records of an APIv4 get (a call that passed the pipeline), one page at a time."""
     entity = call.entity
     plan = _plan(call.to_params())
@@ -171,19 +184,24 @@ def _ndjson(rows: list[Any]) -> bytes:
     return b"".join(orjson.dumps(row) + b"\n" for row in rows)
 
 
-async def stream(backend: Backend, call: Call, fmt: str, *,
-                 page_size: int, identity: Identity | None = None,
-                 strip_credentials: bool = True,
-                 on_rows: Callable[[int], None] | None = None,
-                 gate: Gate | None = None) -> AsyncIterator[bytes]:
+async def stream(
+    backend: Backend,
+    call: Call,
+    fmt: str,
+    *,
+    page_size: int,
+    identity: Identity | None = None,
+    strip_credentials: bool = True,
+    on_rows: Callable[[int], None] | None = None,
+    gate: Gate | None = None,
+) -> AsyncIterator[bytes]:
     """Encoded chunks (one per page) of the export; credential fields stripped unless allowed.
     ``json`` is one JSON array, written a page at a time."""
     if fmt not in ("ndjson", "csv", "json"):
         raise invalid_request(f"Cannot stream format {fmt!r}.")
     encoder = _CsvEncoder()
     wrote_header = False
-    async for records in pages(backend, call, page_size=page_size, identity=identity,
-                               gate=gate):
+    async for records in pages(backend, call, page_size=page_size, identity=identity, gate=gate):
         rows, _ = response_body(4, "get", records, strip_credentials=strip_credentials)
         if fmt == "json":
             chunk = (b"," if wrote_header else b"[") + b",".join(orjson.dumps(r) for r in rows)
@@ -199,13 +217,13 @@ async def stream(backend: Backend, call: Call, fmt: str, *,
         yield encoder.encode([])  # an empty result still gets a (header-less) empty body
 
 
-async def count(backend: Backend, call: Call, *,
-                identity: Identity | None = None) -> int | None:
+async def count(backend: Backend, call: Call, *, identity: Identity | None = None) -> int | None:
     """How many rows the export will give, when CiviCRM can tell (for a progress bar)."""
     params = call.to_params()
     counting = {k: v for k, v in params.items() if k in ("where", "join")}
-    records = await backend.call(4, call.entity, "get", {**counting, "select": ["row_count"]},
-                                 identity=identity)
+    records = await backend.call(
+        4, call.entity, "get", {**counting, "select": ["row_count"]}, identity=identity
+    )
     if records.count_matched is None:
         return None
     total = records.count_matched - (call.offset or 0)

@@ -51,11 +51,19 @@ def _problem(status: int, body: bytes) -> str:
         return f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}"
 
 
-async def export_via_gateway(url: str, token: str | None, entity: str, params: dict[str, Any],
-                             fmt: str, out: BinaryIO, *, on_rows: Callable[[int], None],
-                             want_total: bool = False,
-                             on_total: Callable[[int | None], None] | None = None,
-                             read_timeout: float = 300.0) -> None:
+async def export_via_gateway(
+    url: str,
+    token: str | None,
+    entity: str,
+    params: dict[str, Any],
+    fmt: str,
+    out: BinaryIO,
+    *,
+    on_rows: Callable[[int], None],
+    want_total: bool = False,
+    on_total: Callable[[int | None], None] | None = None,
+    read_timeout: float = 300.0,
+) -> None:
     """Stream ``entity.get`` with ``params`` from the gateway at ``url`` into ``out``."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     endpoint = f"{url.rstrip('/')}/v4/{entity}/get"
@@ -66,8 +74,7 @@ async def export_via_gateway(url: str, token: str | None, entity: str, params: d
             async with session.post(endpoint, json={**counting, "select": ["row_count"]}) as resp:
                 total = resp.headers.get("X-Total-Count") if resp.status == 200 else None
                 limit = params.get("limit") or 0
-                on_total(min(int(total), limit) if total and limit else
-                         int(total) if total else None)
+                on_total(min(int(total), limit) if total and limit else int(total) if total else None)
         accept = MEDIA_TYPES[fmt].split(";")[0]
         async with session.post(endpoint, json=params, headers={"Accept": accept}) as resp:
             if resp.status != 200:

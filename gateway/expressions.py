@@ -22,18 +22,73 @@ from dataclasses import dataclass
 from .errors import GatewayError, from_civicrm
 
 # CiviCRM 5.77's Civi\Api4\Query\SqlFunction* classes.
-FUNCTIONS = frozenset({
-    "ABS", "AVG", "BINARY", "COALESCE", "CONCAT", "CONCAT_WS", "COUNT", "CURDATE", "DATE",
-    "DATEDIFF", "DAYOFWEEK", "DAYSTOANNIV", "EXTRACT", "GREATEST", "GROUP_CONCAT", "GROUP_FIRST",
-    "IF", "IFNULL", "ISNULL", "LEAST", "LEFT", "LOWER", "MAX", "MIN", "MONTH", "NEXTANNIV", "NOW",
-    "NULLIF", "QUARTER", "RAND", "REPLACE", "RIGHT", "ROUND", "SUBSTRING", "SUM", "TIME", "UPPER",
-    "YEAR",
-})
+FUNCTIONS = frozenset(
+    {
+        "ABS",
+        "AVG",
+        "BINARY",
+        "COALESCE",
+        "CONCAT",
+        "CONCAT_WS",
+        "COUNT",
+        "CURDATE",
+        "DATE",
+        "DATEDIFF",
+        "DAYOFWEEK",
+        "DAYSTOANNIV",
+        "EXTRACT",
+        "GREATEST",
+        "GROUP_CONCAT",
+        "GROUP_FIRST",
+        "IF",
+        "IFNULL",
+        "ISNULL",
+        "LEAST",
+        "LEFT",
+        "LOWER",
+        "MAX",
+        "MIN",
+        "MONTH",
+        "NEXTANNIV",
+        "NOW",
+        "NULLIF",
+        "QUARTER",
+        "RAND",
+        "REPLACE",
+        "RIGHT",
+        "ROUND",
+        "SUBSTRING",
+        "SUM",
+        "TIME",
+        "UPPER",
+        "YEAR",
+    }
+)
 AGGREGATES = frozenset({"AVG", "COUNT", "GROUP_CONCAT", "GROUP_FIRST", "MAX", "MIN", "SUM"})
-_UNITS = frozenset({"MICROSECOND", "SECOND", "MINUTE", "HOUR", "DAY", "WEEK", "MONTH", "QUARTER",
-                    "YEAR", "SECOND_MICROSECOND", "MINUTE_MICROSECOND", "MINUTE_SECOND",
-                    "HOUR_MICROSECOND", "HOUR_SECOND", "HOUR_MINUTE", "DAY_MICROSECOND",
-                    "DAY_SECOND", "DAY_MINUTE", "DAY_HOUR", "YEAR_MONTH"})
+_UNITS = frozenset(
+    {
+        "MICROSECOND",
+        "SECOND",
+        "MINUTE",
+        "HOUR",
+        "DAY",
+        "WEEK",
+        "MONTH",
+        "QUARTER",
+        "YEAR",
+        "SECOND_MICROSECOND",
+        "MINUTE_MICROSECOND",
+        "MINUTE_SECOND",
+        "HOUR_MICROSECOND",
+        "HOUR_SECOND",
+        "HOUR_MINUTE",
+        "DAY_MICROSECOND",
+        "DAY_SECOND",
+        "DAY_MINUTE",
+        "DAY_HOUR",
+        "YEAR_MONTH",
+    }
+)
 _OPERATORS = ("<=", ">=", "!=", "<>", "+", "-", "*", "/", "=", "<", ">")
 
 # A field path: names joined by dots (implicit joins, join aliases, custom groups), an optional
@@ -44,7 +99,8 @@ ALIAS_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _TOKEN = re.compile(
     r"\s*(?:(?P<str>'[^'\\]*'|\"[^\"\\]*\")|(?P<num>\d+(?:\.\d+)?)"
     rf"|(?P<name>(?:{_NAME}\.)*(?:{_NAME}(?::{_NAME})?|\*))"
-    r"|(?P<op><=|>=|!=|<>|[-+*/=<>])|(?P<punct>[(),]))")
+    r"|(?P<op><=|>=|!=|<>|[-+*/=<>])|(?P<punct>[(),]))"
+)
 MAX_LENGTH = 1000
 MAX_NODES = 200
 
@@ -100,8 +156,7 @@ class Expr:
             return self.alias
         if self.root.kind == "field":
             return self.root.value
-        if self.root.kind == "func" and len(self.root.args) == 1 and \
-                self.root.args[0].kind == "field":
+        if self.root.kind == "func" and len(self.root.args) == 1 and self.root.args[0].kind == "field":
             return f"{self.root.value}:{self.root.args[0].value}"
         return self.text
 
@@ -125,8 +180,11 @@ class _Parser:
                 raise parse_error(text)
             kind = match.lastgroup or ""
             value = match.group(kind)
-            if value == "*" and self.tokens and (self.tokens[-1][0] in ("name", "num", "str")
-                                                  or self.tokens[-1] == ("punct", ")")):
+            if (
+                value == "*"
+                and self.tokens
+                and (self.tokens[-1][0] in ("name", "num", "str") or self.tokens[-1] == ("punct", ")"))
+            ):
                 kind = "op"  # after an operand, "*" multiplies
             self.tokens.append((kind, value))
             pos = match.end()
@@ -284,8 +342,9 @@ def render(node: Node) -> str:
 def _wildcards_misplaced(node: Node, parent: Node | None) -> bool:
     """``*`` reads every field: only a select item, or ``COUNT(*)``, may be one."""
     if node.kind == "field" and node.value.endswith("*"):
-        return not (parent is not None and parent.kind == "func" and parent.value == "COUNT"
-                    and node.value == "*")
+        return not (
+            parent is not None and parent.kind == "func" and parent.value == "COUNT" and node.value == "*"
+        )
     return any(_wildcards_misplaced(child, node) for child in node.args)
 
 

@@ -28,14 +28,31 @@ V3_LOCATION_FIELDS = {
     **{name: ("Email", name) for name in ("email", "on_hold", "email_id")},
     **{name: ("Phone", name) for name in ("phone", "phone_id", "phone_type_id")},
     **{name: ("IM", "name") for name in ("im", "im_id", "provider_id")},
-    **{name: ("Address", name) for name in (
-        "address_id", "street_address", "supplemental_address_1", "supplemental_address_2",
-        "supplemental_address_3", "city", "postal_code", "postal_code_suffix", "geo_code_1",
-        "geo_code_2", "county_id", "state_province_id", "country_id", "master_id")},
+    **{
+        name: ("Address", name)
+        for name in (
+            "address_id",
+            "street_address",
+            "supplemental_address_1",
+            "supplemental_address_2",
+            "supplemental_address_3",
+            "city",
+            "postal_code",
+            "postal_code_suffix",
+            "geo_code_1",
+            "geo_code_2",
+            "county_id",
+            "state_province_id",
+            "country_id",
+            "master_id",
+        )
+    },
     "state_province": ("Address", "state_province_id"),
     "state_province_name": ("Address", "state_province_id"),
-    "country": ("Address", "country_id"), "county": ("Address", "county_id"),
-    "worldregion": ("Address", "country_id"), "worldregion_id": ("Address", "country_id"),
+    "country": ("Address", "country_id"),
+    "county": ("Address", "county_id"),
+    "worldregion": ("Address", "country_id"),
+    "worldregion_id": ("Address", "country_id"),
 }
 # Actions that answer metadata about the entity, not its records.
 META_ACTIONS = frozenset({"getfields", "getactions", "getlinks"})
@@ -97,8 +114,7 @@ def raw_paths(call: Call) -> Iterator[tuple[str, str]]:
     for expr in call.select or ():
         for path in expr.fields:
             yield path, "select"
-    for exprs, use in ((call.group_by, "group"), (tuple(e for e, _ in call.order_by or ()),
-                                                  "order")):
+    for exprs, use in ((call.group_by, "group"), (tuple(e for e, _ in call.order_by or ()), "order")):
         for expr in exprs or ():
             for path in expr.fields:
                 if path not in aliases:
@@ -161,8 +177,9 @@ async def references(call: Call, schema: Schema | None) -> list[FieldRef]:
     return out
 
 
-async def _resolve(call: Call, path: str, use: str, joins: dict[str, str],
-                   schema: Schema | None) -> list[FieldRef]:
+async def _resolve(
+    call: Call, path: str, use: str, joins: dict[str, str], schema: Schema | None
+) -> list[FieldRef]:
     bare = path.split(":", 1)[0] if not path.endswith("*") else path
     if bare == "*" and use != "select":
         return []  # COUNT(*): counts rows, reads no field
@@ -183,20 +200,32 @@ async def _resolve(call: Call, path: str, use: str, joins: dict[str, str],
     return await _resolve_in(call, call.entity, bare, path, use, joins, schema, hops=0, via=None)
 
 
-async def _resolve_in(call: Call, entity: str, name: str, path: str, use: str,
-                      joins: dict[str, str], schema: Schema, *, hops: int,
-                      via: str | None) -> list[FieldRef]:
+async def _resolve_in(
+    call: Call,
+    entity: str,
+    name: str,
+    path: str,
+    use: str,
+    joins: dict[str, str],
+    schema: Schema,
+    *,
+    hops: int,
+    via: str | None,
+) -> list[FieldRef]:
     fields = await schema.fields(entity)
     if name in ("*", "custom.*") or name in fields:  # custom.*: every custom field
         return [FieldRef(entity, name, use, path, call, via)]
     head, dot, rest = name.partition(".")
     if dot and hops == 0 and head in joins:
         target = await schema.entity(joins[head])
-        return await _resolve_in(call, target, rest, path, use, {}, schema, hops=1,
-                                 via=target)
+        return await _resolve_in(call, target, rest, path, use, {}, schema, hops=1, via=target)
     info = fields.get(head)
     if dot and info is not None and info.fk_entity and hops < MAX_JOIN_HOPS:
         first = FieldRef(entity, head, use, path, call, via)
-        return [first, *await _resolve_in(call, info.fk_entity, rest, path, use, {}, schema,
-                                          hops=hops + 1, via=info.fk_entity)]
+        return [
+            first,
+            *await _resolve_in(
+                call, info.fk_entity, rest, path, use, {}, schema, hops=hops + 1, via=info.fk_entity
+            ),
+        ]
     raise unknown_field(entity, path if hops == 0 else name, list(fields))

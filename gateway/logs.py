@@ -18,22 +18,25 @@ from typing import Any
 import orjson
 
 _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()) | {
-    "message", "asctime", "taskName",
+    "message",
+    "asctime",
+    "taskName",
     # uvicorn's copy of a message with ANSI colour escapes: never wanted in a log file.
-    "color_message"}
+    "color_message",
+}
 
 # The id of the request being handled (set by the app's request-id middleware).
 request_id_var: ContextVar[str | None] = ContextVar("civi_gateway_request_id", default=None)
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    return {key: value for key, value in vars(record).items()
-            if key not in _RESERVED and not key.startswith("_")}
+    return {
+        key: value for key, value in vars(record).items() if key not in _RESERVED and not key.startswith("_")
+    }
 
 
 def _timestamp(record: logging.LogRecord) -> str:
-    return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z")
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
 
 
 class RequestContextFilter(logging.Filter):

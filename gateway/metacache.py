@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from .consumers import Identity
 
 # Writes to these entities can change what getFields/getActions answer: they flush the cache.
-METADATA_ENTITIES = frozenset({"CustomField", "CustomGroup", "OptionGroup", "OptionValue",
-                               "Entity", "Extension", "Setting"})
+METADATA_ENTITIES = frozenset(
+    {"CustomField", "CustomGroup", "OptionGroup", "OptionValue", "Entity", "Extension", "Setting"}
+)
 
 
 def is_metadata_call(version: int, entity: str, action: str, params: dict[str, Any]) -> bool:
@@ -54,8 +55,9 @@ def _retrieve(task: asyncio.Task[Records]) -> None:
 class MetadataCache:
     """LRU + TTL map from a call to its records; ``ttl == 0`` disables it."""
 
-    def __init__(self, ttl: float, max_entries: int = 1024,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, ttl: float, max_entries: int = 1024, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
         self._clock = clock
@@ -78,13 +80,19 @@ class MetadataCache:
         return len(self._entries)
 
     @staticmethod
-    def key(version: int, entity: str, action: str, params: dict[str, Any],
-            identity: Identity | None) -> bytes:
-        return orjson.dumps([version, entity, action, params, _identity_key(identity)],
-                            option=orjson.OPT_SORT_KEYS)
+    def key(
+        version: int, entity: str, action: str, params: dict[str, Any], identity: Identity | None
+    ) -> bytes:
+        return orjson.dumps(
+            [version, entity, action, params, _identity_key(identity)], option=orjson.OPT_SORT_KEYS
+        )
 
-    async def get_or_load(self, key: bytes, load: Callable[[], Awaitable[Records]],
-                          on_result: Callable[[str], None] | None = None) -> Records:
+    async def get_or_load(
+        self,
+        key: bytes,
+        load: Callable[[], Awaitable[Records]],
+        on_result: Callable[[str], None] | None = None,
+    ) -> Records:
         """The cached records for ``key``, or ``load()``'s (stored only when it succeeds)."""
         now = self._clock()
         entry = self._entries.get(key)
@@ -106,8 +114,7 @@ class MetadataCache:
         records = await asyncio.shield(task)
         return Records(records, count_matched=records.count_matched)
 
-    async def _load(self, key: bytes, load: Callable[[], Awaitable[Records]],
-                    generation: int) -> Records:
+    async def _load(self, key: bytes, load: Callable[[], Awaitable[Records]], generation: int) -> Records:
         try:
             records = await load()
             if generation == self._generation:  # not flushed meanwhile

@@ -30,8 +30,23 @@ if TYPE_CHECKING:
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                    5.0, 10.0, 30.0)
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
 # prometheus_client reads this variable when it is imported: it must be set before the process
 # starts (``serve`` does it for its workers).
@@ -57,8 +72,9 @@ class _BackendStats(Collector):
         self.backend = backend
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily("gateway_backend_pool", "Backend pool gauges from stats()",
-                                   labels=["backend", "gauge"])
+        family = GaugeMetricFamily(
+            "gateway_backend_pool", "Backend pool gauges from stats()", labels=["backend", "gauge"]
+        )
         for name, value in sorted(self.backend.stats().items()):
             family.add_metric([self.backend.name, name], float(value))
         yield family
@@ -69,41 +85,72 @@ class Metrics:
         self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) or None
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("gateway_requests", "HTTP requests by route template and status",
-                                ["route", "method", "status"], registry=r)
-        self.latency = Histogram("gateway_request_duration_seconds",
-                                 "Time to answer (to the end of the body), by route template",
-                                 ["route", "method"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.in_flight = Gauge("gateway_requests_in_flight", "Requests being answered", registry=r,
-                               multiprocess_mode="livesum")
-        self.upstream = Histogram("gateway_upstream_duration_seconds",
-                                  "Duration of each attempt at a backend call",
-                                  ["backend", "outcome"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.retries = Counter("gateway_upstream_retries", "Backend calls tried again",
-                               ["backend", "reason"], registry=r)
-        self.breaker_state = Gauge("gateway_breaker_state",
-                                   "Circuit breaker: 0 closed, 1 half-open, 2 open",
-                                   ["backend"], registry=r, multiprocess_mode="livemax")
-        self.upstream_up = Gauge("gateway_upstream_up",
-                                 "CiviCRM answered the last readiness check: 1 yes, 0 no",
-                                 ["backend"], registry=r, multiprocess_mode="livemostrecent")
-        self.rate_limited = Counter("gateway_rate_limited",
-                                    "Calls refused with 429 by the client's rate or concurrency limit",
-                                    ["limit"], registry=r)
-        self.breaker_opened = Counter("gateway_breaker_opened", "Times the circuit breaker opened",
-                                      ["backend"], registry=r)
-        self.breaker_rejected = Counter("gateway_breaker_rejected",
-                                        "Calls failed fast while the breaker was open",
-                                        ["backend"], registry=r)
-        self.cache = Counter("gateway_metadata_cache", "Metadata cache lookups", ["result"],
-                             registry=r)
-        self.export_rows = Counter("gateway_export_rows", "Rows streamed by exports", ["format"],
-                                   registry=r)
-        self.audit_errors = Counter("gateway_audit_errors",
-                                    "Audit records a sink failed to write (queue: dropped, the "
-                                    "writer was behind)", ["sink"], registry=r)
-        self.batch_calls = Counter("gateway_batch_calls", "Calls carried in batches",
-                                   ["version", "status"], registry=r)
+        self.requests = Counter(
+            "gateway_requests",
+            "HTTP requests by route template and status",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "gateway_request_duration_seconds",
+            "Time to answer (to the end of the body), by route template",
+            ["route", "method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "gateway_requests_in_flight", "Requests being answered", registry=r, multiprocess_mode="livesum"
+        )
+        self.upstream = Histogram(
+            "gateway_upstream_duration_seconds",
+            "Duration of each attempt at a backend call",
+            ["backend", "outcome"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            "gateway_upstream_retries", "Backend calls tried again", ["backend", "reason"], registry=r
+        )
+        self.breaker_state = Gauge(
+            "gateway_breaker_state",
+            "Circuit breaker: 0 closed, 1 half-open, 2 open",
+            ["backend"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.upstream_up = Gauge(
+            "gateway_upstream_up",
+            "CiviCRM answered the last readiness check: 1 yes, 0 no",
+            ["backend"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.rate_limited = Counter(
+            "gateway_rate_limited",
+            "Calls refused with 429 by the client's rate or concurrency limit",
+            ["limit"],
+            registry=r,
+        )
+        self.breaker_opened = Counter(
+            "gateway_breaker_opened", "Times the circuit breaker opened", ["backend"], registry=r
+        )
+        self.breaker_rejected = Counter(
+            "gateway_breaker_rejected",
+            "Calls failed fast while the breaker was open",
+            ["backend"],
+            registry=r,
+        )
+        self.cache = Counter("gateway_metadata_cache", "Metadata cache lookups", ["result"], registry=r)
+        self.export_rows = Counter("gateway_export_rows", "Rows streamed by exports", ["format"], registry=r)
+        self.audit_errors = Counter(
+            "gateway_audit_errors",
+            "Audit records a sink failed to write (queue: dropped, the writer was behind)",
+            ["sink"],
+            registry=r,
+        )
+        self.batch_calls = Counter(
+            "gateway_batch_calls", "Calls carried in batches", ["version", "status"], registry=r
+        )
 
         # Labelled children looked up once per (route, method, status), not on every request.
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -117,8 +164,7 @@ class Metrics:
         key = (route, method, status)
         children = self._request_children.get(key)
         if children is None:
-            children = (self.requests.labels(route, method, str(status)),
-                        self.latency.labels(route, method))
+            children = (self.requests.labels(route, method, str(status)), self.latency.labels(route, method))
             self._request_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
@@ -136,9 +182,13 @@ class Metrics:
         # Other workers cannot call this one's stats(): each copies them to a gauge that the
         # files add up over the live workers.
         self._backend = backend
-        self._pool = Gauge("gateway_backend_pool", "Backend pool gauges from stats()",
-                           ["backend", "gauge"], registry=self.registry,
-                           multiprocess_mode="livesum")
+        self._pool = Gauge(
+            "gateway_backend_pool",
+            "Backend pool gauges from stats()",
+            ["backend", "gauge"],
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
 
     def _copy_pool_stats(self) -> None:
         if self._backend is not None and self._pool is not None:

@@ -20,13 +20,45 @@ NAME_RE = re.compile(NAME_PATTERN)
 
 # Every documented top-level APIv4 parameter. Anything else in a get/delete/create/update body
 # is taken as a field name (the simple form).
-V4_PARAMS = frozenset({
-    "select", "where", "values", "orderBy", "limit", "offset", "join", "chain", "groupBy",
-    "having", "language", "checkPermissions", "useTrash", "records", "defaults", "match",
-    "reload", "debug", "loadOptions", "action", "includeCustom", "fields", "input",
-    "searchField", "page", "key", "formName", "fieldName", "filters", "ids", "version",
-    "translationMode", "index", "exclude", "idField",
-})
+V4_PARAMS = frozenset(
+    {
+        "select",
+        "where",
+        "values",
+        "orderBy",
+        "limit",
+        "offset",
+        "join",
+        "chain",
+        "groupBy",
+        "having",
+        "language",
+        "checkPermissions",
+        "useTrash",
+        "records",
+        "defaults",
+        "match",
+        "reload",
+        "debug",
+        "loadOptions",
+        "action",
+        "includeCustom",
+        "fields",
+        "input",
+        "searchField",
+        "page",
+        "key",
+        "formName",
+        "fieldName",
+        "filters",
+        "ids",
+        "version",
+        "translationMode",
+        "index",
+        "exclude",
+        "idField",
+    }
+)
 SIMPLE_ACTIONS = frozenset({"get", "delete", "create", "update"})
 
 
@@ -35,11 +67,13 @@ def check_names(entity: str, action: str) -> None:
     if not NAME_RE.fullmatch(entity):
         raise invalid_request(
             f"Invalid entity name {entity[:80]!r}: use letters, digits and underscores, "
-            "starting with a letter (at most 64 characters).")
+            "starting with a letter (at most 64 characters)."
+        )
     if not NAME_RE.fullmatch(action):
         raise invalid_request(
             f"Invalid action name {action[:80]!r}: use letters, digits and underscores, "
-            "starting with a letter (at most 64 characters).")
+            "starting with a letter (at most 64 characters)."
+        )
 
 
 def is_read_action(version: int, action: str) -> bool:
@@ -62,8 +96,9 @@ def check_depth(value: Any, max_depth: int) -> None:
             stack.extend((v, depth + 1) for v in item)
 
 
-def parse_body(body: bytes, *, max_depth: int, content_type: str | None = None,
-               what: str = "The body") -> dict[str, Any]:
+def parse_body(
+    body: bytes, *, max_depth: int, content_type: str | None = None, what: str = "The body"
+) -> dict[str, Any]:
     """The request body as a params object; an empty body means no params."""
     if not body.strip():
         return {}
@@ -73,12 +108,13 @@ def parse_body(body: bytes, *, max_depth: int, content_type: str | None = None,
         media = (content_type or "").split(";")[0].strip().lower()
         hint = ""
         if media and media != "application/json" and not media.endswith("+json"):
-            hint = (f" It was sent as {media[:60]}: the gateway takes a JSON object of params "
-                    "with 'Content-Type: application/json'.")
+            hint = (
+                f" It was sent as {media[:60]}: the gateway takes a JSON object of params "
+                "with 'Content-Type: application/json'."
+            )
         raise invalid_request(f"{what} is not valid JSON: {exc}.{hint}") from None
     if not isinstance(data, dict):
-        raise invalid_request(
-            f"{what} must be a JSON object of params, not {type(data).__name__}.")
+        raise invalid_request(f"{what} must be a JSON object of params, not {type(data).__name__}.")
     # Nesting cannot exceed the number of brackets (those inside strings only overcount),
     # so the usual small body skips the walk.
     if body.count(b"{") + body.count(b"[") > max_depth:
@@ -141,6 +177,7 @@ def normalize_v3(params: dict[str, Any]) -> dict[str, Any]:
 
 # --- query strings (GET) ---------------------------------------------------------------------
 
+
 def _json_param(name: str, raw: str) -> Any:
     try:
         return orjson.loads(raw)
@@ -176,8 +213,7 @@ def _collect(items: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     return grouped
 
 
-def params_from_query(version: int, items: Iterable[tuple[str, str]], *,
-                      max_depth: int) -> dict[str, Any]:
+def params_from_query(version: int, items: Iterable[tuple[str, str]], *, max_depth: int) -> dict[str, Any]:
     """Params from a GET query string.
 
     Either ``params=<json object>`` (the whole params), or simple ``field=value`` pairs (a
@@ -188,8 +224,7 @@ def params_from_query(version: int, items: Iterable[tuple[str, str]], *,
     if "params" in grouped:
         if len(grouped) > 1 or len(grouped["params"]) > 1:
             raise invalid_request("Give either one 'params' JSON object or simple fields, not both.")
-        return parse_body(grouped["params"][0].encode(), max_depth=max_depth,
-                          what="Query field 'params'")
+        return parse_body(grouped["params"][0].encode(), max_depth=max_depth, what="Query field 'params'")
     params: dict[str, Any] = {}
     for key, values in grouped.items():
         if not key:
@@ -236,6 +271,13 @@ def _v3_query(params: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = [
-    "V4_PARAMS", "GatewayError", "check_depth", "check_names", "is_read_action",
-    "normalize_v3", "normalize_v4", "params_from_query", "parse_body",
+    "V4_PARAMS",
+    "GatewayError",
+    "check_depth",
+    "check_names",
+    "is_read_action",
+    "normalize_v3",
+    "normalize_v4",
+    "params_from_query",
+    "parse_body",
 ]

@@ -59,8 +59,9 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def params_from_body(request: Request) -> dict[str, Any]:
     settings = services(request).settings
     body = await read_body(request, settings.max_body_bytes)
-    return parse_body(body, max_depth=settings.max_json_depth,
-                      content_type=request.headers.get("content-type"))
+    return parse_body(
+        body, max_depth=settings.max_json_depth, content_type=request.headers.get("content-type")
+    )
 
 
 # "%2F" and "%5C" decode to path separators: a name holding one would be re-read as
@@ -72,8 +73,7 @@ def check_target(request: Request) -> None:
     """Refuse a request target whose meaning changes once percent-decoded."""
     raw = request.scope.get("raw_path") or b""
     if _ENCODED_SEPARATOR.search(raw.partition(b"?")[0]):
-        raise invalid_request("Encoded '/' or '\\' in the path: entity and action names cannot "
-                              "contain them.")
+        raise invalid_request("Encoded '/' or '\\' in the path: entity and action names cannot contain them.")
 
 
 async def authenticate(request: Request) -> Client:
@@ -85,8 +85,7 @@ async def authenticate(request: Request) -> Client:
     headers = request.headers
     proxied = any(name in headers for name in ("forwarded", "x-forwarded-for", "x-real-ip"))
     found = services(request)
-    client = found.authenticator.authenticate(headers.get("authorization"), peer,
-                                              proxied=proxied)
+    client = found.authenticator.authenticate(headers.get("authorization"), peer, proxied=proxied)
     request.state.client = client.name
     await found.limiter.charge(client, 1)
     return client
@@ -98,13 +97,22 @@ async def _canonical_names(call: Call, schema: Schema) -> Call:
     if call.version == 4:
         entity = await schema.entity(call.entity)
         action = await schema.action(entity, call.action)
-        chain = {name: ChainLink(await _canonical_names(link.call, schema), link.index)
-                 for name, link in call.chain.items()}
+        chain = {
+            name: ChainLink(await _canonical_names(link.call, schema), link.index)
+            for name, link in call.chain.items()
+        }
         joins = call.join
         if joins:
-            joins = tuple([replace(j, entity=await schema.entity(j.entity),
-                                   bridge=await schema.entity(j.bridge) if j.bridge else None)
-                           for j in joins])
+            joins = tuple(
+                [
+                    replace(
+                        j,
+                        entity=await schema.entity(j.entity),
+                        bridge=await schema.entity(j.bridge) if j.bridge else None,
+                    )
+                    for j in joins
+                ]
+            )
         return replace(call, entity=entity, action=action, chain=chain, join=joins)
     try:
         entity = await schema.entity(call.entity)
@@ -116,16 +124,21 @@ async def _canonical_names(call: Call, schema: Schema) -> Call:
     return replace(call, entity=entity, v3_chains=tuple(chains))
 
 
-async def prepare_call(state: CallContext | Services, client: Client, version: int, entity: str,
-                       action: str, params: dict[str, Any]) -> Call:
+async def prepare_call(
+    state: CallContext | Services,
+    client: Client,
+    version: int,
+    entity: str,
+    action: str,
+    params: dict[str, Any],
+) -> Call:
     """Names, params normalisation, parsing, validation and access policy: the one way in."""
     check_names(entity, action)
     if version == 4:
         params = normalize_v4(action, params)
     policy = client.policy
     validating = state.settings.validate_calls
-    schema = state.schemas.for_identity(client.identity) \
-        if validating or policy.restricts_fields else None
+    schema = state.schemas.for_identity(client.identity) if validating or policy.restricts_fields else None
     call = parse(version, entity, action, params)
     if schema is not None:
         call = await _canonical_names(call, schema)
@@ -145,8 +158,10 @@ async def _without_credentials(call: Call, schema: Schema) -> Call:
     not see it (stripping the answer stays as the last line of defence)."""
     if call.version != 4:
         return call
-    chain = {name: ChainLink(await _without_credentials(link.call, schema), link.index)
-             for name, link in call.chain.items()}
+    chain = {
+        name: ChainLink(await _without_credentials(link.call, schema), link.index)
+        for name, link in call.chain.items()
+    }
     select = call.select
     if call.is_get and not any(e.is_aggregate for e in select or ()):
         exprs = list(select or ()) or [expressions.parse("*", allow_wildcard=True)]
@@ -179,13 +194,20 @@ async def _expand(call: Call, wildcard: str, schema: Schema) -> list[expressions
     fields = await schema.fields(entity)
     if not any(is_credential_field(name) for name in fields):
         return [expressions.parse(wildcard, allow_wildcard=True)]
-    return [expressions.parse(prefix + name) for name, info in fields.items()
-            if info.kind == "Field" and not is_credential_field(name)]
+    return [
+        expressions.parse(prefix + name)
+        for name, info in fields.items()
+        if info.kind == "Field" and not is_credential_field(name)
+    ]
 
 
 def shape_result(client: Client, call: Call, records: Records) -> tuple[Any, dict[str, str]]:
     strip = not client.policy.credential_fields
-    if strip and call.version == 3 and call.action == "getvalue" and any(
-            is_credential_key(name) for name in call.returns or ()):
+    if (
+        strip
+        and call.version == 3
+        and call.action == "getvalue"
+        and any(is_credential_key(name) for name in call.returns or ())
+    ):
         records = Records([None])  # a scalar answer has no key to strip: drop the value
     return response_body(call.version, call.action, records, strip_credentials=strip)

@@ -78,9 +78,20 @@ class Policy:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Policy:
-        known = {"allow", "deny", "read_only", "max_limit", "max_rows", "max_chain_depth",
-                 "credential_fields", "fields", "rate_limit", "concurrency",
-                 "require_idempotency_key", "audit"}
+        known = {
+            "allow",
+            "deny",
+            "read_only",
+            "max_limit",
+            "max_rows",
+            "max_chain_depth",
+            "credential_fields",
+            "fields",
+            "rate_limit",
+            "concurrency",
+            "require_idempotency_key",
+            "audit",
+        }
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown policy keys: {', '.join(sorted(unknown))}")
@@ -93,8 +104,7 @@ class Policy:
 
         def positive(key: str) -> int | None:
             value = data.get(key)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                                      or value < 1):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{key} must be a positive whole number")
             return value
 
@@ -111,7 +121,8 @@ class Policy:
             raise ValueError("fields must be a table of Entity = [field names]")
         for entity, names in raw_fields.items():
             if isinstance(names, str) or not all(
-                    isinstance(n, str) and expressions.FIELD_RE.fullmatch(n) for n in names):
+                isinstance(n, str) and expressions.FIELD_RE.fullmatch(n) for n in names
+            ):
                 raise ValueError(f"fields.{entity} must be a list of field names")
             field_lists[str(entity)] = frozenset(names)
         max_limit = positive("max_limit")
@@ -122,15 +133,21 @@ class Policy:
         depth = data.get("max_chain_depth", DEFAULT_MAX_CHAIN_DEPTH)
         if not isinstance(depth, int) or isinstance(depth, bool) or not 0 <= depth <= 8:
             raise ValueError("max_chain_depth must be a whole number from 0 to 8")
-        return cls(allow=patterns("allow", ("*",)), deny=patterns("deny", ()),
-                   read_only=bool(data.get("read_only", False)), max_limit=max_limit,
-                   max_rows=max_rows if max_rows is not None else
-                   (max_limit * 10 if max_limit else None),
-                   max_chain_depth=depth,
-                   credential_fields=bool(data.get("credential_fields", False)),
-                   fields=field_lists, rate_limit=str(rate_limit) if rate_limit else None,
-                   concurrency=positive("concurrency"), rate=rate,
-                   require_idempotency_key=_flag(data, "require_idempotency_key"), audit=audit)
+        return cls(
+            allow=patterns("allow", ("*",)),
+            deny=patterns("deny", ()),
+            read_only=bool(data.get("read_only", False)),
+            max_limit=max_limit,
+            max_rows=max_rows if max_rows is not None else (max_limit * 10 if max_limit else None),
+            max_chain_depth=depth,
+            credential_fields=bool(data.get("credential_fields", False)),
+            fields=field_lists,
+            rate_limit=str(rate_limit) if rate_limit else None,
+            concurrency=positive("concurrency"),
+            rate=rate,
+            require_idempotency_key=_flag(data, "require_idempotency_key"),
+            audit=audit,
+        )
 
     # --- questions other modules ask ----------------------------------------------------------
     def permits(self, label: str) -> bool:
@@ -173,6 +190,7 @@ class Policy:
 
 # --- the check ---------------------------------------------------------------------------------
 
+
 def _call_labels(call: Call, refs: list[FieldRef]) -> list[tuple[Call, str]]:
     """Every (call, label) the request triggers, joins included."""
     out: list[tuple[Call, str]] = []
@@ -207,20 +225,27 @@ def check_calls(policy: Policy, call: Call, refs: list[FieldRef] | None = None) 
         raise denied(f"{label} hands out credentials; this client may not call it.")
     for sub, depth in call.walk():
         if depth > policy.max_chain_depth:
-            raise denied(f"Chains deeper than {policy.max_chain_depth} levels are refused for "
-                         "this client.")
-        if (sub.version == 3 and sub.action in ("get", "getsingle") and sub.returns is None
-                and not policy.unrestricted):
+            raise denied(f"Chains deeper than {policy.max_chain_depth} levels are refused for this client.")
+        if (
+            sub.version == 3
+            and sub.action in ("get", "getsingle")
+            and sub.returns is None
+            and not policy.unrestricted
+        ):
             # APIv3 answers a get without "return" with fields of other entities too (a
             # contact's address, email and phone): a narrowed client names what it reads.
-            raise denied(f"{sub.label} without 'return' reads fields of other entities; name "
-                         "the fields this client needs with 'return'.")
+            raise denied(
+                f"{sub.label} without 'return' reads fields of other entities; name "
+                "the fields this client needs with 'return'."
+            )
         if sub.options.get("checkPermissions") is False:
             raise denied("checkPermissions cannot be turned off through the gateway.")
         for name, kind in sub.field_params.items():
             if kind == "opaque" and (policy.restricts_fields or policy.allow != ("*",)):
-                raise denied(f"The param {name!r} of {sub.label} can reach any entity; only "
-                             "clients with full access may use it.")
+                raise denied(
+                    f"The param {name!r} of {sub.label} can reach any entity; only "
+                    "clients with full access may use it."
+                )
 
 
 def check(policy: Policy, call: Call, refs: list[FieldRef]) -> Call:
@@ -229,16 +254,22 @@ def check(policy: Policy, call: Call, refs: list[FieldRef]) -> Call:
     check_calls(policy, call, refs)
     for ref in refs:
         if ref.field.endswith("*"):
-            if policy.fields and (ref.entity is None or ref.entity in policy.fields) and not (
-                    ref.path == "*" and ref.entity == ref.call.entity):  # narrowed below
-                raise denied(f"{ref.path!r} would select fields of {ref.entity or 'a join'} this "
-                             "client may not read: name the fields.")
+            if (
+                policy.fields
+                and (ref.entity is None or ref.entity in policy.fields)
+                and not (ref.path == "*" and ref.entity == ref.call.entity)
+            ):  # narrowed below
+                raise denied(
+                    f"{ref.path!r} would select fields of {ref.entity or 'a join'} this "
+                    "client may not read: name the fields."
+                )
             continue
         if not policy.field_allowed(ref.entity, ref.field):
             where = f"{ref.entity}.{ref.field}" if ref.entity else ref.field
             if not policy.credential_fields and is_credential_field(ref.field):
-                raise denied(f"The field {where!r} (in {ref.path!r}) holds a credential; this "
-                             "client may not use it.")
+                raise denied(
+                    f"The field {where!r} (in {ref.path!r}) holds a credential; this client may not use it."
+                )
             raise denied(f"This client may not use the field {where!r} (in {ref.path!r}).")
     call = _narrow_wildcards(policy, call)
     return _cap_rows(policy, call)
@@ -249,16 +280,20 @@ def _narrow_wildcards(policy: Policy, call: Call) -> Call:
     field allow-list becomes the allowed fields."""
     if call.version != 4 or not policy.fields:
         return call
-    chain = {name: ChainLink(_narrow_wildcards(policy, link.call), link.index)
-             for name, link in call.chain.items()}
+    chain = {
+        name: ChainLink(_narrow_wildcards(policy, link.call), link.index) for name, link in call.chain.items()
+    }
     allowed = policy.fields.get(call.entity)
     select = call.select
     if allowed is not None and call.is_get:
         exprs = list(select or ())
         if not exprs or any(e.is_field and e.text == "*" for e in exprs):
             rest = [e for e in exprs if not (e.is_field and e.text == "*")]
-            extra = [expressions.parse(n) for n in sorted(allowed)
-                     if not any(e.is_field and e.text == n for e in rest)]
+            extra = [
+                expressions.parse(n)
+                for n in sorted(allowed)
+                if not any(e.is_field and e.text == n for e in rest)
+            ]
             if not any(e.is_aggregate for e in rest) or not rest:
                 select = tuple(rest + extra)
     if select is not call.select or chain != call.chain:
@@ -278,17 +313,22 @@ def _cap_rows(policy: Policy, call: Call, depth_rows: int = 1) -> Call:
             raise denied(f"limit {limit} exceeds this client's maximum of {policy.max_limit}.")
     rows = depth_rows * (limit if limit is not None else (1 if not call.is_get else math.inf))
     if policy.max_rows is not None and rows > policy.max_rows:
-        raise denied(f"This request could produce {rows} rows through its chains; this client "
-                     f"may read at most {policy.max_rows} in one request.")
+        raise denied(
+            f"This request could produce {rows} rows through its chains; this client "
+            f"may read at most {policy.max_rows} in one request."
+        )
     # Each chained call runs once per row of this one (an unbounded read: as many as its parent).
     per_row = max(1, int(rows)) if math.isfinite(rows) else depth_rows
     if call.version == 4 and call.chain:
-        chain = {name: ChainLink(_cap_rows(policy, link.call, per_row), link.index)
-                 for name, link in call.chain.items()}
+        chain = {
+            name: ChainLink(_cap_rows(policy, link.call, per_row), link.index)
+            for name, link in call.chain.items()
+        }
         call = replace(call, chain=chain)
     elif call.version == 3 and call.v3_chains:
-        chains = tuple((key, tuple(_cap_rows(policy, c, per_row) for c in calls))
-                       for key, calls in call.v3_chains)
+        chains = tuple(
+            (key, tuple(_cap_rows(policy, c, per_row) for c in calls)) for key, calls in call.v3_chains
+        )
         call = replace(call, v3_chains=chains)
     return call
 

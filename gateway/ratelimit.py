@@ -30,8 +30,7 @@ def check_workers(settings: Settings) -> None:
     count on its own, so a client would get up to ``workers`` times its rate. Redis shares the
     count; ``rate_limit_per_worker=true`` says the per-worker count is meant."""
     storage = settings.rate_limit_storage.get_secret_value()
-    if settings.workers == 1 or not storage.startswith("memory://") \
-            or settings.rate_limit_per_worker:
+    if settings.workers == 1 or not storage.startswith("memory://") or settings.rate_limit_per_worker:
         return
     limited = [c.name for c in load_clients(settings) if c.policy.rate is not None]
     if settings.default_rate_limit:
@@ -42,19 +41,24 @@ def check_workers(settings: Settings) -> None:
             f"memory:// would let each worker count rate limits on its own (a client gets up to "
             f"{settings.workers} times its rate; limits from {', '.join(limited[:3])}). Share "
             f"them with {env_name('rate_limit_storage')}=redis://..., run one worker, or set "
-            f"{env_name('rate_limit_per_worker')}=true to accept per-worker limits")
+            f"{env_name('rate_limit_per_worker')}=true to accept per-worker limits"
+        )
 
 
 class Limiter:
-    def __init__(self, settings: Settings, metrics: Metrics | None = None, *,
-                 concurrency_wait: float = CONCURRENCY_WAIT) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        *,
+        concurrency_wait: float = CONCURRENCY_WAIT,
+    ) -> None:
         self._metrics = metrics
         self._concurrency_wait = concurrency_wait
         uri = settings.rate_limit_storage.get_secret_value()
         self._storage = storage_from_string(uri if uri.startswith("async+") else "async+" + uri)
         self._window = MovingWindowRateLimiter(self._storage)
-        self._default_rate = parse(settings.default_rate_limit) if settings.default_rate_limit \
-            else None
+        self._default_rate = parse(settings.default_rate_limit) if settings.default_rate_limit else None
         self._default_concurrency = settings.client_concurrency
         self._slots: dict[str, asyncio.Semaphore] = {}
 
@@ -69,8 +73,9 @@ class Limiter:
         retry = max(1, math.ceil(stats.reset_time - time.time()))
         if self._metrics is not None:
             self._metrics.rate_limited.labels("rate").inc()
-        raise GatewayError("rate-limited", f"Over this client's rate limit of {rate}.",
-                           headers={"Retry-After": str(retry)})
+        raise GatewayError(
+            "rate-limited", f"Over this client's rate limit of {rate}.", headers={"Retry-After": str(retry)}
+        )
 
     async def charge(self, client: Client, cost: int = 1) -> None:
         """Count ``cost`` calls against the client's rate (every request on arrival, refused
@@ -87,7 +92,8 @@ class Limiter:
         slots = self._slots.get(client.name)
         if slots is None:
             slots = self._slots[client.name] = asyncio.Semaphore(
-                client.policy.concurrency or self._default_concurrency)
+                client.policy.concurrency or self._default_concurrency
+            )
         try:
             if slots.locked():  # wait_for costs a task: only pay it when the client must wait
                 await asyncio.wait_for(slots.acquire(), self._concurrency_wait)
@@ -96,8 +102,9 @@ class Limiter:
         except TimeoutError:
             if self._metrics is not None:
                 self._metrics.rate_limited.labels("concurrency").inc()
-            raise GatewayError("rate-limited", "This client has too many calls in flight.",
-                               headers={"Retry-After": "1"}) from None
+            raise GatewayError(
+                "rate-limited", "This client has too many calls in flight.", headers={"Retry-After": "1"}
+            ) from None
         try:
             yield
         finally:

@@ -40,8 +40,11 @@ class UpstreamState:
     seconds: float
 
     def as_json(self, breaker: str) -> dict[str, Any]:
-        body: dict[str, Any] = {"status": "up" if self.error is None else "down",
-                                "breaker": breaker, "check_seconds": round(self.seconds, 4)}
+        body: dict[str, Any] = {
+            "status": "up" if self.error is None else "down",
+            "breaker": breaker,
+            "check_seconds": round(self.seconds, 4),
+        }
         if self.error is not None:
             body["problem"] = self.error.problem.uri
             body["detail"] = REDACTOR.text(self.error.detail)  # as in problem+json bodies
@@ -49,8 +52,14 @@ class UpstreamState:
 
 
 class Readiness:
-    def __init__(self, backend: ResilientBackend, *, requires_upstream: bool, timeout: float,
-                 metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        backend: ResilientBackend,
+        *,
+        requires_upstream: bool,
+        timeout: float,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.backend = backend
         self.metrics = metrics
         self.requires_upstream = requires_upstream
@@ -108,8 +117,9 @@ class Readiness:
             # Through the breaker: while it is open this answers at once, without calling CiviCRM.
             await asyncio.wait_for(self.backend.check(), self.timeout)
         except TimeoutError:
-            error = GatewayError("upstream-timeout", "CiviCRM did not answer the readiness check "
-                                                     f"within {self.timeout:g} s.")
+            error = GatewayError(
+                "upstream-timeout", f"CiviCRM did not answer the readiness check within {self.timeout:g} s."
+            )
         except GatewayError as exc:
             error = exc
         if self.metrics is not None:

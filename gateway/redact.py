@@ -10,8 +10,7 @@ from typing import Any
 MASK = "[REDACTED]"
 # Control characters a client can put in a path or header (``%0A``): escaped in log messages so
 # that one request can never write a line that looks like another log record.
-_CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F] if c != 0x09} | {
-    0x0A: "\\n", 0x0D: "\\r"}
+_CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F] if c != 0x09} | {0x0A: "\\n", 0x0D: "\\r"}
 
 
 class Redactor:

@@ -23,8 +23,9 @@ class JSONResponse(Response):
 def problem_response(error: GatewayError, instance: str | None = None) -> Response:
     """The error as RFC 9457 problem+json, with any configured secret masked."""
     body = orjson.dumps(error.body(instance)).decode()
-    return Response(REDACTOR.text(body), status_code=error.status,
-                    media_type=PROBLEM_CONTENT_TYPE, headers=error.headers)
+    return Response(
+        REDACTOR.text(body), status_code=error.status, media_type=PROBLEM_CONTENT_TYPE, headers=error.headers
+    )
 
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
@@ -37,5 +38,8 @@ def allowed_methods(request: Request) -> str:
     when several routes share a path (GET and POST on ``/v4/{entity}/{action}``).
     """
     routes = request.app.router.routes
-    return ", ".join(m for m in _METHODS if any(
-        route.matches({**request.scope, "method": m})[0] == Match.FULL for route in routes))
+    return ", ".join(
+        m
+        for m in _METHODS
+        if any(route.matches({**request.scope, "method": m})[0] == Match.FULL for route in routes)
+    )

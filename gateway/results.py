@@ -18,7 +18,6 @@ from .errors import GatewayError, from_civicrm
 V3_SCALAR_ACTIONS = frozenset({"getsingle", "getcount", "getvalue"})
 
 
-
 class Records(list[Any]):
     """A backend's result: a plain list, plus CiviCRM's match count when it gave one."""
 
@@ -61,8 +60,7 @@ def v4_records(envelope: Any, *, status: int | None = None) -> Records:
     if values is None:
         raise invalid_response("CiviCRM's answer has no 'values'.")
     if isinstance(values, dict):  # an ``index`` answer keyed by a field: keep the records
-        values = list(values.values()) if all(isinstance(v, dict) for v in values.values()) \
-            else [values]
+        values = list(values.values()) if all(isinstance(v, dict) for v in values.values()) else [values]
     if not isinstance(values, list):
         raise invalid_response("CiviCRM's 'values' is not a list.")
     matched = envelope.get("countMatched")
@@ -76,8 +74,9 @@ def v3_records(action: str, envelope: Any) -> Records:
     if not isinstance(envelope, dict):
         raise invalid_response(f"CiviCRM answered a JSON {type(envelope).__name__}, not an object.")
     if envelope.get("is_error"):
-        raise from_civicrm(envelope.get("error_message"), error_code=envelope.get("error_code"),
-                           extra=envelope)
+        raise from_civicrm(
+            envelope.get("error_message"), error_code=envelope.get("error_code"), extra=envelope
+        )
     if "is_error" not in envelope:
         raise invalid_response("CiviCRM's APIv3 answer has no 'is_error'.")
     if action in ("getcount", "getvalue"):
@@ -111,13 +110,17 @@ def _strip(value: Any) -> Any:
                 break
         else:
             return value
-        return {k: _strip(v) if isinstance(v, (dict, list)) else v for k, v in value.items()
-                if not (isinstance(k, str) and is_credential_key(k))}
+        return {
+            k: _strip(v) if isinstance(v, (dict, list)) else v
+            for k, v in value.items()
+            if not (isinstance(k, str) and is_credential_key(k))
+        }
     return value
 
 
-def response_body(version: int, action: str, records: Records, *,
-                  strip_credentials: bool = True) -> tuple[Any, dict[str, str]]:
+def response_body(
+    version: int, action: str, records: Records, *, strip_credentials: bool = True
+) -> tuple[Any, dict[str, str]]:
     """The JSON body for a successful call, and its count headers."""
     headers = {"X-Result-Count": str(len(records))}
     if strip_credentials:

@@ -34,9 +34,11 @@ def _locked(path: Path) -> Iterator[None]:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = (path.parent / f".{path.name}.lock").open("a")
     except OSError as exc:
-        raise SandboxDbError(f"cannot create the sandbox database {path}: {exc.strerror}. Set "
-                             "CIVI_GATEWAY_STATE_DIR to a writable folder (or "
-                             "CIVI_GATEWAY_SANDBOX_DB=:memory: to keep nothing)") from None
+        raise SandboxDbError(
+            f"cannot create the sandbox database {path}: {exc.strerror}. Set "
+            "CIVI_GATEWAY_STATE_DIR to a writable folder (or "
+            "CIVI_GATEWAY_SANDBOX_DB=:memory: to keep nothing)"
+        ) from None
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
@@ -76,15 +78,17 @@ def open_sandbox(db: str, demo: int) -> Sandbox:
         if found != schema_version():
             raise SandboxDbError(
                 f"the sandbox database {path.resolve()} was made by another version of the "
-                "gateway (its tables differ): 'civicrm-gateway sandbox --reset' starts afresh")
+                "gateway (its tables differ): 'civicrm-gateway sandbox --reset' starts afresh"
+            )
         return Sandbox(str(path), demo=demo)
 
 
 def reset_sandbox(db: str, demo: int) -> Path:
     """Delete the sandbox database file and create it afresh (base records plus ``demo``)."""
     if db == MEMORY:
-        raise SandboxDbError("the sandbox database is in memory (CIVI_GATEWAY_SANDBOX_DB="
-                             ":memory:): there is nothing to reset")
+        raise SandboxDbError(
+            "the sandbox database is in memory (CIVI_GATEWAY_SANDBOX_DB=:memory:): there is nothing to reset"
+        )
     path = Path(db)
     with _locked(path):
         for suffix in ("", "-journal", "-wal", "-shm"):

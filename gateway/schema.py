@@ -36,8 +36,9 @@ def unknown_field(entity: str, name: str, known: list[str] | None = None) -> Gat
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
         if close:
             hint = " Did you mean " + " or ".join(repr(c) for c in close) + "?"
-    return GatewayError("unknown-field", f"{entity} has no field {name!r}.{hint}",
-                        civicrm={"entity": entity, "field": name})
+    return GatewayError(
+        "unknown-field", f"{entity} has no field {name!r}.{hint}", civicrm={"entity": entity, "field": name}
+    )
 
 
 def unknown_api(detail: str) -> GatewayError:
@@ -61,20 +62,27 @@ class Schema:
         """CiviCRM's spelling of an entity name (matched in any case), or 404 unknown-api."""
         if self._entities is None:
             rows = await self._call("Entity", "get", {"select": ["name"]})
-            self._entities = {r["name"].lower(): r["name"] for r in rows
-                              if isinstance(r, dict) and isinstance(r.get("name"), str)}
+            self._entities = {
+                r["name"].lower(): r["name"]
+                for r in rows
+                if isinstance(r, dict) and isinstance(r.get("name"), str)
+            }
         found = self._entities.get(name.lower())
         if found is None:
-            raise unknown_api(f"API ({name}, get) does not exist (or the extension it belongs "
-                              "to is not enabled).")
+            raise unknown_api(
+                f"API ({name}, get) does not exist (or the extension it belongs to is not enabled)."
+            )
         return found
 
     async def actions(self, entity: str) -> dict[str, str]:
         """Lower-cased action name -> CiviCRM's spelling."""
         if entity not in self._actions:
             rows = await self._call(entity, "getActions", {"select": ["name"]})
-            self._actions[entity] = {r["name"].lower(): r["name"] for r in rows
-                                     if isinstance(r, dict) and isinstance(r.get("name"), str)}
+            self._actions[entity] = {
+                r["name"].lower(): r["name"]
+                for r in rows
+                if isinstance(r, dict) and isinstance(r.get("name"), str)
+            }
         return self._actions[entity]
 
     async def action(self, entity: str, name: str) -> str:
@@ -85,25 +93,43 @@ class Schema:
 
     async def lookup(self, entity: str, record_id: Any) -> list[Any]:
         """Whether a record exists (its id, or nothing): not metadata, never cached."""
-        return await self._call(entity, "get", {"select": ["id"],
-                                                "where": [["id", "=", record_id]], "limit": 1})
+        return await self._call(
+            entity, "get", {"select": ["id"], "where": [["id", "=", record_id]], "limit": 1}
+        )
 
     async def fields(self, entity: str, action: str = "get") -> dict[str, FieldInfo]:
         """The fields of ``entity`` as ``action`` sees them (``create``: with ``required``)."""
         key = (entity, action)
         if key not in self._fields:
-            rows = await self._call(entity, "getFields", {
-                "select": ["name", "data_type", "fk_entity", "required", "default_value",
-                           "readonly", "type"],
-                "action": action, "loadOptions": False})
+            rows = await self._call(
+                entity,
+                "getFields",
+                {
+                    "select": [
+                        "name",
+                        "data_type",
+                        "fk_entity",
+                        "required",
+                        "default_value",
+                        "readonly",
+                        "type",
+                    ],
+                    "action": action,
+                    "loadOptions": False,
+                },
+            )
             infos = {}
             for r in rows:
                 if isinstance(r, dict) and isinstance(r.get("name"), str):
                     infos[r["name"]] = FieldInfo(
-                        r["name"], r.get("data_type"),
+                        r["name"],
+                        r.get("data_type"),
                         r.get("fk_entity") if isinstance(r.get("fk_entity"), str) else None,
-                        bool(r.get("required")), r.get("default_value") is not None,
-                        bool(r.get("readonly")), str(r.get("type") or "Field"))
+                        bool(r.get("required")),
+                        r.get("default_value") is not None,
+                        bool(r.get("readonly")),
+                        str(r.get("type") or "Field"),
+                    )
             self._fields[key] = infos
         return self._fields[key]
 
@@ -112,8 +138,7 @@ class Schemas:
     """One :class:`Schema` per CiviCRM identity, renewed after ``ttl`` seconds or when the
     backend's metadata cache was flushed (a custom field added, ``POST /cache/flush``)."""
 
-    def __init__(self, backend: Backend, ttl: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, backend: Backend, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._backend = backend
         self._ttl = ttl
         self._clock = clock

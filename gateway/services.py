@@ -64,49 +64,63 @@ def services(connection: HTTPConnection) -> Services:
     return found
 
 
-def resilient_backend(inner: Backend, settings: Settings, *, metrics: Metrics | None = None,
-                      timing: Timing | None = None) -> ResilientBackend:
+def resilient_backend(
+    inner: Backend, settings: Settings, *, metrics: Metrics | None = None, timing: Timing | None = None
+) -> ResilientBackend:
     """Retries, breaker and metadata cache around ``inner``, from the settings."""
     timing = timing or Timing()
     on_change = functools.partial(metrics.breaker_changed, inner.name) if metrics else None
     return ResilientBackend(
         inner,
-        retry=RetryPolicy(settings.retry_max_attempts, settings.retry_max_seconds,
-                          settings.retry_backoff),
-        breaker=CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown,
-                               clock=timing.clock, on_change=on_change),
-        cache=MetadataCache(settings.metadata_cache_ttl, settings.metadata_cache_size,
-                            clock=timing.clock),
-        batch_concurrency=settings.batch_concurrency, metrics=metrics, sleep=timing.sleep)
+        retry=RetryPolicy(settings.retry_max_attempts, settings.retry_max_seconds, settings.retry_backoff),
+        breaker=CircuitBreaker(
+            settings.breaker_threshold, settings.breaker_cooldown, clock=timing.clock, on_change=on_change
+        ),
+        cache=MetadataCache(settings.metadata_cache_ttl, settings.metadata_cache_size, clock=timing.clock),
+        batch_concurrency=settings.batch_concurrency,
+        metrics=metrics,
+        sleep=timing.sleep,
+    )
 
 
-def build_services(settings: Settings, backend: Backend | None = None, *,
-                   timing: Timing | None = None,
-                   idempotency_store: Store | None = None) -> Services:
+def build_services(
+    settings: Settings,
+    backend: Backend | None = None,
+    *,
+    timing: Timing | None = None,
+    idempotency_store: Store | None = None,
+) -> Services:
     """Every collaborator, once. ``backend`` overrides the one the settings name, and
     ``idempotency_store`` the Idempotency-Key store they name."""
     timing = timing or Timing()
     install_log_redaction(settings.secret_values)
     metrics = Metrics() if settings.metrics_enabled else None
     # Retries, circuit breaker and metadata cache apply to every backend alike.
-    resilient = resilient_backend(backend or make_backend(settings), settings, metrics=metrics,
-                                  timing=timing)
+    resilient = resilient_backend(backend or make_backend(settings), settings, metrics=metrics, timing=timing)
     if metrics is not None:
         metrics.watch_backend(resilient)
     clients = load_clients(settings)
-    install_log_redaction([c.identity.api_key for c in clients
-                           if c.identity is not None and c.identity.api_key])
+    install_log_redaction(
+        [c.identity.api_key for c in clients if c.identity is not None and c.identity.api_key]
+    )
     if settings.allow_anonymous and not clients:
-        log.warning("No client tokens and %s=true: anyone who can reach this gateway can call "
-                    "CiviCRM with its credentials", env_name("allow_anonymous"))
+        log.warning(
+            "No client tokens and %s=true: anyone who can reach this gateway can call "
+            "CiviCRM with its credentials",
+            env_name("allow_anonymous"),
+        )
     return Services(
         settings=settings,
         backend=resilient,
         metrics=metrics,
         authenticator=Authenticator(clients, allow_anonymous=settings.allow_anonymous),
         limiter=Limiter(settings, metrics, concurrency_wait=timing.concurrency_wait),
-        readiness=Readiness(resilient, requires_upstream=settings.readiness_requires_upstream,
-                            timeout=settings.readiness_upstream_timeout, metrics=metrics),
+        readiness=Readiness(
+            resilient,
+            requires_upstream=settings.readiness_requires_upstream,
+            timeout=settings.readiness_upstream_timeout,
+            metrics=metrics,
+        ),
         schemas=Schemas(resilient, settings.metadata_cache_ttl, clock=timing.clock),
         idempotency=Idempotency(settings, idempotency_store),
         audit=AuditTrail(settings, metrics),

@@ -208,17 +208,24 @@ class Settings(BaseSettings):
                 f"{env_name('cv_user')} is required when {env_name('backend')}={self.backend}: "
                 "the gateway runs cv as that CiviCRM user with permission checks on. To run "
                 f"with full access instead (cv's own default), set {env_name('cv_check_permissions')}"
-                "=false explicitly")
-        if (not is_loopback(self.host) and self.client_tokens is None and self.clients_file is None
-                and not self.allow_anonymous):
+                "=false explicitly"
+            )
+        if (
+            not is_loopback(self.host)
+            and self.client_tokens is None
+            and self.clients_file is None
+            and not self.allow_anonymous
+        ):
             raise ValueError(
                 f"{env_name('host')}={self.host} is not a loopback address and no client tokens "
                 f"are configured: set {env_name('client_tokens')} (or {env_name('clients_file')}),"
-                f" or {env_name('allow_anonymous')}=true to let anyone who can reach it call CiviCRM")
+                f" or {env_name('allow_anonymous')}=true to let anyone who can reach it call CiviCRM"
+            )
         if self.clients_file is not None and not self.clients_file.is_file():
             raise ValueError(f"{env_name('clients_file')}: no such file {self.clients_file}")
-        if not self.rate_limit_storage.get_secret_value().startswith(("memory://", "redis://",
-                                                                       "rediss://", "redis+")):
+        if not self.rate_limit_storage.get_secret_value().startswith(
+            ("memory://", "redis://", "rediss://", "redis+")
+        ):
             raise ValueError(f"{env_name('rate_limit_storage')} must be memory:// or a redis:// URL")
         if self.http_ca_bundle is not None and not self.http_ca_bundle.is_file():
             raise ValueError(f"{env_name('http_ca_bundle')}: no such file {self.http_ca_bundle}")
@@ -238,15 +245,20 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_idempotency(self) -> Settings:
-        if self.idempotency_store == "redis" and not self.rate_limit_storage.get_secret_value() \
-                .removeprefix("async+").startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"{env_name('idempotency_store')}=redis shares the rate limit's "
-                             f"Redis: set {env_name('rate_limit_storage')} to a redis:// URL")
+        if self.idempotency_store == "redis" and not self.rate_limit_storage.get_secret_value().removeprefix(
+            "async+"
+        ).startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                f"{env_name('idempotency_store')}=redis shares the rate limit's "
+                f"Redis: set {env_name('rate_limit_storage')} to a redis:// URL"
+            )
         longest = max(self.http_timeout, self.cv_timeout) + self.retry_max_seconds
         if self.idempotency_lease is not None and self.idempotency_lease <= longest:
-            raise ValueError(f"{env_name('idempotency_lease')} must be longer than a call may "
-                             f"take ({longest:g} s: the HTTP or cv timeout plus "
-                             f"{env_name('retry_max_seconds')})")
+            raise ValueError(
+                f"{env_name('idempotency_lease')} must be longer than a call may "
+                f"take ({longest:g} s: the HTTP or cv timeout plus "
+                f"{env_name('retry_max_seconds')})"
+            )
         return self
 
     # --- derived ---------------------------------------------------------------------------
@@ -302,11 +314,14 @@ def _check_secrets_readable(directory: Path) -> None:
     pydantic-settings lists the folder and reads every file named like a setting; a permission
     error there surfaces as a traceback naming an unrelated field. Secret files mounted from a
     root-only folder (0700/0600) are the usual cause when the gateway runs unprivileged."""
-    hint = ("the gateway's user must be able to read them (e.g. group-readable for its group, "
-            "or compose/Kubernetes secrets); see docs/deploy.md")
+    hint = (
+        "the gateway's user must be able to read them (e.g. group-readable for its group, "
+        "or compose/Kubernetes secrets); see docs/deploy.md"
+    )
     if not os.access(directory, os.R_OK | os.X_OK):
-        raise SettingsError(f"secrets directory {directory} ({env_name('secrets_dir')}) is not "
-                            f"readable by {_who()}: {hint}")
+        raise SettingsError(
+            f"secrets directory {directory} ({env_name('secrets_dir')}) is not readable by {_who()}: {hint}"
+        )
     names = {f"{ENV_PREFIX}{name}".lower() for name in Settings.model_fields}
     try:
         entries = sorted(directory.iterdir())
@@ -341,8 +356,7 @@ def load_settings(**overrides: object) -> Settings:
     Raises ``SettingsError`` with a readable message naming each bad variable.
     """
     try:
-        return Settings(_secrets_dir=_secrets_dir(), _env_file=_env_file(),
-                        **overrides)  # type: ignore[arg-type]
+        return Settings(_secrets_dir=_secrets_dir(), _env_file=_env_file(), **overrides)  # type: ignore[arg-type]
     except PydanticSettingsError as exc:
         # Anything else the sources could not read (a file vanished, a folder in the way).
         raise SettingsError(f"cannot read the settings: {exc}") from None

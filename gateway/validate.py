@@ -19,10 +19,15 @@ from .schema import FieldInfo, Schema
 
 # Params an action cannot run without (CiviCRM's getActions "required").
 REQUIRED_PARAMS = {
-    "delete": ("where",), "replace": ("records", "where"), "save": ("records",),
-    "checkaccess": ("action", "values"), "getchecksum": ("contactId",),
-    "validatechecksum": ("checksum", "contactId"), "getduplicates": ("dedupeRule",),
-    "mergeduplicates": ("contactId", "duplicateId", "mode"), "export": ("id",),
+    "delete": ("where",),
+    "replace": ("records", "where"),
+    "save": ("records",),
+    "checkaccess": ("action", "values"),
+    "getchecksum": ("contactId",),
+    "validatechecksum": ("checksum", "contactId"),
+    "getduplicates": ("dedupeRule",),
+    "mergeduplicates": ("contactId", "duplicateId", "mode"),
+    "export": ("id",),
     "set": ("values",),
 }
 _INT = re.compile(r"-?\d{1,19}")
@@ -47,8 +52,7 @@ def check_required(call: Call) -> None:
         if not call.values:
             raise _civicrm_error('Parameter "values" is required.')
         if call.where is None and "id" not in call.values:
-            raise _civicrm_error('Parameter "where" is required unless primary keys are '
-                                 "supplied in values.")
+            raise _civicrm_error('Parameter "where" is required unless primary keys are supplied in values.')
     for name in REQUIRED_PARAMS.get(action, ()):
         if not _has(call, name):
             raise _civicrm_error(f'Parameter "{name}" is required.')
@@ -62,20 +66,27 @@ def _type_ok(info: FieldInfo, value: Any) -> bool:
         return all(_type_ok(info, v) for v in value)
     if kind == "Integer":
         # A number past 64 bits arrives as a float (JSON has one number type): whole is fine.
-        return (isinstance(value, int) and not isinstance(value, bool)) or (
-            isinstance(value, float) and value.is_integer()) or (
-            isinstance(value, str) and bool(_INT.fullmatch(value.strip())))
+        return (
+            (isinstance(value, int) and not isinstance(value, bool))
+            or (isinstance(value, float) and value.is_integer())
+            or (isinstance(value, str) and bool(_INT.fullmatch(value.strip())))
+        )
     if kind == "Boolean":
         return isinstance(value, bool) or value in (0, 1, "0", "1", "true", "false", "")
     if kind in ("Float", "Money"):
         return (isinstance(value, int | float) and not isinstance(value, bool)) or (
-            isinstance(value, str) and bool(_NUMBER.fullmatch(value.strip())))
+            isinstance(value, str) and bool(_NUMBER.fullmatch(value.strip()))
+        )
     return True
 
 
 def _describe(kind: str | None) -> str:
-    return {"Integer": "a whole number", "Boolean": "true or false",
-            "Float": "a number", "Money": "a number"}.get(kind or "", "a valid value")
+    return {
+        "Integer": "a whole number",
+        "Boolean": "true or false",
+        "Float": "a number",
+        "Money": "a number",
+    }.get(kind or "", "a valid value")
 
 
 async def check_values(call: Call, schema: Schema) -> None:
@@ -94,9 +105,10 @@ async def check_values(call: Call, schema: Schema) -> None:
         for key, value in merged.items():
             info = fields.get(key)
             if info is not None and ":" not in key and not _type_ok(info, value):
-                raise GatewayError("civicrm-validation",
-                                   f"{call.entity}.{key} must be {_describe(info.data_type)}, "
-                                   f"not {value!r:.80}.")
+                raise GatewayError(
+                    "civicrm-validation",
+                    f"{call.entity}.{key} must be {_describe(info.data_type)}, not {value!r:.80}.",
+                )
     action = call.action.lower()
     if action not in ("create", "save"):
         return
@@ -109,8 +121,9 @@ async def check_values(call: Call, schema: Schema) -> None:
         given = {k.split(":", 1)[0] for k, v in merged.items() if v not in (None, "")}
         missing = [name for name in mandatory if name not in given]
         if missing:
-            raise _civicrm_error(f"Mandatory values missing from Api4 {call.entity}::"
-                                 f"{call.action}: {', '.join(missing)}")
+            raise _civicrm_error(
+                f"Mandatory values missing from Api4 {call.entity}::{call.action}: {', '.join(missing)}"
+            )
 
 
 def check_filters(call: Call, refs: list[FieldRef], fields: dict[str, FieldInfo]) -> None:
@@ -123,21 +136,32 @@ def check_filters(call: Call, refs: list[FieldRef], fields: dict[str, FieldInfo]
             continue
         assert isinstance(clause, Condition)
         left = clause.left
-        if not left.is_field or clause.right is not None or clause.op not in (
-                "=", "!=", "<>", "<", ">", "<=", ">=", "IN", "NOT IN", "BETWEEN", "NOT BETWEEN"):
+        if (
+            not left.is_field
+            or clause.right is not None
+            or clause.op
+            not in ("=", "!=", "<>", "<", ">", "<=", ">=", "IN", "NOT IN", "BETWEEN", "NOT BETWEEN")
+        ):
             continue
         info = fields.get(left.text)
         if info is not None and not _type_ok(info, clause.value):
-            raise GatewayError("civicrm-bad-request",
-                               f"Invalid value for {call.entity}.{left.text} in where: expected "
-                               f"{_describe(info.data_type)}, got {clause.value!r:.80}.")
+            raise GatewayError(
+                "civicrm-bad-request",
+                f"Invalid value for {call.entity}.{left.text} in where: expected "
+                f"{_describe(info.data_type)}, got {clause.value!r:.80}.",
+            )
 
 
 def _target_id(call: Call) -> Any:
     """The one id an update or delete names (``where id = N``, or ``id`` in update values)."""
     where = call.where or ()
-    if len(where) == 1 and isinstance(where[0], Condition) and where[0].left.text == "id" \
-            and where[0].op == "=" and where[0].right is None:
+    if (
+        len(where) == 1
+        and isinstance(where[0], Condition)
+        and where[0].left.text == "id"
+        and where[0].op == "="
+        and where[0].right is None
+    ):
         return where[0].value
     if not where and call.action.lower() == "update" and call.values:
         return call.values.get("id")

@@ -64,10 +64,29 @@ def self_signed_cert(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Pa
     """A throwaway certificate and key for ``host`` (an IP address or a DNS name), by openssl."""
     cert, key = directory / "cert.pem", directory / "key.pem"
     kind = "IP" if host.replace(".", "").isdigit() else "DNS"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", f"/CN={host}", "-addext", f"subjectAltName={kind}:{host}",
-                    "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            f"/CN={host}",
+            "-addext",
+            f"subjectAltName={kind}:{host}",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return cert, key
 
 
@@ -75,15 +94,22 @@ class ThreadServer:
     """uvicorn serving an ASGI app on 127.0.0.1 in a thread of the test process, so tests can
     change the served app's state between requests."""
 
-    def __init__(self, app: Any, port: int | None = None,
-                 tls: tuple[Path, Path] | None = None) -> None:
+    def __init__(self, app: Any, port: int | None = None, tls: tuple[Path, Path] | None = None) -> None:
         """``tls``: certificate and key files, to serve HTTPS."""
         self.port = port or free_port()
         self.tls = tls
         cert, key = (str(tls[0]), str(tls[1])) if tls else (None, None)
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning", lifespan="off",
-                                                    ssl_certfile=cert, ssl_keyfile=key))
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_level="warning",
+                lifespan="off",
+                ssl_certfile=cert,
+                ssl_keyfile=key,
+            )
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property
@@ -134,8 +160,12 @@ def upstream(sandbox: Any) -> Iterator[Upstream]:
 
 
 def http_settings(url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"backend": "http", "http_url": url, "http_api_key": ADMIN_KEY,
-                              "http_timeout": 5}
+    values: dict[str, Any] = {
+        "backend": "http",
+        "http_url": url,
+        "http_api_key": ADMIN_KEY,
+        "http_timeout": 5,
+    }
     values.update(overrides)
     return Settings(**values)
 
@@ -171,15 +201,25 @@ class GatewayProcess:
         self.port = free_port()
         self.log = tmp_path / f"gateway-{self.port}.log"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("CIVI_GATEWAY_")}
-        full_env.update({"CIVI_GATEWAY_PORT": str(self.port), "CIVI_GATEWAY_HOST": "127.0.0.1",
-                         "CIVI_GATEWAY_SECRETS_DIR": str(tmp_path / "none"),
-                         # no metadata calls at start-up unless a test asks: they would
-                         # reach the stand-in upstreams that tests count calls on
-                         "CIVI_GATEWAY_OPENAPI_PREBUILD": "false", **env})
+        full_env.update(
+            {
+                "CIVI_GATEWAY_PORT": str(self.port),
+                "CIVI_GATEWAY_HOST": "127.0.0.1",
+                "CIVI_GATEWAY_SECRETS_DIR": str(tmp_path / "none"),
+                # no metadata calls at start-up unless a test asks: they would
+                # reach the stand-in upstreams that tests count calls on
+                "CIVI_GATEWAY_OPENAPI_PREBUILD": "false",
+                **env,
+            }
+        )
         self._log_file = self.log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve"], env=full_env, cwd=tmp_path,
-            stdout=self._log_file, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "gateway", "serve"],
+            env=full_env,
+            cwd=tmp_path,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+        )
         self.url = f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout: float = 20) -> GatewayProcess:
@@ -287,13 +327,29 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
         missing_tool("coredis is not installed: limits[async-redis], the 'redis' extra")
     port = free_port()
     proc = subprocess.Popen(
-        [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            server,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 10
         while True:
-            with contextlib.suppress(OSError), \
-                    socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock,
+            ):
                 sock.sendall(b"PING\r\n")
                 if sock.recv(16).startswith(b"+PONG"):
                     break

@@ -84,27 +84,43 @@ class _Context:
         self.time = utc_now()
         self.started = time.perf_counter()
 
-    def record(self, entity: str | None, action: str, call: Call | None, status: int,
-               problem: str | None, answer: Any = None, replayed: bool = False,
-               batch: str | None = None) -> AuditRecord:
+    def record(
+        self,
+        entity: str | None,
+        action: str,
+        call: Call | None,
+        status: int,
+        problem: str | None,
+        answer: Any = None,
+        replayed: bool = False,
+        batch: str | None = None,
+    ) -> AuditRecord:
         request = self.request
         trail = services(request).audit
         fields, values = written(call, trail.with_values) if call is not None else ((), None)
         return AuditRecord(
-            time=self.time, request_id=getattr(request.state, "request_id", None),
+            time=self.time,
+            request_id=getattr(request.state, "request_id", None),
             client=getattr(request.state, "client", None),
             source=request.client.host if request.client else None,
-            version=self.version, entity=clip(call.entity if call else entity),
-            action=clip(call.action if call else action) or "", batch=batch,
+            version=self.version,
+            entity=clip(call.entity if call else entity),
+            action=clip(call.action if call else action) or "",
+            batch=batch,
             ids=ids_in(answer) or (ids_named(call) if status < 400 else ()),
-            fields=fields, values=values if values is not None or not trail.with_values else (),
-            status=status, problem=problem,
+            fields=fields,
+            values=values if values is not None or not trail.with_values else (),
+            status=status,
+            problem=problem,
             idempotency_key=idempotency_key(request.headers.get("idempotency-key")),
-            replayed=replayed, duration_ms=round((time.perf_counter() - self.started) * 1000, 2))
+            replayed=replayed,
+            duration_ms=round((time.perf_counter() - self.started) * 1000, 2),
+        )
 
 
-async def audited_call(request: Request, version: int, entity: str, action: str,
-                       handle: CallHandler) -> Response:
+async def audited_call(
+    request: Request, version: int, entity: str, action: str, handle: CallHandler
+) -> Response:
     """``handle`` the call; record it if it writes or was refused."""
     trail = services(request).audit
     if not trail.enabled:
@@ -122,10 +138,17 @@ async def audited_call(request: Request, version: int, entity: str, action: str,
     status = response.status_code
     if audited(version, action, call, status):
         answer = _answer(response)
-        trail.add(context.record(
-            entity, action, call, status, _slug(answer) if status >= 400 else None,
-            answer if status < 400 else None,
-            replayed=response.headers.get("idempotent-replayed") == "true"))
+        trail.add(
+            context.record(
+                entity,
+                action,
+                call,
+                status,
+                _slug(answer) if status >= 400 else None,
+                answer if status < 400 else None,
+                replayed=response.headers.get("idempotent-replayed") == "true",
+            )
+        )
     return response
 
 
@@ -158,7 +181,16 @@ async def audited_batch(request: Request, version: int, handle: BatchHandler) ->
         if not isinstance(member_status, int) or not audited(version, action, call, member_status):
             continue
         ok = member_status < 400
-        trail.add(context.record(entity, action, call, member_status,
-                                 None if ok else _slug(entry.get("error")),
-                                 entry.get("values") if ok else None, replayed, batch=name))
+        trail.add(
+            context.record(
+                entity,
+                action,
+                call,
+                member_status,
+                None if ok else _slug(entry.get("error")),
+                entry.get("values") if ok else None,
+                replayed,
+                batch=name,
+            )
+        )
     return response

@@ -44,10 +44,10 @@ def utc_now() -> str:
 class AuditRecord:
     time: str
     request_id: str | None
-    client: str | None       # None: refused before the client was known (401)
-    source: str | None       # the peer address (a reverse proxy's, behind one)
+    client: str | None  # None: refused before the client was known (401)
+    source: str | None  # the peer address (a reverse proxy's, behind one)
     version: int
-    entity: str | None       # None: a whole batch refused before its calls were read
+    entity: str | None  # None: a whole batch refused before its calls were read
     action: str
     batch: str | None = None  # the call's name within a /v{3,4}/batch request
     ids: tuple[int, ...] = ()
@@ -112,8 +112,7 @@ def written(call: Call, with_values: bool) -> tuple[tuple[str, ...], tuple[dict[
             shown: dict[str, Any] = {}
             for name, value in record.items():
                 names[prefix + name] = None
-                shown[prefix + name] = MASK if is_credential_field(name.rpartition(".")[2]) \
-                    else value
+                shown[prefix + name] = MASK if is_credential_field(name.rpartition(".")[2]) else value
             values.append(shown)
     return tuple(names), (tuple(values) if with_values else None)
 

@@ -37,8 +37,11 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS audit_by_time ON audit_records (time)",
 )
 OUTCOMES = ("ok", "denied", "error")
-_OUTCOME_SQL = {"ok": "status < 400", "denied": "status IN (401, 403)",
-                "error": "status >= 400 AND status NOT IN (401, 403)"}
+_OUTCOME_SQL = {
+    "ok": "status < 400",
+    "denied": "status IN (401, 403)",
+    "error": "status >= 400 AND status NOT IN (401, 403)",
+}
 
 
 def store_path(state_dir: Path) -> Path:
@@ -47,8 +50,7 @@ def store_path(state_dir: Path) -> Path:
 
 def _connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
     if read_only:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
-                               timeout=_BUSY_MS / 1000)
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=_BUSY_MS / 1000)
     else:
         conn = sqlite3.connect(path, timeout=_BUSY_MS / 1000)
     conn.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
@@ -74,18 +76,28 @@ class AuditStore:
                 cursor = self.conn.execute(
                     "INSERT INTO audit_records (time, client, entity, action, status, record) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
-                    (record["time"], record["client"], record["entity"], record["action"],
-                     record["status"], orjson.dumps(record).decode()))
-                self.conn.executemany("INSERT OR IGNORE INTO audit_ids (id, seq) VALUES (?, ?)",
-                                      [(i, cursor.lastrowid) for i in record["ids"]])
+                    (
+                        record["time"],
+                        record["client"],
+                        record["entity"],
+                        record["action"],
+                        record["status"],
+                        orjson.dumps(record).decode(),
+                    ),
+                )
+                self.conn.executemany(
+                    "INSERT OR IGNORE INTO audit_ids (id, seq) VALUES (?, ?)",
+                    [(i, cursor.lastrowid) for i in record["ids"]],
+                )
 
     def prune(self, older_than: str) -> int:
         """Delete the records from before ``older_than`` (an ISO time); how many went."""
         with self.conn:
-            self.conn.execute("DELETE FROM audit_ids WHERE seq IN "
-                              "(SELECT seq FROM audit_records WHERE time < ?)", (older_than,))
-            return self.conn.execute("DELETE FROM audit_records WHERE time < ?",
-                                     (older_than,)).rowcount
+            self.conn.execute(
+                "DELETE FROM audit_ids WHERE seq IN (SELECT seq FROM audit_records WHERE time < ?)",
+                (older_than,),
+            )
+            return self.conn.execute("DELETE FROM audit_records WHERE time < ?", (older_than,)).rowcount
 
     def close(self) -> None:
         self.conn.close()
@@ -102,8 +114,9 @@ def parse_time(value: str) -> str:
     try:
         when = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise ValueError(f"{value[:40]!r} is not an ISO 8601 date or time "
-                         "(e.g. 2026-11-29 or 2026-11-29T10:00:00Z)") from None
+        raise ValueError(
+            f"{value[:40]!r} is not an ISO 8601 date or time (e.g. 2026-11-29 or 2026-11-29T10:00:00Z)"
+        ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     when = when.astimezone(UTC)
@@ -157,9 +170,11 @@ def search(path: Path, query: Query) -> tuple[list[dict[str, Any]], int | None]:
         return [], None
     where, args = query.where()
     with contextlib.closing(_connect(path, read_only=True)) as conn:
-        rows = conn.execute(f"SELECT seq, record FROM audit_records{where} "  # noqa: S608
-                            "ORDER BY seq DESC LIMIT ?", [*args, query.limit + 1]).fetchall()
-    records = [{"seq": seq, **orjson.loads(text)} for seq, text in rows[:query.limit]]
+        rows = conn.execute(
+            f"SELECT seq, record FROM audit_records{where} "  # noqa: S608
+            "ORDER BY seq DESC LIMIT ?",
+            [*args, query.limit + 1],
+        ).fetchall()
+    records = [{"seq": seq, **orjson.loads(text)} for seq, text in rows[: query.limit]]
     more = len(rows) > query.limit
     return records, (records[-1]["seq"] if more and records else None)
-

@@ -79,9 +79,9 @@ class FileSink:
     def write(self, lines: list[str], records: list[dict[str, Any]]) -> None:
         if self.handler is None:  # opened by the writer thread, on first use
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.handler = _OwnerOnlyRotatingFile(self.path, maxBytes=self.max_bytes,
-                                                  backupCount=self.backups, encoding="utf-8",
-                                                  delay=True)
+            self.handler = _OwnerOnlyRotatingFile(
+                self.path, maxBytes=self.max_bytes, backupCount=self.backups, encoding="utf-8", delay=True
+            )
         for line in lines:
             self.handler.emit(logging.makeLogRecord({"msg": line}))
 
@@ -113,8 +113,7 @@ class SqliteSink:
     def write(self, lines: list[str], records: list[dict[str, Any]]) -> None:
         if self.store is None:  # opened by the writer thread, on first use
             self.store = AuditStore(self.path)
-        if self.retention_days and (self.pruned is None
-                                    or time.monotonic() - self.pruned > _PRUNE_EVERY):
+        if self.retention_days and (self.pruned is None or time.monotonic() - self.pruned > _PRUNE_EVERY):
             self.store.prune(retention_cutoff(self.retention_days))
             self.pruned = time.monotonic()
         self.store.insert(records)
@@ -130,8 +129,13 @@ def make_sinks(settings: Settings) -> list[Sink]:
         if kind == "sqlite":
             sinks.append(SqliteSink(store_path(settings.state_dir), settings.audit_retention_days))
         elif kind == "file":
-            sinks.append(FileSink(settings.audit_file or settings.state_dir / FILE_NAME,
-                                  settings.audit_file_max_bytes, settings.audit_file_backups))
+            sinks.append(
+                FileSink(
+                    settings.audit_file or settings.state_dir / FILE_NAME,
+                    settings.audit_file_max_bytes,
+                    settings.audit_file_backups,
+                )
+            )
         else:
             sinks.append(StdoutSink())
     return sinks
@@ -142,8 +146,7 @@ class AuditTrail:
 
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.with_values = settings.audit_values
-        self.sqlite_path = store_path(settings.state_dir) if "sqlite" in settings.audit_sinks \
-            else None
+        self.sqlite_path = store_path(settings.state_dir) if "sqlite" in settings.audit_sinks else None
         self._settings = settings
         self._metrics = metrics
         self._sinks: list[Sink] | None = None
@@ -227,8 +230,7 @@ class AuditTrail:
             try:
                 sink.write(lines, data)
             except Exception as exc:
-                self._failed(sink.name, f"{len(records)} record(s) not written: "
-                                        f"{type(exc).__name__}: {exc}")
+                self._failed(sink.name, f"{len(records)} record(s) not written: {type(exc).__name__}: {exc}")
 
     def _failed(self, sink: str, why: str) -> None:
         log.error("audit trail, %s sink: %s", sink, why)

@@ -28,9 +28,15 @@ class TransientError(GatewayError):
     ``retry_after`` is the upstream's own Retry-After, in seconds, when it sent one.
     """
 
-    def __init__(self, slug: str, detail: str, *, reached: bool,
-                 retry_after: float | None = None, headers: dict[str, str] | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        slug: str,
+        detail: str,
+        *,
+        reached: bool,
+        retry_after: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(slug, detail, headers=headers)
         self.reached = reached
         self.retry_after = retry_after
@@ -52,16 +58,28 @@ class Backend(ABC):
         """Release everything ``start`` opened."""
 
     @abstractmethod
-    async def call(self, version: int, entity: str, action: str, params: dict[str, Any], *,
-                   identity: Identity | None = None) -> Records:
+    async def call(
+        self,
+        version: int,
+        entity: str,
+        action: str,
+        params: dict[str, Any],
+        *,
+        identity: Identity | None = None,
+    ) -> Records:
         """Run ``entity.action`` with ``params`` (already normalised) on API ``version``.
 
         ``identity``, when given, is the CiviCRM user this client's calls run as (its own API
         key over HTTP, its own user for cv) instead of the gateway's configured one."""
 
-    async def batch(self, version: int, calls: Mapping[str, BatchCall], *,
-                    identity: Identity | None = None, concurrency: int = 8
-                    ) -> dict[str, BatchResult]:
+    async def batch(
+        self,
+        version: int,
+        calls: Mapping[str, BatchCall],
+        *,
+        identity: Identity | None = None,
+        concurrency: int = 8,
+    ) -> dict[str, BatchResult]:
         """Run many calls; each name maps to its records or its own error.
 
         The default runs them concurrently (at most ``concurrency`` at a time) through

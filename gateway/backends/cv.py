@@ -53,7 +53,8 @@ def user_for(settings: Settings, identity: Identity | None) -> str | None:
         raise GatewayError(
             "gateway-misconfigured",
             "This client's CiviCRM identity is an API key, which the cv backend cannot use: "
-            "give the client a cv_user instead.")
+            "give the client a cv_user instead.",
+        )
     return check_user(settings.cv_user) if settings.cv_user else None
 
 
@@ -94,16 +95,26 @@ class CvBackend(Backend):
             argv.append(f"--user={user}")
         return [*argv, "--", f"{entity}.{action}"]
 
-    async def call(self, version: int, entity: str, action: str, params: dict[str, Any], *,
-                   identity: Identity | None = None) -> Records:
+    async def call(
+        self,
+        version: int,
+        entity: str,
+        action: str,
+        params: dict[str, Any],
+        *,
+        identity: Identity | None = None,
+    ) -> Records:
         check_names(entity, action)
         if version not in (3, 4):
             raise GatewayError("invalid-request", f"Unknown API version {version}.")
         user = user_for(self.settings, identity)
         argv = self.argv(version, entity, action, user)
         count_plan = rowcount.plan(version, action, params)
-        queries = [params] if count_plan is None else \
-            [q for q in (count_plan.records, count_plan.count) if q is not None]
+        queries = (
+            [params]
+            if count_plan is None
+            else [q for q in (count_plan.records, count_plan.count) if q is not None]
+        )
         stdins = [encode_params(with_permissions(self.settings, version, q)) for q in queries]
         timeout = self.settings.cv_timeout
         deadline = asyncio.get_running_loop().time() + timeout
@@ -113,9 +124,11 @@ class CvBackend(Backend):
             async with asyncio.timeout_at(deadline):
                 await self._slots.acquire()
         except TimeoutError:
-            raise GatewayError("upstream-timeout",
-                               f"No cv slot became free within {timeout:g} s "
-                               f"({self.settings.cv_concurrency} cv processes busy).") from None
+            raise GatewayError(
+                "upstream-timeout",
+                f"No cv slot became free within {timeout:g} s "
+                f"({self.settings.cv_concurrency} cv processes busy).",
+            ) from None
         finally:
             self._queued -= 1
         self._running += 1
@@ -125,8 +138,9 @@ class CvBackend(Backend):
             answers = []
             for stdin in stdins:
                 left = deadline - asyncio.get_running_loop().time()
-                result = await run_process(self._bounded(argv, left), stdin, left,
-                                           remote=self._remote, configured=timeout)
+                result = await run_process(
+                    self._bounded(argv, left), stdin, left, remote=self._remote, configured=timeout
+                )
                 answers.append(self._records(version, action, result))
         finally:
             self._running -= 1
@@ -146,8 +160,7 @@ class CvBackend(Backend):
         if not self._context_kill:
             return argv
         seconds = max(1, math.ceil(limit + KILL_MARGIN))
-        return [*argv[:self._context_len], "timeout", "-s", "KILL", str(seconds),
-                *argv[self._context_len:]]
+        return [*argv[: self._context_len], "timeout", "-s", "KILL", str(seconds), *argv[self._context_len :]]
 
     def _records(self, version: int, action: str, result: ProcessResult) -> Records:
         stdout = result.stdout.decode("utf-8", "replace")
@@ -171,11 +184,14 @@ class CvBackend(Backend):
 
     def stats(self) -> dict[str, float]:
         """Running and queued cv processes, for /metrics."""
-        return {"concurrency": self.settings.cv_concurrency, "busy": self._running,
-                "queued": self._queued, "calls": self.calls}
+        return {
+            "concurrency": self.settings.cv_concurrency,
+            "busy": self._running,
+            "queued": self._queued,
+            "calls": self.calls,
+        }
 
     @staticmethod
     def _garbage(stdout: bytes) -> GatewayError:
         log.warning("cv printed no JSON: %s", describe_output(stdout, 500))
-        return GatewayError("upstream-invalid-response",
-                            "cv answered something that is not JSON.")
+        return GatewayError("upstream-invalid-response", "cv answered something that is not JSON.")

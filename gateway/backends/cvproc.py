@@ -39,14 +39,18 @@ _BOOT_FILES = frozenset({"Bootstrap.php", "BootTrait.php", "CmsBootstrap.php"})
 _BOOT_MESSAGES = re.compile(
     r"^Failed to locate civicrm\.settings\.php|^Failed to determine contactID for user=|"
     r"^Could not (find|locate|load) |^Please enable APIv4|^This version of CiviCRM does not "
-    r"include Civi::pipe|^Failed to (boot|bootstrap|find)", re.IGNORECASE)
+    r"include Civi::pipe|^Failed to (boot|bootstrap|find)",
+    re.IGNORECASE,
+)
 _USER_MESSAGES = re.compile(r"^Failed to determine contactID for user=", re.IGNORECASE)
 # What a context prefix (docker exec, ssh, env) prints when it cannot reach or start cv.
 _UNREACHABLE = re.compile(
     r"Error response from daemon|No such container|is not running|Cannot connect to the Docker "
     r"daemon|^ssh: |Could not resolve hostname|Connection (refused|timed out|closed)|"
     r"Permission denied \(publickey|No such file or directory|command not found|not found$|"
-    r"executable file not found", re.IGNORECASE | re.MULTILINE)
+    r"executable file not found",
+    re.IGNORECASE | re.MULTILINE,
+)
 # Exit codes of a shell, env, docker exec or ssh that could not run the command at all.
 _NOT_RUN_CODES = frozenset({126, 127})
 
@@ -76,6 +80,7 @@ def command_prefix(settings: Settings) -> list[str]:
 
 # --- running processes -------------------------------------------------------------------------
 
+
 @dataclass
 class ProcessResult:
     returncode: int
@@ -99,8 +104,9 @@ async def reap(proc: asyncio.subprocess.Process, wait: float = 5.0) -> None:
 
 
 def not_found(argv: list[str], exc: OSError) -> GatewayError:
-    return GatewayError("upstream-unavailable",
-                        f"Cannot run cv: {argv[0]!r} failed to start ({exc.strerror or exc}).")
+    return GatewayError(
+        "upstream-unavailable", f"Cannot run cv: {argv[0]!r} failed to start ({exc.strerror or exc})."
+    )
 
 
 def child_environment() -> dict[str, str]:
@@ -113,9 +119,13 @@ async def spawn(argv: list[str], *, stderr_to_pipe: bool = True) -> asyncio.subp
     """Start ``argv`` (no shell) in a new session, with pipes on stdin/stdout/stderr."""
     try:
         return await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE if stderr_to_pipe else asyncio.subprocess.DEVNULL,
-            start_new_session=True, env=child_environment())
+            start_new_session=True,
+            env=child_environment(),
+        )
     except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
         raise not_found(argv, exc) from None
 
@@ -134,17 +144,22 @@ def timeout_error(what: str, limit: float, *, remote: bool | None) -> GatewayErr
     elif remote:
         where = f"it was killed where it runs (within {KILL_MARGIN:g} s, through the context)"
     else:
-        where = ("the context process was killed, but cv itself may still be running where it "
-                 "runs")
+        where = "the context process was killed, but cv itself may still be running where it runs"
     return GatewayError(
         "upstream-timeout",
         f"{what} did not answer within {limit:g} s; {where}. The call may still have taken "
-        "effect in CiviCRM (a write may have been committed): check before repeating it.")
+        "effect in CiviCRM (a write may have been committed): check before repeating it.",
+    )
 
 
-async def run_process(argv: list[str], stdin: bytes, limit: float, *,
-                      remote: bool | None = None, configured: float | None = None
-                      ) -> ProcessResult:
+async def run_process(
+    argv: list[str],
+    stdin: bytes,
+    limit: float,
+    *,
+    remote: bool | None = None,
+    configured: float | None = None,
+) -> ProcessResult:
     """Run one cv process to completion within ``limit`` seconds.
 
     On timeout (or when the caller is cancelled) the whole process group is killed and the
@@ -170,6 +185,7 @@ async def run_process(argv: list[str], stdin: bytes, limit: float, *,
 
 
 # --- reading cv's output ----------------------------------------------------------------------
+
 
 @dataclass
 class ConsoleError:
@@ -197,7 +213,7 @@ def parse_console_error(text: str) -> ConsoleError | None:
         title = _BOX_TITLE.match(raw)
         if not title:
             continue
-        rest = lines[index + 1:]
+        rest = lines[index + 1 :]
         position = 0
         while position < len(rest) and not rest[position].strip():
             position += 1
@@ -256,14 +272,20 @@ def describe_output(data: bytes, limit: int = 200) -> str:
 
 # --- mapping failures ---------------------------------------------------------------------------
 
+
 def boot_failure(message: str, *, what: str = "cv") -> GatewayError:
     """cv could not boot CiviCRM: the site, or the user the gateway acts as, is wrong."""
     if _USER_MESSAGES.search(message):
-        return GatewayError("gateway-misconfigured",
-                            f"{what} could not act as the configured CiviCRM user: {message}",
-                            civicrm={"error_code": None, "error_message": message})
-    return GatewayError("upstream-error", f"{what} could not boot CiviCRM: {message}",
-                        civicrm={"error_code": None, "error_message": message})
+        return GatewayError(
+            "gateway-misconfigured",
+            f"{what} could not act as the configured CiviCRM user: {message}",
+            civicrm={"error_code": None, "error_message": message},
+        )
+    return GatewayError(
+        "upstream-error",
+        f"{what} could not boot CiviCRM: {message}",
+        civicrm={"error_code": None, "error_message": message},
+    )
 
 
 def is_boot_failure(error: ConsoleError) -> bool:
@@ -275,31 +297,46 @@ def failure_from_stderr(result: ProcessResult, *, what: str = "cv") -> GatewayEr
     stderr = result.stderr.decode("utf-8", "replace")
     error = parse_console_error(stderr)
     if result.returncode < 0:
-        log.warning("%s was killed by signal %d; stderr: %s", what, -result.returncode,
-                    describe_output(result.stderr, 500))
-        return GatewayError("upstream-invalid-response",
-                            f"{what} was killed by signal {-result.returncode} before answering.")
-    if error is None and (result.returncode in _NOT_RUN_CODES
-                          or _UNREACHABLE.search(stderr)):
+        log.warning(
+            "%s was killed by signal %d; stderr: %s",
+            what,
+            -result.returncode,
+            describe_output(result.stderr, 500),
+        )
+        return GatewayError(
+            "upstream-invalid-response", f"{what} was killed by signal {-result.returncode} before answering."
+        )
+    if error is None and (result.returncode in _NOT_RUN_CODES or _UNREACHABLE.search(stderr)):
         # The context prefix (docker exec, ssh, env) or the cv command itself did not run.
-        log.warning("%s could not be run (exit %d): %s", what, result.returncode,
-                    describe_output(result.stderr, 500))
-        return GatewayError("upstream-unavailable",
-                            f"{what} could not be run (exit code {result.returncode}); "
-                            "see the gateway's log.")
+        log.warning(
+            "%s could not be run (exit %d): %s", what, result.returncode, describe_output(result.stderr, 500)
+        )
+        return GatewayError(
+            "upstream-unavailable",
+            f"{what} could not be run (exit code {result.returncode}); see the gateway's log.",
+        )
     if error is None or not error.message:
-        log.warning("%s exited with code %d and no error message; stderr: %s", what,
-                    result.returncode, describe_output(result.stderr, 500))
-        return GatewayError("upstream-invalid-response",
-                            f"{what} exited with code {result.returncode} without an answer.")
+        log.warning(
+            "%s exited with code %d and no error message; stderr: %s",
+            what,
+            result.returncode,
+            describe_output(result.stderr, 500),
+        )
+        return GatewayError(
+            "upstream-invalid-response", f"{what} exited with code {result.returncode} without an answer."
+        )
     if is_boot_failure(error):
         return boot_failure(error.message, what=what)
     if result.returncode == 255:
         # A PHP error (TypeError ...), not an API exception: CiviCRM itself failed.
-        log.warning("%s failed with a PHP error in %s line %d: %s", what, error.file, error.line,
-                    error.message)
-        return GatewayError("upstream-error", f"{what} failed with a PHP error: {error.message}",
-                            civicrm={"error_code": None, "error_message": error.message})
+        log.warning(
+            "%s failed with a PHP error in %s line %d: %s", what, error.file, error.line, error.message
+        )
+        return GatewayError(
+            "upstream-error",
+            f"{what} failed with a PHP error: {error.message}",
+            civicrm={"error_code": None, "error_message": error.message},
+        )
     return from_civicrm(error.message)
 
 

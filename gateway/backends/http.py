@@ -28,8 +28,12 @@ from .httpclient import Broken, PooledClient, Reply, TimedOut, Transport, Unreac
 log = logging.getLogger("gateway.backend.http")
 
 # Statuses a proxy or an overloaded CiviCRM answers for a moment: worth a retry for safe calls.
-_TRANSIENT = {429: "upstream-unavailable", 502: "upstream-invalid-response", 503: "upstream-unavailable",
-              504: "upstream-timeout"}
+_TRANSIENT = {
+    429: "upstream-unavailable",
+    502: "upstream-invalid-response",
+    503: "upstream-unavailable",
+    504: "upstream-timeout",
+}
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -57,8 +61,7 @@ def _basic(user: str, password: str) -> str:
 class HttpBackend(Backend):
     name = "http"
 
-    def __init__(self, settings: Settings, *,
-                 wrap: Callable[[Transport], Transport] | None = None) -> None:
+    def __init__(self, settings: Settings, *, wrap: Callable[[Transport], Transport] | None = None) -> None:
         """``wrap``: applied to the pooled client once made (tests inject faults this way)."""
         if not settings.http_url:
             raise ValueError("http_url is required")
@@ -72,8 +75,11 @@ class HttpBackend(Backend):
     # --- credentials -------------------------------------------------------------------------
     @staticmethod
     def _credentials(s: Settings) -> tuple[dict[str, str], dict[str, str]]:
-        headers = {"X-Requested-With": "XMLHttpRequest", "Accept": "application/json",
-                   "Content-Type": "application/x-www-form-urlencoded"}
+        headers = {
+            "X-Requested-With": "XMLHttpRequest",
+            "Accept": "application/json",
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
         legacy: dict[str, str] = {}
         key = s.http_api_key.get_secret_value() if s.http_api_key else ""
         if s.http_auth == "x-civi-auth":
@@ -91,8 +97,7 @@ class HttpBackend(Backend):
             if s.http_auth == "legacy":
                 legacy["key"] = site_key
         if s.http_htaccess_user and "Authorization" not in headers:
-            password = s.http_htaccess_password.get_secret_value() if s.http_htaccess_password \
-                else ""
+            password = s.http_htaccess_password.get_secret_value() if s.http_htaccess_password else ""
             headers["Authorization"] = _basic(s.http_htaccess_user, password)
         return headers, legacy
 
@@ -108,9 +113,14 @@ class HttpBackend(Backend):
             return
         s = self.settings
         assert s.http_url is not None  # required by the settings' validation for this backend
-        client = PooledClient(s.http_url, headers=self._headers, timeout=s.http_timeout,
-                              connect_timeout=min(10.0, s.http_timeout),
-                              max_connections=s.http_max_connections, tls=self._tls())
+        client = PooledClient(
+            s.http_url,
+            headers=self._headers,
+            timeout=s.http_timeout,
+            connect_timeout=min(10.0, s.http_timeout),
+            max_connections=s.http_max_connections,
+            tls=self._tls(),
+        )
         self._client = self._wrap(client) if self._wrap else client
 
     async def close(self) -> None:
@@ -120,8 +130,10 @@ class HttpBackend(Backend):
 
     def stats(self) -> dict[str, float]:
         """Requests in flight and the connection pool's open and idle connections."""
-        stats = {"in_flight": float(self._in_flight),
-                 "max_connections": float(self.settings.http_max_connections)}
+        stats = {
+            "in_flight": float(self._in_flight),
+            "max_connections": float(self.settings.http_max_connections),
+        }
         if self._client is not None:
             stats.update(self._client.stats())
         return stats
@@ -139,16 +151,28 @@ class HttpBackend(Backend):
             return {}, {"api_key": key}
         return {"X-Civi-Auth": f"Bearer {key}"}, {}
 
-    async def call(self, version: int, entity: str, action: str, params: dict[str, Any], *,
-                   identity: Identity | None = None) -> Records:
+    async def call(
+        self,
+        version: int,
+        entity: str,
+        action: str,
+        params: dict[str, Any],
+        *,
+        identity: Identity | None = None,
+    ) -> Records:
         headers, fields = self._identity_auth(identity)
         if version == 4:
             path = f"civicrm/ajax/api4/{entity}/{action}"
             data = {"params": _dumps(params)}
         else:
             path = self.settings.http_v3_path
-            data = {"entity": entity, "action": action, "json": _dumps(params),
-                    **self._legacy_fields, **fields}
+            data = {
+                "entity": entity,
+                "action": action,
+                "json": _dumps(params),
+                **self._legacy_fields,
+                **fields,
+            }
         response = await self._post(path, data, headers)
         body = self._json(response)
         status = response.status
@@ -160,8 +184,7 @@ class HttpBackend(Backend):
             raise invalid_response(f"CiviCRM answered HTTP {status}.")
         return v3_records(action, body)
 
-    async def _post(self, path: str, data: dict[str, str],
-                    headers: dict[str, str] | None = None) -> Reply:
+    async def _post(self, path: str, data: dict[str, str], headers: dict[str, str] | None = None) -> Reply:
         if self._client is None:
             await self.start()
         assert self._client is not None
@@ -171,28 +194,35 @@ class HttpBackend(Backend):
             response = await self._client.post(path, urlencode(data).encode(), headers)
         except Unreachable as exc:
             # Nothing was sent: safe to try again, even for a write.
-            raise TransientError("upstream-unavailable",
-                                 f"The gateway cannot connect to CiviCRM ({exc}).",
-                                 reached=False) from None
+            raise TransientError(
+                "upstream-unavailable", f"The gateway cannot connect to CiviCRM ({exc}).", reached=False
+            ) from None
         except TimedOut:
-            raise GatewayError("upstream-timeout",
-                               f"CiviCRM did not answer within {self.settings.http_timeout:g} s."
-                               ) from None
+            raise GatewayError(
+                "upstream-timeout", f"CiviCRM did not answer within {self.settings.http_timeout:g} s."
+            ) from None
         except Broken as exc:
             # Reset or cut mid-answer: the request may have reached CiviCRM.
-            raise TransientError("upstream-invalid-response",
-                                 f"The connection to CiviCRM failed: {exc}.",
-                                 reached=True) from None
+            raise TransientError(
+                "upstream-invalid-response", f"The connection to CiviCRM failed: {exc}.", reached=True
+            ) from None
         finally:
             self._in_flight -= 1
         # Path and status only: the body carries the params and the headers the credentials.
-        log.debug("CiviCRM POST /%s answered %d in %.1f ms", path, response.status,
-                  (time.perf_counter() - started) * 1000)
+        log.debug(
+            "CiviCRM POST /%s answered %d in %.1f ms",
+            path,
+            response.status,
+            (time.perf_counter() - started) * 1000,
+        )
         if response.status in _TRANSIENT:
             raise self._transient(response)
         if response.status == 401:
-            log.error("CiviCRM rejected the gateway's credentials (HTTP 401 from %s): %s",
-                      self.base, response.text[:200])
+            log.error(
+                "CiviCRM rejected the gateway's credentials (HTTP 401 from %s): %s",
+                self.base,
+                response.text[:200],
+            )
             raise GatewayError(
                 "gateway-misconfigured",
                 "CiviCRM rejected the gateway's credentials; the gateway's operator must check "
@@ -214,19 +244,21 @@ class HttpBackend(Backend):
         headers = {"Retry-After": str(max(1, round(wait)))} if wait is not None else None
         return TransientError(slug, detail, reached=True, retry_after=wait, headers=headers)
 
-    async def batch(self, version: int, calls: Mapping[str, BatchCall], *,
-                    identity: Identity | None = None, concurrency: int = 8
-                    ) -> dict[str, BatchResult]:
+    async def batch(
+        self,
+        version: int,
+        calls: Mapping[str, BatchCall],
+        *,
+        identity: Identity | None = None,
+        concurrency: int = 8,
+    ) -> dict[str, BatchResult]:
         """APIv4 calls go in one request through CiviCRM's multi-call form
         (``civicrm/ajax/api4`` with ``calls=``); APIv3 has none, so it runs them concurrently."""
         if version != 4 or not calls:
-            return await super().batch(version, calls, identity=identity,
-                                       concurrency=concurrency)
+            return await super().batch(version, calls, identity=identity, concurrency=concurrency)
         headers, _ = self._identity_auth(identity)
-        payload = {name: [entity, action, params] for name, (entity, action, params)
-                   in calls.items()}
-        response = await self._post("civicrm/ajax/api4", {"calls": orjson.dumps(payload).decode()},
-                                    headers)
+        payload = {name: [entity, action, params] for name, (entity, action, params) in calls.items()}
+        response = await self._post("civicrm/ajax/api4", {"calls": orjson.dumps(payload).decode()}, headers)
         body = self._json(response)
         if not isinstance(body, dict):
             raise invalid_response("CiviCRM's multi-call answer is not a JSON object.")
@@ -249,11 +281,12 @@ class HttpBackend(Backend):
             return orjson.loads(response.content)
         except orjson.JSONDecodeError:
             if response.status == 503:
-                raise GatewayError("upstream-unavailable",
-                                   "CiviCRM answered 503 Service Unavailable.") from None
+                raise GatewayError(
+                    "upstream-unavailable", "CiviCRM answered 503 Service Unavailable."
+                ) from None
             if response.status == 405:
-                raise GatewayError("method-not-allowed",
-                                   "CiviCRM refused the HTTP method.") from None
+                raise GatewayError("method-not-allowed", "CiviCRM refused the HTTP method.") from None
             kind = response.headers.get("content-type", "no content type").split(";")[0]
             raise invalid_response(
-                f"CiviCRM answered HTTP {response.status} with {kind}, not JSON.") from None
+                f"CiviCRM answered HTTP {response.status} with {kind}, not JSON."
+            ) from None

@@ -46,8 +46,7 @@ class Reply:
 class Transport(Protocol):
     """What the HTTP backend needs from a client; tests wrap the real one to inject faults."""
 
-    async def post(self, path: str, body: bytes, headers: Mapping[str, str] | None = None
-                   ) -> Reply: ...
+    async def post(self, path: str, body: bytes, headers: Mapping[str, str] | None = None) -> Reply: ...
 
     def stats(self) -> dict[str, float]: ...
 
@@ -57,27 +56,35 @@ class Transport(Protocol):
 class PooledClient:
     """Keep-alive connections to one origin. Must be created inside the running event loop."""
 
-    def __init__(self, base_url: str, *, headers: Mapping[str, str], timeout: float,
-                 connect_timeout: float, max_connections: int,
-                 tls: ssl.SSLContext | bool = True, keepalive: float = 30) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        headers: Mapping[str, str],
+        timeout: float,
+        connect_timeout: float,
+        max_connections: int,
+        tls: ssl.SSLContext | bool = True,
+        keepalive: float = 30,
+    ) -> None:
         self.base = base_url.rstrip("/") + "/"
         # No cookie jar: every call authenticates on its own, and a session cookie one
         # client's CiviCRM user earned must never ride along on another client's call.
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=max_connections, limit_per_host=0,
-                                           keepalive_timeout=keepalive, ssl=tls),
+            connector=aiohttp.TCPConnector(
+                limit=max_connections, limit_per_host=0, keepalive_timeout=keepalive, ssl=tls
+            ),
             headers={"User-Agent": USER_AGENT, **headers},
             timeout=aiohttp.ClientTimeout(total=timeout, connect=connect_timeout),
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
         )
 
-    async def post(self, path: str, body: bytes, headers: Mapping[str, str] | None = None
-                   ) -> Reply:
+    async def post(self, path: str, body: bytes, headers: Mapping[str, str] | None = None) -> Reply:
         try:
             async with self._session.post(
-                    self.base + path, data=body, headers=headers, allow_redirects=False
-                    ) as response:
+                self.base + path, data=body, headers=headers, allow_redirects=False
+            ) as response:
                 content = await response.read()
                 return Reply(response.status, response.headers, content)
         # Order matters: the connect-side classes derive from the broader ones below them.

@@ -130,7 +130,7 @@ class PipeBackend(Backend):
         self.kill_argv: list[str] | None = None
         if context and settings.cv_context_kill:
             # Learn cv's pid where it runs, to kill it there (see gateway.backends.pipeworker).
-            cv = prefix[len(context):]
+            cv = prefix[len(context) :]
             prefix = [*context, "sh", "-c", REPORT_PID, "cv-pipe", *cv]
             self.kill_argv = [*context, "sh", "-c", KILL_PID, "cv-pipe-kill"]
         self.argv = prefix
@@ -149,23 +149,33 @@ class PipeBackend(Backend):
         self.calls = 0
         self.retried = 0  # reads sent again on another worker after theirs died
         # Checked once: asked for on every call without a client identity.
-        self._default_login = Login("user", check_user(settings.cv_user)) \
-            if settings.cv_user else None
+        self._default_login = Login("user", check_user(settings.cv_user)) if settings.cv_user else None
 
     def stats(self) -> dict[str, float]:
         """Pool use for /metrics: size, busy and idle workers, queued callers, replacements."""
         idle = len(self._idle) if not self._closed else 0
         size = len(self._slots) if not self._closed else 0
-        return {"size": size, "busy": size - idle, "idle": idle, "queued": self._queued,
-                "restarts": self.restarts, "recycled": self.recycled, "calls": self.calls,
-                "retried": self.retried}
+        return {
+            "size": size,
+            "busy": size - idle,
+            "idle": idle,
+            "queued": self._queued,
+            "restarts": self.restarts,
+            "recycled": self.recycled,
+            "calls": self.calls,
+            "retried": self.retried,
+        }
 
     def workers(self, *, busy: bool | None = None) -> list[PipeWorker]:
         """The pool's live workers (only the busy or only the idle ones when ``busy`` says):
         for diagnostics and the fault tests, which kill one and watch the pool heal."""
-        return [slot.worker for slot in self._slots
-                if slot.worker is not None and slot.worker.alive
-                and (busy is None or busy == (slot not in self._idle))]
+        return [
+            slot.worker
+            for slot in self._slots
+            if slot.worker is not None
+            and slot.worker.alive
+            and (busy is None or busy == (slot not in self._idle))
+        ]
 
     # --- pool ------------------------------------------------------------------------------
     @property
@@ -183,8 +193,7 @@ class PipeBackend(Backend):
         self.started_workers += 1
         try:
             async with asyncio.timeout(self.settings.pipe_start_timeout):
-                await worker.start(buffer_size=self.buffer_size,
-                                   trusted_needed=self._trusted_needed)
+                await worker.start(buffer_size=self.buffer_size, trusted_needed=self._trusted_needed)
                 await self._login(worker, self.default_login())
         except TimeoutError:
             await self._discard(worker)
@@ -194,16 +203,15 @@ class PipeBackend(Backend):
             raise GatewayError(
                 "upstream-timeout",
                 f"cv pipe did not complete its handshake within "
-                f"{self.settings.pipe_start_timeout:g} s" + ("; see the gateway's log." if tail
-                                                             else ".")) from None
+                f"{self.settings.pipe_start_timeout:g} s" + ("; see the gateway's log." if tail else "."),
+            ) from None
         except (WorkerBroken, LoginRefused) as exc:
             await self._discard(worker)
             raise exc.error from None
         except BaseException:
             await self._discard(worker)
             raise
-        log.info("cv pipe worker %d ready (pid %s, %s)", worker.number, worker.pid,
-                 worker.handshake)
+        log.info("cv pipe worker %d ready (pid %s, %s)", worker.number, worker.pid, worker.handshake)
         return worker
 
     async def _discard(self, worker: PipeWorker) -> None:
@@ -219,12 +227,17 @@ class PipeBackend(Backend):
             result = await worker.rpc("login", params, bounded=False)
         except RpcError as exc:
             who = repr(login.value) if login.kind == "user" else "the client's API key"
-            raise LoginRefused(GatewayError(
-                "gateway-misconfigured", f"cv pipe could not log in as {who}: {exc.message}",
-                civicrm={"error_code": exc.code, "error_message": exc.message})) from None
+            raise LoginRefused(
+                GatewayError(
+                    "gateway-misconfigured",
+                    f"cv pipe could not log in as {who}: {exc.message}",
+                    civicrm={"error_code": exc.code, "error_message": exc.message},
+                )
+            ) from None
         if not isinstance(result, dict) or not result.get("contactId"):
-            raise LoginRefused(GatewayError(
-                "gateway-misconfigured", f"cv pipe's login answered no contact: {result!r:.200}"))
+            raise LoginRefused(
+                GatewayError("gateway-misconfigured", f"cv pipe's login answered no contact: {result!r:.200}")
+            )
         worker.login = login
 
     async def start(self) -> None:
@@ -311,9 +324,10 @@ class PipeBackend(Backend):
         try:
             return await self._idle.get(limit)
         except TimeoutError:
-            raise GatewayError("upstream-timeout",
-                               f"No cv pipe worker became free within {limit:g} s "
-                               f"({self.size} workers, all busy).") from None
+            raise GatewayError(
+                "upstream-timeout",
+                f"No cv pipe worker became free within {limit:g} s ({self.size} workers, all busy).",
+            ) from None
         finally:
             self._queued -= 1
 
@@ -325,8 +339,9 @@ class PipeBackend(Backend):
             return worker
         if worker is not None:
             if not worker.alive:
-                log.warning("cv pipe worker %d (pid %s) died while idle; replacing it",
-                            worker.number, worker.pid)
+                log.warning(
+                    "cv pipe worker %d (pid %s) died while idle; replacing it", worker.number, worker.pid
+                )
                 self.restarts += 1
             self._workers.discard(worker)
             await worker.stop(grace=0.5)
@@ -334,8 +349,15 @@ class PipeBackend(Backend):
         slot.worker = await self._spawn()
         return slot.worker
 
-    async def call(self, version: int, entity: str, action: str, params: dict[str, Any], *,
-                   identity: Identity | None = None) -> Records:
+    async def call(
+        self,
+        version: int,
+        entity: str,
+        action: str,
+        params: dict[str, Any],
+        *,
+        identity: Identity | None = None,
+    ) -> Records:
         check_names(entity, action)
         if version not in (3, 4):
             raise GatewayError("invalid-request", f"Unknown API version {version}.")
@@ -347,8 +369,11 @@ class PipeBackend(Backend):
         if count_plan is None:
             calls = [(method, [entity, action, with_permissions(self.settings, version, params)])]
         else:
-            calls = [(method, [entity, action, with_permissions(self.settings, version, q)])
-                     for q in (count_plan.records, count_plan.count) if q is not None]
+            calls = [
+                (method, [entity, action, with_permissions(self.settings, version, q)])
+                for q in (count_plan.records, count_plan.count)
+                if q is not None
+            ]
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + self.settings.cv_timeout
@@ -360,20 +385,27 @@ class PipeBackend(Backend):
             # before the call's own deadline; a write is never repeated. (A worker that died
             # because its container went away is only told apart by starting another: the
             # retry then answers 503, as a cv run would.)
-            if not (is_safe(version, entity, action, params)
-                    and self.settings.retry_max_attempts > 1
-                    and loop.time() < deadline):
-                raise GatewayError(exc.slug, exc.detail + " The call was not repeated: a "
-                                   "write may have been committed (check before repeating "
-                                   "it).") from None
+            if not (
+                is_safe(version, entity, action, params)
+                and self.settings.retry_max_attempts > 1
+                and loop.time() < deadline
+            ):
+                raise GatewayError(
+                    exc.slug,
+                    exc.detail + " The call was not repeated: a "
+                    "write may have been committed (check before repeating "
+                    "it).",
+                ) from None
             self.retried += 1
-            log.info("cv pipe: retrying a read (%s.%s) on another worker after: %s",
-                     entity, action, exc.detail)
+            log.info(
+                "cv pipe: retrying a read (%s.%s) on another worker after: %s", entity, action, exc.detail
+            )
             try:
                 answers = await self._call_once(calls, login, entity, action, deadline)
             except WorkerDied as again:
-                raise GatewayError(again.slug, again.detail + " (The read was tried on two "
-                                   "workers.)") from None
+                raise GatewayError(
+                    again.slug, again.detail + " (The read was tried on two workers.)"
+                ) from None
         self.calls += 1
         for answer in answers:
             if isinstance(answer, RpcError):  # a batch member CiviCRM refused
@@ -381,11 +413,13 @@ class PipeBackend(Backend):
         records = [self._records(version, action, answer) for answer in answers]
         if count_plan is None:
             return records[0]
-        return rowcount.combine(count_plan, records[0] if count_plan.records is not None
-                                else None, records[-1])
+        return rowcount.combine(
+            count_plan, records[0] if count_plan.records is not None else None, records[-1]
+        )
 
-    async def _call_once(self, calls: list[tuple[str, Any]], login: Login | None, entity: str,
-                         action: str, deadline: float) -> list[Any]:
+    async def _call_once(
+        self, calls: list[tuple[str, Any]], login: Login | None, entity: str, action: str, deadline: float
+    ) -> list[Any]:
         """One attempt on one worker: its answers (RpcError items for refused batch members).
         WorkerDied when the worker died or broke the protocol mid-call."""
         timeout = self.settings.cv_timeout
@@ -404,8 +438,13 @@ class PipeBackend(Backend):
                         answers = await worker.rpc_batch(calls)
             except TimeoutError:
                 outcome = "hung"
-                log.warning("cv pipe worker %d (pid %s) hung on %s.%s; killing it",
-                            worker.number, worker.pid, entity, action)
+                log.warning(
+                    "cv pipe worker %d (pid %s) hung on %s.%s; killing it",
+                    worker.number,
+                    worker.pid,
+                    entity,
+                    action,
+                )
                 remote = None if not self.context else worker.remote_pid is not None
                 raise timeout_error("cv pipe", timeout, remote=remote) from None
             except WorkerBroken as exc:
@@ -425,16 +464,19 @@ class PipeBackend(Backend):
             outcome = "keep"
         finally:
             worker_now = slot.worker
-            if outcome == "keep" and worker_now is not None \
-                    and worker_now.calls >= self.settings.pipe_max_calls:
-                log.info("cv pipe worker %d retired after %d calls", worker_now.number,
-                         worker_now.calls)
+            if (
+                outcome == "keep"
+                and worker_now is not None
+                and worker_now.calls >= self.settings.pipe_max_calls
+            ):
+                log.info("cv pipe worker %d retired after %d calls", worker_now.number, worker_now.calls)
                 outcome = "recycle"
             if outcome == "keep" and worker_now is not None:
                 self._idle.put(slot)
             else:
-                await asyncio.shield(self._retire(slot, kill=outcome in ("kill", "hung"),
-                                                  hung=outcome == "hung"))
+                await asyncio.shield(
+                    self._retire(slot, kill=outcome in ("kill", "hung"), hung=outcome == "hung")
+                )
         return answers
 
     @staticmethod

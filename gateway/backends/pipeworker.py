@@ -36,8 +36,11 @@ DEFAULT_BUFFER = 524_288  # Civi::pipe's default request-line limit
 # Written by cv before each response line once set with ``options``: what is not prefixed is
 # noise (a PHP notice printed on stdout), never taken for an answer.
 PREFIX = "\x01\x01"
-_PHP_NOISE = re.compile(rb"^(PHP )?(Deprecated|Notice|Warning|Strict Standards|Fatal error)\b|"
-                        rb"^\[\d{2}-\w{3}-\d{4} ", re.IGNORECASE)
+_PHP_NOISE = re.compile(
+    rb"^(PHP )?(Deprecated|Notice|Warning|Strict Standards|Fatal error)\b|"
+    rb"^\[\d{2}-\w{3}-\d{4} ",
+    re.IGNORECASE,
+)
 _READ_CHUNK = 1 << 16
 _STDERR_KEEP = 16_384
 # Run inside the context: report this shell's pid (which exec makes cv's), then become cv.
@@ -79,9 +82,11 @@ def rpc_failure(exc: RpcError) -> GatewayError:
     JSON-RPC error is cv pipe refusing the request itself."""
     if exc.code == -32099 or exc.code is None:
         return from_civicrm(exc.message)
-    return GatewayError("upstream-error",
-                        f"cv pipe refused the request (JSON-RPC {exc.code}: {exc.message}).",
-                        civicrm={"error_code": exc.code, "error_message": exc.message})
+    return GatewayError(
+        "upstream-error",
+        f"cv pipe refused the request (JSON-RPC {exc.code}: {exc.message}).",
+        civicrm={"error_code": exc.code, "error_message": exc.message},
+    )
 
 
 @dataclass
@@ -125,9 +130,12 @@ class PipeWorker:
 
     @property
     def alive(self) -> bool:
-        return (not self._dead and self.proc is not None and self.proc.returncode is None
-                and not (self.proc.stdout is not None and self.proc.stdout.at_eof()
-                         and not self._buf))
+        return (
+            not self._dead
+            and self.proc is not None
+            and self.proc.returncode is None
+            and not (self.proc.stdout is not None and self.proc.stdout.at_eof() and not self._buf)
+        )
 
     # --- life cycle ------------------------------------------------------------------------
     async def start(self, *, buffer_size: int, trusted_needed: bool) -> None:
@@ -138,11 +146,14 @@ class PipeWorker:
         try:
             result = await self.rpc("options", wanted, bounded=False)
         except RpcError as exc:
-            raise GatewayError("upstream-invalid-response",
-                               f"cv pipe refused the gateway's options: {exc.message}") from None
+            raise GatewayError(
+                "upstream-invalid-response", f"cv pipe refused the gateway's options: {exc.message}"
+            ) from None
         if not isinstance(result, dict) or result.get("apiError") != "array":
-            raise GatewayError("upstream-invalid-response",
-                               f"cv pipe did not accept apiError=array (answered {result!r:.200}).")
+            raise GatewayError(
+                "upstream-invalid-response",
+                f"cv pipe did not accept apiError=array (answered {result!r:.200}).",
+            )
         granted = result.get("bufferSize")
         self.buffer_size = granted if isinstance(granted, int) and granted > 0 else DEFAULT_BUFFER
         # Older CiviCRM has no responsePrefix: then every line must be a response.
@@ -157,30 +168,32 @@ class PipeWorker:
             text = line.strip()
             if not text:
                 continue
-            pid_line = _PID_LINE.match(text) if self.kill_argv and self.remote_pid is None \
-                else None
+            pid_line = _PID_LINE.match(text) if self.kill_argv and self.remote_pid is None else None
             if pid_line:
                 self.remote_pid = int(pid_line.group(1))
                 continue
             try:
                 message = orjson.loads(text)
             except orjson.JSONDecodeError:
-                log.warning("cv pipe printed before its handshake: %.200s", text.decode("utf-8",
-                                                                                        "replace"))
+                log.warning("cv pipe printed before its handshake: %.200s", text.decode("utf-8", "replace"))
                 continue
             if not (isinstance(message, dict) and "Civi::pipe" in message):
-                log.warning("cv pipe's first line is not a Civi::pipe handshake: %.300s",
-                            text.decode("utf-8", "replace"))
-                raise GatewayError("upstream-invalid-response",
-                                   "cv pipe's first line is not a Civi::pipe handshake; see the "
-                                   "gateway's log.")
+                log.warning(
+                    "cv pipe's first line is not a Civi::pipe handshake: %.300s",
+                    text.decode("utf-8", "replace"),
+                )
+                raise GatewayError(
+                    "upstream-invalid-response",
+                    "cv pipe's first line is not a Civi::pipe handshake; see the gateway's log.",
+                )
             flags = message["Civi::pipe"]
             self.handshake = flags if isinstance(flags, dict) else {"flags": flags}
             if trusted_needed and isinstance(flags, dict) and flags.get("t") != "trusted":
                 raise GatewayError(
                     "gateway-misconfigured",
                     "cv pipe opened an untrusted session; the gateway needs a trusted one to log "
-                    "in as cv_user or to turn permission checks off.")
+                    "in as cv_user or to turn permission checks off.",
+                )
             return
 
     async def _start_failure(self) -> GatewayError:
@@ -194,8 +207,7 @@ class PipeWorker:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._stderr_task), 2)
         code = self.proc.returncode if self.proc.returncode is not None else -1
-        return failure_from_stderr(ProcessResult(code, b"", bytes(self._stderr)),
-                                   what="cv pipe")
+        return failure_from_stderr(ProcessResult(code, b"", bytes(self._stderr)), what="cv pipe")
 
     async def _drain_stderr(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
@@ -228,13 +240,18 @@ class PipeWorker:
         try:
             result = await run_process(argv, b"", 15)
         except GatewayError as exc:
-            log.warning("could not kill cv pipe worker %d (pid %d where it runs): %s",
-                        self.number, pid, exc.detail)
+            log.warning(
+                "could not kill cv pipe worker %d (pid %d where it runs): %s", self.number, pid, exc.detail
+            )
             return
         if result.returncode != 0:
-            log.info("killing cv pipe worker %d where it runs (pid %d) exited with %d: %s",
-                     self.number, pid, result.returncode,
-                     result.stderr.decode("utf-8", "replace").strip()[:300])
+            log.info(
+                "killing cv pipe worker %d where it runs (pid %d) exited with %d: %s",
+                self.number,
+                pid,
+                result.returncode,
+                result.stderr.decode("utf-8", "replace").strip()[:300],
+            )
         else:
             log.info("cv pipe worker %d killed where it runs (pid %d)", self.number, pid)
 
@@ -267,7 +284,7 @@ class PipeWorker:
             index = self._buf.find(b"\n", self._scan)
             if index >= 0:
                 line = bytes(self._buf[:index])
-                del self._buf[:index + 1]
+                del self._buf[: index + 1]
                 self._scan = 0
                 return line
             self._scan = len(self._buf)
@@ -283,19 +300,21 @@ class PipeWorker:
         """
         request_id = next(self._request_ids)
         message = await self._exchange(
-            {"jsonrpc": "2.0", "method": method, "params": params, "id": request_id}, bounded)
+            {"jsonrpc": "2.0", "method": method, "params": params, "id": request_id}, bounded
+        )
         return self._result(message, request_id)
 
     async def rpc_batch(self, calls: list[tuple[str, Any]]) -> list[Any]:
         """Several requests in one line (a JSON-RPC batch), answered in one line: each item
         is its result, or the RpcError it raised."""
         ids = [next(self._request_ids) for _ in calls]
-        requests = [{"jsonrpc": "2.0", "method": method, "params": params, "id": request_id}
-                    for (method, params), request_id in zip(calls, ids, strict=True)]
+        requests = [
+            {"jsonrpc": "2.0", "method": method, "params": params, "id": request_id}
+            for (method, params), request_id in zip(calls, ids, strict=True)
+        ]
         answer = await self._exchange(requests, True)
         if not isinstance(answer, list) or len(answer) != len(ids):
-            raise self._broken(f"cv pipe worker answered a batch of {len(ids)} with "
-                               f"{str(answer)[:200]!r}")
+            raise self._broken(f"cv pipe worker answered a batch of {len(ids)} with {str(answer)[:200]!r}")
         by_id = {m.get("id"): m for m in answer if isinstance(m, dict)}
         results: list[Any] = []
         for request_id in ids:
@@ -310,9 +329,11 @@ class PipeWorker:
         assert self.proc is not None and self.proc.stdin is not None
         line = orjson.dumps(request, option=orjson.OPT_APPEND_NEWLINE)
         if bounded and len(line) > self.buffer_size:
-            raise GatewayError("payload-too-large",
-                               f"The call's params are {len(line) - 1} bytes as JSON; cv pipe "
-                               f"reads requests of less than {self.buffer_size} bytes.")
+            raise GatewayError(
+                "payload-too-large",
+                f"The call's params are {len(line) - 1} bytes as JSON; cv pipe "
+                f"reads requests of less than {self.buffer_size} bytes.",
+            )
         try:
             self.proc.stdin.write(line)
             await self.proc.stdin.drain()
@@ -333,8 +354,9 @@ class PipeWorker:
 
     def _result(self, message: Any, request_id: int) -> Any:
         if not isinstance(message, dict) or message.get("id") != request_id:
-            raise self._broken("cv pipe worker answered out of turn "
-                               f"(expected id {request_id}): {str(message)[:200]!r}")
+            raise self._broken(
+                f"cv pipe worker answered out of turn (expected id {request_id}): {str(message)[:200]!r}"
+            )
         if "error" in message:
             error = message["error"] if isinstance(message["error"], dict) else {}
             raise RpcError(error.get("code"), str(error.get("message") or ""), error.get("data"))
@@ -347,23 +369,31 @@ class PipeWorker:
         marker = self.prefix if self.prefix is not None else PREFIX.encode()
         at = raw.find(marker)
         if at >= 0:  # a prefixed response, perhaps glued to a notice without its newline
-            return raw[at + len(marker):]
+            return raw[at + len(marker) :]
         text = raw.strip()
         if not text:
             return None
         if self.prefix is None and not _PHP_NOISE.search(text):
             return text
-        log.warning("cv pipe worker %d printed noise: %.200s", self.number,
-                    text.decode("utf-8", "replace"))
+        log.warning("cv pipe worker %d printed noise: %.200s", self.number, text.decode("utf-8", "replace"))
         return None
 
     def _broken(self, detail: str) -> WorkerBroken:
         self._dead = True
         tail = self.stderr_tail()
-        log.warning("%s (worker %d, pid %s)%s", detail, self.number, self.pid,
-                    f"; stderr: {tail}" if tail else "")
+        log.warning(
+            "%s (worker %d, pid %s)%s", detail, self.number, self.pid, f"; stderr: {tail}" if tail else ""
+        )
         return WorkerBroken(GatewayError("upstream-invalid-response", detail))
 
 
-__all__ = ["DEFAULT_BUFFER", "KILL_PID", "PREFIX", "REPORT_PID", "Login", "PipeWorker",
-           "RpcError", "WorkerBroken"]
+__all__ = [
+    "DEFAULT_BUFFER",
+    "KILL_PID",
+    "PREFIX",
+    "REPORT_PID",
+    "Login",
+    "PipeWorker",
+    "RpcError",
+    "WorkerBroken",
+]

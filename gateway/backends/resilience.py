@@ -37,8 +37,9 @@ log = logging.getLogger("gateway.resilience")
 T = TypeVar("T")
 
 # Failures that say something about the upstream's health (not about one call's params).
-_HEALTH_SLUGS = frozenset({"upstream-unavailable", "upstream-timeout", "upstream-invalid-response",
-                           "upstream-maintenance"})
+_HEALTH_SLUGS = frozenset(
+    {"upstream-unavailable", "upstream-timeout", "upstream-invalid-response", "upstream-maintenance"}
+)
 
 
 def is_safe(version: int, entity: str, action: str, params: Mapping[str, Any]) -> bool:
@@ -54,9 +55,14 @@ class CircuitBreaker:
     """Closed -> open after ``threshold`` failures in a row -> half-open after ``cooldown``
     (one probe at a time) -> closed on the probe's success, open again on its failure."""
 
-    def __init__(self, threshold: int, cooldown: float, *,
-                 clock: Callable[[], float] = time.monotonic,
-                 on_change: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        threshold: int,
+        cooldown: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[str], None] | None = None,
+    ) -> None:
         self.threshold = threshold
         self.cooldown = cooldown
         self._clock = clock
@@ -93,7 +99,8 @@ class CircuitBreaker:
             "upstream-unavailable",
             f"CiviCRM failed {self.threshold} times in a row; the gateway is not calling it "
             "until the cool-down ends (circuit breaker open).",
-            headers={"Retry-After": str(self.retry_after())})
+            headers={"Retry-After": str(self.retry_after())},
+        )
 
     def success(self) -> None:
         self._probing = False
@@ -105,8 +112,11 @@ class CircuitBreaker:
         self.failures += 1
         if self.state == "half-open" or self.failures >= self.threshold:
             if self.state != "open":
-                log.warning("circuit breaker open after %d upstream failures; cool-down %g s",
-                            self.failures, self.cooldown)
+                log.warning(
+                    "circuit breaker open after %d upstream failures; cool-down %g s",
+                    self.failures,
+                    self.cooldown,
+                )
             self._opened_at = self._clock()
             self._set("open")
 
@@ -128,10 +138,17 @@ class RetryPolicy:
 class ResilientBackend(Backend):
     """Wraps a backend; same interface, with retries, a breaker and the metadata cache."""
 
-    def __init__(self, inner: Backend, *, retry: RetryPolicy, breaker: CircuitBreaker,
-                 cache: MetadataCache, batch_concurrency: int = 8,
-                 metrics: Metrics | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        inner: Backend,
+        *,
+        retry: RetryPolicy,
+        breaker: CircuitBreaker,
+        cache: MetadataCache,
+        batch_concurrency: int = 8,
+        metrics: Metrics | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.inner = inner
         self.name = inner.name
         self.retry = retry
@@ -166,8 +183,15 @@ class ResilientBackend(Backend):
         await self._guarded(self.inner.check, safe=True)
 
     # --- calls -------------------------------------------------------------------------------
-    async def call(self, version: int, entity: str, action: str, params: dict[str, Any], *,
-                   identity: Identity | None = None) -> Records:
+    async def call(
+        self,
+        version: int,
+        entity: str,
+        action: str,
+        params: dict[str, Any],
+        *,
+        identity: Identity | None = None,
+    ) -> Records:
         def attempt() -> Awaitable[Records]:
             return self.inner.call(version, entity, action, params, identity=identity)
 
@@ -175,22 +199,30 @@ class ResilientBackend(Backend):
         if self.cache.enabled and is_metadata_call(version, entity, action, params):
             key = self.cache.key(version, entity, action, params, identity)
             return await self.cache.get_or_load(
-                key, lambda: self._guarded(attempt, safe=True), self._count_cache)
+                key, lambda: self._guarded(attempt, safe=True), self._count_cache
+            )
         records = await self._guarded(attempt, safe=safe)
         if not safe and entity in METADATA_ENTITIES:
             self.cache.flush()
         return records
 
-    async def batch(self, version: int, calls: Mapping[str, BatchCall], *,
-                    identity: Identity | None = None, concurrency: int | None = None
-                    ) -> dict[str, BatchResult]:
+    async def batch(
+        self,
+        version: int,
+        calls: Mapping[str, BatchCall],
+        *,
+        identity: Identity | None = None,
+        concurrency: int | None = None,
+    ) -> dict[str, BatchResult]:
         """The whole batch is one attempt; retried only if every call in it is safe."""
         safe = all(is_safe(version, e, a, p) for e, a, p in calls.values())
         results = await self._guarded(
-            lambda: self.inner.batch(version, calls, concurrency=concurrency or
-                                     self.batch_concurrency, identity=identity), safe=safe)
-        if any(not is_safe(version, e, a, p) and e in METADATA_ENTITIES
-               for e, a, p in calls.values()):
+            lambda: self.inner.batch(
+                version, calls, concurrency=concurrency or self.batch_concurrency, identity=identity
+            ),
+            safe=safe,
+        )
+        if any(not is_safe(version, e, a, p) and e in METADATA_ENTITIES for e, a, p in calls.values()):
             self.cache.flush()
         return results
 
@@ -241,9 +273,13 @@ class ResilientBackend(Backend):
                     self._observe("failure", started)
                     # Other backends' "unavailable" means nothing ran: retry reads only.
                     delay = self._delay(tries, None)
-                    if (safe and exc.slug == "upstream-unavailable" and tries < self.retry.max_attempts
-                            and time.monotonic() + delay <= deadline
-                            and self.breaker.state != "open"):
+                    if (
+                        safe
+                        and exc.slug == "upstream-unavailable"
+                        and tries < self.retry.max_attempts
+                        and time.monotonic() + delay <= deadline
+                        and self.breaker.state != "open"
+                    ):
                         if self.metrics is not None:
                             self.metrics.retries.labels(self.name, exc.slug).inc()
                         await self._sleep(delay)

@@ -64,17 +64,14 @@ def counted(plan: CountPlan, rows: Records) -> int:
     """The match count from the count query's answer."""
     if plan.grouped:
         return len(rows)
-    if len(rows) == 1 and isinstance(rows[0], dict) \
-            and isinstance(rows[0].get(COUNT_ALIAS), int):
+    if len(rows) == 1 and isinstance(rows[0], dict) and isinstance(rows[0].get(COUNT_ALIAS), int):
         return int(rows[0][COUNT_ALIAS])
-    raise GatewayError("upstream-invalid-response",
-                       "CiviCRM answered the row count query without a count.")
+    raise GatewayError("upstream-invalid-response", "CiviCRM answered the row count query without a count.")
 
 
 def combine(plan: CountPlan, records: Records | None, count_rows: Records) -> Records:
     """The call's records with ``count_matched`` set from the count query."""
-    return Records(records if records is not None else [],
-                   count_matched=counted(plan, count_rows))
+    return Records(records if records is not None else [], count_matched=counted(plan, count_rows))
 
 
 __all__ = ["COUNT_ALIAS", "CountPlan", "combine", "counted", "plan"]

@@ -39,10 +39,13 @@ class SandboxBackend(Backend):
 
             where = self.settings.sandbox_db_path
             self._sandbox = open_sandbox(where, self.settings.sandbox_demo)
-            log.info("sandbox data %s", "in memory: lost when the process stops"
-                     if where == ":memory:" else
-                     f"in {os.path.abspath(where)} (kept across restarts; 'civicrm-gateway "
-                     "sandbox --reset' starts afresh)")
+            log.info(
+                "sandbox data %s",
+                "in memory: lost when the process stops"
+                if where == ":memory:"
+                else f"in {os.path.abspath(where)} (kept across restarts; 'civicrm-gateway "
+                "sandbox --reset' starts afresh)",
+            )
         return self._sandbox
 
     async def start(self) -> None:
@@ -53,23 +56,28 @@ class SandboxBackend(Backend):
             self._sandbox.close()
             self._sandbox = None
 
-    async def call(self, version: int, entity: str, action: str, params: dict[str, Any], *,
-                   identity: Any = None) -> Records:
-        return await anyio.to_thread.run_sync(self._call, version, entity, action, params,
-                                              limiter=self._limiter)
+    async def call(
+        self, version: int, entity: str, action: str, params: dict[str, Any], *, identity: Any = None
+    ) -> Records:
+        return await anyio.to_thread.run_sync(
+            self._call, version, entity, action, params, limiter=self._limiter
+        )
 
     def _call(self, version: int, entity: str, action: str, params: dict[str, Any]) -> Records:
         from ..sandbox.errors import CiviError
 
         sandbox = self.sandbox
         if version == 3:
-            envelope = sandbox.api3(entity, action, params, check_permissions=True,
-                                    contact_id=ADMIN_CONTACT_ID)
+            envelope = sandbox.api3(
+                entity, action, params, check_permissions=True, contact_id=ADMIN_CONTACT_ID
+            )
             return v3_records(action, envelope)
         try:
-            envelope = sandbox.api4(entity, action, params, check_permissions=True,
-                                    contact_id=ADMIN_CONTACT_ID)
+            envelope = sandbox.api4(
+                entity, action, params, check_permissions=True, contact_id=ADMIN_CONTACT_ID
+            )
         except CiviError as exc:
-            raise from_civicrm(exc.message, status=exc.status, error_code=exc.error_code,
-                               extra=exc.extra) from None
+            raise from_civicrm(
+                exc.message, status=exc.status, error_code=exc.error_code, extra=exc.extra
+            ) from None
         return v4_records(envelope)

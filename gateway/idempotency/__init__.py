@@ -44,12 +44,23 @@ _KEY = re.compile(r"[\x20-\x7e]{1,255}")
 _NOT_STORED = frozenset({"content-length", "content-type", "x-request-id"})
 
 # Failures that mean CiviCRM did not run the call: the key is released.
-_NOT_RUN = frozenset({
-    "invalid-request", "unauthenticated", "gateway-policy-denied", "rate-limited",
-    "payload-too-large", "route-not-found", "method-not-allowed", "unsupported-media-type",
-    "cross-origin-denied", "gateway-misconfigured", "upstream-unavailable",
-    "upstream-maintenance", "gateway-not-ready",
-})
+_NOT_RUN = frozenset(
+    {
+        "invalid-request",
+        "unauthenticated",
+        "gateway-policy-denied",
+        "rate-limited",
+        "payload-too-large",
+        "route-not-found",
+        "method-not-allowed",
+        "unsupported-media-type",
+        "cross-origin-denied",
+        "gateway-misconfigured",
+        "upstream-unavailable",
+        "upstream-maintenance",
+        "gateway-not-ready",
+    }
+)
 # Failures after the call may have reached CiviCRM, with no answer from it.
 _UNKNOWN = frozenset({"upstream-timeout", "upstream-invalid-response", "internal-error"})
 
@@ -95,7 +106,8 @@ def _unknown_error(cause: str) -> GatewayError:
         f"{cause} The write was sent to CiviCRM but its answer was lost, so it may or may "
         "not have happened. This key will not run it again: read the record back (by a field "
         "your client set, such as external_identifier) or look it up in the gateway's audit "
-        "trail, and if it is missing send the write again with a new Idempotency-Key.")
+        "trail, and if it is missing send the write again with a new Idempotency-Key.",
+    )
 
 
 class Idempotency:
@@ -117,16 +129,23 @@ class Idempotency:
         if self._store is not None:
             await self._store.close()
 
-    async def run(self, request: Request, client: Client, writes: bool,
-                  parts: Callable[[], Iterable[Any]],
-                  answer: Callable[[], Awaitable[Response]]) -> Response:
+    async def run(
+        self,
+        request: Request,
+        client: Client,
+        writes: bool,
+        parts: Callable[[], Iterable[Any]],
+        answer: Callable[[], Awaitable[Response]],
+    ) -> Response:
         """``answer()`` at most once per (client, key) for a write; reads pass through."""
         key = request.headers.get(HEADER) if writes and request.method == "POST" else None
         if key is None:
             if writes and client.policy.require_idempotency_key and request.method == "POST":
-                raise GatewayError("idempotency-key-required",
-                                   f"This client must send an {HEADER} header with every write "
-                                   "(1-255 printable ASCII characters, unique per write).")
+                raise GatewayError(
+                    "idempotency-key-required",
+                    f"This client must send an {HEADER} header with every write "
+                    "(1-255 printable ASCII characters, unique per write).",
+                )
             return await answer()
         if not _KEY.fullmatch(key):
             raise invalid_request(f"{HEADER} must be 1 to 255 printable ASCII characters.")
@@ -140,20 +159,32 @@ class Idempotency:
         except Exception as exc:
             # Without a claim the write could run twice: refuse it, it never reached CiviCRM.
             log.error("the idempotency store cannot claim a key", exc_info=exc)
-            raise GatewayError("idempotency-store-unavailable",
-                               "The gateway cannot reach its Idempotency-Key store, so it cannot "
-                               "promise this write runs once; it was not sent. Retry later with "
-                               "the same key.", headers={"Retry-After": "5"}) from None
+            raise GatewayError(
+                "idempotency-store-unavailable",
+                "The gateway cannot reach its Idempotency-Key store, so it cannot "
+                "promise this write runs once; it was not sent. Retry later with "
+                "the same key.",
+                headers={"Retry-After": "5"},
+            ) from None
         if found is not None:
             return await self._repeat(scope, found, mine, request.url.path)
         try:
             response = await answer()
         except BaseException as exc:
             outcome = outcome_of(exc)
-            error = None if outcome == "release" else (
-                exc if outcome == "store" and isinstance(exc, GatewayError) else
-                _unknown_error(exc.detail if isinstance(exc, GatewayError) else
-                               "The gateway failed while the write was in flight."))
+            error = (
+                None
+                if outcome == "release"
+                else (
+                    exc
+                    if outcome == "store" and isinstance(exc, GatewayError)
+                    else _unknown_error(
+                        exc.detail
+                        if isinstance(exc, GatewayError)
+                        else "The gateway failed while the write was in flight."
+                    )
+                )
+            )
             await asyncio.shield(self._record(scope, claim, error, request.url.path))
             if error is None or error is exc or not isinstance(exc, Exception):
                 raise  # a cancellation goes on as one
@@ -165,56 +196,68 @@ class Idempotency:
             await self.store.release(scope, owner)
             return response
         try:
-            await self.store.finish(scope, owner, claim.finished(
-                _answer_of(response.status_code, response.media_type, response.headers, body),
-                time.time() + self.ttl))
+            await self.store.finish(
+                scope,
+                owner,
+                claim.finished(
+                    _answer_of(response.status_code, response.media_type, response.headers, body),
+                    time.time() + self.ttl,
+                ),
+            )
         except Exception:
             # The write is done: answer it. The key stays in flight until its lease ends,
             # then answers write-outcome-unknown; it never runs the write again.
             log.exception("could not store the answer of an idempotent write")
         return response
 
-    async def _record(self, scope: str, claim: Entry, error: GatewayError | None,
-                      path: str) -> None:
+    async def _record(self, scope: str, claim: Entry, error: GatewayError | None, path: str) -> None:
         """After a failure: release the key, or store the problem as the key's answer."""
         try:
             if error is None:
                 await self.store.release(scope, claim.owner)
                 return
-            await self.store.finish(scope, claim.owner, claim.finished(
-                _problem_answer(error, path), time.time() + self.ttl))
+            await self.store.finish(
+                scope, claim.owner, claim.finished(_problem_answer(error, path), time.time() + self.ttl)
+            )
         except Exception:
             # The key stays in flight until its lease ends, then answers write-outcome-unknown.
             log.exception("could not record the outcome of an idempotent write")
 
     async def _repeat(self, scope: str, found: Entry, mine: str, path: str) -> Response:
         if found.fingerprint != mine:
-            raise GatewayError("idempotency-key-reused",
-                               f"This {HEADER} was used with another call (other entity, "
-                               "action or params): use a new key for a new write.")
+            raise GatewayError(
+                "idempotency-key-reused",
+                f"This {HEADER} was used with another call (other entity, "
+                "action or params): use a new key for a new write.",
+            )
         if found.answer is None:
             if found.lease_until > time.time():
-                raise GatewayError("idempotency-key-in-flight",
-                                   f"A request with this {HEADER} is still running: retry "
-                                   "after Retry-After seconds to get its answer.",
-                                   headers={"Retry-After": "1"})
+                raise GatewayError(
+                    "idempotency-key-in-flight",
+                    f"A request with this {HEADER} is still running: retry "
+                    "after Retry-After seconds to get its answer.",
+                    headers={"Retry-After": "1"},
+                )
             # Its lease ran out: the process running it stopped midway. It may have written.
-            answer = _problem_answer(_unknown_error(
-                "The request that first sent this key stopped without an answer."), path)
-            await self.store.finish(scope, found.owner, found.finished(
-                answer, time.time() + self.ttl))
+            answer = _problem_answer(
+                _unknown_error("The request that first sent this key stopped without an answer."), path
+            )
+            await self.store.finish(scope, found.owner, found.finished(answer, time.time() + self.ttl))
             found = found.finished(answer, 0.0)
         assert found.answer is not None
         stored = found.answer
-        return Response(stored.body, status_code=stored.status, media_type=stored.content_type,
-                        headers={**dict(stored.headers), REPLAYED: "true"})
+        return Response(
+            stored.body,
+            status_code=stored.status,
+            media_type=stored.content_type,
+            headers={**dict(stored.headers), REPLAYED: "true"},
+        )
 
 
 def _problem_answer(error: GatewayError, path: str) -> Answer:
     """The problem exactly as the app's error handler renders it."""
     rendered = problem_response(error, path)
-    return _answer_of(rendered.status_code, rendered.media_type, rendered.headers,
-                      bytes(rendered.body))
+    return _answer_of(rendered.status_code, rendered.media_type, rendered.headers, bytes(rendered.body))
 
 
 def _answer_of(status: int, media_type: str | None, headers: Any, body: bytes) -> Answer:

@@ -48,16 +48,18 @@ class RedisStore(Store):
 
         key = _PREFIX + scope
         while True:
-            if await self._redis.set(key, entry.encode(), condition=PureToken.NX,
-                                     px=self._ms(entry.expires_at)):
+            if await self._redis.set(
+                key, entry.encode(), condition=PureToken.NX, px=self._ms(entry.expires_at)
+            ):
                 return None
             found = await self._redis.get(key)
             if found is not None:  # else it expired in between: claim again
                 return Entry.decode(found)
 
     async def finish(self, scope: str, owner: str, entry: Entry) -> bool:
-        done = await self._redis.eval(_FINISH, [_PREFIX + scope],
-                                      [owner, entry.encode(), self._ms(entry.expires_at)])
+        done = await self._redis.eval(
+            _FINISH, [_PREFIX + scope], [owner, entry.encode(), self._ms(entry.expires_at)]
+        )
         return bool(done)
 
     async def release(self, scope: str, owner: str) -> None:

@@ -52,11 +52,12 @@ class SqliteStore(Store):
         if self._db is None:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
-                                     check_same_thread=False)
+                db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
             except (OSError, sqlite3.Error) as exc:
-                raise SettingsError(f"cannot open the idempotency database {self.path}: {exc}. "
-                                    f"Set {env_name('state_dir')} to a writable folder") from None
+                raise SettingsError(
+                    f"cannot open the idempotency database {self.path}: {exc}. "
+                    f"Set {env_name('state_dir')} to a writable folder"
+                ) from None
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses no committed entry
             db.executescript(_DDL)
@@ -72,15 +73,18 @@ class SqliteStore(Store):
                 db.execute("DELETE FROM idempotency WHERE expires_at <= ?", (now,))
                 self._purged = now
             else:
-                db.execute("DELETE FROM idempotency WHERE scope = ? AND expires_at <= ?",
-                           (scope, now))
+                db.execute("DELETE FROM idempotency WHERE scope = ? AND expires_at <= ?", (scope, now))
             inserted = db.execute(
                 "INSERT INTO idempotency (scope, owner, answered, expires_at, entry) "
                 "VALUES (?, ?, 0, ?, ?) "
                 "ON CONFLICT (scope) DO NOTHING",
-                (scope, entry.owner, entry.expires_at, entry.encode())).rowcount
-            found = None if inserted else db.execute(
-                "SELECT entry FROM idempotency WHERE scope = ?", (scope,)).fetchone()
+                (scope, entry.owner, entry.expires_at, entry.encode()),
+            ).rowcount
+            found = (
+                None
+                if inserted
+                else db.execute("SELECT entry FROM idempotency WHERE scope = ?", (scope,)).fetchone()
+            )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -90,14 +94,15 @@ class SqliteStore(Store):
     def _finish(self, scope: str, owner: str, entry: Entry) -> bool:
         cursor = self._connect().execute(
             "UPDATE idempotency SET answered = 1, expires_at = ?, entry = ? WHERE scope = ? AND owner = ?",
-            (entry.expires_at, entry.encode(), scope, owner))
+            (entry.expires_at, entry.encode(), scope, owner),
+        )
         return cursor.rowcount == 1
 
     def _release(self, scope: str, owner: str) -> None:
         # In flight only: an entry whose answer is stored is never released.
         self._connect().execute(
-            "DELETE FROM idempotency WHERE scope = ? AND owner = ? AND answered = 0",
-            (scope, owner))
+            "DELETE FROM idempotency WHERE scope = ? AND owner = ? AND answered = 0", (scope, owner)
+        )
 
     def _close(self) -> None:
         if self._db is not None:

@@ -41,10 +41,13 @@ class Entry:
         """``owner`` (32 hex chars) first, so Redis' Lua can compare it without parsing."""
         head = {"f": self.fingerprint, "l": self.lease_until, "e": self.expires_at}
         if self.answer is not None:
-            head.update(s=self.answer.status, c=self.answer.content_type,
-                        h=list(self.answer.headers))
-        return self.owner.encode() + orjson.dumps(head) + b"\n" + (
-            self.answer.body if self.answer is not None else b"")
+            head.update(s=self.answer.status, c=self.answer.content_type, h=list(self.answer.headers))
+        return (
+            self.owner.encode()
+            + orjson.dumps(head)
+            + b"\n"
+            + (self.answer.body if self.answer is not None else b"")
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> Entry:

@@ -58,9 +58,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.openapi")
 ASSETS = "/docs-assets"
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-       "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
-       "worker-src 'self' blob:; base-uri 'none'; form-action 'self'; frame-ancestors 'self'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
+    "worker-src 'self' blob:; base-uri 'none'; form-action 'self'; frame-ancestors 'self'"
+)
 
 
 # ReDoc 2 shows Redocly's logo from their CDN, unconditionally; its bundle is served with that
@@ -71,8 +73,11 @@ EMPTY_IMAGE = b"data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAA
 
 # The large assets, served from memory with their gzipped bytes made once (the others, small,
 # by StaticFiles): media type of each.
-BUNDLES = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css",
-           "redoc.standalone.js": "text/javascript"}
+BUNDLES = {
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui.css": "text/css",
+    "redoc.standalone.js": "text/javascript",
+}
 
 
 @cache
@@ -117,8 +122,14 @@ class Built:
 
 def _site(settings: Settings) -> str:
     """Where the backend points, as a digest: what a saved copy of the metadata describes."""
-    parts = [settings.backend, settings.http_url or "", settings.cv_context or "",
-             settings.cv_cwd or "", settings.sandbox_db_path, ",".join(settings.openapi_entities)]
+    parts = [
+        settings.backend,
+        settings.http_url or "",
+        settings.cv_context or "",
+        settings.cv_cwd or "",
+        settings.sandbox_db_path,
+        ",".join(settings.openapi_entities),
+    ]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
 
@@ -134,14 +145,19 @@ def _auto(setting: bool | None, settings: Settings, server: bool) -> bool:
 class Docs:
     """Builds, caches and serves the documents of one app."""
 
-    def __init__(self, app: FastAPI, backend: Backend | None, settings: Settings,
-                 authenticator: Authenticator) -> None:
+    def __init__(
+        self, app: FastAPI, backend: Backend | None, settings: Settings, authenticator: Authenticator
+    ) -> None:
         self.app = app
         self.settings = settings
         self.authenticator = authenticator
-        self.source = SpecSource(backend, ttl=settings.openapi_cache_ttl,
-                                 spec_file=settings.openapi_spec_file,
-                                 entities=settings.openapi_entities, site=_site(settings))
+        self.source = SpecSource(
+            backend,
+            ttl=settings.openapi_cache_ttl,
+            spec_file=settings.openapi_spec_file,
+            entities=settings.openapi_entities,
+            site=_site(settings),
+        )
         self.prebuild = False
         self.serving(False)
         self._generic: dict[str, Any] | None = None
@@ -158,8 +174,11 @@ class Docs:
         settings = self.settings
         self.prebuild = _auto(settings.openapi_prebuild, settings, server)
         keep = _auto(settings.openapi_disk_cache, settings, server)
-        self.source.cache_file = (settings.state_dir / "openapi-metadata.json"
-                                  if keep and settings.openapi_spec_file is None else None)
+        self.source.cache_file = (
+            settings.state_dir / "openapi-metadata.json"
+            if keep and settings.openapi_spec_file is None
+            else None
+        )
 
     @property
     def auth_required(self) -> bool:
@@ -174,8 +193,9 @@ class Docs:
         return values
 
     # --- building ------------------------------------------------------------------------
-    def build(self, metadata: Metadata | None, note: str | None = None, *,
-              own_routes: bool = True) -> dict[str, Any]:
+    def build(
+        self, metadata: Metadata | None, note: str | None = None, *, own_routes: bool = True
+    ) -> dict[str, Any]:
         base = FastAPI.openapi(self.app)  # FastAPI's own description of the routes, cached
         if not own_routes:
             base = {**base, "paths": {}}
@@ -198,8 +218,11 @@ class Docs:
             self._views.clear()
         note = None
         if metadata is None:
-            note = ("CiviCRM's metadata is not available (" + (self.source.error or "unknown") +
-                    "), so only the generic routes are described.")
+            note = (
+                "CiviCRM's metadata is not available ("
+                + (self.source.error or "unknown")
+                + "), so only the generic routes are described."
+            )
         return metadata, note
 
     async def _get(self, key: str, make: Callable[[], dict[str, Any]]) -> Built:
@@ -211,8 +234,7 @@ class Docs:
             return found
         pending = self._building.get(key)
         if pending is None:
-            pending = self._building[key] = asyncio.ensure_future(
-                asyncio.to_thread(lambda: Built(make())))
+            pending = self._building[key] = asyncio.ensure_future(asyncio.to_thread(lambda: Built(make())))
             pending.add_done_callback(lambda _: self._building.pop(key, None))
         built = await asyncio.shield(pending)
         self._built[key] = built
@@ -226,8 +248,10 @@ class Docs:
         metadata, note = await self._metadata_now()
         if client is None:
             if metadata is not None:
-                note = ("Send your client token (Authorize) to see the entities and actions "
-                        "you may call; without one, only the generic routes are described.")
+                note = (
+                    "Send your client token (Authorize) to see the entities and actions "
+                    "you may call; without one, only the generic routes are described."
+                )
             return view_key(None, None), None, note
         # Worked out once per policy object (clients keep theirs for the process's life), for
         # each reader is asked on every request.
@@ -268,9 +292,11 @@ class Docs:
         authenticator = self.authenticator
         if authenticator.enabled and "authorization" not in request.headers:
             if self.settings.openapi_anonymous == "none":
-                raise GatewayError("unauthenticated", "Send 'Authorization: Bearer <token>' "
-                                   "to read this gateway's API documents.",
-                                   headers={"WWW-Authenticate": 'Bearer realm="civicrm-gateway"'})
+                raise GatewayError(
+                    "unauthenticated",
+                    "Send 'Authorization: Bearer <token>' to read this gateway's API documents.",
+                    headers={"WWW-Authenticate": 'Bearer realm="civicrm-gateway"'},
+                )
             return None
         try:
             return await authenticate(request)
@@ -341,34 +367,41 @@ def base_url(request: Request, settings: Settings) -> str:
 def _json(body: tuple[bytes, bytes], request: Request, min_bytes: int) -> Response:
     plain, packed = body
     headers = {"Cache-Control": "no-cache", "Vary": "Accept-Encoding, Authorization"}
-    if min_bytes and len(plain) >= min_bytes and "gzip" in request.headers.get(
-            "accept-encoding", ""):
-        return Response(packed, media_type="application/json",
-                        headers={**headers, "Content-Encoding": "gzip"})
+    if min_bytes and len(plain) >= min_bytes and "gzip" in request.headers.get("accept-encoding", ""):
+        return Response(
+            packed, media_type="application/json", headers={**headers, "Content-Encoding": "gzip"}
+        )
     return Response(plain, media_type="application/json", headers=headers)
 
 
 def _page(title: str, head: str, body: str, root: str) -> HTMLResponse:
-    text = (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{html.escape(title)}</title>"
-            f'<link rel="icon" type="image/png" href="{root}{ASSETS}/favicon.png">{head}</head>'
-            f"<body>{body}</body></html>\n")
-    return HTMLResponse(text, headers={"Content-Security-Policy": CSP,
-                                       "X-Content-Type-Options": "nosniff",
-                                       "Cache-Control": "no-cache"})
+    text = (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title>"
+        f'<link rel="icon" type="image/png" href="{root}{ASSETS}/favicon.png">{head}</head>'
+        f"<body>{body}</body></html>\n"
+    )
+    return HTMLResponse(
+        text,
+        headers={
+            "Content-Security-Policy": CSP,
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-cache",
+        },
+    )
 
 
-def install_docs(app: FastAPI, backend: Backend | None, settings: Settings,
-                 authenticator: Authenticator) -> None:
+def install_docs(
+    app: FastAPI, backend: Backend | None, settings: Settings, authenticator: Authenticator
+) -> None:
     """Serve ``/openapi.json``, ``/openapi/{Entity}.json``, ``/docs`` (Swagger UI) and
     ``/redoc``, all from this host; build the documents in the background at start-up."""
     docs = Docs(app, backend, settings, authenticator)
     app.state.docs = docs
     openapi_url = app.openapi_url or "/openapi.json"
     # FastAPI's own /openapi.json is synchronous and knows only the routes: replace it.
-    app.router.routes[:] = [r for r in app.router.routes
-                            if getattr(r, "path", None) != openapi_url]
+    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != openapi_url]
     app.openapi = docs.generic  # type: ignore[method-assign]
 
     inner_lifespan = app.router.lifespan_context
@@ -391,24 +424,27 @@ def install_docs(app: FastAPI, backend: Backend | None, settings: Settings,
             if request.headers.get("if-none-match") == etag:
                 return Response(status_code=304, headers=headers)
             if "gzip" in request.headers.get("accept-encoding", ""):
-                return Response(packed, media_type=BUNDLES[name],
-                                headers={**headers, "Content-Encoding": "gzip"})
+                return Response(
+                    packed, media_type=BUNDLES[name], headers={**headers, "Content-Encoding": "gzip"}
+                )
             return Response(body, media_type=BUNDLES[name], headers=headers)
+
         return serve
 
     # Before the mount, which would otherwise serve them (ReDoc's unmodified).
     for name in BUNDLES:
         app.add_route(f"{ASSETS}/{name}", asset(name), include_in_schema=False)
-    app.mount(ASSETS, StaticFiles(packages=[("fastapi_offline", "static"),
-                                            ("gateway.openapi", "static")]),
-              name="docs-assets")
+    app.mount(
+        ASSETS,
+        StaticFiles(packages=[("fastapi_offline", "static"), ("gateway.openapi", "static")]),
+        name="docs-assets",
+    )
 
     # Browsers ask for /favicon.ico whatever the page links: the docs' icon, not a 404.
     icon = files("fastapi_offline").joinpath("static/favicon.png").read_bytes()
 
     async def favicon(request: Request) -> Response:
-        return Response(icon, media_type="image/png",
-                        headers={"Cache-Control": "public, max-age=86400"})
+        return Response(icon, media_type="image/png", headers={"Cache-Control": "public, max-age=86400"})
 
     app.add_route("/favicon.ico", favicon, include_in_schema=False)
 
@@ -417,8 +453,7 @@ def install_docs(app: FastAPI, backend: Backend | None, settings: Settings,
         return html.escape(str(request.scope.get("root_path") or "").rstrip("/"), quote=True)
 
     def answer(built: Built, request: Request) -> Response:
-        return _json(built.for_base(base_url(request, settings)), request,
-                     settings.gzip_min_bytes)
+        return _json(built.for_base(base_url(request, settings)), request, settings.gzip_min_bytes)
 
     async def openapi_json(request: Request) -> Response:
         return answer(await docs.full(await docs.reader(request)), request)
@@ -429,11 +464,18 @@ def install_docs(app: FastAPI, backend: Backend | None, settings: Settings,
         if name == "index":
             root = str(request.scope.get("root_path") or "").rstrip("/")
             names = await docs.entities(reader)
-            body = orjson.dumps({"entities": [
-                {"name": n, "url": f"{root}/openapi/{n}.json"} for n in names],
-                "generic": f"{root}/openapi/generic.json", "all": f"{root}{openapi_url}"})
-            return Response(body, media_type="application/json",
-                            headers={"Cache-Control": "no-cache", "Vary": "Authorization"})
+            body = orjson.dumps(
+                {
+                    "entities": [{"name": n, "url": f"{root}/openapi/{n}.json"} for n in names],
+                    "generic": f"{root}/openapi/generic.json",
+                    "all": f"{root}{openapi_url}",
+                }
+            )
+            return Response(
+                body,
+                media_type="application/json",
+                headers={"Cache-Control": "no-cache", "Vary": "Authorization"},
+            )
         if name == "generic":
             return answer(await docs.generic_for(reader), request)
         built = await docs.entity(reader, name) if NAME_RE.fullmatch(name) else None
@@ -443,20 +485,26 @@ def install_docs(app: FastAPI, backend: Backend | None, settings: Settings,
 
     async def swagger_page(request: Request) -> HTMLResponse:
         root = prefix(request)
-        return _page(f"{app.title} - Swagger UI",
-                     f'<link rel="stylesheet" href="{root}{ASSETS}/swagger-ui.css">',
-                     f'<div id="swagger-ui" data-openapi="{root}{openapi_url}" '
-                     f'data-index="{root}/openapi/index.json"></div>'
-                     f'<script src="{root}{ASSETS}/swagger-ui-bundle.js"></script>'
-                     f'<script src="{root}{ASSETS}/swagger-init.js"></script>',
-                     root)
+        return _page(
+            f"{app.title} - Swagger UI",
+            f'<link rel="stylesheet" href="{root}{ASSETS}/swagger-ui.css">',
+            f'<div id="swagger-ui" data-openapi="{root}{openapi_url}" '
+            f'data-index="{root}/openapi/index.json"></div>'
+            f'<script src="{root}{ASSETS}/swagger-ui-bundle.js"></script>'
+            f'<script src="{root}{ASSETS}/swagger-init.js"></script>',
+            root,
+        )
 
     async def redoc_page(request: Request) -> HTMLResponse:
         root = prefix(request)
-        return _page(f"{app.title} - ReDoc", "",
-                     f'<div id="redoc" data-openapi="{root}{openapi_url}"></div>'
-                     f'<script src="{root}{ASSETS}/redoc.standalone.js"></script>'
-                     f'<script src="{root}{ASSETS}/redoc-init.js"></script>', root)
+        return _page(
+            f"{app.title} - ReDoc",
+            "",
+            f'<div id="redoc" data-openapi="{root}{openapi_url}"></div>'
+            f'<script src="{root}{ASSETS}/redoc.standalone.js"></script>'
+            f'<script src="{root}{ASSETS}/redoc-init.js"></script>',
+            root,
+        )
 
     app.add_route(openapi_url, openapi_json, include_in_schema=False)
     app.add_route("/openapi/{name}.json", openapi_part, include_in_schema=False)

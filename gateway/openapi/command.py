@@ -42,12 +42,13 @@ async def _build(args: argparse.Namespace) -> dict[str, Any]:
         if reaching:
             await backend.close()
     if metadata is None:
-        raise CommandError(f"cannot get CiviCRM's metadata: {docs.source.error}. "
-                           "(--generic writes the document of the generic routes only.)")
+        raise CommandError(
+            f"cannot get CiviCRM's metadata: {docs.source.error}. "
+            "(--generic writes the document of the generic routes only.)"
+        )
     if args.save_spec is not None:
         save_spec(metadata, args.save_spec)
-        print(f"spec file written: {args.save_spec} ({len(metadata.entities)} entities)",
-              file=sys.stderr)
+        print(f"spec file written: {args.save_spec} ({len(metadata.entities)} entities)", file=sys.stderr)
     return docs.build(metadata)
 
 
@@ -67,25 +68,35 @@ def cmd_openapi(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     else:
         Path(args.output).write_text(text, encoding="utf-8")
-        print(f"OpenAPI document written: {args.output} ({len(doc['paths'])} paths)",
-              file=sys.stderr)
+        print(f"OpenAPI document written: {args.output} ({len(doc['paths'])} paths)", file=sys.stderr)
     return 0
 
 
 def add_command(sub: Any) -> None:
     """Register ``openapi`` on the CLI's sub-parsers."""
     parser = sub.add_parser(
-        "openapi", help="write the OpenAPI document (settings from CIVI_GATEWAY_* env)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "openapi",
+        help="write the OpenAPI document (settings from CIVI_GATEWAY_* env)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("-o", "--output", help="file to write (default: standard output)")
-    parser.add_argument("--save-spec", type=Path, metavar="FILE",
-                        help="also write CiviCRM's metadata as a spec file, for "
-                             "CIVI_GATEWAY_OPENAPI_SPEC_FILE")
-    parser.add_argument("--generic", action="store_true",
-                        help="document the generic routes only (no call to CiviCRM)")
-    parser.add_argument("--server-url", metavar="URL",
-                        help="the gateway's URL, for 'servers' and the code samples "
-                             "(default: http://HOST:PORT from the settings)")
-    parser.add_argument("--timeout", type=float, default=300.0,
-                        help="seconds to wait for CiviCRM's metadata (default 300)")
+    parser.add_argument(
+        "--save-spec",
+        type=Path,
+        metavar="FILE",
+        help="also write CiviCRM's metadata as a spec file, for CIVI_GATEWAY_OPENAPI_SPEC_FILE",
+    )
+    parser.add_argument(
+        "--generic", action="store_true", help="document the generic routes only (no call to CiviCRM)"
+    )
+    parser.add_argument(
+        "--server-url",
+        metavar="URL",
+        help="the gateway's URL, for 'servers' and the code samples "
+        "(default: http://HOST:PORT from the settings)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds to wait for CiviCRM's metadata (default 300)"
+    )
     parser.set_defaults(func=cmd_openapi)

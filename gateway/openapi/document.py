@@ -33,47 +33,87 @@ OPTIONS_LIMIT = 40
 # CiviCRM data types -> JSON Schema. Dates stay plain strings: CiviCRM writes
 # "YYYY-MM-DD HH:MM:SS", which is not RFC 3339, and a client generator would refuse it.
 _TYPES: dict[str, dict[str, Any]] = {
-    "Integer": {"type": "integer"}, "Int": {"type": "integer"},
-    "Float": {"type": "number"}, "Money": {"type": "number"},
+    "Integer": {"type": "integer"},
+    "Int": {"type": "integer"},
+    "Float": {"type": "number"},
+    "Money": {"type": "number"},
     "Boolean": {"type": "boolean"},
-    "String": {"type": "string"}, "Text": {"type": "string"}, "Memo": {"type": "string"},
-    "Email": {"type": "string"}, "Link": {"type": "string"}, "Blob": {"type": "string"},
-    "Mediumblob": {"type": "string"}, "Date": {"type": "string"}, "Time": {"type": "string"},
-    "Timestamp": {"type": "string"}, "Datetime": {"type": "string"},
-    "Array": {"type": "array", "items": {}}, "Object": {"type": "object"},
+    "String": {"type": "string"},
+    "Text": {"type": "string"},
+    "Memo": {"type": "string"},
+    "Email": {"type": "string"},
+    "Link": {"type": "string"},
+    "Blob": {"type": "string"},
+    "Mediumblob": {"type": "string"},
+    "Date": {"type": "string"},
+    "Time": {"type": "string"},
+    "Timestamp": {"type": "string"},
+    "Datetime": {"type": "string"},
+    "Array": {"type": "array", "items": {}},
+    "Object": {"type": "object"},
 }
-_FORMATS = {"Date": "YYYY-MM-DD", "Timestamp": "YYYY-MM-DD HH:MM:SS",
-            "Datetime": "YYYY-MM-DD HH:MM:SS", "Time": "HH:MM:SS"}
+_FORMATS = {
+    "Date": "YYYY-MM-DD",
+    "Timestamp": "YYYY-MM-DD HH:MM:SS",
+    "Datetime": "YYYY-MM-DD HH:MM:SS",
+    "Time": "HH:MM:SS",
+}
 # Preferred fields for examples, in order, after the required ones.
-_EXAMPLE_FIELDS = ("contact_type", "first_name", "last_name", "organization_name", "email",
-                   "phone", "subject", "activity_type_id", "total_amount",
-                   "financial_type_id", "street_address", "city", "title", "name", "note")
+_EXAMPLE_FIELDS = (
+    "contact_type",
+    "first_name",
+    "last_name",
+    "organization_name",
+    "email",
+    "phone",
+    "subject",
+    "activity_type_id",
+    "total_amount",
+    "financial_type_id",
+    "street_address",
+    "city",
+    "title",
+    "name",
+    "note",
+)
 
 
 # --- native params ---------------------------------------------------------------------------
 
 _NATIVE: dict[str, dict[str, Any]] = {
-    "select": {"type": "array", "items": {"type": "string"},
-               "description": "Fields to return ('*' for all, 'custom.*' for custom fields, "
-                              "'field:label' for an option's label)"},
+    "select": {
+        "type": "array",
+        "items": {"type": "string"},
+        "description": "Fields to return ('*' for all, 'custom.*' for custom fields, "
+        "'field:label' for an option's label)",
+    },
     "where": schema_ref("ApiV4Where"),
-    "join": {"type": "array", "items": {"type": "array", "items": {}},
-             "description": "Explicit joins: [entity AS alias, type, bridge?, conditions...]"},
+    "join": {
+        "type": "array",
+        "items": {"type": "array", "items": {}},
+        "description": "Explicit joins: [entity AS alias, type, bridge?, conditions...]",
+    },
     "groupBy": {"type": "array", "items": {"type": "string"}},
     "having": schema_ref("ApiV4Where"),
-    "orderBy": {"type": "object", "additionalProperties": {"type": "string",
-                                                           "enum": ["ASC", "DESC"]},
-                "description": "{field: 'ASC' | 'DESC'}"},
+    "orderBy": {
+        "type": "object",
+        "additionalProperties": {"type": "string", "enum": ["ASC", "DESC"]},
+        "description": "{field: 'ASC' | 'DESC'}",
+    },
     "limit": {"type": "integer", "minimum": 0, "description": "At most this many records (0: all)"},
     "offset": {"type": "integer", "minimum": 0},
     "chain": schema_ref("ApiV4Chain"),
     "reload": {"type": "boolean", "description": "Return the saved records as re-read"},
-    "match": {"type": "array", "items": {"type": "string"},
-              "description": "Fields that identify an existing record to update"},
+    "match": {
+        "type": "array",
+        "items": {"type": "string"},
+        "description": "Fields that identify an existing record to update",
+    },
     "useTrash": {"type": "boolean", "description": "Move contacts to the trash (not delete)"},
-    "loadOptions": {"description": "Include each field's options (true, or a list of keys such "
-                                   "as ['id', 'label'])", "anyOf": [
-                        {"type": "boolean"}, {"type": "array", "items": {"type": "string"}}]},
+    "loadOptions": {
+        "description": "Include each field's options (true, or a list of keys such as ['id', 'label'])",
+        "anyOf": [{"type": "boolean"}, {"type": "array", "items": {"type": "string"}}],
+    },
     "action": {"type": "string", "description": "Describe the fields of this action"},
     "input": {"type": "string", "description": "What the person typed"},
     "page": {"type": "integer", "minimum": 1},
@@ -86,6 +126,7 @@ def _native(*names: str, **extra: Any) -> dict[str, Any]:
 
 # --- fields ----------------------------------------------------------------------------------
 
+
 def is_credential(name: str) -> bool:
     """A credential field, by its bare name or as the last part of ``Group.field`` /
     ``join.field``: such fields are in no schema and no example, whoever asks."""
@@ -94,8 +135,11 @@ def is_credential(name: str) -> bool:
 
 def usable_fields(fields: Any) -> list[dict[str, Any]]:
     """getFields records with a name, credentials left out."""
-    return [f for f in fields or [] if isinstance(f, dict) and isinstance(f.get("name"), str)
-            and not is_credential(f["name"])]
+    return [
+        f
+        for f in fields or []
+        if isinstance(f, dict) and isinstance(f.get("name"), str) and not is_credential(f["name"])
+    ]
 
 
 def _options(field: dict[str, Any]) -> list[tuple[Any, Any]]:
@@ -124,8 +168,11 @@ def _coerce(value: Any, kind: str | None) -> Any:
         if kind == "number":
             return float(value)
         if kind == "boolean":
-            return value if isinstance(value, bool) else \
-                {"1": True, "0": False, "true": True, "false": False}.get(str(value).lower())
+            return (
+                value
+                if isinstance(value, bool)
+                else {"1": True, "0": False, "true": True, "false": False}.get(str(value).lower())
+            )
         if kind == "string":
             return value if isinstance(value, str) else None
     except (TypeError, ValueError):
@@ -148,8 +195,7 @@ def field_schema(field: dict[str, Any], *, record: bool = False) -> dict[str, An
     if options:
         shown = ", ".join(f"{key} = {label}" for key, label in options[:OPTIONS_LIMIT])
         more = len(options) - OPTIONS_LIMIT
-        notes.append(f"Options: {shown}" + (f", and {more} more (see getFields)." if more > 0
-                                             else "."))
+        notes.append(f"Options: {shown}" + (f", and {more} more (see getFields)." if more > 0 else "."))
         schema["x-civicrm-options"] = {str(k): v for k, v in options[:OPTIONS_LIMIT]}
     if field.get("fk_entity"):
         notes.append(f"Refers to a {field['fk_entity']} by its id.")
@@ -189,8 +235,7 @@ def _filter_schema(field: dict[str, Any]) -> dict[str, Any]:
     if isinstance(kind, list):
         kind = kind[0]
     if kind in ("string", "integer", "number", "boolean"):
-        schema["anyOf"] = [{"type": kind}, {"type": "array", "items": {"type": kind}},
-                           {"type": "null"}]
+        schema["anyOf"] = [{"type": kind}, {"type": "array", "items": {"type": kind}}, {"type": "null"}]
     title = field.get("label") or field.get("title")
     if title:
         schema["title"] = str(title)
@@ -212,12 +257,16 @@ def sample_value(field: dict[str, Any]) -> Any:
         return _coerce(options[0][0], kind) if kind in ("integer", "number") else options[0][0]
     if name in SAMPLE_VALUES or name.split(".")[-1] in SAMPLE_VALUES:
         return SAMPLE_VALUES.get(name, SAMPLE_VALUES.get(name.split(".")[-1]))
-    return {"integer": 1, "number": 10.5, "boolean": True, "array": [],
-            "object": {}}.get(kind or "", _FORMATS.get(str(field.get("data_type")), "text")
-                              .replace("YYYY-MM-DD", "2024-01-31").replace("HH:MM:SS", "12:00:00"))
+    return {"integer": 1, "number": 10.5, "boolean": True, "array": [], "object": {}}.get(
+        kind or "",
+        _FORMATS.get(str(field.get("data_type")), "text")
+        .replace("YYYY-MM-DD", "2024-01-31")
+        .replace("HH:MM:SS", "12:00:00"),
+    )
 
 
 # --- one entity ------------------------------------------------------------------------------
+
 
 class _Names:
     """Component names, unique and stable (the same metadata always gives the same names)."""
@@ -234,8 +283,7 @@ class _Names:
 
 
 def _object(fields: list[dict[str, Any]], *, record: bool = False) -> dict[str, Any]:
-    return {"type": "object",
-            "properties": {f["name"]: field_schema(f, record=record) for f in fields}}
+    return {"type": "object", "properties": {f["name"]: field_schema(f, record=record) for f in fields}}
 
 
 def _example_fields(fields: list[dict[str, Any]], label_field: str | None) -> list[dict[str, Any]]:
@@ -253,13 +301,15 @@ def _example_fields(fields: list[dict[str, Any]], label_field: str | None) -> li
     return [f for f in chosen[:keep] if not is_credential(f["name"]) and f["name"] != "id"]
 
 
-def _examples(action: str, ent: dict[str, Any], get_fields: list[dict[str, Any]],
-              write_fields: list[dict[str, Any]]) -> dict[str, Any]:
+def _examples(
+    action: str, ent: dict[str, Any], get_fields: list[dict[str, Any]], write_fields: list[dict[str, Any]]
+) -> dict[str, Any]:
     label = ent.get("label_field") if isinstance(ent.get("label_field"), str) else None
     readable = _example_fields(get_fields, label)
     writable = [f for f in write_fields if not f.get("readonly")]
-    values = {f["name"]: sample_value(f) for f in _example_fields(writable, None)
-              if f["name"] not in V4_PARAMS}
+    values = {
+        f["name"]: sample_value(f) for f in _example_fields(writable, None) if f["name"] not in V4_PARAMS
+    }
     select = ["id", *[f["name"] for f in readable[:2]]] if get_fields else ["*"]
     if action == "get":
         # Filter on a value the sandbox's demo data holds, or not at all: Try-it-out on the
@@ -269,14 +319,15 @@ def _examples(action: str, ent: dict[str, Any], get_fields: list[dict[str, Any]]
         if found is None:
             return {"simple": {"limit": 10}, "native": {"select": select, "limit": 10}}
         value = FIND_VALUES[found]
-        return {"simple": {found: value, "limit": 10},
-                "native": {"select": select, "where": [[found, "=", value]], "limit": 10}}
+        return {
+            "simple": {found: value, "limit": 10},
+            "native": {"select": select, "where": [[found, "=", value]], "limit": 10},
+        }
     if action == "create":
         return {"simple": values, "native": {"values": values}}
     if action == "update":
         some = dict(list(values.items())[:1])
-        return {"simple": {"id": 1, **some},
-                "native": {"where": [["id", "=", 1]], "values": some}}
+        return {"simple": {"id": 1, **some}, "native": {"where": [["id", "=", 1]], "values": some}}
     if action == "delete":
         return {"simple": {"id": 1}, "native": {"where": [["id", "=", 1]]}}
     if action in ("save", "replace"):
@@ -285,30 +336,48 @@ def _examples(action: str, ent: dict[str, Any], get_fields: list[dict[str, Any]]
             native = {"where": [["id", "IN", [1, 2]]], "records": [values]}
         return {"native": native}
     if action == "getFields":
-        return {"native": {"action": "create", "loadOptions": True,
-                           "select": ["name", "title", "data_type", "required", "options"]}}
+        return {
+            "native": {
+                "action": "create",
+                "loadOptions": True,
+                "select": ["name", "title", "data_type", "required", "options"],
+            }
+        }
     if action == "checkAccess":
         return {"native": {"action": "create", "values": values}}
     return {}
 
 
-_SUMMARIES = {"get": "Find {plural}", "create": "Create {title}", "update": "Update {plural}",
-              "save": "Create or update {plural}", "delete": "Delete {plural}",
-              "replace": "Replace a set of {plural}", "getFields": "Describe {title} fields",
-              "getActions": "List {title} actions", "autocomplete": "Autocomplete {plural}",
-              "checkAccess": "Check access to {title} actions"}
+_SUMMARIES = {
+    "get": "Find {plural}",
+    "create": "Create {title}",
+    "update": "Update {plural}",
+    "save": "Create or update {plural}",
+    "delete": "Delete {plural}",
+    "replace": "Replace a set of {plural}",
+    "getFields": "Describe {title} fields",
+    "getActions": "List {title} actions",
+    "autocomplete": "Autocomplete {plural}",
+    "checkAccess": "Check access to {title} actions",
+}
 _SIMPLE_NOTE = {
     "get": "Simple form: field names with values filter the records (a list means IN, null "
-           "means IS NULL), mixed freely with native params.",
+    "means IS NULL), mixed freely with native params.",
     "delete": "Simple form: field names with values select the records to delete.",
     "create": "Simple form: the field values at the top level instead of in 'values'.",
     "update": "Simple form: 'id' selects the record, the other fields are the new values.",
 }
 
 
-def _entity_operations(ent: dict[str, Any], names: _Names, schemas: dict[str, Any],
-                       op_ids: _Names, security: list[dict[str, Any]], *,
-                       auth_required: bool = True) -> dict[str, Any]:
+def _entity_operations(
+    ent: dict[str, Any],
+    names: _Names,
+    schemas: dict[str, Any],
+    op_ids: _Names,
+    security: list[dict[str, Any]],
+    *,
+    auth_required: bool = True,
+) -> dict[str, Any]:
     """Schemas (added to ``schemas``) and paths of one entity."""
     name = ent["name"]
     if not NAME_RE.fullmatch(name):  # the gateway refuses such names; nothing to document
@@ -323,13 +392,19 @@ def _entity_operations(ent: dict[str, Any], names: _Names, schemas: dict[str, An
     record = names.claim(f"{name}Record")
     # Open: a select may also return joined (email_primary.email), suffixed (gender_id:label)
     # and aliased keys, which a closed schema would make a strict client reject.
-    schemas[record] = {**_object(get_fields, record=True), "additionalProperties": True,
-                       "description": f"A {title} as CiviCRM returns it: the selected fields, "
-                                      "and any joined (`x.y`), suffixed (`x:label`) or aliased "
-                                      "keys the select asked for."}
+    schemas[record] = {
+        **_object(get_fields, record=True),
+        "additionalProperties": True,
+        "description": f"A {title} as CiviCRM returns it: the selected fields, "
+        "and any joined (`x.y`), suffixed (`x:label`) or aliased "
+        "keys the select asked for.",
+    }
     if name == "Setting":  # its fields are the settings; get answers one {name, value} each
-        schemas[record] = {"type": "object", "description": "One setting and its value.",
-                           "properties": {"name": {"type": "string"}, "value": {}}}
+        schemas[record] = {
+            "type": "object",
+            "description": "One setting and its value.",
+            "properties": {"name": {"type": "string"}, "value": {}},
+        }
         get_fields = []
     id_field = next((f for f in get_fields if f["name"] == "id"), None)
     id_schema = field_schema(id_field) if id_field else {"type": "integer"}
@@ -340,9 +415,10 @@ def _entity_operations(ent: dict[str, Any], names: _Names, schemas: dict[str, An
     if get_fields:
         filters = ref(names.claim(f"{name}Filters"))
         schemas[filters["$ref"].rsplit("/", 1)[1]] = {
-            "type": "object", "description": _SIMPLE_NOTE["get"],
-            "properties": {f["name"]: _filter_schema(f) for f in get_fields
-                           if f["name"] not in V4_PARAMS}}
+            "type": "object",
+            "description": _SIMPLE_NOTE["get"],
+            "properties": {f["name"]: _filter_schema(f) for f in get_fields if f["name"] not in V4_PARAMS},
+        }
     # Values a record takes (create's 'values', update's, save's records); 'id' is added
     # only where it selects a record.
     values: dict[str, Any] = any_object
@@ -352,21 +428,25 @@ def _entity_operations(ent: dict[str, Any], names: _Names, schemas: dict[str, An
         writable = [f for f in write_fields if not f.get("readonly") and f["name"] != "id"]
         values = ref(names.claim(f"{name}Values"))
         schemas[values["$ref"].rsplit("/", 1)[1]] = {
-            **_object(writable), "additionalProperties": True,
-            "description": f"Field values of a {title} (also `field:name` to give an option "
-                           "by its name)."}
+            **_object(writable),
+            "additionalProperties": True,
+            "description": f"Field values of a {title} (also `field:name` to give an option by its name).",
+        }
         required = [f["name"] for f in writable if f.get("required")]
         new_values = values
         if required:
             new_values = ref(names.claim(f"{name}NewValues"))
             schemas[new_values["$ref"].rsplit("/", 1)[1]] = {
-                "allOf": [values], "required": required,
-                "description": f"Field values of a new {title}: {', '.join(required)} required."}
+                "allOf": [values],
+                "required": required,
+                "description": f"Field values of a new {title}: {', '.join(required)} required.",
+            }
         simple_values = values
         if any(f["name"] in V4_PARAMS for f in writable):  # such fields need the native form
             simple_values = ref(names.claim(f"{name}SimpleValues"))
             schemas[simple_values["$ref"].rsplit("/", 1)[1]] = _object(
-                [f for f in writable if f["name"] not in V4_PARAMS])
+                [f for f in writable if f["name"] not in V4_PARAMS]
+            )
 
     def simple(form: dict[str, Any] | None, native: dict[str, Any]) -> dict[str, Any]:
         """Native params, plus the entity's fields at the top level for the simple form."""
@@ -374,16 +454,19 @@ def _entity_operations(ent: dict[str, Any], names: _Names, schemas: dict[str, An
 
     record_input = {"allOf": [values, {"type": "object", "properties": {"id": id_schema}}]}
     bodies: dict[str, dict[str, Any]] = {
-        "get": simple(filters, _native("select", "where", "join", "groupBy", "having",
-                                       "orderBy", "limit", "offset", "chain")),
+        "get": simple(
+            filters,
+            _native("select", "where", "join", "groupBy", "having", "orderBy", "limit", "offset", "chain"),
+        ),
         "delete": simple(filters, _native("where", "useTrash", "chain")),
         "create": simple(simple_values, _native("chain", values=new_values)),
-        "update": simple(simple_values, _native("where", "reload", "chain", values=values,
-                                                id=id_schema)),
-        "save": _native("match", "reload", "chain", defaults=values,
-                        records={"type": "array", "items": record_input}),
-        "replace": _native("where", "match", "reload", defaults=values,
-                           records={"type": "array", "items": record_input}),
+        "update": simple(simple_values, _native("where", "reload", "chain", values=values, id=id_schema)),
+        "save": _native(
+            "match", "reload", "chain", defaults=values, records={"type": "array", "items": record_input}
+        ),
+        "replace": _native(
+            "where", "match", "reload", defaults=values, records={"type": "array", "items": record_input}
+        ),
         "getFields": _native("action", "loadOptions", "select", "where"),
         "getActions": _native("select", "where"),
         "autocomplete": _native("input", "page"),
@@ -399,8 +482,9 @@ def _entity_operations(ent: dict[str, Any], names: _Names, schemas: dict[str, An
         returns_records = action in ("get", "create", "update", "save", "delete", "replace")
         items = ref(record) if returns_records else {"type": "object", "additionalProperties": True}
         examples = _examples(action, ent, get_fields, write_fields)
-        description = str(action_info.get("description") or "").strip() or \
-            f"CiviCRM's {name}.{action} action."
+        description = (
+            str(action_info.get("description") or "").strip() or f"CiviCRM's {name}.{action} action."
+        )
         if action in _SIMPLE_NOTE:
             description = f"{description}\n\n{_SIMPLE_NOTE[action]}"
         path = f"/v4/{name}/{action}"
@@ -408,27 +492,40 @@ def _entity_operations(ent: dict[str, Any], names: _Names, schemas: dict[str, An
         operation: dict[str, Any] = {
             "tags": [name],
             "summary": _SUMMARIES.get(action, f"{name}.{action}").format(
-                title=title, plural=plural.lower() if plural != name else plural),
+                title=title, plural=plural.lower() if plural != name else plural
+            ),
             "description": description,
             "operationId": op_ids.claim(f"{name}_{action}"),
             "security": security,
-            "requestBody": {"required": False, "content": {"application/json": {
-                "schema": ref(params),
-                "examples": {k: {"summary": f"{k.capitalize()} form", "value": v}
-                             for k, v in examples.items()} or {
-                    "none": {"summary": "No params", "value": {}}}}}},
-            "responses": {"200": {"description": f"The {plural} (a JSON list)" if returns_records
-                                  else "The results (a JSON list)",
-                                  "headers": headers("X-Result-Count", "X-Total-Count"),
-                                  "content": {"application/json": {"schema": {
-                                      "type": "array", "items": items}}}},
-                          **error_refs()},
+            "requestBody": {
+                "required": False,
+                "content": {
+                    "application/json": {
+                        "schema": ref(params),
+                        "examples": {
+                            k: {"summary": f"{k.capitalize()} form", "value": v} for k, v in examples.items()
+                        }
+                        or {"none": {"summary": "No params", "value": {}}},
+                    }
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": f"The {plural} (a JSON list)"
+                    if returns_records
+                    else "The results (a JSON list)",
+                    "headers": headers("X-Result-Count", "X-Total-Count"),
+                    "content": {"application/json": {"schema": {"type": "array", "items": items}}},
+                },
+                **error_refs(),
+            },
             "x-codeSamples": code_samples("post", path, body=sample, token=auth_required),
         }
         if not is_read_action(4, action):
             operation["parameters"] = [described.idempotency_key_parameter()]
             operation["responses"]["200"]["headers"] = headers(
-                "X-Result-Count", "X-Total-Count", "Idempotent-Replayed")
+                "X-Result-Count", "X-Total-Count", "Idempotent-Replayed"
+            )
         paths[path] = {"post": operation}
     return paths
 
@@ -437,8 +534,22 @@ def _entity_operations(ent: dict[str, Any], names: _Names, schemas: dict[str, An
 
 _GENERIC = re.compile(r"/v([34])/\{entity\}/\{action\}")
 _BATCH = re.compile(r"/v([34])/batch")
-_ALL_NATIVE = ("select", "where", "join", "groupBy", "having", "orderBy", "limit", "offset",
-               "chain", "reload", "match", "useTrash", "loadOptions", "action")
+_ALL_NATIVE = (
+    "select",
+    "where",
+    "join",
+    "groupBy",
+    "having",
+    "orderBy",
+    "limit",
+    "offset",
+    "chain",
+    "reload",
+    "match",
+    "useTrash",
+    "loadOptions",
+    "action",
+)
 
 
 def _sample_call(path: str, method: str, operation: dict[str, Any]) -> tuple[str, Any, Any]:
@@ -447,8 +558,11 @@ def _sample_call(path: str, method: str, operation: dict[str, Any]) -> tuple[str
     if generic:
         concrete = path.replace("{entity}", "Contact").replace("{action}", "get")
         if method == "get":
-            return concrete, None, {SAMPLE_FILTER["field"]: SAMPLE_FILTER["value"],
-                                    "select": "id,display_name", "limit": 10}
+            return (
+                concrete,
+                None,
+                {SAMPLE_FILTER["field"]: SAMPLE_FILTER["value"], "select": "id,display_name", "limit": 10},
+            )
         examples = operation["requestBody"]["content"]["application/json"]["examples"]
         return concrete, next(iter(examples.values()))["value"], None
     if _BATCH.fullmatch(path):
@@ -457,8 +571,9 @@ def _sample_call(path: str, method: str, operation: dict[str, Any]) -> tuple[str
     return path.replace("{slug}", "record-not-found"), None, None
 
 
-def _own_paths(base_paths: dict[str, Any], security: list[dict[str, Any]],
-               auth_required: bool) -> dict[str, Any]:
+def _own_paths(
+    base_paths: dict[str, Any], security: list[dict[str, Any]], auth_required: bool
+) -> dict[str, Any]:
     """The gateway's own routes, described by :mod:`.paths` where it knows them."""
     paths: dict[str, Any] = {}
     for path, item in base_paths.items():
@@ -481,14 +596,16 @@ def _own_paths(base_paths: dict[str, Any], security: list[dict[str, Any]],
             operation["security"] = [] if public else security
             concrete, body, query = _sample_call(path, method, operation)
             operation["x-codeSamples"] = code_samples(
-                method, concrete, body=body, query=query, token=auth_required and not public)
+                method, concrete, body=body, query=query, token=auth_required and not public
+            )
             described_item[method] = operation
         paths[path] = described_item
     return paths
 
 
-def build_document(base: dict[str, Any], metadata: Metadata | None, *,
-                   auth_required: bool = True, note: str | None = None) -> dict[str, Any]:
+def build_document(
+    base: dict[str, Any], metadata: Metadata | None, *, auth_required: bool = True, note: str | None = None
+) -> dict[str, Any]:
     """The full document from FastAPI's ``base`` (left untouched) and, when given, metadata
     (already narrowed to what the reader may see: see :mod:`.views`)."""
     doc = {key: copy.deepcopy(value) for key, value in base.items() if key != "paths"}
@@ -505,18 +622,23 @@ def build_document(base: dict[str, Any], metadata: Metadata | None, *,
     schemas["ApiV4Params"] = described.params_schema(_native(*_ALL_NATIVE)["properties"])
     components["responses"] = described.problem_responses()
     components["headers"] = copy.deepcopy(described.HEADERS)
-    components["securitySchemes"] = {SECURITY_SCHEME: {
-        "type": "http", "scheme": "bearer",
-        "description": "A client token issued by the gateway's operator "
-                       "(`civicrm-gateway token create NAME`), sent as "
-                       "'Authorization: Bearer <token>'. Not a CiviCRM API key."}}
+    components["securitySchemes"] = {
+        SECURITY_SCHEME: {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A client token issued by the gateway's operator "
+            "(`civicrm-gateway token create NAME`), sent as "
+            "'Authorization: Bearer <token>'. Not a CiviCRM API key.",
+        }
+    }
     security: list[dict[str, Any]] = [{SECURITY_SCHEME: []}]
     if not auth_required:
         security.append({})  # this gateway has no tokens: loopback callers need none
 
     own = _own_paths(base.get("paths", {}), security, auth_required)
-    op_ids = _Names(op.get("operationId", "") for item in own.values()
-                    for op in item.values() if isinstance(op, dict))
+    op_ids = _Names(
+        op.get("operationId", "") for item in own.values() for op in item.values() if isinstance(op, dict)
+    )
 
     info = doc.setdefault("info", {})
     info.setdefault("license", {"name": "AGPL-3.0-or-later", "identifier": "AGPL-3.0-or-later"})
@@ -526,29 +648,34 @@ def build_document(base: dict[str, Any], metadata: Metadata | None, *,
     if metadata is not None:
         names = _Names(schemas)
         for ent in sorted(metadata.entities, key=lambda e: e["name"]):
-            paths = _entity_operations(ent, names, schemas, op_ids, security,
-                                       auth_required=auth_required)
+            paths = _entity_operations(ent, names, schemas, op_ids, security, auth_required=auth_required)
             if paths:
                 entity_paths.update(paths)
-                tags.append({"name": ent["name"],
-                             "description": str(ent.get("description") or ent.get("title")
-                                                or ent["name"])})
+                tags.append(
+                    {
+                        "name": ent["name"],
+                        "description": str(ent.get("description") or ent.get("title") or ent["name"]),
+                    }
+                )
         description.append(
             f"Entities, actions and fields below come from CiviCRM's own metadata "
             f"({metadata.source}, {metadata.fetched_at}). Each entity's operations are also "
-            "reachable through the generic routes, which serve any other entity or action.")
+            "reachable through the generic routes, which serve any other entity or action."
+        )
         if metadata.problems:
-            description.append(f"{len(metadata.problems)} metadata calls failed; those entities "
-                                "are documented partly.")
+            description.append(
+                f"{len(metadata.problems)} metadata calls failed; those entities are documented partly."
+            )
     if note:
         description.append(note)
     info["description"] = "\n\n".join(d for d in description if d)
     doc["paths"] = {**entity_paths, **own}
-    doc["tags"] = [*tags,
-                   {"name": "APIv4", "description": "Any APIv4 entity and action"},
-                   {"name": "APIv3", "description": "Any APIv3 entity and action"},
-                   described.SERVICE_TAG]
+    doc["tags"] = [
+        *tags,
+        {"name": "APIv4", "description": "Any APIv4 entity and action"},
+        {"name": "APIv3", "description": "Any APIv3 entity and action"},
+        described.SERVICE_TAG,
+    ]
     # Keys in a stable, conventional order (servers right after info).
     order = ("openapi", "info", "servers", "paths", "components", "tags")
-    return {**{k: doc[k] for k in order if k in doc}, **{k: v for k, v in doc.items()
-                                                         if k not in order}}
+    return {**{k: doc[k] for k in order if k in doc}, **{k: v for k, v in doc.items() if k not in order}}

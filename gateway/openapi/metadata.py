@@ -46,11 +46,24 @@ DEFAULT_TTL = 3600.0
 FETCH_CONCURRENCY = 6
 # getFields is asked for these actions; every other action reuses one of them.
 FIELD_ACTIONS = ("get", "create")
-ENTITY_SELECT = ["name", "title", "title_plural", "description", "type", "primary_key", "icon",
-                 "label_field"]
-FIELD_SELECT = ["name", "title", "label", "description", "type", "data_type", "input_type",
-                "required", "default_value", "nullable", "readonly", "options", "fk_entity",
-                "custom_group", "serialize"]
+ENTITY_SELECT = ["name", "title", "title_plural", "description", "type", "primary_key", "icon", "label_field"]
+FIELD_SELECT = [
+    "name",
+    "title",
+    "label",
+    "description",
+    "type",
+    "data_type",
+    "input_type",
+    "required",
+    "default_value",
+    "nullable",
+    "readonly",
+    "options",
+    "fk_entity",
+    "custom_group",
+    "serialize",
+]
 
 
 class MetadataError(Exception):
@@ -67,8 +80,13 @@ class Metadata:
     problems: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": SPEC_FORMAT, "fetched_at": self.fetched_at, "source": self.source,
-                "problems": self.problems, "entities": self.entities}
+        return {
+            "format": SPEC_FORMAT,
+            "fetched_at": self.fetched_at,
+            "source": self.source,
+            "problems": self.problems,
+            "entities": self.entities,
+        }
 
     @classmethod
     def from_json(cls, data: Any, *, source: str) -> Metadata:
@@ -80,13 +98,19 @@ class Metadata:
         for ent in data["entities"]:
             if not isinstance(ent, dict) or not isinstance(ent.get("name"), str):
                 raise MetadataError(f"{source}: every entity needs a 'name'")
-            if not isinstance(ent.setdefault("actions", []), list) or \
-                    not isinstance(ent.setdefault("fields", {}), dict):
-                raise MetadataError(f"{source}: {ent['name']}: 'actions' must be a list and "
-                                    "'fields' an object")
+            if not isinstance(ent.setdefault("actions", []), list) or not isinstance(
+                ent.setdefault("fields", {}), dict
+            ):
+                raise MetadataError(
+                    f"{source}: {ent['name']}: 'actions' must be a list and 'fields' an object"
+                )
             entities.append(ent)
-        return cls(entities, source=source, fetched_at=str(data.get("fetched_at") or ""),
-                   problems=[str(p) for p in data.get("problems") or []])
+        return cls(
+            entities,
+            source=source,
+            fetched_at=str(data.get("fetched_at") or ""),
+            problems=[str(p) for p in data.get("problems") or []],
+        )
 
     def entity(self, name: str) -> dict[str, Any] | None:
         return next((e for e in self.entities if e["name"] == name), None)
@@ -96,18 +120,24 @@ class Metadata:
         if not names:
             return self
         wanted = set(names)
-        return Metadata([e for e in self.entities if e["name"] in wanted], source=self.source,
-                        fetched_at=self.fetched_at, problems=self.problems)
+        return Metadata(
+            [e for e in self.entities if e["name"] in wanted],
+            source=self.source,
+            fetched_at=self.fetched_at,
+            problems=self.problems,
+        )
 
 
 # --- fetching --------------------------------------------------------------------------------
+
 
 def _action_names(actions: list[dict[str, Any]]) -> set[str]:
     return {a["name"] for a in actions if isinstance(a, dict) and isinstance(a.get("name"), str)}
 
 
-async def fetch_metadata(backend: Backend, *, entities: Collection[str] = (),
-                         concurrency: int = FETCH_CONCURRENCY) -> Metadata:
+async def fetch_metadata(
+    backend: Backend, *, entities: Collection[str] = (), concurrency: int = FETCH_CONCURRENCY
+) -> Metadata:
     """Ask CiviCRM (through ``backend``) for every entity (or only ``entities``), its actions
     and its fields.
 
@@ -122,8 +152,7 @@ async def fetch_metadata(backend: Backend, *, entities: Collection[str] = (),
     if entities:
         found = [e for e in found if e["name"] in set(entities)]
     if not found:
-        raise MetadataError("Entity.get answered no entities" +
-                            (" of those configured" if entities else ""))
+        raise MetadataError("Entity.get answered no entities" + (" of those configured" if entities else ""))
     limiter = asyncio.Semaphore(concurrency)
     problems: list[str] = []
 
@@ -141,12 +170,17 @@ async def fetch_metadata(backend: Backend, *, entities: Collection[str] = (),
         ent["actions"] = [a for a in actions or [] if isinstance(a, dict) and "name" in a]
         available = _action_names(ent["actions"])
         wanted = [a for a in FIELD_ACTIONS if a in available]
-        results = await asyncio.gather(*(
-            call(name, "getFields", {"action": action, "loadOptions": True, "select": FIELD_SELECT})
-            for action in wanted))
-        ent["fields"] = {action: [f for f in found if isinstance(f, dict) and "name" in f]
-                         for action, found in zip(wanted, results, strict=True)
-                         if found is not None}
+        results = await asyncio.gather(
+            *(
+                call(name, "getFields", {"action": action, "loadOptions": True, "select": FIELD_SELECT})
+                for action in wanted
+            )
+        )
+        ent["fields"] = {
+            action: [f for f in found if isinstance(f, dict) and "name" in f]
+            for action, found in zip(wanted, results, strict=True)
+            if found is not None
+        }
         return ent
 
     described = await asyncio.gather(*(describe(dict(e)) for e in found))
@@ -155,6 +189,7 @@ async def fetch_metadata(backend: Backend, *, entities: Collection[str] = (),
 
 
 # --- spec files ------------------------------------------------------------------------------
+
 
 def load_spec(path: str | os.PathLike[str]) -> Metadata:
     """Metadata from a spec file written by :func:`save_spec` (or by hand)."""
@@ -168,8 +203,9 @@ def load_spec(path: str | os.PathLike[str]) -> Metadata:
     return Metadata.from_json(data, source=f"spec file {path.name}")
 
 
-def save_spec(metadata: Metadata, path: str | os.PathLike[str], *,
-              extra: dict[str, Any] | None = None) -> None:
+def save_spec(
+    metadata: Metadata, path: str | os.PathLike[str], *, extra: dict[str, Any] | None = None
+) -> None:
     """Write ``metadata`` as a spec file, atomically (a reader never sees half a file);
     ``extra`` keys are written beside the metadata's own."""
     path = Path(path)
@@ -201,12 +237,19 @@ class SpecSource:
     no sooner than ``retry_after`` seconds later.
     """
 
-    def __init__(self, backend: Backend | None, *, ttl: float = DEFAULT_TTL,
-                 spec_file: str | os.PathLike[str] | None = None,
-                 entities: Collection[str] = (), retry_after: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic,
-                 fetch: Fetcher | None = None,
-                 cache_file: str | os.PathLike[str] | None = None, site: str = "") -> None:
+    def __init__(
+        self,
+        backend: Backend | None,
+        *,
+        ttl: float = DEFAULT_TTL,
+        spec_file: str | os.PathLike[str] | None = None,
+        entities: Collection[str] = (),
+        retry_after: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        fetch: Fetcher | None = None,
+        cache_file: str | os.PathLike[str] | None = None,
+        site: str = "",
+    ) -> None:
         self.backend = backend
         self.ttl = ttl
         self.spec_file = Path(spec_file) if spec_file else None
@@ -226,8 +269,11 @@ class SpecSource:
         self._stale = False  # loaded from the cache file: serve it, but fetch anew
 
     def _fresh(self) -> bool:
-        return self.metadata is not None and not self._stale and (
-            self.ttl <= 0 or self._clock() - self._loaded_at < self.ttl)
+        return (
+            self.metadata is not None
+            and not self._stale
+            and (self.ttl <= 0 or self._clock() - self._loaded_at < self.ttl)
+        )
 
     def _failed_recently(self) -> bool:
         return self._failed_at is not None and self._clock() - self._failed_at < self.retry_after
@@ -274,10 +320,10 @@ class SpecSource:
             assert self.backend is not None
             metadata = await self._fetch(self.backend)
         except Exception as exc:
-            reason = str(exc) if isinstance(exc, MetadataError) else \
-                f"{type(exc).__name__}: {exc}"
-            log.warning("OpenAPI: cannot fetch CiviCRM's metadata (%s); documenting the "
-                        "generic routes only", reason)
+            reason = str(exc) if isinstance(exc, MetadataError) else f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "OpenAPI: cannot fetch CiviCRM's metadata (%s); documenting the generic routes only", reason
+            )
             self.error = reason
             self._failed_at = self._clock()
             return
@@ -286,9 +332,12 @@ class SpecSource:
         self.metadata, self.error, self._failed_at = metadata, None, None
         self._loaded_at, self._stale = self._clock(), False
         self._save_cache(metadata)
-        log.info("OpenAPI: fetched metadata of %d entities in %.1fs%s", len(metadata.entities),
-                 self._loaded_at - started,
-                 f" ({len(metadata.problems)} calls failed)" if metadata.problems else "")
+        log.info(
+            "OpenAPI: fetched metadata of %d entities in %.1fs%s",
+            len(metadata.entities),
+            self._loaded_at - started,
+            f" ({len(metadata.problems)} calls failed)" if metadata.problems else "",
+        )
 
     def _load_cache(self) -> None:
         """The metadata a previous run saved, if it describes the same site (served as stale:
@@ -307,8 +356,12 @@ class SpecSource:
         self.metadata = metadata.only(self.entities)
         self._loaded_at = self._clock()
         self._stale = True
-        log.info("OpenAPI: metadata of %d entities from %s (fetched %s); refreshing",
-                 len(metadata.entities), self.cache_file, metadata.fetched_at)
+        log.info(
+            "OpenAPI: metadata of %d entities from %s (fetched %s); refreshing",
+            len(metadata.entities),
+            self.cache_file,
+            metadata.fetched_at,
+        )
 
     def _save_cache(self, metadata: Metadata) -> None:
         if self.cache_file is None:

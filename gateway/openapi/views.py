@@ -33,19 +33,28 @@ def narrow(metadata: Metadata, policy: Policy) -> Metadata:
     entities: list[dict[str, Any]] = []
     for ent in metadata.entities:
         name = ent["name"]
-        actions = [a for a in ent.get("actions") or []
-                   if isinstance(a, dict) and isinstance(a.get("name"), str)
-                   and may_call(policy, 4, name, a["name"])]
+        actions = [
+            a
+            for a in ent.get("actions") or []
+            if isinstance(a, dict) and isinstance(a.get("name"), str) and may_call(policy, 4, name, a["name"])
+        ]
         if not actions:
             continue
-        fields = {action: [f for f in found if isinstance(f, dict)
-                           and isinstance(f.get("name"), str)
-                           and policy.field_allowed(name, f["name"])]
-                  for action, found in (ent.get("fields") or {}).items()
-                  if isinstance(found, list)}
+        fields = {
+            action: [
+                f
+                for f in found
+                if isinstance(f, dict)
+                and isinstance(f.get("name"), str)
+                and policy.field_allowed(name, f["name"])
+            ]
+            for action, found in (ent.get("fields") or {}).items()
+            if isinstance(found, list)
+        }
         entities.append({**ent, "actions": actions, "fields": fields})
-    return Metadata(entities, source=metadata.source, fetched_at=metadata.fetched_at,
-                    problems=metadata.problems)
+    return Metadata(
+        entities, source=metadata.source, fetched_at=metadata.fetched_at, problems=metadata.problems
+    )
 
 
 def identity_digest(client: Client | None) -> str:
@@ -65,7 +74,10 @@ def view_key(narrowed: Metadata | None, client: Client | None) -> str:
         digest.update(b"\0generic")
     else:
         for ent in narrowed.entities:
-            shown = [ent["name"], [a["name"] for a in ent["actions"]],
-                     {k: [f["name"] for f in v] for k, v in ent["fields"].items()}]
+            shown = [
+                ent["name"],
+                [a["name"] for a in ent["actions"]],
+                {k: [f["name"] for f in v] for k, v in ent["fields"].items()},
+            ]
             digest.update(orjson.dumps(shown))
     return digest.hexdigest()[:32]

@@ -18,10 +18,10 @@ from ..params import NAME_PATTERN, check_names, is_read_action, params_from_quer
 from ..pipeline import authenticate, params_from_body, prepare_call
 from ..services import services
 
-ENTITY = Path(description="CiviCRM entity, e.g. Contact", examples=["Contact"],
-              pattern=f"^{NAME_PATTERN}$")
-ACTION = Path(description="API action, e.g. get, create, update, delete", examples=["get"],
-              pattern=f"^{NAME_PATTERN}$")
+ENTITY = Path(description="CiviCRM entity, e.g. Contact", examples=["Contact"], pattern=f"^{NAME_PATTERN}$")
+ACTION = Path(
+    description="API action, e.g. get, create, update, delete", examples=["get"], pattern=f"^{NAME_PATTERN}$"
+)
 
 
 def _ok_response(version: int) -> dict[int | str, dict[str, Any]]:
@@ -38,12 +38,10 @@ def _format(request: Request) -> str:
 
     A ``format`` query field with any other value is left alone (it is then a field filter)."""
     value = request.query_params.get("format")
-    return export.negotiate(value if value in export.MEDIA_TYPES else None,
-                            request.headers.get("accept"))
+    return export.negotiate(value if value in export.MEDIA_TYPES else None, request.headers.get("accept"))
 
 
-def _get_params(request: Request, version: int, entity: str,
-                action: str) -> dict[str, Any]:
+def _get_params(request: Request, version: int, entity: str, action: str) -> dict[str, Any]:
     check_names(entity, action)
     if not is_read_action(version, action):
         raise GatewayError(
@@ -52,10 +50,12 @@ def _get_params(request: Request, version: int, entity: str,
             "(get*, autocomplete) may use GET.",
             headers={"Allow": "POST"},
         )
-    items = [(k, v) for k, v in request.query_params.multi_items()
-             if not (k == "format" and v in export.MEDIA_TYPES)]
-    return params_from_query(version, items,
-                             max_depth=services(request).settings.max_json_depth)
+    items = [
+        (k, v)
+        for k, v in request.query_params.multi_items()
+        if not (k == "format" and v in export.MEDIA_TYPES)
+    ]
+    return params_from_query(version, items, max_depth=services(request).settings.max_json_depth)
 
 
 async def handle_call(request: Request, version: int, entity: str, action: str) -> Response:
@@ -82,27 +82,51 @@ async def _answer_call(request: Request, version: int, entity: str, action: str)
     # A write (or a read chaining one) runs at most once per Idempotency-Key, claimed only
     # once the call passed its checks.
     return await found.idempotency.run(
-        request, client, not call.reads_only, lambda: [call_parts(call)],
-        lambda: answer(found, client, call, fmt,
-                       format_named=request.query_params.get("format") == fmt))
+        request,
+        client,
+        not call.reads_only,
+        lambda: [call_parts(call)],
+        lambda: answer(found, client, call, fmt, format_named=request.query_params.get("format") == fmt),
+    )
 
 
 def make_router(version: int) -> APIRouter:
     router = APIRouter(prefix=f"/v{version}", tags=[f"APIv{version}"])
 
     responses = {**_ok_response(version), **route_problem_responses()}
-    body = {"requestBody": {"required": False, "content": {"application/json": {"schema": {
-        "type": "object", "additionalProperties": True,
-        "description": "APIv4 params (select, where, values, ...) or simple field-value pairs"
-        if version == 4 else "Flat APIv3 params"}}}}}
+    body = {
+        "requestBody": {
+            "required": False,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "additionalProperties": True,
+                        "description": "APIv4 params (select, where, values, ...) or simple field-value pairs"
+                        if version == 4
+                        else "Flat APIv3 params",
+                    }
+                }
+            },
+        }
+    }
 
-    @router.post("/{entity}/{action}", name=f"v{version}_post", responses=responses,
-                 openapi_extra=body, summary=f"Call any APIv{version} entity action")
+    @router.post(
+        "/{entity}/{action}",
+        name=f"v{version}_post",
+        responses=responses,
+        openapi_extra=body,
+        summary=f"Call any APIv{version} entity action",
+    )
     async def post(request: Request, entity: str = ENTITY, action: str = ACTION) -> Response:
         return await handle_call(request, version, entity, action)
 
-    @router.get("/{entity}/{action}", name=f"v{version}_get", responses=responses,
-                summary=f"Call an APIv{version} read action with query-string params")
+    @router.get(
+        "/{entity}/{action}",
+        name=f"v{version}_get",
+        responses=responses,
+        summary=f"Call an APIv{version} read action with query-string params",
+    )
     async def get(request: Request, entity: str = ENTITY, action: str = ACTION) -> Response:
         return await handle_call(request, version, entity, action)
 

@@ -32,8 +32,19 @@ _PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
 
 RECORD_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["seq", "time", "client", "source", "version", "entity", "action", "ids",
-                 "fields", "status", "duration_ms"],
+    "required": [
+        "seq",
+        "time",
+        "client",
+        "source",
+        "version",
+        "entity",
+        "action",
+        "ids",
+        "fields",
+        "status",
+        "duration_ms",
+    ],
     "properties": {
         "seq": {"type": "integer", "description": "Position in the trail (the paging cursor)"},
         "time": {"type": "string", "format": "date-time", "description": "When the call arrived (UTC)"},
@@ -44,13 +55,22 @@ RECORD_SCHEMA: dict[str, Any] = {
         "entity": {"type": ["string", "null"]},
         "action": {"type": "string"},
         "batch": {"type": ["string", "null"], "description": "The call's name in a batch"},
-        "ids": {"type": "array", "items": {"type": "integer"},
-                "description": "Ids of the records CiviCRM's answer lists"},
-        "fields": {"type": "array", "items": {"type": "string"},
-                   "description": "Field names written (a chained call's as Entity.field)"},
-        "values": {"type": ["array", "null"], "items": {"type": "object"},
-                   "description": "One map per record written; null unless "
-                                  "CIVI_GATEWAY_AUDIT_VALUES=true; credentials masked"},
+        "ids": {
+            "type": "array",
+            "items": {"type": "integer"},
+            "description": "Ids of the records CiviCRM's answer lists",
+        },
+        "fields": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Field names written (a chained call's as Entity.field)",
+        },
+        "values": {
+            "type": ["array", "null"],
+            "items": {"type": "object"},
+            "description": "One map per record written; null unless "
+            "CIVI_GATEWAY_AUDIT_VALUES=true; credentials masked",
+        },
         "status": {"type": "integer", "description": "The HTTP status answered"},
         "problem": {"type": ["string", "null"], "description": "The problem type, on failure"},
         "idempotency_key": {"type": ["string", "null"]},
@@ -60,15 +80,23 @@ RECORD_SCHEMA: dict[str, Any] = {
 }
 _PROBLEM = {"application/problem+json": {"schema": problem_schema()}}
 RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "Audit records, newest first",
-          "headers": {"X-Next-Cursor": {"description": "Pass as cursor for the next page "
-                                                       "(absent on the last page)",
-                                        "schema": {"type": "integer"}}},
-          "content": {"application/json": {"schema": {"type": "array", "items": RECORD_SCHEMA}}}},
+    200: {
+        "description": "Audit records, newest first",
+        "headers": {
+            "X-Next-Cursor": {
+                "description": "Pass as cursor for the next page (absent on the last page)",
+                "schema": {"type": "integer"},
+            }
+        },
+        "content": {"application/json": {"schema": {"type": "array", "items": RECORD_SCHEMA}}},
+    },
     400: {"description": "invalid-request", "content": _PROBLEM},
     401: {"description": "unauthenticated", "content": _PROBLEM},
-    403: {"description": "gateway-policy-denied: this client's policy has audit = \"none\", or "
-                         "it asked for another client's records", "content": _PROBLEM},
+    403: {
+        "description": 'gateway-policy-denied: this client\'s policy has audit = "none", or '
+        "it asked for another client's records",
+        "content": _PROBLEM,
+    },
     404: {"description": "route-not-found: the SQLite audit sink is off", "content": _PROBLEM},
     429: {"description": "rate-limited", "content": _PROBLEM},
 }
@@ -80,14 +108,17 @@ def _scope(request: Request, client: Client) -> str:
     """``own`` or ``all``; a refusal otherwise."""
     if not services(request).authenticator.enabled:
         peer = request.client.host if request.client else None
-        if peer is not None and is_loopback(peer) and not any(
-                h in request.headers for h in _PROXY_HEADERS):
+        if peer is not None and is_loopback(peer) and not any(h in request.headers for h in _PROXY_HEADERS):
             return "all"
-        raise denied("Without client tokens only the operator on this host (a loopback caller, "
-                     "not through a proxy) may read the audit trail.")
+        raise denied(
+            "Without client tokens only the operator on this host (a loopback caller, "
+            "not through a proxy) may read the audit trail."
+        )
     if client.policy.audit == "none":
-        raise denied("This client may not read the audit trail (its policy's audit is "
-                     "\"none\"; \"own\" or \"all\" allow it).")
+        raise denied(
+            "This client may not read the audit trail (its policy's audit is "
+            '"none"; "own" or "all" allow it).'
+        )
     return client.policy.audit
 
 
@@ -98,26 +129,32 @@ def _time(name: str, value: str | None) -> str | None:
         raise invalid_request(f"{name}: {exc}") from None
 
 
-@router.get("/audit", name="audit", operation_id="service_audit",
-            summary="The audit trail: writes and refused calls",
-            responses=RESPONSES,
-            description="One record per write call (batch members and chained writes "
-                        "included) and per refused call. A client reads its own records when "
-                        "its policy says audit = \"own\", every client's with \"all\".")
+@router.get(
+    "/audit",
+    name="audit",
+    operation_id="service_audit",
+    summary="The audit trail: writes and refused calls",
+    responses=RESPONSES,
+    description="One record per write call (batch members and chained writes "
+    "included) and per refused call. A client reads its own records when "
+    'its policy says audit = "own", every client\'s with "all".',
+)
 async def read_audit(
     request: Request,
     entity: Annotated[str | None, Query(description="e.g. Contact", max_length=80)] = None,
-    id: Annotated[int | None, Query(description="A record id the call affected", ge=0,
-                                    le=_MAX_INT)] = None,
+    id: Annotated[int | None, Query(description="A record id the call affected", ge=0, le=_MAX_INT)] = None,
     client: Annotated[str | None, Query(description="Client name", max_length=64)] = None,
     action: Annotated[str | None, Query(description="e.g. create", max_length=80)] = None,
     since: Annotated[str | None, Query(description="ISO 8601 date or time (UTC unless it says)")] = None,
     until: Annotated[str | None, Query(description="ISO 8601 date or time, exclusive")] = None,
-    outcome: Annotated[Literal["ok", "denied", "error"] | None,
-                       Query(description="ok (< 400), denied (401, 403), error (other)")] = None,
+    outcome: Annotated[
+        Literal["ok", "denied", "error"] | None,
+        Query(description="ok (< 400), denied (401, 403), error (other)"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
-    cursor: Annotated[int | None, Query(ge=1, le=_MAX_INT,
-                                        description="X-Next-Cursor of the previous page")] = None,
+    cursor: Annotated[
+        int | None, Query(ge=1, le=_MAX_INT, description="X-Next-Cursor of the previous page")
+    ] = None,
 ) -> Response:
     caller = await authenticate(request)
     if _scope(request, caller) == "own":
@@ -126,11 +163,21 @@ async def read_audit(
         client = caller.name
     trail = services(request).audit
     if trail.sqlite_path is None:
-        raise GatewayError("route-not-found", "The audit trail is not kept in SQLite here "
-                                              "(CIVI_GATEWAY_AUDIT_SINKS has no \"sqlite\").")
-    query = AuditQuery(client=client, entity=entity, id=id, action=action,
-                       since=_time("since", since), until=_time("until", until),
-                       outcome=outcome, limit=limit, before=cursor)
+        raise GatewayError(
+            "route-not-found",
+            'The audit trail is not kept in SQLite here (CIVI_GATEWAY_AUDIT_SINKS has no "sqlite").',
+        )
+    query = AuditQuery(
+        client=client,
+        entity=entity,
+        id=id,
+        action=action,
+        since=_time("since", since),
+        until=_time("until", until),
+        outcome=outcome,
+        limit=limit,
+        before=cursor,
+    )
     await trail.flush()  # a client reads its own write at once
     records, following = await asyncio.to_thread(search, trail.sqlite_path, query)
     headers = {"X-Next-Cursor": str(following)} if following is not None else {}

@@ -30,14 +30,29 @@ from ..services import services
 
 _NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
-BATCH_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
-    "type": "object",
-    "description": "Named calls: each value is [Entity, action, params?]",
-    "additionalProperties": {"type": "array", "minItems": 2, "maxItems": 3,
-                             "items": {"anyOf": [{"type": "string"}, {"type": "object"}]}},
-    "example": {"contacts": ["Contact", "get", {"select": ["id", "display_name"], "limit": 2}],
-                "groups": ["Group", "get", {"limit": 5}]},
-}}}}}
+BATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "description": "Named calls: each value is [Entity, action, params?]",
+                    "additionalProperties": {
+                        "type": "array",
+                        "minItems": 2,
+                        "maxItems": 3,
+                        "items": {"anyOf": [{"type": "string"}, {"type": "object"}]},
+                    },
+                    "example": {
+                        "contacts": ["Contact", "get", {"select": ["id", "display_name"], "limit": 2}],
+                        "groups": ["Group", "get", {"limit": 5}],
+                    },
+                }
+            }
+        },
+    }
+}
 
 
 def _error_entry(exc: GatewayError, instance: str) -> dict[str, Any]:
@@ -46,10 +61,14 @@ def _error_entry(exc: GatewayError, instance: str) -> dict[str, Any]:
 
 
 def _spec(name: str, spec: Any) -> tuple[str, str, dict[str, Any]]:
-    if not (isinstance(spec, list) and 2 <= len(spec) <= 3 and isinstance(spec[0], str)
-            and isinstance(spec[1], str) and (len(spec) == 2 or isinstance(spec[2], dict))):
-        raise invalid_request(f"Call {name!r} must be [Entity, action, params?] with params an "
-                              "object.")
+    if not (
+        isinstance(spec, list)
+        and 2 <= len(spec) <= 3
+        and isinstance(spec[0], str)
+        and isinstance(spec[1], str)
+        and (len(spec) == 2 or isinstance(spec[2], dict))
+    ):
+        raise invalid_request(f"Call {name!r} must be [Entity, action, params?] with params an object.")
     return spec[0], spec[1], dict(spec[2]) if len(spec) == 3 else {}
 
 
@@ -62,19 +81,19 @@ def make_router(version: int) -> APIRouter:
         settings = state.settings
         calls = await params_from_body(request)
         if not calls:
-            raise invalid_request("The batch is empty: send {\"name\": [Entity, action, params]}.")
+            raise invalid_request('The batch is empty: send {"name": [Entity, action, params]}.')
         if len(calls) > settings.batch_max_calls:
             raise invalid_request(f"A batch may carry at most {settings.batch_max_calls} calls.")
         outcome: dict[str, Any] = {}
         prepared: dict[str, Call] = {}
         for name, spec in calls.items():
             if not _NAME.fullmatch(name):
-                raise invalid_request(f"Invalid call name {name[:80]!r}: use letters, digits and "
-                                      "_.:- (at most 64 characters).")
+                raise invalid_request(
+                    f"Invalid call name {name[:80]!r}: use letters, digits and _.:- (at most 64 characters)."
+                )
             entity, action, params = _spec(name, spec)
             try:
-                prepared[name] = await prepare_call(state, client, version, entity, action,
-                                                    params)
+                prepared[name] = await prepare_call(state, client, version, entity, action, params)
             except GatewayError as exc:
                 outcome[name] = exc
         note_batch(request, calls, prepared)
@@ -82,23 +101,37 @@ def make_router(version: int) -> APIRouter:
         # per Idempotency-Key (the calls refused here are part of its fingerprint too).
         writes = not all(c.reads_only for c in prepared.values())
         return await state.idempotency.run(
-            request, client, writes,
-            lambda: [(name, call_parts(prepared[name]) if name in prepared else spec)
-                     for name, spec in calls.items()],
-            lambda: _run(request, client, version, calls, prepared, outcome))
+            request,
+            client,
+            writes,
+            lambda: [
+                (name, call_parts(prepared[name]) if name in prepared else spec)
+                for name, spec in calls.items()
+            ],
+            lambda: _run(request, client, version, calls, prepared, outcome),
+        )
 
-    @router.post("/batch", name=f"v{version}_batch", openapi_extra=BATCH_BODY,
-                 summary=f"Run many APIv{version} calls in one request")
+    @router.post(
+        "/batch",
+        name=f"v{version}_batch",
+        openapi_extra=BATCH_BODY,
+        summary=f"Run many APIv{version} calls in one request",
+    )
     async def batch(request: Request) -> Response:
         """Writes and refusals among the calls are recorded in the audit trail."""
         return await audited_batch(request, version, answer_batch)
 
-
     return router
 
 
-async def _run(request: Request, client: Client, version: int, calls: dict[str, Any],
-               prepared: dict[str, Call], outcome: dict[str, Any]) -> Response:
+async def _run(
+    request: Request,
+    client: Client,
+    version: int,
+    calls: dict[str, Any],
+    prepared: dict[str, Call],
+    outcome: dict[str, Any],
+) -> Response:
     """The prepared calls on the backend, and each call's status and values (or problem)."""
     state = services(request)
     instance = request.url.path
@@ -106,9 +139,13 @@ async def _run(request: Request, client: Client, version: int, calls: dict[str, 
         # The request was counted on arrival; each call in it (chains too) counts as one.
         cost = max(0, sum(request_cost(c) for c in prepared.values()) - 1)
         async with state.limiter.admit(client, cost=cost):
-            outcome.update(await state.backend.batch(
-                version, {name: (c.entity, c.action, c.to_params())
-                          for name, c in prepared.items()}, identity=client.identity))
+            outcome.update(
+                await state.backend.batch(
+                    version,
+                    {name: (c.entity, c.action, c.to_params()) for name, c in prepared.items()},
+                    identity=client.identity,
+                )
+            )
     answer: dict[str, Any] = {}
     metrics = state.metrics
     for name in calls:

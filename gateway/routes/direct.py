@@ -28,8 +28,14 @@ _TARGET = re.compile(f"/v([34])/({NAME_PATTERN})/({NAME_PATTERN})")
 
 
 class DirectCallMiddleware:
-    def __init__(self, app: ASGIApp, *, routes: dict[tuple[str, str], BaseRoute],
-                 on_gateway_error: Handler, on_unexpected: Handler) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        routes: dict[tuple[str, str], BaseRoute],
+        on_gateway_error: Handler,
+        on_unexpected: Handler,
+    ) -> None:
         """``routes``: the FastAPI route per (method, version) these calls stand for (metrics
         and access logs label requests with its path template)."""
         self.app = app
@@ -45,7 +51,7 @@ class DirectCallMiddleware:
         path = scope["path"]
         root = scope.get("root_path", "")
         if root and path.startswith(root):
-            path = path[len(root):]
+            path = path[len(root) :]
         target = _TARGET.fullmatch(path)
         if target is None:
             await self.app(scope, receive, send)

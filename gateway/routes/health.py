@@ -24,8 +24,11 @@ async def healthz() -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/readyz", summary="This process can serve; CiviCRM's state in the body",
-            responses=_problems(502, 503, 504))
+@router.get(
+    "/readyz",
+    summary="This process can serve; CiviCRM's state in the body",
+    responses=_problems(502, 503, 504),
+)
 async def readyz(request: Request) -> JSONResponse:
     """200 while this process is started and not draining. CiviCRM's state is reported under
     ``upstream``; it decides the answer only with ``CIVI_GATEWAY_READINESS_REQUIRES_UPSTREAM=true``
@@ -34,18 +37,27 @@ async def readyz(request: Request) -> JSONResponse:
     readiness, backend = found.readiness, found.backend
     if not readiness.started or readiness.draining:
         state = "starting" if not readiness.started else "draining"
-        raise GatewayError("gateway-not-ready", f"This gateway process is {state}.",
-                           headers={"Retry-After": "5"})
+        raise GatewayError(
+            "gateway-not-ready", f"This gateway process is {state}.", headers={"Retry-After": "5"}
+        )
     upstream = await readiness.upstream()
     if upstream.error is not None and readiness.requires_upstream:
         raise upstream.error
-    return JSONResponse({"status": "ready", "backend": backend.name,
-                         "requires_upstream": readiness.requires_upstream,
-                         "upstream": upstream.as_json(backend.breaker.state)})
+    return JSONResponse(
+        {
+            "status": "ready",
+            "backend": backend.name,
+            "requires_upstream": readiness.requires_upstream,
+            "upstream": upstream.as_json(backend.breaker.state),
+        }
+    )
 
 
-@router.post("/cache/flush", summary="Forget cached metadata (getFields, getActions, Entity.get)",
-             responses=_problems(401, 429))
+@router.post(
+    "/cache/flush",
+    summary="Forget cached metadata (getFields, getActions, Entity.get)",
+    responses=_problems(401, 429),
+)
 async def flush_cache(request: Request) -> JSONResponse:
     """For after a schema change made outside the gateway (writes through it flush by
     themselves). Any authenticated client may flush: it only costs fresh metadata calls."""
@@ -61,5 +73,11 @@ async def problem(slug: str) -> JSONResponse:
     problem = PROBLEM_TYPES.get(slug)
     if problem is None:
         raise GatewayError("route-not-found", f"No problem type {slug[:80]!r}.")
-    return JSONResponse({"type": problem.uri, "title": problem.title, "status": problem.status,
-                         "description": problem.description})
+    return JSONResponse(
+        {
+            "type": problem.uri,
+            "title": problem.title,
+            "status": problem.status,
+            "description": problem.description,
+        }
+    )

@@ -15,15 +15,22 @@ router = APIRouter(tags=["service"])
 async def index(request: Request) -> JSONResponse:
     # Behind a proxy that mounts the gateway under a prefix, links must carry that prefix.
     root = str(request.scope.get("root_path") or "").rstrip("/")
-    links = {"docs": "/docs", "redoc": "/redoc", "openapi": "/openapi.json",
-             "health": "/healthz", "ready": "/readyz"}
+    links = {
+        "docs": "/docs",
+        "redoc": "/redoc",
+        "openapi": "/openapi.json",
+        "health": "/healthz",
+        "ready": "/readyz",
+    }
     found = services(request)
     if found.metrics is not None:
         links["metrics"] = "/metrics"
-    return JSONResponse({
-        "name": "civicrm-gateway",
-        "version": __version__,
-        "backend": found.backend.name,
-        "calls": {"v4": f"{root}/v4/{{entity}}/{{action}}", "v3": f"{root}/v3/{{entity}}/{{action}}"},
-        "links": {name: root + path for name, path in links.items()},
-    })
+    return JSONResponse(
+        {
+            "name": "civicrm-gateway",
+            "version": __version__,
+            "backend": found.backend.name,
+            "calls": {"v4": f"{root}/v4/{{entity}}/{{action}}", "v3": f"{root}/v3/{{entity}}/{{action}}"},
+            "links": {name: root + path for name, path in links.items()},
+        }
+    )

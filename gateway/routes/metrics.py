@@ -12,8 +12,9 @@ from ..services import services
 router = APIRouter(tags=["service"])
 
 
-@router.get("/metrics", summary="Prometheus metrics", include_in_schema=True,
-            response_class=PlainTextResponse)
+@router.get(
+    "/metrics", summary="Prometheus metrics", include_in_schema=True, response_class=PlainTextResponse
+)
 async def metrics(request: Request) -> Response:
     registry = services(request).metrics
     if registry is None:

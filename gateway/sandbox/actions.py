@@ -80,8 +80,13 @@ def to_db(f: Field, value: Any, suffix: str = "") -> Any:
     if value is None or (value == "" and f.data_type != "String"):
         return None
     if f.serialize:
-        items = list(value.values()) if isinstance(value, dict) else \
-            value if isinstance(value, list) else str(value).split(",")
+        items = (
+            list(value.values())
+            if isinstance(value, dict)
+            else value
+            if isinstance(value, list)
+            else str(value).split(",")
+        )
         return SEPARATOR + SEPARATOR.join(str(i) for i in items) + SEPARATOR
     if isinstance(value, list | dict):
         raise CiviError(f"Invalid value for field {f.name}")
@@ -148,8 +153,7 @@ class Column:
         """The field a having clause on this column coerces its value for."""
         if self.field is not None and self.expr is None:
             return self.field
-        return Field(self.key, self.data_type or (self.field.data_type if self.field
-                                                  else "String"), self.key)
+        return Field(self.key, self.data_type or (self.field.data_type if self.field else "String"), self.key)
 
 
 def _plain(item: str) -> bool:
@@ -165,8 +169,7 @@ def _select_items(select: list[Any], group_by: list[Any]) -> tuple[list[str], bo
     items = [s for s in items if s != "row_count"]
     aggregate = bool(group_by)
     for item in items:
-        if not _plain(item) and "*" not in item.replace("(*)", "") and \
-                sqlexpr.parse(item).aggregate:
+        if not _plain(item) and "*" not in item.replace("(*)", "") and sqlexpr.parse(item).aggregate:
             aggregate = True
     if items and (not aggregate or group_by == ["id"]):
         items = ["id", *items]
@@ -198,8 +201,7 @@ def _expand_select(ctx: Ctx, q: Query, items: list[str]) -> list[Column]:
                     return  # a field the user may not see drops the expression, silently
             except CiviError:
                 return  # like an unknown select field: dropped without an error
-        if expr.alias is not None and expr.alias != expr.text and \
-                expr.alias in ent.field_map():
+        if expr.alias is not None and expr.alias != expr.text and expr.alias in ent.field_map():
             raise CiviError("Cannot use existing field name as alias")
         if expr.key in seen:
             return
@@ -273,15 +275,20 @@ def format_value(col: Column, value: Any) -> Any:
     dtype = col.data_type
     if col.expr is None:
         v = to_api(f, value) if f is not None else value
-        if isinstance(v, list) and col.suffix in ("label", "name") and f is not None and \
-                f.options:
+        if isinstance(v, list) and col.suffix in ("label", "name") and f is not None and f.options:
             # a serialized field: each stored key as its label/name
             by_text = {str(k): label for k, label in f.options.items()}
             return [by_text.get(str(k)) for k in v]
         if col.suffix in ("label", "name") and f is not None and f.options:
-            v = f.options.get(v, None) if col.suffix == "label" else (
-                str(f.options.get(v)) if v is not None and not isinstance(v, str) and
-                v in f.options else v)
+            v = (
+                f.options.get(v, None)
+                if col.suffix == "label"
+                else (
+                    str(f.options.get(v))
+                    if v is not None and not isinstance(v, str) and v in f.options
+                    else v
+                )
+            )
             if col.suffix == "name" and isinstance(value, str):
                 v = value
         return v
@@ -345,8 +352,7 @@ def run_get(ctx: Ctx) -> list[Record]:
     if ent.name == "Contact" and not mentions(where, "is_deleted"):
         conds.append(f'{quote(q.alias)}."is_deleted" = 0')
     conds += q.exclude_sql()
-    group_sql = [_expr_sql(q, g) for g in group_by
-                 if not (isinstance(g, str) and q.reads_hidden(g))]
+    group_sql = [_expr_sql(q, g) for g in group_by if not (isinstance(g, str) and q.reads_hidden(g))]
     # having names a select key, or repeats a select expression (CiviCRM maps it to its alias)
     having_keys = {c.expr.text: (c.sql, c.as_filter_field()) for c in cols if c.expr}
     having_keys.update({c.key: (c.sql, c.as_filter_field()) for c in cols})
@@ -359,8 +365,7 @@ def run_get(ctx: Ctx) -> list[Record]:
         order = list(group_sql)  # MariaDB returns groups in GROUP BY order
     elif not aggregate:
         if not order:
-            order = [f'{quote(q.alias)}.{quote(c)}' for c in (ent.limited_scan_order if limit
-                                                              else ())]
+            order = [f"{quote(q.alias)}.{quote(c)}" for c in (ent.limited_scan_order if limit else ())]
         order.append(f'{quote(q.alias)}."id"')
     from_sql = f"FROM {ent.table} AS {quote(q.alias)} {joins_sql} {' '.join(q.joins.values())}"
     where_sql = " AND ".join(conds)
@@ -376,8 +381,10 @@ def run_get(ctx: Ctx) -> list[Record]:
     if row_count:
         inner = f"SELECT {', '.join(c.sql for c in cols) or '1'} {from_sql} WHERE {where_sql}"
         # identifiers come from the schema, values are bound (see query.py)
-        sql = f"SELECT COUNT(*) FROM ({inner}{tail})" if tail else \
-            f"SELECT COUNT(*) {from_sql} WHERE {where_sql}"  # noqa: S608
+        if tail:
+            sql = f"SELECT COUNT(*) FROM ({inner}{tail})"  # noqa: S608
+        else:
+            sql = f"SELECT COUNT(*) {from_sql} WHERE {where_sql}"
         ctx.count_matched = _fetch(ctx, sql, params)[0][0]
     if row_count and not cols:
         return []
@@ -398,8 +405,7 @@ def run_get(ctx: Ctx) -> list[Record]:
         rec: Record = {}
         for col, value in zip(cols, row, strict=False):
             f = col.field
-            if col.wild and ctype and f is not None and f.contact_types and \
-                    ctype not in f.contact_types:
+            if col.wild and ctype and f is not None and f.contact_types and ctype not in f.contact_types:
                 continue
             rec[col.key] = format_value(col, value)
         out.append(rec)
@@ -407,8 +413,7 @@ def run_get(ctx: Ctx) -> list[Record]:
 
 
 # ---- writes -----------------------------------------------------------------------------
-def _split_values(ent: Entity, values: dict[str, Any]) -> tuple[dict[str, Any],
-                                                                 dict[str, Any]]:
+def _split_values(ent: Entity, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Caller values -> (stored fields, custom fields); readonly/unknown keys are ignored as
     the real API ignores them."""
     fields = ent.field_map()
@@ -423,8 +428,7 @@ def _split_values(ent: Entity, values: dict[str, Any]) -> tuple[dict[str, Any],
             touch(ent.name, name)
         if name in fields:
             f = fields[name]
-            if f.sql or name == "id" or (f.readonly and name not in ("created_date",
-                                                                      "modified_date")):
+            if f.sql or name == "id" or (f.readonly and name not in ("created_date", "modified_date")):
                 continue
             given[name] = to_db(f, value, suffix)
         elif name in customs:
@@ -441,17 +445,23 @@ def _store_custom(ctx: Ctx, row_id: int, custom: dict[str, Any]) -> None:
         custom_group = CUSTOM_GROUPS[gname]
         cols = {f.name: f.column or f.name for f in custom_group.fields}
         names = [cols[k] for k in vals]
-        exists = ctx.conn.execute(f"SELECT id FROM {custom_group.table} WHERE entity_id = ?",  # noqa: S608
-                                  (row_id,)).fetchone()
+        exists = ctx.conn.execute(
+            f"SELECT id FROM {custom_group.table} WHERE entity_id = ?",  # noqa: S608
+            (row_id,),
+        ).fetchone()
         if exists:
             sets = ", ".join(f"{quote(c)} = ?" for c in names)
-            ctx.conn.execute(f"UPDATE {custom_group.table} SET {sets} WHERE entity_id = ?",  # noqa: S608
-                             [*vals.values(), row_id])
+            ctx.conn.execute(
+                f"UPDATE {custom_group.table} SET {sets} WHERE entity_id = ?",  # noqa: S608
+                [*vals.values(), row_id],
+            )
         else:
             marks = ", ".join("?" for _ in names)
             collist = ", ".join(quote(c) for c in ["entity_id", *names])
-            ctx.conn.execute(f"INSERT INTO {custom_group.table} ({collist}) VALUES (?, {marks})",  # noqa: S608
-                             [row_id, *vals.values()])
+            ctx.conn.execute(
+                f"INSERT INTO {custom_group.table} ({collist}) VALUES (?, {marks})",  # noqa: S608
+                [row_id, *vals.values()],
+            )
 
 
 def _write(ctx: Ctx, sql: str, params: list[Any]) -> sqlite3.Cursor:
@@ -507,9 +517,11 @@ def create_one(ctx: Ctx, values: dict[str, Any]) -> Record:
             missing.append(f.name)
         row[f.name] = default
     if missing:
-        raise CiviError(f"Mandatory values missing from Api4 {ent.name}::{ctx.action}: "
-                        f"{', '.join(missing)}", v3_code="mandatory_missing",
-                        extra={"fields": missing})
+        raise CiviError(
+            f"Mandatory values missing from Api4 {ent.name}::{ctx.action}: {', '.join(missing)}",
+            v3_code="mandatory_missing",
+            extra={"fields": missing},
+        )
     before = dict(row)
     if ent.name == "Contact":
         contact_defaults(row, ctx.rng)
@@ -519,13 +531,19 @@ def create_one(ctx: Ctx, values: dict[str, Any]) -> Record:
         _primary(ctx, row, creating=True)
     # Values the BAO sets are echoed back, except the greeting caches: CiviCRM fills those in
     # after the save, so create's answer lacks them (sample 1).
-    derived = {k for k in row if row[k] != before.get(k) and not k.endswith("_display")
-               and k not in ent.create_silent}
+    derived = {
+        k
+        for k in row
+        if row[k] != before.get(k) and not k.endswith("_display") and k not in ent.create_silent
+    }
     names = [k for k in row]
     collist = ", ".join(quote(n) for n in names)
     marks = ", ".join("?" for _ in names)
-    cur = _write(ctx, f"INSERT INTO {ent.table} ({collist}) VALUES ({marks})",  # noqa: S608
-                 [row[n] for n in names])
+    cur = _write(
+        ctx,
+        f"INSERT INTO {ent.table} ({collist}) VALUES ({marks})",  # noqa: S608
+        [row[n] for n in names],
+    )
     row_id = int(cur.lastrowid or 0)
     if custom:
         _store_custom(ctx, row_id, custom)
@@ -541,15 +559,23 @@ def create_one(ctx: Ctx, values: dict[str, Any]) -> Record:
         if f.name == "is_primary" and ent.name in PRIMARY_TABLES and row.get("contact_id") is None:
             continue  # no contact, no primary flag to report
         if (f.name in given or f.echo or f.name in derived) and row.get(f.name) is not None:
-            if ent.name == "Contact" and f.contact_types and \
-                    row.get("contact_type") not in f.contact_types and f.name not in given:
+            if (
+                ent.name == "Contact"
+                and f.contact_types
+                and row.get("contact_type") not in f.contact_types
+                and f.name not in given
+            ):
                 continue
             out[f.name] = to_api(f, row[f.name])
     out.update(_format_custom(custom))
     for key in values:
         # values that are no field come back as null (PHP's array_merge of the input)
-        if isinstance(key, str) and key.partition(":")[0] not in ent.field_map() and \
-                key not in custom and key not in ("id", "custom", "check_permissions"):
+        if (
+            isinstance(key, str)
+            and key.partition(":")[0] not in ent.field_map()
+            and key not in custom
+            and key not in ("id", "custom", "check_permissions")
+        ):
             out[key] = None
     out["custom"] = None
     out["check_permissions"] = None
@@ -562,26 +588,40 @@ CONTACT_TYPES = ("Individual", "Organization", "Household")
 def _odd_contact(ctx: Ctx, row_id: int, row: dict[str, Any]) -> Record:
     """CiviCRM 5.77 stores a contact of an unknown type (sample 29 of round 2) and answers
     a different, sparser record: names dropped, greetings "null", the raw timestamp."""
-    ctx.conn.execute("UPDATE civicrm_contact SET preferred_language = 'en_US', "
-                     "communication_style_id = 1 WHERE id = ?", (row_id,))
+    ctx.conn.execute(
+        "UPDATE civicrm_contact SET preferred_language = 'en_US', communication_style_id = 1 WHERE id = ?",
+        (row_id,),
+    )
     stamp = re.sub(r"\D", "", ctx.now)
-    return {"id": row_id, "contact_type": row.get("contact_type"), "preferred_language": "en_US",
-            "hash": row.get("hash"), "communication_style_id": 1,
-            "email_greeting_custom": "null", "postal_greeting_custom": "null",
-            "addressee_custom": "null", "modified_date": stamp, "custom": None,
-            "check_permissions": None}
+    return {
+        "id": row_id,
+        "contact_type": row.get("contact_type"),
+        "preferred_language": "en_US",
+        "hash": row.get("hash"),
+        "communication_style_id": 1,
+        "email_greeting_custom": "null",
+        "postal_greeting_custom": "null",
+        "addressee_custom": "null",
+        "modified_date": stamp,
+        "custom": None,
+        "check_permissions": None,
+    }
 
 
 def _primary(ctx: Ctx, row: dict[str, Any], creating: bool) -> None:
     from .rules import primary_flag
+
     primary_flag(ctx.conn, PRIMARY_TABLES[ctx.entity.name], row, creating)
 
 
 def load_row(ctx: Ctx, row_id: int) -> dict[str, Any] | None:
     ent = ctx.entity
     names = [f.name for f in _stored(ent)]
-    r = ctx.conn.execute(f"SELECT {', '.join(quote(n) for n in names)} FROM {ent.table} "  # noqa: S608
-                         "WHERE id = ?", (row_id,)).fetchone()
+    r = ctx.conn.execute(
+        f"SELECT {', '.join(quote(n) for n in names)} FROM {ent.table} "  # noqa: S608
+        "WHERE id = ?",
+        (row_id,),
+    ).fetchone()
     return dict(zip(names, r, strict=True)) if r else None
 
 
@@ -601,8 +641,11 @@ def update_one(ctx: Ctx, row_id: int, values: dict[str, Any]) -> Record | None:
     changed = [k for k in row if k != "id" and row[k] != current.get(k)]
     if changed:
         sets = ", ".join(f"{quote(k)} = ?" for k in changed)
-        _write(ctx, f"UPDATE {ent.table} SET {sets} WHERE id = ?",  # noqa: S608
-               [*(row[k] for k in changed), row_id])
+        _write(
+            ctx,
+            f"UPDATE {ent.table} SET {sets} WHERE id = ?",  # noqa: S608
+            [*(row[k] for k in changed), row_id],
+        )
     if custom:
         _store_custom(ctx, row_id, custom)
     fmap = ent.field_map()
@@ -627,10 +670,12 @@ def matching_ids(ctx: Ctx, where: list[Any], batch: bool = False) -> list[int]:
     limit and offset (update and delete take them, like get)."""
     params: dict[str, Any] = {"select": ["id"], "where": where}
     if batch:
-        params.update({k: ctx.params[k] for k in ("orderBy", "limit", "offset")
-                       if ctx.params.get(k) is not None})
-    sub = Ctx(ctx.conn, ctx.entity, "get", params, False,
-              ctx.contact_id, ctx.perms, ctx.now, ctx.rng, ctx.call)
+        params.update(
+            {k: ctx.params[k] for k in ("orderBy", "limit", "offset") if ctx.params.get(k) is not None}
+        )
+    sub = Ctx(
+        ctx.conn, ctx.entity, "get", params, False, ctx.contact_id, ctx.perms, ctx.now, ctx.rng, ctx.call
+    )
     return [r["id"] for r in run_get(sub)]
 
 
@@ -647,8 +692,7 @@ def run_update(ctx: Ctx) -> list[Record]:
     if values.get("id") is not None:
         where.append(["id", "=", values.pop("id")])
     elif not where:
-        raise CiviError('Parameter "where" is required unless primary keys are supplied in '
-                        'values.')
+        raise CiviError('Parameter "where" is required unless primary keys are supplied in values.')
     ids = matching_ids(ctx, where, batch=True)
     if not ids and len(where) == 1 and isinstance(where[0], list) and where[0][:2] == ["id", "="]:
         # one id: CiviCRM writes that record directly, and the BAO cannot load it
@@ -661,8 +705,7 @@ def run_update(ctx: Ctx) -> list[Record]:
     return out
 
 
-def save_records(ctx: Ctx, records: list[Any], defaults: dict[str, Any],
-                 match: list[str]) -> list[Record]:
+def save_records(ctx: Ctx, records: list[Any], defaults: dict[str, Any], match: list[str]) -> list[Record]:
     out = []
     for rec in records:
         if isinstance(rec, list):
@@ -672,8 +715,9 @@ def save_records(ctx: Ctx, records: list[Any], defaults: dict[str, Any],
         vals = {**defaults, **rec}
         row_id = vals.get("id")
         if row_id is None and match and all(m in vals for m in match):
-            found = matching_ids(ctx, [[m, "=", vals[m]] if vals[m] is not None
-                                       else [m, "IS NULL"] for m in match])
+            found = matching_ids(
+                ctx, [[m, "=", vals[m]] if vals[m] is not None else [m, "IS NULL"] for m in match]
+            )
             if len(found) == 1:
                 row_id = found[0]
         if row_id is not None:
@@ -700,19 +744,23 @@ def record_id(value: Any) -> int:
 
 def run_save(ctx: Ctx) -> list[Record]:
     p = ctx.params
-    return save_records(ctx, list(p.get("records") or []), dict(p.get("defaults") or {}),
-                        list(p.get("match") or []))
+    return save_records(
+        ctx, list(p.get("records") or []), dict(p.get("defaults") or {}), list(p.get("match") or [])
+    )
 
 
 def delete_ids(ctx: Ctx, ids: list[int], use_trash: bool) -> None:
     ent = ctx.entity
     for row_id in ids:
         if ent.name == "Contact" and use_trash:
-            deleted = ctx.conn.execute("SELECT is_deleted FROM civicrm_contact WHERE id = ?",
-                                       (row_id,)).fetchone()
+            deleted = ctx.conn.execute(
+                "SELECT is_deleted FROM civicrm_contact WHERE id = ?", (row_id,)
+            ).fetchone()
             if deleted and not deleted[0]:
-                ctx.conn.execute("UPDATE civicrm_contact SET is_deleted = 1, modified_date = ? "
-                                 "WHERE id = ?", (ctx.now, row_id))
+                ctx.conn.execute(
+                    "UPDATE civicrm_contact SET is_deleted = 1, modified_date = ? WHERE id = ?",
+                    (ctx.now, row_id),
+                )
                 continue
         _write(ctx, f"DELETE FROM {ent.table} WHERE id = ?", [row_id])  # noqa: S608
 
@@ -736,11 +784,15 @@ def run_replace(ctx: Ctx) -> list[Record]:
     existing = matching_ids(ctx, list(where))
     defaults = dict(p.get("defaults") or {})
     for clause in where:
-        if isinstance(clause, list) and len(clause) == 3 and clause[1] == "=" \
-                and isinstance(clause[0], str) and "." not in clause[0]:
+        if (
+            isinstance(clause, list)
+            and len(clause) == 3
+            and clause[1] == "="
+            and isinstance(clause[0], str)
+            and "." not in clause[0]
+        ):
             defaults.setdefault(clause[0], clause[2])
-    saved = save_records(ctx, list(p.get("records") or []), defaults,
-                         list(p.get("match") or []))
+    saved = save_records(ctx, list(p.get("records") or []), defaults, list(p.get("match") or []))
     keep = {r["id"] for r in saved}
     delete_ids(ctx, [i for i in existing if i not in keep], use_trash=False)
     return saved
@@ -753,18 +805,34 @@ def run_autocomplete(ctx: Ctx) -> list[Record]:
     page = int(ctx.params.get("page") or 1)
     where = [[label, "LIKE", f"%{text}%"]] if text else []
     key = "sort_name" if ent.name == "Contact" else label
-    sub = Ctx(ctx.conn, ent, "get", {"select": ["id", label], "where": where,
-                                     "orderBy": {key: "ASC"}, "limit": 10,
-                                     "offset": (page - 1) * 10},
-              ctx.check, ctx.contact_id, ctx.perms, ctx.now, ctx.rng, ctx.call, ctx.empty)
-    return [{"id": r["id"], "label": r.get(label), "icon": ent.icon, "description": []}
-            for r in run_get(sub)]
+    sub = Ctx(
+        ctx.conn,
+        ent,
+        "get",
+        {
+            "select": ["id", label],
+            "where": where,
+            "orderBy": {key: "ASC"},
+            "limit": 10,
+            "offset": (page - 1) * 10,
+        },
+        ctx.check,
+        ctx.contact_id,
+        ctx.perms,
+        ctx.now,
+        ctx.rng,
+        ctx.call,
+        ctx.empty,
+    )
+    return [{"id": r["id"], "label": r.get(label), "icon": ent.icon, "description": []} for r in run_get(sub)]
 
 
 def run_check_access(ctx: Ctx) -> list[Record]:
     action = ctx.params.get("action") or "get"
-    allowed = not ctx.check or (ctx.contact_id is not None and (
-        action in ("get", "autocomplete") or ctx.entity.write_perm in ctx.perms))
+    allowed = not ctx.check or (
+        ctx.contact_id is not None
+        and (action in ("get", "autocomplete") or ctx.entity.write_perm in ctx.perms)
+    )
     return [{"access": bool(allowed)}]
 
 

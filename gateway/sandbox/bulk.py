@@ -19,15 +19,15 @@ _FIRST = ("Maria", "James", "Aisha", "Chen", "Olga", "Pedro", "Fatima", "Liam", 
 _LAST = ("Garcia", "Smith", "Okafor", "Wang", "Ivanova", "Silva", "Haddad", "Murphy", "Rossi")
 
 
-def seed_contacts(sandbox: Sandbox, count: int, *, seed: int = 7, prefix: str = "Bulk",
-                  with_email: bool = True) -> tuple[int, int]:
+def seed_contacts(
+    sandbox: Sandbox, count: int, *, seed: int = 7, prefix: str = "Bulk", with_email: bool = True
+) -> tuple[int, int]:
     """Add ``count`` Individuals (and a primary email each); returns the first and last id."""
     rng = random.Random(seed)  # noqa: S311 (reproducible data, not secrets)
     now = time.strftime("%Y-%m-%d %H:%M:%S")
     with sandbox._lock:
         conn = sandbox._conn
-        start = (conn.execute("SELECT COALESCE(MAX(id), 0) FROM civicrm_contact").fetchone()[0]
-                 + 1)
+        start = conn.execute("SELECT COALESCE(MAX(id), 0) FROM civicrm_contact").fetchone()[0] + 1
         rows = []
         emails = []
         for n in range(count):
@@ -43,11 +43,15 @@ def seed_contacts(sandbox: Sandbox, count: int, *, seed: int = 7, prefix: str = 
                 "display_name, sort_name, do_not_email, do_not_phone, do_not_mail, do_not_sms, "
                 "do_not_trade, is_opt_out, is_deceased, is_deleted, created_date, "
                 "modified_date, preferred_mail_format) VALUES "
-                "(?, 'Individual', ?, ?, ?, ?, 0, 0, 0, 0, 0, 0, 0, 0, ?, ?, 'Both')", rows)
+                "(?, 'Individual', ?, ?, ?, ?, 0, 0, 0, 0, 0, 0, 0, 0, ?, ?, 'Both')",
+                rows,
+            )
             if with_email:
                 conn.executemany(
                     "INSERT INTO civicrm_email (contact_id, location_type_id, email, is_primary, "
-                    "is_billing, on_hold, is_bulkmail) VALUES (?, 1, ?, 1, 0, 0, 0)", emails)
+                    "is_billing, on_hold, is_bulkmail) VALUES (?, 1, ?, 1, 0, 0, 0)",
+                    emails,
+                )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

@@ -28,9 +28,16 @@ PARAMS: dict[str, dict[str, str]] = {
     "getDuplicates": {"values": "array", "dedupeRule": "mixed"},
     "mergeDuplicates": {"contactId": "int", "duplicateId": "int", "mode": "string"},
     # GetLinks is a BasicGetAction (no join/groupBy/having) with three params of its own.
-    "getLinks": {"select": "array", "where": "array", "orderBy": "array", "limit": "int",
-                 "offset": "int", "values": "array", "entityTitle": "mixed",
-                 "expandMultiple": "bool"},
+    "getLinks": {
+        "select": "array",
+        "where": "array",
+        "orderBy": "array",
+        "limit": "int",
+        "offset": "int",
+        "values": "array",
+        "entityTitle": "mixed",
+        "expandMultiple": "bool",
+    },
 }
 # @required params; checked after authorization, as the real API checks them in "prepare".
 REQUIRED: dict[str, tuple[str, ...]] = {
@@ -102,20 +109,17 @@ def _contact_hash(ctx: Ctx, contact_id: Any) -> str:
     """The contact's hash; like CRM_Contact_BAO_Contact_Utils a missing one is made and
     stored (for an unknown id the new hash is simply never stored)."""
     touch("Contact", "hash")  # a checksum is derived from the contact's hash
-    row = ctx.conn.execute("SELECT hash FROM civicrm_contact WHERE id = ?",
-                           (contact_id,)).fetchone()
+    row = ctx.conn.execute("SELECT hash FROM civicrm_contact WHERE id = ?", (contact_id,)).fetchone()
     if row and row[0]:
         return str(row[0])
     new_hash = f"{ctx.rng.getrandbits(128):032x}"
     if row:
-        ctx.conn.execute("UPDATE civicrm_contact SET hash = ? WHERE id = ?",
-                         (new_hash, contact_id))
+        ctx.conn.execute("UPDATE civicrm_contact SET hash = ? WHERE id = ?", (new_hash, contact_id))
     return new_hash
 
 
 def _checksum_days(ctx: Ctx) -> Any:
-    row = ctx.conn.execute("SELECT value FROM sandbox_setting WHERE name = 'checksum_timeout'"
-                           ).fetchone()
+    row = ctx.conn.execute("SELECT value FROM sandbox_setting WHERE name = 'checksum_timeout'").fetchone()
     if row is None:
         return CHECKSUM_TIMEOUT_DAYS
     return json.loads(row[0])
@@ -156,8 +160,7 @@ def run_get_checksum(ctx: Ctx) -> list[Record]:
     p = _params(ctx)
     ttl = p.get("ttl")
     live = "inf" if ttl == 0 and not isinstance(ttl, bool) else ttl
-    return [{"id": p["contactId"], "checksum": generate_checksum(ctx, p["contactId"], None,
-                                                                 live)}]
+    return [{"id": p["contactId"], "checksum": generate_checksum(ctx, p["contactId"], None, live)}]
 
 
 def run_validate_checksum(ctx: Ctx) -> list[Record]:
@@ -168,17 +171,22 @@ def run_validate_checksum(ctx: Ctx) -> list[Record]:
 # ---- duplicates -------------------------------------------------------------------------
 CONTACT_TYPES = ("Individual", "Household", "Organization")  # basicTypes(), by id
 # The reserved rule groups a fresh install has, in the sandbox's own id order.
-RULE_GROUPS = ("IndividualSupervised", "IndividualUnsupervised", "IndividualGeneral",
-               "OrganizationSupervised", "OrganizationUnsupervised", "HouseholdSupervised",
-               "HouseholdUnsupervised")
+RULE_GROUPS = (
+    "IndividualSupervised",
+    "IndividualUnsupervised",
+    "IndividualGeneral",
+    "OrganizationSupervised",
+    "OrganizationUnsupervised",
+    "HouseholdSupervised",
+    "HouseholdUnsupervised",
+)
 
 
 def _rule_contact_type(rule: Any, given_type: Any) -> str:
     """Resolve dedupeRule ("Individual.Unsupervised", a rule group name or its id) to the
     contact type it dedupes, with GetDuplicates' errors."""
     if isinstance(rule, bool) or not isinstance(rule, str | int):
-        raise CiviError('Parameter "dedupeRule" is not of the correct type. Expecting '
-                        "string or int.")
+        raise CiviError('Parameter "dedupeRule" is not of the correct type. Expecting string or int.')
     if isinstance(rule, int):
         rule = RULE_GROUPS[rule - 1] if 1 <= rule <= len(RULE_GROUPS) else ""
     if rule.find(".Unsupervised") > 0 or rule.find(".Supervised") > 0:
@@ -196,8 +204,14 @@ def find_duplicates(ctx: Ctx, ctype: str, values: dict[str, Any]) -> list[int]:
     """The sandbox's dedupe rule: Individuals match on first and last name (and any of their
     emails when an email is given), Organizations on organization_name, Households on
     household_name; case-insensitive like MySQL's default collation."""
-    for name in ("contact_type", "is_deleted", "first_name", "last_name", "organization_name",
-                 "household_name"):
+    for name in (
+        "contact_type",
+        "is_deleted",
+        "first_name",
+        "last_name",
+        "organization_name",
+        "household_name",
+    ):
         touch("Contact", name)
     if values.get("email_primary.email"):
         touch("Email", "email")
@@ -214,8 +228,10 @@ def find_duplicates(ctx: Ctx, ctype: str, values: dict[str, Any]) -> list[int]:
         args: list[Any] = [first, last]
         email = text("email_primary.email")
         if email:
-            conds.append("EXISTS (SELECT 1 FROM civicrm_email e WHERE e.contact_id = c.id "
-                         "AND lower(e.email) = lower(?))")
+            conds.append(
+                "EXISTS (SELECT 1 FROM civicrm_email e WHERE e.contact_id = c.id "
+                "AND lower(e.email) = lower(?))"
+            )
             args.append(email)
     else:
         key = "organization_name" if ctype == "Organization" else "household_name"
@@ -241,14 +257,39 @@ def run_get_duplicates(ctx: Ctx) -> list[Record]:
 
 # ---- merge --------------------------------------------------------------------------------
 # Contact columns a merge never compares or copies (identity, caches, bookkeeping).
-_MERGE_IGNORED = frozenset({"id", "hash", "api_key", "display_name", "sort_name",
-                            "created_date", "modified_date", "is_deleted",
-                            "email_greeting_display", "postal_greeting_display",
-                            "addressee_display"})
+_MERGE_IGNORED = frozenset(
+    {
+        "id",
+        "hash",
+        "api_key",
+        "display_name",
+        "sort_name",
+        "created_date",
+        "modified_date",
+        "is_deleted",
+        "email_greeting_display",
+        "postal_greeting_display",
+        "addressee_display",
+    }
+)
 # Location-block columns that are metadata, not data, when comparing two records.
-_LOCATION_META = frozenset({"id", "contact_id", "location_type_id", "is_primary", "is_billing",
-                            "on_hold", "is_bulkmail", "hold_date", "reset_date",
-                            "phone_numeric", "manual_geo_code", "geo_code_1", "geo_code_2"})
+_LOCATION_META = frozenset(
+    {
+        "id",
+        "contact_id",
+        "location_type_id",
+        "is_primary",
+        "is_billing",
+        "on_hold",
+        "is_bulkmail",
+        "hold_date",
+        "reset_date",
+        "phone_numeric",
+        "manual_geo_code",
+        "geo_code_1",
+        "geo_code_2",
+    }
+)
 _LOCATION_TABLES = ("civicrm_email", "civicrm_phone", "civicrm_address")
 
 
@@ -259,16 +300,17 @@ def _contact_row(ctx: Ctx, contact_id: int) -> dict[str, Any]:
         touch("Contact", f.name)  # a merge compares and copies every field
     row = ctx.conn.execute(
         f"SELECT {', '.join(f.name for f in fields)} FROM civicrm_contact WHERE id = ?",  # noqa: S608
-        (contact_id,)).fetchone()
+        (contact_id,),
+    ).fetchone()
     if row is None:
         # Merger::getMergeContactDetails() is declared to return an array; PHP's TypeError
         # is what the caller sees for an unknown id.
-        raise CiviError("CRM_Dedupe_Merger::getMergeContactDetails(): Return value must be of "
-                        "type array, null returned")
+        raise CiviError(
+            "CRM_Dedupe_Merger::getMergeContactDetails(): Return value must be of type array, null returned"
+        )
     out = {f.name: to_api(f, v) for f, v in zip(fields, row, strict=True)}
     if out.get("is_deleted"):
-        raise CiviError(f"Cannot merge because one contact (ID {contact_id}) has been "
-                        "deleted.")
+        raise CiviError(f"Cannot merge because one contact (ID {contact_id}) has been deleted.")
     return out
 
 
@@ -290,8 +332,10 @@ def _field_conflicts(main: dict[str, Any], other: dict[str, Any]) -> list[str]:
 
 
 def _location_rows(ctx: Ctx, table: str, contact_id: int) -> list[dict[str, Any]]:
-    cur = ctx.conn.execute(f"SELECT * FROM {table} WHERE contact_id = ? ORDER BY id",  # noqa: S608
-                           (contact_id,))
+    cur = ctx.conn.execute(
+        f"SELECT * FROM {table} WHERE contact_id = ? ORDER BY id",  # noqa: S608
+        (contact_id,),
+    )
     names = [d[0] for d in cur.description]
     return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
@@ -300,8 +344,7 @@ def _data(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k not in _LOCATION_META and v not in (None, "", 0)}
 
 
-def _plan_locations(ctx: Ctx, main_id: int, other_id: int) -> tuple[list[tuple[str, int]],
-                                                                       bool]:
+def _plan_locations(ctx: Ctx, main_id: int, other_id: int) -> tuple[list[tuple[str, int]], bool]:
     """Which of the duplicate's emails/phones/addresses move, and whether any conflicts: a
     record the main contact already has stays; one whose location type the main contact
     already uses with other data is a conflict; the rest move."""
@@ -322,31 +365,45 @@ def _plan_locations(ctx: Ctx, main_id: int, other_id: int) -> tuple[list[tuple[s
     return moves, conflict
 
 
-def _move_belongings(ctx: Ctx, main_id: int, other_id: int,
-                     moves: list[tuple[str, int]]) -> None:
+def _move_belongings(ctx: Ctx, main_id: int, other_id: int, moves: list[tuple[str, int]]) -> None:
     conn = ctx.conn
     for table, row_id in moves:
-        has_primary = conn.execute(f"SELECT 1 FROM {table} WHERE contact_id = ? "  # noqa: S608
-                                   "AND is_primary = 1", (main_id,)).fetchone()
-        conn.execute(f"UPDATE {table} SET contact_id = ?, is_primary = CASE WHEN ? THEN 0 "  # noqa: S608
-                     "ELSE is_primary END WHERE id = ?", (main_id, bool(has_primary), row_id))
+        has_primary = conn.execute(
+            f"SELECT 1 FROM {table} WHERE contact_id = ? "  # noqa: S608
+            "AND is_primary = 1",
+            (main_id,),
+        ).fetchone()
+        conn.execute(
+            f"UPDATE {table} SET contact_id = ?, is_primary = CASE WHEN ? THEN 0 "  # noqa: S608
+            "ELSE is_primary END WHERE id = ?",
+            (main_id, bool(has_primary), row_id),
+        )
     # Group memberships and tags the main contact lacks; the rest stay with the duplicate.
-    conn.execute("UPDATE civicrm_group_contact SET contact_id = ? WHERE contact_id = ? AND "
-                 "group_id NOT IN (SELECT group_id FROM civicrm_group_contact WHERE "
-                 "contact_id = ?)", (main_id, other_id, main_id))
-    conn.execute("UPDATE civicrm_entity_tag SET entity_id = ? WHERE entity_table = "
-                 "'civicrm_contact' AND entity_id = ? AND tag_id NOT IN (SELECT tag_id FROM "
-                 "civicrm_entity_tag WHERE entity_table = 'civicrm_contact' AND entity_id = ?)",
-                 (main_id, other_id, main_id))
-    conn.execute("UPDATE civicrm_note SET entity_id = ? WHERE entity_table = "
-                 "'civicrm_contact' AND entity_id = ?", (main_id, other_id))
-    conn.execute("UPDATE civicrm_activity SET source_contact_id = ? WHERE "
-                 "source_contact_id = ?", (main_id, other_id))
+    conn.execute(
+        "UPDATE civicrm_group_contact SET contact_id = ? WHERE contact_id = ? AND "
+        "group_id NOT IN (SELECT group_id FROM civicrm_group_contact WHERE "
+        "contact_id = ?)",
+        (main_id, other_id, main_id),
+    )
+    conn.execute(
+        "UPDATE civicrm_entity_tag SET entity_id = ? WHERE entity_table = "
+        "'civicrm_contact' AND entity_id = ? AND tag_id NOT IN (SELECT tag_id FROM "
+        "civicrm_entity_tag WHERE entity_table = 'civicrm_contact' AND entity_id = ?)",
+        (main_id, other_id, main_id),
+    )
+    conn.execute(
+        "UPDATE civicrm_note SET entity_id = ? WHERE entity_table = 'civicrm_contact' AND entity_id = ?",
+        (main_id, other_id),
+    )
+    conn.execute(
+        "UPDATE civicrm_activity SET source_contact_id = ? WHERE source_contact_id = ?", (main_id, other_id)
+    )
     for col in ("contact_id_a", "contact_id_b"):
-        conn.execute(f"UPDATE civicrm_relationship SET {col} = ? WHERE {col} = ?",  # noqa: S608
-                     (main_id, other_id))
-    conn.execute("UPDATE civicrm_contribution SET contact_id = ? WHERE contact_id = ?",
-                 (main_id, other_id))
+        conn.execute(
+            f"UPDATE civicrm_relationship SET {col} = ? WHERE {col} = ?",  # noqa: S608
+            (main_id, other_id),
+        )
+    conn.execute("UPDATE civicrm_contribution SET contact_id = ? WHERE contact_id = ?", (main_id, other_id))
 
 
 def merge_pair(ctx: Ctx, main_id: int, other_id: int, mode: str) -> dict[str, list[Any]]:
@@ -358,14 +415,28 @@ def merge_pair(ctx: Ctx, main_id: int, other_id: int, mode: str) -> dict[str, li
     pair = {"main_id": main_id, "other_id": other_id}
     if mode == "safe" and (conflicts or location_conflict):
         return {"merged": [], "skipped": [pair]}
-    fill = {k: v for k, v in other.items() if k not in _MERGE_IGNORED and k not in conflicts
-            and not _empty(v) and _empty(main.get(k))}
-    sub = Ctx(ctx.conn, ENTITIES["Contact"], "update", {}, False, ctx.contact_id, ctx.perms,
-              ctx.now, ctx.rng, ctx.call)
+    fill = {
+        k: v
+        for k, v in other.items()
+        if k not in _MERGE_IGNORED and k not in conflicts and not _empty(v) and _empty(main.get(k))
+    }
+    sub = Ctx(
+        ctx.conn,
+        ENTITIES["Contact"],
+        "update",
+        {},
+        False,
+        ctx.contact_id,
+        ctx.perms,
+        ctx.now,
+        ctx.rng,
+        ctx.call,
+    )
     update_one(sub, main_id, fill)  # also refreshes names and modified_date
     _move_belongings(ctx, main_id, other_id, moves)
-    ctx.conn.execute("UPDATE civicrm_contact SET is_deleted = 1, modified_date = ? WHERE id = ?",
-                     (ctx.now, other_id))
+    ctx.conn.execute(
+        "UPDATE civicrm_contact SET is_deleted = 1, modified_date = ? WHERE id = ?", (ctx.now, other_id)
+    )
     return {"merged": [pair], "skipped": []}
 
 
@@ -395,12 +466,27 @@ UI_ACTIONS: dict[str, tuple[str, int, str]] = {
     "view": ("View %1", -20, "fa-external-link"),
     "delete": ("Delete %1", 100, "fa-trash"),
 }
-_API_ACTION = {"add": "create", "delete": "delete", "view": "get", "browse": "get",
-               "export": "get", "preview": "get"}
-CONTACT_TYPE_ICONS = {"Individual": "fa-user", "Household": "fa-home",
-                      "Organization": "fa-building"}
-LINK_KEYS = ("ui_action", "api_action", "api_values", "entity", "path", "text", "icon",
-             "weight", "target", "conditions")
+_API_ACTION = {
+    "add": "create",
+    "delete": "delete",
+    "view": "get",
+    "browse": "get",
+    "export": "get",
+    "preview": "get",
+}
+CONTACT_TYPE_ICONS = {"Individual": "fa-user", "Household": "fa-home", "Organization": "fa-building"}
+LINK_KEYS = (
+    "ui_action",
+    "api_action",
+    "api_values",
+    "entity",
+    "path",
+    "text",
+    "icon",
+    "weight",
+    "target",
+    "conditions",
+)
 
 
 def entity_links(entity: str) -> list[Record]:
@@ -411,9 +497,20 @@ def entity_links(entity: str) -> list[Record]:
         target = "crm-popup"
         if entity == "Contact" and ui_action in ("view", "update"):
             target = ""  # contacts are too big for a popup (ContactLinksProvider)
-        links.append({"ui_action": ui_action, "api_action": _API_ACTION.get(ui_action, "update"),
-                      "api_values": None, "entity": entity, "path": path, "text": text,
-                      "icon": icon, "weight": weight, "target": target, "conditions": []})
+        links.append(
+            {
+                "ui_action": ui_action,
+                "api_action": _API_ACTION.get(ui_action, "update"),
+                "api_values": None,
+                "entity": entity,
+                "path": path,
+                "text": text,
+                "icon": icon,
+                "weight": weight,
+                "target": target,
+                "conditions": [],
+            }
+        )
     links.sort(key=lambda r: r["weight"])
     return links
 
@@ -424,8 +521,7 @@ def _php_str(value: Any) -> str:
     return str(value)
 
 
-def _replace_tokens(links: list[Record], title: Any, values: dict[str, Any],
-                    expand: bool) -> list[Record]:
+def _replace_tokens(links: list[Record], title: Any, values: dict[str, Any], expand: bool) -> list[Record]:
     out = []
     for link in links:
         if title is not False and link.get("text"):
@@ -500,10 +596,12 @@ def run_get_links(ctx: Ctx) -> list[Record]:
 
 
 ACTION_DESCRIPTIONS.update(DESCRIPTIONS)
-ACTIONS.update({
-    "getChecksum": run_get_checksum,
-    "validateChecksum": run_validate_checksum,
-    "getDuplicates": run_get_duplicates,
-    "mergeDuplicates": run_merge_duplicates,
-    "getLinks": run_get_links,
-})
+ACTIONS.update(
+    {
+        "getChecksum": run_get_checksum,
+        "validateChecksum": run_validate_checksum,
+        "getDuplicates": run_get_duplicates,
+        "mergeDuplicates": run_merge_duplicates,
+        "getLinks": run_get_links,
+    }
+)

@@ -44,17 +44,21 @@ from typing import Any, BinaryIO, NoReturn
 
 VERSION = "5.77.beta1"
 SITE_FILE = "civicrm.sandbox.sqlite"  # what marks a "site" directory, like civicrm.settings.php
-NOTICE = ("PHP Deprecated:  Creation of dynamic property CRM_Core_Foo::$bar is deprecated in "
-          "/srv/civicrm/vendor/civicrm/civicrm-core/CRM/Core/Foo.php on line 42")
-GARBAGE = ("<br />\n<b>Fatal error</b>:  Allowed memory size of 134217728 bytes exhausted in "
-           "<b>/srv/civicrm/CRM/Core/DAO.php</b> on line <b>3166</b><br />")
+NOTICE = (
+    "PHP Deprecated:  Creation of dynamic property CRM_Core_Foo::$bar is deprecated in "
+    "/srv/civicrm/vendor/civicrm/civicrm-core/CRM/Core/Foo.php on line 42"
+)
+GARBAGE = (
+    "<br />\n<b>Fatal error</b>:  Allowed memory size of 134217728 bytes exhausted in "
+    "<b>/srv/civicrm/CRM/Core/DAO.php</b> on line <b>3166</b><br />"
+)
 WIDTH = 75  # Symfony wraps box lines at terminal width (80) - 5
 
 SYNOPSIS = {
     "api4": "api4 [--in IN] [--out OUT] [--flat [FLAT]] [-T|--out=table] [-I|--out=list] "
-            "[-J|--out=json-pretty] [-N|--dry-run] [--] <Entity.action> [<key=value>...]",
+    "[-J|--out=json-pretty] [-N|--dry-run] [--] <Entity.action> [<key=value>...]",
     "api": "api [--in IN] [--out OUT] [--flat [FLAT]] [-T|--out=table] [-I|--out=list] [--] "
-           "<Entity.action> [<key=value>...]",
+    "<Entity.action> [<key=value>...]",
     "pipe": "pipe [<connection-flags>]",
 }
 SYNOPSIS["api3"] = SYNOPSIS["api"]
@@ -63,7 +67,8 @@ SETTINGS_NOT_FOUND = (
     "Failed to locate civicrm.settings.php. By default, this tool searches the parent "
     "directories for a standard CMS (Drupal, WordPress, etal) and standard civicrm.settings.php."
     " Symlinks and multisite configurations may interfere. To customize, set variable "
-    "CIVICRM_SETTINGS to point to the preferred civicrm.settings.php.")
+    "CIVICRM_SETTINGS to point to the preferred civicrm.settings.php."
+)
 
 # Where CiviCRM raises each kind of error (file and line shown in cv's box).
 _ORIGINS = [
@@ -91,11 +96,12 @@ class CvExit(Exception):
 
 # --- console output ----------------------------------------------------------------------------
 
+
 def render_box(file: str, line: int, message: str) -> str:
     """Symfony Console's exception box, exactly as cv prints it on a non-tty stderr."""
     chunks: list[str] = []
     for paragraph in message.split("\n"):
-        chunks.extend([paragraph[i:i + WIDTH] for i in range(0, len(paragraph), WIDTH)] or [""])
+        chunks.extend([paragraph[i : i + WIDTH] for i in range(0, len(paragraph), WIDTH)] or [""])
     length = max(len(chunk) for chunk in chunks) + 4
     blank = " " * length
     out = ["", f"In {file} line {line}:", blank]
@@ -104,8 +110,9 @@ def render_box(file: str, line: int, message: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def fail(command: str | None, message: str, *, code: int = 1,
-         origin: tuple[str, int] | None = None) -> NoReturn:
+def fail(
+    command: str | None, message: str, *, code: int = 1, origin: tuple[str, int] | None = None
+) -> NoReturn:
     file, line = origin or _origin(message)
     text = render_box(file, line, message)
     if command in SYNOPSIS:
@@ -134,7 +141,11 @@ def encode(value: Any, out: str) -> str:
 
 _VALUE_OPTIONS = {"cwd", "user", "db", "boot-delay", "in", "out", "level"}
 _SHORT: dict[str, str | tuple[str, str]] = {
-    "-U": "user", "-J": ("out", "json-pretty"), "-T": ("out", "table"), "-I": ("out", "list")}
+    "-U": "user",
+    "-J": ("out", "json-pretty"),
+    "-T": ("out", "table"),
+    "-I": ("out", "list"),
+}
 
 
 def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -150,16 +161,16 @@ def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
             break
         if arg.startswith("--") and len(arg) > 2:
             name, has_value, value = arg[2:].partition("=")
-            if name.startswith("out=") or (name == "out" and has_value and value in
-                                           ("table", "list", "json-pretty")):
+            if name.startswith("out=") or (
+                name == "out" and has_value and value in ("table", "list", "json-pretty")
+            ):
                 options["out"] = value or name[4:]
                 continue
             if name not in _VALUE_OPTIONS:
                 fail(command, f'The "--{name}" option does not exist.', origin=("ArgvInput.php", 223))
             if not has_value:
                 if index >= len(argv):
-                    fail(command, f'The "--{name}" option requires a value.',
-                         origin=("ArgvInput.php", 233))
+                    fail(command, f'The "--{name}" option requires a value.', origin=("ArgvInput.php", 233))
                 value = argv[index]
                 index += 1
             options[name] = value
@@ -170,8 +181,7 @@ def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
                 options[target[0]] = target[1]
             else:
                 if index >= len(argv):
-                    fail(command, f'The "{arg}" option requires a value.',
-                         origin=("ArgvInput.php", 233))
+                    fail(command, f'The "{arg}" option requires a value.', origin=("ArgvInput.php", 233))
                 options[target] = argv[index]
                 index += 1
             continue
@@ -184,6 +194,7 @@ def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
 
 
 # --- boot -----------------------------------------------------------------------------------------
+
 
 class Site:
     """The booted "CiviCRM": the shared sandbox database, serialised across processes."""
@@ -212,21 +223,21 @@ class Site:
         with self.locked():
             return self.sandbox.users()
 
-    def api4(self, entity: str, action: str, params: dict[str, Any], *, check: bool,
-             contact_id: int | None) -> dict[str, Any]:
+    def api4(
+        self, entity: str, action: str, params: dict[str, Any], *, check: bool, contact_id: int | None
+    ) -> dict[str, Any]:
         _call_delay()
         with self.locked():
-            result = self.sandbox.api4(entity, action, params, check_permissions=check,
-                                       contact_id=contact_id)
+            result = self.sandbox.api4(entity, action, params, check_permissions=check, contact_id=contact_id)
         _maybe_die(action)
         return result
 
-    def api3(self, entity: str, action: str, params: dict[str, Any], *, check: bool,
-             contact_id: int | None) -> dict[str, Any]:
+    def api3(
+        self, entity: str, action: str, params: dict[str, Any], *, check: bool, contact_id: int | None
+    ) -> dict[str, Any]:
         _call_delay()
         with self.locked():
-            result = self.sandbox.api3(entity, action, params, check_permissions=check,
-                                       contact_id=contact_id)
+            result = self.sandbox.api3(entity, action, params, check_permissions=check, contact_id=contact_id)
         _maybe_die(action)
         return result
 
@@ -307,13 +318,13 @@ def boot(command: str, options: dict[str, str]) -> tuple[Site, int | None]:
     if user is not None:
         match = [u for u in site.users() if u["username"] == user]
         if not match:
-            fail(command, f"Failed to determine contactID for user={user}",
-                 origin=("BootTrait.php", 195))
+            fail(command, f"Failed to determine contactID for user={user}", origin=("BootTrait.php", 195))
         contact_id = match[0]["contact_id"]
     return site, contact_id
 
 
 # --- api4 / api3 ----------------------------------------------------------------------------------
+
 
 def _php_type(value: Any) -> str:
     if value is None:
@@ -340,9 +351,12 @@ def read_params(command: str, options: dict[str, str], args: list[str]) -> dict[
         if isinstance(data, list):
             return {str(i): v for i, v in enumerate(data)}
         if not isinstance(data, dict):
-            fail(command, f"array_merge(): Argument #2 must be of type array, {_php_type(data)} "
-                 "given", code=255, origin=("Api4Command.php" if command == "api4"
-                                            else "ApiCommand.php", 183))
+            fail(
+                command,
+                f"array_merge(): Argument #2 must be of type array, {_php_type(data)} given",
+                code=255,
+                origin=("Api4Command.php" if command == "api4" else "ApiCommand.php", 183),
+            )
         return data
     if mode != "args":
         fail(command, "Unknown input format", origin=(f"{_class(command)}.php", 190))
@@ -375,8 +389,7 @@ def _truthy(value: Any) -> bool:
 
 def _split_target(command: str, positionals: list[str]) -> tuple[str, str]:
     if len(positionals) < 2:
-        fail(command, 'Not enough arguments (missing: "Entity.action").',
-             origin=("Command.php", 312))
+        fail(command, 'Not enough arguments (missing: "Entity.action").', origin=("Command.php", 312))
     entity, _, action = positionals[1].partition(".")
     return entity, action
 
@@ -396,7 +409,7 @@ def run_api4(options: dict[str, str], positionals: list[str]) -> int:
         fail("api4", exc.message)
     out = options.get("out", os.environ.get("CV_OUTPUT", "json-pretty"))
     if out not in ("json", "json-pretty", "json-strict"):
-        fail("api4", f'Unsupported output format: {out}', origin=("Encoder.php", 56))
+        fail("api4", f"Unsupported output format: {out}", origin=("Encoder.php", 56))
     write_answer(encode(envelope.get("values", []), out) + "\n")
     return 0
 
@@ -412,14 +425,14 @@ def run_api3(command: str, options: dict[str, str], positionals: list[str]) -> i
     if out not in ("json", "json-pretty", "json-strict"):
         out = "json-pretty"
     value: Any = result
-    if not result.get("is_error") and action.lower() in ("getcount", "getvalue") \
-            and "result" in result:
+    if not result.get("is_error") and action.lower() in ("getcount", "getvalue") and "result" in result:
         value = result["result"]  # civicrm_api() answers these with the bare value
     write_answer(encode(value, out) + "\n\n")
     return 1 if isinstance(result, dict) and result.get("is_error") else 0
 
 
 # --- pipe ------------------------------------------------------------------------------------------
+
 
 class PipeSession:
     """Civi::pipe over stdin/stdout: JSON-RPC 2.0, one line per request and response."""
@@ -472,11 +485,11 @@ class PipeSession:
             index = buf.find(b"\n")
             if 0 <= index < self.buffer_size:
                 yield buf[:index]
-                buf = buf[index + 1:]
+                buf = buf[index + 1 :]
                 continue
             if len(buf) >= self.buffer_size:
-                yield buf[:self.buffer_size]
-                buf = buf[self.buffer_size:]
+                yield buf[: self.buffer_size]
+                buf = buf[self.buffer_size :]
                 continue
             chunk = stdin.read1(65536) if hasattr(stdin, "read1") else stdin.read(65536)
             if not chunk:
@@ -512,7 +525,8 @@ class PipeSession:
     def _error(request: Any, code: int, message: str) -> dict[str, Any]:
         response: dict[str, Any] = {
             "jsonrpc": request.get("jsonrpc", "2.0") if isinstance(request, dict) else "2.0",
-            "error": {"code": code, "message": message, "data": None}}
+            "error": {"code": code, "message": message, "data": None},
+        }
         if isinstance(request, dict) and "id" in request:
             response["id"] = request["id"]
         return response
@@ -550,8 +564,9 @@ class PipeSession:
         if isinstance(call_params, list) and not call_params:
             call_params = {}
         if not isinstance(call_params, dict):
-            raise PipeError(-32099, "array_merge(): Argument #2 must be of type array, "
-                            f"{_php_type(call_params)} given")
+            raise PipeError(
+                -32099, f"array_merge(): Argument #2 must be of type array, {_php_type(call_params)} given"
+            )
         return str(params[0]), str(params[1]), call_params
 
     def _check_mode(self) -> None:
@@ -569,13 +584,17 @@ class PipeSession:
             merged["checkPermissions"] = True
         check = _truthy(merged.get("checkPermissions"))
         try:
-            envelope = self.site.api4(entity, action, merged, check=check,
-                                      contact_id=self.contact_id)
+            envelope = self.site.api4(entity, action, merged, check=check, contact_id=self.contact_id)
         except CiviError as exc:
             if self.api_error == "exception":
                 raise
-            return {"error_code": exc.v3_code or exc.error_code, "entity": None, "action": None,
-                    "is_error": 1, "error_message": exc.message}
+            return {
+                "error_code": exc.v3_code or exc.error_code,
+                "entity": None,
+                "action": None,
+                "is_error": 1,
+                "error_message": exc.message,
+            }
         return envelope.get("values", [])
 
     def rpc_api3(self, params: Any) -> Any:
@@ -607,15 +626,14 @@ class PipeSession:
                         return {"contactId": user["contact_id"], "userId": number}
                 raise PipeError(-32099, "Invalid credential")
             contact = params["contactId"]
-            user_id = next((n for n, u in enumerate(users, start=1)
-                            if u["contact_id"] == contact), None)
+            user_id = next((n for n, u in enumerate(users, start=1) if u["contact_id"] == contact), None)
             if not isinstance(contact, int):
                 raise PipeError(-32099, "Invalid credential")
             self.contact_id = contact
             return {"contactId": contact, "userId": user_id}
         cred = params.get("cred")
         if isinstance(cred, str) and cred.startswith("Bearer "):
-            key = cred[len("Bearer "):]
+            key = cred[len("Bearer ") :]
             for number, user in enumerate(users, start=1):
                 if user["api_key"] and user["api_key"] == key:
                     self.contact_id = user["contact_id"]
@@ -623,8 +641,7 @@ class PipeSession:
         raise PipeError(-32099, "Invalid credential")
 
     def rpc_options(self, params: Any) -> Any:
-        storage = {"apiError": "api_error", "bufferSize": "buffer_size",
-                   "responsePrefix": "response_prefix"}
+        storage = {"apiError": "api_error", "bufferSize": "buffer_size", "responsePrefix": "response_prefix"}
         if self.trusted:
             storage["apiCheckPermissions"] = "api_check_permissions"
         result: dict[str, Any] = {}
@@ -632,10 +649,14 @@ class PipeSession:
             for name, value in params.items():
                 if name in storage:
                     if name == "bufferSize":
-                        if isinstance(value, bool) or not isinstance(value, int | str) or \
-                                not str(value).isdigit():
-                            raise PipeError(-32099, "setBufferSize(): Argument #1 "
-                                            "($bufferSize) must be of type int")
+                        if (
+                            isinstance(value, bool)
+                            or not isinstance(value, int | str)
+                            or not str(value).isdigit()
+                        ):
+                            raise PipeError(
+                                -32099, "setBufferSize(): Argument #1 ($bufferSize) must be of type int"
+                            )
                         value = int(value)
                     setattr(self, storage[name], value)
                     result[name] = getattr(self, storage[name])
@@ -661,6 +682,7 @@ def run_pipe(options: dict[str, str], positionals: list[str]) -> int:
 
 # --- entry point -----------------------------------------------------------------------------------
 
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     pid_file = os.environ.get("CV_SANDBOX_PID_FILE")
@@ -670,8 +692,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options, positionals = parse_args(argv)
         if not positionals:
-            fail(None, "Command \"list\" is not supported by the cv stand-in.",
-                 origin=("Application.php", 649))
+            fail(None, 'Command "list" is not supported by the cv stand-in.', origin=("Application.php", 649))
         command = positionals[0]
         if command == "api4":
             return run_api4(options, positionals)

@@ -34,17 +34,31 @@ PARAMS: dict[str, dict[str, str]] = {
     "save": {"records": _A, "defaults": _A, "match": _A, "reload": _B},
     "delete": dict(_BATCH),
     "replace": {**_BATCH, "records": _A, "defaults": _A, "match": _A, "reload": _B},
-    "getFields": {**_GET, "action": _S, "loadOptions": _M, "values": _A,
-                  "includeCustom": _B},
+    "getFields": {**_GET, "action": _S, "loadOptions": _M, "values": _A, "includeCustom": _B},
     "getActions": dict(_GET),
-    "autocomplete": {"input": _S, "page": _I, "key": _S, "formName": _S, "fieldName": _S,
-                     "ids": _A, "display": _M, "savedSearch": _M, "values": _A},
+    "autocomplete": {
+        "input": _S,
+        "page": _I,
+        "key": _S,
+        "formName": _S,
+        "fieldName": _S,
+        "ids": _A,
+        "display": _M,
+        "savedSearch": _M,
+        "values": _A,
+    },
     "checkAccess": {"action": _S, "values": _A},
     "set": {"values": _A, "domainId": _M, "contactId": _I},
     "entity_get": {**_GET, "includeCustom": _B},
     "setting_get": {"select": _A, "domainId": _M, "contactId": _I},
-    "setting_getFields": {**_GET, "action": _S, "loadOptions": _M, "values": _A,
-                          "includeCustom": _B, "domainId": _I},
+    "setting_getFields": {
+        **_GET,
+        "action": _S,
+        "loadOptions": _M,
+        "values": _A,
+        "includeCustom": _B,
+        "domainId": _I,
+    },
 }
 PARAMS.update(contact_actions.PARAMS)
 READ_ACTIONS = ("get", "autocomplete", "checkAccess", "getFields", "getActions")
@@ -159,6 +173,7 @@ class Sandbox:
                     initialise(self._conn, seed, self._rng, _now())
                     if demo:
                         from .demo import generate
+
                         generate(self, demo, seed)
                     self._conn.execute("COMMIT")
                 except BaseException:
@@ -169,30 +184,43 @@ class Sandbox:
                 self.seed = int(row.fetchone()[0])
 
     # ---- public API -------------------------------------------------------------------
-    def api4(self, entity: str, action: str, params: dict[str, Any] | None = None, *,
-             check_permissions: bool = False, contact_id: int | None = None,
-             index: str | int | None = None) -> dict[str, Any]:
+    def api4(
+        self,
+        entity: str,
+        action: str,
+        params: dict[str, Any] | None = None,
+        *,
+        check_permissions: bool = False,
+        contact_id: int | None = None,
+        index: str | int | None = None,
+    ) -> dict[str, Any]:
         """Run one APIv4 call and return the REST envelope; raises CiviError/Unauthorized."""
         with self._lock:
             self._conn.execute("BEGIN")
             try:
-                result = self._api4(entity, action, params, check_permissions, contact_id,
-                                    index)
+                result = self._api4(entity, action, params, check_permissions, contact_id, index)
                 self._conn.execute("COMMIT")
                 return result
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
 
-    def api3(self, entity: str, action: str, params: dict[str, Any] | None = None, *,
-             check_permissions: bool = False, contact_id: int | None = None) -> dict[str, Any]:
+    def api3(
+        self,
+        entity: str,
+        action: str,
+        params: dict[str, Any] | None = None,
+        *,
+        check_permissions: bool = False,
+        contact_id: int | None = None,
+    ) -> dict[str, Any]:
         """Run one APIv3 call; API errors come back as ``is_error: 1`` envelopes."""
         from .v3 import run_v3
+
         with self._lock:
             self._conn.execute("BEGIN")
             try:
-                result = run_v3(self, entity, action, dict(params or {}), check_permissions,
-                                contact_id)
+                result = run_v3(self, entity, action, dict(params or {}), check_permissions, contact_id)
                 if result.get("is_error"):
                     self._conn.execute("ROLLBACK")
                 else:
@@ -208,27 +236,44 @@ class Sandbox:
             rows = self._conn.execute(
                 "SELECT u.username, u.password, u.contact_id, c.api_key, u.permissions "
                 "FROM sandbox_user u JOIN civicrm_contact c ON c.id = u.contact_id "
-                "ORDER BY u.id").fetchall()
-        return [{"username": r[0], "password": r[1], "contact_id": r[2], "api_key": r[3],
-                 "permissions": json.loads(r[4])} for r in rows]
+                "ORDER BY u.id"
+            ).fetchall()
+        return [
+            {
+                "username": r[0],
+                "password": r[1],
+                "contact_id": r[2],
+                "api_key": r[3],
+                "permissions": json.loads(r[4]),
+            }
+            for r in rows
+        ]
 
     def permissions(self, contact_id: int | None) -> frozenset[str]:
         with self._lock:
             return self._perms(contact_id)
 
-    def add_user(self, username: str, password: str, contact_id: int,
-                 permissions: list[str] | tuple[str, ...], api_key: str | None = None) -> None:
+    def add_user(
+        self,
+        username: str,
+        password: str,
+        contact_id: int,
+        permissions: list[str] | tuple[str, ...],
+        api_key: str | None = None,
+    ) -> None:
         """Give a contact a CMS user (and optionally an API key), as a test fixture would."""
         with self._lock:
             self._conn.execute("BEGIN")
             try:
                 self._conn.execute(
                     "INSERT INTO sandbox_user (username, password, contact_id, permissions) "
-                    "VALUES (?, ?, ?, ?)", (username, password, contact_id,
-                                            json.dumps(list(permissions))))
+                    "VALUES (?, ?, ?, ?)",
+                    (username, password, contact_id, json.dumps(list(permissions))),
+                )
                 if api_key is not None:
-                    self._conn.execute("UPDATE civicrm_contact SET api_key = ? WHERE id = ?",
-                                       (api_key, contact_id))
+                    self._conn.execute(
+                        "UPDATE civicrm_contact SET api_key = ? WHERE id = ?", (api_key, contact_id)
+                    )
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
@@ -243,14 +288,12 @@ class Sandbox:
             if top >= next_id:
                 raise ValueError(f"{entity} {top} exists: the next id cannot be {next_id}")
             self._conn.execute("DELETE FROM sqlite_sequence WHERE name = ?", (table,))
-            self._conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)",
-                               (table, next_id - 1))
+            self._conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, next_id - 1))
 
     @property
     def site_key(self) -> str:
         with self._lock:
-            return self._conn.execute(
-                "SELECT value FROM sandbox_meta WHERE key='site_key'").fetchone()[0]
+            return self._conn.execute("SELECT value FROM sandbox_meta WHERE key='site_key'").fetchone()[0]
 
     @property
     def admin_api_key(self) -> str:
@@ -269,14 +312,23 @@ class Sandbox:
         with self._lock:
             self._conn.execute("BEGIN")
             try:
-                cid = self._api4("Contact", "create", {"values": {
-                    "contact_type": "Individual", "first_name": "Staff", "last_name": "User"}},
-                    False, None, None)["values"][0]["id"]
+                cid = self._api4(
+                    "Contact",
+                    "create",
+                    {"values": {"contact_type": "Individual", "first_name": "Staff", "last_name": "User"}},
+                    False,
+                    None,
+                    None,
+                )["values"][0]["id"]
                 self._conn.execute(
                     "INSERT INTO sandbox_user (username, password, contact_id, permissions) "
-                    "VALUES ('staff', 'staff', ?, ?)", (cid, json.dumps(list(STAFF_PERMISSIONS))))
-                self._conn.execute("UPDATE civicrm_contact SET api_key = ? WHERE id = ?",
-                                   (api_key_for(self.seed, "staff"), cid))
+                    "VALUES ('staff', 'staff', ?, ?)",
+                    (cid, json.dumps(list(STAFF_PERMISSIONS))),
+                )
+                self._conn.execute(
+                    "UPDATE civicrm_contact SET api_key = ? WHERE id = ?",
+                    (api_key_for(self.seed, "staff"), cid),
+                )
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
@@ -291,32 +343,49 @@ class Sandbox:
     def _perms(self, contact_id: int | None) -> frozenset[str]:
         if contact_id is None:
             return frozenset()
-        row = self._conn.execute("SELECT permissions FROM sandbox_user WHERE contact_id = ?",
-                                 (contact_id,)).fetchone()
+        row = self._conn.execute(
+            "SELECT permissions FROM sandbox_user WHERE contact_id = ?", (contact_id,)
+        ).fetchone()
         return frozenset(json.loads(row[0])) if row else frozenset()
 
-    def _api4(self, entity: str, action: str, params: dict[str, Any] | None, check: bool,
-              contact_id: int | None, index: Any) -> dict[str, Any]:
+    def _api4(
+        self,
+        entity: str,
+        action: str,
+        params: dict[str, Any] | None,
+        check: bool,
+        contact_id: int | None,
+        index: Any,
+    ) -> dict[str, Any]:
         # PHP class names are case-insensitive: "contact" finds Civi\Api4\Contact, and the
         # answer names the entity as the class does (sample 19 of round 2)
         entity = _ENTITY_NAMES.get(entity.lower(), entity) if isinstance(entity, str) else entity
-        if not isinstance(entity, str) or (entity not in ENTITIES and
-                                           entity not in META_ENTITIES):
-            raise CiviError(f"API ({entity}, {action}) does not exist (or the extension it "
-                            "belongs to is not enabled).", v3_code="not-found")
+        if not isinstance(entity, str) or (entity not in ENTITIES and entity not in META_ENTITIES):
+            raise CiviError(
+                f"API ({entity}, {action}) does not exist (or the extension it belongs to is not enabled).",
+                v3_code="not-found",
+            )
         available = {a.lower(): a for a in meta.entity_actions(entity)}
         canonical = available.get(str(action).lower())
         if canonical is None:
-            raise CiviError(f"Api {entity} {action} version 4 does not exist.",
-                            v3_code="not-found")
+            raise CiviError(f"Api {entity} {action} version 4 does not exist.", v3_code="not-found")
         if params is None:
             params = {}
         if not isinstance(params, dict):
             raise CiviError("Invalid params: expecting an object")
         params = validate_params(entity, canonical, params)
-        ctx = Ctx(self._conn, ENTITIES.get(entity) or ENTITIES["Contact"], canonical, params,
-                  check, contact_id, self._perms(contact_id), _now(), self._rng,
-                  lambda e, a, p, i: self._api4(e, a, p, check, contact_id, i))
+        ctx = Ctx(
+            self._conn,
+            ENTITIES.get(entity) or ENTITIES["Contact"],
+            canonical,
+            params,
+            check,
+            contact_id,
+            self._perms(contact_id),
+            _now(),
+            self._rng,
+            lambda e, a, p, i: self._api4(e, a, p, check, contact_id, i),
+        )
         index_field = None
         if isinstance(index, str) and index and not re.fullmatch(r"\d+", index):
             index_field = self._prepare_index(entity, params, index)
@@ -330,8 +399,14 @@ class Sandbox:
             for rec in values:
                 rec.pop(index_field["name"], None)
         envelope: dict[str, Any] = {
-            "values": indexed, "entity": entity, "action": canonical,
-            "debug": None, "version": 4, "count": count, "countFetched": count}
+            "values": indexed,
+            "entity": entity,
+            "action": canonical,
+            "debug": None,
+            "version": 4,
+            "count": count,
+            "countFetched": count,
+        }
         if "count" in ctx.extra:
             envelope["count"] = ctx.extra["count"]
         if ctx.count_matched is not None:

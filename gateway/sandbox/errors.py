@@ -12,8 +12,15 @@ class CiviError(Exception):
     ``v3_code`` the APIv3 ``error_code`` (e.g. "not-found"), ``extra`` extra envelope keys.
     """
 
-    def __init__(self, message: str, *, status: int = 500, error_code: int | str = 0,
-                 v3_code: str | None = None, extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 500,
+        error_code: int | str = 0,
+        v3_code: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
@@ -28,6 +35,5 @@ class CiviError(Exception):
 class Unauthorized(CiviError):
     """Permission denied (CiviCRM's UnauthorizedException): REST answers 403."""
 
-    def __init__(self, message: str = "Authorization failed", *,
-                 extra: dict[str, Any] | None = None) -> None:
+    def __init__(self, message: str = "Authorization failed", *, extra: dict[str, Any] | None = None) -> None:
         super().__init__(message, status=403, error_code=0, v3_code="unauthorized", extra=extra)

@@ -13,15 +13,36 @@ from .errors import CiviError
 from .query import OPERATORS
 from .schema import ACTOR, CUSTOM_GROUPS, ENTITIES, NOW, Entity, Field, all_fields
 
-FIELD_KEYS = ("required", "name", "title", "label", "description", "type", "entity",
-              "default_value", "nullable", "data_type", "readonly", "serialize", "fk_entity",
-              "options", "input_type", "input_attrs", "custom_group", "table_name",
-              "column_name", "suffixes")
+FIELD_KEYS = (
+    "required",
+    "name",
+    "title",
+    "label",
+    "description",
+    "type",
+    "entity",
+    "default_value",
+    "nullable",
+    "data_type",
+    "readonly",
+    "serialize",
+    "fk_entity",
+    "options",
+    "input_type",
+    "input_attrs",
+    "custom_group",
+    "table_name",
+    "column_name",
+    "suffixes",
+)
 
 ACTION_DESCRIPTIONS = {
-    "get": "Retrieve records.", "create": "Create a new record.",
-    "update": "Update one or more records.", "save": "Create or update one or more records.",
-    "delete": "Delete one or more records.", "replace": "Replace a set of records.",
+    "get": "Retrieve records.",
+    "create": "Create a new record.",
+    "update": "Update one or more records.",
+    "save": "Create or update one or more records.",
+    "delete": "Delete one or more records.",
+    "replace": "Replace a set of records.",
     "getFields": "Lists information about fields for the entity.",
     "getActions": "List all the actions available for this entity.",
     "autocomplete": "Retrieve matching records for an autocomplete search.",
@@ -54,8 +75,11 @@ def _match(rec: Record, clause: Any, valid: set[str]) -> bool:
     v = rec.get(head)
     want: Any = clause[2] if len(clause) > 2 else None
     if op in ("=", "!=", "<>"):
-        eq = v == want or (isinstance(v, list) and want in v) or (str(v) == str(want) and \
-            v is not None and want is not None)
+        eq = (
+            v == want
+            or (isinstance(v, list) and want in v)
+            or (str(v) == str(want) and v is not None and want is not None)
+        )
         return eq if op == "=" else not eq
     if op in ("IN", "NOT IN"):
         hit = v in (want or []) or (isinstance(v, list) and any(x in v for x in want or []))
@@ -84,8 +108,9 @@ def _sort_key(name: str, record: Record) -> tuple[bool, str]:
     return record.get(name) is None, str(record.get(name))
 
 
-def array_query(rows: list[Record], params: dict[str, Any], ctx: Ctx | None = None,
-                keys: tuple[str, ...] | None = None) -> list[Record]:
+def array_query(
+    rows: list[Record], params: dict[str, Any], ctx: Ctx | None = None, keys: tuple[str, ...] | None = None
+) -> list[Record]:
     """select/where/orderBy/limit/offset over records already in memory (BasicGet style)."""
     valid = set(keys or (rows[0].keys() if rows else ()))
     where = params.get("where") or []
@@ -100,7 +125,7 @@ def array_query(rows: list[Record], params: dict[str, Any], ctx: Ctx | None = No
             ctx.count_matched = len(rows)
     offset = params.get("offset") or 0
     limit = params.get("limit") or 0
-    rows = rows[offset:offset + limit] if limit else rows[offset:]
+    rows = rows[offset : offset + limit] if limit else rows[offset:]
     fields = [s for s in select if s != "row_count"]
     if select and not fields:
         return []
@@ -121,8 +146,10 @@ def _options(f: Field, load: Any) -> Any:
         out = []
         for key, label in f.options.items():
             item = {"id": key, "name": label, "label": label}
-            out.append({k: item.get(k) for k in load if k in ("id", "name", "label")} |
-                       {k: None for k in load if k not in ("id", "name", "label")})
+            out.append(
+                {k: item.get(k) for k in load if k in ("id", "name", "label")}
+                | {k: None for k in load if k not in ("id", "name", "label")}
+            )
         return out
     keys = list(f.options)
     if keys == list(range(len(keys))):
@@ -155,8 +182,7 @@ def field_spec(f: Field, entity: str, action: str, load: Any) -> Record:
         "input_type": f.widget,
         "input_attrs": [],
         "custom_group": group.name if group else None,
-        "table_name": group.table if group else (ENTITIES[entity].table if
-                                                 entity in ENTITIES else None),
+        "table_name": group.table if group else (ENTITIES[entity].table if entity in ENTITIES else None),
         "column_name": (f.column or f.name) if not f.sql else None,
         "suffixes": ["name", "label"] if f.options else None,
     }
@@ -167,10 +193,12 @@ def get_fields(ctx: Ctx, entity: str, fields: list[Field]) -> list[Record]:
     p = ctx.params
     action = p.get("action") or "get"
     load = p.get("loadOptions", False)
-    rows = [field_spec(f, entity, action, load) for f in fields
-            if ctx.may_see_field(f) and not (f.readonly and action in ("create", "update",
-                                                                        "save") and
-                                             f.type == "Extra")]
+    rows = [
+        field_spec(f, entity, action, load)
+        for f in fields
+        if ctx.may_see_field(f)
+        and not (f.readonly and action in ("create", "update", "save") and f.type == "Extra")
+    ]
     return array_query(rows, p, ctx, FIELD_KEYS)
 
 
@@ -180,8 +208,10 @@ def entity_actions(name: str) -> list[str]:
     if name == "Setting":
         return ["get", "getActions", "getFields", "set"]
     ent = ENTITIES[name]
-    return sorted({*ent.actions, "checkAccess", "getActions", "getFields", "getLinks"} & {
-        *ACTIONS, "getActions", "getFields"})
+    return sorted(
+        {*ent.actions, "checkAccess", "getActions", "getFields", "getLinks"}
+        & {*ACTIONS, "getActions", "getFields"}
+    )
 
 
 def _describe(action: str, entity: str) -> str | None:
@@ -191,52 +221,117 @@ def _describe(action: str, entity: str) -> str | None:
 
 
 def get_actions(ctx: Ctx, entity: str) -> list[Record]:
-    rows: list[Record] = [{"name": a, "description": _describe(a, entity), "params": {}}
-            for a in entity_actions(entity)]
+    rows: list[Record] = [
+        {"name": a, "description": _describe(a, entity), "params": {}} for a in entity_actions(entity)
+    ]
     return array_query(rows, ctx.params, ctx, ("name", "description", "params"))
 
 
 # ---- Entity ------------------------------------------------------------------------------
-ENTITY_KEYS = ("name", "title", "title_plural", "type", "description", "primary_key",
-               "label_field", "icon", "searchable", "table_name", "class", "dao", "paths")
+ENTITY_KEYS = (
+    "name",
+    "title",
+    "title_plural",
+    "type",
+    "description",
+    "primary_key",
+    "label_field",
+    "icon",
+    "searchable",
+    "table_name",
+    "class",
+    "dao",
+    "paths",
+)
 
 
 def _entity_row(ent: Entity) -> Record:
-    return {"name": ent.name, "title": ent.title, "title_plural": ent.title_plural,
-            "type": list(ent.type), "description": ent.description, "primary_key": ["id"],
-            "label_field": ent.label_field, "icon": ent.icon, "searchable": ent.searchable,
-            "table_name": ent.table, "class": f"Civi\\Api4\\{ent.name}",
-            "dao": f"CRM_{_dao_part(ent.name)}_DAO_{ent.name}", "paths": []}
+    return {
+        "name": ent.name,
+        "title": ent.title,
+        "title_plural": ent.title_plural,
+        "type": list(ent.type),
+        "description": ent.description,
+        "primary_key": ["id"],
+        "label_field": ent.label_field,
+        "icon": ent.icon,
+        "searchable": ent.searchable,
+        "table_name": ent.table,
+        "class": f"Civi\\Api4\\{ent.name}",
+        "dao": f"CRM_{_dao_part(ent.name)}_DAO_{ent.name}",
+        "paths": [],
+    }
 
 
 def _dao_part(name: str) -> str:
-    return {"Email": "Core", "Phone": "Core", "Address": "Core", "Tag": "Core",
-            "EntityTag": "Core", "Note": "Core", "GroupContact": "Contact",
-            "Group": "Contact", "Relationship": "Contact", "Activity": "Activity",
-            "Contribution": "Contribute", "OptionGroup": "Core", "OptionValue": "Core",
-            "Membership": "Member", "Event": "Event", "Participant": "Event"}.get(name, name)
+    return {
+        "Email": "Core",
+        "Phone": "Core",
+        "Address": "Core",
+        "Tag": "Core",
+        "EntityTag": "Core",
+        "Note": "Core",
+        "GroupContact": "Contact",
+        "Group": "Contact",
+        "Relationship": "Contact",
+        "Activity": "Activity",
+        "Contribution": "Contribute",
+        "OptionGroup": "Core",
+        "OptionValue": "Core",
+        "Membership": "Member",
+        "Event": "Event",
+        "Participant": "Event",
+    }.get(name, name)
 
 
 META_ROWS = (
-    {"name": "Entity", "title": "Entity", "title_plural": "Entities", "type": ["BasicEntity"],
-     "description": "Retrieves information about all Api4 entities.", "primary_key": ["name"],
-     "label_field": "title", "icon": "fa-cubes", "searchable": "none", "table_name": None,
-     "class": "Civi\\Api4\\Entity", "dao": None, "paths": []},
-    {"name": "Setting", "title": "Setting", "title_plural": "Settings",
-     "type": ["AbstractEntity"], "description": "Get and set site settings.",
-     "primary_key": ["name"], "label_field": None, "icon": None, "searchable": "none",
-     "table_name": None, "class": "Civi\\Api4\\Setting", "dao": None, "paths": []},
+    {
+        "name": "Entity",
+        "title": "Entity",
+        "title_plural": "Entities",
+        "type": ["BasicEntity"],
+        "description": "Retrieves information about all Api4 entities.",
+        "primary_key": ["name"],
+        "label_field": "title",
+        "icon": "fa-cubes",
+        "searchable": "none",
+        "table_name": None,
+        "class": "Civi\\Api4\\Entity",
+        "dao": None,
+        "paths": [],
+    },
+    {
+        "name": "Setting",
+        "title": "Setting",
+        "title_plural": "Settings",
+        "type": ["AbstractEntity"],
+        "description": "Get and set site settings.",
+        "primary_key": ["name"],
+        "label_field": None,
+        "icon": None,
+        "searchable": "none",
+        "table_name": None,
+        "class": "Civi\\Api4\\Setting",
+        "dao": None,
+        "paths": [],
+    },
 )
 
 
 def get_entities(ctx: Ctx) -> list[Record]:
-    rows = sorted([*(_entity_row(e) for e in ENTITIES.values()), *META_ROWS],
-                  key=lambda r: r["name"])
+    rows = sorted([*(_entity_row(e) for e in ENTITIES.values()), *META_ROWS], key=lambda r: r["name"])
     return array_query(rows, ctx.params, ctx, ENTITY_KEYS)
 
 
-ENTITY_FIELDS = tuple(Field(k, "Array" if k in ("type", "primary_key", "paths") else "String",
-                            k.replace("_", " ").title(), type="Field") for k in ENTITY_KEYS)
+ENTITY_FIELDS = tuple(
+    Field(
+        k,
+        "Array" if k in ("type", "primary_key", "paths") else "String",
+        k.replace("_", " ").title(),
+        type="Field",
+    )
+    for k in ENTITY_KEYS
+)
 
 
 # ---- Setting -----------------------------------------------------------------------------
@@ -265,8 +360,7 @@ def setting_set(ctx: Ctx) -> list[Record]:
     for name, value in values.items():
         if name not in known:
             raise CiviError(f"Unknown setting: {name}")
-        ctx.conn.execute("UPDATE sandbox_setting SET value = ? WHERE name = ?",
-                         (json.dumps(value), name))
+        ctx.conn.execute("UPDATE sandbox_setting SET value = ? WHERE name = ?", (json.dumps(value), name))
         out.append({"name": name, "value": value})
     return out
 

@@ -23,8 +23,7 @@ def phpify(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
-    text = json.dumps(phpify(value), ensure_ascii=True, separators=(",", ":"),
-                      allow_nan=False)
+    text = json.dumps(phpify(value), ensure_ascii=True, separators=(",", ":"), allow_nan=False)
     return text.replace("/", "\\/")
 
 

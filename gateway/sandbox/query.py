@@ -19,9 +19,25 @@ from .sqlexpr import Equation, Expr, FieldRef, Func, Null, Number, String, Wild
 from .touch import touch
 
 COMPARISON = ("=", "!=", "<>", ">", ">=", "<", "<=")
-OPERATORS = (*COMPARISON, "IN", "NOT IN", "LIKE", "NOT LIKE", "IS NULL", "IS NOT NULL",
-             "BETWEEN", "NOT BETWEEN", "CONTAINS", "NOT CONTAINS", "IS EMPTY", "IS NOT EMPTY",
-             "REGEXP", "NOT REGEXP", "REGEXP BINARY", "NOT REGEXP BINARY")
+OPERATORS = (
+    *COMPARISON,
+    "IN",
+    "NOT IN",
+    "LIKE",
+    "NOT LIKE",
+    "IS NULL",
+    "IS NOT NULL",
+    "BETWEEN",
+    "NOT BETWEEN",
+    "CONTAINS",
+    "NOT CONTAINS",
+    "IS EMPTY",
+    "IS NOT EMPTY",
+    "REGEXP",
+    "NOT REGEXP",
+    "REGEXP BINARY",
+    "NOT REGEXP BINARY",
+)
 SUFFIXES = ("label", "name", "id", "value")
 NUMERIC = (INT, BOOL, MONEY, FLOAT)
 _JOIN_RE = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)(?:\s+AS\s+([A-Za-z_][A-Za-z0-9_]*))?$")
@@ -32,8 +48,7 @@ class PhpFatal(CiviError):
 
 
 def php_type(value: Any) -> str:
-    return {str: "string", int: "int", float: "float", bool: "bool", dict: "array"}.get(
-        type(value), "null")
+    return {str: "string", int: "int", float: "float", bool: "bool", dict: "array"}.get(type(value), "null")
 
 
 def _clauses(clauses: Any) -> list[Any]:
@@ -98,8 +113,7 @@ class Query:
             res.suffix = suffix
         return res
 
-    def _resolve_in(self, ent: Entity, alias: str, name: str, full: str,
-                    depth: int) -> Resolved:
+    def _resolve_in(self, ent: Entity, alias: str, name: str, full: str, depth: int) -> Resolved:
         fields = ent.field_map()
         if name in fields:
             f = fields[name]
@@ -120,10 +134,14 @@ class Query:
                     touch(ent.name, f"{group.name}.{f.name}")
                     jalias = f"{alias}__{group.name}"
                     self.joins.setdefault(
-                        jalias, f"LEFT JOIN {group.table} AS {quote(jalias)} "
-                                f"ON {quote(jalias)}.entity_id = {quote(alias)}.id")
-                    return Resolved(f"{quote(jalias)}.{quote(f.column or f.name)}",
-                                    Field(**{**f.__dict__, "name": f"{group.name}.{f.name}"}))
+                        jalias,
+                        f"LEFT JOIN {group.table} AS {quote(jalias)} "
+                        f"ON {quote(jalias)}.entity_id = {quote(alias)}.id",
+                    )
+                    return Resolved(
+                        f"{quote(jalias)}.{quote(f.column or f.name)}",
+                        Field(**{**f.__dict__, "name": f"{group.name}.{f.name}"}),
+                    )
             raise invalid_field(full)
         fk = fields.get(head)
         if fk is None or fk.fk_entity not in ENTITIES or depth >= 2:
@@ -133,7 +151,8 @@ class Query:
         jalias = f"{alias}__{head}"
         on = fk.sql.format(a=quote(alias)) if fk.sql else f"{quote(alias)}.{quote(fk.name)}"
         self.joins.setdefault(
-            jalias, f"LEFT JOIN {target.table} AS {quote(jalias)} ON {quote(jalias)}.id = {on}")
+            jalias, f"LEFT JOIN {target.table} AS {quote(jalias)} ON {quote(jalias)}.id = {on}"
+        )
         return self._resolve_in(target, jalias, rest, full, depth + 1)
 
     # ---- SQL expressions ----------------------------------------------------------------
@@ -181,16 +200,18 @@ class Query:
             raise CiviError("Invalid join parameter")
         m = _JOIN_RE.match(spec[0].strip())
         if not m or m.group(1) not in ENTITIES:
-            raise CiviError(f"Invalid join entity: {spec[0]}" if not m else
-                            f"API entity {m.group(1)} not found")
+            raise CiviError(
+                f"Invalid join entity: {spec[0]}" if not m else f"API entity {m.group(1)} not found"
+            )
         ent = ENTITIES[m.group(1)]
         alias = m.group(2) or m.group(1).lower()
         side = spec[1] if isinstance(spec[1], str) else ("INNER" if spec[1] else "LEFT")
         side = side.upper()
         if side not in ("LEFT", "INNER", "EXCLUDE"):
             raise CiviError(f"Invalid join type: {side}")
-        conds = [list(c.values()) if isinstance(c, dict) else c for c in spec[2:]
-                 if isinstance(c, list | dict)]
+        conds = [
+            list(c.values()) if isinstance(c, dict) else c for c in spec[2:] if isinstance(c, list | dict)
+        ]
         self.explicit[alias] = ExplicitJoin(ent, alias, side, conds)
 
     def explicit_join_sql(self) -> str:
@@ -244,8 +265,10 @@ class Query:
             clause = list(clause.values())  # a PHP array either way
         if not isinstance(clause, list):
             # PHP iterates the clause's characters as if it were an array: a TypeError
-            raise PhpFatal("Api4SelectQuery::treeWalkClauses(): Argument #1 ($clause) must "
-                           f"be of type array, {php_type(clause)} given")
+            raise PhpFatal(
+                "Api4SelectQuery::treeWalkClauses(): Argument #1 ($clause) must "
+                f"be of type array, {php_type(clause)} given"
+            )
         if not clause or not isinstance(clause[0], str):
             raise CiviError("Invalid where clause")
         head = clause[0]
@@ -277,8 +300,11 @@ class Query:
         """Does this field path or expression read a field the caller may not see?"""
         if self.hidden is None or (self._having is not None and text in self._having):
             return False
-        names = [text] if sqlexpr.is_plain_field(text) else \
-            sqlexpr.fields_of(sqlexpr.parse(text, alias=False).node)
+        names = (
+            [text]
+            if sqlexpr.is_plain_field(text)
+            else sqlexpr.fields_of(sqlexpr.parse(text, alias=False).node)
+        )
         return any(self.hidden(self.resolve(n).field) for n in names)
 
     def _clause_subject(self, head: str) -> Resolved:
@@ -288,8 +314,9 @@ class Query:
             if head in self._having:
                 sql, f = self._having[head]
                 return Resolved(sql, f)
-            raise CiviError(f"Invalid expression in HAVING clause: '{head}'. Must use a value "
-                            "from SELECT clause.")
+            raise CiviError(
+                f"Invalid expression in HAVING clause: '{head}'. Must use a value from SELECT clause."
+            )
         if sqlexpr.is_plain_field(head):
             return self.resolve(head)
         sql, found = self.expression(sqlexpr.parse(head, alias=False).node)
@@ -372,10 +399,22 @@ def sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-_SIMPLE = {"ABS": "ABS", "IFNULL": "IFNULL", "NULLIF": "NULLIF", "REPLACE": "REPLACE",
-           "ROUND": "ROUND", "LOWER": "PHP_LOWER", "UPPER": "PHP_UPPER", "DATE": "date",
-           "TIME": "time", "SUBSTRING": "substr", "DAYSTOANNIV": "DAYSTOANNIV",
-           "NEXTANNIV": "NEXTANNIV", "CONCAT_WS": "CONCAT_WS", "RAND": "RAND"}
+_SIMPLE = {
+    "ABS": "ABS",
+    "IFNULL": "IFNULL",
+    "NULLIF": "NULLIF",
+    "REPLACE": "REPLACE",
+    "ROUND": "ROUND",
+    "LOWER": "PHP_LOWER",
+    "UPPER": "PHP_UPPER",
+    "DATE": "date",
+    "TIME": "time",
+    "SUBSTRING": "substr",
+    "DAYSTOANNIV": "DAYSTOANNIV",
+    "NEXTANNIV": "NEXTANNIV",
+    "CONCAT_WS": "CONCAT_WS",
+    "RAND": "RAND",
+}
 GROUP_SEPARATOR = "\x01"  # GROUP_CONCAT without SEPARATOR: CiviCRM returns a list
 
 
@@ -423,13 +462,11 @@ def _render_function(fn: Func, args: list[str], q: Query) -> str:
     if name == "RIGHT":
         return f"(CASE WHEN {args[1]} > 0 THEN substr({args[0]}, -({args[1]})) ELSE '' END)"
     if name in ("GROUP_CONCAT", "GROUP_FIRST"):
-        sep = GROUP_SEPARATOR if fn.separator is None or name == "GROUP_FIRST" \
-            else fn.separator
+        sep = GROUP_SEPARATOR if fn.separator is None or name == "GROUP_FIRST" else fn.separator
         order = ""
         if fn.order_by and sqlite3.sqlite_version_info >= (3, 44):  # ORDER BY in aggregates
             order = " ORDER BY " + ", ".join(f"{q.expression(n)[0]} {d}" for n, d in fn.order_by)
-        value = args[0] if len(args) == 1 else \
-            "(" + " || ".join(f"CAST({a} AS TEXT)" for a in args) + ")"
+        value = args[0] if len(args) == 1 else "(" + " || ".join(f"CAST({a} AS TEXT)" for a in args) + ")"
         if distinct:
             # SQLite's DISTINCT aggregate takes one argument and the default separator
             return f"REPLACE(group_concat(DISTINCT {value}), ',', {sql_literal(sep)})"

@@ -31,8 +31,9 @@ def contact_names(row: Row) -> None:
     ctype = row.get("contact_type") or "Individual"
     if ctype == "Individual":
         first, last = row.get("first_name"), row.get("last_name")
-        display = _join(_label("prefix_id", row.get("prefix_id")), first, last,
-                        _label("suffix_id", row.get("suffix_id")))
+        display = _join(
+            _label("prefix_id", row.get("prefix_id")), first, last, _label("suffix_id", row.get("suffix_id"))
+        )
         sort = ", ".join(str(p) for p in (last, first) if p not in (None, ""))
         row["display_name"] = display or row.get("display_name")
         row["sort_name"] = sort or row.get("sort_name")
@@ -42,8 +43,12 @@ def contact_names(row: Row) -> None:
             row["postal_greeting_display"] = _join("Dear", first) if first else "Dear"
         if row.get("addressee_id") is not None:
             row["addressee_display"] = _join(
-                _label("prefix_id", row.get("prefix_id")), first, row.get("middle_name"),
-                last, _label("suffix_id", row.get("suffix_id")))
+                _label("prefix_id", row.get("prefix_id")),
+                first,
+                row.get("middle_name"),
+                last,
+                _label("suffix_id", row.get("suffix_id")),
+            )
     else:
         name = row.get("organization_name" if ctype == "Organization" else "household_name")
         if name:
@@ -55,9 +60,13 @@ def contact_names(row: Row) -> None:
 def contact_defaults(row: Row, rng: random.Random) -> None:
     """Create-time defaults the Contact BAO fills in (individuals get greetings/language)."""
     if row.get("contact_type") == "Individual":
-        for key, value in (("preferred_language", "en_US"), ("communication_style_id", 1),
-                           ("email_greeting_id", 1), ("postal_greeting_id", 1),
-                           ("addressee_id", 1)):
+        for key, value in (
+            ("preferred_language", "en_US"),
+            ("communication_style_id", 1),
+            ("email_greeting_id", 1),
+            ("postal_greeting_id", 1),
+            ("addressee_id", 1),
+        ):
             if row.get(key) is None:
                 row[key] = value
     if not row.get("hash"):
@@ -70,13 +79,18 @@ def primary_flag(conn: sqlite3.Connection, table: str, row: Row, creating: bool)
     cid = row.get("contact_id")
     if cid is None:
         return
-    others = conn.execute(f"SELECT COUNT(*) FROM {table} WHERE contact_id = ? AND is_primary = 1 "  # noqa: S608
-                          "AND id IS NOT ?", (cid, row.get("id"))).fetchone()[0]
+    others = conn.execute(
+        f"SELECT COUNT(*) FROM {table} WHERE contact_id = ? AND is_primary = 1 "  # noqa: S608
+        "AND id IS NOT ?",
+        (cid, row.get("id")),
+    ).fetchone()[0]
     if creating and not others:
         row["is_primary"] = True
     if row.get("is_primary"):
-        conn.execute(f"UPDATE {table} SET is_primary = 0 WHERE contact_id = ? AND id IS NOT ?",  # noqa: S608
-                     (cid, row.get("id")))
+        conn.execute(
+            f"UPDATE {table} SET is_primary = 0 WHERE contact_id = ? AND id IS NOT ?",  # noqa: S608
+            (cid, row.get("id")),
+        )
 
 
 def phone_numeric(row: Row) -> None:

@@ -47,8 +47,9 @@ FUNCTIONS: dict[str, FnSpec] = {
     "DAYSTOANNIV": FnSpec(1, 1, data_type="Integer"),
     "EXTRACT": FnSpec(1, 1, data_type="Integer"),
     "GREATEST": FnSpec(1, MANY),
-    "GROUP_CONCAT": FnSpec(1, MANY, aggregate=True, data_type="Array", distinct=True,
-                           order_by=True, separator=True),
+    "GROUP_CONCAT": FnSpec(
+        1, MANY, aggregate=True, data_type="Array", distinct=True, order_by=True, separator=True
+    ),
     "GROUP_FIRST": FnSpec(1, 1, aggregate=True, order_by=True),
     "IF": FnSpec(3, 3),
     "IFNULL": FnSpec(2, 2),
@@ -73,10 +74,28 @@ FUNCTIONS: dict[str, FnSpec] = {
     "UPPER": FnSpec(1, 1, data_type="String"),
     "YEAR": FnSpec(1, 1, data_type="Integer"),
 }
-EXTRACT_UNITS = ("MICROSECOND", "SECOND", "MINUTE", "HOUR", "DAY", "WEEK", "MONTH", "QUARTER",
-                 "YEAR", "SECOND_MICROSECOND", "MINUTE_MICROSECOND", "MINUTE_SECOND",
-                 "HOUR_MICROSECOND", "HOUR_SECOND", "HOUR_MINUTE", "DAY_MICROSECOND",
-                 "DAY_SECOND", "DAY_MINUTE", "DAY_HOUR", "YEAR_MONTH")
+EXTRACT_UNITS = (
+    "MICROSECOND",
+    "SECOND",
+    "MINUTE",
+    "HOUR",
+    "DAY",
+    "WEEK",
+    "MONTH",
+    "QUARTER",
+    "YEAR",
+    "SECOND_MICROSECOND",
+    "MINUTE_MICROSECOND",
+    "MINUTE_SECOND",
+    "HOUR_MICROSECOND",
+    "HOUR_SECOND",
+    "HOUR_MINUTE",
+    "DAY_MICROSECOND",
+    "DAY_SECOND",
+    "DAY_MINUTE",
+    "DAY_HOUR",
+    "YEAR_MONTH",
+)
 
 
 # ---- the tree ---------------------------------------------------------------------------
@@ -192,7 +211,7 @@ def parse(expression: str, *, alias: bool = True) -> Expr:
     """CiviCRM's ``SqlExpression::convert($expression, $parseAlias)``."""
     pos = expression.rfind(" AS ") if alias else -1
     text = expression[:pos] if pos > 0 else expression
-    name = munge(expression[pos + 4:]) if pos > 0 else None
+    name = munge(expression[pos + 4 :]) if pos > 0 else None
     try:
         return Expr(_convert(text, expression), text, name)
     except RecursionError:
@@ -212,7 +231,7 @@ def _convert(text: str, whole: str, permitted: tuple[type, ...] | None = None) -
             raise CiviError("Sql function must be uppercase.")
         if fn not in FUNCTIONS:
             raise CiviError(f"Unable to parse sql expression: {whole}")
-        node = _function(fn, text[bracket + 1:-1].strip())
+        node = _function(fn, text[bracket + 1 : -1].strip())
     elif len(text) >= 2 and first == last and first in "\"'":
         node = String(_unquote(text[1:-1]))
     elif text == "NULL":
@@ -261,19 +280,20 @@ def _capture(arg: str) -> str:
 def _keyword(arg: str, words: tuple[str, ...]) -> tuple[str | None, str]:
     for word in words:
         if arg.startswith(word + " ") or arg.rstrip() == word:
-            return word, arg[len(word):].lstrip()
+            return word, arg[len(word) :].lstrip()
     return None, arg
 
 
-def _expressions(arg: str, whole: str, most: int,
-                 permitted: tuple[type, ...] | None = None) -> tuple[list[Node], str]:
+def _expressions(
+    arg: str, whole: str, most: int, permitted: tuple[type, ...] | None = None
+) -> tuple[list[Node], str]:
     out: list[Node] = []
     arg = arg.lstrip()
     while arg:
         item = _capture(arg)
         if not item:
             break
-        arg = arg[len(item):].lstrip()
+        arg = arg[len(item) :].lstrip()
         out.append(_convert(item, whole, permitted))
         if len(out) < most and arg.startswith(","):
             arg = arg[1:].lstrip()

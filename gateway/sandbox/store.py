@@ -14,14 +14,32 @@ from .schema import OPTION_GROUPS, ddl
 
 # Permissions an admin has (CiviCRM's admin role has all; these are the ones the sandbox checks)
 ALL_PERMISSIONS = (
-    "access CiviCRM", "view all contacts", "edit all contacts", "add contacts",
-    "delete contacts", "access deleted contacts", "administer CiviCRM",
-    "authenticate with api key", "authenticate with password", "view debug output", "edit groups",
+    "access CiviCRM",
+    "view all contacts",
+    "edit all contacts",
+    "add contacts",
+    "delete contacts",
+    "access deleted contacts",
+    "administer CiviCRM",
+    "authenticate with api key",
+    "authenticate with password",
+    "view debug output",
+    "edit groups",
     "manage tags",
-    "access CiviContribute", "edit contributions", "delete in CiviContribute",
-    "edit api keys", "administer CiviCRM system", "view my contact", "edit my contact",
-    "access CiviEvent", "edit all events", "delete in CiviEvent", "edit event participants",
-    "access CiviMember", "edit memberships", "delete in CiviMember",
+    "access CiviContribute",
+    "edit contributions",
+    "delete in CiviContribute",
+    "edit api keys",
+    "administer CiviCRM system",
+    "view my contact",
+    "edit my contact",
+    "access CiviEvent",
+    "edit all events",
+    "delete in CiviEvent",
+    "edit event participants",
+    "access CiviMember",
+    "edit memberships",
+    "delete in CiviMember",
 )
 STAFF_PERMISSIONS = ("access CiviCRM", "view all contacts", "edit all contacts")
 
@@ -36,10 +54,16 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "maxAttachments": 3,
     "contact_default_language": "*default*",
     "display_name_format": "{contact.individual_prefix}{ }{contact.first_name}{ }"
-                           "{contact.last_name}{ }{contact.individual_suffix}",
+    "{contact.last_name}{ }{contact.individual_suffix}",
     "sort_name_format": "{contact.last_name}{, }{contact.first_name}",
-    "enable_components": ["CiviEvent", "CiviContribute", "CiviMember", "CiviMail",
-                          "CiviReport", "CiviPledge"],
+    "enable_components": [
+        "CiviEvent",
+        "CiviContribute",
+        "CiviMember",
+        "CiviMail",
+        "CiviReport",
+        "CiviPledge",
+    ],
 }
 
 _META_DDL = (
@@ -111,10 +135,22 @@ def days_to_anniversary(value: Any) -> int | None:
     return (anniv - date.today()).days if anniv else None
 
 
-_UNIT_FORMATS = {"SECOND": "%S", "MINUTE": "%M", "HOUR": "%H", "DAY": "%d", "MONTH": "%m",
-                 "YEAR": "%Y", "WEEK": "%U", "YEAR_MONTH": "%Y%m", "DAY_HOUR": "%d%H",
-                 "HOUR_MINUTE": "%H%M", "MINUTE_SECOND": "%M%S", "DAY_MINUTE": "%d%H%M",
-                 "DAY_SECOND": "%d%H%M%S", "HOUR_SECOND": "%H%M%S"}
+_UNIT_FORMATS = {
+    "SECOND": "%S",
+    "MINUTE": "%M",
+    "HOUR": "%H",
+    "DAY": "%d",
+    "MONTH": "%m",
+    "YEAR": "%Y",
+    "WEEK": "%U",
+    "YEAR_MONTH": "%Y%m",
+    "DAY_HOUR": "%d%H",
+    "HOUR_MINUTE": "%H%M",
+    "MINUTE_SECOND": "%M%S",
+    "DAY_MINUTE": "%d%H%M",
+    "DAY_SECOND": "%d%H%M%S",
+    "HOUR_SECOND": "%H%M%S",
+}
 
 
 def extract_unit(unit: str, value: Any) -> int | None:
@@ -150,8 +186,7 @@ def connect(db_path: str) -> sqlite3.Connection:
 
 
 def is_initialised(conn: sqlite3.Connection) -> bool:
-    row = conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND "
-                       "name='sandbox_meta'").fetchone()
+    row = conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='sandbox_meta'").fetchone()
     return row is not None
 
 
@@ -172,15 +207,19 @@ def seed_option_lists(conn: sqlite3.Connection) -> None:
     """The option groups and values the sandbox's pseudoconstant fields use (activity types
     get ids 6.., as on a fresh CiviCRM)."""
     for gid, (name, title, options) in enumerate(OPTION_GROUPS, start=1):
-        conn.execute("INSERT INTO civicrm_option_group (id, name, title, is_reserved, "
-                     "is_active, is_locked, option_value_fields) VALUES "
-                     "(?, ?, ?, 1, 1, 0, ?)", (gid, name, title, "\x01name\x01label\x01"
-                                               "description\x01"))
+        conn.execute(
+            "INSERT INTO civicrm_option_group (id, name, title, is_reserved, "
+            "is_active, is_locked, option_value_fields) VALUES "
+            "(?, ?, ?, 1, 1, 0, ?)",
+            (gid, name, title, "\x01name\x01label\x01description\x01"),
+        )
         for weight, (value, label) in enumerate(options.items(), start=1):
-            conn.execute("INSERT INTO civicrm_option_value (option_group_id, label, value, "
-                         "name, filter, is_default, weight, is_optgroup, is_reserved, "
-                         "is_active) VALUES (?, ?, ?, ?, 0, 0, ?, 0, 0, 1)",
-                         (gid, label, str(value), label, weight))
+            conn.execute(
+                "INSERT INTO civicrm_option_value (option_group_id, label, value, "
+                "name, filter, is_default, weight, is_optgroup, is_reserved, "
+                "is_active) VALUES (?, ?, ?, ?, 0, 0, ?, 0, 0, 1)",
+                (gid, label, str(value), label, weight),
+            )
 
 
 def initialise(conn: sqlite3.Connection, seed: int, rng: random.Random, now: str) -> None:
@@ -193,11 +232,14 @@ def initialise(conn: sqlite3.Connection, seed: int, rng: random.Random, now: str
         "do_not_trade, is_opt_out, is_deceased, is_deleted, modified_date, "
         "preferred_mail_format) VALUES (1, 'Organization', 'Default Organization', "
         "'Default Organization', 'Default Organization', 'Default Organization', "
-        "0, 0, 0, 0, 0, 0, 0, 0, ?, 'Both')", (now,))
+        "0, 0, 0, 0, 0, 0, 0, 0, ?, 'Both')",
+        (now,),
+    )
     conn.execute(
         "INSERT INTO civicrm_email (id, contact_id, location_type_id, email, is_primary, "
         "is_billing, on_hold, is_bulkmail) VALUES "
-        "(1, 1, 3, 'fixme.domainemail@example.org', 1, 0, 0, 0)")
+        "(1, 1, 3, 'fixme.domainemail@example.org', 1, 0, 0, 0)"
+    )
     # Only the admin exists, as in a fresh CiviCRM (so the first new contact is 3, as in the
     # samples); the staff user is added on demand by Sandbox.ensure_staff().
     first, last = "Standalone", "Admin"
@@ -210,16 +252,27 @@ def initialise(conn: sqlite3.Connection, seed: int, rng: random.Random, now: str
         "is_deceased, is_deleted, created_date, modified_date, preferred_mail_format) "
         "VALUES (?, 'Individual', ?, ?, ?, ?, 0, 0, 0, 0, 0, 0, 'en_US', ?, ?, 1, 1, ?, "
         "1, ?, 1, ?, 0, 0, ?, ?, 'Both')",
-        (ADMIN_CONTACT_ID, f"{first} {last}", first, last, f"{last}, {first}", rand_hash(rng),
-         api_key_for(seed, "admin"), f"Dear {first}", f"Dear {first}", f"{first} {last}",
-         now, now))
+        (
+            ADMIN_CONTACT_ID,
+            f"{first} {last}",
+            first,
+            last,
+            f"{last}, {first}",
+            rand_hash(rng),
+            api_key_for(seed, "admin"),
+            f"Dear {first}",
+            f"Dear {first}",
+            f"{first} {last}",
+            now,
+            now,
+        ),
+    )
     seed_option_lists(conn)
-    conn.execute("INSERT INTO sandbox_user (username, password, contact_id, permissions) "
-                 "VALUES (?, ?, ?, ?)", ("admin", "admin", ADMIN_CONTACT_ID,
-                                         json.dumps(list(ALL_PERMISSIONS))))
+    conn.execute(
+        "INSERT INTO sandbox_user (username, password, contact_id, permissions) VALUES (?, ?, ?, ?)",
+        ("admin", "admin", ADMIN_CONTACT_ID, json.dumps(list(ALL_PERMISSIONS))),
+    )
     for name, value in DEFAULT_SETTINGS.items():
-        conn.execute("INSERT INTO sandbox_setting (name, value) VALUES (?, ?)",
-                     (name, json.dumps(value)))
+        conn.execute("INSERT INTO sandbox_setting (name, value) VALUES (?, ?)", (name, json.dumps(value)))
     conn.execute("INSERT INTO sandbox_meta (key, value) VALUES ('seed', ?)", (str(seed),))
-    conn.execute("INSERT INTO sandbox_meta (key, value) VALUES ('site_key', ?)",
-                 (site_key_for(seed),))
+    conn.execute("INSERT INTO sandbox_meta (key, value) VALUES ('site_key', ?)", (site_key_for(seed),))

@@ -13,34 +13,82 @@ from .touch import touch
 if TYPE_CHECKING:
     from .engine import Sandbox
 
-RESERVED = {"sequential", "return", "options", "version", "debug", "check_permissions",
-            "prettyprint", "json", "entity", "action", "IDS", "rowCount", "offset", "sort",
-            "limit"}
+RESERVED = {
+    "sequential",
+    "return",
+    "options",
+    "version",
+    "debug",
+    "check_permissions",
+    "prettyprint",
+    "json",
+    "entity",
+    "action",
+    "IDS",
+    "rowCount",
+    "offset",
+    "sort",
+    "limit",
+}
 ACTIONS3 = ("get", "getsingle", "getcount", "getvalue", "create", "delete", "getfields")
-V3_OPS = {"=", "!=", "<>", ">", ">=", "<", "<=", "IN", "NOT IN", "LIKE", "NOT LIKE",
-          "BETWEEN", "NOT BETWEEN", "IS NULL", "IS NOT NULL"}
+V3_OPS = {
+    "=",
+    "!=",
+    "<>",
+    ">",
+    ">=",
+    "<",
+    "<=",
+    "IN",
+    "NOT IN",
+    "LIKE",
+    "NOT LIKE",
+    "BETWEEN",
+    "NOT BETWEEN",
+    "IS NULL",
+    "IS NOT NULL",
+}
 TYPE_CODES = {INT: 1, STR: 2, DATE: 4, TS: 12, BOOL: 16, TEXT: 32, FLOAT: 512, MONEY: 1024}
 
 # The legacy Contact record: v3 key -> APIv4 select expression (None = always "")
 CONTACT_KEYS: tuple[tuple[str, str | None], ...] = (
-    ("contact_id", "id"), ("contact_type", "contact_type"),
-    ("contact_sub_type", "contact_sub_type"), ("sort_name", "sort_name"),
-    ("display_name", "display_name"), ("external_identifier", "external_identifier"),
-    ("organization_name", "organization_name"), ("first_name", "first_name"),
-    ("middle_name", "middle_name"), ("last_name", "last_name"),
-    ("do_not_email", "do_not_email"), ("do_not_phone", "do_not_phone"),
-    ("do_not_mail", "do_not_mail"), ("do_not_sms", "do_not_sms"),
-    ("do_not_trade", "do_not_trade"), ("is_opt_out", "is_opt_out"),
-    ("legal_identifier", "legal_identifier"), ("nick_name", "nick_name"),
-    ("legal_name", "legal_name"), ("image_URL", "image_URL"),
+    ("contact_id", "id"),
+    ("contact_type", "contact_type"),
+    ("contact_sub_type", "contact_sub_type"),
+    ("sort_name", "sort_name"),
+    ("display_name", "display_name"),
+    ("external_identifier", "external_identifier"),
+    ("organization_name", "organization_name"),
+    ("first_name", "first_name"),
+    ("middle_name", "middle_name"),
+    ("last_name", "last_name"),
+    ("do_not_email", "do_not_email"),
+    ("do_not_phone", "do_not_phone"),
+    ("do_not_mail", "do_not_mail"),
+    ("do_not_sms", "do_not_sms"),
+    ("do_not_trade", "do_not_trade"),
+    ("is_opt_out", "is_opt_out"),
+    ("legal_identifier", "legal_identifier"),
+    ("nick_name", "nick_name"),
+    ("legal_name", "legal_name"),
+    ("image_URL", "image_URL"),
     ("preferred_communication_method", "preferred_communication_method"),
-    ("preferred_language", "preferred_language"), ("contact_source", "source"),
-    ("prefix_id", "prefix_id"), ("suffix_id", "suffix_id"), ("formal_title", "formal_title"),
-    ("communication_style_id", "communication_style_id"), ("job_title", "job_title"),
-    ("gender_id", "gender_id"), ("birth_date", "birth_date"), ("is_deceased", "is_deceased"),
-    ("deceased_date", "deceased_date"), ("household_name", "household_name"),
-    ("sic_code", "sic_code"), ("contact_is_deleted", "is_deleted"),
-    ("current_employer", "employer_id.display_name"), ("address_id", "address_primary"),
+    ("preferred_language", "preferred_language"),
+    ("contact_source", "source"),
+    ("prefix_id", "prefix_id"),
+    ("suffix_id", "suffix_id"),
+    ("formal_title", "formal_title"),
+    ("communication_style_id", "communication_style_id"),
+    ("job_title", "job_title"),
+    ("gender_id", "gender_id"),
+    ("birth_date", "birth_date"),
+    ("is_deceased", "is_deceased"),
+    ("deceased_date", "deceased_date"),
+    ("household_name", "household_name"),
+    ("sic_code", "sic_code"),
+    ("contact_is_deleted", "is_deleted"),
+    ("current_employer", "employer_id.display_name"),
+    ("address_id", "address_primary"),
     ("street_address", "address_primary.street_address"),
     ("supplemental_address_1", "address_primary.supplemental_address_1"),
     ("supplemental_address_2", "address_primary.supplemental_address_2"),
@@ -48,35 +96,85 @@ CONTACT_KEYS: tuple[tuple[str, str | None], ...] = (
     ("city", "address_primary.city"),
     ("postal_code_suffix", "address_primary.postal_code_suffix"),
     ("postal_code", "address_primary.postal_code"),
-    ("geo_code_1", "address_primary.geo_code_1"), ("geo_code_2", "address_primary.geo_code_2"),
+    ("geo_code_1", "address_primary.geo_code_1"),
+    ("geo_code_2", "address_primary.geo_code_2"),
     ("state_province_id", "address_primary.state_province_id"),
-    ("country_id", "address_primary.country_id"), ("phone_id", "phone_primary"),
-    ("phone_type_id", "phone_primary.phone_type_id"), ("phone", "phone_primary.phone"),
-    ("email_id", "email_primary"), ("email", "email_primary.email"),
-    ("on_hold", "email_primary.on_hold"), ("im_id", None), ("provider_id", None),
-    ("im", None), ("worldregion_id", None), ("world_region", None),
-    ("languages", "preferred_language:label"), ("individual_prefix", "prefix_id:label"),
-    ("individual_suffix", "suffix_id:label"), ("communication_style",
-                                               "communication_style_id:label"),
-    ("gender", "gender_id:label"), ("state_province_name", None), ("state_province", None),
-    ("country", "address_primary.country_id:label"), ("id", "id"),
+    ("country_id", "address_primary.country_id"),
+    ("phone_id", "phone_primary"),
+    ("phone_type_id", "phone_primary.phone_type_id"),
+    ("phone", "phone_primary.phone"),
+    ("email_id", "email_primary"),
+    ("email", "email_primary.email"),
+    ("on_hold", "email_primary.on_hold"),
+    ("im_id", None),
+    ("provider_id", None),
+    ("im", None),
+    ("worldregion_id", None),
+    ("world_region", None),
+    ("languages", "preferred_language:label"),
+    ("individual_prefix", "prefix_id:label"),
+    ("individual_suffix", "suffix_id:label"),
+    ("communication_style", "communication_style_id:label"),
+    ("gender", "gender_id:label"),
+    ("state_province_name", None),
+    ("state_province", None),
+    ("country", "address_primary.country_id:label"),
+    ("id", "id"),
 )
 CONTACT_MAP = dict(CONTACT_KEYS)
-CONTACT_ALIASES = {"contact_id": "id", "contact_is_deleted": "is_deleted",
-                   "contact_source": "source"}
+CONTACT_ALIASES = {"contact_id": "id", "contact_is_deleted": "is_deleted", "contact_source": "source"}
 # Keys of a freshly created contact as v3 create answers (sample "v3 Contact.create")
 CONTACT_CREATE_KEYS = (
-    "id", "contact_type", "external_identifier", "display_name", "organization_name",
-    "contact_sub_type", "first_name", "middle_name", "last_name", "do_not_email",
-    "do_not_phone", "do_not_mail", "do_not_sms", "do_not_trade", "is_opt_out",
-    "legal_identifier", "sort_name", "nick_name", "legal_name", "image_URL",
-    "preferred_communication_method", "preferred_language", "hash", "api_key", "prefix_id",
-    "suffix_id", "formal_title", "communication_style_id", "email_greeting_id",
-    "email_greeting_custom", "email_greeting_display", "postal_greeting_id",
-    "postal_greeting_custom", "postal_greeting_display", "addressee_id", "addressee_custom",
-    "addressee_display", "job_title", "gender_id", "birth_date", "is_deceased",
-    "deceased_date", "household_name", "primary_contact_id", "sic_code", "user_unique_id",
-    "created_date", "modified_date", "preferred_mail_format")
+    "id",
+    "contact_type",
+    "external_identifier",
+    "display_name",
+    "organization_name",
+    "contact_sub_type",
+    "first_name",
+    "middle_name",
+    "last_name",
+    "do_not_email",
+    "do_not_phone",
+    "do_not_mail",
+    "do_not_sms",
+    "do_not_trade",
+    "is_opt_out",
+    "legal_identifier",
+    "sort_name",
+    "nick_name",
+    "legal_name",
+    "image_URL",
+    "preferred_communication_method",
+    "preferred_language",
+    "hash",
+    "api_key",
+    "prefix_id",
+    "suffix_id",
+    "formal_title",
+    "communication_style_id",
+    "email_greeting_id",
+    "email_greeting_custom",
+    "email_greeting_display",
+    "postal_greeting_id",
+    "postal_greeting_custom",
+    "postal_greeting_display",
+    "addressee_id",
+    "addressee_custom",
+    "addressee_display",
+    "job_title",
+    "gender_id",
+    "birth_date",
+    "is_deceased",
+    "deceased_date",
+    "household_name",
+    "primary_contact_id",
+    "sic_code",
+    "user_unique_id",
+    "created_date",
+    "modified_date",
+    "preferred_mail_format",
+)
 
 
 def v3_string(value: Any, f: Field | None = None) -> str:
@@ -97,8 +195,12 @@ def error(message: str, **extra: Any) -> dict[str, Any]:
 
 
 def not_found(entity: str, action: str) -> dict[str, Any]:
-    return error(f"API ({entity}, {action}) does not exist (join the API team and implement "
-                 "it!)", error_code="not-found", entity=entity, action=action)
+    return error(
+        f"API ({entity}, {action}) does not exist (join the API team and implement it!)",
+        error_code="not-found",
+        entity=entity,
+        action=action,
+    )
 
 
 def _where(ent: Entity, params: dict[str, Any]) -> list[Any]:
@@ -113,8 +215,7 @@ def _where(ent: Entity, params: dict[str, Any]) -> list[Any]:
         f = fields[name]
         if f.options and isinstance(value, str) and not value.lstrip("-").isdigit():
             # a pseudoconstant given by name or label ("option_group_id": "gender")
-            value = next((k for k, label in f.options.items() if value in (label, str(k))),
-                         value)
+            value = next((k for k, label in f.options.items() if value in (label, str(k))), value)
         if isinstance(value, dict) and len(value) == 1:
             op, operand = next(iter(value.items()))
             if str(op).upper() in V3_OPS:
@@ -167,8 +268,7 @@ class V3:
         return self.sb._api4(entity, action, params, self.check, self.contact_id, None)
 
     # ---- reads ------------------------------------------------------------------------
-    def records(self, ent: Entity, params: dict[str, Any], paged: bool = True
-                ) -> list[dict[str, str]]:
+    def records(self, ent: Entity, params: dict[str, Any], paged: bool = True) -> list[dict[str, str]]:
         where = _where(ent, params)
         opts = _options(params)
         if not paged:
@@ -179,31 +279,32 @@ class V3:
             if returns:
                 # by id, the trash filter (and so contact_is_deleted) is not added
                 by_id = any(params.get(k) not in (None, "") for k in ("id", "contact_id"))
-                keys = ["contact_id", *[k for k in returns if k not in ("id", "contact_id",
-                                                                          "contact_is_deleted")],
-                        *([] if by_id else ["contact_is_deleted"]), "id"]
+                keys = [
+                    "contact_id",
+                    *[k for k in returns if k not in ("id", "contact_id", "contact_is_deleted")],
+                    *([] if by_id else ["contact_is_deleted"]),
+                    "id",
+                ]
                 keys = [k for k in keys if k in CONTACT_MAP or k in ent.field_map()]
             else:
                 keys = [k for k, _ in CONTACT_KEYS]
             exprs = {k: CONTACT_MAP.get(k, k) for k in keys}
             select = sorted({e for e in exprs.values() if e}, key=list(exprs.values()).index)
             env = self.api4("Contact", "get", {"select": select, "where": where, **opts})
-            return [{k: v3_string(r.get(e)) if e else "" for k, e in exprs.items()}
-                    for r in env["values"]]
+            return [{k: v3_string(r.get(e)) if e else "" for k, e in exprs.items()} for r in env["values"]]
         fmap = ent.field_map()
         select = [k for k in returns if k in fmap] or ["*"]
         if "id" not in select and select != ["*"]:
             select.insert(0, "id")
         env = self.api4(ent.name, "get", {"select": select, "where": where, **opts})
-        return [{k: v3_string(v, fmap.get(k)) for k, v in r.items() if v is not None}
-                for r in env["values"]]
+        return [{k: v3_string(v, fmap.get(k)) for k, v in r.items() if v is not None} for r in env["values"]]
 
     @staticmethod
-    def envelope(records: list[dict[str, Any]], params: dict[str, Any],
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def envelope(
+        records: list[dict[str, Any]], params: dict[str, Any], extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         seq = str(params.get("sequential", "0")) in ("1", "True", "true")
-        values: Any = records if seq else {str(r.get("id", i)): r for i, r in
-                                           enumerate(records)}
+        values: Any = records if seq else {str(r.get("id", i)): r for i, r in enumerate(records)}
         out: dict[str, Any] = {"is_error": 0, "version": 3, "count": len(records)}
         out.update(extra or {})
         if len(records) == 1 and "id" not in out and str(records[0].get("id", "")).isdigit():
@@ -212,8 +313,7 @@ class V3:
         return out
 
     # ---- chaining -----------------------------------------------------------------------
-    def chain(self, ent: Entity, records: list[dict[str, Any]],
-              params: dict[str, Any]) -> None:
+    def chain(self, ent: Entity, records: list[dict[str, Any]], params: dict[str, Any]) -> None:
         """APIv3 chained calls: ``api.Entity.action``, ``api_Entity_action`` (any case of
         the entity) run once per record, linked by ``<parent>_id`` and ``$value.field``."""
         calls = [(k, v) for k, v in params.items() if chain_target(k)]
@@ -222,8 +322,7 @@ class V3:
                 entity, action = chain_target(key)  # type: ignore[misc]
                 rec[key] = self._chained(ent, rec, entity, action, sub)
 
-    def _chained(self, parent: Entity, rec: dict[str, Any], entity: str, action: str,
-                 sub: Any) -> Any:
+    def _chained(self, parent: Entity, rec: dict[str, Any], entity: str, action: str, sub: Any) -> Any:
         if isinstance(sub, list):
             return [self._chained(parent, rec, entity, action, s) for s in sub]
         child = dict(sub) if isinstance(sub, dict) else {}
@@ -257,19 +356,29 @@ class V3:
         if act in ("getsingle", "getvalue"):
             recs = self.records(ent, params)
             if len(recs) != 1:
-                return {"count": len(recs), "is_error": 1,
-                        "error_message": f"Expected one {entity} but found {len(recs)}"}
+                return {
+                    "count": len(recs),
+                    "is_error": 1,
+                    "error_message": f"Expected one {entity} but found {len(recs)}",
+                }
             if act == "getsingle":
                 self.chain(ent, recs, params)
                 return {**recs[0], "is_error": 0}
             keys = _returns(params)
             if not keys:
-                return error("Mandatory key(s) missing from params array: return",
-                             error_code="mandatory_missing", fields=["return"],
-                             entity=entity, action=action)
+                return error(
+                    "Mandatory key(s) missing from params array: return",
+                    error_code="mandatory_missing",
+                    fields=["return"],
+                    entity=entity,
+                    action=action,
+                )
             if keys[0] not in recs[0]:
-                return {"invalid_field": keys[0], "is_error": 1,
-                        "error_message": f"field {keys[0]} unset or not existing"}
+                return {
+                    "invalid_field": keys[0],
+                    "is_error": 1,
+                    "error_message": f"field {keys[0]} unset or not existing",
+                }
             return {"is_error": 0, "result": recs[0][keys[0]]}
         if act == "create":
             return self.create(ent, params)
@@ -288,51 +397,67 @@ class V3:
             need.append(ent.write_perm)
         missing = [p for p in dict.fromkeys(need) if p not in perms]
         if missing:
-            return error(f"API permission check failed for {ent.name}/{act} call; insufficient "
-                         f"permission: require {' and '.join(dict.fromkeys(need))}",
-                         error_code="unauthorized")
+            return error(
+                f"API permission check failed for {ent.name}/{act} call; insufficient "
+                f"permission: require {' and '.join(dict.fromkeys(need))}",
+                error_code="unauthorized",
+            )
         return None
 
     # ---- writes -----------------------------------------------------------------------
     def create(self, ent: Entity, params: dict[str, Any]) -> dict[str, Any]:
-        values = {k: v for k, v in params.items() if k not in RESERVED and
-                  not chain_target(k) and not k.startswith("api.")}
+        values = {
+            k: v
+            for k, v in params.items()
+            if k not in RESERVED and not chain_target(k) and not k.startswith("api.")
+        }
         if ent.name == "Activity" and values.get("source_contact_id") in (None, ""):
             values["source_contact_id"] = self.contact_id  # APIv3: the acting contact
         if ent.name == "Contact":
-            values = {CONTACT_ALIASES.get(k, k) if k != "contact_id" else "id": v
-                      for k, v in values.items()}
+            values = {CONTACT_ALIASES.get(k, k) if k != "contact_id" else "id": v for k, v in values.items()}
         row_id = values.pop("id", None)
         if row_id is None:
             missing = _missing_v3(ent, values)
             if missing:
-                return error(f"Mandatory key(s) missing from params array: "
-                             f"{', '.join(missing)}", fields=missing,
-                             error_code="mandatory_missing", entity=ent.name, action="create")
+                return error(
+                    f"Mandatory key(s) missing from params array: {', '.join(missing)}",
+                    fields=missing,
+                    error_code="mandatory_missing",
+                    entity=ent.name,
+                    action="create",
+                )
         try:
             if row_id is None:
                 env = self.api4(ent.name, "create", {"values": values})
             else:
                 env = self.api4(ent.name, "update", {"values": {**values, "id": row_id}})
         except CiviError as exc:
-            return error(exc.message, error_code=exc.v3_code or exc.error_code,
-                         **({"fields": exc.extra["fields"]} if "fields" in exc.extra else {}))
+            return error(
+                exc.message,
+                error_code=exc.v3_code or exc.error_code,
+                **({"fields": exc.extra["fields"]} if "fields" in exc.extra else {}),
+            )
         if not env["values"]:
             return error(f"Entity id {row_id} not found")
         new_id = env["values"][0]["id"]
-        rec = self.sb._api4(ent.name, "get", {"where": [["id", "=", new_id],
-                                                        ["id", "IS NOT NULL"]]
-                                                       if ent.name != "Contact" else
-                                                       [["id", "=", new_id],
-                                                        ["is_deleted", "IN", [0, 1]]],
-                                              "select": ["*"]},
-                            False, self.contact_id, None)["values"][0]
+        rec = self.sb._api4(
+            ent.name,
+            "get",
+            {
+                "where": [["id", "=", new_id], ["id", "IS NOT NULL"]]
+                if ent.name != "Contact"
+                else [["id", "=", new_id], ["is_deleted", "IN", [0, 1]]],
+                "select": ["*"],
+            },
+            False,
+            self.contact_id,
+            None,
+        )["values"][0]
         fmap = ent.field_map()
         if ent.name == "Contact":
             out = {k: v3_string(rec.get(k), fmap.get(k)) for k in CONTACT_CREATE_KEYS}
             if row_id is None:  # the greeting caches are filled after create's answer
-                for k in ("email_greeting_display", "postal_greeting_display",
-                          "addressee_display"):
+                for k in ("email_greeting_display", "postal_greeting_display", "addressee_display"):
                     out[k] = ""
         else:
             out = {k: v3_string(v, fmap.get(k)) for k, v in rec.items() if v is not None}
@@ -342,8 +467,13 @@ class V3:
     def delete(self, ent: Entity, params: dict[str, Any]) -> dict[str, Any]:
         row_id = params.get("id")
         if row_id in (None, ""):
-            return error("Mandatory key(s) missing from params array: id", fields=["id"],
-                         error_code="mandatory_missing", entity=ent.name, action="delete")
+            return error(
+                "Mandatory key(s) missing from params array: id",
+                fields=["id"],
+                error_code="mandatory_missing",
+                entity=ent.name,
+                action="delete",
+            )
         p: dict[str, Any] = {"where": [["id", "=", row_id]]}
         if ent.name == "Contact":
             p["useTrash"] = str(params.get("skip_undelete", "0")) not in ("1", "true", "True")
@@ -352,8 +482,11 @@ class V3:
         except CiviError as exc:
             return error(exc.message)
         if not env["values"]:
-            text = "Could not delete contact" if ent.name == "Contact" else \
-                f"Could not delete {ent.name} id {row_id}"
+            text = (
+                "Could not delete contact"
+                if ent.name == "Contact"
+                else f"Could not delete {ent.name} id {row_id}"
+            )
             return error(text, error_code=0, entity=ent.name, action="delete")
         return {"is_error": 0, "version": 3, "count": 1, "values": 1}
 
@@ -365,21 +498,32 @@ class V3:
             if f.sql or f.type != "Field":
                 continue
             importable = f.name == "id" or not f.readonly
-            info: dict[str, Any] = {"name": f.name, "type": TYPE_CODES.get(f.data_type, 2),
-                                    "title": f.title}
+            info: dict[str, Any] = {"name": f.name, "type": TYPE_CODES.get(f.data_type, 2), "title": f.title}
             if f.description:
                 info["description"] = f.description
             if f.name == "id" or f.required:
                 info["required"] = True
-            info["usage"] = {"import": importable, "export": True,
-                             "duplicate_matching": importable, "token": False}
+            info["usage"] = {
+                "import": importable,
+                "export": True,
+                "duplicate_matching": importable,
+                "token": False,
+            }
             if importable:
                 info["import"] = True
-            info.update({"where": f"{ent.table}.{f.name}", "export": True,
-                         "table_name": ent.table, "entity": ent.name,
-                         "bao": _bao(ent.name), "localizable": 0,
-                         "html": {"type": f.widget} if f.data_type != INT or f.options
-                         else {"type": "Number", "size": 6, "maxlength": 14}})
+            info.update(
+                {
+                    "where": f"{ent.table}.{f.name}",
+                    "export": True,
+                    "table_name": ent.table,
+                    "entity": ent.name,
+                    "bao": _bao(ent.name),
+                    "localizable": 0,
+                    "html": {"type": f.widget}
+                    if f.data_type != INT or f.options
+                    else {"type": "Number", "size": 6, "maxlength": 14},
+                }
+            )
             if f.readonly or f.name == "id":
                 info["readonly"] = True
             info["add"] = "1.1"  # the CiviCRM version a field appeared in; the sandbox's are core
@@ -395,16 +539,20 @@ class V3:
 # APIv3's own mandatory keys where they differ from APIv4's: (reported name, any of these keys)
 V3_MANDATORY: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "Contact": (("contact_type", ("contact_type",)),),
-    "Activity": (("one of (activity_name, activity_type_id, activity_label)",
-                  ("activity_name", "activity_type_id", "activity_label")),),
+    "Activity": (
+        (
+            "one of (activity_name, activity_type_id, activity_label)",
+            ("activity_name", "activity_type_id", "activity_label"),
+        ),
+    ),
     "Phone": (("contact_id", ("contact_id",)),),
 }
 
 
 def _missing_v3(ent: Entity, values: dict[str, Any]) -> list[str]:
     rules = V3_MANDATORY.get(ent.name) or tuple(
-        (f.name, (f.name,)) for f in ent.fields
-        if f.required and f.default is None and f.type == "Field")
+        (f.name, (f.name,)) for f in ent.fields if f.required and f.default is None and f.type == "Field"
+    )
     return [name for name, keys in rules if all(values.get(k) in (None, "") for k in keys)]
 
 
@@ -418,8 +566,7 @@ def normalize_entity(name: str) -> str:
 def chain_target(key: str) -> tuple[str, str] | None:
     """The (entity, action) of a chain key: ``api.Email.get``, ``api_Email_get``,
     ``api.email.get``; None for any other key."""
-    m = re.fullmatch(r"api[._](\w+?)[._]([A-Za-z]+)", key) if key[:4] in ("api.", "api_") \
-        else None
+    m = re.fullmatch(r"api[._](\w+?)[._]([A-Za-z]+)", key) if key[:4] in ("api.", "api_") else None
     if not m:
         return None
     return normalize_entity(m.group(1)), m.group(2).lower()
@@ -437,9 +584,14 @@ def _dollar(value: Any, rec: dict[str, Any], entity: str) -> Any:
 
 def _bao(entity: str) -> str:
     """The PHP class CiviCRM names as a field's BAO (its component's namespace)."""
-    component = {"Contact": "Contact", "Group": "Contact", "GroupContact": "Contact",
-                 "Relationship": "Contact", "Contribution": "Contribute",
-                 "Activity": "Activity"}.get(entity, "Core")
+    component = {
+        "Contact": "Contact",
+        "Group": "Contact",
+        "GroupContact": "Contact",
+        "Relationship": "Contact",
+        "Contribution": "Contribute",
+        "Activity": "Activity",
+    }.get(entity, "Core")
     return f"CRM_{component}_BAO_{entity}"
 
 
@@ -450,8 +602,9 @@ def run_call(v3: V3, entity: str, action: str, params: dict[str, Any]) -> dict[s
         return error(exc.message, **({"error_code": exc.v3_code} if exc.v3_code else {}))
 
 
-def run_v3(sandbox: Sandbox, entity: str, action: str, params: dict[str, Any], check: bool,
-           contact_id: int | None) -> dict[str, Any]:
+def run_v3(
+    sandbox: Sandbox, entity: str, action: str, params: dict[str, Any], check: bool, contact_id: int | None
+) -> dict[str, Any]:
     """Run one APIv3 call (lock held by the caller); errors become is_error envelopes."""
     try:
         return V3(sandbox, check, contact_id).run(entity, action, params)

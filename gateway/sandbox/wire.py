@@ -25,10 +25,8 @@ from .phpjson import dumps_bytes
 from .query import PhpFatal
 
 JSON_TYPE = "application/json"
-XHR_ALERT4 = "SECURITY ALERT: Ajax requests can only be issued by javascript clients, eg. " \
-             "CRM.api4()."
-XHR_ALERT3 = "SECURITY ALERT: Ajax requests can only be issued by javascript clients, eg. " \
-             "CRM.api3()."
+XHR_ALERT4 = "SECURITY ALERT: Ajax requests can only be issued by javascript clients, eg. CRM.api4()."
+XHR_ALERT3 = "SECURITY ALERT: Ajax requests can only be issued by javascript clients, eg. CRM.api3()."
 GET_WRITE = "SECURITY: All requests that modify the database must be http POST, not GET."
 GUARD = "Login not permitted. Must satisfy guard (site_key, perm)."
 PHP_FATAL: dict[str, Any] = {}  # marker: the call died in a PHP error (empty HTML page)
@@ -49,9 +47,11 @@ class WireConfig:
     def for_sandbox(cls, sandbox: Sandbox, **overrides: Any) -> WireConfig:
         """Credentials of the sandbox's users (admin and staff) and its site key."""
         users = sandbox.users()
-        cfg = cls(api_keys={u["api_key"]: u["contact_id"] for u in users if u["api_key"]},
-                  site_key=sandbox.site_key,
-                  users={u["username"]: (u["password"], u["contact_id"]) for u in users})
+        cfg = cls(
+            api_keys={u["api_key"]: u["contact_id"] for u in users if u["api_key"]},
+            site_key=sandbox.site_key,
+            users={u["username"]: (u["password"], u["contact_id"]) for u in users},
+        )
         for key, value in overrides.items():
             setattr(cfg, key, value)
         return cfg
@@ -71,13 +71,15 @@ class Login:
 
 
 def json_response(body: Any, status: int = 200) -> Response:
-    return Response(dumps_bytes(body), status_code=status, media_type=JSON_TYPE,
-                    headers={"Content-Type": JSON_TYPE})
+    return Response(
+        dumps_bytes(body), status_code=status, media_type=JSON_TYPE, headers={"Content-Type": JSON_TYPE}
+    )
 
 
 def text_401(message: str) -> Response:
-    return Response(f"HTTP 401 {message}", status_code=401,
-                    headers={"Content-Type": "text/plain;charset=UTF-8"})
+    return Response(
+        f"HTTP 401 {message}", status_code=401, headers={"Content-Type": "text/plain;charset=UTF-8"}
+    )
 
 
 def php_fatal() -> Response:
@@ -109,9 +111,11 @@ class WireApp:
     # ---- authentication ---------------------------------------------------------------
     async def authenticate(self, request: Request, fields: dict[str, str]) -> Login:
         """AuthX: X-Civi-Auth / Authorization / _authx, then legacy key+api_key."""
-        sources = [("x-civi-auth", request.headers.get("x-civi-auth"), True),
-                   ("authorization", request.headers.get("authorization"), False),
-                   ("_authx", fields.get("_authx"), True)]
+        sources = [
+            ("x-civi-auth", request.headers.get("x-civi-auth"), True),
+            ("authorization", request.headers.get("authorization"), False),
+            ("_authx", fields.get("_authx"), True),
+        ]
         for _, cred, csrf_ok in sources:
             if cred is None:
                 continue
@@ -120,8 +124,7 @@ class WireApp:
             return Login(cid, csrf_ok)
         if "api_key" in fields or "key" in fields:
             legacy_cid = self.config.api_keys.get(fields.get("api_key", ""))
-            site_ok = self.config.site_key is not None and \
-                fields.get("key") == self.config.site_key
+            site_ok = self.config.site_key is not None and fields.get("key") == self.config.site_key
             if legacy_cid is None or not site_ok:
                 raise AuthFailure("FATAL: Invalid credential", legacy=True)
             return Login(legacy_cid, True)
@@ -145,14 +148,16 @@ class WireApp:
         raise AuthFailure("Invalid credential")
 
     async def _guard(self, request: Request, cid: int, flow: str) -> None:
-        perm = "authenticate with api key" if flow == "api_key" else \
-            "authenticate with password"
+        perm = "authenticate with api key" if flow == "api_key" else "authenticate with password"
         perms = await anyio.to_thread.run_sync(self.sandbox.permissions, cid)
         site_key = request.headers.get("x-civi-key")
         if perm in perms:
             return
-        if self.config.site_key is not None and site_key is not None and \
-                secrets.compare_digest(site_key, self.config.site_key):
+        if (
+            self.config.site_key is not None
+            and site_key is not None
+            and secrets.compare_digest(site_key, self.config.site_key)
+        ):
             return
         raise AuthFailure(GUARD)
 
@@ -163,11 +168,11 @@ class WireApp:
         return "view debug output" in perms
 
     # ---- APIv4 ------------------------------------------------------------------------
-    async def _preamble(self, request: Request, v3: bool = False
-                        ) -> tuple[dict[str, str], Login] | Response:
+    async def _preamble(self, request: Request, v3: bool = False) -> tuple[dict[str, str], Login] | Response:
         if self.config.maintenance:
-            return json_response({"status_code": 503, "status_message":
-                                  "Temporarily unavailable for maintenance."}, 503)
+            return json_response(
+                {"status_code": 503, "status_message": "Temporarily unavailable for maintenance."}, 503
+            )
         fields = await read_fields(request)
         try:
             login = await self.authenticate(request, fields)
@@ -186,26 +191,27 @@ class WireApp:
     def _is_read(action: str) -> bool:
         return action.lower().startswith("get") or action == "autocomplete"
 
-    async def _call4(self, entity: str, action: str, params: Any, index: Any,
-                     login: Login) -> tuple[int, dict[str, Any]]:
+    async def _call4(
+        self, entity: str, action: str, params: Any, index: Any, login: Login
+    ) -> tuple[int, dict[str, Any]]:
         if isinstance(params, list):
             params = {str(i): v for i, v in enumerate(params)}
         elif not isinstance(params, dict):
             params = {}
         try:
             result = await anyio.to_thread.run_sync(
-                lambda: self.sandbox.api4(entity, action, params, check_permissions=True,
-                                          contact_id=login.contact_id, index=index))
+                lambda: self.sandbox.api4(
+                    entity, action, params, check_permissions=True, contact_id=login.contact_id, index=index
+                )
+            )
             return 200, result
         except PhpFatal:
             return 500, PHP_FATAL
         except CiviError as exc:
             if await self._debug_visible(login.contact_id):
-                body = {"error_code": exc.error_code, "error_message": exc.message,
-                        "status": exc.status}
+                body = {"error_code": exc.error_code, "error_message": exc.message, "status": exc.status}
             else:
-                body = {"error_code": "1", "error_message": GENERIC.format(error_id()),
-                        "status": exc.status}
+                body = {"error_code": "1", "error_message": GENERIC.format(error_id()), "status": exc.status}
             return exc.status, body
 
     async def api4_single(self, request: Request) -> Response:
@@ -283,8 +289,10 @@ class WireApp:
         if not isinstance(params, dict):
             params = {}
         result = await anyio.to_thread.run_sync(
-            lambda: self.sandbox.api3(entity, action, params, check_permissions=True,
-                                      contact_id=login.contact_id))
+            lambda: self.sandbox.api3(
+                entity, action, params, check_permissions=True, contact_id=login.contact_id
+            )
+        )
         # APIv3 errors keep their messages for users without "view debug output" (5.77).
         return json_response(result)
 
@@ -293,8 +301,10 @@ def create_wire_app(sandbox: Sandbox, config: WireConfig) -> Starlette:
     """An ASGI app speaking CiviCRM's REST protocols on top of ``sandbox``."""
     app = WireApp(sandbox, config)
     methods = ["GET", "POST"]
-    return Starlette(routes=[
-        Route("/civicrm/ajax/api4/{entity}/{action}", app.api4_single, methods=methods),
-        Route("/civicrm/ajax/api4", app.api4_multi, methods=methods),
-        Route("/civicrm/ajax/rest", app.api3, methods=methods),
-    ])
+    return Starlette(
+        routes=[
+            Route("/civicrm/ajax/api4/{entity}/{action}", app.api4_single, methods=methods),
+            Route("/civicrm/ajax/api4", app.api4_multi, methods=methods),
+            Route("/civicrm/ajax/rest", app.api3, methods=methods),
+        ]
+    )

@@ -52,9 +52,12 @@ read_only = true
 
 def settings(tmp_path: Path, **overrides: Any) -> Settings:
     tmp_path.mkdir(parents=True, exist_ok=True)
-    values: dict[str, Any] = {"backend": "sandbox", "sandbox_demo": 0,
-                              "clients_file": write_clients(tmp_path / "clients.toml"),
-                              "state_dir": tmp_path / "state"}
+    values: dict[str, Any] = {
+        "backend": "sandbox",
+        "sandbox_demo": 0,
+        "clients_file": write_clients(tmp_path / "clients.toml"),
+        "state_dir": tmp_path / "state",
+    }
     values.update(overrides)
     return Settings(**values)
 
@@ -79,15 +82,24 @@ def stable(record: dict[str, Any], response: httpx.Response | None = None) -> di
     assert isinstance(record["duration_ms"], float | int) and record["duration_ms"] >= 0
     if response is not None:
         assert record["request_id"] == response.headers["x-request-id"]
-    return {k: v for k, v in record.items()
-            if k not in ("time", "duration_ms", "seq", "request_id")}
+    return {k: v for k, v in record.items() if k not in ("time", "duration_ms", "seq", "request_id")}
 
 
 def expected(**fields: Any) -> dict[str, Any]:
     """A record's stable part: the defaults of a call by the writer client over ASGI."""
-    base: dict[str, Any] = {"client": "writer", "source": "127.0.0.1", "version": 4,
-                            "entity": "Contact", "batch": None, "ids": [], "fields": [],
-                            "values": None, "status": 200, "problem": None,
-                            "idempotency_key": None, "replayed": False}
+    base: dict[str, Any] = {
+        "client": "writer",
+        "source": "127.0.0.1",
+        "version": 4,
+        "entity": "Contact",
+        "batch": None,
+        "ids": [],
+        "fields": [],
+        "values": None,
+        "status": 200,
+        "problem": None,
+        "idempotency_key": None,
+        "replayed": False,
+    }
     base.update(fields)
     return base

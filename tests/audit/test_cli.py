@@ -23,37 +23,54 @@ async def state(tmp_path: Path) -> tuple[Path, dict[str, int]]:
     ids: dict[str, int] = {}
     async with audited_gateway(tmp_path) as gw:
         for token, name in ((WRITER, "A"), (WRITER, "B"), (OTHER, "C")):
-            answer = await gw.post("/v4/Contact/create", headers=auth(token), json={
-                "values": {"contact_type": "Individual", "first_name": name}})
+            answer = await gw.post(
+                "/v4/Contact/create",
+                headers=auth(token),
+                json={"values": {"contact_type": "Individual", "first_name": name}},
+            )
             ids[name] = answer.json()[0]["id"]
-        await gw.post("/v4/Contact/update", headers=auth(WRITER), json={
-            "where": [["id", "=", ids["A"]]], "values": {"last_name": "Z"}})
-        assert (await gw.post("/v4/Contact/delete", headers=auth(READER),
-                              json={"where": [["id", "=", ids["C"]]]})).status_code == 403
-        await gw.post("/v4/batch", headers=auth(OTHER), json={
-            "bad": ["Email", "create", {"values": {"contact_id": 99999, "email": "a@b.c"}}]})
+        await gw.post(
+            "/v4/Contact/update",
+            headers=auth(WRITER),
+            json={"where": [["id", "=", ids["A"]]], "values": {"last_name": "Z"}},
+        )
+        assert (
+            await gw.post("/v4/Contact/delete", headers=auth(READER), json={"where": [["id", "=", ids["C"]]]})
+        ).status_code == 403
+        await gw.post(
+            "/v4/batch",
+            headers=auth(OTHER),
+            json={"bad": ["Email", "create", {"values": {"contact_id": 99999, "email": "a@b.c"}}]},
+        )
         await gw.post("/v3/Contact/delete", headers=auth(WRITER), json={"id": ids["B"]})
     return tmp_path / "state", ids
 
 
 def audit(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CIVI_GATEWAY_")}
-    env.update({"CIVI_GATEWAY_STATE_DIR": str(state_dir),
-                "CIVI_GATEWAY_SECRETS_DIR": str(state_dir / "none")})
-    return subprocess.run([sys.executable, "-m", "gateway", "audit", *args], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    env.update(
+        {"CIVI_GATEWAY_STATE_DIR": str(state_dir), "CIVI_GATEWAY_SECRETS_DIR": str(state_dir / "none")}
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "audit", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 Row = tuple[str | None, str, str, list[int], int]
 
 
 def _rows(out: str) -> list[Row]:
-    return [(r["client"], r["entity"], r["action"], r["ids"], r["status"])
-            for r in orjson.loads(out)]
+    return [(r["client"], r["entity"], r["action"], r["ids"], r["status"]) for r in orjson.loads(out)]
 
 
-def test_filters(state: tuple[Path, dict[str, int]], monkeypatch: pytest.MonkeyPatch,
-                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_filters(
+    state: tuple[Path, dict[str, int]], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """One run as a subprocess, the other filters through the same entry point in process
     (each subprocess costs seconds of imports on a loaded machine)."""
     folder, ids = state
@@ -64,13 +81,15 @@ def test_filters(state: tuple[Path, dict[str, int]], monkeypatch: pytest.MonkeyP
         return _rows(capsys.readouterr().out)
 
     a, b, c = ids["A"], ids["B"], ids["C"]
-    everything = [("writer", "Contact", "delete", [b], 200),
-                  ("other", "Email", "create", [], 422),
-                  ("reader", "Contact", "delete", [], 403),
-                  ("writer", "Contact", "update", [a], 200),
-                  ("other", "Contact", "create", [c], 200),
-                  ("writer", "Contact", "create", [b], 200),
-                  ("writer", "Contact", "create", [a], 200)]
+    everything = [
+        ("writer", "Contact", "delete", [b], 200),
+        ("other", "Email", "create", [], 422),
+        ("reader", "Contact", "delete", [], 403),
+        ("writer", "Contact", "update", [a], 200),
+        ("other", "Contact", "create", [c], 200),
+        ("writer", "Contact", "create", [b], 200),
+        ("writer", "Contact", "create", [a], 200),
+    ]
     done = audit(folder, "--json", "--entity", "contact")
     assert done.returncode == 0, done.stderr
     assert _rows(done.stdout) == [e for e in everything if e[1] == "Contact"]
@@ -96,14 +115,21 @@ def test_table(state: tuple[Path, dict[str, int]]) -> None:
     assert len(lines) == 3
     time = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
     assert re.fullmatch(r"SEQ  TIME +CLIENT  SOURCE +CALL +IDS +STATUS +FIELDS", lines[0])
-    assert re.fullmatch(rf"6 +{time}  other   127\.0\.0\.1  v4 Email\.create \[bad\]  - +"
-                        r"422 civicrm-validation  contact_id,email", lines[1]), lines[1]
-    assert re.fullmatch(rf"3 +{time}  other   127\.0\.0\.1  v4 Contact\.create +{ids['C']} +"
-                        r"200 +contact_type,first_name", lines[2]), lines[2]
+    assert re.fullmatch(
+        rf"6 +{time}  other   127\.0\.0\.1  v4 Email\.create \[bad\]  - +"
+        r"422 civicrm-validation  contact_id,email",
+        lines[1],
+    ), lines[1]
+    assert re.fullmatch(
+        rf"3 +{time}  other   127\.0\.0\.1  v4 Contact\.create +{ids['C']} +"
+        r"200 +contact_type,first_name",
+        lines[2],
+    ), lines[2]
 
 
-def test_bad_input_and_no_trail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_and_no_trail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     done = audit(tmp_path / "empty", "--since", "last week")
     assert done.returncode == 2
     assert "is not an ISO 8601 date or time" in done.stderr

@@ -21,8 +21,11 @@ from tests.audit.helpers import (
 
 
 async def _create(gw: httpx.AsyncClient, token: str, name: str) -> int:
-    answer = await gw.post("/v4/Contact/create", headers=auth(token), json={
-        "values": {"contact_type": "Individual", "first_name": name}})
+    answer = await gw.post(
+        "/v4/Contact/create",
+        headers=auth(token),
+        json={"values": {"contact_type": "Individual", "first_name": name}},
+    )
     assert answer.status_code == 200, answer.text
     return answer.json()[0]["id"]
 
@@ -34,15 +37,13 @@ async def test_own_all_and_none(tmp_path: Path) -> None:
         own = await trail(gw, WRITER)
         everything = await trail(gw, ADMIN)
         other_own = await trail(gw, OTHER)
-        asking_for_theirs = await gw.get("/audit", params={"client": "other"},
-                                         headers=auth(WRITER))
+        asking_for_theirs = await gw.get("/audit", params={"client": "other"}, headers=auth(WRITER))
         by_id_of_theirs = await trail(gw, WRITER, entity="Contact", id=theirs)
         reader = await gw.get("/audit", headers=auth(READER))
         nobody = await gw.get("/audit")
     assert [(r["client"], r["ids"]) for r in own] == [("writer", [mine])]
     assert [(r["client"], r["ids"]) for r in other_own] == [("other", [theirs])]
-    assert [(r["client"], r["ids"]) for r in everything] == [("other", [theirs]),
-                                                             ("writer", [mine])]
+    assert [(r["client"], r["ids"]) for r in everything] == [("other", [theirs]), ("writer", [mine])]
     # A cannot read B's records: not by naming B, not by B's record ids.
     assert asking_for_theirs.status_code == 403
     assert asking_for_theirs.json()["type"] == "/problems/gateway-policy-denied"
@@ -88,17 +89,18 @@ async def test_filters_and_paging(tmp_path: Path) -> None:
     assert bad_limit.json()["type"] == "/problems/invalid-request"
 
 
-async def _tokenless(tmp_path: Path, peer: str, headers: dict[str, str] | None = None,
-                     **overrides: object) -> tuple[int, int]:
+async def _tokenless(
+    tmp_path: Path, peer: str, headers: dict[str, str] | None = None, **overrides: object
+) -> tuple[int, int]:
     """A write and a GET /audit from ``peer`` on a gateway without client tokens."""
-    settings = Settings(backend="sandbox", sandbox_demo=0, state_dir=tmp_path / peer,
-                        **overrides)  # type: ignore[arg-type]
+    settings = Settings(backend="sandbox", sandbox_demo=0, state_dir=tmp_path / peer, **overrides)  # type: ignore[arg-type]
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=(peer, 4000))
         async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as gw:
-            await gw.post("/v4/Contact/create", json={"values": {
-                "contact_type": "Individual", "first_name": "Op"}})
+            await gw.post(
+                "/v4/Contact/create", json={"values": {"contact_type": "Individual", "first_name": "Op"}}
+            )
             listing = await gw.get("/audit", headers=headers or {})
             return listing.status_code, len(listing.json()) if listing.status_code == 200 else -1
 
@@ -109,11 +111,11 @@ async def test_tokenless_only_the_operator_on_loopback_reads(tmp_path: Path) -> 
     status, _ = await _tokenless(tmp_path, "::1", {"X-Forwarded-For": "203.0.113.9"})
     assert status == 401
     # anyone let in by allow_anonymous may call the API, never read the trail
-    status, _ = await _tokenless(tmp_path, "192.0.2.7", allow_anonymous=True,
-                                 allowed_hosts=["localhost"])
+    status, _ = await _tokenless(tmp_path, "192.0.2.7", allow_anonymous=True, allowed_hosts=["localhost"])
     assert status == 403
-    status, _ = await _tokenless(tmp_path, "127.0.0.2", {"Forwarded": "for=203.0.113.9"},
-                                 allow_anonymous=True)
+    status, _ = await _tokenless(
+        tmp_path, "127.0.0.2", {"Forwarded": "for=203.0.113.9"}, allow_anonymous=True
+    )
     assert status == 403
 
 
@@ -122,8 +124,7 @@ async def test_openapi_documents_the_route(tmp_path: Path) -> None:
         doc = (await gw.get("/openapi.json", headers=auth(ADMIN))).json()
     operation = doc["paths"]["/audit"]["get"]
     params = {p["name"] for p in operation["parameters"]}
-    assert params == {"entity", "id", "client", "action", "since", "until", "outcome", "limit",
-                      "cursor"}
+    assert params == {"entity", "id", "client", "action", "since", "until", "outcome", "limit", "cursor"}
     ok = operation["responses"]["200"]
     assert ok["content"]["application/json"]["schema"]["type"] == "array"
     assert "X-Next-Cursor" in ok["headers"]

@@ -23,12 +23,20 @@ from tests.conftest import free_port
 
 async def test_file_sink_rotates_by_size_and_keeps_the_newest(tmp_path: Path) -> None:
     log_file = tmp_path / "logs" / "audit.jsonl"
-    async with audited_gateway(tmp_path, audit_sinks=["file"], audit_file=log_file,
-                               audit_file_max_bytes=1024, audit_file_backups=2,
-                               audit_values=True) as gw:
+    async with audited_gateway(
+        tmp_path,
+        audit_sinks=["file"],
+        audit_file=log_file,
+        audit_file_max_bytes=1024,
+        audit_file_backups=2,
+        audit_values=True,
+    ) as gw:
         for i in range(30):
-            answer = await gw.post("/v4/Contact/create", headers=auth(WRITER), json={
-                "values": {"contact_type": "Individual", "first_name": f"N{i:02d}"}})
+            answer = await gw.post(
+                "/v4/Contact/create",
+                headers=auth(WRITER),
+                json={"values": {"contact_type": "Individual", "first_name": f"N{i:02d}"}},
+            )
             assert answer.status_code == 200
     # the app's shutdown wrote what was queued
     files = sorted(log_file.parent.iterdir())
@@ -45,24 +53,31 @@ async def test_file_sink_rotates_by_size_and_keeps_the_newest(tmp_path: Path) ->
 
 
 async def test_a_failing_sink_logs_counts_and_never_fails_the_request(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     caplog.set_level(logging.ERROR, logger="gateway.audit")
-    async with audited_gateway(tmp_path, audit_sinks=["file", "sqlite"],
-                               audit_file=blocker / "audit.jsonl") as gw:
-        answer = await gw.post("/v4/Contact/create", headers=auth(WRITER), json={
-            "values": {"contact_type": "Individual", "first_name": "Ok"}})
+    async with audited_gateway(
+        tmp_path, audit_sinks=["file", "sqlite"], audit_file=blocker / "audit.jsonl"
+    ) as gw:
+        answer = await gw.post(
+            "/v4/Contact/create",
+            headers=auth(WRITER),
+            json={"values": {"contact_type": "Individual", "first_name": "Ok"}},
+        )
         assert answer.status_code == 200
         listing = await gw.get("/audit", headers=auth(WRITER))
         metrics = (await gw.get("/metrics")).text
     # the other sink still has the record
-    assert [stable(r, answer) for r in listing.json()] == [expected(
-        action="create", ids=[answer.json()[0]["id"]], fields=["contact_type", "first_name"])]
+    assert [stable(r, answer) for r in listing.json()] == [
+        expected(action="create", ids=[answer.json()[0]["id"]], fields=["contact_type", "first_name"])
+    ]
     assert 'gateway_audit_errors_total{sink="file"} 1.0' in metrics
     errors = [r.getMessage() for r in caplog.records if r.name == "gateway.audit"]
-    assert len(errors) == 1 and errors[0].startswith("audit trail, file sink: 1 record(s) not "
-                                                     "written: FileExistsError")
+    assert len(errors) == 1 and errors[0].startswith(
+        "audit trail, file sink: 1 record(s) not written: FileExistsError"
+    )
 
 
 class _Served:
@@ -74,12 +89,22 @@ class _Served:
         self.stdout = (workdir / f"stdout-{self.port}").open("wb")
         self.stderr = (workdir / f"stderr-{self.port}").open("wb")
         full = {k: v for k, v in os.environ.items() if not k.startswith("CIVI_GATEWAY_")}
-        full.update({"CIVI_GATEWAY_PORT": str(self.port),
-                     "CIVI_GATEWAY_SECRETS_DIR": str(workdir / "none"),
-                     "CIVI_GATEWAY_OPENAPI_PREBUILD": "false", "CIVI_GATEWAY_SANDBOX_DEMO": "0",
-                     **env})
-        self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=full,
-                                     cwd=workdir, stdout=self.stdout, stderr=self.stderr)
+        full.update(
+            {
+                "CIVI_GATEWAY_PORT": str(self.port),
+                "CIVI_GATEWAY_SECRETS_DIR": str(workdir / "none"),
+                "CIVI_GATEWAY_OPENAPI_PREBUILD": "false",
+                "CIVI_GATEWAY_SANDBOX_DEMO": "0",
+                **env,
+            }
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve"],
+            env=full,
+            cwd=workdir,
+            stdout=self.stdout,
+            stderr=self.stderr,
+        )
         deadline = time.monotonic() + 30
         while True:
             with contextlib.suppress(httpx.TransportError):
@@ -109,33 +134,45 @@ def served(tmp_path: Path) -> Iterator[list[_Served]]:
 
 
 @pytest.mark.slow
-def test_real_process_stdout_lines_and_sqlite_across_a_restart(tmp_path: Path,
-                                                               served: list[_Served]) -> None:
-    env = {"CIVI_GATEWAY_STATE_DIR": str(tmp_path / "state"),
-           "CIVI_GATEWAY_SANDBOX_DB": str(tmp_path / "state" / "sandbox.sqlite"),
-           "CIVI_GATEWAY_AUDIT_SINKS": '["sqlite", "stdout"]'}
+def test_real_process_stdout_lines_and_sqlite_across_a_restart(tmp_path: Path, served: list[_Served]) -> None:
+    env = {
+        "CIVI_GATEWAY_STATE_DIR": str(tmp_path / "state"),
+        "CIVI_GATEWAY_SANDBOX_DB": str(tmp_path / "state" / "sandbox.sqlite"),
+        "CIVI_GATEWAY_AUDIT_SINKS": '["sqlite", "stdout"]',
+    }
     first = _Served(tmp_path, env)
     served.append(first)
-    created = httpx.post(first.url + "/v4/Contact/create", timeout=30, json={
-        "values": {"contact_type": "Individual", "first_name": "Kept"}})
+    created = httpx.post(
+        first.url + "/v4/Contact/create",
+        timeout=30,
+        json={"values": {"contact_type": "Individual", "first_name": "Kept"}},
+    )
     assert created.status_code == 200, created.text
     out, err = first.stop()
     lines = out.splitlines()
     assert len(lines) == 1, out
     record = orjson.loads(lines[0])
     assert stable(record, created) == expected(
-        client="anonymous", ids=[created.json()[0]["id"]], action="create",
-        fields=["contact_type", "first_name"])
+        client="anonymous",
+        ids=[created.json()[0]["id"]],
+        action="create",
+        fields=["contact_type", "first_name"],
+    )
     assert "civicrm-gateway" in err and "Kept" not in err  # logs on stderr, records on stdout
 
     second = _Served(tmp_path, env)
     served.append(second)
-    again = httpx.post(second.url + "/v3/Contact/create", timeout=30, json={
-        "contact_type": "Individual", "first_name": "Later"})
+    again = httpx.post(
+        second.url + "/v3/Contact/create",
+        timeout=30,
+        json={"contact_type": "Individual", "first_name": "Later"},
+    )
     listing = httpx.get(second.url + "/audit", timeout=30)
     out, _ = second.stop()
     assert listing.status_code == 200, listing.text
     assert [(r["version"], r["action"], r["ids"]) for r in listing.json()] == [
-        (3, "create", [int(again.json()[0]["id"])]), (4, "create", [created.json()[0]["id"]])]
+        (3, "create", [int(again.json()[0]["id"])]),
+        (4, "create", [created.json()[0]["id"]]),
+    ]
     assert listing.json()[1] == {"seq": 1, **record}
     assert len(out.splitlines()) == 1

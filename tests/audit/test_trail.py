@@ -16,9 +16,19 @@ from gateway.settings import Settings
 
 
 def _record(i: int) -> AuditRecord:
-    return AuditRecord(time="2026-11-29T10:00:00.000Z", request_id=f"r{i}", client="c",
-                       source="127.0.0.1", version=4, entity="Contact", action="create",
-                       ids=(i,), fields=("first_name",), status=200, duration_ms=1.0)
+    return AuditRecord(
+        time="2026-11-29T10:00:00.000Z",
+        request_id=f"r{i}",
+        client="c",
+        source="127.0.0.1",
+        version=4,
+        entity="Contact",
+        action="create",
+        ids=(i,),
+        fields=("first_name",),
+        status=200,
+        duration_ms=1.0,
+    )
 
 
 async def test_close_writes_everything_queued(tmp_path: Path) -> None:
@@ -33,8 +43,9 @@ async def test_close_writes_everything_queued(tmp_path: Path) -> None:
     assert len((tmp_path / "audit.jsonl").read_text().splitlines()) == 3000
 
 
-async def test_a_writer_behind_drops_and_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_writer_behind_drops_and_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setattr(trail_module, "MAX_QUEUED", 0)
     metrics = Metrics()
     trail = AuditTrail(Settings(backend="sandbox", state_dir=tmp_path), metrics)
@@ -44,5 +55,6 @@ async def test_a_writer_behind_drops_and_counts(tmp_path: Path, monkeypatch: pyt
     await trail.close()
     assert metrics.registry.get_sample_value("gateway_audit_errors_total", {"sink": "queue"}) == 2
     assert [r.getMessage() for r in caplog.records] == [
-        "audit trail, queue sink: the writer is behind: record dropped"] * 2
+        "audit trail, queue sink: the writer is behind: record dropped"
+    ] * 2
     assert not (tmp_path / "audit.sqlite").exists()

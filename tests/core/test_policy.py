@@ -24,8 +24,12 @@ def denied(policy, version, entity, action, params, schema=None):
 
 
 def test_allow_deny_globs_ignore_letter_case():
-    policy = Policy.from_mapping({"allow": ["v4:Contact.get*", "v4:*.getFields", "Email.get"],
-                                  "deny": ["v4:Contact.getChecksum", "v4:Contact.delete"]})
+    policy = Policy.from_mapping(
+        {
+            "allow": ["v4:Contact.get*", "v4:*.getFields", "Email.get"],
+            "deny": ["v4:Contact.getChecksum", "v4:Contact.delete"],
+        }
+    )
     assert policy.permits("v4:Contact.get") and policy.permits("v4:Contact.getActions")
     assert policy.permits("v4:Activity.getFields") and policy.permits("v3:Email.get")
     assert not policy.permits("v4:Contact.create") and not policy.permits("v4:Activity.get")
@@ -36,8 +40,9 @@ def test_allow_deny_globs_ignore_letter_case():
 
 def test_chained_calls_are_checked_in_every_spelling():
     policy = Policy.from_mapping({"allow": ["Contact.get"]})
-    assert "v4:Note.create" in denied(policy, 4, "Contact", "get",
-                                      {"chain": {"n": ["Note", "create", {"values": {}}]}})
+    assert "v4:Note.create" in denied(
+        policy, 4, "Contact", "get", {"chain": {"n": ["Note", "create", {"values": {}}]}}
+    )
     for key in ("api.Note.delete", "api_Note_delete", "api.note.delete", "API.Note.Delete"):
         assert ".delete" in denied(policy, 3, "Contact", "get", {key: {"id": 1}}).lower()
 
@@ -47,31 +52,35 @@ def test_read_only_covers_chains_and_any_case():
     checked(policy, 4, "Contact", "get", {})
     assert "read-only" in denied(policy, 4, "Contact", "create", {"values": {}})
     assert "read-only" in denied(policy, 4, "Contact", "DELETE", {"where": [["id", "=", 1]]})
-    assert "read-only" in denied(policy, 4, "Contact", "get",
-                                 {"chain": {"x": ["Tag", "save", {"records": []}]}})
+    assert "read-only" in denied(
+        policy, 4, "Contact", "get", {"chain": {"x": ["Tag", "save", {"records": []}]}}
+    )
     assert "read-only" in denied(policy, 3, "Contact", "get", {"api_Email_create": {"email": "a"}})
 
 
-@pytest.mark.parametrize("params", [
-    {"select": ["api_key"]},
-    {"select": ["UPPER(api_key) AS u"]},
-    {"select": {"x": "api_key"}},
-    {"select": ["CONCAT(first_name, hash) AS x"]},
-    {"where": [["api_key", "=", "x"]]},
-    {"where": {"a": ["id", "=", 2], "b": ["api_key", "LIKE", "d%"]}},
-    {"where": [["OR", [["id", "=", 1], ["contact_id.api_key", "IS NOT NULL"]]]]},
-    {"where": [["LOWER(api_key)", "LIKE", "a%"]]},
-    {"where": [["first_name", "=", "api_key", True]]},
-    {"orderBy": {"api_key": "ASC"}},
-    {"orderBy": {"UPPER(hash)": "DESC"}},
-    {"groupBy": ["api_key"]},
-    {"having": [["api_key", "IS NOT NULL"]]},
-    {"join": [["Contact AS c", "INNER", ["c.id", "=", "id"], ["c.api_key", "IS NOT NULL"]]]},
-    {"join": [["Contact AS c", "INNER", ["c.api_key", "=", "first_name"]]]},
-    {"chain": {"n": ["Note", "create", {"values": {"entity_id": "$id", "note": "$hash"}}]}},
-    {"chain": {"n": ["Contact", "get", {"where": [["first_name", "=", "$api_key"]]}]}},
-    {"select": ["contact_type:label", "hash:label"]},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"select": ["api_key"]},
+        {"select": ["UPPER(api_key) AS u"]},
+        {"select": {"x": "api_key"}},
+        {"select": ["CONCAT(first_name, hash) AS x"]},
+        {"where": [["api_key", "=", "x"]]},
+        {"where": {"a": ["id", "=", 2], "b": ["api_key", "LIKE", "d%"]}},
+        {"where": [["OR", [["id", "=", 1], ["contact_id.api_key", "IS NOT NULL"]]]]},
+        {"where": [["LOWER(api_key)", "LIKE", "a%"]]},
+        {"where": [["first_name", "=", "api_key", True]]},
+        {"orderBy": {"api_key": "ASC"}},
+        {"orderBy": {"UPPER(hash)": "DESC"}},
+        {"groupBy": ["api_key"]},
+        {"having": [["api_key", "IS NOT NULL"]]},
+        {"join": [["Contact AS c", "INNER", ["c.id", "=", "id"], ["c.api_key", "IS NOT NULL"]]]},
+        {"join": [["Contact AS c", "INNER", ["c.api_key", "=", "first_name"]]]},
+        {"chain": {"n": ["Note", "create", {"values": {"entity_id": "$id", "note": "$hash"}}]}},
+        {"chain": {"n": ["Contact", "get", {"where": [["first_name", "=", "$api_key"]]}]}},
+        {"select": ["contact_type:label", "hash:label"]},
+    ],
+)
 def test_credentials_refused_wherever_they_hide(params):
     detail = denied(Policy(), 4, "Contact", "get", params)
     assert "credential" in detail
@@ -81,10 +90,18 @@ def test_credentials_in_writes_and_v3():
     policy = Policy()
     denied(policy, 4, "Contact", "update", {"values": {"api_key": "new"}, "where": [["id", "=", 1]]})
     denied(policy, 4, "Contact", "save", {"records": {"0": {"id": 1, "api_key": "k"}}})
-    denied(policy, 4, "Contact", "create", {"values": {"first_name": "a"},
-                                            "chain": {"x": ["Contact", "update", {
-                                                "where": [["id", "=", "$id"]],
-                                                "values": {"api_key": "mine"}}]}})
+    denied(
+        policy,
+        4,
+        "Contact",
+        "create",
+        {
+            "values": {"first_name": "a"},
+            "chain": {
+                "x": ["Contact", "update", {"where": [["id", "=", "$id"]], "values": {"api_key": "mine"}}]
+            },
+        },
+    )
     denied(policy, 3, "Contact", "get", {"return": "id,api_key"})
     denied(policy, 3, "Contact", "getvalue", {"return": "api_key", "id": 1})
     denied(policy, 3, "Contact", "get", {"return.hash": 1})
@@ -110,10 +127,8 @@ def test_field_allow_lists_and_wildcards():
     call = checked(policy, 4, "Contact", "get", {"select": ["id", "UPPER(display_name) AS d"]})
     assert [e.text for e in call.select] == ["id", "UPPER(display_name) AS d"]
     assert "first_name" in denied(policy, 4, "Contact", "get", {"select": ["first_name"]})
-    assert "first_name" in denied(policy, 4, "Contact", "get",
-                                  {"where": [["first_name", "LIKE", "A%"]]})
-    assert "first_name" in denied(policy, 4, "Contact", "get",
-                                  {"select": ["CONCAT(id, first_name) AS x"]})
+    assert "first_name" in denied(policy, 4, "Contact", "get", {"where": [["first_name", "LIKE", "A%"]]})
+    assert "first_name" in denied(policy, 4, "Contact", "get", {"select": ["CONCAT(id, first_name) AS x"]})
     # Without metadata a dotted path cannot be resolved: a restricted client cannot use it.
     denied(policy, 4, "Contact", "get", {"select": ["email_primary.email"]})
     denied(policy, 4, "Contact", "get", {"select": ["custom.*"]})
@@ -127,8 +142,9 @@ def test_max_limit_applies_to_every_get():
     assert checked(policy, 4, "Contact", "get", {"limit": 0}).limit == 50
     assert checked(policy, 4, "Contact", "get", {"limit": 10}).limit == 10
     assert "exceeds" in denied(policy, 4, "Contact", "get", {"limit": 51})
-    assert "exceeds" in denied(policy, 4, "Contact", "get",
-                               {"limit": 1, "chain": {"e": ["Email", "get", {"limit": 99}]}})
+    assert "exceeds" in denied(
+        policy, 4, "Contact", "get", {"limit": 1, "chain": {"e": ["Email", "get", {"limit": 99}]}}
+    )
     chained = checked(policy, 4, "Contact", "get", {"limit": 2, "chain": {"e": ["Email", "get", {}]}})
     assert chained.chain["e"].call.limit == 50
     assert checked(policy, 3, "Contact", "get", {}).v3_options["limit"] == 50
@@ -153,15 +169,29 @@ def test_check_permissions_cannot_be_turned_off():
 
 
 def test_opaque_params_only_for_full_access():
-    denied(Policy.from_mapping({"allow": ["Contact.*"]}), 4, "Contact", "autocomplete",
-           {"savedSearch": "Everything"})
+    denied(
+        Policy.from_mapping({"allow": ["Contact.*"]}),
+        4,
+        "Contact",
+        "autocomplete",
+        {"savedSearch": "Everything"},
+    )
     checked(Policy(), 4, "Contact", "autocomplete", {"savedSearch": "Everything"})
 
 
-@pytest.mark.parametrize("data", [
-    {"allow": "v4:*"}, {"max_limit": 0}, {"rate_limit": "lots"}, {"concurrency": -1}, {"bogus": 1},
-    {"fields": {"Contact": "id"}}, {"fields": {"Contact": ["id; drop"]}}, {"max_chain_depth": 9},
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"allow": "v4:*"},
+        {"max_limit": 0},
+        {"rate_limit": "lots"},
+        {"concurrency": -1},
+        {"bogus": 1},
+        {"fields": {"Contact": "id"}},
+        {"fields": {"Contact": ["id; drop"]}},
+        {"max_chain_depth": 9},
+    ],
+)
 def test_bad_policy_config(data):
     with pytest.raises(ValueError):
         Policy.from_mapping(data)

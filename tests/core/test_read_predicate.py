@@ -7,11 +7,20 @@ from gateway.backends.resilience import is_safe
 from gateway.params import is_read_action
 
 
-@pytest.mark.parametrize(("version", "action", "read"), [
-    (4, "get", True), (4, "getFields", True), (4, "autocomplete", True),
-    (4, "checkAccess", True), (4, "create", False), (4, "delete", False),
-    (3, "getsingle", True), (3, "autocomplete", False), (3, "create", False),
-])
+@pytest.mark.parametrize(
+    ("version", "action", "read"),
+    [
+        (4, "get", True),
+        (4, "getFields", True),
+        (4, "autocomplete", True),
+        (4, "checkAccess", True),
+        (4, "create", False),
+        (4, "delete", False),
+        (3, "getsingle", True),
+        (3, "autocomplete", False),
+        (3, "create", False),
+    ],
+)
 def test_repeatable_exactly_when_read(version, action, read):
     assert is_read_action(version, action) is read
     assert is_safe(version, "Contact", action, {}) is read

@@ -40,16 +40,25 @@ def test_dotenv(tmp_path):
     assert s.port == 8123 and s.log_level == "debug"
 
 
-@pytest.mark.parametrize("env,needle", [
-    ({"CIVI_GATEWAY_BACKEND": "http"}, "CIVI_GATEWAY_HTTP_URL"),
-    ({"CIVI_GATEWAY_BACKEND": "http", "CIVI_GATEWAY_HTTP_URL": "http://x"}, "CIVI_GATEWAY_HTTP_API_KEY"),
-    ({"CIVI_GATEWAY_HTTP_URL": "ftp://x"}, "CIVI_GATEWAY_HTTP_URL"),
-    ({"CIVI_GATEWAY_PORT": "70000"}, "CIVI_GATEWAY_PORT"),
-    ({"CIVI_GATEWAY_BACKEND": "nosuch"}, "CIVI_GATEWAY_BACKEND"),
-    ({"CIVI_GATEWAY_BACKEND": "http", "CIVI_GATEWAY_HTTP_URL": "http://x",
-      "CIVI_GATEWAY_HTTP_AUTH": "basic"}, "CIVI_GATEWAY_HTTP_USERNAME"),
-    ({"CIVI_GATEWAY_BACKEND": "pipe"}, "CIVI_GATEWAY_CV_USER"),
-])
+@pytest.mark.parametrize(
+    "env,needle",
+    [
+        ({"CIVI_GATEWAY_BACKEND": "http"}, "CIVI_GATEWAY_HTTP_URL"),
+        ({"CIVI_GATEWAY_BACKEND": "http", "CIVI_GATEWAY_HTTP_URL": "http://x"}, "CIVI_GATEWAY_HTTP_API_KEY"),
+        ({"CIVI_GATEWAY_HTTP_URL": "ftp://x"}, "CIVI_GATEWAY_HTTP_URL"),
+        ({"CIVI_GATEWAY_PORT": "70000"}, "CIVI_GATEWAY_PORT"),
+        ({"CIVI_GATEWAY_BACKEND": "nosuch"}, "CIVI_GATEWAY_BACKEND"),
+        (
+            {
+                "CIVI_GATEWAY_BACKEND": "http",
+                "CIVI_GATEWAY_HTTP_URL": "http://x",
+                "CIVI_GATEWAY_HTTP_AUTH": "basic",
+            },
+            "CIVI_GATEWAY_HTTP_USERNAME",
+        ),
+        ({"CIVI_GATEWAY_BACKEND": "pipe"}, "CIVI_GATEWAY_CV_USER"),
+    ],
+)
 def test_invalid_settings_name_the_variable(monkeypatch, env, needle):
     for key, value in env.items():
         monkeypatch.setenv(key, value)

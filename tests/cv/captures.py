@@ -27,12 +27,20 @@ def parse_cases(text: str) -> list[Case]:
     cases = []
     for block in re.split(r"^### ", text, flags=re.MULTILINE)[1:]:
         name = block.split("\n", 1)[0].split(".")[0]
-        command = re.search(r"^\$ (?:\(cwd=(\S+)\) )?cv (.*?)(?:\s+# stdin: ?(.*))?$", block,
-                            re.MULTILINE)
+        command = re.search(r"^\$ (?:\(cwd=(\S+)\) )?cv (.*?)(?:\s+# stdin: ?(.*))?$", block, re.MULTILINE)
         assert command, block
         stdout = block.split("--- stdout:\n", 1)[1].split("--- stderr:", 1)[0]
         stderr = block.split("--- stderr:", 1)[1].split("--- exit code:", 1)[0]
         code = int(re.search(r"--- exit code: (\d+)", block).group(1))  # type: ignore[union-attr]
-        cases.append(Case(name, command.group(1), shlex.split(command.group(2)),
-                          command.group(3) or "", stdout, stderr, code))
+        cases.append(
+            Case(
+                name,
+                command.group(1),
+                shlex.split(command.group(2)),
+                command.group(3) or "",
+                stdout,
+                stderr,
+                code,
+            )
+        )
     return cases

@@ -66,8 +66,11 @@ def site(tmp_path: Path) -> Iterator[Site]:
     site = Site(tmp_path / "site")
     site.dir.mkdir()
     sb = site.sandbox()
-    staff = sb.api4("Contact", "create", {"values": {
-        "contact_type": "Individual", "first_name": "Sam", "last_name": "Staff"}})["values"][0]
+    staff = sb.api4(
+        "Contact",
+        "create",
+        {"values": {"contact_type": "Individual", "first_name": "Sam", "last_name": "Staff"}},
+    )["values"][0]
     sb.add_user("staff", "pw", staff["id"], ["access CiviCRM"], api_key=STAFF_KEY)
     sb.close()
     yield site
@@ -86,8 +89,13 @@ def write_script(path: Path, body: str) -> Path:
 
 def cv_settings(site: Site, backend: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "backend": backend, "cv_command": stand_in(), "cv_cwd": str(site.dir),
-        "cv_user": "admin", "cv_timeout": 10, "pipe_size": 1, "pipe_start_timeout": 15,
+        "backend": backend,
+        "cv_command": stand_in(),
+        "cv_cwd": str(site.dir),
+        "cv_user": "admin",
+        "cv_timeout": 10,
+        "pipe_size": 1,
+        "pipe_start_timeout": 15,
     }
     values.update(overrides)
     return Settings(**values)
@@ -100,8 +108,7 @@ async def gateway(settings: Settings, **app_kwargs: Any) -> AsyncIterator[httpx.
     app = create_app(settings, **app_kwargs)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://localhost",
-                                     timeout=60) as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost", timeout=60) as client:
             client.backend = app.state.services.backend  # type: ignore[attr-defined]
             yield client
 

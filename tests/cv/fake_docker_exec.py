@@ -42,19 +42,25 @@ def pump(source: BinaryIO, target: BinaryIO | None, *, close: bool) -> None:
 def main() -> int:
     down = os.environ.get("FAKE_DOCKER_DOWN")
     if down and os.path.exists(down):
-        sys.stderr.write("Error response from daemon: container 3f2a9c1d7e6b4a5f8c0d2e1f3a4b5c6d"
-                         "7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b is not running\n")
+        sys.stderr.write(
+            "Error response from daemon: container 3f2a9c1d7e6b4a5f8c0d2e1f3a4b5c6d"
+            "7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b is not running\n"
+        )
         return 1
-    proc = subprocess.Popen(sys.argv[1:], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        sys.argv[1:],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     assert proc.stdin and proc.stdout and proc.stderr
     threads = [
-        threading.Thread(target=pump, args=(sys.stdin.buffer, proc.stdin), kwargs={"close": True},
-                         daemon=True),
-        threading.Thread(target=pump, args=(proc.stdout, sys.stdout.buffer),
-                         kwargs={"close": False}),
-        threading.Thread(target=pump, args=(proc.stderr, sys.stderr.buffer),
-                         kwargs={"close": False}),
+        threading.Thread(
+            target=pump, args=(sys.stdin.buffer, proc.stdin), kwargs={"close": True}, daemon=True
+        ),
+        threading.Thread(target=pump, args=(proc.stdout, sys.stdout.buffer), kwargs={"close": False}),
+        threading.Thread(target=pump, args=(proc.stderr, sys.stderr.buffer), kwargs={"close": False}),
     ]
     for thread in threads:
         thread.start()

@@ -53,8 +53,7 @@ async def test_hung_call_killed_where_cv_runs(site: Site, backend: str, tmp_path
     settings = cv_settings(site, backend, cv_timeout=3, cv_context=context)
     async with gateway(settings) as gw:
         started = read_pids(pids)  # the pipe worker's cv, started with the pool
-        body = assert_problem(await gw.post("/v4/Contact/create", json=HUNG), 504,
-                              "upstream-timeout")
+        body = assert_problem(await gw.post("/v4/Contact/create", json=HUNG), 504, "upstream-timeout")
         assert "did not answer within 3 s" in body["detail"]
         assert "a write may have been committed" in body["detail"]
         assert "killed where it runs" in body["detail"]
@@ -69,8 +68,7 @@ async def test_hung_call_killed_where_cv_runs(site: Site, backend: str, tmp_path
     assert site.count("Contact", [["first_name", "=", "Hung"]]) == 0
 
 
-async def test_pipe_worker_reports_its_pid_through_the_context(site: Site, tmp_path: Path
-                                                               ) -> None:
+async def test_pipe_worker_reports_its_pid_through_the_context(site: Site, tmp_path: Path) -> None:
     """The pid a worker reports is cv's own where it runs; without a context nothing extra
     runs (no shell, no pid line)."""
     pids = tmp_path / "pids"
@@ -79,8 +77,7 @@ async def test_pipe_worker_reports_its_pid_through_the_context(site: Site, tmp_p
         (worker,) = gw.backend.unwrapped().workers()  # type: ignore[attr-defined]
         assert worker.remote_pid == read_pids(pids)[0]
         assert worker.argv[2:5] == ["env", f"CV_SANDBOX_PID_FILE={pids}", "sh"]
-        assert (await gw.post("/v4/Contact/get", json={"select": ["id"], "limit": 1})
-                ).status_code == 200
+        assert (await gw.post("/v4/Contact/get", json={"select": ["id"], "limit": 1})).status_code == 200
     async with gateway(cv_settings(site, "pipe")) as gw:
         (worker,) = gw.backend.unwrapped().workers()  # type: ignore[attr-defined]
         assert worker.remote_pid is None
@@ -92,18 +89,26 @@ async def test_pipe_worker_reports_its_pid_through_the_context(site: Site, tmp_p
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-async def test_container_down(site: Site, backend: str, tmp_path: Path,
-                              caplog: pytest.LogCaptureFixture) -> None:
+async def test_container_down(
+    site: Site, backend: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The container stops under a running gateway: 503 upstream-unavailable on both backends,
     for reads and writes alike (nothing ran), with the daemon's message only in the log."""
     down = tmp_path / "container-stopped"
     pids = tmp_path / "pids"
-    context = shlex.join(["env", f"FAKE_DOCKER_DOWN={down}", sys.executable,
-                          str(FAKE_DOCKER_EXEC), "env", f"CV_SANDBOX_PID_FILE={pids}"])
+    context = shlex.join(
+        [
+            "env",
+            f"FAKE_DOCKER_DOWN={down}",
+            sys.executable,
+            str(FAKE_DOCKER_EXEC),
+            "env",
+            f"CV_SANDBOX_PID_FILE={pids}",
+        ]
+    )
     caplog.set_level(logging.WARNING, logger="gateway")
     async with gateway(cv_settings(site, backend, cv_context=context)) as gw:
-        assert (await gw.post("/v4/Contact/get", json={"select": ["id"], "limit": 1})
-                ).status_code == 200
+        assert (await gw.post("/v4/Contact/get", json={"select": ["id"], "limit": 1})).status_code == 200
         workers = gw.backend.unwrapped().workers() if backend == "pipe" else []  # type: ignore[attr-defined]
         down.touch()
         for pid in read_pids(pids):  # stopping a container ends every process in it
@@ -111,8 +116,10 @@ async def test_container_down(site: Site, backend: str, tmp_path: Path,
                 os.kill(pid, signal.SIGKILL)
         for worker in workers:
             assert await eventually(lambda worker=worker: not worker.alive)
-        for path, payload in (("/v4/Contact/get", {"select": ["id"], "limit": 1}),
-                              ("/v4/Contact/create", HUNG)):
+        for path, payload in (
+            ("/v4/Contact/get", {"select": ["id"], "limit": 1}),
+            ("/v4/Contact/create", HUNG),
+        ):
             body = assert_problem(await gw.post(path, json=payload), 503, "upstream-unavailable")
             assert CONTAINER_ID not in body["detail"]
             assert "daemon" not in body["detail"]

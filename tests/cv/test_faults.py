@@ -44,8 +44,7 @@ async def wait_for_pool(backend: Any, size: int) -> None:
 async def test_pipe_worker_sigkilled_mid_call(site: Site) -> None:
     """The in-flight read is answered by another worker (tried once more), the pool is whole
     again and the killed worker left no zombie."""
-    settings = cv_settings(site, "pipe", pipe_size=2,
-                           cv_context="env CV_SANDBOX_CALL_DELAY=0.5")
+    settings = cv_settings(site, "pipe", pipe_size=2, cv_context="env CV_SANDBOX_CALL_DELAY=0.5")
     async with gateway(settings) as gw:
         backend: Any = gw.backend  # type: ignore[attr-defined]
         before = set(worker_pids(backend))
@@ -87,8 +86,7 @@ async def test_hanging_cv_times_out(site: Site, backend: str, tmp_path: Path) ->
     settings = cv_settings(site, backend, cv_timeout=1, cv_context=context)
     async with gateway(settings) as gw:
         before = read_pids(pids)  # the pipe worker (wrapper and cv), started with the pool
-        body = assert_problem(await gw.post("/v4/Contact/get", json=GET_ONE), 504,
-                              "upstream-timeout")
+        body = assert_problem(await gw.post("/v4/Contact/get", json=GET_ONE), 504, "upstream-timeout")
         assert "killed" in body["detail"]
         hung = read_pids(pids) if backend == "cv" else before
         assert len(hung) == 2  # the wrapper and the cv it started
@@ -108,8 +106,9 @@ async def test_garbage_on_stdout(site: Site, backend: str, tmp_path: Path) -> No
     settings = cv_settings(site, backend, cv_context=f"env CV_SANDBOX_GARBAGE={flag}")
     async with gateway(settings) as gw:
         flag.touch()
-        body = assert_problem(await gw.post("/v4/Contact/get", json=GET_ONE), 502,
-                              "upstream-invalid-response")
+        body = assert_problem(
+            await gw.post("/v4/Contact/get", json=GET_ONE), 502, "upstream-invalid-response"
+        )
         assert "<b>" not in body["detail"]
         flag.unlink()
         if backend == "pipe":
@@ -124,8 +123,11 @@ async def test_garbage_on_stdout(site: Site, backend: str, tmp_path: Path) -> No
 
 async def test_cv_garbage_script(site: Site, tmp_path: Path) -> None:
     """Anything else that is not JSON, exit code 0 or not: 502."""
-    for body, status in (("echo 'Segmentation fault'", 0), ("echo '[1, 2'", 0),
-                         ("echo 'Killed' >&2; exit 137", 137)):
+    for body, status in (
+        ("echo 'Segmentation fault'", 0),
+        ("echo '[1, 2'", 0),
+        ("echo 'Killed' >&2; exit 137", 137),
+    ):
         script = write_script(tmp_path / f"cv-{status}-{len(body)}", f"{body}\nexit {status}\n")
         async with gateway(cv_settings(site, "cv", cv_command=str(script))) as gw:
             response = await gw.post("/v4/Contact/get", json=GET_ONE)
@@ -138,23 +140,25 @@ async def test_write_failing_midway_not_repeated(site: Site, backend: str) -> No
     (the gateway reported the failure and did not run the write again)."""
     context = "env CV_SANDBOX_DIE_AFTER=create"
     async with gateway(cv_settings(site, backend, cv_context=context)) as gw:
-        response = await gw.post("/v4/Contact/create", json={"values": {
-            "contact_type": "Individual", "first_name": "Once", "last_name": "Only"}})
+        response = await gw.post(
+            "/v4/Contact/create",
+            json={"values": {"contact_type": "Individual", "first_name": "Once", "last_name": "Only"}},
+        )
         body = assert_problem(response, 502, "upstream-invalid-response")
         if backend == "pipe":
             assert "not repeated: a write may have been committed" in body["detail"]
             assert gw.backend.stats()["retried"] == 0  # type: ignore[attr-defined]
             await wait_for_pool(gw.backend, 1)  # type: ignore[attr-defined]
-        got = await gw.post("/v4/Contact/get", json={"select": ["id"], "where": [
-            ["first_name", "=", "Once"]]})
+        got = await gw.post(
+            "/v4/Contact/get", json={"select": ["id"], "where": [["first_name", "=", "Once"]]}
+        )
         assert got.status_code == 200
         assert len(got.json()) == 1
     assert site.count("Contact", [["first_name", "=", "Once"]]) == 1
 
 
 async def test_pipe_recycles_workers(site: Site) -> None:
-    async with gateway(cv_settings(site, "pipe", pipe_max_calls=2,
-                                     validate_calls=False)) as gw:
+    async with gateway(cv_settings(site, "pipe", pipe_max_calls=2, validate_calls=False)) as gw:
         backend: Any = gw.backend  # type: ignore[attr-defined]
         seen = set(worker_pids(backend))
         for _ in range(5):
@@ -170,16 +174,18 @@ async def test_pipe_recycles_workers(site: Site) -> None:
 async def test_pipe_start_without_handshake(site: Site, tmp_path: Path) -> None:
     silent = write_script(tmp_path / "silent-cv", "exec sleep 30\n")
     with pytest.raises(RuntimeError, match="did not complete its handshake within 1 s"):
-        async with gateway(cv_settings(site, "pipe", cv_command=str(silent),
-                                       pipe_start_timeout=1)):
+        async with gateway(cv_settings(site, "pipe", cv_command=str(silent), pipe_start_timeout=1)):
             pass
     other = write_script(tmp_path / "other-cv", "echo '{\"hello\":1}'\nexec sleep 30\n")
     with pytest.raises(RuntimeError, match="not a Civi::pipe handshake"):
         async with gateway(cv_settings(site, "pipe", cv_command=str(other))):
             pass
     # cv_cwd makes the argv "--cwd=... pipe vtl": this cv ignores the flags, opens untrusted
-    untrusted = cv_settings(site, "pipe", cv_command=str(
-        write_script(tmp_path / "untrusted-cv", f'exec {sys_stand_in()} "$1" pipe vu\n')))
+    untrusted = cv_settings(
+        site,
+        "pipe",
+        cv_command=str(write_script(tmp_path / "untrusted-cv", f'exec {sys_stand_in()} "$1" pipe vu\n')),
+    )
     with pytest.raises(RuntimeError, match="untrusted session"):
         async with gateway(untrusted):
             pass

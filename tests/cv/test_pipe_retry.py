@@ -24,8 +24,9 @@ def busy_pids(backend: Any) -> list[int]:
 
 
 async def test_sigkill_under_read_load(site: Site) -> None:
-    settings = cv_settings(site, "pipe", pipe_size=2, cv_timeout=20,
-                           cv_context="env CV_SANDBOX_CALL_DELAY=0.1")
+    settings = cv_settings(
+        site, "pipe", pipe_size=2, cv_timeout=20, cv_context="env CV_SANDBOX_CALL_DELAY=0.1"
+    )
     async with gateway(settings) as gw:
         backend: Any = gw.backend  # type: ignore[attr-defined]
         stop = asyncio.Event()
@@ -46,8 +47,9 @@ async def test_sigkill_under_read_load(site: Site) -> None:
             while not stop.is_set():
                 number += 1
                 name = f"Load{number}"
-                response = await gw.post("/v4/Contact/create", json={"values": {
-                    "contact_type": "Individual", "first_name": name}})
+                response = await gw.post(
+                    "/v4/Contact/create", json={"values": {"contact_type": "Individual", "first_name": name}}
+                )
                 writes[name] = response.status_code
                 if response.status_code != 200:
                     assert_problem(response, 502, "upstream-invalid-response")
@@ -66,9 +68,8 @@ async def test_sigkill_under_read_load(site: Site) -> None:
                 # (retried ones included: a read killed on two workers is not this case).
                 seen = list(done)
                 assert await eventually(
-                    lambda seen=seen: all(now > then
-                                          for now, then in zip(done, seen, strict=True)),
-                    within=30)
+                    lambda seen=seen: all(now > then for now, then in zip(done, seen, strict=True)), within=30
+                )
         finally:
             stop.set()
             await asyncio.gather(*tasks)

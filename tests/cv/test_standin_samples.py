@@ -24,8 +24,9 @@ from .captures import SAMPLES, VOLATILE, parse_cases
 
 def normalise(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: "<volatile>" if k in VOLATILE and v is not None else normalise(v)
-                for k, v in value.items()}
+        return {
+            k: "<volatile>" if k in VOLATILE and v is not None else normalise(v) for k, v in value.items()
+        }
     if isinstance(value, list):
         return [normalise(v) for v in value]
     return value
@@ -37,8 +38,15 @@ def lines(text: str) -> list[str]:
 
 
 def run(args: list[str], stdin: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway.sandbox.cv", *args], input=stdin,
-                          capture_output=True, text=True, cwd=cwd, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.sandbox.cv", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -103,14 +111,19 @@ def test_pipe_captures(sample_site: Path, tmp_path: Path) -> None:
     admin_key = next(u["api_key"] for u in sb.users() if u["username"] == "admin")
     sb.close()
     if not _has_contact(sample_site, 5):
-        run(["api4", "Contact.create", "--in=json"], json.dumps({"values": {
-            "contact_type": "Individual", "first_name": "Grace", "last_name": "Hopper"}}),
-            sample_site)
+        run(
+            ["api4", "Contact.create", "--in=json"],
+            json.dumps(
+                {"values": {"contact_type": "Individual", "first_name": "Grace", "last_name": "Hopper"}}
+            ),
+            sample_site,
+        )
     for number, name in ((1, "cv-pipe-1"), (2, "cv-pipe-2")):
         flags, stdout, code = cases[name]
         requests = (SAMPLES / f"cv-pipe-in-{number}.jsonl").read_text()
-        result = run(["pipe", *([flags] if flags else [])],
-                     requests.replace("<API_KEY>", admin_key), sample_site)
+        result = run(
+            ["pipe", *([flags] if flags else [])], requests.replace("<API_KEY>", admin_key), sample_site
+        )
         assert result.returncode == code, result.stderr
         assert result.stderr == ""
         expected_lines = stdout.strip().splitlines()
@@ -132,8 +145,11 @@ def test_pipe_captures(sample_site: Path, tmp_path: Path) -> None:
 
 
 def _has_contact(site: Path, contact_id: int) -> bool:
-    result = run(["api4", "Contact.get", "--in=json", "--out=json"],
-                 json.dumps({"select": ["id"], "where": [["id", "=", contact_id]]}), site)
+    result = run(
+        ["api4", "Contact.get", "--in=json", "--out=json"],
+        json.dumps({"select": ["id"], "where": [["id", "=", contact_id]]}),
+        site,
+    )
     return bool(json.loads(result.stdout))
 
 
@@ -171,8 +187,9 @@ def round2_cases() -> list[Round2Case]:
         code = int(re.search(r"^exit (\d+)$", body, re.MULTILINE).group(1))  # type: ignore[union-attr]
         stdout = body.split("\nstdout:\n", 1)[1].split("\nstderr:\n", 1)[0]
         stderr = body.split("\nstderr:\n", 1)[1]
-        cases.append(Round2Case(title.strip(), shlex.split(command.group(1)), command.group(2),
-                                code, stdout, stderr))
+        cases.append(
+            Round2Case(title.strip(), shlex.split(command.group(1)), command.group(2), code, stdout, stderr)
+        )
     return cases
 
 
@@ -184,8 +201,7 @@ def round2_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     site = tmp_path_factory.mktemp("round2")
     sb = Sandbox(str(site / "civicrm.sandbox.sqlite"))
     for first in ("Ada", "Grace", "Edsger"):
-        sb.api4("Contact", "create", {"values": {"contact_type": "Individual",
-                                                 "first_name": first}})
+        sb.api4("Contact", "create", {"values": {"contact_type": "Individual", "first_name": first}})
     sb.close()
     return site
 
@@ -206,17 +222,34 @@ def shape(value: Any) -> Any:
 
 def test_round2_capture_count() -> None:
     assert [case.title for case in round2_cases()] == [
-        "api4 row_count alone (count is dropped)", "api4 id + row_count",
-        "api4 COUNT with alias (the way to count over cv)", "api4 action in upper case",
-        "api4 where as an object", "api4 update of a missing id", "api4 negative limit",
-        "api4 unknown SQL function", "api3 getcount", "api3 get with api.Email.get chaining"]
+        "api4 row_count alone (count is dropped)",
+        "api4 id + row_count",
+        "api4 COUNT with alias (the way to count over cv)",
+        "api4 action in upper case",
+        "api4 where as an object",
+        "api4 update of a missing id",
+        "api4 negative limit",
+        "api4 unknown SQL function",
+        "api3 getcount",
+        "api3 get with api.Email.get chaining",
+    ]
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(case, id=case.title,
-                 marks=[pytest.mark.xfail(strict=False, reason=reason)
-                        for key, reason in ROUND2_ENGINE.items() if case.title.startswith(key)])
-    for case in round2_cases()])
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(
+            case,
+            id=case.title,
+            marks=[
+                pytest.mark.xfail(strict=False, reason=reason)
+                for key, reason in ROUND2_ENGINE.items()
+                if case.title.startswith(key)
+            ],
+        )
+        for case in round2_cases()
+    ],
+)
 def test_round2_cli_captures(round2_site: Path, case: Round2Case) -> None:
     """Exit code and stderr exactly; stdout the same JSON, by shape where it names the real
     site's records, or the same count of this site's records where it is a count."""
@@ -258,9 +291,18 @@ ROUND2_PIPE_REQUESTS = [
 
 def replay_pipe(site: Path, numbers: list[int]) -> dict[int, Any]:
     """Send the numbered requests in one ``cv --user=admin pipe`` session; their responses."""
-    requests = "".join(json.dumps({"jsonrpc": "2.0", "method": ROUND2_PIPE_REQUESTS[n - 1][0],
-                                   "params": ROUND2_PIPE_REQUESTS[n - 1][1], "id": n}) + "\n"
-                       for n in numbers)
+    requests = "".join(
+        json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "method": ROUND2_PIPE_REQUESTS[n - 1][0],
+                "params": ROUND2_PIPE_REQUESTS[n - 1][1],
+                "id": n,
+            }
+        )
+        + "\n"
+        for n in numbers
+    )
     result = run(["--user=admin", "pipe"], requests, site)
     assert result.returncode == 0 and result.stderr == "", result.stderr
     out = result.stdout.splitlines()
@@ -283,8 +325,7 @@ def test_round2_pipe_session(round2_site: Path) -> None:
 def test_round2_pipe_session_engine(round2_site: Path) -> None:
     expected = {json.loads(line)["id"]: json.loads(line) for line in round2_pipe()[1:]}
     actual = replay_pipe(round2_site, [2, 5])
-    assert actual[2] == {"jsonrpc": "2.0", "result": [{"total": site_count(round2_site, [])}],
-                         "id": 2}
+    assert actual[2] == {"jsonrpc": "2.0", "result": [{"total": site_count(round2_site, [])}], "id": 2}
     assert actual[5] == expected[5]
 
 

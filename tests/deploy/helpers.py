@@ -52,8 +52,10 @@ def compose_client() -> list[str]:
     """Compose v2 (`docker compose`) when installed, else v1 (`docker-compose`, Debian's 1.29).
     tests/install-system-packages.sh installs one: missing fails under CI."""
     docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "compose", "version"], capture_output=True,
-                                 timeout=30).returncode == 0:
+    if (
+        docker
+        and subprocess.run([docker, "compose", "version"], capture_output=True, timeout=30).returncode == 0
+    ):
         return [docker, "compose"]
     if shutil.which("docker-compose"):
         return ["docker-compose"]

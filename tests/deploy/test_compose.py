@@ -23,8 +23,12 @@ SECRET_WORDS = re.compile(r"PASSWORD|PASSWD|API_KEY|SITE_KEY|TOKEN|SECRET", re.I
 
 def schema_check(path) -> subprocess.CompletedProcess:
     # The compose-spec JSON schema ships inside check-jsonschema ("vendor.compose-spec").
-    return subprocess.run([project_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
-                           str(path)], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [project_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_compose_file_matches_the_compose_spec_schema():
@@ -35,8 +39,10 @@ def test_compose_file_matches_the_compose_spec_schema():
 def test_schema_check_catches_a_broken_compose_file(tmp_path, compose):
     broken = dict(compose)
     broken["services"] = dict(compose["services"])
-    broken["services"]["gateway"] = {**compose["services"]["gateway"],
-                                     "depends_on": {"civicrm": {"condition": "when_ready"}}}
+    broken["services"]["gateway"] = {
+        **compose["services"]["gateway"],
+        "depends_on": {"civicrm": {"condition": "when_ready"}},
+    }
     path = tmp_path / "docker-compose.yml"
     path.write_text(yaml.safe_dump(broken))
     assert schema_check(path).returncode != 0
@@ -44,8 +50,12 @@ def test_schema_check_catches_a_broken_compose_file(tmp_path, compose):
 
 def test_yamllint_passes_on_every_deployment_yaml():
     files = [COMPOSE_FILE, *sorted((ROOT / "deploy").rglob("*.yaml"))]
-    result = subprocess.run([project_tool("yamllint"), "--strict", "-c", str(YAMLLINT_CONFIG),
-                             *map(str, files)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [project_tool("yamllint"), "--strict", "-c", str(YAMLLINT_CONFIG), *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -54,9 +64,14 @@ def test_compose_client_accepts_the_file(profiles):
     """`config` with whichever Compose is installed: v1 refused the top-level `name:` (19.6)."""
     client = compose_client()
     flags = [arg for profile in profiles for arg in ("--profile", profile)]
-    result = subprocess.run([*client, "-f", str(COMPOSE_FILE), *flags, "config", "--quiet"],
-                            capture_output=True, text=True, timeout=60, cwd=ROOT,
-                            env={k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")})
+    result = subprocess.run(
+        [*client, "-f", str(COMPOSE_FILE), *flags, "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")},
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -90,16 +105,21 @@ def test_no_secret_in_environment_literals(compose):
 
 def test_secrets_are_files_under_the_git_ignored_directory(compose):
     secrets = compose["secrets"]
-    used = {s if isinstance(s, str) else s["source"]
-            for service in compose["services"].values() for s in service.get("secrets", [])}
+    used = {
+        s if isinstance(s, str) else s["source"]
+        for service in compose["services"].values()
+        for s in service.get("secrets", [])
+    }
     assert used == set(secrets)
     for name, spec in secrets.items():
         assert spec["file"] == f"./deploy/compose/secrets/{name}"
-    ignored = subprocess.run(["git", "check-ignore", "-q", "deploy/compose/secrets/db_password"],
-                             cwd=ROOT, timeout=30)
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "deploy/compose/secrets/db_password"], cwd=ROOT, timeout=30
+    )
     assert ignored.returncode == 0, "deploy/compose/secrets/* must be ignored by git"
-    tracked = subprocess.run(["git", "ls-files", "deploy/compose/secrets"], cwd=ROOT,
-                             capture_output=True, text=True, timeout=30).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files", "deploy/compose/secrets"], cwd=ROOT, capture_output=True, text=True, timeout=30
+    ).stdout.split()
     assert set(tracked) <= {"deploy/compose/secrets/.gitignore"}
 
 
@@ -132,7 +152,10 @@ def test_state_lives_in_named_volumes(compose):
     assert mounted == declared
     assert any(v.endswith(":/var/lib/mysql") for v in compose["services"]["db"]["volumes"])
     assert {v.split(":")[1] for v in compose["services"]["civicrm"]["volumes"]} == {
-        "/var/www/html/private", "/var/www/html/public", "/var/www/html/ext"}
+        "/var/www/html/private",
+        "/var/www/html/public",
+        "/var/www/html/ext",
+    }
 
 
 def test_gateway_service_uses_the_http_backend_with_client_tokens(compose):
@@ -154,8 +177,11 @@ def test_gateway_service_uses_the_http_backend_with_client_tokens(compose):
 def test_cv_profile_runs_pipe_through_docker_exec(compose):
     cv = compose["services"]["gateway-cv"]
     assert cv["profiles"] == ["cv"]
-    assert cv["build"] == {"context": "./deploy/docker", "dockerfile": "cv.Dockerfile",
-                           "args": {"GATEWAY_IMAGE": compose["services"]["gateway"]["image"]}}
+    assert cv["build"] == {
+        "context": "./deploy/docker",
+        "dockerfile": "cv.Dockerfile",
+        "args": {"GATEWAY_IMAGE": compose["services"]["gateway"]["image"]},
+    }
     assert CV_STAGES[-1]["name"] == "cv"
     env = cv["environment"]
     assert set(env) <= settings_env_names(), set(env) - settings_env_names()

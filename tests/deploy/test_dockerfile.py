@@ -21,8 +21,9 @@ from .helpers import CV_DOCKERFILE, DOCKERFILE, instructions, stages
 
 
 def lint(path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([project_tool("hadolint"), "--no-color", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [project_tool("hadolint"), "--no-color", str(path)], capture_output=True, text=True, timeout=60
+    )
 
 
 def stage_chain(all_stages: list[dict], stage: dict) -> list[dict]:
@@ -93,8 +94,9 @@ def test_offline_build_from_a_wheelhouse():
     assert ("COPY", "deploy/docker/wheelhouse/ /wheelhouse/") in build_stage["body"]
     run = " ".join(args for kw, args in build_stage["body"] if kw == "RUN")
     assert "if ls /wheelhouse/*.whl" in run and "PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheelhouse" in run
-    ignored = subprocess.run(["git", "check-ignore", "-q", "deploy/docker/wheelhouse/x-1.0-py3-none-any.whl"],
-                             cwd=ROOT, timeout=30)
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "deploy/docker/wheelhouse/x-1.0-py3-none-any.whl"], cwd=ROOT, timeout=30
+    )
     assert ignored.returncode == 0, "wheels must stay out of git"
 
 
@@ -150,7 +152,9 @@ def test_env_names_exist_in_settings_and_hold_no_secrets():
 
 def test_cv_image_adds_only_the_docker_client_to_the_gateway_image():
     assert [(s["name"], s["base"]) for s in CV_STAGES] == [
-        ("docker-cli", "${DOCKER_CLI_IMAGE}"), ("cv", "${GATEWAY_IMAGE}")]
+        ("docker-cli", "${DOCKER_CLI_IMAGE}"),
+        ("cv", "${GATEWAY_IMAGE}"),
+    ]
     cv = CV_STAGES[-1]
     # no USER: it keeps the gateway image's unprivileged user
     assert cv["body"] == [("COPY", "--from=docker-cli /usr/local/bin/docker /usr/local/bin/docker")]
@@ -159,8 +163,11 @@ def test_cv_image_adds_only_the_docker_client_to_the_gateway_image():
 
 
 def test_dockerignore_sends_only_what_the_build_copies():
-    lines = [ln for ln in (ROOT / ".dockerignore").read_text().splitlines()
-             if ln.strip() and not ln.startswith("#")]
+    lines = [
+        ln
+        for ln in (ROOT / ".dockerignore").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
     assert lines[0] == "*"
     allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
     copied = set()
@@ -180,13 +187,23 @@ def test_healthcheck_command_works_against_a_real_gateway():
     assert argv[0] == "python"
     argv[0] = sys.executable
     port = free_port()
-    env = {**os.environ, "CIVI_GATEWAY_PORT": str(port), "CIVI_GATEWAY_HOST": "127.0.0.1",
-           "CIVI_GATEWAY_BACKEND": "sandbox", "CIVI_GATEWAY_SANDBOX_DEMO": "0",
-           "CIVI_GATEWAY_SECRETS_DIR": ""}
+    env = {
+        **os.environ,
+        "CIVI_GATEWAY_PORT": str(port),
+        "CIVI_GATEWAY_HOST": "127.0.0.1",
+        "CIVI_GATEWAY_BACKEND": "sandbox",
+        "CIVI_GATEWAY_SANDBOX_DEMO": "0",
+        "CIVI_GATEWAY_SECRETS_DIR": "",
+    }
     # nothing listening yet: the health check fails
     assert subprocess.run(argv, env=env, capture_output=True, timeout=30).returncode != 0
-    server = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env, cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:

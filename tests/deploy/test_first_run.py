@@ -17,8 +17,14 @@ from tests.conftest import clear_gateway_env
 from .conftest import DEPLOY
 
 SCRIPT = DEPLOY / "compose" / "first-run.sh"
-SECRETS = ("db_password", "db_root_password", "civicrm_admin_password",
-           "civi_gateway_http_api_key", "civi_gateway_client_tokens", "sandbox_api_key")
+SECRETS = (
+    "db_password",
+    "db_root_password",
+    "civicrm_admin_password",
+    "civi_gateway_http_api_key",
+    "civi_gateway_client_tokens",
+    "sandbox_api_key",
+)
 
 
 @pytest.fixture()
@@ -32,9 +38,17 @@ def tree(tmp_path):
 
 
 def run(tree: Path, *args: str, path_prefix: str = "") -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{path_prefix}{tree / 'bin'}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    return subprocess.run(["bash", str(tree / "deploy" / "compose" / "first-run.sh"), *args],
-                          capture_output=True, text=True, env=env, timeout=60)
+    env = {
+        **os.environ,
+        "PATH": f"{path_prefix}{tree / 'bin'}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    return subprocess.run(
+        ["bash", str(tree / "deploy" / "compose" / "first-run.sh"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
 
 
 def test_script_is_valid_bash_and_executable():

@@ -17,8 +17,18 @@ DOCS = {doc["kind"]: doc for path in MANIFESTS for doc in load_yaml_docs(path)}
 
 
 def validate(*paths) -> subprocess.CompletedProcess:
-    return subprocess.run([project_tool("kubernetes-validate"), "--strict", "--kubernetes-version",
-                           K8S_VERSION, *map(str, paths)], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            project_tool("kubernetes-validate"),
+            "--strict",
+            "--kubernetes-version",
+            K8S_VERSION,
+            *map(str, paths),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_manifests_are_valid_for_the_stated_kubernetes_version():
@@ -109,8 +119,11 @@ def test_service_hpa_and_budget_select_the_deployment():
     assert service["type"] == "ClusterIP" and service["selector"].items() <= labels.items()
     assert service["ports"][0]["targetPort"] == "http"
     hpa = DOCS["HorizontalPodAutoscaler"]["spec"]
-    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                     "name": DOCS["Deployment"]["metadata"]["name"]}
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": DOCS["Deployment"]["metadata"]["name"],
+    }
     assert 2 <= hpa["minReplicas"] < hpa["maxReplicas"]
     assert hpa["metrics"][0]["resource"]["name"] == "cpu"
     assert DOCS["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items() <= labels.items()

@@ -46,13 +46,21 @@ def test_nginx_accepts_the_configuration(tmp_path):
         missing_tool("nginx (and openssl for a test certificate) not installed")
     cert, key = self_signed_cert(tmp_path, "gateway.example.org")
     site = tmp_path / "site.conf"
-    site.write_text(TEXT.replace("/etc/ssl/certs/gateway.example.org.pem", str(cert))
-                    .replace("/etc/ssl/private/gateway.example.org.key", str(key)))
+    site.write_text(
+        TEXT.replace("/etc/ssl/certs/gateway.example.org.pem", str(cert)).replace(
+            "/etc/ssl/private/gateway.example.org.key", str(key)
+        )
+    )
     main = tmp_path / "nginx.conf"
-    temp = "".join(f"{kind}_temp_path {tmp_path}/{kind};\n"
-                   for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    main.write_text(f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
-                    f"http {{\naccess_log off;\n{temp}include {site};\n}}\n")
-    result = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(main)],
-                            capture_output=True, text=True, timeout=60)
+    temp = "".join(
+        f"{kind}_temp_path {tmp_path}/{kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    main.write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
+        f"http {{\naccess_log off;\n{temp}include {site};\n}}\n"
+    )
+    result = subprocess.run(
+        [nginx, "-t", "-p", str(tmp_path), "-c", str(main)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr

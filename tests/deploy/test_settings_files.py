@@ -80,7 +80,8 @@ def test_unreadable_secret_file_is_one_line_naming_the_file_and_uid(open_tmp):
     assert stderr.splitlines() == [
         f"civicrm-gateway: secret file {token} is not readable by uid {uid} (gid {gid}): "
         "the gateway's user must be able to read them (e.g. group-readable for its group, or "
-        "compose/Kubernetes secrets); see docs/deploy.md"]
+        "compose/Kubernetes secrets); see docs/deploy.md"
+    ]
 
 
 def test_unreadable_secrets_directory_is_one_line_naming_the_folder(open_tmp):
@@ -93,7 +94,8 @@ def test_unreadable_secrets_directory_is_one_line_naming_the_folder(open_tmp):
     assert len(stderr.splitlines()) == 1, stderr
     assert stderr.startswith(
         f"civicrm-gateway: secrets directory {secrets} (CIVI_GATEWAY_SECRETS_DIR) is not readable"
-        f" by uid {uid} (gid {gid}): ")
+        f" by uid {uid} (gid {gid}): "
+    )
 
 
 def test_readable_secret_files_still_load(open_tmp, monkeypatch):

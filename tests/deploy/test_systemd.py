@@ -61,8 +61,13 @@ def test_sections_and_start_command():
 
 def test_runs_unprivileged_and_hardened():
     assert values("Service", "DynamicUser") == ["yes"] or values("Service", "User") not in ([], ["root"])
-    for key, expected in {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
-                          "PrivateTmp": "yes", "CapabilityBoundingSet": ""}.items():
+    for key, expected in {
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "CapabilityBoundingSet": "",
+    }.items():
         assert values("Service", key) == [expected], key
 
 
@@ -87,8 +92,11 @@ def test_systemd_analyze_verify(tmp_path):
     unit = tmp_path / UNIT.name
     unit.write_text(UNIT.read_text().replace(EXEC, str(local)))
     result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
-    output = "\n".join(line for line in (result.stdout + result.stderr).splitlines()
-                       if "Failed to connect to bus" not in line)  # containers have no system bus
+    output = "\n".join(
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if "Failed to connect to bus" not in line
+    )  # containers have no system bus
     assert result.returncode == 0 and not output.strip(), output
 
 

@@ -77,7 +77,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             f"docker test preparation (s after collection): {PREPARATION.summary()}; "
             f"the docker tests waited {sum(WAITED):.0f} s for it and ran "
-            f"{(PHASE[1] - PHASE[0]) if PHASE else 0:.0f} s in all")
+            f"{(PHASE[1] - PHASE[0]) if PHASE else 0:.0f} s in all"
+        )
 
 
 def missing(tool: str) -> None:
@@ -107,11 +108,11 @@ def prepared(step: str) -> Any:
 
 def docker(*args: str, check: bool = True, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
     """``docker ARGS`` (no shell), output captured as text; raises with stderr on failure."""
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout,
-                            **kwargs)
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, **kwargs)
     if check and result.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)} failed ({result.returncode}): "
-                             f"{result.stderr.strip()[-2000:]}")
+        raise AssertionError(
+            f"docker {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()[-2000:]}"
+        )
     return result
 
 
@@ -154,8 +155,9 @@ def container_name() -> str:
 
 
 @contextlib.contextmanager
-def container(image: str, *args: str, name: str | None = None,
-              command: list[str] | None = None) -> Iterator[str]:
+def container(
+    image: str, *args: str, name: str | None = None, command: list[str] | None = None
+) -> Iterator[str]:
     """``docker run -d --network host`` ... ; removed (with its anonymous volumes) afterwards."""
     name = name or container_name()
     docker("run", "-d", "--network", "host", "--name", name, *args, image, *(command or []))
@@ -188,14 +190,16 @@ def logs(name: str) -> str:
 def stand_in_pids(name: str) -> list[int]:
     """The cv stand-in processes running inside the container (zombies do not count), read
     from /proc by a Python inside it: the images have no ps."""
-    script = ("import os\n"
-              "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
-              "    if int(pid) == os.getpid():\n        continue\n"
-              "    try:\n"
-              "        cmd = open('/proc/%s/cmdline' % pid, 'rb').read()\n"
-              "        stat = open('/proc/%s/stat' % pid).read().rsplit(')', 1)[1].split()\n"
-              "    except OSError:\n        continue\n"
-              "    if b'gateway.sandbox.cv' in cmd and stat[0] not in 'ZX':\n        print(pid)\n")
+    script = (
+        "import os\n"
+        "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+        "    if int(pid) == os.getpid():\n        continue\n"
+        "    try:\n"
+        "        cmd = open('/proc/%s/cmdline' % pid, 'rb').read()\n"
+        "        stat = open('/proc/%s/stat' % pid).read().rsplit(')', 1)[1].split()\n"
+        "    except OSError:\n        continue\n"
+        "    if b'gateway.sandbox.cv' in cmd and stat[0] not in 'ZX':\n        print(pid)\n"
+    )
     result = docker("exec", "-u", "0", name, "python", "-c", script)
     return [int(pid) for pid in result.stdout.split()]
 

@@ -43,8 +43,13 @@ GATEWAY_IMAGE = "civicrm-gateway:test"
 STANDIN_IMAGE = "civicrm-gateway-cv-standin:test"
 CV_IMAGE = "civicrm-gateway:test-cv"
 DOCKER_CLI_IMAGE = "civicrm-gateway-docker-cli:test"
-DAEMON_FLAGS = ["--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-forward=false",
-                "--ip-masq=false"]
+DAEMON_FLAGS = [
+    "--bridge=none",
+    "--iptables=false",
+    "--ip6tables=false",
+    "--ip-forward=false",
+    "--ip-masq=false",
+]
 SBIN_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
 
 
@@ -72,8 +77,12 @@ def _find(tool: str) -> str | None:
 
 
 def _engine_answers() -> bool:
-    return subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
-                          capture_output=True, timeout=30).returncode == 0
+    return (
+        subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, timeout=30
+        ).returncode
+        == 0
+    )
 
 
 class Preparation:
@@ -153,17 +162,21 @@ class Preparation:
 
     def summary(self) -> str:
         """When each step ran, in seconds from the start of the preparation."""
-        return ", ".join(f"{step} {start - self.began:.0f}-{end - self.began:.0f} s"
-                         for step, (start, end) in self.timings.items())
+        return ", ".join(
+            f"{step} {start - self.began:.0f}-{end - self.began:.0f} s"
+            for step, (start, end) in self.timings.items()
+        )
 
-    def run(self, argv: list[str], *, timeout: float, env: dict[str, str] | None = None,
-            nice: bool = False) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, argv: list[str], *, timeout: float, env: dict[str, str] | None = None, nice: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         """``argv`` (no shell) in its own process group, killed by `stop`; output captured.
         ``nice``: host-side work that must not slow the tests running meanwhile."""
         if nice:
             argv = ["nice", "-n", "10", *argv]
-        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   env=env, start_new_session=True)
+        process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+        )
         with self._lock:
             self._processes.add(process)
         try:
@@ -171,8 +184,9 @@ class Preparation:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             stdout, stderr = process.communicate()
-            raise AssertionError(f"{' '.join(argv)} took more than {timeout:g} s: "
-                                 f"{(stdout + stderr)[-3000:]}") from None
+            raise AssertionError(
+                f"{' '.join(argv)} took more than {timeout:g} s: {(stdout + stderr)[-3000:]}"
+            ) from None
         finally:
             with self._lock:
                 self._processes.discard(process)
@@ -196,8 +210,9 @@ class Preparation:
         fd, log_name = tempfile.mkstemp(prefix="dockerd-", suffix=".log")
         self._dockerd_log = Path(log_name)
         with os.fdopen(fd, "wb") as log:
-            proc = subprocess.Popen([dockerd, *DAEMON_FLAGS], stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                [dockerd, *DAEMON_FLAGS], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self._dockerd = proc
         deadline = time.monotonic() + 60
         while not _engine_answers():
@@ -207,16 +222,20 @@ class Preparation:
                 proc.wait(timeout=30)
                 self._dockerd = None
                 tail = self._dockerd_log.read_text(errors="replace").strip().splitlines()[-5:]
-                raise Unavailable("Docker cannot start: dockerd " + (
-                    "exited" if proc.returncode else "did not answer within 60 s") + ": "
-                    + " | ".join(tail))
+                raise Unavailable(
+                    "Docker cannot start: dockerd "
+                    + ("exited" if proc.returncode else "did not answer within 60 s")
+                    + ": "
+                    + " | ".join(tail)
+                )
             time.sleep(0.2)  # polling the engine's start, not ordering events
 
     def docker(self, *args: str, timeout: float = 120) -> str:
         result = self.run(["docker", *args], timeout=timeout)
         if result.returncode != 0:
-            raise AssertionError(f"docker {' '.join(args)} failed ({result.returncode}): "
-                                 f"{result.stderr.strip()[-2000:]}")
+            raise AssertionError(
+                f"docker {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()[-2000:]}"
+            )
         return result.stdout
 
     def _make_base_image(self) -> str:
@@ -226,8 +245,12 @@ class Preparation:
         if self.run(["docker", "image", "inspect", BASE_IMAGE], timeout=60).returncode != 0:
             if _find("mmdebstrap") is None and _find("debootstrap") is None:
                 raise Missing("mmdebstrap (or debootstrap)")
-            result = self.run(["bash", str(ROOT / "deploy/docker/base-image.sh"), BASE_IMAGE],
-                              timeout=900, env={**os.environ, "PATH": SBIN_PATH}, nice=True)
+            result = self.run(
+                ["bash", str(ROOT / "deploy/docker/base-image.sh"), BASE_IMAGE],
+                timeout=900,
+                env={**os.environ, "PATH": SBIN_PATH},
+                nice=True,
+            )
             assert result.returncode == 0, result.stdout + result.stderr
         return BASE_IMAGE
 
@@ -240,17 +263,20 @@ class Preparation:
         stamp = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + here.encode()).hexdigest()
         if (folder / ".stamp").exists() and (folder / ".stamp").read_text() == stamp:
             return folder
-        result = self.run(["bash", str(ROOT / "deploy/docker/wheelhouse.sh"), sys.executable],
-                          timeout=900, nice=True)
+        result = self.run(
+            ["bash", str(ROOT / "deploy/docker/wheelhouse.sh"), sys.executable], timeout=900, nice=True
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         (folder / ".stamp").write_text(stamp)
         return folder
 
     def build(self, tag: str, context: Path, *args: str) -> str:
         """The classic builder (what Docker 20.10 without buildx runs), host network, no pulls."""
-        result = self.run(["docker", "build", "--network", "host", "--pull=false", "-t", tag,
-                           *args, str(context)], timeout=900,
-                          env={**os.environ, "DOCKER_BUILDKIT": "0"})
+        result = self.run(
+            ["docker", "build", "--network", "host", "--pull=false", "-t", tag, *args, str(context)],
+            timeout=900,
+            env={**os.environ, "DOCKER_BUILDKIT": "0"},
+        )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         return result.stdout + result.stderr
 
@@ -261,11 +287,21 @@ class Preparation:
         base = self.result("base")
         self.result("wheelhouse")
         here = f"{sys.version_info[0]}.{sys.version_info[1]}"
-        there = self.docker("run", "--rm", "--network", "host", base, "python3", "-c",
-                            "import sys; print('%d.%d' % sys.version_info[:2])").strip()
+        there = self.docker(
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            base,
+            "python3",
+            "-c",
+            "import sys; print('%d.%d' % sys.version_info[:2])",
+        ).strip()
         if there != here:
-            raise AssertionError(f"the wheelhouse is made with this Python ({here}); the base "
-                                 f"image has Python {there}: run the tests with that version")
+            raise AssertionError(
+                f"the wheelhouse is made with this Python ({here}); the base "
+                f"image has Python {there}: run the tests with that version"
+            )
         canary_value = f"canary-secret-{uuid.uuid4().hex}"
         canary = ROOT / "deploy/compose/secrets" / f"zz_test_canary_{uuid.uuid4().hex[:8]}"
         canary.write_text(canary_value + "\n")
@@ -293,7 +329,14 @@ class Preparation:
             shutil.copy(client, Path(tmp) / "docker")
             (Path(tmp) / "Dockerfile").write_text("FROM scratch\nCOPY docker /usr/local/bin/docker\n")
             self.build(DOCKER_CLI_IMAGE, Path(tmp))
-        self.build(CV_IMAGE, ROOT / "deploy/docker", "-f", str(ROOT / "deploy/docker/cv.Dockerfile"),
-                   "--build-arg", f"GATEWAY_IMAGE={gateway.image}",
-                   "--build-arg", f"DOCKER_CLI_IMAGE={DOCKER_CLI_IMAGE}")
+        self.build(
+            CV_IMAGE,
+            ROOT / "deploy/docker",
+            "-f",
+            str(ROOT / "deploy/docker/cv.Dockerfile"),
+            "--build-arg",
+            f"GATEWAY_IMAGE={gateway.image}",
+            "--build-arg",
+            f"DOCKER_CLI_IMAGE={DOCKER_CLI_IMAGE}",
+        )
         return CV_IMAGE

@@ -38,8 +38,14 @@ class Project:
         argv = [*self.client, "-f", str(COMPOSE_FILE)]
         for extra in files:
             argv += ["-f", str(extra)]
-        result = subprocess.run([*argv, "--profile", "sandbox", *args], cwd=ROOT, env=self.env,
-                                capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            [*argv, "--profile", "sandbox", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
 
@@ -60,8 +66,12 @@ def project(gateway_image: Build) -> Iterator[Project]:
     client = compose_client()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "CIVI_GATEWAY_"))}
     gateway_port = free_port()
-    env.update(COMPOSE_PROJECT_NAME=f"cgwtest{uuid.uuid4().hex[:8]}", GATEWAY_IMAGE=gateway_image.image,
-               CIVICRM_SANDBOX_PORT=str(free_port()), GATEWAY_SANDBOX_PORT=str(gateway_port))
+    env.update(
+        COMPOSE_PROJECT_NAME=f"cgwtest{uuid.uuid4().hex[:8]}",
+        GATEWAY_IMAGE=gateway_image.image,
+        CIVICRM_SANDBOX_PORT=str(free_port()),
+        GATEWAY_SANDBOX_PORT=str(gateway_port),
+    )
     made_secret = not SECRET.exists()
     if made_secret:  # what `first-run.sh secrets` writes
         SECRET.write_text(f"sandbox-{uuid.uuid4().hex}\n")
@@ -71,9 +81,24 @@ def project(gateway_image: Build) -> Iterator[Project]:
         project.run("up", "-d", "--no-build", "civicrm-sandbox", "gateway-sandbox")
         yield project
     finally:
-        subprocess.run([*client, "-f", str(COMPOSE_FILE), "--profile", "sandbox", "down", "-v",
-                        "--remove-orphans", "-t", "1"], cwd=ROOT, env=env, capture_output=True,
-                       timeout=180)
+        subprocess.run(
+            [
+                *client,
+                "-f",
+                str(COMPOSE_FILE),
+                "--profile",
+                "sandbox",
+                "down",
+                "-v",
+                "--remove-orphans",
+                "-t",
+                "1",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            timeout=180,
+        )
         if made_secret:
             SECRET.unlink()
 
@@ -84,8 +109,9 @@ def test_sandbox_profile_comes_up_healthy_and_answers(project: Project):
     base = f"http://127.0.0.1:{project.gateway_port}"
     ready = httpx.get(f"{base}/readyz", timeout=30)
     assert ready.status_code == 200 and ready.json()["backend"] == "http", ready.text
-    response = httpx.get(f"{base}/v4/Contact/get", params={"select": "id,display_name", "limit": "3"},
-                         timeout=30)
+    response = httpx.get(
+        f"{base}/v4/Contact/get", params={"select": "id,display_name", "limit": "3"}, timeout=30
+    )
     assert response.status_code == 200, response.text
     records = response.json()
     assert len(records) == 3 and all(set(r) == {"id", "display_name"} for r in records)
@@ -104,7 +130,8 @@ def test_stop_lets_a_call_in_flight_finish(project: Project, tmp_path: Path):
         "      CIVI_GATEWAY_CV_TIMEOUT: '60'\n"
         # One slow cv run in flight: without the metadata look-ups of validation, each of
         # which would be a slow run of its own.
-        "      CIVI_GATEWAY_VALIDATE_CALLS: 'false'\n")
+        "      CIVI_GATEWAY_VALIDATE_CALLS: 'false'\n"
+    )
     project.run("up", "-d", "--no-build", "gateway-sandbox", files=(slow,))
     name = project.container("gateway-sandbox")
     wait_healthz(project.gateway_port)
@@ -128,10 +155,17 @@ def test_stop_lets_a_call_in_flight_finish(project: Project, tmp_path: Path):
 def test_real_civicrm_profile_up(engine: None):
     """The default profile (MariaDB, the official CiviCRM image, the gateway on HTTP) is
     validated with `config` in tests/deploy/test_compose.py; running it needs its images."""
-    missing = [image for image in ("mariadb:10.11", "civicrm/civicrm:6")
-               if docker("image", "inspect", image, check=False).returncode != 0]
+    missing = [
+        image
+        for image in ("mariadb:10.11", "civicrm/civicrm:6")
+        if docker("image", "inspect", image, check=False).returncode != 0
+    ]
     if missing:
-        pytest.skip(f"{' and '.join(missing)} cannot be pulled here (no image registry is "
-                    "reachable), so the real-CiviCRM profile is only validated with `config`")
-    pytest.skip("the real-CiviCRM profile runs on bridge networks, which these tests never create "
-                "(every container here uses the host's network): run it by hand (docs/deploy.md)")
+        pytest.skip(
+            f"{' and '.join(missing)} cannot be pulled here (no image registry is "
+            "reachable), so the real-CiviCRM profile is only validated with `config`"
+        )
+    pytest.skip(
+        "the real-CiviCRM profile runs on bridge networks, which these tests never create "
+        "(every container here uses the host's network): run it by hand (docs/deploy.md)"
+    )

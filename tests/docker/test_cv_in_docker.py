@@ -38,9 +38,14 @@ def host_socket() -> str:
 
 def settings(name: str, backend: str, *, exec_options: str = "", **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "backend": backend, "cv_command": "cv", "cv_cwd": "/var/www/html", "cv_user": "admin",
+        "backend": backend,
+        "cv_command": "cv",
+        "cv_cwd": "/var/www/html",
+        "cv_user": "admin",
         "cv_context": f"docker exec -i {exec_options} {name}".replace("  ", " "),
-        "cv_timeout": 20, "pipe_size": 1, "pipe_start_timeout": 30,
+        "cv_timeout": 20,
+        "pipe_size": 1,
+        "pipe_start_timeout": 30,
     }
     values.update(overrides)
     return Settings(**values)
@@ -67,10 +72,12 @@ async def test_error_table_through_docker_exec(shared: str, backend: str) -> Non
         assert ok.status_code == 200, ok.text
         assert ok.json() == [{"id": 2, "display_name": "Standalone Admin"}]
         assert_problem(await gw.post("/v4/Nosuch/get", json={}), 404, "unknown-api")
-        assert_problem(await gw.post("/v4/Contact/get", json={"where": [["nosuch", "=", 1]]}),
-                       400, "unknown-field")
-        assert_problem(await gw.post("/v3/Contact/create", json={"first_name": "X"}), 422,
-                       "civicrm-validation")
+        assert_problem(
+            await gw.post("/v4/Contact/get", json={"where": [["nosuch", "=", 1]]}), 400, "unknown-field"
+        )
+        assert_problem(
+            await gw.post("/v3/Contact/create", json={"first_name": "X"}), 422, "civicrm-validation"
+        )
         v3 = await gw.post("/v3/Contact/getvalue", json={"id": 2, "return": "display_name"})
         assert v3.status_code == 200 and v3.json() == "Standalone Admin", v3.text
 
@@ -80,16 +87,17 @@ async def test_identity_through_docker_exec(shared: str, backend: str, tmp_path:
     """A client with its own cv_user acts as that CiviCRM user inside the container."""
     path, tokens = clients_file(tmp_path, boss=None, staff="staff")
     async with gateway(settings(shared, backend, clients_file=path)) as gw:
-        as_staff = await gw.post("/v4/Contact/create", json=NEW_CONTACT,
-                                 headers={"Authorization": tokens["staff"]})
+        as_staff = await gw.post(
+            "/v4/Contact/create", json=NEW_CONTACT, headers={"Authorization": tokens["staff"]}
+        )
         assert_problem(as_staff, 403, "civicrm-permission-denied")
-        as_gateway_user = await gw.post("/v4/Contact/get", json=GET_ONE,
-                                        headers={"Authorization": tokens["boss"]})
+        as_gateway_user = await gw.post(
+            "/v4/Contact/get", json=GET_ONE, headers={"Authorization": tokens["boss"]}
+        )
         assert as_gateway_user.status_code == 200, as_gateway_user.text
 
 
-@pytest.mark.parametrize("backend", [
-    "cv", "pipe"])
+@pytest.mark.parametrize("backend", ["cv", "pipe"])
 async def test_hung_cv_is_killed_inside_the_container(own: str, backend: str) -> None:
     """Issue 19.3: after the 504, no stand-in process is left in the container (killing the
     `docker exec` client alone leaves it running until its work ends)."""
@@ -97,8 +105,7 @@ async def test_hung_cv_is_killed_inside_the_container(own: str, backend: str) ->
     async with gateway(settings(own, backend, exec_options=options, cv_timeout=2)) as gw:
         before = stand_in_pids(own)  # the pipe worker, started with the pool
         assert len(before) == (1 if backend == "pipe" else 0), before
-        assert_problem(await gw.post("/v4/Contact/create", json=NEW_CONTACT), 504,
-                       "upstream-timeout")
+        assert_problem(await gw.post("/v4/Contact/create", json=NEW_CONTACT), 504, "upstream-timeout")
         hung = before or stand_in_pids(own)
         assert await eventually(lambda: not set(hung) & set(stand_in_pids(own)), within=10), hung
     # Closing the gateway ends the pipe pool's replacement worker too. One still starting when
@@ -157,13 +164,19 @@ def test_cv_image_in_a_container_reaches_the_stand_in(cv_image: str, shared: str
     socket = host_socket()
     socket_gid = os.stat(socket).st_gid
     port = free_port()
-    env = {"CIVI_GATEWAY_BACKEND": "pipe", "CIVI_GATEWAY_CV_COMMAND": "cv",
-           "CIVI_GATEWAY_CV_CONTEXT": f"docker exec -i {shared}", "CIVI_GATEWAY_CV_CWD": "/var/www/html",
-           "CIVI_GATEWAY_CV_USER": "admin", "CIVI_GATEWAY_HOST": "127.0.0.1",
-           "CIVI_GATEWAY_PORT": str(port)}
+    env = {
+        "CIVI_GATEWAY_BACKEND": "pipe",
+        "CIVI_GATEWAY_CV_COMMAND": "cv",
+        "CIVI_GATEWAY_CV_CONTEXT": f"docker exec -i {shared}",
+        "CIVI_GATEWAY_CV_CWD": "/var/www/html",
+        "CIVI_GATEWAY_CV_USER": "admin",
+        "CIVI_GATEWAY_HOST": "127.0.0.1",
+        "CIVI_GATEWAY_PORT": str(port),
+    }
     options = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
-    with container(cv_image, *options, "--init", "-v", f"{socket}:{DOCKER_SOCKET}",
-                   "--group-add", str(socket_gid)) as name:
+    with container(
+        cv_image, *options, "--init", "-v", f"{socket}:{DOCKER_SOCKET}", "--group-add", str(socket_gid)
+    ) as name:
         wait_healthz(port)
         assert state(name, "{{.Config.User}}") == "10001:10001"
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=30)

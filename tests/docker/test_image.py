@@ -25,8 +25,14 @@ pytestmark = pytest.mark.slow
 
 def serve_args(port: int) -> list[str]:
     """Loopback only, on the host's network (the containers get no network of their own)."""
-    return ["-e", "CIVI_GATEWAY_HOST=127.0.0.1", "-e", f"CIVI_GATEWAY_PORT={port}",
-            "-e", "CIVI_GATEWAY_SANDBOX_DEMO=5"]
+    return [
+        "-e",
+        "CIVI_GATEWAY_HOST=127.0.0.1",
+        "-e",
+        f"CIVI_GATEWAY_PORT={port}",
+        "-e",
+        "CIVI_GATEWAY_SANDBOX_DEMO=5",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -51,21 +57,32 @@ def test_plain_build_with_the_classic_builder_pulls_nothing(gateway_image: Build
     for wheel in wheelhouse.glob("*.whl"):
         name, version = wheel.name.split("-")[:2]
         wheels[name.lower().replace("_", "-")] = version
-    installed = json.loads(docker(
-        "run", "--rm", "--network", "host", "--entrypoint", "python", gateway_image.image, "-c",
-        "import json, importlib.metadata as m; print(json.dumps({d.metadata['Name'].lower()"
-        ".replace('_', '-'): d.version for d in m.distributions()}))").stdout)
+    installed = json.loads(
+        docker(
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "--entrypoint",
+            "python",
+            gateway_image.image,
+            "-c",
+            "import json, importlib.metadata as m; print(json.dumps({d.metadata['Name'].lower()"
+            ".replace('_', '-'): d.version for d in m.distributions()}))",
+        ).stdout
+    )
     assert installed.pop("civicrm-gateway") == "0.1.0"
-    assert installed and all(wheels.get(name) == version for name, version in installed.items()), (
-        {name: (version, wheels.get(name)) for name, version in installed.items()
-         if wheels.get(name) != version})
+    assert installed and all(wheels.get(name) == version for name, version in installed.items()), {
+        name: (version, wheels.get(name))
+        for name, version in installed.items()
+        if wheels.get(name) != version
+    }
 
 
 def test_runs_as_the_unprivileged_user_and_goes_healthy(running: tuple[str, int]):
     name, _port = running
     assert state(name, "{{.Config.User}}") == "10001:10001"
-    status = docker("exec", name, "python", "-c",
-                    "print(open('/proc/1/status').read())").stdout
+    status = docker("exec", name, "python", "-c", "print(open('/proc/1/status').read())").stdout
     uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
     assert uids == ["10001"] * 4
     deadline = time.monotonic() + 60
@@ -76,8 +93,11 @@ def test_runs_as_the_unprivileged_user_and_goes_healthy(running: tuple[str, int]
 
 def test_sandbox_default_answers_contact_get(running: tuple[str, int]):
     _name, port = running
-    response = httpx.get(f"http://127.0.0.1:{port}/v4/Contact/get",
-                         params={"select": "id,display_name", "limit": "2"}, timeout=30)
+    response = httpx.get(
+        f"http://127.0.0.1:{port}/v4/Contact/get",
+        params={"select": "id,display_name", "limit": "2"},
+        timeout=30,
+    )
     assert response.status_code == 200, response.text
     records = response.json()
     assert len(records) == 2 and set(records[0]) == {"id", "display_name"}
@@ -100,14 +120,14 @@ def test_settings_from_environment_and_mounted_secret_files(gateway_image: Build
         tokens.chmod(0o640)
         Path(tmp).chmod(0o755)
         port = free_port()
-        with container(gateway_image.image, *serve_args(port),
-                       "-v", f"{secrets}:/run/secrets:ro") as name:
+        with container(gateway_image.image, *serve_args(port), "-v", f"{secrets}:/run/secrets:ro") as name:
             wait_healthz(port)
             url = f"http://127.0.0.1:{port}/v4/Contact/get"
             anonymous = httpx.get(url, params={"select": "row_count"}, timeout=30)
             assert anonymous.status_code == 401, anonymous.text
-            with_token = httpx.get(url, params={"select": "row_count"}, timeout=30,
-                                   headers={"Authorization": f"Bearer {token}"})
+            with_token = httpx.get(
+                url, params={"select": "row_count"}, timeout=30, headers={"Authorization": f"Bearer {token}"}
+            )
             assert with_token.status_code == 200, with_token.text + logs(name)
     local = Sandbox(":memory:", demo=5)
     expected = local.api4("Contact", "get", {"select": ["row_count"]})["count"]
@@ -125,13 +145,23 @@ def test_root_only_secrets_stop_start_up_with_one_line(gateway_image: Build):
         (secrets / "civi_gateway_client_tokens").chmod(0o600)
         if os.geteuid() != 0:
             pytest.fail("the container would see the test user's files; run as root (CI does)")
-        result = docker("run", "--rm", "--network", "host", "-v", f"{secrets}:/run/secrets:ro",
-                        *serve_args(free_port()), gateway_image.image, check=False)
+        result = docker(
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "-v",
+            f"{secrets}:/run/secrets:ro",
+            *serve_args(free_port()),
+            gateway_image.image,
+            check=False,
+        )
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.splitlines() == [
         "civicrm-gateway: secrets directory /run/secrets (CIVI_GATEWAY_SECRETS_DIR) is not "
         "readable by uid 10001 (gid 10001): the gateway's user must be able to read them (e.g. "
-        "group-readable for its group, or compose/Kubernetes secrets); see docs/deploy.md"]
+        "group-readable for its group, or compose/Kubernetes secrets); see docs/deploy.md"
+    ]
 
 
 def test_sigterm_stops_it_within_the_grace_period(gateway_image: Build):
@@ -150,15 +180,38 @@ def test_sigterm_stops_it_within_the_grace_period(gateway_image: Build):
 def test_working_directory_is_not_writable_and_a_planted_env_is_ignored(gateway_image: Build):
     """Issue 19.5: the image's working directory is root's; a `.env` in a world-writable
     directory (here /tmp, as the working directory used to be) is not read."""
-    probe = ("import os; from gateway.settings import load_settings; "
-             "print(os.getcwd(), os.access(\".\", os.W_OK), load_settings().allow_anonymous)")
+    probe = (
+        "import os; from gateway.settings import load_settings; "
+        'print(os.getcwd(), os.access(".", os.W_OK), load_settings().allow_anonymous)'
+    )
     loopback = ["-e", "CIVI_GATEWAY_HOST=127.0.0.1"]
-    default = docker("run", "--rm", "--network", "host", *loopback, "--entrypoint", "python",
-                     gateway_image.image, "-c", probe)
+    default = docker(
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        *loopback,
+        "--entrypoint",
+        "python",
+        gateway_image.image,
+        "-c",
+        probe,
+    )
     assert default.stdout.split() == ["/opt/civicrm-gateway", "False", "False"]
-    planted = docker("run", "--rm", "--network", "host", *loopback, "-w", "/tmp", "--entrypoint", "sh",
-                     gateway_image.image, "-c",
-                     f"echo CIVI_GATEWAY_ALLOW_ANONYMOUS=true > /tmp/.env && python -c '{probe}'")
+    planted = docker(
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        *loopback,
+        "-w",
+        "/tmp",
+        "--entrypoint",
+        "sh",
+        gateway_image.image,
+        "-c",
+        f"echo CIVI_GATEWAY_ALLOW_ANONYMOUS=true > /tmp/.env && python -c '{probe}'",
+    )
     assert planted.stdout.split() == ["/tmp", "True", "False"]
     assert "ignoring /tmp/.env: its directory is writable by every user" in planted.stderr
 
@@ -184,8 +237,13 @@ def _layer_members(image: str) -> Iterator[tuple[str, tarfile.TarFile, tarfile.T
 
 
 def test_image_holds_no_tests_no_git_no_secrets(gateway_image: Build):
-    tracked = subprocess.run(["git", "ls-files", "tests", "deploy", "docs", "benchmarks"],
-                             cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files", "tests", "deploy", "docs", "benchmarks"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert tracked
     canary = gateway_image.canary.encode()
     paths: list[str] = []

@@ -34,7 +34,7 @@ _FENCE = re.compile(r"^(```+)\s*([\w-]*)[^\n]*$")
 @dataclass(frozen=True)
 class Example:
     doc: str
-    line: int          # 1-based line of the opening fence
+    line: int  # 1-based line of the opening fence
     language: str
     code: str
     expected: str
@@ -72,9 +72,8 @@ def extract(path: Path, name: str) -> list[Example]:
     blocks = _blocks(text)
     examples = []
     for (line, info, body, end), following in itertools.pairwise(blocks):
-        between = lines[end:following[0] - 1]
-        if (info in LANGUAGES and following[1] == "output"
-                and all(not part.strip() for part in between)):
+        between = lines[end : following[0] - 1]
+        if info in LANGUAGES and following[1] == "output" and all(not part.strip() for part in between):
             examples.append(Example(name, line, info, body, following[2]))
     return examples
 
@@ -99,9 +98,14 @@ class Shell:
 
     def __init__(self, cwd: Path, env: dict[str, str]) -> None:
         self.stderr = (cwd / "shell-stderr.log").open("wb")
-        self.proc = subprocess.Popen(["bash", "--noprofile", "--norc"], cwd=cwd, env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.stderr)
+        self.proc = subprocess.Popen(
+            ["bash", "--noprofile", "--norc"],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+        )
         self.log = cwd / "shell-stderr.log"
 
     def run(self, code: str, timeout: float = 120) -> tuple[int, str]:
@@ -116,11 +120,12 @@ class Shell:
         while True:
             found = pattern.search(out)
             if found:
-                return int(found.group(1)), out[:found.start()].decode("utf-8", "replace")
+                return int(found.group(1)), out[: found.start()].decode("utf-8", "replace")
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self.proc.poll() is not None:
-                raise TimeoutError(f"example did not finish in {timeout}s; output so far:\n"
-                                   f"{out.decode('utf-8', 'replace')}")
+                raise TimeoutError(
+                    f"example did not finish in {timeout}s; output so far:\n{out.decode('utf-8', 'replace')}"
+                )
             ready, _, _ = select.select([self.proc.stdout], [], [], remaining)
             if ready:
                 out += os.read(self.proc.stdout.fileno(), 65536)
@@ -145,13 +150,14 @@ def interpreter(language: str, path: str | None = None) -> list[str] | None:
 SUFFIX = {"python": ".py", "js": ".mjs", "php": ".php"}
 
 
-def run_file(language: str, code: str, cwd: Path, env: dict[str, str],
-             timeout: float = 60) -> tuple[int, str, str]:
+def run_file(
+    language: str, code: str, cwd: Path, env: dict[str, str], timeout: float = 60
+) -> tuple[int, str, str]:
     command = interpreter(language, env.get("PATH"))
     assert command is not None
     script = cwd / f"example-{uuid.uuid4().hex[:8]}{SUFFIX[language]}"
     script.write_text(code + "\n", encoding="utf-8")
-    done = subprocess.run([*command, str(script)], cwd=cwd, env=env, capture_output=True,
-                          timeout=timeout, check=False)
-    return (done.returncode, done.stdout.decode("utf-8", "replace"),
-            done.stderr.decode("utf-8", "replace"))
+    done = subprocess.run(
+        [*command, str(script)], cwd=cwd, env=env, capture_output=True, timeout=timeout, check=False
+    )
+    return (done.returncode, done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace"))

@@ -54,5 +54,6 @@ def test_ellipsis_stands_for_any_text_and_the_rest_must_match():
 
 
 def test_the_documented_address_becomes_the_test_gateway():
-    assert localise("curl localhost:8000/v4 http://127.0.0.1:8000/x localhost:80001",
-                    4711) == ("curl 127.0.0.1:4711/v4 http://127.0.0.1:4711/x localhost:80001")
+    assert localise("curl localhost:8000/v4 http://127.0.0.1:8000/x localhost:80001", 4711) == (
+        "curl 127.0.0.1:4711/v4 http://127.0.0.1:4711/x localhost:80001"
+    )

@@ -100,9 +100,12 @@ def _check(page: Page, example: Example, *, quiet: bool) -> None:
     page.done.add(example)
     expected = localise(example.expected, page.gateway.port)
     if status != 0 or not matches(expected, out):
-        pytest.fail(f"{example.id}: the example's output differs from the page's "
-                    f"(exit status {status})\n--- example\n{example.code}\n--- shown\n"
-                    f"{expected}\n--- got\n{out}\n--- {more}", pytrace=False)
+        pytest.fail(
+            f"{example.id}: the example's output differs from the page's "
+            f"(exit status {status})\n--- example\n{example.code}\n--- shown\n"
+            f"{expected}\n--- got\n{out}\n--- {more}",
+            pytrace=False,
+        )
 
 
 def test_the_pages_have_examples():
@@ -117,7 +120,7 @@ def test_the_pages_have_examples():
 def test_example(pages, example: Example) -> None:
     page = pages(example.doc)
     # Run alone (-k), an example still gets its context: the examples above it on its page.
-    for before in EXAMPLES[:EXAMPLES.index(example)]:
+    for before in EXAMPLES[: EXAMPLES.index(example)]:
         if before.doc == example.doc and before not in page.done:
             _check(page, before, quiet=True)
     _check(page, example, quiet=False)

@@ -24,8 +24,9 @@ def bare_path(tmp_path: Path) -> str:
     for tool in ("mktemp", "tail", "sed", "rm", "cat"):
         (bin_dir / tool).symlink_to(shutil.which(tool))
     (bin_dir / "id").write_text("#!/bin/sh\necho 0\n")
-    (bin_dir / "apt-get").write_text(f"#!/bin/sh\necho 'Reading package lists...'\n"
-                                     f"echo '{APT_SAYS}' >&2\nexit 100\n")
+    (bin_dir / "apt-get").write_text(
+        f"#!/bin/sh\necho 'Reading package lists...'\necho '{APT_SAYS}' >&2\nexit 100\n"
+    )
     for stub in ("id", "apt-get"):
         (bin_dir / stub).chmod(0o755)
     return str(bin_dir)
@@ -33,8 +34,9 @@ def bare_path(tmp_path: Path) -> str:
 
 def _run(path: str, ci: str | None) -> subprocess.CompletedProcess:
     env = {"PATH": path, **({"CI": ci} if ci is not None else {})}
-    return subprocess.run([shutil.which("bash"), str(SCRIPT)], env=env, capture_output=True,
-                          text=True, timeout=60, check=False)
+    return subprocess.run(
+        [shutil.which("bash"), str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def test_failed_install_shows_apt_output_and_fails_under_ci(bare_path: str):

@@ -44,13 +44,15 @@ DOCUMENTED = _documented_names(_docs())
 def test_every_setting_is_documented(field: str):
     assert field.upper() in DOCUMENTED, (
         f"{PREFIX}{field.upper()} is documented nowhere: add it to README.md's settings table "
-        "or the docs page of its feature")
+        "or the docs page of its feature"
+    )
 
 
 @pytest.mark.parametrize("slug", sorted(PROBLEM_TYPES))
 def test_every_problem_type_is_documented(slug: str):
     assert re.search(rf"\b{re.escape(slug)}\b", _docs()), (
-        f"problem type {slug} is documented nowhere: add it to README.md's error table")
+        f"problem type {slug} is documented nowhere: add it to README.md's error table"
+    )
 
 
 def test_the_lookup_can_fail():

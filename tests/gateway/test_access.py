@@ -24,8 +24,9 @@ LIMITED = "cgw_limited-token-eeeeffff00001111"
 
 @pytest.fixture
 def clients_file(tmp_path, upstream):
-    staff_id = upstream.sandbox.api4("Contact", "create", {"values": {
-        "contact_type": "Individual", "first_name": "Staff"}})["values"][0]["id"]
+    staff_id = upstream.sandbox.api4(
+        "Contact", "create", {"values": {"contact_type": "Individual", "first_name": "Staff"}}
+    )["values"][0]["id"]
     upstream.config.api_keys["staff-civicrm-key-42"] = staff_id
     (tmp_path / "staff.key").write_text("staff-civicrm-key-42\n")
     path = tmp_path / "clients.toml"
@@ -51,15 +52,14 @@ concurrency = 1
 
 [clients.staff]
 token_sha256 = "{hash_token(STAFF)}"
-civicrm_api_key_file = "{tmp_path / 'staff.key'}"
+civicrm_api_key_file = "{tmp_path / "staff.key"}"
 """)
     return path
 
 
 @contextlib.asynccontextmanager
 async def secured(upstream, clients_file, **overrides):
-    settings = http_settings(upstream.url, clients_file=clients_file, http_site_key=SITE_KEY,
-                             **overrides)
+    settings = http_settings(upstream.url, clients_file=clients_file, http_site_key=SITE_KEY, **overrides)
     async with gateway_client(settings) as gw:
         yield gw
 
@@ -70,8 +70,12 @@ def bearer(token):
 
 async def test_missing_or_wrong_token_is_401(upstream, clients_file):
     async with secured(upstream, clients_file) as gw:
-        for headers in ({}, bearer("cgw_nope"), {"Authorization": f"Basic {READER}"},
-                        {"Authorization": "Bearer "}):
+        for headers in (
+            {},
+            bearer("cgw_nope"),
+            {"Authorization": f"Basic {READER}"},
+            {"Authorization": "Bearer "},
+        ):
             response = await gw.post("/v4/Contact/get", json={}, headers=headers)
             assert_problem(response, 401, "unauthenticated")
             assert response.headers["www-authenticate"].startswith("Bearer")
@@ -93,24 +97,26 @@ async def test_policy_denials_are_distinct_403(upstream, clients_file):
             ("/v4/Contact/get", {"limit": 10}),
             ("/v3/Contact/get", {"api.Email.delete": {}}),
         ]:
-            problem = assert_problem(await gw.post(path, json=body, headers=h), 403,
-                                     "gateway-policy-denied")
+            problem = assert_problem(await gw.post(path, json=body, headers=h), 403, "gateway-policy-denied")
             assert "civicrm" not in problem
         # The cap applies when no limit is given (more contacts exist than the cap).
         for n in range(5):
-            upstream.sandbox.api4("Contact", "create", {"values": {
-                "contact_type": "Individual", "first_name": f"Capped{n}"}})
+            upstream.sandbox.api4(
+                "Contact", "create", {"values": {"contact_type": "Individual", "first_name": f"Capped{n}"}}
+            )
         # The same query by a client without a cap: what the capped answer must begin with.
-        every = (await gw.post("/v4/Contact/get", json={"select": ["id"]},
-                               headers=bearer(WRITER))).json()
+        every = (await gw.post("/v4/Contact/get", json={"select": ["id"]}, headers=bearer(WRITER))).json()
         assert len(every) > 5  # well over the cap of 3
         first_three = every[:3]
         capped = await gw.post("/v4/Contact/get", json={"select": ["id"]}, headers=h)
         assert capped.status_code == 200, capped.text
         assert capped.json() == first_three
         # ... and to chained gets.
-        chained = await gw.post("/v4/Contact/get", headers=h, json={
-            "select": ["id"], "limit": 1, "chain": {"all": ["Contact", "get", {"select": ["id"]}]}})
+        chained = await gw.post(
+            "/v4/Contact/get",
+            headers=h,
+            json={"select": ["id"], "limit": 1, "chain": {"all": ["Contact", "get", {"select": ["id"]}]}},
+        )
         assert chained.status_code == 200, chained.text
         assert chained.json() == [{**first_three[0], "all": first_three}]
 
@@ -118,27 +124,33 @@ async def test_policy_denials_are_distinct_403(upstream, clients_file):
 async def test_denied_calls_change_nothing(upstream, clients_file):
     before = upstream.sandbox.api4("Email", "get", {})["values"]
     async with secured(upstream, clients_file) as gw:
-        response = await gw.post("/v4/Contact/get", headers=bearer(READER), json={
-            "chain": {"e": ["Email", "create", {"values": {"contact_id": "$id", "email": "x@y.z"}}]}})
+        response = await gw.post(
+            "/v4/Contact/get",
+            headers=bearer(READER),
+            json={"chain": {"e": ["Email", "create", {"values": {"contact_id": "$id", "email": "x@y.z"}}]}},
+        )
         assert response.status_code == 403
     assert upstream.sandbox.api4("Email", "get", {})["values"] == before
 
 
 async def test_rate_limit_is_429_with_retry_after(upstream, clients_file):
     async with secured(upstream, clients_file) as gw:
-        ok = [(await gw.post("/v4/Contact/get", json={"limit": 1}, headers=bearer(LIMITED)))
-              for _ in range(3)]
+        ok = [
+            (await gw.post("/v4/Contact/get", json={"limit": 1}, headers=bearer(LIMITED))) for _ in range(3)
+        ]
         assert [r.status_code for r in ok] == [200] * 3
         # Refused requests count too: probing the policy is not free.
-        denied = [(await gw.post("/v4/Email/get", json={}, headers=bearer(LIMITED)))
-                  for _ in range(2)]
+        denied = [(await gw.post("/v4/Email/get", json={}, headers=bearer(LIMITED))) for _ in range(2)]
         assert [r.status_code for r in denied] == [403, 403]
-        statuses = [(await gw.post("/v4/Contact/get", json={"limit": 1}, headers=bearer(LIMITED)))
-                    for _ in range(2)]
+        statuses = [
+            (await gw.post("/v4/Contact/get", json={"limit": 1}, headers=bearer(LIMITED))) for _ in range(2)
+        ]
         assert_problem(statuses[0], 429, "rate-limited")
         assert int(statuses[0].headers["retry-after"]) >= 1
         # Other clients have their own budget.
-        assert (await gw.post("/v4/Contact/get", json={"limit": 1}, headers=bearer(WRITER))).status_code == 200
+        assert (
+            await gw.post("/v4/Contact/get", json={"limit": 1}, headers=bearer(WRITER))
+        ).status_code == 200
 
 
 class HeldContactGets(HttpBackend):
@@ -158,10 +170,13 @@ class HeldContactGets(HttpBackend):
 async def test_per_client_concurrency(upstream, clients_file):
     settings = http_settings(upstream.url, clients_file=clients_file)
     entered, release = asyncio.Event(), asyncio.Event()
-    app = create_app(settings, backend=HeldContactGets(settings, entered, release),
-                     timing=Timing(concurrency_wait=0.2))
+    app = create_app(
+        settings, backend=HeldContactGets(settings, entered, release), timing=Timing(concurrency_wait=0.2)
+    )
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as gw:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+        ) as gw:
             first = asyncio.create_task(gw.post("/v4/Contact/get", json={"limit": 1}, headers=bearer(WRITER)))
             await entered.wait()  # the first call holds the client's only slot
             second = await gw.post("/v4/Contact/get", json={"limit": 1}, headers=bearer(WRITER))
@@ -173,11 +188,13 @@ async def test_per_client_concurrency(upstream, clients_file):
 async def test_per_client_civicrm_identity(upstream, clients_file):
     async with secured(upstream, clients_file) as gw:
         # The gateway's own (admin) key may change settings; the staff client's own key may not.
-        as_admin = await gw.post("/v4/Setting/set", json={"values": {"debug_enabled": False}},
-                                 headers=bearer(WRITER))
+        as_admin = await gw.post(
+            "/v4/Setting/set", json={"values": {"debug_enabled": False}}, headers=bearer(WRITER)
+        )
         assert as_admin.status_code == 200, as_admin.text
-        as_staff = await gw.post("/v4/Setting/set", json={"values": {"debug_enabled": False}},
-                                 headers=bearer(STAFF))
+        as_staff = await gw.post(
+            "/v4/Setting/set", json={"values": {"debug_enabled": False}}, headers=bearer(STAFF)
+        )
         assert_problem(as_staff, 403, "civicrm-permission-denied")
 
 
@@ -191,8 +208,11 @@ async def test_anonymous_only_from_loopback(upstream):
         async with httpx.AsyncClient(transport=local, base_url="http://localhost") as gw:
             assert (await gw.post("/v4/Contact/get", json={"limit": 1})).status_code == 200
             # A reverse proxy on the same host is loopback too, but speaks for the network.
-            for header in ({"X-Forwarded-For": "203.0.113.9"}, {"Forwarded": "for=203.0.113.9"},
-                           {"X-Real-IP": "203.0.113.9"}):
+            for header in (
+                {"X-Forwarded-For": "203.0.113.9"},
+                {"Forwarded": "for=203.0.113.9"},
+                {"X-Real-IP": "203.0.113.9"},
+            ):
                 proxied = await gw.post("/v4/Contact/get", json={"limit": 1}, headers=header)
                 assert_problem(proxied, 401, "unauthenticated")
                 assert "proxy" in proxied.json()["detail"]
@@ -228,7 +248,9 @@ def test_plaintext_tokens_are_refused_without_echo(upstream, tokens):
 async def test_env_tokens(upstream):
     settings = http_settings(upstream.url, client_tokens=f"ci:sha256:{hash_token(READER)}")
     async with gateway_client(settings) as gw:
-        assert (await gw.post("/v4/Contact/get", json={"limit": 1}, headers=bearer(READER))).status_code == 200
+        assert (
+            await gw.post("/v4/Contact/get", json={"limit": 1}, headers=bearer(READER))
+        ).status_code == 200
         assert (await gw.post("/v4/Contact/get", json={}, headers=bearer(WRITER))).status_code == 401
 
 

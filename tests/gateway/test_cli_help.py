@@ -23,8 +23,13 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
 
 def test_help_has_no_restructuredtext_and_every_option_is_explained():
     parsers = _parsers()
-    assert {"civicrm-gateway serve", "civicrm-gateway sandbox", "civicrm-gateway export",
-            "civicrm-gateway openapi", "civicrm-gateway token create"} <= set(parsers)
+    assert {
+        "civicrm-gateway serve",
+        "civicrm-gateway sandbox",
+        "civicrm-gateway export",
+        "civicrm-gateway openapi",
+        "civicrm-gateway token create",
+    } <= set(parsers)
     for prog, parser in parsers.items():
         text = parser.format_help()
         assert "``" not in text, prog

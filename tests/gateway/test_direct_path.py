@@ -18,26 +18,34 @@ from gateway.settings import Settings
 ORIGIN = "http://app.example"
 
 REQUESTS: list[tuple[str, str, dict]] = [
-    ("POST", "/v4/Contact/create", {"json": {"contact_type": "Individual", "first_name": "Ada",
-                                             "last_name": "Lovelace"}}),
+    (
+        "POST",
+        "/v4/Contact/create",
+        {"json": {"contact_type": "Individual", "first_name": "Ada", "last_name": "Lovelace"}},
+    ),
     ("POST", "/v4/Contact/get", {"json": {"select": ["id", "display_name"]}}),
     ("POST", "/v4/Contact/get", {"json": {"select": ["id"]}, "headers": {"Origin": ORIGIN}}),
     ("GET", "/v4/Contact/get", {"params": {"select": "id,display_name", "id": "1"}}),
     ("GET", "/v4/Contact/get", {"params": {"format": "ndjson", "select": "id"}}),
     ("POST", "/v4/Contact/get", {"params": {"format": "csv"}, "json": {"select": ["id"]}}),
-    ("GET", "/v4/Contact/create", {}),                                  # 405 + Allow
-    ("POST", "/v4/Contact/get", {"content": b"{bad",                    # invalid JSON
-                                 "headers": {"Content-Type": "application/json"}}),
-    ("POST", "/v4/Contact/get", {"content": b"{}"}),                    # 415: not sent as JSON
+    ("GET", "/v4/Contact/create", {}),  # 405 + Allow
+    (
+        "POST",
+        "/v4/Contact/get",
+        {
+            "content": b"{bad",  # invalid JSON
+            "headers": {"Content-Type": "application/json"},
+        },
+    ),
+    ("POST", "/v4/Contact/get", {"content": b"{}"}),  # 415: not sent as JSON
     ("POST", "/v4/Contact/get", {"json": {"where": [["nope", "=", 1]]}}),
-    ("POST", "/v4/Nope/get", {}),                                       # unknown entity
+    ("POST", "/v4/Nope/get", {}),  # unknown entity
     ("POST", "/v4/Contact/frobnicate", {}),
-    ("POST", "/v4/Contact%2Fcreate", {"json": {}}),                     # encoded separator
-    ("POST", "/v4/1bad/get", {}),                                       # not a valid name
-    ("POST", "/v4/Contact/get/", {}),                                   # trailing slash
+    ("POST", "/v4/Contact%2Fcreate", {"json": {}}),  # encoded separator
+    ("POST", "/v4/1bad/get", {}),  # not a valid name
+    ("POST", "/v4/Contact/get/", {}),  # trailing slash
     ("PUT", "/v4/Contact/get", {}),
-    ("OPTIONS", "/v4/Contact/get", {"headers": {"Origin": ORIGIN,
-                                                "Access-Control-Request-Method": "POST"}}),
+    ("OPTIONS", "/v4/Contact/get", {"headers": {"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}}),
     ("GET", "/v3/Contact/get", {"params": {"id": "1"}}),
     ("POST", "/v3/Contact/getsingle", {"json": {"id": 1}}),
     ("POST", "/v3/Contact/getsingle", {"json": {"id": 99999}}),
@@ -75,8 +83,9 @@ _STAMPS = re.compile(rb'"(created_date|modified_date)":"[^"]*"')
 
 
 def comparable(response: httpx.Response) -> tuple:
-    headers = sorted((k, v) for k, v in response.headers.items()
-                     if k not in ("date", "x-request-id") or v == "abc-1")
+    headers = sorted(
+        (k, v) for k, v in response.headers.items() if k not in ("date", "x-request-id") or v == "abc-1"
+    )
     return response.status_code, headers, _STAMPS.sub(rb'"\1":"*"', response.content)
 
 
@@ -84,8 +93,9 @@ async def test_same_answers_with_and_without_the_fast_path(taken):
     answers: dict[bool, list[tuple]] = {}
     for fast in (False, True):
         async with client(fast) as c:
-            answers[fast] = [comparable(await c.request(method, path, **kwargs))
-                             for method, path, kwargs in REQUESTS]
+            answers[fast] = [
+                comparable(await c.request(method, path, **kwargs)) for method, path, kwargs in REQUESTS
+            ]
             metrics = (await c.get("/metrics")).text
         assert 'route="/v4/{entity}/{action}"' in metrics
         assert 'route="/v3/{entity}/{action}"' in metrics

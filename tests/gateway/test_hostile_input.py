@@ -19,27 +19,39 @@ BAD_BODIES = [
     b"{",
     b'{"values": {"first_name": "x"}' + b" " * 10,
     b"\xff\xfe\x00garbage",
-    b'{"a":' * 200_000 + b"1" + b"}" * 200_000,           # ~1.4 MB of nesting
-    b"[" * 500_000 + b"]" * 500_000,                        # 1 MB of nesting
+    b'{"a":' * 200_000 + b"1" + b"}" * 200_000,  # ~1.4 MB of nesting
+    b"[" * 500_000 + b"]" * 500_000,  # 1 MB of nesting
 ]
 
 
 @pytest.mark.parametrize("body", BAD_BODIES, ids=range(len(BAD_BODIES)))
 async def test_bad_bodies_change_nothing(gw, upstream, body):
     before = snapshot(upstream.sandbox)
-    response = await gw.post("/v4/Contact/create", content=body,
-                             headers={"content-type": "application/json"})
+    response = await gw.post("/v4/Contact/create", content=body, headers={"content-type": "application/json"})
     assert 400 <= response.status_code < 500, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     assert snapshot(upstream.sandbox) == before
 
 
-@pytest.mark.parametrize("path", [
-    "/v4/Contact;rm -rf/create", "/v4/Contact/create;ls", "/v4/Contact%3Brm/create",
-    "/v4/$(id)/create", "/v4/Contact/`id`", "/v4/Contact%00/create", "/v4/..%2F..%2Fetc/create",
-    "/v4/Contact%2Fcreate/x", "/v4/%E4%B8%AD%E6%96%87/create", "/v4/" + "A" * 300 + "/create",
-    "/v4/Contact/create%20", "/v4/ /create", "/v3/Contact|cat/create", "/v4/Contact/create.x",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v4/Contact;rm -rf/create",
+        "/v4/Contact/create;ls",
+        "/v4/Contact%3Brm/create",
+        "/v4/$(id)/create",
+        "/v4/Contact/`id`",
+        "/v4/Contact%00/create",
+        "/v4/..%2F..%2Fetc/create",
+        "/v4/Contact%2Fcreate/x",
+        "/v4/%E4%B8%AD%E6%96%87/create",
+        "/v4/" + "A" * 300 + "/create",
+        "/v4/Contact/create%20",
+        "/v4/ /create",
+        "/v3/Contact|cat/create",
+        "/v4/Contact/create.x",
+    ],
+)
 async def test_bad_names_change_nothing(gw, upstream, path):
     before = snapshot(upstream.sandbox)
     response = await gw.post(path, json={"contact_type": "Individual", "first_name": "Evil"})
@@ -65,15 +77,25 @@ async def test_unicode_round_trips(gw):
 async def test_oversized_body_is_413(gw, upstream):
     before = snapshot(upstream.sandbox)
     big = b'{"values":{"first_name":"' + b"x" * 1_100_000 + b'"}}'
-    assert_problem(await gw.post("/v4/Contact/create", content=big,
-                                         headers={"Content-Type": "application/json"}), 413, "payload-too-large")
+    assert_problem(
+        await gw.post("/v4/Contact/create", content=big, headers={"Content-Type": "application/json"}),
+        413,
+        "payload-too-large",
+    )
     assert snapshot(upstream.sandbox) == before
 
 
-@pytest.mark.parametrize("query", [
-    {"limit": "ten"}, {"offset": "-5"}, {"orderBy": "id:up"}, {"params": "[]"},
-    {"params": "{broken"}, {"where": "[[bad"},
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"limit": "ten"},
+        {"offset": "-5"},
+        {"orderBy": "id:up"},
+        {"params": "[]"},
+        {"params": "{broken"},
+        {"where": "[[bad"},
+    ],
+)
 async def test_bad_query_strings_are_400(gw, query):
     assert_problem(await gw.get("/v4/Contact/get", params=query), 400, "invalid-request")
 

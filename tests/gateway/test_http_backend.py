@@ -29,15 +29,19 @@ JSON = {"Content-Type": "application/json"}
 
 # --- success --------------------------------------------------------------------------------
 
+
 async def test_v4_create_get_update_delete(gw):
-    created = await gw.post("/v4/Contact/create", json={
-        "values": {"contact_type": "Individual", "first_name": "Ada", "last_name": "Lovelace"}})
+    created = await gw.post(
+        "/v4/Contact/create",
+        json={"values": {"contact_type": "Individual", "first_name": "Ada", "last_name": "Lovelace"}},
+    )
     assert created.status_code == 200, created.text
     [ada] = created.json()
     assert ada["display_name"] == "Ada Lovelace" and isinstance(ada["id"], int)
 
-    got = await gw.post("/v4/Contact/get", json={
-        "select": ["id", "display_name"], "where": [["last_name", "=", "Lovelace"]]})
+    got = await gw.post(
+        "/v4/Contact/get", json={"select": ["id", "display_name"], "where": [["last_name", "=", "Lovelace"]]}
+    )
     assert got.json() == [{"id": ada["id"], "display_name": "Ada Lovelace"}]
     assert got.headers["x-result-count"] == "1"
 
@@ -51,13 +55,16 @@ async def test_v4_create_get_update_delete(gw):
 
 
 async def test_v4_get_over_get_with_query(gw):
-    await gw.post("/v4/Contact/create", json={"contact_type": "Individual", "first_name": "Grace",
-                                              "last_name": "Hopper"})
+    await gw.post(
+        "/v4/Contact/create",
+        json={"contact_type": "Individual", "first_name": "Grace", "last_name": "Hopper"},
+    )
     simple = await gw.get("/v4/Contact/get", params={"last_name": "Hopper", "select": "id,first_name"})
     assert simple.status_code == 200
     assert [r["first_name"] for r in simple.json()] == ["Grace"]
-    as_json = await gw.get("/v4/Contact/get", params={
-        "params": '{"select":["first_name"],"where":[["last_name","=","Hopper"]]}'})
+    as_json = await gw.get(
+        "/v4/Contact/get", params={"params": '{"select":["first_name"],"where":[["last_name","=","Hopper"]]}'}
+    )
     # APIv4 answers the id with any select, as CiviCRM does
     assert as_json.json() == [{"id": simple.json()[0]["id"], "first_name": "Grace"}]
 
@@ -106,32 +113,44 @@ async def test_v3_getsingle_many_and_none(gw):
 
 # --- error table ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path,body,status,slug", [
-    ("/v4/Foo/get", {}, 404, "unknown-api"),
-    ("/v4/Contact/frobnicate", {}, 404, "unknown-api"),
-    ("/v3/Foo/get", {}, 404, "unknown-api"),
-    ("/v3/Contact/frobnicate", {}, 404, "unknown-api"),
-    ("/v4/Contact/get", {"where": [["no_such_field", "=", "x"]]}, 400, "unknown-field"),
-    ("/v4/Contact/get", {"select": ["no_such_field"]}, 400, "unknown-field"),
-    ("/v4/Contact/create", {"values": {"contact_type": "Individual", "frist_name": "A"}}, 400,
-     "unknown-field"),
-    ("/v4/contact/GET", {"where": [["id", "=", "abc"]]}, 400, "civicrm-bad-request"),
-    ("/v4/Contact/get", {"limit": -1}, 400, "invalid-request"),
-    ("/v4/Contact/get", {"where": ["id", "=", 2]}, 400, "invalid-request"),
-    ("/v4/Contact/get", {"where": [["id"]]}, 400, "civicrm-bad-request"),
-    ("/v4/Contact/get", {"select": ["LENGTH(last_name) AS n"]}, 400, "civicrm-bad-request"),
-    ("/v4/Contact/get", {"frobnicate": True, "select": ["id"]}, 400, "unknown-field"),
-    ("/v4/Contact/validateChecksum", {}, 400, "civicrm-bad-request"),
-    ("/v4/Contact/delete", {}, 400, "civicrm-bad-request"),
-    ("/v4/Email/replace", {"where": [["contact_id", "=", 2]]}, 400, "civicrm-bad-request"),
-    ("/v4/Contact/update", {"where": [["id", "=", 2]], "values": {"is_deleted": "maybe"}}, 422,
-     "civicrm-validation"),
-    ("/v4/Contact/get", {"where": [["id", "FOO", 1]]}, 400, "civicrm-bad-request"),
-    ("/v4/Contact/get", {"limit": "abc"}, 400, "civicrm-bad-request"),
-    ("/v4/Contact/update", {"values": {"first_name": "X"}}, 400, "civicrm-bad-request"),
-    ("/v4/Email/create", {"values": {"contact_id": 2}}, 422, "civicrm-validation"),
-    ("/v3/Contact/create", {"first_name": "NoType"}, 422, "civicrm-validation"),
-])
+
+@pytest.mark.parametrize(
+    "path,body,status,slug",
+    [
+        ("/v4/Foo/get", {}, 404, "unknown-api"),
+        ("/v4/Contact/frobnicate", {}, 404, "unknown-api"),
+        ("/v3/Foo/get", {}, 404, "unknown-api"),
+        ("/v3/Contact/frobnicate", {}, 404, "unknown-api"),
+        ("/v4/Contact/get", {"where": [["no_such_field", "=", "x"]]}, 400, "unknown-field"),
+        ("/v4/Contact/get", {"select": ["no_such_field"]}, 400, "unknown-field"),
+        (
+            "/v4/Contact/create",
+            {"values": {"contact_type": "Individual", "frist_name": "A"}},
+            400,
+            "unknown-field",
+        ),
+        ("/v4/contact/GET", {"where": [["id", "=", "abc"]]}, 400, "civicrm-bad-request"),
+        ("/v4/Contact/get", {"limit": -1}, 400, "invalid-request"),
+        ("/v4/Contact/get", {"where": ["id", "=", 2]}, 400, "invalid-request"),
+        ("/v4/Contact/get", {"where": [["id"]]}, 400, "civicrm-bad-request"),
+        ("/v4/Contact/get", {"select": ["LENGTH(last_name) AS n"]}, 400, "civicrm-bad-request"),
+        ("/v4/Contact/get", {"frobnicate": True, "select": ["id"]}, 400, "unknown-field"),
+        ("/v4/Contact/validateChecksum", {}, 400, "civicrm-bad-request"),
+        ("/v4/Contact/delete", {}, 400, "civicrm-bad-request"),
+        ("/v4/Email/replace", {"where": [["contact_id", "=", 2]]}, 400, "civicrm-bad-request"),
+        (
+            "/v4/Contact/update",
+            {"where": [["id", "=", 2]], "values": {"is_deleted": "maybe"}},
+            422,
+            "civicrm-validation",
+        ),
+        ("/v4/Contact/get", {"where": [["id", "FOO", 1]]}, 400, "civicrm-bad-request"),
+        ("/v4/Contact/get", {"limit": "abc"}, 400, "civicrm-bad-request"),
+        ("/v4/Contact/update", {"values": {"first_name": "X"}}, 400, "civicrm-bad-request"),
+        ("/v4/Email/create", {"values": {"contact_id": 2}}, 422, "civicrm-validation"),
+        ("/v3/Contact/create", {"first_name": "NoType"}, 422, "civicrm-validation"),
+    ],
+)
 @pytest.mark.parametrize("debug", [True, False], ids=["debug-user", "least-privileged-user"])
 async def test_client_mistakes_map_to_4xx(upstream, gw, debug, path, body, status, slug):
     """The same status and problem type whether or not CiviCRM hides its error texts from
@@ -145,32 +164,39 @@ async def test_client_mistakes_map_to_4xx(upstream, gw, debug, path, body, statu
 async def test_civicrm_errors_keep_civicrms_words(gw):
     """What only CiviCRM can tell (a reference to a record that does not exist) is mapped from
     its own message, which the problem carries."""
-    problem = assert_problem(await gw.post("/v4/Email/create", json={"values": {
-        "contact_id": 999999, "email": "n@example.org"}}), 422, "civicrm-validation")
+    problem = assert_problem(
+        await gw.post("/v4/Email/create", json={"values": {"contact_id": 999999, "email": "n@example.org"}}),
+        422,
+        "civicrm-validation",
+    )
     assert problem["civicrm"]["error_message"]
 
 
 async def test_unknown_entity_detail_is_civicrms_message(gw):
     problem = assert_problem(await gw.post("/v4/Foo/get", json={}), 404, "unknown-api")
-    assert problem["detail"] == ("API (Foo, get) does not exist (or the extension it belongs to "
-                                 "is not enabled).")
+    assert problem["detail"] == (
+        "API (Foo, get) does not exist (or the extension it belongs to is not enabled)."
+    )
 
 
 async def test_gateway_rejects_bad_input_before_forwarding(gw):
-    assert_problem(await gw.post("/v4/Contact/get", content=b"{nope", headers=JSON), 400,
-                   "invalid-request")
+    assert_problem(await gw.post("/v4/Contact/get", content=b"{nope", headers=JSON), 400, "invalid-request")
     assert_problem(await gw.post("/v4/Contact/get", json=[1, 2]), 400, "invalid-request")
     assert_problem(await gw.post("/v4/Contact;rm/get", json={}), 400, "invalid-request")
 
 
 async def test_permission_denied_is_403(upstream):
-    staff_id = upstream.sandbox.api4("Contact", "create", {"values": {
-        "contact_type": "Individual", "first_name": "Staff"}})["values"][0]["id"]
+    staff_id = upstream.sandbox.api4(
+        "Contact", "create", {"values": {"contact_type": "Individual", "first_name": "Staff"}}
+    )["values"][0]["id"]
     upstream.config.api_keys["staffkey-00112233"] = staff_id
     settings = http_settings(upstream.url, http_api_key="staffkey-00112233", http_site_key=SITE_KEY)
     async with gateway_client(settings) as gw:
-        problem = assert_problem(await gw.post("/v4/Setting/set", json={"values": {"debug_enabled": False}}),
-                                 403, "civicrm-permission-denied")
+        problem = assert_problem(
+            await gw.post("/v4/Setting/set", json={"values": {"debug_enabled": False}}),
+            403,
+            "civicrm-permission-denied",
+        )
         assert problem["civicrm"]["error_message"]
 
 
@@ -182,8 +208,9 @@ async def test_wrong_key_is_502_misconfigured_and_logged(upstream, caplog):
 
 
 async def test_guard_without_site_key_is_502(upstream):
-    staff_id = upstream.sandbox.api4("Contact", "create", {"values": {
-        "contact_type": "Individual", "first_name": "Guarded"}})["values"][0]["id"]
+    staff_id = upstream.sandbox.api4(
+        "Contact", "create", {"values": {"contact_type": "Individual", "first_name": "Guarded"}}
+    )["values"][0]["id"]
     upstream.config.api_keys["guardedkey-998877"] = staff_id
     async with gateway_client(http_settings(upstream.url, http_api_key="guardedkey-998877")) as gw:
         assert_problem(await gw.post("/v4/Contact/get", json={}), 502, "gateway-misconfigured")
@@ -202,8 +229,13 @@ async def test_masked_errors(upstream, gw):
     upstream.config.debug_output = False
     try:
         # A reference to a missing record: only CiviCRM can tell, and it hides the text.
-        problem = assert_problem(await gw.post("/v4/Email/create", json={"values": {
-            "contact_id": 999999, "email": "n@example.org"}}), 502, "upstream-error")
+        problem = assert_problem(
+            await gw.post(
+                "/v4/Email/create", json={"values": {"contact_id": 999999, "email": "n@example.org"}}
+            ),
+            502,
+            "upstream-error",
+        )
         assert "view debug output" in problem["detail"]
     finally:
         upstream.config.debug_output = True
@@ -235,13 +267,16 @@ async def test_timeout_is_504():
             assert_problem(await gw.post("/v4/Contact/get", json={}), 504, "upstream-timeout")
 
 
-@pytest.mark.parametrize("status,body,ctype", [
-    (500, b"", "text/html; charset=UTF-8"),          # PHP fatal (sample 13)
-    (200, b"<html>login</html>", "text/html"),        # a CMS login page
-    (200, b'"just a string"', "application/json"),
-    (200, b'{"entity":"Contact"}', "application/json"),
-    (502, b"Bad Gateway", "text/plain"),
-])
+@pytest.mark.parametrize(
+    "status,body,ctype",
+    [
+        (500, b"", "text/html; charset=UTF-8"),  # PHP fatal (sample 13)
+        (200, b"<html>login</html>", "text/html"),  # a CMS login page
+        (200, b'"just a string"', "application/json"),
+        (200, b'{"entity":"Contact"}', "application/json"),
+        (502, b"Bad Gateway", "text/plain"),
+    ],
+)
 async def test_garbage_is_502(status, body, ctype):
     async def garbage(request):
         return Response(body, status_code=status, headers={"content-type": ctype})
@@ -263,18 +298,29 @@ async def test_bare_503_is_unavailable():
 
 # --- what goes on the wire --------------------------------------------------------------------
 
-@pytest.mark.parametrize("auth,extra", [
-    ("x-civi-auth", {}),
-    ("bearer", {}),
-    ("legacy", {"http_site_key": SITE_KEY}),
-])
+
+@pytest.mark.parametrize(
+    "auth,extra",
+    [
+        ("x-civi-auth", {}),
+        ("bearer", {}),
+        ("legacy", {"http_site_key": SITE_KEY}),
+    ],
+)
 async def test_auth_styles_and_params_in_body(auth, extra):
     seen: list[dict] = []
 
     async def record(request):
         form = (await request.body()).decode()
-        seen.append({"path": request.url.path, "query": request.url.query, "headers": dict(request.headers),
-                     "body": form, "method": request.method})
+        seen.append(
+            {
+                "path": request.url.path,
+                "query": request.url.query,
+                "headers": dict(request.headers),
+                "body": form,
+                "method": request.method,
+            }
+        )
         return Response('{"values":[{"id":1}],"count":1}', media_type="application/json")
 
     with fake_upstream(record) as url:
@@ -296,8 +342,13 @@ async def test_auth_styles_and_params_in_body(auth, extra):
 
 async def test_basic_auth_against_sandbox(upstream):
     upstream.config.users["admin"] = ("pa55word-xyz", 2)
-    settings = http_settings(upstream.url, http_auth="basic", http_username="admin",
-                             http_password="pa55word-xyz", http_api_key=None)
+    settings = http_settings(
+        upstream.url,
+        http_auth="basic",
+        http_username="admin",
+        http_password="pa55word-xyz",
+        http_api_key=None,
+    )
     async with gateway_client(settings) as gw:
         response = await gw.post("/v4/Contact/get", json={"select": ["id"], "where": [["id", "=", 2]]})
         assert response.status_code == 200 and response.json() == [{"id": 2}]
@@ -358,8 +409,7 @@ async def test_redirects_are_not_followed():
 
     with fake_upstream(redirects) as url:
         async with gateway_client(http_settings(url, validate_calls=False)) as gw:
-            assert_problem(await gw.post("/v4/Contact/get", json={}), 502,
-                           "upstream-invalid-response")
+            assert_problem(await gw.post("/v4/Contact/get", json={}), 502, "upstream-invalid-response")
     assert hits == ["/civicrm/ajax/api4/Contact/get"]
 
 
@@ -368,18 +418,22 @@ def certificate(tmp_path_factory) -> tuple[Path, Path]:
     return self_signed_cert(tmp_path_factory.mktemp("tls"))
 
 
-@pytest.mark.parametrize("settings,status", [
-    ({}, 503),                                  # self-signed: not in the trust store
-    ({"http_ca_bundle": "CERT"}, 200),           # the operator's CA bundle
-    ({"http_verify_ssl": False}, 200),           # checking switched off
-])
+@pytest.mark.parametrize(
+    "settings,status",
+    [
+        ({}, 503),  # self-signed: not in the trust store
+        ({"http_ca_bundle": "CERT"}, 200),  # the operator's CA bundle
+        ({"http_verify_ssl": False}, 200),  # checking switched off
+    ],
+)
 async def test_https_upstream_certificate_checks(certificate, settings, status):
     async def answer(request):
         return Response('{"values":[{"id":1}],"count":1}', media_type="application/json")
 
     settings = {k: (str(certificate[0]) if v == "CERT" else v) for k, v in settings.items()}
-    server = ThreadServer(Starlette(routes=[Route("/{path:path}", answer, methods=["POST"])]),
-                          tls=certificate).start()
+    server = ThreadServer(
+        Starlette(routes=[Route("/{path:path}", answer, methods=["POST"])]), tls=certificate
+    ).start()
     try:
         async with gateway_client(http_settings(server.url, **settings, validate_calls=False)) as gw:
             response = await gw.post("/v4/Contact/get", json={})
@@ -389,37 +443,51 @@ async def test_https_upstream_certificate_checks(certificate, settings, status):
         assert response.json() == [{"id": 1}]
     else:  # refused during the handshake, before anything was sent
         body = assert_problem(response, 503, "upstream-unavailable")
-        assert body["detail"] == ("The gateway cannot connect to CiviCRM "
-                                  "(ClientConnectorCertificateError)."), body
+        assert body["detail"] == (
+            "The gateway cannot connect to CiviCRM (ClientConnectorCertificateError)."
+        ), body
 
 
 async def test_unknown_fields_name_the_closest(gw):
     """CiviCRM would drop an unknown select field or create value silently: a 400 instead."""
-    problem = assert_problem(await gw.post("/v4/Contact/get", json={"select": ["frist_name"]}),
-                             400, "unknown-field")
+    problem = assert_problem(
+        await gw.post("/v4/Contact/get", json={"select": ["frist_name"]}), 400, "unknown-field"
+    )
     assert problem["detail"].startswith("Contact has no field 'frist_name'. Did you mean 'first_name' ")
-    problem = assert_problem(await gw.post("/v4/Contact/create", json={
-        "values": {"contact_type": "Individual", "last_nmae": "X"}}), 400, "unknown-field")
+    problem = assert_problem(
+        await gw.post(
+            "/v4/Contact/create", json={"values": {"contact_type": "Individual", "last_nmae": "X"}}
+        ),
+        400,
+        "unknown-field",
+    )
     assert "'last_name'" in problem["detail"]
 
 
 async def test_update_of_a_missing_record_is_404_even_when_civicrm_hides_it(upstream, gw):
     upstream.config.debug_output = False
-    problem = assert_problem(await gw.post("/v4/Contact/update", json={
-        "id": 987654321, "job_title": "x"}), 404, "record-not-found")
+    problem = assert_problem(
+        await gw.post("/v4/Contact/update", json={"id": 987654321, "job_title": "x"}), 404, "record-not-found"
+    )
     assert problem["detail"] == "Expected one Contact but found 0"
 
 
 async def test_bad_params_json_and_non_json_bodies_say_so(gw, upstream, tmp_path):
-    problem = assert_problem(await gw.get("/v4/Contact/get", params={"params": "{nope"}), 400,
-                             "invalid-request")
+    problem = assert_problem(
+        await gw.get("/v4/Contact/get", params={"params": "{nope"}), 400, "invalid-request"
+    )
     assert problem["detail"].startswith("Query field 'params' is not valid JSON")
     # With client tokens a form body reaches the parser, which says what it expects.
     tokens = "formclient:sha256:" + hashlib.sha256(b"cgw_form-client-0123456789").hexdigest()
     async with gateway_client(http_settings(upstream.url, client_tokens=tokens)) as secured:
-        response = await secured.post("/v4/Contact/get", content=b"select=id",
-                                      headers={"Authorization": "Bearer cgw_form-client-0123456789",
-                                               "Content-Type": "application/x-www-form-urlencoded"})
+        response = await secured.post(
+            "/v4/Contact/get",
+            content=b"select=id",
+            headers={
+                "Authorization": "Bearer cgw_form-client-0123456789",
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+        )
     problem = assert_problem(response, 400, "invalid-request")
     assert "application/x-www-form-urlencoded" in problem["detail"]
     assert "Content-Type: application/json" in problem["detail"]

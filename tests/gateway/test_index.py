@@ -13,10 +13,19 @@ async def test_index_names_the_service_and_links_to_the_docs(gw_sandbox):
     response = await gw_sandbox.get("/")
     assert response.status_code == 200
     assert response.json() == {
-        "name": "civicrm-gateway", "version": __version__, "backend": "sandbox",
+        "name": "civicrm-gateway",
+        "version": __version__,
+        "backend": "sandbox",
         "calls": {"v4": "/v4/{entity}/{action}", "v3": "/v3/{entity}/{action}"},
-        "links": {"docs": "/docs", "redoc": "/redoc", "openapi": "/openapi.json",
-                  "health": "/healthz", "ready": "/readyz", "metrics": "/metrics"}}
+        "links": {
+            "docs": "/docs",
+            "redoc": "/redoc",
+            "openapi": "/openapi.json",
+            "health": "/healthz",
+            "ready": "/readyz",
+            "metrics": "/metrics",
+        },
+    }
     for path in ("/docs", "/openapi.json", "/healthz"):
         assert (await gw_sandbox.get(path)).status_code == 200, path
 
@@ -27,7 +36,11 @@ async def test_index_links_carry_the_proxy_prefix():
         transport = httpx.ASGITransport(app=app, root_path="/crm")
         async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             body = (await client.get("/crm/")).json()
-    assert body["links"] == {"docs": "/crm/docs", "redoc": "/crm/redoc",
-                             "openapi": "/crm/openapi.json", "health": "/crm/healthz",
-                             "ready": "/crm/readyz"}
+    assert body["links"] == {
+        "docs": "/crm/docs",
+        "redoc": "/crm/redoc",
+        "openapi": "/crm/openapi.json",
+        "health": "/crm/healthz",
+        "ready": "/crm/readyz",
+    }
     assert body["calls"]["v4"] == "/crm/v4/{entity}/{action}"

@@ -9,8 +9,7 @@ from tests.conftest import ADMIN_KEY, SITE_KEY, gateway_client, http_settings
 
 async def test_api_key_never_leaks(upstream, caplog):
     # The admin contact's api_key field holds the very key the gateway uses (as in real CiviCRM).
-    upstream.sandbox.api4("Contact", "update", {"where": [["id", "=", 2]],
-                                                "values": {"api_key": ADMIN_KEY}})
+    upstream.sandbox.api4("Contact", "update", {"where": [["id", "=", 2]], "values": {"api_key": ADMIN_KEY}})
     calls = [
         ("POST", "/v4/Contact/get", {"json": {}}),
         ("POST", "/v4/Contact/get", {"json": {"select": ["*", "api_key"]}}),
@@ -25,8 +24,9 @@ async def test_api_key_never_leaks(upstream, caplog):
     ]
     seen = []
     with caplog.at_level(logging.DEBUG):
-        async with gateway_client(http_settings(upstream.url, http_site_key=SITE_KEY,
-                                                log_level="debug")) as gw:
+        async with gateway_client(
+            http_settings(upstream.url, http_site_key=SITE_KEY, log_level="debug")
+        ) as gw:
             for method, path, kwargs in calls:
                 response = await gw.request(method, path, **kwargs)
                 seen.append(response.text + str(response.headers))

@@ -34,8 +34,9 @@ class Flaky(Backend):
         self.failures = failures
         self.calls: list[tuple[str, str]] = []
 
-    async def call(self, version: int, entity: str, action: str, params: dict[str, Any], *,
-                   identity: Any = None) -> Records:
+    async def call(
+        self, version: int, entity: str, action: str, params: dict[str, Any], *, identity: Any = None
+    ) -> Records:
         self.calls.append((entity, action))
         if len(self.calls) <= self.failures:
             raise TransientError("upstream-unavailable", "refused", reached=False)
@@ -53,8 +54,11 @@ async def test_retries_back_off_through_the_given_sleep() -> None:
         delays.append(seconds)
 
     inner = Flaky(failures=2)
-    found = build_services(settings(retry_backoff=0.2, retry_max_attempts=3,
-                                    breaker_threshold=100), inner, timing=Timing(sleep=sleep))
+    found = build_services(
+        settings(retry_backoff=0.2, retry_max_attempts=3, breaker_threshold=100),
+        inner,
+        timing=Timing(sleep=sleep),
+    )
     assert await found.backend.call(4, "Contact", "get", {}) == [{"id": 1}]
     assert len(inner.calls) == 3
     assert len(delays) == 2
@@ -66,8 +70,11 @@ async def test_retries_back_off_through_the_given_sleep() -> None:
 async def test_the_breaker_cools_down_on_the_given_clock() -> None:
     clock = Clock()
     inner = Flaky(failures=2)
-    found = build_services(settings(retry_max_attempts=1, breaker_threshold=2,
-                                    breaker_cooldown=30), inner, timing=Timing(clock=clock))
+    found = build_services(
+        settings(retry_max_attempts=1, breaker_threshold=2, breaker_cooldown=30),
+        inner,
+        timing=Timing(clock=clock),
+    )
     for _ in range(2):
         with pytest.raises(TransientError):
             await found.backend.call(4, "Contact", "get", {})
@@ -100,8 +107,7 @@ async def test_metadata_expires_on_the_given_clock_and_flushes() -> None:
 
 
 async def test_the_limiter_waits_as_long_as_told() -> None:
-    found = build_services(settings(client_concurrency=1), Flaky(),
-                           timing=Timing(concurrency_wait=0.05))
+    found = build_services(settings(client_concurrency=1), Flaky(), timing=Timing(concurrency_wait=0.05))
     client = Client("one", Policy())
     async with found.limiter.admit(client, cost=0):
         async with asyncio.timeout(2):  # the default wait (10 s) would end here

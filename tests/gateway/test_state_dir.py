@@ -23,20 +23,33 @@ def _cli(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess
     """A CLI command as a user runs it from the same directory: only the defaults."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CIVI_GATEWAY_")}
     full_env.update({"CIVI_GATEWAY_SECRETS_DIR": str(cwd / "none"), **(env or {})})
-    return subprocess.run([sys.executable, "-m", "gateway", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def _create(url: str, last_name: str) -> int:
-    created = httpx.post(f"{url}/v4/Contact/create", timeout=10, json={
-        "contact_type": "Individual", "first_name": "Ada", "last_name": last_name})
+    created = httpx.post(
+        f"{url}/v4/Contact/create",
+        timeout=10,
+        json={"contact_type": "Individual", "first_name": "Ada", "last_name": last_name},
+    )
     assert created.status_code == 200, created.text
     return created.json()[0]["id"]
 
 
 def _get(url: str, cid: int) -> list:
-    return httpx.post(f"{url}/v4/Contact/get", timeout=10, json={
-        "select": ["id", "display_name"], "where": [["id", "=", cid]]}).json()
+    return httpx.post(
+        f"{url}/v4/Contact/get",
+        timeout=10,
+        json={"select": ["id", "display_name"], "where": [["id", "=", cid]]},
+    ).json()
 
 
 def test_created_data_survives_a_restart_and_the_cli_sees_it(tmp_path: Path):
@@ -51,11 +64,19 @@ def test_created_data_survives_a_restart_and_the_cli_sees_it(tmp_path: Path):
     assert f"sandbox data in {db}" in log
 
     # The CLI, run from the same directory with the same (default) settings, sees the contact.
-    exported = _cli(tmp_path, "export", "Contact", "--select", "id,display_name",
-                    "--where", '[["last_name","=","Lovelace"]]')
+    exported = _cli(
+        tmp_path,
+        "export",
+        "Contact",
+        "--select",
+        "id,display_name",
+        "--where",
+        '[["last_name","=","Lovelace"]]',
+    )
     assert exported.returncode == 0, exported.stderr
     assert [orjson.loads(line) for line in exported.stdout.splitlines()] == [
-        {"id": 203, "display_name": "Ada Lovelace"}]
+        {"id": 203, "display_name": "Ada Lovelace"}
+    ]
     assert exported.stderr == "exported 1 row\n"
     checked = _cli(tmp_path, "check")
     assert checked.stdout == "OK   sandbox backend: reachable, credentials accepted\n"
@@ -80,8 +101,9 @@ def test_created_data_survives_a_restart_and_the_cli_sees_it(tmp_path: Path):
 
 def test_state_dir_setting_moves_the_data_and_memory_keeps_none(tmp_path: Path):
     state = tmp_path / "elsewhere"
-    gw = GatewayProcess({"CIVI_GATEWAY_STATE_DIR": str(state),
-                         "CIVI_GATEWAY_SANDBOX_DEMO": "0"}, tmp_path).wait_ready()
+    gw = GatewayProcess(
+        {"CIVI_GATEWAY_STATE_DIR": str(state), "CIVI_GATEWAY_SANDBOX_DEMO": "0"}, tmp_path
+    ).wait_ready()
     try:
         assert _create(gw.url, "Lovelace") == 3
     finally:
@@ -89,8 +111,9 @@ def test_state_dir_setting_moves_the_data_and_memory_keeps_none(tmp_path: Path):
     assert (state / "sandbox.sqlite").is_file()
     assert not (tmp_path / ".civicrm-gateway").exists()
 
-    memory = GatewayProcess({"CIVI_GATEWAY_SANDBOX_DB": ":memory:",
-                             "CIVI_GATEWAY_SANDBOX_DEMO": "0"}, tmp_path).wait_ready()
+    memory = GatewayProcess(
+        {"CIVI_GATEWAY_SANDBOX_DB": ":memory:", "CIVI_GATEWAY_SANDBOX_DEMO": "0"}, tmp_path
+    ).wait_ready()
     try:
         _create(memory.url, "Lovelace")
     finally:
@@ -106,8 +129,7 @@ def test_state_dir_setting_moves_the_data_and_memory_keeps_none(tmp_path: Path):
 def test_unwritable_state_dir_is_a_clear_error(tmp_path: Path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    done = _cli(tmp_path, "export", "Contact",
-                env={"CIVI_GATEWAY_STATE_DIR": str(blocker / "state")})
+    done = _cli(tmp_path, "export", "Contact", env={"CIVI_GATEWAY_STATE_DIR": str(blocker / "state")})
     assert done.returncode == 2
     assert "cannot create the sandbox database" in done.stderr
     assert "CIVI_GATEWAY_STATE_DIR" in done.stderr and "Traceback" not in done.stderr
@@ -115,14 +137,26 @@ def test_unwritable_state_dir_is_a_clear_error(tmp_path: Path):
 
 def test_export_through_a_running_gateway_with_a_token(tmp_path: Path):
     token = new_token()
-    gw = GatewayProcess({"CIVI_GATEWAY_SANDBOX_DEMO": "30",
-                         "CIVI_GATEWAY_CLIENT_TOKENS": f"reporting:sha256:{hash_token(token)}"},
-                        tmp_path).wait_ready()
+    gw = GatewayProcess(
+        {
+            "CIVI_GATEWAY_SANDBOX_DEMO": "30",
+            "CIVI_GATEWAY_CLIENT_TOKENS": f"reporting:sha256:{hash_token(token)}",
+        },
+        tmp_path,
+    ).wait_ready()
     other = tmp_path / "elsewhere"  # another directory, as on another machine: no shared state
     other.mkdir()
     try:
-        args = ("export", "Contact", "--url", gw.url, "--select", "id,display_name",
-                "--where", '[["id","<",6]]')
+        args = (
+            "export",
+            "Contact",
+            "--url",
+            gw.url,
+            "--select",
+            "id,display_name",
+            "--where",
+            '[["id","<",6]]',
+        )
         by_env = _cli(other, *args, env={"CIVI_GATEWAY_TOKEN": token})
         assert by_env.returncode == 0, by_env.stderr
         assert [orjson.loads(line)["id"] for line in by_env.stdout.splitlines()] == [1, 2, 3, 4, 5]
@@ -139,7 +173,8 @@ def test_export_through_a_running_gateway_with_a_token(tmp_path: Path):
         assert refused.returncode == 1
         assert refused.stderr.strip() == (
             "civicrm-gateway export: Authentication required: Send 'Authorization: Bearer "
-            "<token>'. (the CLI sends CIVI_GATEWAY_TOKEN, or the --token-file)")
+            "<token>'. (the CLI sends CIVI_GATEWAY_TOKEN, or the --token-file)"
+        )
     finally:
         log = gw.stop()
     assert token not in log
@@ -157,7 +192,8 @@ def test_a_database_from_another_schema_is_refused_until_reset(tmp_path: Path):
     assert refused.returncode == 2
     assert refused.stderr == (
         f"civicrm-gateway: the sandbox database {db} was made by another version of the gateway "
-        "(its tables differ): 'civicrm-gateway sandbox --reset' starts afresh\n")
+        "(its tables differ): 'civicrm-gateway sandbox --reset' starts afresh\n"
+    )
     assert _cli(tmp_path, "sandbox", "--reset", "--demo", "0").returncode == 0
     exported = _cli(tmp_path, "export", "Contact", "--select", "id")
     assert exported.returncode == 0 and exported.stdout == '{"id":1}\n{"id":2}\n'

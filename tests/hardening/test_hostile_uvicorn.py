@@ -18,25 +18,54 @@ pytestmark = pytest.mark.slow
 CREATE = b'{"contact_type": "Individual", "first_name": "Evil"}'
 
 RAW_PATHS = [
-    "/v4/Contact%2Fcreate/x", "/v4/Contact%2fcreate", "/v4/..%2F..%2Fetc/create",
-    "/v4/../v4/Contact/create", "/v4/Contact/../Contact/create", "/v4/Contact/%2E%2E/create",
-    "/v4/%2E%2E/Contact/create", "/v4/Contact%00/create", "/v4/Contact/create%00",
-    "/v4/Contact/create%00.json", "/v4/Contact%3Bid/create", "/v4/Contact;id/create",
-    "/v4/$(id)/create", "/v4/%24%28id%29/create", "/v4/Contact/`id`", "/v4/Contact|id/create",
-    "/v4/Contact%7Cid/create", "/v4/Contact&&id/create", "/v4/Contact%0Aid/create",
-    "/v4/Contact%0D%0AX-Injected:%201/create", "/v4/Contact%20/create", "/v4/Contact/create%20",
-    "/v4/%E4%B8%AD/create", "/v4/%FF%FE/create", "/v4/" + "A" * 4000 + "/create",
-    "/v4/Contact/" + "c" * 4000, "/v4//Contact/create", "/v4/Contact//create",
-    "/v4/Contact/create/", "/v4/Contact/create/../create", "/v3/Contact/create%2F..%2Fdelete",
-    "/v4/Contact\\create", "/v4/Contact%5Ccreate",
+    "/v4/Contact%2Fcreate/x",
+    "/v4/Contact%2fcreate",
+    "/v4/..%2F..%2Fetc/create",
+    "/v4/../v4/Contact/create",
+    "/v4/Contact/../Contact/create",
+    "/v4/Contact/%2E%2E/create",
+    "/v4/%2E%2E/Contact/create",
+    "/v4/Contact%00/create",
+    "/v4/Contact/create%00",
+    "/v4/Contact/create%00.json",
+    "/v4/Contact%3Bid/create",
+    "/v4/Contact;id/create",
+    "/v4/$(id)/create",
+    "/v4/%24%28id%29/create",
+    "/v4/Contact/`id`",
+    "/v4/Contact|id/create",
+    "/v4/Contact%7Cid/create",
+    "/v4/Contact&&id/create",
+    "/v4/Contact%0Aid/create",
+    "/v4/Contact%0D%0AX-Injected:%201/create",
+    "/v4/Contact%20/create",
+    "/v4/Contact/create%20",
+    "/v4/%E4%B8%AD/create",
+    "/v4/%FF%FE/create",
+    "/v4/" + "A" * 4000 + "/create",
+    "/v4/Contact/" + "c" * 4000,
+    "/v4//Contact/create",
+    "/v4/Contact//create",
+    "/v4/Contact/create/",
+    "/v4/Contact/create/../create",
+    "/v3/Contact/create%2F..%2Fdelete",
+    "/v4/Contact\\create",
+    "/v4/Contact%5Ccreate",
 ]
 
 
-def raw_request(port: int, method: str, target: str, body: bytes = b"",
-                headers: tuple[str, ...] = ()) -> tuple[int, bytes]:
+def raw_request(
+    port: int, method: str, target: str, body: bytes = b"", headers: tuple[str, ...] = ()
+) -> tuple[int, bytes]:
     """Send bytes exactly as given (no client-side normalisation); the status and the body."""
-    head = [f"{method} {target} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close",
-            "Content-Type: application/json", f"Content-Length: {len(body)}", *headers]
+    head = [
+        f"{method} {target} HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Connection: close",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        *headers,
+    ]
     data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(data)
@@ -59,9 +88,10 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
 
 def snapshot(gateway: GatewayProcess) -> Any:
     with httpx.Client(base_url=gateway.url, timeout=30) as client:
-        return {entity: client.post(f"/v4/{entity}/get",
-                                    json={"select": ["*"], "orderBy": {"id": "ASC"}}).json()
-                for entity in ("Contact", "Email", "Phone", "Address", "Group", "Tag")}
+        return {
+            entity: client.post(f"/v4/{entity}/get", json={"select": ["*"], "orderBy": {"id": "ASC"}}).json()
+            for entity in ("Contact", "Email", "Phone", "Address", "Group", "Tag")
+        }
 
 
 @pytest.fixture
@@ -79,18 +109,21 @@ def test_hostile_paths(gateway: GatewayProcess, unchanged: None, target: str) ->
     assert b"Evil" not in body
 
 
-@pytest.mark.parametrize("body", [
-    b'{"values": {"first_name": 1e999999}}',
-    b'{"values": {"first_name": "x", "id": 123456789012345678901234567890}}',
-    b'{"limit": -99999999999999999999999999}',
-    b'{"where": [["id", "=", 1' + b"0" * 5000 + b"]]}",
-    b'{"a":' * 100 + b"1" + b"}" * 100,
-    b"[" * 100_000 + b"]" * 100_000,
-    b'{"values": {"first_name": "\x00"}',
-    b'{"first_name": "Evil", "first_name": {"nested": ' * 40 + b"1" + b"}" * 80,
-    b"\x00" * 1000,
-    b'{"values": ' + b'{"x": [' * 300 + b"]}" * 300 + b"}",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"values": {"first_name": 1e999999}}',
+        b'{"values": {"first_name": "x", "id": 123456789012345678901234567890}}',
+        b'{"limit": -99999999999999999999999999}',
+        b'{"where": [["id", "=", 1' + b"0" * 5000 + b"]]}",
+        b'{"a":' * 100 + b"1" + b"}" * 100,
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"values": {"first_name": "\x00"}',
+        b'{"first_name": "Evil", "first_name": {"nested": ' * 40 + b"1" + b"}" * 80,
+        b"\x00" * 1000,
+        b'{"values": ' + b'{"x": [' * 300 + b"]}" * 300 + b"}",
+    ],
+)
 def test_hostile_bodies(gateway: GatewayProcess, unchanged: None, body: bytes) -> None:
     for path in ("/v4/Contact/create", "/v3/Contact/create"):
         status, answer = raw_request(gateway.port, "POST", path, body)
@@ -102,19 +135,26 @@ def test_hostile_bodies(gateway: GatewayProcess, unchanged: None, body: bytes) -
 
 def test_oversized_body_and_declared_length(gateway: GatewayProcess, unchanged: None) -> None:
     big = b'{"values": {"first_name": "' + b"x" * 1_200_000 + b'"}}'
-    response = httpx.post(gateway.url + "/v4/Contact/create", content=big, timeout=30,
-                          headers={"Content-Type": "application/json"})
+    response = httpx.post(
+        gateway.url + "/v4/Contact/create",
+        content=big,
+        timeout=30,
+        headers={"Content-Type": "application/json"},
+    )
     assert response.status_code == 413
     # A huge declared length with no body: refused before anything is read.
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=30) as sock:
-        sock.sendall(b"POST /v4/Contact/create HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-                     b"Content-Type: application/json\r\nContent-Length: 99999999999\r\n\r\n")
+        sock.sendall(
+            b"POST /v4/Contact/create HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 99999999999\r\n\r\n"
+        )
         answer = sock.recv(4096)
     assert answer.split()[1] == b"413", answer[:200]
 
 
-@pytest.mark.parametrize("header", ["X-Request-ID: abc\x0bdef", "Authorization: Bearer \x00\x01",
-                                    "X-Request-ID: a\x00b"])
+@pytest.mark.parametrize(
+    "header", ["X-Request-ID: abc\x0bdef", "Authorization: Bearer \x00\x01", "X-Request-ID: a\x00b"]
+)
 def test_control_characters_in_headers(gateway: GatewayProcess, unchanged: None, header: str) -> None:
     status, body = raw_request(gateway.port, "POST", "/v4/Contact/create", CREATE, headers=(header,))
     assert status == 400, body[:300]  # the HTTP parser refuses them before the gateway runs

@@ -21,10 +21,11 @@ TOKEN = "cgw_redis-shared-limit-5f1e2d3c4b5a6978"
 
 def replica_settings(redis_url: str, tmp_path: Path) -> Settings:
     clients = tmp_path / "clients.toml"
-    clients.write_text(f'[clients.shared]\ntoken_sha256 = "{hashlib.sha256(TOKEN.encode()).hexdigest()}"\n'
-                       'rate_limit = "6/hour"\n')
-    return Settings(backend="sandbox", sandbox_demo=0, clients_file=clients,
-                    rate_limit_storage=redis_url)
+    clients.write_text(
+        f'[clients.shared]\ntoken_sha256 = "{hashlib.sha256(TOKEN.encode()).hexdigest()}"\n'
+        'rate_limit = "6/hour"\n'
+    )
+    return Settings(backend="sandbox", sandbox_demo=0, clients_file=clients, rate_limit_storage=redis_url)
 
 
 async def test_two_replicas_share_one_limit(redis_url: str, tmp_path: Path) -> None:
@@ -50,6 +51,12 @@ async def test_memory_storage_is_per_replica(tmp_path: Path) -> None:
     settings = replica_settings("memory://", tmp_path)
     auth = {"Authorization": f"Bearer {TOKEN}"}
     async with gateway_client(settings) as first, gateway_client(settings) as second:
-        statuses = [(await (first if i % 2 == 0 else second).post(
-            "/v4/Contact/get", json={"limit": 1}, headers=auth)).status_code for i in range(8)]
+        statuses = [
+            (
+                await (first if i % 2 == 0 else second).post(
+                    "/v4/Contact/get", json={"limit": 1}, headers=auth
+                )
+            ).status_code
+            for i in range(8)
+        ]
     assert statuses == [200] * 8, statuses

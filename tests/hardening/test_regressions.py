@@ -30,8 +30,10 @@ async def contacts(gw: httpx.AsyncClient) -> list[dict[str, Any]]:
 
 async def test_get_fields_with_options_keyed_by_number(gw: httpx.AsyncClient) -> None:
     # The sandbox keys prefix_id's options by integer; orjson refused non-string keys.
-    response = await gw.post("/v4/Contact/getFields", json={
-        "loadOptions": True, "select": ["name", "options"], "where": [["name", "=", "prefix_id"]]})
+    response = await gw.post(
+        "/v4/Contact/getFields",
+        json={"loadOptions": True, "select": ["name", "options"], "where": [["name", "=", "prefix_id"]]},
+    )
     assert response.status_code == 200, response.text
     assert response.json()[0]["options"]["1"] == "Mrs."
 
@@ -40,21 +42,34 @@ async def test_get_fields_odd_load_options(gw: httpx.AsyncClient) -> None:
     response = await gw.post("/v4/Email/getFields", json={"loadOptions": [5, "label"]})
     assert response.status_code == 200, response.text
     # neither a bool nor a list of option keys: the gateway's own check, then CiviCRM's
-    for load, slug in (([[]], "invalid-request"), ("x", "civicrm-bad-request"),
-                       ({"a": {"b": 1}}, "civicrm-bad-request")):
-        assert_problem(await gw.post("/v4/Email/getFields", json={"loadOptions": load}), 400,
-                       slug)
+    for load, slug in (
+        ([[]], "invalid-request"),
+        ("x", "civicrm-bad-request"),
+        ({"a": {"b": 1}}, "civicrm-bad-request"),
+    ):
+        assert_problem(await gw.post("/v4/Email/getFields", json={"loadOptions": load}), 400, slug)
 
 
-@pytest.mark.parametrize(("record_id", "status", "slug"), [
-    ("x", 422, "civicrm-validation"), ([1], 422, "civicrm-validation"),
-    ({"a": 1}, 400, "invalid-request"), (True, 422, "civicrm-validation"),
-    ("1e3", 422, "civicrm-validation"), (1.5, 422, "civicrm-validation")])
-async def test_save_with_a_malformed_id_is_refused(gw: httpx.AsyncClient, record_id: Any,
-                                                   status: int, slug: str) -> None:
+@pytest.mark.parametrize(
+    ("record_id", "status", "slug"),
+    [
+        ("x", 422, "civicrm-validation"),
+        ([1], 422, "civicrm-validation"),
+        ({"a": 1}, 400, "invalid-request"),
+        (True, 422, "civicrm-validation"),
+        ("1e3", 422, "civicrm-validation"),
+        (1.5, 422, "civicrm-validation"),
+    ],
+)
+async def test_save_with_a_malformed_id_is_refused(
+    gw: httpx.AsyncClient, record_id: Any, status: int, slug: str
+) -> None:
     before = await contacts(gw)
-    assert_problem(await gw.post("/v4/Contact/save", json={
-        "records": [{"id": record_id, "first_name": "Changed"}]}), status, slug)
+    assert_problem(
+        await gw.post("/v4/Contact/save", json={"records": [{"id": record_id, "first_name": "Changed"}]}),
+        status,
+        slug,
+    )
     assert await contacts(gw) == before
 
 
@@ -65,26 +80,33 @@ async def test_malformed_regexp_is_civicrm_db_error(gw: httpx.AsyncClient) -> No
     assert response.json()["type"] == "/problems/upstream-error"
 
 
-@pytest.mark.parametrize(("params", "status", "slug"), [
-    ({"first_name": {"LIKE": {}}}, 400, "invalid-request"),
-    ({"id": {"IN": [1, {"a": 1}]}}, 400, "invalid-request"),
-    ({"id": {"LIKE": [1, 2]}}, 422, "civicrm-validation"),
-])
-async def test_v3_non_scalar_filters_are_refused(gw: httpx.AsyncClient, params: dict[str, Any],
-                                                  status: int, slug: str) -> None:
+@pytest.mark.parametrize(
+    ("params", "status", "slug"),
+    [
+        ({"first_name": {"LIKE": {}}}, 400, "invalid-request"),
+        ({"id": {"IN": [1, {"a": 1}]}}, 400, "invalid-request"),
+        ({"id": {"LIKE": [1, 2]}}, 422, "civicrm-validation"),
+    ],
+)
+async def test_v3_non_scalar_filters_are_refused(
+    gw: httpx.AsyncClient, params: dict[str, Any], status: int, slug: str
+) -> None:
     response = await gw.post("/v3/Contact/get", json=params)
     assert_problem(response, status, slug)
 
 
-@pytest.mark.parametrize(("entity", "params", "status", "slug"), [
-    ("Activity", {"activity_type_id": {}, "subject": "x"}, 400, "invalid-request"),
-    ("Address", {"contact_id": {}, "street_address": "x"}, 400, "invalid-request"),
-    ("Contact", {"contact_type": "Individual", "employer_id": [1, 2]}, 422, "civicrm-validation"),
-    ("Contact", {"contact_type": "Individual", "employer_id": 2**70}, 422, "civicrm-validation"),
-])
-async def test_non_scalar_or_huge_values_are_refused(gw: httpx.AsyncClient, entity: str,
-                                                     params: dict[str, Any], status: int,
-                                                     slug: str) -> None:
+@pytest.mark.parametrize(
+    ("entity", "params", "status", "slug"),
+    [
+        ("Activity", {"activity_type_id": {}, "subject": "x"}, 400, "invalid-request"),
+        ("Address", {"contact_id": {}, "street_address": "x"}, 400, "invalid-request"),
+        ("Contact", {"contact_type": "Individual", "employer_id": [1, 2]}, 422, "civicrm-validation"),
+        ("Contact", {"contact_type": "Individual", "employer_id": 2**70}, 422, "civicrm-validation"),
+    ],
+)
+async def test_non_scalar_or_huge_values_are_refused(
+    gw: httpx.AsyncClient, entity: str, params: dict[str, Any], status: int, slug: str
+) -> None:
     before = await contacts(gw)
     if entity == "Contact":
         response = await gw.post("/v4/Contact/create", json={"values": params})
@@ -101,14 +123,18 @@ async def test_huge_integer_filters_match_nothing(gw: httpx.AsyncClient) -> None
     assert response.status_code == 200 and response.json() == 0
 
 
-@pytest.mark.parametrize(("action", "params"), [
-    ("update", {"where": [["id", "=", 3]], "values": [False]}),
-    ("get", {"orderBy": [0.0, None]}),
-    ("create", {"values": ["Individual"]}),
-    ("get", {"select": {"a": "id"}}),
-])
-async def test_php_arrays_given_as_the_other_json_shape(gw: httpx.AsyncClient, action: str,
-                                                        params: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("action", "params"),
+    [
+        ("update", {"where": [["id", "=", 3]], "values": [False]}),
+        ("get", {"orderBy": [0.0, None]}),
+        ("create", {"values": ["Individual"]}),
+        ("get", {"select": {"a": "id"}}),
+    ],
+)
+async def test_php_arrays_given_as_the_other_json_shape(
+    gw: httpx.AsyncClient, action: str, params: dict[str, Any]
+) -> None:
     # PHP reads a JSON list where it expects a map (and the reverse) as an array: CiviCRM
     # ignores or refuses the odd field names ("0"), but never crashes.
     response = await gw.post(f"/v4/Contact/{action}", json=params)
@@ -152,21 +178,30 @@ def test_log_lines_cannot_be_forged_with_control_characters(restore_redactor: No
 async def test_create_with_an_id_is_refused(gw: httpx.AsyncClient) -> None:
     # The sandbox used to ignore the id and create a record; CiviCRM refuses it.
     before = await contacts(gw)
-    body = assert_problem(await gw.post("/v4/Contact/create", json={
-        "values": {"id": 3, "contact_type": "Individual", "first_name": "Evil"}}), 400,
-        "civicrm-error")
+    body = assert_problem(
+        await gw.post(
+            "/v4/Contact/create",
+            json={"values": {"id": 3, "contact_type": "Individual", "first_name": "Evil"}},
+        ),
+        400,
+        "civicrm-error",
+    )
     assert "Use Update action" in body["detail"]
     assert await contacts(gw) == before
 
 
-@pytest.mark.parametrize("params", [
-    {"where": [["GROUP_CONCAT('a', id)", "=", 0]]},  # found by the redteam property test
-    {"where": [["OR", [["COUNT(id)", ">", 1], ["id", "=", 1]]]]},
-    {"where": [["id", "=", "MAX(id)", True]]},
-    {"join": [["Email AS e", "LEFT", ["e.contact_id", "=", "MIN(id)", True]]]},
-])
-async def test_an_aggregate_that_would_filter_rows_is_refused(gw: httpx.AsyncClient,
-                                                               params: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"where": [["GROUP_CONCAT('a', id)", "=", 0]]},  # found by the redteam property test
+        {"where": [["OR", [["COUNT(id)", ">", 1], ["id", "=", 1]]]]},
+        {"where": [["id", "=", "MAX(id)", True]]},
+        {"join": [["Email AS e", "LEFT", ["e.contact_id", "=", "MIN(id)", True]]]},
+    ],
+)
+async def test_an_aggregate_that_would_filter_rows_is_refused(
+    gw: httpx.AsyncClient, params: dict[str, Any]
+) -> None:
     """SQL refuses an aggregate in WHERE or ON (a DB Error from CiviCRM, answered 502): the
     gateway says it is the client's mistake, and where it belongs."""
     body = assert_problem(await gw.post("/v4/Contact/get", json=params), 400, "invalid-request")
@@ -174,8 +209,13 @@ async def test_an_aggregate_that_would_filter_rows_is_refused(gw: httpx.AsyncCli
 
 
 async def test_an_aggregate_in_having_still_works(gw: httpx.AsyncClient) -> None:
-    response = await gw.post("/v4/Contact/get", json={
-        "select": ["contact_type", "COUNT(id) AS n"], "groupBy": ["contact_type"],
-        "having": [["COUNT(id)", ">", 0]]})
+    response = await gw.post(
+        "/v4/Contact/get",
+        json={
+            "select": ["contact_type", "COUNT(id) AS n"],
+            "groupBy": ["contact_type"],
+            "having": [["COUNT(id)", ">", 0]],
+        },
+    )
     assert response.status_code == 200, response.text
     assert sum(row["n"] for row in response.json()) == len(await contacts(gw))

@@ -41,8 +41,13 @@ BUDGET = {"full": 6000, "restricted": 2000, "anonymous": 800}
 MIN_PER_OP, MAX_PER_OP = 4, 300
 # Served to anyone, like GET / (the index: name, version, backend, links).
 PUBLIC_PREFIXES = ("/healthz", "/readyz", "/problems/", "/metrics", "/openapi", "/docs", "/redoc")
-CHECKS = [status_code_conformance, content_type_conformance, response_headers_conformance,
-          response_schema_conformance, allow_header_conformance]
+CHECKS = [
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    allow_header_conformance,
+]
 UPSTREAM_5XX = {502, 503, 504}
 
 
@@ -58,9 +63,16 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
     clients.write_text(
         f'[clients.full]\ntoken_sha256 = "{_sha(FULL_TOKEN)}"\n\n'
         f'[clients.restricted]\ntoken_sha256 = "{_sha(RESTRICTED_TOKEN)}"\n'
-        f"allow = [{allow}]\nread_only = true\nmax_limit = 5\n")
-    proc = GatewayProcess({"CIVI_GATEWAY_SANDBOX_DEMO": "20", "CIVI_GATEWAY_CLIENTS_FILE": str(clients),
-                           "CIVI_GATEWAY_LOG_LEVEL": "debug"}, tmp)
+        f"allow = [{allow}]\nread_only = true\nmax_limit = 5\n"
+    )
+    proc = GatewayProcess(
+        {
+            "CIVI_GATEWAY_SANDBOX_DEMO": "20",
+            "CIVI_GATEWAY_CLIENTS_FILE": str(clients),
+            "CIVI_GATEWAY_LOG_LEVEL": "debug",
+        },
+        tmp,
+    )
     proc.wait_ready()
     yield proc
     log = proc.stop()
@@ -76,12 +88,15 @@ def api_schema(gateway: GatewayProcess) -> Any:
 def snapshot(gateway: GatewayProcess) -> dict[str, Any]:
     """Every record of every entity the restricted client could touch, read as the full client."""
     out = {}
-    with httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {FULL_TOKEN}"},
-                      timeout=30) as client:
+    with httpx.Client(
+        base_url=gateway.url, headers={"Authorization": f"Bearer {FULL_TOKEN}"}, timeout=30
+    ) as client:
         entities = client.post("/v4/Entity/get", json={"select": ["name"]}).json()
         for name in sorted(e["name"] for e in entities):
-            response = client.post(f"/v4/{name}/get", json={"select": ["*"], "orderBy": {"id": "ASC"}}
-                                   if name not in ("Entity", "Setting") else {})
+            response = client.post(
+                f"/v4/{name}/get",
+                json={"select": ["*"], "orderBy": {"id": "ASC"}} if name not in ("Entity", "Setting") else {},
+            )
             out[name] = (response.status_code, response.json())
     return out
 
@@ -111,11 +126,19 @@ def _check(mode: str, case: Any, response: Any) -> None:
 
 
 def _fuzz(operation: Any, examples: int, run: Callable[[Any], None]) -> None:
-    strategy = st.one_of(operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
-                         operation.as_strategy(generation_mode=GenerationMode.NEGATIVE))
+    strategy = st.one_of(
+        operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
+        operation.as_strategy(generation_mode=GenerationMode.NEGATIVE),
+    )
 
-    @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
-              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=strategy)
     def fuzz(case: Any) -> None:
         run(case)
@@ -152,7 +175,6 @@ def test_every_operation_conforms(gateway: GatewayProcess, api_schema: Any, mode
     assert expected in statuses, sorted(statuses)
 
 
-
 @pytest.fixture(scope="module")
 def least_privileged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     """The gateway on its HTTP backend as CiviCRM's staff user, who has neither administrator
@@ -164,15 +186,22 @@ def least_privileged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gatew
     tmp = tmp_path_factory.mktemp("fuzz-staff")
     sandbox = Sandbox(":memory:", demo=20)
     staff = sandbox.ensure_staff()
-    config = WireConfig(api_keys={staff["api_key"]: staff["contact_id"]}, site_key=SITE_KEY,
-                        debug_output=False)
+    config = WireConfig(
+        api_keys={staff["api_key"]: staff["contact_id"]}, site_key=SITE_KEY, debug_output=False
+    )
     server = ThreadServer(create_wire_app(sandbox, config)).start()
     clients = tmp / "clients.toml"
     clients.write_text(f'[clients.full]\ntoken_sha256 = "{_sha(FULL_TOKEN)}"\n')
-    proc = GatewayProcess({"CIVI_GATEWAY_BACKEND": "http", "CIVI_GATEWAY_HTTP_URL": server.url,
-                           "CIVI_GATEWAY_HTTP_API_KEY": staff["api_key"],
-                           "CIVI_GATEWAY_HTTP_SITE_KEY": SITE_KEY,
-                           "CIVI_GATEWAY_CLIENTS_FILE": str(clients)}, tmp)
+    proc = GatewayProcess(
+        {
+            "CIVI_GATEWAY_BACKEND": "http",
+            "CIVI_GATEWAY_HTTP_URL": server.url,
+            "CIVI_GATEWAY_HTTP_API_KEY": staff["api_key"],
+            "CIVI_GATEWAY_HTTP_SITE_KEY": SITE_KEY,
+            "CIVI_GATEWAY_CLIENTS_FILE": str(clients),
+        },
+        tmp,
+    )
     proc.wait_ready()
     yield proc
     log = proc.stop()
@@ -184,8 +213,9 @@ def least_privileged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gatew
 def test_least_privileged_gateway_user_gets_no_5xx(least_privileged: GatewayProcess) -> None:
     """Every client mistake is found by the gateway itself, so a CiviCRM that hides its
     errors from the gateway's user (masked HTTP 500) never turns one into a 5xx."""
-    api_schema = schemathesis.openapi.from_url(least_privileged.url + "/openapi.json",
-                                               headers={"Authorization": f"Bearer {FULL_TOKEN}"})
+    api_schema = schemathesis.openapi.from_url(
+        least_privileged.url + "/openapi.json", headers={"Authorization": f"Bearer {FULL_TOKEN}"}
+    )
     operations = [result.ok() for result in api_schema.get_all_operations()]
     per_op = max(MIN_PER_OP, min(MAX_PER_OP, 2000 // len(operations)))
     headers = {"Authorization": f"Bearer {FULL_TOKEN}"}
@@ -193,8 +223,7 @@ def test_least_privileged_gateway_user_gets_no_5xx(least_privileged: GatewayProc
 
     def run(case: Any) -> None:
         response = case.call(base_url=least_privileged.url, headers=headers, timeout=30)
-        assert response.status_code < 500, (case.formatted_path, case.body, case.query,
-                                            response.text[:500])
+        assert response.status_code < 500, (case.formatted_path, case.body, case.query, response.text[:500])
 
     for operation in operations:
         try:

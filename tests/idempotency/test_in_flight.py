@@ -36,8 +36,9 @@ class GatedBackend(SandboxBackend):
         self.unreachable = False
         self.creates = 0
 
-    async def call(self, version: int, entity: str, action: str, params: dict[str, Any],
-                   **kwargs: Any) -> Any:
+    async def call(
+        self, version: int, entity: str, action: str, params: dict[str, Any], **kwargs: Any
+    ) -> Any:
         if action == "create":
             if self.unreachable:
                 raise TransientError("upstream-unavailable", "refused", reached=False)
@@ -55,14 +56,16 @@ def settings(store_settings: dict[str, Any]) -> Settings:
 async def test_a_repeat_while_the_first_runs_is_409_then_the_replay(settings: Settings) -> None:
     backend = GatedBackend(settings)
     async with gateway_client(settings, backend=backend) as gw:
-        first = asyncio.create_task(gw.post("/v4/Contact/create", json=CREATE,
-                                            headers=auth("alpha", "k-flight")))
+        first = asyncio.create_task(
+            gw.post("/v4/Contact/create", json=CREATE, headers=auth("alpha", "k-flight"))
+        )
         await backend.entered.wait()
         busy = await gw.post("/v4/Contact/create", json=CREATE, headers=auth("alpha", "k-flight"))
         problem(busy, 409, "idempotency-key-in-flight")
         assert busy.headers["retry-after"] == "1"
-        other = await gw.post("/v4/Contact/create", json={**CREATE, "first_name": "Zed"},
-                              headers=auth("alpha", "k-flight"))
+        other = await gw.post(
+            "/v4/Contact/create", json={**CREATE, "first_name": "Zed"}, headers=auth("alpha", "k-flight")
+        )
         problem(other, 422, "idempotency-key-reused")
         backend.gate.set()
         done = await first
@@ -94,12 +97,13 @@ async def test_an_expired_lease_answers_outcome_unknown(settings: Settings) -> N
     write-outcome-unknown (it may have written), never runs the write a second time."""
     app = create_app(settings)
     transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), \
-            httpx.AsyncClient(transport=transport, base_url="http://localhost") as gw:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://localhost") as gw,
+    ):
         # The claim exactly as a request of a stopped process would have left it.
         services = app.state.services
-        client = services.authenticator.authenticate(auth("alpha")["Authorization"], None,
-                                                     proxied=False)
+        client = services.authenticator.authenticate(auth("alpha")["Authorization"], None, proxied=False)
         call = await prepare_call(services, client, 4, "Contact", "create", dict(CREATE))
         now = time.time()
         lost = Entry(fingerprint([call_parts(call)]), "f" * 32, now - 1, now + 3600)
@@ -140,8 +144,10 @@ async def _with_store(store: BrokenStore, clients_file: Path) -> tuple[Any, Any]
 
 async def test_a_store_that_cannot_claim_runs_nothing(clients_file: Path) -> None:
     app, transport = await _with_store(BrokenStore("claim"), clients_file)
-    async with app.router.lifespan_context(app), \
-            httpx.AsyncClient(transport=transport, base_url="http://localhost") as gw:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://localhost") as gw,
+    ):
         r = await gw.post("/v4/Contact/create", json=CREATE, headers=auth("alpha", "k-down"))
         problem(r, 503, "idempotency-store-unavailable")
         assert r.headers["retry-after"] == "5"
@@ -150,8 +156,10 @@ async def test_a_store_that_cannot_claim_runs_nothing(clients_file: Path) -> Non
 
 async def test_an_answer_that_cannot_be_stored_is_still_answered(clients_file: Path) -> None:
     app, transport = await _with_store(BrokenStore("finish"), clients_file)
-    async with app.router.lifespan_context(app), \
-            httpx.AsyncClient(transport=transport, base_url="http://localhost") as gw:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://localhost") as gw,
+    ):
         r = await gw.post("/v4/Contact/create", json=CREATE, headers=auth("alpha", "k-lost"))
         assert r.status_code == 200
         # The key stays claimed (until its lease ends): the write is not run again.

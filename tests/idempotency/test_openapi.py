@@ -19,8 +19,7 @@ async def test_writes_document_the_header_and_reads_do_not(gw_sandbox: httpx.Asy
     assert _header_names(paths["/v4/Contact/create"]["post"]) == ["Idempotency-Key"]
     assert _header_names(paths["/v4/Contact/get"]["post"]) == []
     key = paths["/v4/Contact/create"]["post"]["parameters"][0]["schema"]
-    assert key == {"type": "string", "minLength": 1, "maxLength": 255,
-                   "pattern": "^[\\x20-\\x7e]+$"}
+    assert key == {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"}
     problems = doc["components"]["responses"]
     assert "idempotency-key-required" in problems["Problem428"]["description"]
     assert "idempotency-key-reused" in problems["Problem422"]["description"]

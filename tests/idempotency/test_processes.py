@@ -24,8 +24,11 @@ pytestmark = pytest.mark.slow
 
 def contacts(upstream: Upstream, last_name: str) -> int:
     """Counted in CiviCRM itself (the sandbox), not through the gateway."""
-    return len(upstream.sandbox.api4("Contact", "get", {
-        "where": [["last_name", "=", last_name]], "checkPermissions": False})["values"])
+    return len(
+        upstream.sandbox.api4(
+            "Contact", "get", {"where": [["last_name", "=", last_name]], "checkPermissions": False}
+        )["values"]
+    )
 
 
 @pytest.fixture
@@ -41,7 +44,8 @@ def creates(request: bytes) -> bool:
 
 
 async def test_an_answer_cut_after_commit_is_stored_as_outcome_unknown(
-        upstream: Upstream, relay: Relay, clients_file: Path) -> None:
+    upstream: Upstream, relay: Relay, clients_file: Path
+) -> None:
     relay.decide = lambda request: "cut" if creates(request) else "pass"
     settings = http_settings(relay.url, clients_file=clients_file)
     async with gateway_client(settings) as gw:
@@ -62,7 +66,8 @@ async def test_an_answer_cut_after_commit_is_stored_as_outcome_unknown(
 
 
 async def test_a_timeout_after_sending_is_stored_as_outcome_unknown(
-        upstream: Upstream, relay: Relay, clients_file: Path) -> None:
+    upstream: Upstream, relay: Relay, clients_file: Path
+) -> None:
     relay.decide = lambda request: "hold" if creates(request) else "pass"
     settings = http_settings(relay.url, clients_file=clients_file, http_timeout=1)
     async with gateway_client(settings) as gw:
@@ -80,17 +85,20 @@ async def test_a_timeout_after_sending_is_stored_as_outcome_unknown(
 
 
 def _post(url: str, key: str) -> httpx.Response:
-    return httpx.post(url + "/v4/Contact/create", json=CREATE, headers=auth("alpha", key),
-                      timeout=30)
+    return httpx.post(url + "/v4/Contact/create", json=CREATE, headers=auth("alpha", key), timeout=30)
 
 
 def test_two_replicas_sharing_redis_run_a_write_once(
-        upstream: Upstream, relay: Relay, clients_file: Path, redis_url: str,
-        tmp_path: Path) -> None:
-    env = {"CIVI_GATEWAY_BACKEND": "http", "CIVI_GATEWAY_HTTP_URL": relay.url,
-           "CIVI_GATEWAY_HTTP_API_KEY": ADMIN_KEY, "CIVI_GATEWAY_CLIENTS_FILE": str(clients_file),
-           "CIVI_GATEWAY_IDEMPOTENCY_STORE": "redis",
-           "CIVI_GATEWAY_RATE_LIMIT_STORAGE": redis_url}
+    upstream: Upstream, relay: Relay, clients_file: Path, redis_url: str, tmp_path: Path
+) -> None:
+    env = {
+        "CIVI_GATEWAY_BACKEND": "http",
+        "CIVI_GATEWAY_HTTP_URL": relay.url,
+        "CIVI_GATEWAY_HTTP_API_KEY": ADMIN_KEY,
+        "CIVI_GATEWAY_CLIENTS_FILE": str(clients_file),
+        "CIVI_GATEWAY_IDEMPOTENCY_STORE": "redis",
+        "CIVI_GATEWAY_RATE_LIMIT_STORAGE": redis_url,
+    }
     replicas = [GatewayProcess(env, tmp_path), GatewayProcess(env, tmp_path)]  # start together
     try:
         for replica in replicas:
@@ -121,11 +129,15 @@ def _race(upstream: Upstream, relay: Relay, one: GatewayProcess, two: GatewayPro
     assert contacts(upstream, "Keyed") == 1
 
 
-def test_a_replay_outlives_a_restart_on_sqlite(clients_file: Path, gateway_process: Any,
-                                               tmp_path: Path) -> None:
+def test_a_replay_outlives_a_restart_on_sqlite(
+    clients_file: Path, gateway_process: Any, tmp_path: Path
+) -> None:
     # The default store (SQLite) and the sandbox's own file, both in the one state directory.
-    env = {"CIVI_GATEWAY_BACKEND": "sandbox", "CIVI_GATEWAY_SANDBOX_DEMO": "0",
-           "CIVI_GATEWAY_CLIENTS_FILE": str(clients_file)}
+    env = {
+        "CIVI_GATEWAY_BACKEND": "sandbox",
+        "CIVI_GATEWAY_SANDBOX_DEMO": "0",
+        "CIVI_GATEWAY_CLIENTS_FILE": str(clients_file),
+    }
     before = gateway_process(env)
     first = _post(before.url, "k-restart")
     assert first.status_code == 200
@@ -136,6 +148,10 @@ def test_a_replay_outlives_a_restart_on_sqlite(clients_file: Path, gateway_proce
     assert replay.status_code == 200
     assert replay.headers["idempotent-replayed"] == "true"
     assert replay.content == first.content
-    found = httpx.post(after.url + "/v4/Contact/get", headers=auth("alpha"), timeout=30,
-                       json={"where": [["last_name", "=", "Keyed"]], "select": ["id"]})
+    found = httpx.post(
+        after.url + "/v4/Contact/get",
+        headers=auth("alpha"),
+        timeout=30,
+        json={"where": [["last_name", "=", "Keyed"]], "select": ["id"]},
+    )
     assert found.json() == [{"id": first.json()[0]["id"]}]

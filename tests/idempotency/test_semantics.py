@@ -10,8 +10,11 @@ CREATE = {"contact_type": "Individual", "first_name": "Ada", "last_name": "Keyed
 
 
 async def count(gw: httpx.AsyncClient, last_name: str) -> int:
-    r = await gw.post("/v4/Contact/get", json={"where": [["last_name", "=", last_name]],
-                                               "select": ["id"]}, headers=auth("alpha"))
+    r = await gw.post(
+        "/v4/Contact/get",
+        json={"where": [["last_name", "=", last_name]], "select": ["id"]},
+        headers=auth("alpha"),
+    )
     assert r.status_code == 200
     return len(r.json())
 
@@ -40,8 +43,11 @@ async def test_a_repeated_create_runs_once_and_replays_byte_for_byte(gw: httpx.A
 
 async def test_two_spellings_of_one_call_share_a_key(gw: httpx.AsyncClient) -> None:
     simple = await gw.post("/v4/Contact/create", json=CREATE, headers=auth("alpha", "k-spell"))
-    native = await gw.post("/v4/contact/Create", json={"values": dict(reversed(CREATE.items()))},
-                           headers=auth("alpha", "k-spell"))
+    native = await gw.post(
+        "/v4/contact/Create",
+        json={"values": dict(reversed(CREATE.items()))},
+        headers=auth("alpha", "k-spell"),
+    )
     assert native.status_code == 200
     assert native.headers["idempotent-replayed"] == "true"
     assert native.content == simple.content
@@ -49,22 +55,26 @@ async def test_two_spellings_of_one_call_share_a_key(gw: httpx.AsyncClient) -> N
 
 
 async def test_the_same_key_with_other_params_is_422(gw: httpx.AsyncClient) -> None:
-    assert (await gw.post("/v4/Contact/create", json=CREATE,
-                          headers=auth("alpha", "k-other"))).status_code == 200
-    r = await gw.post("/v4/Contact/create", json={**CREATE, "first_name": "Bea"},
-                      headers=auth("alpha", "k-other"))
+    assert (
+        await gw.post("/v4/Contact/create", json=CREATE, headers=auth("alpha", "k-other"))
+    ).status_code == 200
+    r = await gw.post(
+        "/v4/Contact/create", json={**CREATE, "first_name": "Bea"}, headers=auth("alpha", "k-other")
+    )
     body = problem(r, 422, "idempotency-key-reused")
     assert body["title"] == "Idempotency-Key reused for another call"
-    r = await gw.post("/v4/Contact/update", json={"id": 1, "first_name": "Bea"},
-                      headers=auth("alpha", "k-other"))
+    r = await gw.post(
+        "/v4/Contact/update", json={"id": 1, "first_name": "Bea"}, headers=auth("alpha", "k-other")
+    )
     problem(r, 422, "idempotency-key-reused")
     assert await count(gw, "Keyed") == 1
 
 
 async def test_malformed_keys_are_400(gw: httpx.AsyncClient) -> None:
     for key in [b"", b"x" * 256, b"tab\there", "caf\u00e9".encode()]:
-        r = await gw.post("/v4/Contact/create", json=CREATE,
-                          headers={**auth("alpha"), "Idempotency-Key": key})
+        r = await gw.post(
+            "/v4/Contact/create", json=CREATE, headers={**auth("alpha"), "Idempotency-Key": key}
+        )
         body = problem(r, 400, "invalid-request")
         assert body["detail"] == "Idempotency-Key must be 1 to 255 printable ASCII characters."
     ok = await gw.post("/v4/Contact/create", json=CREATE, headers=auth("alpha", "~" * 255))
@@ -75,14 +85,15 @@ async def test_malformed_keys_are_400(gw: httpx.AsyncClient) -> None:
 async def test_reads_ignore_the_header(gw: httpx.AsyncClient) -> None:
     made = (await gw.post("/v4/Contact/create", json=CREATE, headers=auth("alpha"))).json()[0]
     for _ in range(2):
-        r = await gw.post("/v4/Contact/get", json={"select": ["last_name"],
-                                                   "where": [["last_name", "=", "Keyed"]]},
-                          headers=auth("alpha", "k-read"))
+        r = await gw.post(
+            "/v4/Contact/get",
+            json={"select": ["last_name"], "where": [["last_name", "=", "Keyed"]]},
+            headers=auth("alpha", "k-read"),
+        )
         assert r.status_code == 200
         assert "idempotent-replayed" not in r.headers
         assert r.json() == [{"id": made["id"], "last_name": "Keyed"}]
-    get = await gw.get("/v4/Contact/get", params={"select": "id"},
-                       headers=auth("alpha", "bad\tkey"))
+    get = await gw.get("/v4/Contact/get", params={"select": "id"}, headers=auth("alpha", "bad\tkey"))
     assert get.status_code == 200
     # The key was not claimed by the reads: a write with it runs.
     w = await gw.post("/v4/Contact/create", json=CREATE, headers=auth("alpha", "k-read"))
@@ -115,16 +126,16 @@ async def test_v3_writes_are_covered(gw: httpx.AsyncClient) -> None:
 
 
 async def test_a_batch_with_a_write_runs_once(gw: httpx.AsyncClient) -> None:
-    batch = {"made": ["Contact", "create", CREATE],
-             "seen": ["Contact", "get", {"select": ["id"]}]}
+    batch = {"made": ["Contact", "create", CREATE], "seen": ["Contact", "get", {"select": ["id"]}]}
     first = await gw.post("/v4/batch", json=batch, headers=auth("alpha", "k-batch"))
     assert first.status_code == 200
     assert first.json()["made"]["status"] == 200
     again = await gw.post("/v4/batch", json=batch, headers=auth("alpha", "k-batch"))
     assert again.headers["idempotent-replayed"] == "true"
     assert again.content == first.content
-    other = await gw.post("/v4/batch", json={**batch, "seen": ["Contact", "get", {}]},
-                          headers=auth("alpha", "k-batch"))
+    other = await gw.post(
+        "/v4/batch", json={**batch, "seen": ["Contact", "get", {}]}, headers=auth("alpha", "k-batch")
+    )
     problem(other, 422, "idempotency-key-reused")
     assert await count(gw, "Keyed") == 1
 
@@ -145,29 +156,34 @@ async def test_keys_are_per_client(gw: httpx.AsyncClient) -> None:
     assert "idempotent-replayed" not in b.headers
     assert a.json()[0]["id"] != b.json()[0]["id"]
     # Nor can beta probe alpha's key with another call: no 422, its own call runs.
-    probe = await gw.post("/v4/Contact/create", json={**CREATE, "first_name": "Probe"},
-                          headers=auth("beta", "probe-key"))
+    probe = await gw.post(
+        "/v4/Contact/create", json={**CREATE, "first_name": "Probe"}, headers=auth("beta", "probe-key")
+    )
     assert probe.status_code == 200
-    c = await gw.post("/v4/Contact/create", json={**CREATE, "first_name": "Cy"},
-                      headers=auth("alpha", "probe-key"))
+    c = await gw.post(
+        "/v4/Contact/create", json={**CREATE, "first_name": "Cy"}, headers=auth("alpha", "probe-key")
+    )
     assert c.status_code == 200
     assert "idempotent-replayed" not in c.headers
     assert await count(gw, "Keyed") == 4
 
 
 async def test_a_denied_call_does_not_claim_its_key(gw: httpx.AsyncClient) -> None:
-    denied = await gw.post("/v4/Contact/delete", json={"where": [["id", "=", 999]]},
-                           headers=auth("nodelete", "k-denied"))
+    denied = await gw.post(
+        "/v4/Contact/delete", json={"where": [["id", "=", 999]]}, headers=auth("nodelete", "k-denied")
+    )
     problem(denied, 403, "gateway-policy-denied")
-    again = await gw.post("/v4/Contact/delete", json={"where": [["id", "=", 999]]},
-                          headers=auth("nodelete", "k-denied"))
+    again = await gw.post(
+        "/v4/Contact/delete", json={"where": [["id", "=", 999]]}, headers=auth("nodelete", "k-denied")
+    )
     problem(again, 403, "gateway-policy-denied")
     assert "idempotent-replayed" not in again.headers
     made = await gw.post("/v4/Contact/create", json=CREATE, headers=auth("nodelete", "k-denied"))
     assert made.status_code == 200
     assert "idempotent-replayed" not in made.headers
-    invalid = await gw.post("/v4/Contact/create", json={"no_such_field": 1},
-                            headers=auth("alpha", "k-invalid"))
+    invalid = await gw.post(
+        "/v4/Contact/create", json={"no_such_field": 1}, headers=auth("alpha", "k-invalid")
+    )
     problem(invalid, 400, "unknown-field")
     fixed = await gw.post("/v4/Contact/create", json=CREATE, headers=auth("alpha", "k-invalid"))
     assert fixed.status_code == 200
@@ -179,8 +195,7 @@ async def test_a_client_may_be_required_to_send_a_key(gw: httpx.AsyncClient) -> 
     r = await gw.post("/v4/Contact/create", json=CREATE, headers=auth("strict"))
     body = problem(r, 428, "idempotency-key-required")
     assert body["title"] == "Idempotency-Key required"
-    batch = await gw.post("/v4/batch", json={"made": ["Contact", "create", CREATE]},
-                          headers=auth("strict"))
+    batch = await gw.post("/v4/batch", json={"made": ["Contact", "create", CREATE]}, headers=auth("strict"))
     problem(batch, 428, "idempotency-key-required")
     assert await count(gw, "Keyed") == 0
     read = await gw.post("/v4/Contact/get", json={}, headers=auth("strict"))

@@ -17,9 +17,14 @@ CLIENT_TOKEN = "cgw_openapi-test-token-4f1d2c3b5a6e7d8c9b0a"
 @pytest.fixture(scope="session")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     """``civicrm-gateway serve`` on the sandbox backend with its demo data, one client token."""
-    proc = GatewayProcess({"CIVI_GATEWAY_BACKEND": "sandbox", "CIVI_GATEWAY_SANDBOX_DEMO": "200",
-                           "CIVI_GATEWAY_CLIENT_TOKENS": f"tests:sha256:{hash_token(CLIENT_TOKEN)}"},
-                          tmp_path_factory.mktemp("served"))
+    proc = GatewayProcess(
+        {
+            "CIVI_GATEWAY_BACKEND": "sandbox",
+            "CIVI_GATEWAY_SANDBOX_DEMO": "200",
+            "CIVI_GATEWAY_CLIENT_TOKENS": f"tests:sha256:{hash_token(CLIENT_TOKEN)}",
+        },
+        tmp_path_factory.mktemp("served"),
+    )
     try:
         yield proc.wait_ready()
     finally:
@@ -30,8 +35,7 @@ def fetch_document(served: GatewayProcess, path: str = "/openapi.json") -> bytes
     """A document as the test client sees it (its token: every entity)."""
     import httpx
 
-    response = httpx.get(served.url + path, timeout=60,
-                         headers={"Authorization": f"Bearer {CLIENT_TOKEN}"})
+    response = httpx.get(served.url + path, timeout=60, headers={"Authorization": f"Bearer {CLIENT_TOKEN}"})
     assert response.status_code == 200, response.text
     return response.content
 

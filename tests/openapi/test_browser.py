@@ -23,9 +23,15 @@ def big_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway
     """A tokenless gateway documenting 150 entities (a spec file), built at start-up."""
     folder = tmp_path_factory.mktemp("big-site")
     names = write_big_spec(folder / "spec.json", 150)
-    proc = GatewayProcess({"CIVI_GATEWAY_BACKEND": "sandbox", "CIVI_GATEWAY_SANDBOX_DEMO": "0",
-                           "CIVI_GATEWAY_OPENAPI_SPEC_FILE": str(folder / "spec.json"),
-                           "CIVI_GATEWAY_OPENAPI_PREBUILD": "true"}, folder)
+    proc = GatewayProcess(
+        {
+            "CIVI_GATEWAY_BACKEND": "sandbox",
+            "CIVI_GATEWAY_SANDBOX_DEMO": "0",
+            "CIVI_GATEWAY_OPENAPI_SPEC_FILE": str(folder / "spec.json"),
+            "CIVI_GATEWAY_OPENAPI_PREBUILD": "true",
+        },
+        folder,
+    )
     try:
         yield proc.wait_ready(), names
     finally:
@@ -44,8 +50,7 @@ def wait_for(driver, css: str, timeout: float = 30) -> list:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout).until(
-        lambda d: d.find_elements(By.CSS_SELECTOR, css) or False)
+    return WebDriverWait(driver, timeout).until(lambda d: d.find_elements(By.CSS_SELECTOR, css) or False)
 
 
 def with_token(driver, url: str, token: str | None) -> None:
@@ -54,8 +59,7 @@ def with_token(driver, url: str, token: str | None) -> None:
     parts = urlsplit(url)
     driver.get(f"{parts.scheme}://{parts.netloc}/healthz")
     if token:
-        driver.execute_script("sessionStorage.setItem(arguments[0], arguments[1])",
-                              TOKEN_KEY, token)
+        driver.execute_script("sessionStorage.setItem(arguments[0], arguments[1])", TOKEN_KEY, token)
     else:
         driver.execute_script("sessionStorage.removeItem(arguments[0])", TOKEN_KEY)
     driver.get_log("browser")  # forget that page's own requests and messages (its favicon)
@@ -75,8 +79,11 @@ def test_swagger_ui_renders_the_readers_documents_offline(chromium, served):
     assert {"/v4/Contact/get", "/v4/Contact/update", "/v4/Contact/delete"} <= set(paths)
     assert not [p for p in paths if not p.startswith("/v4/Contact/")]
     create.find_element(By.CSS_SELECTOR, ".opblock-summary").click()  # open it: schema, examples
-    wait_for(chromium, "#operations-Contact-Contact_create .opblock-body select, "
-                       "#operations-Contact-Contact_create .examples-select")
+    wait_for(
+        chromium,
+        "#operations-Contact-Contact_create .opblock-body select, "
+        "#operations-Contact-Contact_create .examples-select",
+    )
     # another entity from the selector
     documents = Select(chromium.find_element(By.ID, "cgw-document"))
     names = [o.text for o in documents.options]
@@ -95,8 +102,7 @@ def test_without_a_token_the_page_shows_the_generic_routes(chromium, served):
 
     with_token(chromium, served.url + "/docs", None)
     wait_for(chromium, "#operations-APIv4-v4_call")
-    tags = {t.get_attribute("data-tag") for t in chromium.find_elements(By.CSS_SELECTOR,
-                                                                          ".opblock-tag")}
+    tags = {t.get_attribute("data-tag") for t in chromium.find_elements(By.CSS_SELECTOR, ".opblock-tag")}
     assert tags == {"APIv4", "APIv3", "service"}
     options = [o.text for o in Select(chromium.find_element(By.ID, "cgw-document")).options]
     assert "Contact" not in options
@@ -107,8 +113,7 @@ def test_without_a_token_the_page_shows_the_generic_routes(chromium, served):
     field.send_keys(CLIENT_TOKEN)
     chromium.find_element(By.CSS_SELECTOR, ".auth-btn-wrapper .btn.authorize").click()
     wait_for(chromium, "#operations-Contact-Contact_create")
-    assert chromium.execute_script("return sessionStorage.getItem(arguments[0])",
-                                   TOKEN_KEY) == CLIENT_TOKEN
+    assert chromium.execute_script("return sessionStorage.getItem(arguments[0])", TOKEN_KEY) == CLIENT_TOKEN
 
 
 def test_redoc_renders_offline(chromium, served):
@@ -131,7 +136,8 @@ def test_a_site_with_150_entities_opens_on_one_entity(chromium, big_site):
     wait_for(chromium, "#operations-Contact-Contact_create", timeout=60)
     options = Select(chromium.find_element(By.ID, "cgw-document")).options
     assert [o.text for o in options][:150] == names
-    documents = [urlsplit(u).path for u in browser.requested_urls(chromium)
-                 if urlsplit(u).path.startswith("/openapi")]
+    documents = [
+        urlsplit(u).path for u in browser.requested_urls(chromium) if urlsplit(u).path.startswith("/openapi")
+    ]
     assert documents == ["/openapi/index.json", "/openapi/Contact.json"]
     assert len(chromium.find_elements(By.CSS_SELECTOR, ".opblock")) < 20

@@ -65,8 +65,7 @@ async def test_contact_schemas_name_its_real_fields(sandbox_doc):
     # the custom field group on Contact, with its options
     issue = record["Constituent_Information.Most_Important_Issue"]
     assert issue["x-civicrm-custom-group"] == "Constituent_Information"
-    assert issue["x-civicrm-options"] == {"Edu": "Education", "Env": "Environment",
-                                          "Cul": "Arts and Culture"}
+    assert issue["x-civicrm-options"] == {"Edu": "Education", "Env": "Environment", "Cul": "Arts and Culture"}
     assert "Edu = Education" in issue["description"]
 
     create = doc["paths"]["/v4/Contact/create"]["post"]
@@ -103,12 +102,10 @@ async def test_errors_security_and_examples_on_every_operation(sandbox_doc):
         for status in statuses:
             response = resolve(doc, operation["responses"][status])
             content = response["content"][PROBLEM_CONTENT_TYPE]
-            assert resolve(doc, content["schema"])["required"] == ["type", "title", "status",
-                                                                   "detail"]
+            assert resolve(doc, content["schema"])["required"] == ["type", "title", "status", "detail"]
             slugs = {p.slug for p in PROBLEM_TYPES.values() if str(p.status) == status}
             assert set(content["examples"]) == slugs
-        assert [s["label"] for s in operation["x-codeSamples"]] == ["curl", "fetch", "httpx",
-                                                                     "PHP"], path
+        assert [s["label"] for s in operation["x-codeSamples"]] == ["curl", "fetch", "httpx", "PHP"], path
         if method == "get":  # named query parameters, each with its example
             named = {p["name"]: p for p in operation["parameters"] if p["in"] == "query"}
             assert "params" in named and "limit" in named, path
@@ -116,8 +113,9 @@ async def test_errors_security_and_examples_on_every_operation(sandbox_doc):
             continue
         examples = operation["requestBody"]["content"]["application/json"]["examples"]
         assert examples, (path, method)
-        if path.startswith("/v4/") and ("{entity}" in path or path.endswith(
-                ("/get", "/create", "/update", "/delete"))):
+        if path.startswith("/v4/") and (
+            "{entity}" in path or path.endswith(("/get", "/create", "/update", "/delete"))
+        ):
             assert {"simple", "native"} <= set(examples), (path, method)
     assert seen > 100
     ids = [op["operationId"] for _, _, op in operations(doc)]
@@ -153,8 +151,9 @@ async def test_examples_of_contact_operations_work_against_the_gateway(sandbox_d
         assert got.status_code == 200, (form, got.text)
     for action in ("update", "delete"):
         for form, params in examples(action).items():
-            params = {**params, "id": ids[0]} if form == "simple" else \
-                {**params, "where": [["id", "=", ids[0]]]}
+            params = (
+                {**params, "id": ids[0]} if form == "simple" else {**params, "where": [["id", "=", ids[0]]]}
+            )
             answer = await gw.post(f"/v4/Contact/{action}", json=params)
             assert answer.status_code == 200, (action, form, answer.text)
     # the generic route's examples too
@@ -170,14 +169,19 @@ async def test_examples_find_records_on_the_demo_data():
         contact_get = doc["paths"]["/v4/Contact/get"]["post"]["requestBody"]["content"]
         generic = doc["paths"]["/v4/{entity}/{action}"]
         bodies = [e["value"] for e in contact_get["application/json"]["examples"].values()]
-        bodies += [e["value"] for e in generic["post"]["requestBody"]["content"][
-            "application/json"]["examples"].values()]
+        bodies += [
+            e["value"]
+            for e in generic["post"]["requestBody"]["content"]["application/json"]["examples"].values()
+        ]
         for body in bodies:
             found = (await gw.post("/v4/Contact/get", json=body)).json()
             assert len(found) >= 5, body
             assert {c["last_name"] for c in await _full(gw, found)} == {"Garcia"}
-        query = {p["name"]: p["example"] for p in generic["get"]["parameters"]
-                 if p["in"] == "query" and "example" in p and p["name"] != "params"}
+        query = {
+            p["name"]: p["example"]
+            for p in generic["get"]["parameters"]
+            if p["in"] == "query" and "example" in p and p["name"] != "params"
+        }
         found = (await gw.get("/v4/Contact/get", params=query)).json()
         assert len(found) == 10
         params = next(p["example"] for p in generic["get"]["parameters"] if p["name"] == "params")
@@ -186,8 +190,9 @@ async def test_examples_find_records_on_the_demo_data():
 
 async def _full(gw, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ids = [r["id"] for r in records]
-    return (await gw.post("/v4/Contact/get", json={"select": ["last_name"],
-                                                    "where": [["id", "IN", ids]]})).json()
+    return (
+        await gw.post("/v4/Contact/get", json={"select": ["last_name"], "where": [["id", "IN", ids]]})
+    ).json()
 
 
 def test_app_openapi_is_the_generic_document():
@@ -203,24 +208,35 @@ def test_app_openapi_is_the_generic_document():
 
 # --- one field -------------------------------------------------------------------------------
 
+
 def test_field_schema_types_defaults_and_options():
-    boolean = field_schema({"name": "is_opt_out", "data_type": "Boolean", "default_value": "0",
-                            "nullable": False})
+    boolean = field_schema(
+        {"name": "is_opt_out", "data_type": "Boolean", "default_value": "0", "nullable": False}
+    )
     assert boolean["type"] == "boolean" and boolean["x-civicrm-default"] is False
     assert "x-civicrm-default" not in field_schema(
-        {"name": "n", "data_type": "Integer", "default_value": "x"})
+        {"name": "n", "data_type": "Integer", "default_value": "x"}
+    )
     many = {str(i): f"State {i}" for i in range(OPTIONS_LIMIT + 25)}
     state = field_schema({"name": "state_province_id", "data_type": "Integer", "options": many})
     assert len(state["x-civicrm-options"]) == OPTIONS_LIMIT
     assert "and 25 more" in state["description"]
-    listed = field_schema({"name": "tags", "data_type": "String", "serialize": 1,
-                           "options": [{"id": 1, "name": "a", "label": "A"}]})
+    listed = field_schema(
+        {
+            "name": "tags",
+            "data_type": "String",
+            "serialize": 1,
+            "options": [{"id": 1, "name": "a", "label": "A"}],
+        }
+    )
     assert listed["type"] == ["array", "null"] and listed["items"] == {"type": "string"}
     assert listed["x-civicrm-options"] == {"1": "A"}
     secret = field_schema({"name": "api_key", "data_type": "String", "default_value": "abc"})
     assert "abc" not in json.dumps(secret)
-    assert field_schema({"name": "when", "data_type": "Timestamp"})["description"] == \
-        "Format YYYY-MM-DD HH:MM:SS."
+    assert (
+        field_schema({"name": "when", "data_type": "Timestamp"})["description"]
+        == "Format YYYY-MM-DD HH:MM:SS."
+    )
 
 
 async def test_record_schemas_match_what_civicrm_returns():
@@ -235,14 +251,12 @@ async def test_record_schemas_match_what_civicrm_returns():
                 continue
             items = operation["responses"]["200"]["content"]["application/json"]["schema"]["items"]
             validator = Draft202012Validator(resolve(doc, items))
-            params = {} if path == "/v4/Setting/get" else {"select": ["*", "custom.*"],
-                                                             "limit": 20}
+            params = {} if path == "/v4/Setting/get" else {"select": ["*", "custom.*"], "limit": 20}
             response = await gw.post(path, json=params)
             assert response.status_code == 200, (path, response.text)
             records = response.json()
             for record in records:
-                errors = [f"{'.'.join(map(str, e.path))}: {e.message}"
-                          for e in validator.iter_errors(record)]
+                errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(record)]
                 assert errors == [], (path, errors)
                 checked += 1
     assert checked > 100

@@ -24,9 +24,22 @@ def generated(served, tmp_path):
     config.write_text("post_hooks: []\n")  # no formatter run: the test needs none installed
     generator = Path(sys.executable).with_name("openapi-python-client")
     result = subprocess.run(
-        [str(generator), "generate", "--path", str(document), "--meta", "none",
-         "--output-path", str(tmp_path / PACKAGE), "--config", str(config)],
-        capture_output=True, text=True, timeout=120)
+        [
+            str(generator),
+            "generate",
+            "--path",
+            str(document),
+            "--meta",
+            "none",
+            "--output-path",
+            str(tmp_path / PACKAGE),
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     # every per-entity operation was generated (only other helpers' routes may be skipped)
     skipped = [line for line in result.stdout.splitlines() if "will not be generated" in line]
@@ -46,21 +59,34 @@ def test_generated_client_creates_and_reads_a_contact(generated, served):
     models = importlib.import_module(f"{PACKAGE}.models")
 
     client = generated.AuthenticatedClient(base_url=served.url, token=CLIENT_TOKEN)
-    created = contact_create.sync(client=client, body=models.ContactCreateParams(
-        contact_type="Individual", first_name="Grace", last_name="Hopper",
-        constituent_information_most_important_issue="Edu"))
+    created = contact_create.sync(
+        client=client,
+        body=models.ContactCreateParams(
+            contact_type="Individual",
+            first_name="Grace",
+            last_name="Hopper",
+            constituent_information_most_important_issue="Edu",
+        ),
+    )
     assert isinstance(created, list) and isinstance(created[0], models.ContactRecord), created
     contact_id = created[0].id
     assert isinstance(contact_id, int)
 
-    found = contact_get.sync(client=client, body=models.ContactGetParams(
-        id=contact_id, select=["id", "display_name", "Constituent_Information.Most_Important_Issue"]))
-    assert [(c.id, c.display_name, c.constituent_information_most_important_issue)
-            for c in found] == [(contact_id, "Grace Hopper", "Edu")]
+    found = contact_get.sync(
+        client=client,
+        body=models.ContactGetParams(
+            id=contact_id, select=["id", "display_name", "Constituent_Information.Most_Important_Issue"]
+        ),
+    )
+    assert [(c.id, c.display_name, c.constituent_information_most_important_issue) for c in found] == [
+        (contact_id, "Grace Hopper", "Edu")
+    ]
 
     # the native form through the same client: where clauses instead of field filters
-    native = contact_get.sync(client=client, body=models.ContactGetParams(
-        select=["first_name"], where=[["last_name", "=", "Hopper"]]))
+    native = contact_get.sync(
+        client=client,
+        body=models.ContactGetParams(select=["first_name"], where=[["last_name", "=", "Hopper"]]),
+    )
     assert [c.first_name for c in native] == ["Grace"]
 
     # errors come back as the documented problem

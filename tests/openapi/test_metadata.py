@@ -44,8 +44,9 @@ class FakeCiviCRM(Backend):
         self.calls: list[tuple[str, str]] = []
         self.running = self.peak = 0
 
-    async def call(self, version: int, entity: str, action: str, params: dict[str, Any], *,
-                   identity: Any = None) -> Records:
+    async def call(
+        self, version: int, entity: str, action: str, params: dict[str, Any], *, identity: Any = None
+    ) -> Records:
         self.calls.append((entity, action))
         self.running += 1
         self.peak = max(self.peak, self.running)
@@ -54,14 +55,17 @@ class FakeCiviCRM(Backend):
             if self.fail:
                 raise GatewayError("upstream-unavailable", "connection refused")
             if entity == "Entity":
-                return Records([{"name": n, "title": n, "description": f"The {n}"}
-                                for n in self.entities])
+                return Records([{"name": n, "title": n, "description": f"The {n}"} for n in self.entities])
             if action == "getActions":
                 return Records([{"name": a} for a in ("get", "create", "delete", "getFields")])
             if action == "getFields":
                 required = params.get("action") == "create"
-                return Records([{"name": "id", "data_type": "Integer", "readonly": True},
-                                {"name": "label", "data_type": "String", "required": required}])
+                return Records(
+                    [
+                        {"name": "id", "data_type": "Integer", "readonly": True},
+                        {"name": "label", "data_type": "String", "required": required},
+                    ]
+                )
             return Records([])
         finally:
             self.running -= 1
@@ -130,8 +134,7 @@ async def test_concurrent_first_requests_share_one_fetch():
 
 async def test_the_document_is_built_lazily_and_cached():
     backend = FakeCiviCRM(2)
-    async with gateway_client(Settings(backend="sandbox", sandbox_demo=0),
-                              backend=backend) as gw:
+    async with gateway_client(Settings(backend="sandbox", sandbox_demo=0), backend=backend) as gw:
         assert backend.calls == []  # not at start-up
         doc = (await gw.get("/openapi.json")).json()
         calls = len(backend.calls)
@@ -149,8 +152,7 @@ async def test_unreachable_civicrm_falls_back_to_the_generic_document(caplog):
     assert response.status_code == 200
     doc = response.json()
     validate(doc)
-    assert all("{entity}" in p for p in doc["paths"] if p.startswith("/v4/") and
-               not p.endswith("/batch"))
+    assert all("{entity}" in p for p in doc["paths"] if p.startswith("/v4/") and not p.endswith("/batch"))
     assert "metadata is not available" in doc["info"]["description"]
     assert any("cannot fetch CiviCRM's metadata" in r.getMessage() for r in caplog.records)
 
@@ -170,8 +172,9 @@ async def test_spec_file_documents_civicrm_without_reaching_it(tmp_path, gw_sand
     assert load_spec(spec).entities == json.loads(json.dumps(metadata.entities))
     # ...documents a gateway whose CiviCRM never answers
     down = FakeCiviCRM(fail=True)
-    settings = Settings(backend="sandbox", sandbox_demo=0, openapi_spec_file=spec,
-                        openapi_entities=["Contact", "Email"])
+    settings = Settings(
+        backend="sandbox", sandbox_demo=0, openapi_spec_file=spec, openapi_entities=["Contact", "Email"]
+    )
     async with gateway_client(settings, backend=down) as gw:
         doc = (await gw.get("/openapi.json")).json()
     assert down.calls == []
@@ -196,18 +199,40 @@ async def test_no_secret_in_the_document(upstream, tmp_path):
     """Neither CiviCRM's keys, nor client tokens or their hashes, nor a secret that an
     administrator pasted into a field's description."""
     token = "cgw_client-token-never-in-docs-0123456789"
-    planted = Metadata([{"name": "Contact", "actions": [{"name": "get"}], "fields": {"get": [
-        {"name": "note", "data_type": "String",
-         "description": f"ask IT; the key is {ADMIN_KEY}", "default_value": SITE_KEY}]}}])
+    planted = Metadata(
+        [
+            {
+                "name": "Contact",
+                "actions": [{"name": "get"}],
+                "fields": {
+                    "get": [
+                        {
+                            "name": "note",
+                            "data_type": "String",
+                            "description": f"ask IT; the key is {ADMIN_KEY}",
+                            "default_value": SITE_KEY,
+                        }
+                    ]
+                },
+            }
+        ]
+    )
     spec = tmp_path / "planted.json"
     save_spec(planted, spec)
     secrets = [ADMIN_KEY, SITE_KEY, token, hash_token(token)]
     for extra in ({}, {"openapi_spec_file": spec}):
-        settings = http_settings(upstream.url, http_auth="legacy", http_site_key=SITE_KEY,
-                                 client_tokens=f"tests:sha256:{hash_token(token)}", **extra)
+        settings = http_settings(
+            upstream.url,
+            http_auth="legacy",
+            http_site_key=SITE_KEY,
+            client_tokens=f"tests:sha256:{hash_token(token)}",
+            **extra,
+        )
         app = create_app(settings)
-        async with app.router.lifespan_context(app), httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://localhost") as gw:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as gw,
+        ):
             response = await gw.get("/openapi.json", headers={"Authorization": f"Bearer {token}"})
             assert response.status_code == 200
             assert "/v4/Contact/get" in response.json()["paths"]

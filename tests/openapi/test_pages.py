@@ -16,8 +16,11 @@ async def test_pages_load_only_local_assets(gw_sandbox):
         csp = response.headers["content-security-policy"]
         assert "default-src 'none'" in csp and "script-src 'self';" in csp
         html = response.text
-        assert "http://" not in html and "https://" not in html and "//" not in html.replace(
-            "<!doctype html>", "")
+        assert (
+            "http://" not in html
+            and "https://" not in html
+            and "//" not in html.replace("<!doctype html>", "")
+        )
         urls = re.findall(r'(?:src|href|spec-url|data-openapi)="([^"]+)"', html)
         assert urls and all(u.startswith((ASSETS + "/", "/openapi.json")) for u in urls), urls
         fetched.update(urls)
@@ -32,8 +35,9 @@ async def test_redoc_bundle_has_no_cdn_logo(gw_sandbox):
     bundle = await gw_sandbox.get(f"{ASSETS}/redoc.standalone.js")
     assert REDOC_LOGO not in bundle.content and b"cdn.redoc.ly" not in bundle.content
     assert bundle.headers["content-type"].startswith("text/javascript")
-    again = await gw_sandbox.get(f"{ASSETS}/redoc.standalone.js",
-                                 headers={"If-None-Match": bundle.headers["etag"]})
+    again = await gw_sandbox.get(
+        f"{ASSETS}/redoc.standalone.js", headers={"If-None-Match": bundle.headers["etag"]}
+    )
     assert again.status_code == 304
 
 
@@ -52,8 +56,10 @@ async def test_pages_behind_a_path_prefix():
 
     app = create_app(Settings(backend="sandbox", sandbox_demo=0))
     transport = httpx.ASGITransport(app=app, root_path="/crm")
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=transport, base_url="http://localhost") as gw:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://localhost") as gw,
+    ):
         page = (await gw.get("/crm/docs")).text
         urls = re.findall(r'(?:src|href|data-openapi)="([^"]+)"', page)
         assert urls and all(u.startswith("/crm/") for u in urls), urls

@@ -23,8 +23,7 @@ GZIP = {"Accept-Encoding": "gzip"}
 PLAIN = {"Accept-Encoding": "identity"}
 
 
-async def raw_get(gw: httpx.AsyncClient, path: str, headers: dict[str, str]) -> tuple[
-        httpx.Headers, bytes]:
+async def raw_get(gw: httpx.AsyncClient, path: str, headers: dict[str, str]) -> tuple[httpx.Headers, bytes]:
     """The answer's headers and its bytes as sent (not decoded by httpx)."""
     async with gw.stream("GET", path, headers=headers) as response:
         assert response.status_code == 200, path
@@ -53,11 +52,12 @@ async def test_document_assets_and_large_answers_are_gzipped():
 
 
 async def test_streamed_answers_are_never_gzipped():
-    async with gateway_client(Settings(backend="sandbox", sandbox_demo=40,
-                                       export_page_size=5)) as gw:
-        for path, kind in (("/v4/Contact/get?format=ndjson", "application/x-ndjson"),
-                           ("/v4/Contact/get?format=csv", "text/csv"),
-                           ("/v4/Contact/get", "application/json")):
+    async with gateway_client(Settings(backend="sandbox", sandbox_demo=40, export_page_size=5)) as gw:
+        for path, kind in (
+            ("/v4/Contact/get?format=ndjson", "application/x-ndjson"),
+            ("/v4/Contact/get?format=csv", "text/csv"),
+            ("/v4/Contact/get", "application/json"),
+        ):
             headers, body = await raw_get(gw, path, GZIP)
             assert headers["content-type"].startswith(kind), path
             assert "content-encoding" not in headers, path
@@ -76,16 +76,21 @@ class SlowCiviCRM(Backend):
     def __init__(self) -> None:
         self.calls = 0
 
-    async def call(self, version: int, entity: str, action: str, params: dict[str, Any], *,
-                   identity: Any = None) -> Records:
+    async def call(
+        self, version: int, entity: str, action: str, params: dict[str, Any], *, identity: Any = None
+    ) -> Records:
         self.calls += 1
         await asyncio.sleep(3600)
         raise AssertionError("unreachable")
 
 
 async def test_metadata_kept_between_restarts_and_documents_built_at_start(tmp_path):
-    settings = Settings(backend="sandbox", sandbox_db=str(tmp_path / "civi.sqlite"),
-                        sandbox_demo=0, state_dir=tmp_path / "state")
+    settings = Settings(
+        backend="sandbox",
+        sandbox_db=str(tmp_path / "civi.sqlite"),
+        sandbox_demo=0,
+        state_dir=tmp_path / "state",
+    )
     embedded = create_app(settings)  # in another program: no background work, no file
     assert not embedded.state.docs.prebuild and embedded.state.docs.source.cache_file is None
     app = create_app(settings)
@@ -96,8 +101,9 @@ async def test_metadata_kept_between_restarts_and_documents_built_at_start(tmp_p
         assert docs._task is not None
         await docs._task  # the background build, started with the app
         built = await docs.full(ANONYMOUS)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://localhost") as gw:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+        ) as gw:
             served = await gw.get("/openapi.json")
         assert served.json()["paths"].keys() == built.doc["paths"].keys()
         assert docs._building == {}  # answered from what start-up built, nothing built anew
@@ -109,17 +115,20 @@ async def test_metadata_kept_between_restarts_and_documents_built_at_start(tmp_p
     slow = SlowCiviCRM()
     again = create_app(settings, backend=slow)
     again.state.docs.serving()
-    async with again.router.lifespan_context(again), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=again), base_url="http://localhost") as gw:
+    async with (
+        again.router.lifespan_context(again),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=again), base_url="http://localhost") as gw,
+    ):
         doc = (await asyncio.wait_for(gw.get("/openapi.json"), timeout=30)).json()
         assert "/v4/Contact/create" in doc["paths"]
         assert "saved" in doc["info"]["description"]
         assert slow.calls >= 1
 
     # A gateway pointed at another site ignores it.
-    elsewhere = create_app(settings.model_copy(update={"sandbox_db": str(tmp_path / "b.sqlite"),
-                                                       "openapi_prebuild": False}),
-                           backend=SlowCiviCRM())
+    elsewhere = create_app(
+        settings.model_copy(update={"sandbox_db": str(tmp_path / "b.sqlite"), "openapi_prebuild": False}),
+        backend=SlowCiviCRM(),
+    )
     assert elsewhere.state.docs.source.site != again.state.docs.source.site
     elsewhere.state.docs.source._load_cache()
     assert elsewhere.state.docs.source.metadata is None
@@ -140,8 +149,10 @@ def test_the_served_bytes_name_the_base_url():
 
     built = Built({"servers": [{"url": BASE_URL}], "x": f"curl {BASE_URL}/v4/Contact/get"})
     plain, packed = built.for_base("https://crm.example.org/gw")
-    assert orjson.loads(plain) == {"servers": [{"url": "https://crm.example.org/gw"}],
-                                   "x": "curl https://crm.example.org/gw/v4/Contact/get"}
+    assert orjson.loads(plain) == {
+        "servers": [{"url": "https://crm.example.org/gw"}],
+        "x": "curl https://crm.example.org/gw/v4/Contact/get",
+    }
     assert gzip.decompress(packed) == plain
 
 
@@ -152,8 +163,6 @@ async def test_a_forged_host_header_does_not_reach_the_document():
     assert refused.status_code == 403
     # With tokens every Host is served: a forged one still never reaches the document.
     tokens = "docs:sha256:" + "0" * 64
-    async with gateway_client(Settings(backend="sandbox", sandbox_demo=0,
-                                       client_tokens=tokens)) as gw:
-        doc = (await gw.get("/openapi/generic.json",
-                            headers={"Host": "evil.example\"><script>"})).json()
+    async with gateway_client(Settings(backend="sandbox", sandbox_demo=0, client_tokens=tokens)) as gw:
+        doc = (await gw.get("/openapi/generic.json", headers={"Host": 'evil.example"><script>'})).json()
     assert doc["servers"][0]["url"] == "http://127.0.0.1:8000"

@@ -17,9 +17,9 @@ from tests.conftest import gateway_client
 from tests.openapi.conftest import operations
 
 READER = "cgw_reader-token-0123456789abcdef"
-TWIN = "cgw_twin-token-0123456789abcdef"      # the reader's rights, another name
+TWIN = "cgw_twin-token-0123456789abcdef"  # the reader's rights, another name
 ADMIN = "cgw_admin-token-0123456789abcdef"
-OTHER = "cgw_other-token-0123456789abcdef"    # the reader's rights, its own CiviCRM user
+OTHER = "cgw_other-token-0123456789abcdef"  # the reader's rights, its own CiviCRM user
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -43,7 +43,7 @@ token_sha256 = "{hash_token(TWIN)}"
 [clients.other]
 token_sha256 = "{hash_token(OTHER)}"
 {reader}
-civicrm_api_key_file = "{tmp_path / 'other.key'}"
+civicrm_api_key_file = "{tmp_path / "other.key"}"
 
 [clients.admin]
 token_sha256 = "{hash_token(ADMIN)}"
@@ -53,25 +53,27 @@ credential_fields = true
 
 
 def v4_paths(doc: dict[str, Any]) -> set[str]:
-    return {p for p in doc["paths"] if p.startswith("/v4/") and "{" not in p
-            and not p.endswith("/batch")}
+    return {p for p in doc["paths"] if p.startswith("/v4/") and "{" not in p and not p.endswith("/batch")}
 
 
 async def test_a_client_sees_only_what_its_policy_allows(clients_file):
-    async with gateway_client(Settings(backend="sandbox", sandbox_demo=0,
-                                       clients_file=clients_file)) as gw:
+    async with gateway_client(Settings(backend="sandbox", sandbox_demo=0, clients_file=clients_file)) as gw:
         doc = (await gw.get("/openapi.json", headers=bearer(READER))).json()
         validate(doc)
         # read-only: Contact.create is allowed by the globs, but not to this client
-        assert v4_paths(doc) == {"/v4/Contact/get", "/v4/Email/get", "/v4/Email/getFields",
-                                 "/v4/Email/getActions", "/v4/Email/getLinks"}
+        assert v4_paths(doc) == {
+            "/v4/Contact/get",
+            "/v4/Email/get",
+            "/v4/Email/getFields",
+            "/v4/Email/getActions",
+            "/v4/Email/getLinks",
+        }
         assert {t["name"] for t in doc["tags"]} >= {"Contact", "Email"}
         assert "Activity" not in {t["name"] for t in doc["tags"]}
         assert not any(name.startswith("Activity") for name in doc["components"]["schemas"])
 
         full = (await gw.get("/openapi.json", headers=bearer(ADMIN))).json()
-        assert {"/v4/Contact/create", "/v4/Activity/get", "/v4/Contact/getChecksum"} <= \
-            v4_paths(full)
+        assert {"/v4/Contact/create", "/v4/Activity/get", "/v4/Contact/getChecksum"} <= v4_paths(full)
 
         index = (await gw.get("/openapi/index.json", headers=bearer(READER))).json()
         assert [e["name"] for e in index["entities"]] == ["Contact", "Email"]
@@ -85,13 +87,13 @@ async def test_a_client_sees_only_what_its_policy_allows(clients_file):
 
 
 async def test_without_a_token_the_generic_routes_only_or_nothing(clients_file):
-    async with gateway_client(Settings(backend="sandbox", sandbox_demo=0,
-                                       clients_file=clients_file)) as gw:
+    async with gateway_client(Settings(backend="sandbox", sandbox_demo=0, clients_file=clients_file)) as gw:
         doc = (await gw.get("/openapi.json")).json()
         validate(doc)
         assert v4_paths(doc) == set()
-        assert {"/v4/{entity}/{action}", "/v3/{entity}/{action}", "/v4/batch",
-                "/healthz"} <= set(doc["paths"])
+        assert {"/v4/{entity}/{action}", "/v3/{entity}/{action}", "/v4/batch", "/healthz"} <= set(
+            doc["paths"]
+        )
         assert "Authorize" in doc["info"]["description"]
         assert (await gw.get("/openapi/index.json")).json()["entities"] == []
         assert (await gw.get("/openapi/Contact.json")).status_code == 404
@@ -101,8 +103,9 @@ async def test_without_a_token_the_generic_routes_only_or_nothing(clients_file):
         assert wrong.status_code == 401
         assert wrong.json()["type"] == "/problems/unauthenticated"
 
-    async with gateway_client(Settings(backend="sandbox", sandbox_demo=0, clients_file=clients_file,
-                                       openapi_anonymous="none")) as gw:
+    async with gateway_client(
+        Settings(backend="sandbox", sandbox_demo=0, clients_file=clients_file, openapi_anonymous="none")
+    ) as gw:
         for path in ("/openapi.json", "/openapi/index.json", "/openapi/generic.json"):
             refused = await gw.get(path)
             assert refused.status_code == 401, path
@@ -146,13 +149,11 @@ def _names_and_values(node: Any, found: set[str]) -> None:
 
 async def test_credential_fields_are_in_no_schema_and_no_example(clients_file):
     """Not even for a client allowed to use them (credential_fields = true)."""
-    async with gateway_client(Settings(backend="sandbox", sandbox_demo=0,
-                                       clients_file=clients_file)) as gw:
+    async with gateway_client(Settings(backend="sandbox", sandbox_demo=0, clients_file=clients_file)) as gw:
         for token in (ADMIN, READER):
             doc = (await gw.get("/openapi.json", headers=bearer(token))).json()
             schemas = doc["components"]["schemas"]
-            fields = {name for schema in schemas.values()
-                      for name in schema.get("properties", {})}
+            fields = {name for schema in schemas.values() for name in schema.get("properties", {})}
             assert "display_name" in fields
             assert {"api_key", "hash"} & fields == set()
             texts: set[str] = set()

@@ -23,8 +23,11 @@ def samples(text: str) -> list[Sample]:
 
 def value(text: str, name: str, **labels: str) -> float:
     """The one sample called ``name`` whose labels include ``labels``."""
-    found = [s.value for s in samples(text)
-             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+    found = [
+        s.value
+        for s in samples(text)
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    ]
     assert len(found) == 1, f"{len(found)} samples {name}{labels}"
     return found[0]
 
@@ -59,5 +62,3 @@ def serve(tmp_path: Path) -> Iterator[object]:
     yield start
     for proc in started:
         proc.stop()
-
-

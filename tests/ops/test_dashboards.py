@@ -29,8 +29,13 @@ RULES = ROOT / "deploy" / "prometheus" / "civicrm-gateway-alerts.yaml"
 # Labels Prometheus adds to every scraped series; the gateway does not export them.
 TARGET_LABELS = frozenset({"job", "instance"})
 # What Grafana puts in place of its variables before the query reaches Prometheus.
-GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "6h",
-                     "$job": ".*", "$backend": ".*"}
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "5m",
+    "$__interval": "1m",
+    "$__range": "6h",
+    "$job": ".*",
+    "$backend": ".*",
+}
 
 Exported = dict[str, dict[str, set[str]]]  # sample name -> label -> values seen
 
@@ -57,10 +62,17 @@ async def _collect(tmp: Path) -> Exported:
 
     exported: Exported = defaultdict(dict)
     sandbox = Sandbox(":memory:", demo=3)
-    server = ThreadServer(create_wire_app(sandbox, WireConfig(api_keys={ADMIN_KEY: 2},
-                                                              site_key=SITE_KEY))).start()
-    settings = http_settings(server.url, default_rate_limit="40/minute", retry_max_attempts=2,
-                             retry_backoff=0.001, breaker_threshold=3, breaker_cooldown=600)
+    server = ThreadServer(
+        create_wire_app(sandbox, WireConfig(api_keys={ADMIN_KEY: 2}, site_key=SITE_KEY))
+    ).start()
+    settings = http_settings(
+        server.url,
+        default_rate_limit="40/minute",
+        retry_max_attempts=2,
+        retry_backoff=0.001,
+        breaker_threshold=3,
+        breaker_cooldown=600,
+    )
     try:
         async with gateway_client(settings) as gw:
             assert (await gw.get("/v4/Contact/get", params={"limit": "1"})).status_code == 200
@@ -73,8 +85,9 @@ async def _collect(tmp: Path) -> Exported:
             assert (await gw.get("/readyz")).status_code == 200
             assert (await gw.get("/nope")).status_code == 404
             server.stop()  # CiviCRM goes away: retries, then the breaker opens and rejects
-            statuses = [(await gw.get("/v4/Contact/get", params={"limit": "1"})).status_code
-                        for _ in range(3)]
+            statuses = [
+                (await gw.get("/v4/Contact/get", params={"limit": "1"})).status_code for _ in range(3)
+            ]
             assert statuses == [503, 503, 503]
             while (await gw.post("/v4/Contact/get", json={})).status_code != 429:
                 pass  # up to the rate limit: refusals counted
@@ -123,11 +136,14 @@ def check_expression(expr: str, exported: Exported) -> list[str]:
             selected.append(node.name)
         elif isinstance(node, pq.AggregateExpr) and node.modifier is not None:
             inner: list[str] = []
-            pq.walk(node.expr, pre_visit=lambda n: inner.append(n.name)
-                    if isinstance(n, pq.VectorSelector) else None)
+            pq.walk(
+                node.expr,
+                pre_visit=lambda n: inner.append(n.name) if isinstance(n, pq.VectorSelector) else None,
+            )
             for label in node.modifier.labels:
-                assert label in TARGET_LABELS or any(label in exported.get(m, {}) for m in inner), \
+                assert label in TARGET_LABELS or any(label in exported.get(m, {}) for m in inner), (
                     f"no metric of {inner} has label {label!r} ({expr})"
+                )
 
     pq.walk(tree, pre_visit=visit)
     assert selected, f"selects no metric: {expr}"
@@ -208,7 +224,13 @@ def test_dashboard_is_valid_and_names_exported_metrics(exported):
             selected.update(check_expression(substitute(target["expr"]), exported))
     # What the issue asks to see: requests by route and status, latency, upstream latency,
     # retries, breaker state, pool use, cache hits, rate-limit refusals.
-    assert {"gateway_requests_total", "gateway_request_duration_seconds_bucket",
-            "gateway_upstream_duration_seconds_bucket", "gateway_upstream_retries_total",
-            "gateway_breaker_state", "gateway_backend_pool", "gateway_metadata_cache_total",
-            "gateway_rate_limited_total"} <= selected
+    assert {
+        "gateway_requests_total",
+        "gateway_request_duration_seconds_bucket",
+        "gateway_upstream_duration_seconds_bucket",
+        "gateway_upstream_retries_total",
+        "gateway_breaker_state",
+        "gateway_backend_pool",
+        "gateway_metadata_cache_total",
+        "gateway_rate_limited_total",
+    } <= selected

@@ -18,10 +18,15 @@ pytestmark = pytest.mark.slow
 
 
 def gateway_env(upstream_url: str, **extra: str) -> dict[str, str]:
-    return {"CIVI_GATEWAY_BACKEND": "http", "CIVI_GATEWAY_HTTP_URL": upstream_url,
-            "CIVI_GATEWAY_HTTP_API_KEY": ADMIN_KEY, "CIVI_GATEWAY_RETRY_MAX_ATTEMPTS": "1",
-            "CIVI_GATEWAY_BREAKER_THRESHOLD": "2", "CIVI_GATEWAY_BREAKER_COOLDOWN": "600",
-            **extra}
+    return {
+        "CIVI_GATEWAY_BACKEND": "http",
+        "CIVI_GATEWAY_HTTP_URL": upstream_url,
+        "CIVI_GATEWAY_HTTP_API_KEY": ADMIN_KEY,
+        "CIVI_GATEWAY_RETRY_MAX_ATTEMPTS": "1",
+        "CIVI_GATEWAY_BREAKER_THRESHOLD": "2",
+        "CIVI_GATEWAY_BREAKER_COOLDOWN": "600",
+        **extra,
+    }
 
 
 def assert_breaker_answer(response: httpx.Response) -> None:
@@ -68,8 +73,7 @@ def test_pods_stay_ready_while_civicrm_is_down(gateway_process, upstream):
 
 
 def test_readiness_can_require_civicrm(gateway_process, upstream):
-    gw = gateway_process(gateway_env(upstream.url,
-                                     CIVI_GATEWAY_READINESS_REQUIRES_UPSTREAM="true"))
+    gw = gateway_process(gateway_env(upstream.url, CIVI_GATEWAY_READINESS_REQUIRES_UPSTREAM="true"))
     with httpx.Client(base_url=gw.url, timeout=10) as client:
         ready = client.get("/readyz")
         assert ready.status_code == 200

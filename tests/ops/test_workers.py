@@ -30,15 +30,21 @@ LIMIT = 8
 
 def clients_file(tmp_path: Path) -> Path:
     path = tmp_path / "clients.toml"
-    path.write_text(f'[clients.shared]\ntoken_sha256 = "{hashlib.sha256(TOKEN.encode()).hexdigest()}"\n'
-                    f'rate_limit = "{LIMIT}/hour"\n')
+    path.write_text(
+        f'[clients.shared]\ntoken_sha256 = "{hashlib.sha256(TOKEN.encode()).hexdigest()}"\n'
+        f'rate_limit = "{LIMIT}/hour"\n'
+    )
     return path
 
 
 def two_workers(tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {"CIVI_GATEWAY_WORKERS": "2", "CIVI_GATEWAY_BACKEND": "sandbox",
-            "CIVI_GATEWAY_SANDBOX_DEMO": "0", "CIVI_GATEWAY_CLIENTS_FILE": str(clients_file(tmp_path)),
-            **extra}
+    return {
+        "CIVI_GATEWAY_WORKERS": "2",
+        "CIVI_GATEWAY_BACKEND": "sandbox",
+        "CIVI_GATEWAY_SANDBOX_DEMO": "0",
+        "CIVI_GATEWAY_CLIENTS_FILE": str(clients_file(tmp_path)),
+        **extra,
+    }
 
 
 def calls_on_fresh_connections(url: str, n: int) -> list[int]:
@@ -47,8 +53,9 @@ def calls_on_fresh_connections(url: str, n: int) -> list[int]:
     statuses = []
     with httpx.Client(base_url=url, timeout=10) as client:
         for _ in range(n):
-            response = client.post("/v4/Contact/get", json={"limit": 1},
-                                   headers={**AUTH, "Connection": "close"})
+            response = client.post(
+                "/v4/Contact/get", json={"limit": 1}, headers={**AUTH, "Connection": "close"}
+            )
             statuses.append(response.status_code)
     return statuses
 
@@ -93,8 +100,11 @@ def test_two_workers_share_one_limit_and_one_metrics_view(serve, redis_url, tmp_
     metrics_dir.mkdir()
     stale = metrics_dir / "counter_999999.db"
     stale.write_bytes(b"an earlier run's samples")  # serve must empty an operator's folder
-    gw = serve(two_workers(tmp_path, CIVI_GATEWAY_RATE_LIMIT_STORAGE=redis_url,
-                                     PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)))
+    gw = serve(
+        two_workers(
+            tmp_path, CIVI_GATEWAY_RATE_LIMIT_STORAGE=redis_url, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)
+        )
+    )
     assert not stale.exists()
     wait_for_both_workers(gw.url, metrics_dir)
 
@@ -108,19 +118,27 @@ def test_two_workers_share_one_limit_and_one_metrics_view(serve, redis_url, tmp_
     metrics = httpx.get(gw.url + "/metrics", timeout=10).text
     assert value(metrics, "gateway_requests_total", route=ROUTE, method="POST", status="200") == LIMIT
     assert value(metrics, "gateway_requests_total", route=ROUTE, method="POST", status="429") == LIMIT
-    assert value(metrics, "gateway_request_duration_seconds_count", route=ROUTE,
-                 method="POST") == 2 * LIMIT
+    assert value(metrics, "gateway_request_duration_seconds_count", route=ROUTE, method="POST") == 2 * LIMIT
     assert value(metrics, "gateway_rate_limited_total", limit="rate") == LIMIT
     assert value(metrics, "gateway_breaker_state", backend="sandbox") == 0.0
     assert "Traceback" not in gw.stop()
 
 
 def test_per_worker_limits_only_when_asked(serve, tmp_path):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("CIVI_GATEWAY_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("CIVI_GATEWAY_") and k != "PROMETHEUS_MULTIPROC_DIR"
+    }
     env.update(two_workers(tmp_path), CIVI_GATEWAY_SECRETS_DIR=str(tmp_path / "none"))
-    refused = subprocess.run([sys.executable, "-m", "gateway", "serve", "--port", "1"], env=env,
-                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    refused = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--port", "1"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode == 2
     assert "CIVI_GATEWAY_WORKERS=2 with CIVI_GATEWAY_RATE_LIMIT_STORAGE=memory://" in refused.stderr
     assert "CIVI_GATEWAY_RATE_LIMIT_PER_WORKER=true" in refused.stderr
@@ -128,8 +146,7 @@ def test_per_worker_limits_only_when_asked(serve, tmp_path):
     # Told to: it starts, and each worker counts on its own (what the refusal warns of).
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    gw = serve(two_workers(tmp_path, CIVI_GATEWAY_RATE_LIMIT_PER_WORKER="true",
-                                     TMPDIR=str(scratch)))
+    gw = serve(two_workers(tmp_path, CIVI_GATEWAY_RATE_LIMIT_PER_WORKER="true", TMPDIR=str(scratch)))
     [made] = scratch.glob("civicrm-gateway-metrics-*")  # serve's own multiprocess folder
     wait_for_both_workers(gw.url, made)
     statuses = calls_on_fresh_connections(gw.url, 2 * LIMIT)
@@ -158,9 +175,16 @@ def test_a_killed_workers_gauges_leave_the_sums(serve, tmp_path):
     upstream = ThreadServer(hanging).start()
     metrics_dir = tmp_path / "metrics"
     try:
-        gw = serve({"CIVI_GATEWAY_WORKERS": "2", "CIVI_GATEWAY_BACKEND": "http",
-                    "CIVI_GATEWAY_HTTP_URL": upstream.url, "CIVI_GATEWAY_HTTP_API_KEY": "k" * 16,
-                    "CIVI_GATEWAY_HTTP_TIMEOUT": "60", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+        gw = serve(
+            {
+                "CIVI_GATEWAY_WORKERS": "2",
+                "CIVI_GATEWAY_BACKEND": "http",
+                "CIVI_GATEWAY_HTTP_URL": upstream.url,
+                "CIVI_GATEWAY_HTTP_API_KEY": "k" * 16,
+                "CIVI_GATEWAY_HTTP_TIMEOUT": "60",
+                "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            }
+        )
         wait_for_both_workers(gw.url, metrics_dir)
 
         def stuck_call() -> None:

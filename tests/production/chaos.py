@@ -69,8 +69,7 @@ class ChaosProxy:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _listen(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port,
-                                                  reuse_address=True)
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
 
     async def _switch(self, mode: str) -> None:
         self.mode = mode
@@ -102,8 +101,11 @@ class ChaosProxy:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
             self.forwarded += 1
             self._writers.add(up_writer)
-            answer = self._pipe(up_reader, writer) if mode not in ("cut-answer", "drop-answer") \
+            answer = (
+                self._pipe(up_reader, writer)
+                if mode not in ("cut-answer", "drop-answer")
                 else self._lose_answer(up_reader, writer, cut=mode == "cut-answer")
+            )
             await asyncio.gather(self._pipe(reader, up_writer), answer)
         except (ConnectionError, OSError):
             pass
@@ -112,8 +114,9 @@ class ChaosProxy:
             writer.close()
 
     @staticmethod
-    async def _lose_answer(up_reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-                           cut: bool) -> None:
+    async def _lose_answer(
+        up_reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, cut: bool
+    ) -> None:
         """The upstream's answer starting means it ran the call; the client never gets it."""
         with contextlib.suppress(ConnectionError, OSError):
             if await up_reader.read(65536) and cut:

@@ -77,12 +77,14 @@ class FaultyApp:
             return {"type": "http.request", "body": body, "more_body": False}
 
         if step == "502-after":
+
             async def swallow(message: Message) -> None:
                 pass
 
             await self.app(scope, replay, swallow)
-            await send({"type": "http.response.start", "status": 502,
-                        "headers": [(b"content-type", b"text/plain")]})
+            await send(
+                {"type": "http.response.start", "status": 502, "headers": [(b"content-type", b"text/plain")]}
+            )
             await send({"type": "http.response.body", "body": b"Bad Gateway"})
             return
         await self.app(scope, replay, send)
@@ -101,8 +103,7 @@ def faulty_upstream(sandbox: Any) -> Iterator[FaultyUpstream]:
     from gateway.sandbox.wire import WireConfig, create_wire_app
 
     faults = Faults()
-    app = FaultyApp(create_wire_app(sandbox, WireConfig(api_keys={ADMIN_KEY: 2},
-                                                        site_key=SITE_KEY)), faults)
+    app = FaultyApp(create_wire_app(sandbox, WireConfig(api_keys={ADMIN_KEY: 2}, site_key=SITE_KEY)), faults)
     server = ThreadServer(app).start()
     yield FaultyUpstream(server.url, sandbox, faults, server)
     server.stop()
@@ -122,8 +123,7 @@ class InjectingTransport:
         self.inner = inner
         return self
 
-    async def post(self, path: str, body: bytes, headers: Mapping[str, str] | None = None
-                   ) -> Reply:
+    async def post(self, path: str, body: bytes, headers: Mapping[str, str] | None = None) -> Reply:
         assert self.inner is not None
         step = self.plan.pop(0) if self.plan else "ok"
         if step == "connect":

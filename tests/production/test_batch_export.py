@@ -43,16 +43,20 @@ def bearer(token: str) -> dict[str, str]:
 
 # --- batch -------------------------------------------------------------------------------------
 
+
 async def test_batch_uses_one_multicall_request(faulty_upstream):
     async with gateway_client(http_settings(faulty_upstream.url)) as gw:
-        response = await gw.post("/v4/batch", json={
-            "me": ["Contact", "get", {"select": ["id", "display_name"], "where": [["id", "=", 2]]}],
-            "simple": ["Contact", "get", {"id": 2, "select": ["id"]}],  # simple form, normalised
-            "count": ["Contact", "get", {"select": ["row_count"]}],
-            "new": ["Contact", "create", {"contact_type": "Individual", "first_name": "Batchy"}],
-            "bad": ["Contact", "get", {"where": [["nope", "=", 1]]}],
-            "missing": ["Nope", "get"],
-        })
+        response = await gw.post(
+            "/v4/batch",
+            json={
+                "me": ["Contact", "get", {"select": ["id", "display_name"], "where": [["id", "=", 2]]}],
+                "simple": ["Contact", "get", {"id": 2, "select": ["id"]}],  # simple form, normalised
+                "count": ["Contact", "get", {"select": ["row_count"]}],
+                "new": ["Contact", "create", {"contact_type": "Individual", "first_name": "Batchy"}],
+                "bad": ["Contact", "get", {"where": [["nope", "=", 1]]}],
+                "missing": ["Nope", "get"],
+            },
+        )
         assert response.status_code == 200, response.text
         answer = response.json()
         assert list(answer) == ["me", "simple", "count", "new", "bad", "missing"]
@@ -71,13 +75,17 @@ async def test_batch_uses_one_multicall_request(faulty_upstream):
 async def test_batch_applies_each_clients_policy(faulty_upstream, clients_file):
     settings = http_settings(faulty_upstream.url, clients_file=clients_file)
     async with gateway_client(settings) as gw:
-        response = await gw.post("/v4/batch", headers=bearer(READER), json={
-            "read": ["Contact", "get", {"select": ["id"]}],
-            "write": ["Contact", "create", {"contact_type": "Individual"}],
-            "other": ["Activity", "get", {}],
-            "key": ["Contact", "get", {"select": ["api_key"]}],
-            "chain": ["Contact", "get", {"chain": {"x": ["Contact", "delete", {}]}}],
-        })
+        response = await gw.post(
+            "/v4/batch",
+            headers=bearer(READER),
+            json={
+                "read": ["Contact", "get", {"select": ["id"]}],
+                "write": ["Contact", "create", {"contact_type": "Individual"}],
+                "other": ["Activity", "get", {}],
+                "key": ["Contact", "get", {"select": ["api_key"]}],
+                "chain": ["Contact", "get", {"chain": {"x": ["Contact", "delete", {}]}}],
+            },
+        )
         answer = response.json()
         assert answer["read"]["status"] == 200
         assert len(answer["read"]["values"]) <= 25  # the client's row cap
@@ -98,24 +106,38 @@ async def test_batch_refuses_malformed_and_oversized(gw_sandbox):
     assert (await gw_sandbox.post("/v4/batch", json={"a": "Contact.get"})).status_code == 400
     assert (await gw_sandbox.post("/v4/batch", json={"a": ["Contact", "get", []]})).status_code == 400
     assert (await gw_sandbox.post("/v4/batch", json={"bad name": ["Contact", "get"]})).status_code == 400
-    per_call = (await gw_sandbox.post("/v4/batch", json={"a": ["Con tact", "get"], "b": ["Contact", "getcount"]})).json()
+    per_call = (
+        await gw_sandbox.post("/v4/batch", json={"a": ["Con tact", "get"], "b": ["Contact", "getcount"]})
+    ).json()
     assert per_call["a"]["status"] == 400 and per_call["a"]["error"]["type"] == "/problems/invalid-request"
     assert per_call["b"]["status"] == 404  # no APIv4 getcount
     many = {f"c{i}": ["Contact", "get"] for i in range(101)}
     assert (await gw_sandbox.post("/v4/batch", json=many)).status_code == 400
-    assert (await gw_sandbox.post("/v4/batch", content=b"[1]",
-                                   headers={"Content-Type": "application/json"})).status_code == 400
+    assert (
+        await gw_sandbox.post("/v4/batch", content=b"[1]", headers={"Content-Type": "application/json"})
+    ).status_code == 400
 
 
 async def test_batch_on_the_sandbox_and_v3(gw_sandbox):
-    response = await gw_sandbox.post("/v4/batch", json={
-        f"c{i}": ["Contact", "get", {"select": ["id"], "where": [["id", "=", 1 + i % 2]]}]
-        for i in range(20)})
+    response = await gw_sandbox.post(
+        "/v4/batch",
+        json={
+            f"c{i}": ["Contact", "get", {"select": ["id"], "where": [["id", "=", 1 + i % 2]]}]
+            for i in range(20)
+        },
+    )
     answer = response.json()
     assert all(answer[f"c{i}"] == {"status": 200, "values": [{"id": 1 + i % 2}]} for i in range(20))
-    v3 = (await gw_sandbox.post("/v3/batch", json={
-        "n": ["Contact", "getcount", {}], "one": ["Contact", "getsingle", {"id": 2}],
-        "none": ["Contact", "getsingle", {"id": 999}]})).json()
+    v3 = (
+        await gw_sandbox.post(
+            "/v3/batch",
+            json={
+                "n": ["Contact", "getcount", {}],
+                "one": ["Contact", "getsingle", {"id": 2}],
+                "none": ["Contact", "getsingle", {"id": 999}],
+            },
+        )
+    ).json()
     assert v3["n"]["status"] == 200 and v3["n"]["values"] >= 2
     assert v3["one"]["values"]["id"] in ("2", 2)
     assert v3["none"]["status"] == 404
@@ -123,12 +145,14 @@ async def test_batch_on_the_sandbox_and_v3(gw_sandbox):
 
 # --- export ------------------------------------------------------------------------------------
 
+
 async def test_ndjson_export_pages_by_keyset(faulty_upstream):
     _first, last = seed_contacts(faulty_upstream.sandbox, 2345)
     settings = http_settings(faulty_upstream.url, export_page_size=500)
     async with gateway_client(settings) as gw:
-        async with gw.stream("GET", "/v4/Contact/get", params={
-                "format": "ndjson", "select": "id,display_name"}) as response:
+        async with gw.stream(
+            "GET", "/v4/Contact/get", params={"format": "ndjson", "select": "id,display_name"}
+        ) as response:
             assert response.status_code == 200
             assert response.headers["content-type"] == "application/x-ndjson"
             rows = [orjson.loads(line) async for line in response.aiter_lines() if line]
@@ -145,18 +169,32 @@ async def test_csv_export_by_accept_with_offset_paging_and_limit(faulty_upstream
     seed_contacts(faulty_upstream.sandbox, 300)
     settings = http_settings(faulty_upstream.url, export_page_size=40)
     async with gateway_client(settings) as gw:
-        response = await gw.post("/v4/Contact/get", headers={"Accept": "text/csv"}, json={
-            "select": ["display_name", "sort_name"], "orderBy": {"sort_name": "DESC"},
-            "limit": 130, "offset": 10})
+        response = await gw.post(
+            "/v4/Contact/get",
+            headers={"Accept": "text/csv"},
+            json={
+                "select": ["display_name", "sort_name"],
+                "orderBy": {"sort_name": "DESC"},
+                "limit": 130,
+                "offset": 10,
+            },
+        )
         assert response.status_code == 200, response.text
         assert response.headers["content-type"].startswith("text/csv")
         rows = list(csv.reader(io.StringIO(response.text)))
     # CiviCRM selects the id first whenever a select is given (round-2 samples)
     assert rows[0] == ["id", "display_name", "sort_name"]
     assert len(rows) == 131
-    expected = faulty_upstream.sandbox.api4("Contact", "get", {
-        "select": ["display_name", "sort_name"], "orderBy": {"sort_name": "DESC", "id": "ASC"},
-        "limit": 130, "offset": 10})["values"]
+    expected = faulty_upstream.sandbox.api4(
+        "Contact",
+        "get",
+        {
+            "select": ["display_name", "sort_name"],
+            "orderBy": {"sort_name": "DESC", "id": "ASC"},
+            "limit": 130,
+            "offset": 10,
+        },
+    )["values"]
     assert rows[1:] == [[str(r["id"]), r["display_name"], r["sort_name"]] for r in expected]
     pages = [orjson.loads(seen["params"]) for seen in faulty_upstream.faults.seen]
     assert [p.get("offset") for p in pages] == [10, 50, 90, 130]
@@ -172,22 +210,24 @@ async def test_export_keeps_policy_and_strips_credentials(faulty_upstream, clien
         assert len(capped.text.splitlines()) == 25  # max_limit applies to the whole export
         denied = await gw.get("/v4/Activity/get", params={"format": "csv"}, headers=bearer(READER))
         assert denied.status_code == 403
-        full = await gw.get("/v4/Contact/get", params={"format": "ndjson", "id": "2"},
-                            headers=bearer(FULL))
+        full = await gw.get("/v4/Contact/get", params={"format": "ndjson", "id": "2"}, headers=bearer(FULL))
         assert full.status_code == 200
         assert ADMIN_KEY not in full.text and "api_key" not in full.text
-        bad = await gw.get("/v4/Contact/get", params={"format": "csv", "where": '[["nope","=",1]]'},
-                           headers=bearer(FULL))
+        bad = await gw.get(
+            "/v4/Contact/get", params={"format": "csv", "where": '[["nope","=",1]]'}, headers=bearer(FULL)
+        )
         assert bad.status_code == 400  # the first page fails before the stream starts
         assert bad.headers["content-type"].startswith("application/problem+json")
-        assert (await gw.get("/v3/Contact/get", params={"format": "csv"},
-                             headers=bearer(FULL))).status_code == 400
+        assert (
+            await gw.get("/v3/Contact/get", params={"format": "csv"}, headers=bearer(FULL))
+        ).status_code == 400
         # Accept is a preference: JSON for what cannot stream.
         counted = await gw.get("/v3/Contact/getcount", headers={**bearer(FULL), "Accept": "text/csv"})
         assert counted.status_code == 200 and counted.json() >= 60
         # A "format" field with another value is an ordinary filter.
-        assert (await gw.get("/v4/Contact/get", params={"format": "x"},
-                             headers=bearer(FULL))).status_code == 400  # no such field
+        assert (
+            await gw.get("/v4/Contact/get", params={"format": "x"}, headers=bearer(FULL))
+        ).status_code == 400  # no such field
 
 
 def test_export_command_writes_a_file(tmp_path):
@@ -197,23 +237,53 @@ def test_export_command_writes_a_file(tmp_path):
     sandbox = open_sandbox(str(db), 0)  # as `serve` makes it (stamped with its tables)
     seed_contacts(sandbox, 1500)
     sandbox.close()
-    env = {"PATH": "/usr/bin:/bin", "CIVI_GATEWAY_SANDBOX_DB": str(db),
-           "CIVI_GATEWAY_SECRETS_DIR": str(tmp_path / "none")}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "CIVI_GATEWAY_SANDBOX_DB": str(db),
+        "CIVI_GATEWAY_SECRETS_DIR": str(tmp_path / "none"),
+    }
     out = tmp_path / "contacts.csv"
     result = subprocess.run(
-        [sys.executable, "-m", "gateway", "export", "Contact", "-o", str(out), "--select",
-         "id,display_name", "--page-size", "400", "--progress"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "export",
+            "Contact",
+            "-o",
+            str(out),
+            "--select",
+            "id,display_name",
+            "--page-size",
+            "400",
+            "--progress",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     rows = list(csv.reader(out.open()))
     assert rows[0] == ["id", "display_name"] and len(rows) == 1503
     assert "1502/1502 rows 100%" in result.stderr
     ndjson = subprocess.run(
         [sys.executable, "-m", "gateway", "export", "Contact", "--where", '[["id","<",4]]', "--quiet"],
-        env=env, cwd=tmp_path, capture_output=True, timeout=60)
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+    )
     assert [orjson.loads(line)["id"] for line in ndjson.stdout.splitlines()] == [1, 2, 3]
-    bad = subprocess.run([sys.executable, "-m", "gateway", "export", "Nope"], env=env, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "gateway", "export", "Nope"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 1 and "Unknown entity" in bad.stderr
 
 

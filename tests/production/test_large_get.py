@@ -25,8 +25,10 @@ async def all_ids(gw) -> int:
 @pytest.mark.parametrize("concurrency", [1, 8])
 async def test_large_unbounded_get_streams_every_record_once(concurrency):
     async with gateway_client(sandbox_settings(client_concurrency=concurrency)) as gw:
-        await gw.post("/v4/Contact/save", json={"records": [
-            {"contact_type": "Individual", "first_name": f"P{i}"} for i in range(40)]})
+        await gw.post(
+            "/v4/Contact/save",
+            json={"records": [{"contact_type": "Individual", "first_name": f"P{i}"} for i in range(40)]},
+        )
         total = await all_ids(gw)
         assert total == 42
         response = await gw.post("/v4/Contact/get", json={})
@@ -41,8 +43,10 @@ async def test_large_unbounded_get_streams_every_record_once(concurrency):
 
 async def test_streamed_without_id_in_select_and_over_get():
     async with gateway_client(sandbox_settings()) as gw:
-        await gw.post("/v4/Contact/save", json={"records": [
-            {"contact_type": "Individual", "first_name": f"Q{i}"} for i in range(20)]})
+        await gw.post(
+            "/v4/Contact/save",
+            json={"records": [{"contact_type": "Individual", "first_name": f"Q{i}"} for i in range(20)]},
+        )
         response = await gw.post("/v4/Contact/get", json={"select": ["first_name"]})
         assert response.headers.get("x-streamed") == "true"
         names = [r for r in orjson.loads(response.content)]
@@ -57,12 +61,15 @@ async def test_small_limited_and_ordered_gets_are_answered_whole():
         assert "x-streamed" not in small.headers and small.headers["x-result-count"] == "2"
         # As CiviCRM ordered it (the capture: [2, 1]), not re-sorted by the gateway.
         assert [r["id"] for r in small.json()] == [2, 1]
-        await gw.post("/v4/Contact/save", json={"records": [
-            {"contact_type": "Individual", "first_name": f"R{i}"} for i in range(20)]})
+        await gw.post(
+            "/v4/Contact/save",
+            json={"records": [{"contact_type": "Individual", "first_name": f"R{i}"} for i in range(20)]},
+        )
         limited = await gw.post("/v4/Contact/get", json={"select": ["id"], "limit": 15})
         assert "x-streamed" not in limited.headers and len(limited.json()) == 15
-        ordered = await gw.post("/v4/Contact/get", json={"select": ["id", "first_name"],
-                                                          "orderBy": {"first_name": "DESC"}})
+        ordered = await gw.post(
+            "/v4/Contact/get", json={"select": ["id", "first_name"], "orderBy": {"first_name": "DESC"}}
+        )
         assert "x-streamed" not in ordered.headers and len(ordered.json()) == 22
         settings = await gw.post("/v4/Setting/get", json={})
         assert settings.status_code == 200 and "x-streamed" not in settings.headers
@@ -72,12 +79,16 @@ async def test_policy_cap_means_no_streaming(tmp_path):
     clients = tmp_path / "clients.toml"
     from gateway.consumers import hash_token
 
-    clients.write_text(f'[clients.r]\ntoken_sha256 = "{hash_token("cgw_r-0123456789abcdef")}"\n'
-                       "max_limit = 10\n")
+    clients.write_text(
+        f'[clients.r]\ntoken_sha256 = "{hash_token("cgw_r-0123456789abcdef")}"\nmax_limit = 10\n'
+    )
     async with gateway_client(sandbox_settings(clients_file=clients)) as gw:
         auth = {"Authorization": "Bearer cgw_r-0123456789abcdef"}
-        await gw.post("/v4/Contact/save", headers=auth, json={"records": [
-            {"contact_type": "Individual", "first_name": f"S{i}"} for i in range(20)]})
+        await gw.post(
+            "/v4/Contact/save",
+            headers=auth,
+            json={"records": [{"contact_type": "Individual", "first_name": f"S{i}"} for i in range(20)]},
+        )
         capped = await gw.post("/v4/Contact/get", headers=auth, json={"select": ["id"]})
         assert "x-streamed" not in capped.headers and len(capped.json()) == 10
 

@@ -70,18 +70,24 @@ class Load:
 def test_faults_under_load_recover_and_leak_nothing(gateway_process, upstream):
     proxy = ChaosProxy(upstream.server.port, slow_seconds=3).start()
     try:
-        gw = gateway_process({
-            "CIVI_GATEWAY_BACKEND": "http", "CIVI_GATEWAY_HTTP_URL": proxy.url,
-            "CIVI_GATEWAY_HTTP_API_KEY": ADMIN_KEY, "CIVI_GATEWAY_HTTP_TIMEOUT": "1",
-            "CIVI_GATEWAY_BREAKER_THRESHOLD": "3", "CIVI_GATEWAY_BREAKER_COOLDOWN": "0.3",
-            "CIVI_GATEWAY_RETRY_BACKOFF": "0.01", "CIVI_GATEWAY_RETRY_MAX_SECONDS": "0.5"})
+        gw = gateway_process(
+            {
+                "CIVI_GATEWAY_BACKEND": "http",
+                "CIVI_GATEWAY_HTTP_URL": proxy.url,
+                "CIVI_GATEWAY_HTTP_API_KEY": ADMIN_KEY,
+                "CIVI_GATEWAY_HTTP_TIMEOUT": "1",
+                "CIVI_GATEWAY_BREAKER_THRESHOLD": "3",
+                "CIVI_GATEWAY_BREAKER_COOLDOWN": "0.3",
+                "CIVI_GATEWAY_RETRY_BACKOFF": "0.01",
+                "CIVI_GATEWAY_RETRY_MAX_SECONDS": "0.5",
+            }
+        )
         pid = gw.proc.pid
         with httpx.Client(base_url=gw.url, timeout=10) as probe:
             load = Load(gw.url).start()
             time.sleep(1.0)
             baseline = open_fds(pid)
-            expected = {"down": {503}, "reset": {502, 503}, "garbage": {502, 503},
-                        "slow": {503, 504}}
+            expected = {"down": {503}, "reset": {502, 503}, "garbage": {502, 503}, "slow": {503, 504}}
             for mode in ("down", "reset", "garbage", "slow"):
                 load.phase = f"switch-{mode}"  # calls cut by the switch itself: not counted
                 proxy.set(mode)
@@ -118,14 +124,23 @@ def test_faults_under_load_recover_and_leak_nothing(gateway_process, upstream):
 
 
 def test_sigterm_lets_the_call_in_flight_finish(gateway_process, faulty_upstream):
-    gw = gateway_process({"CIVI_GATEWAY_BACKEND": "http", "CIVI_GATEWAY_HTTP_URL": faulty_upstream.url,
-                          "CIVI_GATEWAY_HTTP_API_KEY": ADMIN_KEY, "CIVI_GATEWAY_SHUTDOWN_GRACE": "10"})
+    gw = gateway_process(
+        {
+            "CIVI_GATEWAY_BACKEND": "http",
+            "CIVI_GATEWAY_HTTP_URL": faulty_upstream.url,
+            "CIVI_GATEWAY_HTTP_API_KEY": ADMIN_KEY,
+            "CIVI_GATEWAY_SHUTDOWN_GRACE": "10",
+        }
+    )
     faulty_upstream.faults.delay = 1.5
     result: dict[str, httpx.Response] = {}
 
     def slow_call() -> None:
-        result["r"] = httpx.post(gw.url + "/v4/Contact/create", timeout=10, json={
-            "contact_type": "Individual", "first_name": "Graceful"})
+        result["r"] = httpx.post(
+            gw.url + "/v4/Contact/create",
+            timeout=10,
+            json={"contact_type": "Individual", "first_name": "Graceful"},
+        )
 
     thread = threading.Thread(target=slow_call)
     thread.start()
@@ -148,20 +163,33 @@ def test_sigterm_lets_the_call_in_flight_finish(gateway_process, faulty_upstream
 def test_json_logs_request_ids_and_metrics_without_secrets(gateway_process, upstream, tmp_path: Path):
     from gateway.consumers import hash_token
 
-    gw = gateway_process({
-        "CIVI_GATEWAY_BACKEND": "http", "CIVI_GATEWAY_HTTP_URL": upstream.url,
-        "CIVI_GATEWAY_HTTP_API_KEY": ADMIN_KEY, "CIVI_GATEWAY_HTTP_SITE_KEY": SITE_KEY,
-        "CIVI_GATEWAY_LOG_FORMAT": "json",
-        "CIVI_GATEWAY_CLIENT_TOKENS": f"ops:sha256:{hash_token(TOKEN)}"})
+    gw = gateway_process(
+        {
+            "CIVI_GATEWAY_BACKEND": "http",
+            "CIVI_GATEWAY_HTTP_URL": upstream.url,
+            "CIVI_GATEWAY_HTTP_API_KEY": ADMIN_KEY,
+            "CIVI_GATEWAY_HTTP_SITE_KEY": SITE_KEY,
+            "CIVI_GATEWAY_LOG_FORMAT": "json",
+            "CIVI_GATEWAY_CLIENT_TOKENS": f"ops:sha256:{hash_token(TOKEN)}",
+        }
+    )
     auth = {"Authorization": f"Bearer {TOKEN}"}
     with httpx.Client(base_url=gw.url, timeout=10) as client:
-        got = client.get("/v4/Contact/get", params={"id": "2", "select": "id"},
-                         headers={**auth, "X-Request-ID": "trace-abc-123"})
+        got = client.get(
+            "/v4/Contact/get",
+            params={"id": "2", "select": "id"},
+            headers={**auth, "X-Request-ID": "trace-abc-123"},
+        )
         assert got.status_code == 200 and got.headers["x-request-id"] == "trace-abc-123"
         assert client.get(f"/v4/Contact/get?api_key={ADMIN_KEY}", headers=auth).status_code == 403
         assert client.get(f"/nowhere/{TOKEN}").status_code == 404
-        assert client.post("/v4/batch", headers=auth, json={"a": ["Contact", "get", {"limit": 1}]}).status_code == 200
-        assert client.post("/v4/Contact/get", headers={"Authorization": "Bearer wrong-token"}).status_code == 401
+        assert (
+            client.post("/v4/batch", headers=auth, json={"a": ["Contact", "get", {"limit": 1}]}).status_code
+            == 200
+        )
+        assert (
+            client.post("/v4/Contact/get", headers={"Authorization": "Bearer wrong-token"}).status_code == 401
+        )
         metrics = client.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
     text = metrics.text
@@ -173,7 +201,9 @@ def test_json_logs_request_ids_and_metrics_without_secrets(gateway_process, upst
         assert secret not in text, secret
     log = gw.stop()
     lines = [orjson.loads(line) for line in log.splitlines() if line.startswith("{")]
-    access = [e for e in lines if e.get("logger") == "gateway.access" and e.get("request_id") == "trace-abc-123"]
+    access = [
+        e for e in lines if e.get("logger") == "gateway.access" and e.get("request_id") == "trace-abc-123"
+    ]
     assert access and access[0]["status"] == 200 and access[0]["route"] == "/v4/{entity}/{action}"
     assert access[0]["client"] == "ops"
     assert all(isinstance(e.get("request_id"), str) for e in lines if e.get("logger") == "gateway.access")

@@ -27,9 +27,12 @@ class Clock:
 
 
 def names_in_sandbox(sandbox: Any, prefix: str) -> dict[str, int]:
-    rows = sandbox.api4("Contact", "get", {"select": ["first_name"],
-                                           "where": [["first_name", "LIKE", f"{prefix}%"]]},
-                        check_permissions=False)["values"]
+    rows = sandbox.api4(
+        "Contact",
+        "get",
+        {"select": ["first_name"], "where": [["first_name", "LIKE", f"{prefix}%"]]},
+        check_permissions=False,
+    )["values"]
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["first_name"]] = counts.get(row["first_name"], 0) + 1
@@ -37,8 +40,11 @@ def names_in_sandbox(sandbox: Any, prefix: str) -> dict[str, int]:
 
 
 def metric(text: str, name: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name) and not line.startswith("#"))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
 
 
 async def test_no_create_is_ever_duplicated(faulty_upstream):
@@ -52,13 +58,16 @@ async def test_no_create_is_ever_duplicated(faulty_upstream):
     async with gateway_client(settings, backend=backend) as gw:
         for i in range(40):
             kind = kinds[i % len(kinds)]
-            transport.plan[:] = {"connect": ["connect"], "connect2": ["connect", "connect"],
-                                 "reset-after": ["reset-after"]}.get(kind, [])
-            faulty_upstream.faults.plan[:] = [kind] if kind in ("502-after", "503", "429",
-                                                                "garbage") else []
+            transport.plan[:] = {
+                "connect": ["connect"],
+                "connect2": ["connect", "connect"],
+                "reset-after": ["reset-after"],
+            }.get(kind, [])
+            faulty_upstream.faults.plan[:] = [kind] if kind in ("502-after", "503", "429", "garbage") else []
             name = f"dup{i:02d}-{kind}"
-            response = await gw.post("/v4/Contact/create", json={"contact_type": "Individual",
-                                                                 "first_name": name})
+            response = await gw.post(
+                "/v4/Contact/create", json={"contact_type": "Individual", "first_name": name}
+            )
             answers[name] = response
         metrics = (await gw.get("/metrics")).text
     counts = names_in_sandbox(faulty_upstream.sandbox, "dup")
@@ -73,13 +82,17 @@ async def test_no_create_is_ever_duplicated(faulty_upstream):
             assert_problem(response, 502, "upstream-invalid-response")
             assert counts.get(name) == 1, name
         else:  # 503, 429, garbage: not repeated, and these upstream answers ran nothing
-            status, slug = {"503": (503, "upstream-unavailable"),
-                            "429": (503, "upstream-unavailable"),
-                            "garbage": (502, "upstream-invalid-response")}[kind]
+            status, slug = {
+                "503": (503, "upstream-unavailable"),
+                "429": (503, "upstream-unavailable"),
+                "garbage": (502, "upstream-invalid-response"),
+            }[kind]
             assert_problem(response, status, slug)
             assert name not in counts, name
     # 5 "connect" and 5 "connect2" rounds: one and two retries each
-    assert metric(metrics, 'gateway_upstream_retries_total{backend="http",reason="upstream-unavailable"}') == 15
+    assert (
+        metric(metrics, 'gateway_upstream_retries_total{backend="http",reason="upstream-unavailable"}') == 15
+    )
 
 
 async def test_reads_are_retried_with_backoff(faulty_upstream):
@@ -107,21 +120,26 @@ async def test_backoff_doubles_between_attempts(faulty_upstream, monkeypatch):
     async def sleep(seconds: float) -> None:
         delays.append(seconds)
 
-    settings = http_settings(faulty_upstream.url, retry_backoff=0.2, retry_max_attempts=4,
-                             retry_max_seconds=300, breaker_threshold=1000)
+    settings = http_settings(
+        faulty_upstream.url,
+        retry_backoff=0.2,
+        retry_max_attempts=4,
+        retry_max_seconds=300,
+        breaker_threshold=1000,
+    )
     backend = resilient_backend(HttpBackend(settings), settings, timing=Timing(sleep=sleep))
     await backend.start()
     try:
         faulty_upstream.faults.plan[:] = ["503", "502-after", "503"]
-        records = await backend.call(4, "Contact", "get", {"select": ["id"],
-                                                           "where": [["id", "=", 2]]})
+        records = await backend.call(4, "Contact", "get", {"select": ["id"], "where": [["id", "=", 2]]})
         assert records == [{"id": 2}]
         assert delays == [0.2, 0.4, 0.8]
         # The upstream's Retry-After wins over a shorter backoff.
         delays.clear()
         faulty_upstream.faults.plan[:] = ["429-long"]
-        assert await backend.call(4, "Contact", "get", {"select": ["id"],
-                                                        "where": [["id", "=", 2]]}) == [{"id": 2}]
+        assert await backend.call(4, "Contact", "get", {"select": ["id"], "where": [["id", "=", 2]]}) == [
+            {"id": 2}
+        ]
         assert delays == [120.0]
     finally:
         await backend.close()
@@ -132,9 +150,14 @@ async def test_reads_that_chain_a_write_are_not_retried(faulty_upstream):
     settings = http_settings(faulty_upstream.url, **FAST)
     async with gateway_client(settings) as gw:
         faulty_upstream.faults.plan[:] = ["502-after"]
-        response = await gw.post("/v4/Contact/get", json={
-            "where": [["id", "=", 2]], "select": ["id"],
-            "chain": {"note": ["Note", "create", {"values": {"entity_id": "$id", "note": "x"}}]}})
+        response = await gw.post(
+            "/v4/Contact/get",
+            json={
+                "where": [["id", "=", 2]],
+                "select": ["id"],
+                "chain": {"note": ["Note", "create", {"values": {"entity_id": "$id", "note": "x"}}]},
+            },
+        )
         assert_problem(response, 502, "upstream-invalid-response")
         assert len(faulty_upstream.faults.seen) == 1
     assert not is_safe(4, "Contact", "get", {"chain": {"n": ["Note", "create", {}]}})
@@ -144,8 +167,13 @@ async def test_reads_that_chain_a_write_are_not_retried(faulty_upstream):
 
 
 async def test_retry_budget_and_retry_after(faulty_upstream):
-    settings = http_settings(faulty_upstream.url, retry_backoff=0.001, retry_max_attempts=2,
-                             retry_max_seconds=5, breaker_threshold=1000)
+    settings = http_settings(
+        faulty_upstream.url,
+        retry_backoff=0.001,
+        retry_max_attempts=2,
+        retry_max_seconds=5,
+        breaker_threshold=1000,
+    )
     async with gateway_client(settings) as gw:
         faulty_upstream.faults.plan[:] = ["503", "503", "503"]
         response = await gw.get("/v4/Contact/get", params={"limit": "1"})
@@ -161,8 +189,9 @@ async def test_retry_budget_and_retry_after(faulty_upstream):
 
 
 async def test_circuit_breaker_opens_fails_fast_and_probes(faulty_upstream):
-    settings = http_settings(faulty_upstream.url, retry_max_attempts=1, breaker_threshold=3,
-                             breaker_cooldown=30)
+    settings = http_settings(
+        faulty_upstream.url, retry_max_attempts=1, breaker_threshold=3, breaker_cooldown=30
+    )
     clock = Clock()
     async with gateway_client(settings, timing=Timing(clock=clock)) as gw:
         backend = gw._transport.app.state.services.backend  # type: ignore[attr-defined]
@@ -227,6 +256,7 @@ def test_half_open_lets_one_probe_through():
 
 # --- metadata cache ----------------------------------------------------------------------------
 
+
 async def test_metadata_cache_ttl_flush_and_identity(faulty_upstream, tmp_path):
     # The cache itself, without the validation look-ups that every call would add.
     settings = http_settings(faulty_upstream.url, metadata_cache_ttl=60, validate_calls=False)
@@ -286,8 +316,9 @@ async def test_metadata_cache_shares_one_load():
     assert calls == 1 and all(r == [{"name": "id"}] for r in results)
     from gateway.consumers import Identity
 
-    assert cache.key(4, "Contact", "getFields", {}, Identity(api_key="k1")) != \
-        cache.key(4, "Contact", "getFields", {}, Identity(api_key="k2"))
+    assert cache.key(4, "Contact", "getFields", {}, Identity(api_key="k1")) != cache.key(
+        4, "Contact", "getFields", {}, Identity(api_key="k2")
+    )
     assert b"k1" not in cache.key(4, "Contact", "getFields", {}, Identity(api_key="k1"))
 
 

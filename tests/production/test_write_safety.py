@@ -23,8 +23,13 @@ from tests.production.chaos import ChaosProxy
 
 # Three attempts at most, 1 ms apart; no metadata look-ups (validation, OpenAPI), so every
 # request a fault server sees is the call under test.
-SETTINGS = {"retry_max_attempts": 3, "retry_backoff": 0.001, "breaker_threshold": 1000,
-            "validate_calls": False, "http_timeout": 1.0}
+SETTINGS = {
+    "retry_max_attempts": 3,
+    "retry_backoff": 0.001,
+    "breaker_threshold": 1000,
+    "validate_calls": False,
+    "http_timeout": 1.0,
+}
 CREATE = ("/v4/Contact/create", {"contact_type": "Individual", "first_name": "Once"})
 READ = ("/v4/Contact/get", {"select": ["id"], "limit": 1})
 
@@ -47,8 +52,11 @@ class FaultServer:
 
     async def _read_request(self, reader: asyncio.StreamReader) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
-        length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:"))
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
         await reader.readexactly(length)
         self.requests += 1
 
@@ -88,8 +96,11 @@ async def fault_server(fault: str) -> AsyncIterator[FaultServer]:
 
 
 def retries(metrics: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-               if line.startswith("gateway_upstream_retries_total{"))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("gateway_upstream_retries_total{")
+    )
 
 
 # fault -> (PooledClient's exception, status and problem type the gateway answers,
@@ -110,8 +121,9 @@ FAULTS: dict[str, tuple[type[Exception], int, str, int, int]] = {
 async def test_pooled_client_classifies_each_socket_failure(fault: str) -> None:
     expected = FAULTS[fault][0]
     async with fault_server(fault) as server:
-        client = PooledClient(f"http://127.0.0.1:{server.port}", headers={}, timeout=1.0,
-                              connect_timeout=1.0, max_connections=2)
+        client = PooledClient(
+            f"http://127.0.0.1:{server.port}", headers={}, timeout=1.0, connect_timeout=1.0, max_connections=2
+        )
         try:
             with pytest.raises(expected) as raised:
                 await client.post("civicrm/ajax/api4/Contact/create", b"params=%7B%7D")
@@ -145,17 +157,22 @@ async def test_gateway_retries_only_what_cannot_have_run(fault: str, call: str) 
 
 
 def contacts_named(sandbox: Any, name: str) -> list[int]:
-    rows = sandbox.api4("Contact", "get", {"select": ["id"], "where": [["first_name", "=", name]]},
-                        check_permissions=False)["values"]
+    rows = sandbox.api4(
+        "Contact", "get", {"select": ["id"], "where": [["first_name", "=", name]]}, check_permissions=False
+    )["values"]
     return [row["id"] for row in rows]
 
 
-@pytest.mark.parametrize(("mode", "status", "slug"), [
-    ("cut-answer", 502, "upstream-invalid-response"),
-    ("drop-answer", 504, "upstream-timeout"),
-])
-async def test_create_whose_answer_is_lost_runs_once(upstream: Any, mode: str, status: int,
-                                                     slug: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "status", "slug"),
+    [
+        ("cut-answer", 502, "upstream-invalid-response"),
+        ("drop-answer", 504, "upstream-timeout"),
+    ],
+)
+async def test_create_whose_answer_is_lost_runs_once(
+    upstream: Any, mode: str, status: int, slug: str
+) -> None:
     """The proxy forwards the create, CiviCRM runs it, and the answer never arrives: the
     gateway says so and does not send the create again."""
     proxy = ChaosProxy(upstream.server.port).start()
@@ -164,8 +181,9 @@ async def test_create_whose_answer_is_lost_runs_once(upstream: Any, mode: str, s
         settings = http_settings(proxy.url, **SETTINGS)
         name = f"Lost-{mode}"
         async with gateway_client(settings) as gw:
-            response = await gw.post("/v4/Contact/create",
-                                     json={"contact_type": "Individual", "first_name": name})
+            response = await gw.post(
+                "/v4/Contact/create", json={"contact_type": "Individual", "first_name": name}
+            )
             metrics = (await gw.get("/metrics")).text
     finally:
         proxy.stop()

@@ -61,8 +61,9 @@ def refusals(metrics: str) -> dict[str, float]:
 
 def test_pages_of_other_origins_are_refused(chromium, gateway_process):
     gw = gateway_process({"CIVI_GATEWAY_SANDBOX_DEMO": "0", "CIVI_GATEWAY_SANDBOX_DB": ":memory:"})
-    page = ThreadServer(Starlette(routes=[Route(
-        "/", lambda request: HTMLResponse(ATTACK.format(gw=gw.url)))])).start()
+    page = ThreadServer(
+        Starlette(routes=[Route("/", lambda request: HTMLResponse(ATTACK.format(gw=gw.url)))])
+    ).start()
     try:
         before = httpx.post(gw.url + "/v4/Contact/get", json={"select": ["id"]}).json()
         chromium.get(page.url + "/")
@@ -91,17 +92,27 @@ def test_dns_rebinding_and_foreign_origins_by_hand(gateway_process):
     with httpx.Client(base_url=gw.url) as client:
         ok = client.post("/v4/Contact/get", json={"limit": 1})
         assert ok.status_code == 200
-        for headers in ({"Host": "evil.example"}, {"Host": "evil.example:8000"},
-                        {"Origin": "http://evil.example"},
-                        {"Origin": "null"}, {"Sec-Fetch-Site": "cross-site"}):
+        for headers in (
+            {"Host": "evil.example"},
+            {"Host": "evil.example:8000"},
+            {"Origin": "http://evil.example"},
+            {"Origin": "null"},
+            {"Sec-Fetch-Site": "cross-site"},
+        ):
             response = client.post("/v4/Contact/get", json={"limit": 1}, headers=headers)
             assert response.status_code == 403, (headers, response.text)
             assert response.json()["type"] == "/problems/cross-origin-denied"
-        for content_type in ("text/plain", "application/x-www-form-urlencoded",
-                             "multipart/form-data; boundary=x", None):
-            response = client.post("/v4/Contact/create",
-                                   content=b'{"contact_type":"Individual","first_name":"X"}',
-                                   headers={"Content-Type": content_type} if content_type else {})
+        for content_type in (
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            None,
+        ):
+            response = client.post(
+                "/v4/Contact/create",
+                content=b'{"contact_type":"Individual","first_name":"X"}',
+                headers={"Content-Type": content_type} if content_type else {},
+            )
             assert response.status_code == 415, (content_type, response.text)
         gone = client.post("/v4/Contact/get", json={"where": [["first_name", "=", "X"]]})
         assert gone.json() == []

@@ -19,11 +19,11 @@ import pytest
 from gateway.consumers import hash_token
 from tests.conftest import ADMIN_KEY, gateway_client, http_settings
 
-READER = "cgw_redteam-reader-0123456789abcdef"   # v4 Contact.get + Email.get, read-only
-WRITER = "cgw_redteam-writer-0123456789abcdef"   # v4 Contact.* and Note.create
-NARROW = "cgw_redteam-narrow-0123456789abcdef"   # Contact.get of id and display_name only
-CAPPED = "cgw_redteam-capped-0123456789abcdef"   # Contact/Email get, 2 rows per get
-V3 = "cgw_redteam-v3only-0123456789abcdef"       # v3 Contact.get only
+READER = "cgw_redteam-reader-0123456789abcdef"  # v4 Contact.get + Email.get, read-only
+WRITER = "cgw_redteam-writer-0123456789abcdef"  # v4 Contact.* and Note.create
+NARROW = "cgw_redteam-narrow-0123456789abcdef"  # Contact.get of id and display_name only
+CAPPED = "cgw_redteam-capped-0123456789abcdef"  # Contact/Email get, 2 rows per get
+V3 = "cgw_redteam-v3only-0123456789abcdef"  # v3 Contact.get only
 
 
 @pytest.fixture
@@ -65,14 +65,23 @@ def secrets(upstream):
     sb = upstream.sandbox
     sb.api4("Contact", "update", {"where": [["id", "=", 2]], "values": {"api_key": ADMIN_KEY}})
     for n in range(5):
-        cid = sb.api4("Contact", "create", {"values": {
-            "contact_type": "Individual", "first_name": f"Person{n}", "last_name": "Red",
-            "api_key": f"otherkey-{n}-9f8e7d6c"}})["values"][0]["id"]
+        cid = sb.api4(
+            "Contact",
+            "create",
+            {
+                "values": {
+                    "contact_type": "Individual",
+                    "first_name": f"Person{n}",
+                    "last_name": "Red",
+                    "api_key": f"otherkey-{n}-9f8e7d6c",
+                }
+            },
+        )["values"][0]["id"]
         sb.api4("Email", "create", {"values": {"contact_id": cid, "email": f"p{n}@example.org"}})
-    hashes = [r["hash"] for r in sb.api4("Contact", "get", {"select": ["hash"]})["values"]
-              if r.get("hash")]
-    keys = [r["api_key"] for r in sb.api4("Contact", "get", {"select": ["api_key"]})["values"]
-            if r.get("api_key")]
+    hashes = [r["hash"] for r in sb.api4("Contact", "get", {"select": ["hash"]})["values"] if r.get("hash")]
+    keys = [
+        r["api_key"] for r in sb.api4("Contact", "get", {"select": ["api_key"]})["values"] if r.get("api_key")
+    ]
     assert ADMIN_KEY in keys and len(hashes) >= 5
     return {"keys": keys, "hashes": hashes}
 
@@ -85,14 +94,22 @@ async def gateway(upstream, clients_file) -> AsyncIterator[httpx.AsyncClient]:
 
 def leaked(text: str, secrets: dict) -> list[str]:
     low = text.lower()
-    return [s for s in [*secrets["keys"], *secrets["hashes"]]
-            if s.lower() in low or s.lower()[::-1] in low]
+    return [s for s in [*secrets["keys"], *secrets["hashes"]] if s.lower() in low or s.lower()[::-1] in low]
 
 
-async def attempt(gw: httpx.AsyncClient, token: str, path: str, body=None, *, secrets: dict,
-                  method: str = "POST", params=None) -> httpx.Response:
-    response = await gw.request(method, path, json=body, params=params,
-                                headers={"Authorization": f"Bearer {token}"})
+async def attempt(
+    gw: httpx.AsyncClient,
+    token: str,
+    path: str,
+    body=None,
+    *,
+    secrets: dict,
+    method: str = "POST",
+    params=None,
+) -> httpx.Response:
+    response = await gw.request(
+        method, path, json=body, params=params, headers={"Authorization": f"Bearer {token}"}
+    )
     assert response.status_code < 500, (path, body, response.text)
     assert not leaked(response.text, secrets), (path, body, response.text)
     return response
@@ -112,8 +129,11 @@ SHAPES = [
     {"select": ["id"], "having": {"0": ["api_key", "IS NOT NULL"]}},
     {"select": ["id"], "where": [["OR", {"0": ["id", "=", 1], "1": ["api_key", "LIKE", "a%"]}]]},
     {"select": ["id"], "where": [{"0": "api_key", "1": "LIKE", "2": "a%"}]},
-    {"select": ["id"], "join": {"0": ["Email AS e", "LEFT", ["e.contact_id", "=", "id"]]},
-     "where": [["api_key", "IS NOT NULL"]]},
+    {
+        "select": ["id"],
+        "join": {"0": ["Email AS e", "LEFT", ["e.contact_id", "=", "id"]]},
+        "where": [["api_key", "IS NOT NULL"]],
+    },
 ]
 
 # --- 2. SQL expressions ----------------------------------------------------------------------
@@ -129,19 +149,24 @@ EXPRESSIONS = [
     {"select": ["id"], "orderBy": {"UPPER(api_key)": "DESC"}},
     {"select": ["id", "IF(api_key = 'x', 1, 0) AS k"]},
     {"select": ["id"], "where": [["first_name", "=", "api_key", True]]},
-    {"select": ["UPPER(api_key) as u"]},                 # lower-case AS: not understood, refused
-    {"select": ["CONCAT('a\\', api_key, '') AS x"]},     # escape games
-    {"select": ["LENGTH(api_key) AS n"]},                 # not a CiviCRM function
+    {"select": ["UPPER(api_key) as u"]},  # lower-case AS: not understood, refused
+    {"select": ["CONCAT('a\\', api_key, '') AS x"]},  # escape games
+    {"select": ["LENGTH(api_key) AS n"]},  # not a CiviCRM function
 ]
 
 # --- 3. join conditions and bridges --------------------------------------------------------------
 JOINS = [
-    {"select": ["id"], "join": [["Contact AS c", "INNER", ["c.id", "=", "id"],
-                                 ["c.api_key", "IS NOT NULL"]]]},
+    {
+        "select": ["id"],
+        "join": [["Contact AS c", "INNER", ["c.id", "=", "id"], ["c.api_key", "IS NOT NULL"]]],
+    },
     {"select": ["id"], "join": [["Contact AS c", "INNER", ["c.api_key", "=", "first_name"]]]},
     {"select": ["id", "c.api_key"], "join": [["Contact AS c", "LEFT", ["c.id", "=", "id"]]]},
-    {"select": ["id"], "join": [["Email AS e", "LEFT", ["e.contact_id", "=", "id"]]],
-     "where": [["e.contact_id.api_key", "IS NOT NULL"]]},
+    {
+        "select": ["id"],
+        "join": [["Email AS e", "LEFT", ["e.contact_id", "=", "id"]]],
+        "where": [["e.contact_id.api_key", "IS NOT NULL"]],
+    },
     {"select": ["id", "email_primary.contact_id.hash"]},
 ]
 
@@ -159,8 +184,9 @@ async def test_reader_plain_reads_strip_credentials(upstream, clients_file, secr
             response = await attempt(gw, READER, "/v4/Contact/get", body, secrets=secrets)
             assert response.status_code == 200 and len(response.json()) >= 6
             assert all("hash" not in r and "api_key" not in r for r in response.json())
-        streamed = await attempt(gw, READER, "/v4/Contact/get", {}, secrets=secrets,
-                                 params={"format": "ndjson"})
+        streamed = await attempt(
+            gw, READER, "/v4/Contact/get", {}, secrets=secrets, params={"format": "ndjson"}
+        )
         assert streamed.status_code == 200 and "hash" not in streamed.text
 
 
@@ -169,14 +195,40 @@ async def test_chain_references_cannot_carry_credentials(upstream, clients_file,
     before = upstream.sandbox.api4("Note", "get", {})["values"]
     async with gateway(upstream, clients_file) as gw:
         for body in (
-            {"where": [["id", "=", 2]], "chain": {"n": ["Note", "create", {"values": {
-                "entity_id": "$id", "entity_table": "civicrm_contact", "note": "$hash"}}]}},
-            {"where": [["id", "=", 2]], "chain": {"n": ["Note", "create", {"values": {
-                "entity_id": "$id", "entity_table": "civicrm_contact", "note": "$api_key"}}]}},
-            {"where": [["id", "=", 2]], "chain": {"n": ["Contact", "get", {
-                "where": [["first_name", "=", "$api_key"]]}]}},
-            {"where": [["id", "=", 2]], "chain": {"n": ["Contact", "get", {
-                "where": [["first_name", "=", "$contact_id.hash"]]}]}},
+            {
+                "where": [["id", "=", 2]],
+                "chain": {
+                    "n": [
+                        "Note",
+                        "create",
+                        {"values": {"entity_id": "$id", "entity_table": "civicrm_contact", "note": "$hash"}},
+                    ]
+                },
+            },
+            {
+                "where": [["id", "=", 2]],
+                "chain": {
+                    "n": [
+                        "Note",
+                        "create",
+                        {
+                            "values": {
+                                "entity_id": "$id",
+                                "entity_table": "civicrm_contact",
+                                "note": "$api_key",
+                            }
+                        },
+                    ]
+                },
+            },
+            {
+                "where": [["id", "=", 2]],
+                "chain": {"n": ["Contact", "get", {"where": [["first_name", "=", "$api_key"]]}]},
+            },
+            {
+                "where": [["id", "=", 2]],
+                "chain": {"n": ["Contact", "get", {"where": [["first_name", "=", "$contact_id.hash"]]}]},
+            },
         ):
             refused(await attempt(gw, WRITER, "/v4/Contact/get", body, secrets=secrets))
     assert upstream.sandbox.api4("Note", "get", {})["values"] == before
@@ -191,14 +243,26 @@ async def test_writer_cannot_set_or_read_keys(upstream, clients_file, secrets):
             ("/v4/Contact/create", {"values": {"contact_type": "Individual", "api_key": "k-1234"}}),
             ("/v4/Contact/save", {"records": {"0": {"id": 3, "api_key": "mine-123"}}}),
             ("/v4/Contact/save", {"records": [{"id": 3}], "defaults": {"api_key": "mine-123"}}),
-            ("/v4/Contact/create", {"values": {"contact_type": "Individual"}, "chain": {
-                "k": ["Contact", "update", {"where": [["id", "=", "$id"]],
-                                            "values": {"API_KEY": "x"}}]}}),
+            (
+                "/v4/Contact/create",
+                {
+                    "values": {"contact_type": "Individual"},
+                    "chain": {
+                        "k": [
+                            "Contact",
+                            "update",
+                            {"where": [["id", "=", "$id"]], "values": {"API_KEY": "x"}},
+                        ]
+                    },
+                },
+            ),
             ("/v4/Contact/update", {"where": [["id", "=", 3]], "values": {"hash": "abc"}}),
         ):
             refused(await attempt(gw, WRITER, path, body, secrets=secrets))
-    keys = {r["id"]: r["api_key"] for r in upstream.sandbox.api4(
-        "Contact", "get", {"select": ["id", "api_key"]})["values"]}
+    keys = {
+        r["id"]: r["api_key"]
+        for r in upstream.sandbox.api4("Contact", "get", {"select": ["id", "api_key"]})["values"]
+    }
     assert keys[2] == ADMIN_KEY and "mine-123" not in keys.values()
 
 
@@ -206,16 +270,15 @@ async def test_writer_cannot_set_or_read_keys(upstream, clients_file, secrets):
 async def test_letter_case_does_not_slip_past_deny(upstream, clients_file, secrets):
     count = len(upstream.sandbox.api4("Contact", "get", {})["values"])
     async with gateway(upstream, clients_file) as gw:
-        for path in ("/v4/Contact/DELETE", "/v4/Contact/Delete", "/v4/contact/delete",
-                     "/v4/CONTACT/dElEtE"):
-            response = await attempt(gw, WRITER, path, {"where": [["id", ">", 0]]},
-                                     secrets=secrets)
+        for path in ("/v4/Contact/DELETE", "/v4/Contact/Delete", "/v4/contact/delete", "/v4/CONTACT/dElEtE"):
+            response = await attempt(gw, WRITER, path, {"where": [["id", ">", 0]]}, secrets=secrets)
             assert response.status_code == 403, response.text
         for path in ("/v4/Contact/getchecksum", "/v4/Contact/GETCHECKSUM"):
             response = await attempt(gw, WRITER, path, {"contactId": 2}, secrets=secrets)
             assert response.status_code == 403, response.text
-        reader_write = await attempt(gw, READER, "/v4/Contact/CREATE",
-                                     {"contact_type": "Individual"}, secrets=secrets)
+        reader_write = await attempt(
+            gw, READER, "/v4/Contact/CREATE", {"contact_type": "Individual"}, secrets=secrets
+        )
         assert reader_write.status_code == 403
     assert len(upstream.sandbox.api4("Contact", "get", {})["values"]) == count
 
@@ -237,11 +300,9 @@ async def test_v3_cannot_reach_credentials(upstream, clients_file, secrets):
         # Without "return" APIv3 also answers other entities' fields (address, email): a
         # narrowed client must name what it reads.
         refused(await attempt(gw, V3, "/v3/Contact/get", {}, secrets=secrets))
-        named = await attempt(gw, V3, "/v3/Contact/get", {"return": "display_name"},
-                              secrets=secrets)
+        named = await attempt(gw, V3, "/v3/Contact/get", {"return": "display_name"}, secrets=secrets)
         assert named.status_code == 200 and len(named.json()) >= 6
-        assert all(set(r) <= {"id", "contact_id", "display_name", "contact_is_deleted"}
-                   for r in named.json())
+        assert all(set(r) <= {"id", "contact_id", "display_name", "contact_is_deleted"} for r in named.json())
 
 
 # --- 7. APIv3 chaining spellings ----------------------------------------------------------------
@@ -249,9 +310,9 @@ async def test_v3_chains_in_every_spelling_are_checked(upstream, clients_file, s
     emails = len(upstream.sandbox.api4("Email", "get", {})["values"])
     async with gateway(upstream, clients_file) as gw:
         for key in ("api.Email.create", "api_Email_create", "api.email.create", "api_email_Create"):
-            response = await attempt(gw, V3, "/v3/Contact/get",
-                                     {"id": 2, key: {"email": "evil@example.org"}},
-                                     secrets=secrets)
+            response = await attempt(
+                gw, V3, "/v3/Contact/get", {"id": 2, key: {"email": "evil@example.org"}}, secrets=secrets
+            )
             assert response.status_code == 403, (key, response.text)
     assert len(upstream.sandbox.api4("Email", "get", {})["values"]) == emails
 
@@ -259,13 +320,27 @@ async def test_v3_chains_in_every_spelling_are_checked(upstream, clients_file, s
 # --- 8. limits ----------------------------------------------------------------------------------
 async def test_limits_hold_through_chains_and_bad_numbers(upstream, clients_file, secrets):
     async with gateway(upstream, clients_file) as gw:
-        for body in ({"limit": -1}, {"offset": -3, "limit": 1}, {"limit": "abc"},
-                     {"limit": 3}, {"limit": 2, "chain": {"e": ["Email", "get", {"limit": 3}]}},
-                     {"limit": 2, "chain": {"c": ["Contact", "get", {"limit": 2, "chain": {
-                         "e": ["Email", "get", {"limit": 2}]}}]}}):
+        for body in (
+            {"limit": -1},
+            {"offset": -3, "limit": 1},
+            {"limit": "abc"},
+            {"limit": 3},
+            {"limit": 2, "chain": {"e": ["Email", "get", {"limit": 3}]}},
+            {
+                "limit": 2,
+                "chain": {
+                    "c": ["Contact", "get", {"limit": 2, "chain": {"e": ["Email", "get", {"limit": 2}]}}]
+                },
+            },
+        ):
             refused(await attempt(gw, CAPPED, "/v4/Contact/get", body, secrets=secrets))
-        capped = await attempt(gw, CAPPED, "/v4/Contact/get", {"select": ["id"], "chain": {
-            "all": ["Contact", "get", {"select": ["id"]}]}}, secrets=secrets)
+        capped = await attempt(
+            gw,
+            CAPPED,
+            "/v4/Contact/get",
+            {"select": ["id"], "chain": {"all": ["Contact", "get", {"select": ["id"]}]}},
+            secrets=secrets,
+        )
         assert capped.status_code == 200
         assert len(capped.json()) == 2 and all(len(r["all"]) == 2 for r in capped.json())
 
@@ -276,40 +351,71 @@ async def test_narrow_client_sees_only_its_fields(upstream, clients_file, secret
         everything = await attempt(gw, NARROW, "/v4/Contact/get", {}, secrets=secrets)
         assert everything.status_code == 200
         assert {k for r in everything.json() for k in r} == {"id", "display_name"}
-        for body in ({"select": ["first_name"]}, {"where": [["last_name", "=", "Red"]]},
-                     {"select": ["UPPER(first_name) AS f"]}, {"orderBy": {"first_name": "ASC"}},
-                     {"select": ["id", "email_primary.email"]}, {"select": ["email_primary.*"]},
-                     {"select": ["display_name"], "groupBy": ["contact_type"]},
-                     {"last_name": "Red"}):
+        for body in (
+            {"select": ["first_name"]},
+            {"where": [["last_name", "=", "Red"]]},
+            {"select": ["UPPER(first_name) AS f"]},
+            {"orderBy": {"first_name": "ASC"}},
+            {"select": ["id", "email_primary.email"]},
+            {"select": ["email_primary.*"]},
+            {"select": ["display_name"], "groupBy": ["contact_type"]},
+            {"last_name": "Red"},
+        ):
             refused(await attempt(gw, NARROW, "/v4/Contact/get", body, secrets=secrets))
 
 
 # --- 10. input that used to cause 500s ------------------------------------------------------------
 async def test_odd_shapes_are_4xx_not_500(upstream, clients_file, secrets):
     async with gateway(upstream, clients_file) as gw:
-        for params, body in (({"format": "ndjson"}, {"select": "id"}),
-                             ({"format": "csv"}, {"where": "id = 1"}),
-                             ({"format": "ndjson"}, {"where": ["id", "=", 2]}),
-                             ({}, {"select": [["id"]]}), ({}, {"orderBy": ["id"]}),
-                             ({}, {"join": "Email"}), ({}, {"chain": ["x"]})):
-            refused(await attempt(gw, READER, "/v4/Contact/get", body, params=params,
-                                  secrets=secrets))
-        for body in ({"options": "limit=5"}, {"options": {"limit": -1}},
-                     {"options": {"or": [["id"]]}}, {"return": {"a": {"b": 1}}}):
+        for params, body in (
+            ({"format": "ndjson"}, {"select": "id"}),
+            ({"format": "csv"}, {"where": "id = 1"}),
+            ({"format": "ndjson"}, {"where": ["id", "=", 2]}),
+            ({}, {"select": [["id"]]}),
+            ({}, {"orderBy": ["id"]}),
+            ({}, {"join": "Email"}),
+            ({}, {"chain": ["x"]}),
+        ):
+            refused(await attempt(gw, READER, "/v4/Contact/get", body, params=params, secrets=secrets))
+        for body in (
+            {"options": "limit=5"},
+            {"options": {"limit": -1}},
+            {"options": {"or": [["id"]]}},
+            {"return": {"a": {"b": 1}}},
+        ):
             refused(await attempt(gw, V3, "/v3/Contact/get", body, secrets=secrets))
 
 
 # --- 11. CSV formulas -------------------------------------------------------------------------
 async def test_csv_cells_cannot_be_formulas(upstream, clients_file, secrets):
-    upstream.sandbox.api4("Contact", "create", {"values": {
-        "contact_type": "Individual", "first_name": '=HYPERLINK("http://evil.example","x")',
-        "last_name": "+1-2", "job_title": "@SUM(A1)"}})
+    upstream.sandbox.api4(
+        "Contact",
+        "create",
+        {
+            "values": {
+                "contact_type": "Individual",
+                "first_name": '=HYPERLINK("http://evil.example","x")',
+                "last_name": "+1-2",
+                "job_title": "@SUM(A1)",
+            }
+        },
+    )
     async with gateway(upstream, clients_file) as gw:
-        response = await attempt(gw, READER, "/v4/Contact/get",
-                                 {"select": ["first_name", "last_name", "job_title", "id"],
-                                  "where": [["first_name", "LIKE", "=HYPER%"]]},
-                                 params={"format": "csv"}, secrets=secrets)
+        response = await attempt(
+            gw,
+            READER,
+            "/v4/Contact/get",
+            {
+                "select": ["first_name", "last_name", "job_title", "id"],
+                "where": [["first_name", "LIKE", "=HYPER%"]],
+            },
+            params={"format": "csv"},
+            secrets=secrets,
+        )
     [row] = list(csv.DictReader(io.StringIO(response.text)))
     assert [row["first_name"], row["last_name"], row["job_title"]] == [
-        "'=HYPERLINK(\"http://evil.example\",\"x\")", "'+1-2", "'@SUM(A1)"]
+        '\'=HYPERLINK("http://evil.example","x")',
+        "'+1-2",
+        "'@SUM(A1)",
+    ]
     assert row["id"].isdigit()  # numbers stay numbers

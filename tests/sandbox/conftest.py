@@ -17,6 +17,9 @@ def sb() -> Iterator[Sandbox]:
 
 @pytest.fixture
 def ada(sb: Sandbox) -> int:
-    env = sb.api4("Contact", "create", {"values": {
-        "contact_type": "Individual", "first_name": "Ada", "last_name": "Lovelace"}})
+    env = sb.api4(
+        "Contact",
+        "create",
+        {"values": {"contact_type": "Individual", "first_name": "Ada", "last_name": "Lovelace"}},
+    )
     return env["values"][0]["id"]

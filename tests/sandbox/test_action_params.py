@@ -12,14 +12,23 @@ from gateway.sandbox import meta
 from gateway.sandbox.engine import Sandbox, validate_params
 from gateway.sandbox.errors import CiviError
 
-REAL = json.loads((Path(__file__).parent.parent / "fixtures" / "samples" /
-                   "getactions-params.json").read_text())
+REAL = json.loads(
+    (Path(__file__).parent.parent / "fixtures" / "samples" / "getactions-params.json").read_text()
+)
 # Actions of the real site the sandbox does not serve (said so in docs/sandbox.md)
-NOT_EMULATED = {("Activity", "autocomplete"), ("Email", "autocomplete"),
-                ("Entity", "autocomplete"), ("Entity", "checkAccess"), ("Entity", "getLinks"),
-                ("OptionValue", "autocomplete"), ("OptionValue", "export"),
-                ("OptionValue", "revert"), ("Setting", "checkAccess"), ("Setting", "getLinks"),
-                ("Setting", "revert")}
+NOT_EMULATED = {
+    ("Activity", "autocomplete"),
+    ("Email", "autocomplete"),
+    ("Entity", "autocomplete"),
+    ("Entity", "checkAccess"),
+    ("Entity", "getLinks"),
+    ("OptionValue", "autocomplete"),
+    ("OptionValue", "export"),
+    ("OptionValue", "revert"),
+    ("Setting", "checkAccess"),
+    ("Setting", "getLinks"),
+    ("Setting", "revert"),
+}
 CASES = [(e, a) for e, actions in REAL.items() for a in actions if (e, a) not in NOT_EMULATED]
 
 
@@ -46,12 +55,24 @@ def test_every_real_param_is_accepted_and_no_other(entity: str, action: str) -> 
 
 
 def test_update_and_delete_take_order_limit_and_offset(sb: Sandbox) -> None:
-    ids = [sb.api4("Contact", "create", {"values": {"contact_type": "Individual",
-                                                    "first_name": f"P{i}"}})["values"][0]["id"]
-           for i in range(3)]
-    out = sb.api4("Contact", "update", {"where": [["id", "IN", ids]], "values": {
-        "nick_name": "first"}, "orderBy": {"id": "DESC"}, "limit": 1})["values"]
+    ids = [
+        sb.api4("Contact", "create", {"values": {"contact_type": "Individual", "first_name": f"P{i}"}})[
+            "values"
+        ][0]["id"]
+        for i in range(3)
+    ]
+    out = sb.api4(
+        "Contact",
+        "update",
+        {
+            "where": [["id", "IN", ids]],
+            "values": {"nick_name": "first"},
+            "orderBy": {"id": "DESC"},
+            "limit": 1,
+        },
+    )["values"]
     assert [r["id"] for r in out] == [ids[-1]]
-    out = sb.api4("Contact", "delete", {"where": [["id", "IN", ids]], "limit": 1,
-                                        "offset": 1, "orderBy": {"id": "ASC"}})["values"]
+    out = sb.api4(
+        "Contact", "delete", {"where": [["id", "IN", ids]], "limit": 1, "offset": 1, "orderBy": {"id": "ASC"}}
+    )["values"]
     assert out == [{"id": ids[1]}]

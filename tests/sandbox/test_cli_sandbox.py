@@ -24,14 +24,29 @@ def test_startup_line_lists_the_emulated_entities() -> None:
     port = _free_port()
     key = "k" * 32
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "sandbox", "--host", "127.0.0.1", "--port",
-         str(port), "--demo", "0", "--api-key", key],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=dict(os.environ))
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "sandbox",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--demo",
+            "0",
+            "--api-key",
+            key,
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=dict(os.environ),
+    )
     try:
         assert proc.stderr is not None
         line = proc.stderr.readline()
-        match = re.match(r"Sandbox CiviCRM at http://127\.0\.0\.1:\d+ emulating (.*) \(admin",
-                         line)
+        match = re.match(r"Sandbox CiviCRM at http://127\.0\.0\.1:\d+ emulating (.*) \(admin", line)
         assert match, line
         listed = match.group(1).split(", ")
         assert listed == emulated_entities()
@@ -39,10 +54,12 @@ def test_startup_line_lists_the_emulated_entities() -> None:
         served = None
         for _ in range(400):  # until uvicorn listens (or the process dies)
             try:
-                r = httpx.post(f"http://127.0.0.1:{port}/civicrm/ajax/api4/Entity/get",
-                               data={"params": '{"select":["name"]}'},
-                               headers={"X-Civi-Auth": f"Bearer {key}",
-                                        "X-Requested-With": "XMLHttpRequest"}, timeout=5)
+                r = httpx.post(
+                    f"http://127.0.0.1:{port}/civicrm/ajax/api4/Entity/get",
+                    data={"params": '{"select":["name"]}'},
+                    headers={"X-Civi-Auth": f"Bearer {key}", "X-Requested-With": "XMLHttpRequest"},
+                    timeout=5,
+                )
             except httpx.TransportError:
                 try:
                     proc.wait(timeout=0.05)

@@ -39,7 +39,7 @@ class Sample:
 def _parse_curl(line: str, sample: Sample) -> None:
     # The capture printed curl's argv unquoted; header values and data hold spaces, so split on
     # the option flags rather than on whitespace.
-    rest = line[len("$ curl "):]
+    rest = line[len("$ curl ") :]
     parts = re.split(r"\s(?=-[XHGd]\s|--data-urlencode\s|-d\s|http://)|\s(?=-G$)", " " + rest)
     for part in (p.strip() for p in parts if p.strip()):
         if part == "-G":
@@ -49,17 +49,17 @@ def _parse_curl(line: str, sample: Sample) -> None:
         elif part.startswith("-G "):
             sample.method = "GET"
             part = part[3:].strip()
-            sample.path = part[len(BASE):]
+            sample.path = part[len(BASE) :]
         elif part.startswith("-H "):
             name, _, value = part[3:].partition(":")
             sample.headers[name.strip()] = value.strip()
         elif part.startswith("--data-urlencode "):
-            name, _, value = part[len("--data-urlencode "):].partition("=")
+            name, _, value = part[len("--data-urlencode ") :].partition("=")
             sample.data.append((name, value))
         elif part.startswith("-d"):
             pass  # "-d " with nothing: an empty body
         elif part.startswith("http://"):
-            sample.path = part[len(BASE):]
+            sample.path = part[len(BASE) :]
 
 
 def parse(path: Path) -> list[Sample]:
@@ -76,8 +76,7 @@ def parse(path: Path) -> list[Sample]:
             else:
                 sample.path = "/civicrm/ajax/rest"
                 sample.data = [("entity", entity), ("action", action), ("json", params)]
-            sample.headers = {"X-Civi-Auth": "Bearer <API_KEY>",
-                              "X-Requested-With": "XMLHttpRequest"}
+            sample.headers = {"X-Civi-Auth": "Bearer <API_KEY>", "X-Requested-With": "XMLHttpRequest"}
         i = 1
         while i < len(lines) and not lines[i].startswith("HTTP/"):
             if lines[i].startswith("$ curl "):
@@ -113,8 +112,17 @@ def _same_shape(real: Any, ours: Any, where: str) -> None:
                 assert _masked(ours[key]) == _masked(value), f"{where}: error text differs"
             elif key in ("values", "people", "bad") or isinstance(value, dict | list):
                 _same_shape(value, ours[key], f"{where}.{key}")
-            elif key in ("count", "countFetched", "countMatched", "is_error", "error_code",
-                         "status", "version", "entity", "action"):
+            elif key in (
+                "count",
+                "countFetched",
+                "countMatched",
+                "is_error",
+                "error_code",
+                "status",
+                "version",
+                "entity",
+                "action",
+            ):
                 assert type(ours[key]) is type(value), f"{where}.{key}: type differs"
     elif isinstance(real, list):
         assert isinstance(ours, list), f"{where}: expected a list"
@@ -164,8 +172,17 @@ def replayed() -> dict[str, tuple[Sample, httpx.Response]]:
                 if sample.title.startswith("16."):
                     # The capture created two more contacts (5, 6) off the record before this.
                     for first, last in (("Grace", "Hopper"), ("Alan", "Turing")):
-                        sandbox.api4("Contact", "create", {"values": {
-                            "contact_type": "Individual", "first_name": first, "last_name": last}})
+                        sandbox.api4(
+                            "Contact",
+                            "create",
+                            {
+                                "values": {
+                                    "contact_type": "Individual",
+                                    "first_name": first,
+                                    "last_name": last,
+                                }
+                            },
+                        )
                 if sample.title.startswith("22.") and "<STAFF_API_KEY>" not in keys:
                     # ... and its staff user just before using it.
                     staff = sandbox.ensure_staff()
@@ -176,8 +193,9 @@ def replayed() -> dict[str, tuple[Sample, httpx.Response]]:
                 if sample.method == "GET":
                     response = await client.get(sample.path, params=data, headers=headers)
                 else:
-                    response = await client.post(sample.path, data=dict(data) if data else None,
-                                                 headers=headers)
+                    response = await client.post(
+                        sample.path, data=dict(data) if data else None, headers=headers
+                    )
                 results[f"{name}: {sample.title}"] = (sample, response)
 
     import anyio
@@ -188,19 +206,17 @@ def replayed() -> dict[str, tuple[Sample, httpx.Response]]:
 
 
 @pytest.mark.parametrize("key", [f"{n}: {s.title}" for n, s in ALL])
-def test_sandbox_answers_like_civicrm(replayed: dict[str, tuple[Sample, httpx.Response]],
-                                      key: str) -> None:
+def test_sandbox_answers_like_civicrm(replayed: dict[str, tuple[Sample, httpx.Response]], key: str) -> None:
     sample, response = replayed[key]
     assert response.status_code == sample.status, response.text[:500]
-    assert response.headers["content-type"].split(";")[0].lower() == \
-        sample.content_type.split(";")[0].lower()
+    assert response.headers["content-type"].split(";")[0].lower() == sample.content_type.split(";")[0].lower()
     if sample.content_type.startswith("application/json"):
         try:
             real = json.loads(sample.body)
         except json.JSONDecodeError:
             # The capture cut this body short: compare the keys of its first record, in order.
             shown = _keys_in_order(sample.body)[:28]
-            assert _keys_in_order(response.text)[:len(shown)] == shown
+            assert _keys_in_order(response.text)[: len(shown)] == shown
             return
         ours = response.json()
         _same_shape(real, ours, "body")
@@ -216,16 +232,19 @@ def test_sandbox_answers_like_civicrm(replayed: dict[str, tuple[Sample, httpx.Re
 def test_capture_order_is_needed_for_ids() -> None:
     """The parser kept the capture's order (ids in later samples depend on it)."""
     titles = [s.title for _, s in ALL]
-    assert titles.index(next(t for t in titles if t.startswith("1."))) < \
-        titles.index(next(t for t in titles if t.startswith("18.")))
+    assert titles.index(next(t for t in titles if t.startswith("1."))) < titles.index(
+        next(t for t in titles if t.startswith("18."))
+    )
 
 
 def test_curl_parsing_of_headers_and_data() -> None:
     sample = Sample("x")
-    _parse_curl("$ curl -X POST -H X-Civi-Auth: Bearer <API_KEY> -H X-Requested-With: "
-                'XMLHttpRequest http://127.0.0.1:8080/civicrm/ajax/api4/Contact/get '
-                '--data-urlencode params={"limit":1} --data-urlencode index="id"', sample)
+    _parse_curl(
+        "$ curl -X POST -H X-Civi-Auth: Bearer <API_KEY> -H X-Requested-With: "
+        "XMLHttpRequest http://127.0.0.1:8080/civicrm/ajax/api4/Contact/get "
+        '--data-urlencode params={"limit":1} --data-urlencode index="id"',
+        sample,
+    )
     assert sample.method == "POST" and sample.path == "/civicrm/ajax/api4/Contact/get"
-    assert sample.headers == {"X-Civi-Auth": "Bearer <API_KEY>",
-                              "X-Requested-With": "XMLHttpRequest"}
+    assert sample.headers == {"X-Civi-Auth": "Bearer <API_KEY>", "X-Requested-With": "XMLHttpRequest"}
     assert sample.data == [("params", '{"limit":1}'), ("index", '"id"')]

@@ -81,8 +81,17 @@ def _same_shape(real: Any, ours: Any, where: str) -> None:
                 assert _masked(ours[key]) == _masked(value), f"{where}: error text differs"
             elif isinstance(value, dict | list):
                 _same_shape(value, ours[key], f"{where}.{key}")
-            elif key in ("count", "countFetched", "is_error", "error_code", "status",
-                         "version", "entity", "action", "fields"):
+            elif key in (
+                "count",
+                "countFetched",
+                "is_error",
+                "error_code",
+                "status",
+                "version",
+                "entity",
+                "action",
+                "fields",
+            ):
                 assert type(ours[key]) is type(value), f"{where}.{key}: type differs"
                 if key in ("entity", "action", "is_error", "error_code", "status"):
                     assert ours[key] == value, f"{where}.{key}: {ours[key]!r} != {value!r}"
@@ -117,8 +126,7 @@ def replayed() -> dict[str, tuple[Sample, httpx.Response]]:
         async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
             for sample in SAMPLES:
                 key = staff["api_key"] if "as staff" in sample.title else sandbox.admin_api_key
-                headers = {"X-Civi-Auth": f"Bearer {key}",
-                           "X-Requested-With": "XMLHttpRequest"}
+                headers = {"X-Civi-Auth": f"Bearer {key}", "X-Requested-With": "XMLHttpRequest"}
                 if key != sandbox.admin_api_key:
                     # the capture's staff user could log in with its key; ours needs the
                     # site key for AuthX's guard
@@ -133,14 +141,15 @@ def replayed() -> dict[str, tuple[Sample, httpx.Response]]:
     return results
 
 
-@pytest.mark.parametrize("number", [s.number for s in SAMPLES],
-                         ids=[f"{s.number}-{s.title}" for s in SAMPLES])
-def test_sandbox_answers_like_civicrm(replayed: dict[str, tuple[Sample, httpx.Response]],
-                                      number: str) -> None:
+@pytest.mark.parametrize(
+    "number", [s.number for s in SAMPLES], ids=[f"{s.number}-{s.title}" for s in SAMPLES]
+)
+def test_sandbox_answers_like_civicrm(
+    replayed: dict[str, tuple[Sample, httpx.Response]], number: str
+) -> None:
     sample, response = replayed[number]
     assert response.status_code == sample.status, response.text[:800]
-    assert response.headers["content-type"].split(";")[0].lower() == \
-        sample.content_type.split(";")[0].lower()
+    assert response.headers["content-type"].split(";")[0].lower() == sample.content_type.split(";")[0].lower()
     if not sample.content_type.startswith("application/json"):
         assert response.text.strip() == sample.body
         return
@@ -158,8 +167,7 @@ def test_sandbox_answers_like_civicrm(replayed: dict[str, tuple[Sample, httpx.Re
                 assert ours["values"] == real["values"]
 
 
-def test_function_results_match_the_capture(
-        replayed: dict[str, tuple[Sample, httpx.Response]]) -> None:
+def test_function_results_match_the_capture(replayed: dict[str, tuple[Sample, httpx.Response]]) -> None:
     """Where the capture's data are re-created exactly (Grace Hopper), values are equal too."""
     for number in ("2", "5", "6", "11", "12", "13", "17", "45", "47"):
         sample, response = replayed[number]

@@ -6,7 +6,8 @@ import sys
 from gateway.sandbox.engine import Sandbox
 
 sandbox = Sandbox(f"{sys.argv[1]}/civicrm.sandbox.sqlite")
-staff = sandbox.api4("Contact", "create", {"values": {
-    "contact_type": "Individual", "first_name": "Sam", "last_name": "Staff"}})["values"][0]
+staff = sandbox.api4(
+    "Contact", "create", {"values": {"contact_type": "Individual", "first_name": "Sam", "last_name": "Staff"}}
+)["values"][0]
 sandbox.add_user("staff", "pw", staff["id"], ["access CiviCRM"])
 sandbox.close()
