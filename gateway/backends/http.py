@@ -89,7 +89,7 @@ class HttpBackend(Backend):
         elif s.http_auth == "basic":
             password = s.http_password.get_secret_value() if s.http_password else ""
             headers["Authorization"] = _basic(s.http_username or "", password)
-        else:  # legacy key + api_key form fields (APIv3 extern/rest.php style)
+        else:  # legacy key + api_key form fields (extern/rest.php style; APIv3 and APIv4)
             legacy = {"api_key": key}
         if s.http_site_key is not None:
             site_key = s.http_site_key.get_secret_value()
@@ -163,7 +163,8 @@ class HttpBackend(Backend):
         headers, fields = self._identity_auth(identity)
         if version == 4:
             path = f"civicrm/ajax/api4/{entity}/{action}"
-            data = {"params": _dumps(params)}
+            # AuthX reads legacy key + api_key on civicrm/ajax/api4 too (LegacyRestAuthenticator).
+            data = {"params": _dumps(params), **self._legacy_fields, **fields}
         else:
             path = self.settings.http_v3_path
             data = {

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import hashlib
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import pytest
 from starlette.applications import Starlette
@@ -335,9 +336,10 @@ async def test_auth_styles_and_params_in_body(auth, extra):
         assert req["headers"]["x-civi-auth"] == f"Bearer {ADMIN_KEY}"
     elif auth == "bearer":
         assert req["headers"]["authorization"] == f"Bearer {ADMIN_KEY}"
-    else:  # legacy: key and api_key are APIv3 form fields; an APIv4 call carries the site key
-        assert req["headers"]["x-civi-key"] == SITE_KEY
-        assert "api_key" not in req["body"] and "authorization" not in req["headers"]
+    else:  # legacy: key and api_key form fields, which AuthX reads on civicrm/ajax/api4 too
+        form = dict(parse_qsl(req["body"]))
+        assert form["api_key"] == ADMIN_KEY and form["key"] == SITE_KEY
+        assert "authorization" not in req["headers"] and "x-civi-auth" not in req["headers"]
 
 
 async def test_basic_auth_against_sandbox(upstream):
@@ -352,6 +354,24 @@ async def test_basic_auth_against_sandbox(upstream):
     async with gateway_client(settings) as gw:
         response = await gw.post("/v4/Contact/get", json={"select": ["id"], "where": [["id", "=", 2]]})
         assert response.status_code == 200 and response.json() == [{"id": 2}]
+
+
+async def test_legacy_auth_against_sandbox_v4(upstream):
+    """An APIv4 call authenticates with the legacy fields: without them it would run as an
+    anonymous visitor, who may not read contacts."""
+    settings = http_settings(upstream.url, http_auth="legacy", http_site_key=SITE_KEY)
+    async with gateway_client(settings) as gw:
+        response = await gw.post("/v4/Contact/get", json={"select": ["id"], "where": [["id", "=", 2]]})
+        assert response.status_code == 200 and response.json() == [{"id": 2}]
+    bad = http_settings(
+        upstream.url,
+        http_auth="legacy",
+        http_site_key=SITE_KEY,
+        http_api_key="wrong-key-1",
+        validate_calls=False,
+    )
+    async with gateway_client(bad) as gw:
+        assert_problem(await gw.post("/v4/Contact/get", json={}), 502, "gateway-misconfigured")
 
 
 async def test_legacy_auth_against_sandbox_v3(upstream):
