@@ -76,16 +76,23 @@ def check_target(request: Request) -> None:
         raise invalid_request("Encoded '/' or '\\' in the path: entity and action names cannot contain them.")
 
 
+def is_proxied(request: Request) -> bool:
+    """The request names an original client (Forwarded, X-Forwarded-For, X-Real-IP): a
+    loopback peer is then a reverse proxy speaking for someone else."""
+    headers = request.headers
+    return any(name in headers for name in ("forwarded", "x-forwarded-for", "x-real-ip"))
+
+
 async def authenticate(request: Request) -> Client:
     """The calling client; done before the body is read (the request target is checked
     first, so a malformed target is refused whoever sends it). The request counts against the
     client's rate from here on, whether it is later refused or not."""
     check_target(request)
     peer = request.client.host if request.client else None
-    headers = request.headers
-    proxied = any(name in headers for name in ("forwarded", "x-forwarded-for", "x-real-ip"))
     found = services(request)
-    client = found.authenticator.authenticate(headers.get("authorization"), peer, proxied=proxied)
+    client = found.authenticator.authenticate(
+        request.headers.get("authorization"), peer, proxied=is_proxied(request)
+    )
     request.state.client = client.name
     await found.limiter.charge(client, 1)
     return client

@@ -67,17 +67,12 @@ class AuditRecord:
         return data
 
 
-def writes(call: Call) -> bool:
-    """Whether any call in the tree (chains included) changes data."""
-    return any(not is_read_action(sub.version, sub.action) for sub, _ in call.walk())
-
-
 def audited(version: int, action: str, call: Call | None, status: int) -> bool:
     """Whether this call gets a record: it writes, or it was refused."""
     if status in DENIED_STATUSES:
         return True
     if call is not None:
-        return writes(call)
+        return not call.reads_only  # chains included
     return not is_read_action(version, action)
 
 

@@ -20,7 +20,7 @@ from ..audit.store import parse_time, search
 from ..consumers import Client
 from ..errors import GatewayError, invalid_request
 from ..openapi.paths import problem_schema
-from ..pipeline import authenticate
+from ..pipeline import authenticate, is_proxied
 from ..policy import denied
 from ..responses import JSONResponse
 from ..services import services
@@ -28,7 +28,6 @@ from ..settings import is_loopback
 
 MAX_LIMIT = 1000
 _MAX_INT = 2**63 - 1  # SQLite's largest integer
-_PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
 
 RECORD_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -108,7 +107,7 @@ def _scope(request: Request, client: Client) -> str:
     """``own`` or ``all``; a refusal otherwise."""
     if not services(request).authenticator.enabled:
         peer = request.client.host if request.client else None
-        if peer is not None and is_loopback(peer) and not any(h in request.headers for h in _PROXY_HEADERS):
+        if peer is not None and is_loopback(peer) and not is_proxied(request):
             return "all"
         raise denied(
             "Without client tokens only the operator on this host (a loopback caller, "
