@@ -39,6 +39,8 @@ CREDENTIAL_NAMES = frozenset(
         "sessionid",
         "hashed_password",
         "credential",
+        # settings whose value holds a secret inside it (the SMTP password)
+        "mailing_backend",
     }
 )
 _PATTERN = re.compile(r"(^|_)(password|passwd|secret|token|credentials?|session_id)(_|$)|_key$|^key$")

@@ -140,8 +140,12 @@ async def prepare_call(
     entity: str,
     action: str,
     params: dict[str, Any],
+    *,
+    reads_only: bool = False,
 ) -> Call:
-    """Names, params normalisation, parsing, validation and access policy: the one way in."""
+    """Names, params normalisation, parsing, validation and access policy: the one way in.
+    ``reads_only``: the call came as a GET, which any web page can make a browser send, so
+    nothing in its call tree may write (405 before anything else is checked)."""
     check_names(entity, action)
     if version == 4:
         params = normalize_v4(action, params)
@@ -152,6 +156,12 @@ async def prepare_call(
     checking = validating or not policy.trusted
     schema = state.schemas.for_identity(client.identity) if checking else None
     call = parse(version, entity, action, params)
+    if reads_only and not call.reads_only:
+        raise GatewayError(
+            "method-not-allowed",
+            f"{call.label} chains a call that changes data: send it with POST.",
+            headers={"Allow": "POST"},
+        )
     canonical: dict[str, str] = {}
     if schema is not None:
         call = await _canonical_names(call, schema)

@@ -77,14 +77,9 @@ async def _answer_call(request: Request, version: int, entity: str, action: str)
         fmt = _format(request)
         params = await params_from_body(request)
     found = services(request)
-    call = await prepare_call(found, client, version, entity, action, params)
-    if request.method == "GET" and not call.reads_only:
-        # A GET can come from any page's <img> or link: nothing in its call tree may write.
-        raise GatewayError(
-            "method-not-allowed",
-            f"{call.label} chains a call that changes data: send it with POST.",
-            headers={"Allow": "POST"},
-        )
+    call = await prepare_call(
+        found, client, version, entity, action, params, reads_only=request.method == "GET"
+    )
     note_call(request, call)
     # A write (or a read chaining one) runs at most once per Idempotency-Key, claimed only
     # once the call passed its checks.
