@@ -769,6 +769,12 @@ _V3_GETLIST = {
     "description_field": "names",
     "extra": "names",
 }
+# Params of APIv3 actions that are not filters, by kind.
+_V3_ACTION_PARAMS = {
+    "getlist": _V3_GETLIST,
+    "getoptions": {"field": "field", "context": "string"},
+    "getfields": {"api_action": "string", "action": "string"},
+}
 
 
 def _parse_v3(entity: str, action: str, raw: Mapping[str, Any], depth: int) -> Call:
@@ -795,8 +801,8 @@ def _parse_v3(entity: str, action: str, raw: Mapping[str, Any], depth: int) -> C
             v3_options = _v3_options(value)
         elif key in _V3_LEGACY_OPTIONS:
             legacy.update(_v3_options({_V3_LEGACY_OPTIONS[key]: value}))
-        elif action == "getlist" and key in _V3_GETLIST:
-            _v3_getlist_param(key, value, options, field_params)
+        elif key in _V3_ACTION_PARAMS.get(action, {}):
+            _v3_action_param(key, _V3_ACTION_PARAMS[action][key], value, options, field_params)
         elif key == "return":
             returns = [*(returns or []), *_v3_return(value)]
         elif key.startswith("return."):
@@ -833,8 +839,9 @@ def _parse_v3(entity: str, action: str, raw: Mapping[str, Any], depth: int) -> C
     )
 
 
-def _v3_getlist_param(key: str, value: Any, options: dict[str, Any], field_params: dict[str, str]) -> None:
-    kind = _V3_GETLIST[key]
+def _v3_action_param(
+    key: str, kind: str, value: Any, options: dict[str, Any], field_params: dict[str, str]
+) -> None:
     if kind == "field":
         if not isinstance(value, str) or not _V3_FILTER_KEY.fullmatch(value):
             raise bad_param(key, "must be a field name.")

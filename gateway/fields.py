@@ -54,6 +54,14 @@ V3_LOCATION_FIELDS = {
     "worldregion": ("Address", "country_id"),
     "worldregion_id": ("Address", "country_id"),
 }
+# The APIv3 action whose fields another action's params name.
+V3_FIELDS_OF = {
+    "getsingle": "get",
+    "getcount": "get",
+    "getvalue": "get",
+    "getlist": "get",
+    "getoptions": "get",
+}
 # Actions that answer metadata about the entity, not its records.
 META_ACTIONS = frozenset({"getfields", "getactions", "getlinks"})
 
@@ -188,6 +196,13 @@ async def _resolve(
     if call.version == 3 and call.entity == "Contact" and bare.lower() in V3_LOCATION_FIELDS:
         location_entity, name = V3_LOCATION_FIELDS[bare.lower()]
         return [FieldRef(location_entity, name, use, path, call, via=location_entity)]
+    if call.version == 3 and schema is not None:
+        # APIv3 names a field by its name, an alias or its unique name, never by a path.
+        names = await schema.v3_fields(call.entity, V3_FIELDS_OF.get(call.action, call.action))
+        found = names.get(bare)
+        if found is None:
+            raise unknown_field(call.entity, bare, sorted(names))
+        return [FieldRef(call.entity, found, use, path, call)]
     if schema is None or call.version == 3:
         # By name only: the first segment is the call's own entity's (or a join alias).
         parts = bare.split(".")

@@ -42,6 +42,9 @@ DEFAULT_MAX_CHAIN_DEPTH = 3
 # Explicit joins a call may make unless its client is trusted (each multiplies the rows the
 # database reads before any limit applies).
 DEFAULT_MAX_JOINS = 3
+# Reads whose fields CiviCRM's configuration chooses (contact_autocomplete_options, default
+# search displays), not the call.
+SITE_CONFIGURED_READS = frozenset({"autocomplete", "getlist"})
 # Aggregates that pack the values of many rows into one.
 PACKING_AGGREGATES = frozenset({"GROUP_CONCAT"})
 AUDIT_SCOPES = ("none", "own", "all")
@@ -314,23 +317,23 @@ def check_calls(
                 # Setting.get answers {name, value} rows: a secret's name is a value there,
                 # out of reach of the answer's key stripping. Named settings are checked.
                 raise denied("Setting.get without 'select' reads every setting, secrets included: name them.")
-        if sub.action.lower() in ("autocomplete", "getlist"):
-            entity_list = policy.field_list(sub.entity, _canonical_of(canonical, sub.entity))
-            if entity_list is not None:
-                raise denied(
-                    f"{sub.label} reads the entity's own label and description fields; this "
-                    f"client may use only some fields of {sub.entity}."
-                )
 
 
 def _check_understood(policy: Policy, call: Call) -> None:
     """Understood or refused: an action the gateway has no grammar for, or a param it keeps
     as sent, reaches CiviCRM only for a trusted client or an action the policy names in
     ``unsafe_unchecked_actions``."""
-    if call.known_action and not call.unparsed:
+    configured = call.action.lower() in SITE_CONFIGURED_READS
+    if call.known_action and not call.unparsed and not configured:
         return
     if policy.may_forward_unchecked(call.label):
         return
+    if configured and not call.unparsed:
+        raise denied(
+            f"{call.label} reads the fields that CiviCRM's settings and search displays choose "
+            "(a contact's email, phone, address...), which the gateway cannot check; name it in "
+            "this client's unsafe_unchecked_actions to allow it."
+        )
     if not call.known_action:
         raise denied(
             f"The gateway does not know the params of {call.label}, so it cannot check them; "

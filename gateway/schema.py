@@ -7,6 +7,7 @@ and its fields (type, foreign key, required). Loaded through the backend's own m
 from __future__ import annotations
 
 import difflib
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -121,6 +122,38 @@ class Schema:
                 if isinstance(r, dict) and isinstance(r.get("name"), str)
             }
         return self._actions[entity]
+
+    async def v3_fields(self, entity: str, action: str) -> dict[str, str]:
+        """APIv3's names for ``entity``'s fields as ``action`` takes them -> the field's name:
+        each field's name, its aliases and its unique name (``contact_source``, the entity's
+        name in snake case before the field's)."""
+        key = (f"v3:{entity}", action)
+        if key not in self._fields:
+            rows: list[Any]
+            try:
+                rows = await self._backend.call(
+                    3, entity, "getfields", {"api_action": action}, identity=self._identity
+                )
+            except GatewayError as exc:
+                if exc.slug not in ("unknown-api", "civicrm-error", "civicrm-bad-request"):
+                    raise
+                rows = []
+            prefix = re.sub(r"(?<!^)(?=[A-Z])", "_", entity).lower() + "_"
+            infos: dict[str, FieldInfo] = {}
+            for r in rows:
+                if not (isinstance(r, dict) and isinstance(r.get("name"), str)):
+                    continue
+                info = FieldInfo(
+                    r["name"], r.get("data_type") if isinstance(r.get("data_type"), str) else None
+                )
+                spellings = [r["name"], prefix + r["name"], r.get("uniqueName")]
+                aliases = r.get("api.aliases")
+                spellings += aliases if isinstance(aliases, list) else []
+                for spelling in spellings:
+                    if isinstance(spelling, str) and spelling:
+                        infos.setdefault(spelling, info)
+            self._fields[key] = infos
+        return {spelling: info.name for spelling, info in self._fields[key].items()}
 
     async def v3_action_exists(self, entity: str, name: str) -> bool:
         """Whether APIv3 has ``entity.name`` (its ``getactions``; an unknown entity has none)."""

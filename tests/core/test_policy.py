@@ -200,7 +200,11 @@ def test_bad_policy_config(data):
 
 # --- issue 25: understood or refused (each case was a leak or a false refusal) -------------------
 
-NARROW = {"allow": ["v4:Contact.get", "v4:Email.get", "v3:Contact.*"], "read_only": True}
+NARROW = {
+    "allow": ["v4:Contact.get", "v4:Email.get", "v3:Contact.*"],
+    "read_only": True,
+    "unsafe_unchecked_actions": ["v3:Contact.getlist"],
+}
 
 
 @pytest.mark.parametrize(
@@ -236,15 +240,24 @@ def test_fields_in_every_position_are_references(version, entity, action, params
     assert "credential" in detail
 
 
-def test_autocomplete_key_and_saved_search():
-    policy = Policy.from_mapping({"allow": ["v4:Contact.autocomplete"]})
-    assert "credential" in denied(policy, 4, "Contact", "autocomplete", {"key": "api_key"})
+def test_autocomplete_and_getlist_read_site_configured_fields():
+    policy = Policy.from_mapping({"allow": ["v4:Contact.autocomplete", "v3:Contact.getlist"]})
+    assert "settings" in denied(policy, 4, "Contact", "autocomplete", {"input": "ad"})
+    assert "settings" in denied(policy, 3, "Contact", "getlist", {"input": "ad"})
+    named = Policy.from_mapping(
+        {
+            "allow": ["v4:Contact.autocomplete", "v3:Contact.getlist"],
+            "unsafe_unchecked_actions": ["v4:Contact.autocomplete", "v3:Contact.getlist"],
+        }
+    )
+    checked(named, 4, "Contact", "autocomplete", {"input": "ad", "key": "id"})
+    checked(named, 3, "Contact", "getlist", {"input": "ad"})
+    # what the call itself names is still checked, named or not
+    assert "credential" in denied(named, 4, "Contact", "autocomplete", {"key": "api_key"})
+    assert "credential" in denied(named, 3, "Contact", "getlist", {"id_field": "api_key"})
     for param in ("savedSearch", "display", "formName", "fieldName", "filters"):
         value = {"api_entity": "User", "api_params": {"select": ["hashed_password"]}}
         assert f"'{param}'" in denied(policy, 4, "Contact", "autocomplete", {param: value})
-    checked(policy, 4, "Contact", "autocomplete", {"input": "ad", "key": "id"})
-    narrowed = Policy.from_mapping({"allow": ["v4:Contact.autocomplete"], "fields": {"Contact": ["id"]}})
-    assert "label" in denied(narrowed, 4, "Contact", "autocomplete", {"input": "ad"})
 
 
 def test_secrets_by_kind():
