@@ -138,3 +138,13 @@ async def test_a_get_never_writes_through_its_chains(gw_sandbox, action):
     rows = (await gw_sandbox.post("/v4/Contact/get", json={"select": ["first_name"]})).json()
     names = [r["first_name"] for r in rows]
     assert names.count("Kept") == 1 and "Changed" not in names and "New" not in names
+
+
+async def test_v3_params_are_fields_of_the_entity(gw_sandbox):
+    """Understood or refused, APIv3 too: a param that is no field (nor option) is a 400."""
+    ok = await gw_sandbox.post("/v3/Contact/get", json={"return": "display_name", "contact_id": 1, "id": 1})
+    assert ok.status_code == 200, ok.text
+    bad = await gw_sandbox.post("/v3/Contact/get", json={"return": "display_name", "bogus_param": 1})
+    assert bad.status_code == 400 and bad.json()["type"] == "/problems/unknown-field", bad.text
+    sorted_ = await gw_sandbox.post("/v3/Contact/get", json={"return": "id", "option_sort": "hash DESC"})
+    assert sorted_.status_code == 403 and "credential" in sorted_.json()["detail"]
