@@ -29,6 +29,7 @@ plus ``civicrm`` (CiviCRM's own ``error_code`` / ``error_message``, never debug 
 | gateway-misconfigured       | 502    | CiviCRM rejected the gateway's own credentials or headers     |
 | upstream-error              | 502    | CiviCRM failed (database error, masked error, crash)          |
 | upstream-invalid-response   | 502    | CiviCRM answered something that is not its API's JSON         |
+| upstream-unexpected-answer  | 502    | CiviCRM's answer held keys the call did not ask for, or a secret |
 | upstream-unavailable        | 503    | CiviCRM cannot be reached                                     |
 | upstream-maintenance        | 503    | CiviCRM is in maintenance mode                                |
 | upstream-timeout            | 504    | CiviCRM did not answer in time                                |
@@ -218,6 +219,15 @@ _TYPES = [
         "Invalid response from CiviCRM",
         "CiviCRM answered with something that is not its API's JSON.",
         UNCLEAR,
+    ),
+    ProblemType(
+        "upstream-unexpected-answer",
+        502,
+        "Unexpected answer from CiviCRM",
+        "CiviCRM's answer held something the call did not ask for: a key that is not a "
+        "selected field, alias, chain or id, a chained result of the wrong shape, or one of "
+        "the gateway's own credentials. The gateway did not pass it on (and logged the key "
+        "names, never the values). Select what is needed explicitly; report it if it persists.",
     ),
     ProblemType(
         "upstream-unavailable",
