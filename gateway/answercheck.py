@@ -156,15 +156,23 @@ def _allowed(shape: _Shape, key: str) -> bool:
 class _Checker:
     def __init__(self) -> None:
         self.problems: list[str] = []
+        self._shapes: dict[tuple[int, str | None], _Shape] = {}  # a chain's, once per answer
+
+    def shape(self, call: Call, index: str | None) -> _Shape:
+        key = (id(call), index)
+        if key not in self._shapes:
+            shape = _v4_shape(call) if call.version == 4 else _v3_shape(call)
+            if index is not None:
+                shape.exact.add(index)  # CiviCRM selects the index field to key the result by
+            self._shapes[key] = shape
+        return self._shapes[key]
 
     def note(self, problem: str) -> None:
         if len(self.problems) < _MAX_REPORTED and problem not in self.problems:
             self.problems.append(problem)
 
     def records(self, call: Call, records: Iterable[Any], where: str, *, index: str | None = None) -> None:
-        shape = _v4_shape(call) if call.version == 4 else _v3_shape(call)
-        if index is not None:
-            shape.exact.add(index)  # CiviCRM selects the index field to key the result by
+        shape = self.shape(call, index)
         for record in records:
             if not isinstance(record, dict):
                 if call.version == 4 and call.is_get:
