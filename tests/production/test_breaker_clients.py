@@ -218,3 +218,13 @@ async def test_an_api_error_to_the_probe_is_civicrm_up() -> None:
         raise GatewayError("civicrm-permission-denied", "no")
 
     assert await HealthProbe(check).healthy()
+
+
+def test_the_error_table_says_which_failures_count() -> None:
+    """The breaker reads the problem type, nothing else: what each says about CiviCRM."""
+    from gateway.errors import PROBLEM_TYPES
+
+    unhealthy = {slug for slug, t in PROBLEM_TYPES.items() if t.upstream_unhealthy}
+    unclear = {slug for slug, t in PROBLEM_TYPES.items() if t.upstream_unclear}
+    assert unhealthy == {"upstream-unavailable", "upstream-timeout", "upstream-maintenance"}
+    assert unclear == {"upstream-invalid-response"}  # a PHP crash: this input, or everyone
