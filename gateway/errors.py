@@ -29,6 +29,7 @@ plus ``civicrm`` (CiviCRM's own ``error_code`` / ``error_message``, never debug 
 | gateway-misconfigured       | 502    | CiviCRM rejected the gateway's own credentials or headers     |
 | upstream-error              | 502    | CiviCRM failed (database error, masked error, crash)          |
 | upstream-invalid-response   | 502    | CiviCRM answered something that is not its API's JSON         |
+| upstream-unexpected-answer  | 502    | CiviCRM's answer held keys the call did not ask for, or a secret |
 | upstream-unavailable        | 503    | CiviCRM cannot be reached                                     |
 | upstream-maintenance        | 503    | CiviCRM is in maintenance mode                                |
 | upstream-timeout            | 504    | CiviCRM did not answer in time                                |
@@ -39,6 +40,12 @@ plus ``civicrm`` (CiviCRM's own ``error_code`` / ``error_message``, never debug 
 | idempotency-key-required    | 428    | this client must send an Idempotency-Key with every write     |
 | write-outcome-unknown       | 504    | a keyed write was sent but its answer lost: it may have run   |
 | idempotency-store-unavailable | 503  | the Idempotency-Key store cannot be reached: nothing was sent |
+
+Each type also says what a failure of it tells about CiviCRM's health (``ProblemType.upstream``),
+and the circuit breaker reads nothing else: only ``UNHEALTHY`` types count towards opening it;
+an ``UNCLEAR`` one (a PHP crash answers one bad call and an outage alike) counts only when a
+probe confirms it; every other type is an answer to one call, so one client's malformed calls
+can never make the gateway refuse every client.
 """
 
 from __future__ import annotations
@@ -50,6 +57,11 @@ from typing import Any
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_BASE = "/problems/"
 
+# What a failure says about CiviCRM's health (ProblemType.upstream; None: nothing, it is the
+# answer to one call, or the gateway's own refusal).
+UNHEALTHY = "unhealthy"  # CiviCRM cannot serve anyone now: unreachable, timed out, maintenance
+UNCLEAR = "unclear"  # not CiviCRM's API answering: a crash, for everyone or for this input only
+
 
 @dataclass(frozen=True, slots=True)
 class ProblemType:
@@ -57,10 +69,22 @@ class ProblemType:
     status: int
     title: str
     description: str
+    upstream: str | None = None
 
     @property
     def uri(self) -> str:
         return PROBLEM_BASE + self.slug
+
+    @property
+    def upstream_unhealthy(self) -> bool:
+        """A failure of this type says CiviCRM is down for every caller."""
+        return self.upstream == UNHEALTHY
+
+    @property
+    def upstream_unclear(self) -> bool:
+        """A failure of this type may be CiviCRM down, or CiviCRM crashing on this call's
+        input alone: only a probe can tell."""
+        return self.upstream == UNCLEAR
 
 
 _TYPES = [
@@ -194,21 +218,37 @@ _TYPES = [
         502,
         "Invalid response from CiviCRM",
         "CiviCRM answered with something that is not its API's JSON.",
+        UNCLEAR,
     ),
     ProblemType(
-        "upstream-unavailable", 503, "CiviCRM unavailable", "The gateway cannot reach CiviCRM right now."
+        "upstream-unexpected-answer",
+        502,
+        "Unexpected answer from CiviCRM",
+        "CiviCRM's answer held something the call did not ask for: a key that is not a "
+        "selected field, alias, chain or id, a chained result of the wrong shape, or one of "
+        "the gateway's own credentials. The gateway did not pass it on (and logged the key "
+        "names, never the values). Select what is needed explicitly; report it if it persists.",
+    ),
+    ProblemType(
+        "upstream-unavailable",
+        503,
+        "CiviCRM unavailable",
+        "The gateway cannot reach CiviCRM right now.",
+        UNHEALTHY,
     ),
     ProblemType(
         "upstream-maintenance",
         503,
         "CiviCRM in maintenance mode",
         "CiviCRM is temporarily unavailable for maintenance.",
+        UNHEALTHY,
     ),
     ProblemType(
         "upstream-timeout",
         504,
         "CiviCRM timed out",
         "CiviCRM did not answer within the gateway's time limit.",
+        UNHEALTHY,
     ),
     ProblemType(
         "gateway-not-ready",

@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .errors import GatewayError, from_civicrm
+from .errors import GatewayError, from_civicrm, invalid_request
 
 # CiviCRM 5.77's Civi\Api4\Query\SqlFunction* classes.
 FUNCTIONS = frozenset(
@@ -103,6 +103,10 @@ _TOKEN = re.compile(
 )
 MAX_LENGTH = 1000
 MAX_NODES = 200
+# Parentheses, function calls and unary minus signs inside one another. The parser recurses once
+# per level, so a bound far below Python's recursion limit keeps input like 480 "(" or 990 "-"
+# a 400 rather than a RecursionError; real expressions nest a few levels.
+MAX_DEPTH = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,9 +171,17 @@ def parse_error(text: str) -> GatewayError:
     return from_civicrm(f"Unable to parse sql expression: {text}", status=500, error_code=0)
 
 
+def too_deep(text: str) -> GatewayError:
+    return invalid_request(
+        f"Expression nested deeper than {MAX_DEPTH} levels (parentheses, function calls and "
+        f"unary minus signs count): {text[:80]!r}{'...' if len(text) > 80 else ''}"
+    )
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
+        self.depth = 0
         self.tokens: list[tuple[str, str]] = []
         pos = 0
         while pos < len(text):
@@ -243,23 +255,28 @@ class _Parser:
 
     def term(self) -> Node:
         kind, value = self.take()
-        if kind == "str":
+        if kind in ("str", "num"):
             return self.node("literal", value)
-        if kind == "num":
+        if kind == "name" and value in ("NULL", "TRUE", "FALSE"):
             return self.node("literal", value)
+        if kind == "name" and not self.at("punct", "("):
+            return self.node("field", value)
+        # Everything below recurses: one level deeper, checked before going down.
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise too_deep(self.text)
         if kind == "op" and value == "-":
-            return self.node("neg", "-", (self.term(),))
-        if kind == "punct" and value == "(":
+            node = self.node("neg", "-", (self.term(),))
+        elif kind == "punct" and value == "(":
             inner = self.expr()
             self.expect("punct", ")")
-            return self.node("paren", "()", (inner,))
-        if kind != "name":
+            node = self.node("paren", "()", (inner,))
+        elif kind == "name":
+            node = self.function(value)
+        else:
             raise parse_error(self.text)
-        if value in ("NULL", "TRUE", "FALSE"):
-            return self.node("literal", value)
-        if self.at("punct", "("):
-            return self.function(value)
-        return self.node("field", value)
+        self.depth -= 1
+        return node
 
     def function(self, name: str) -> Node:
         if name not in FUNCTIONS:

@@ -33,6 +33,12 @@ class Redactor:
             return value
         return self._pattern.sub(MASK, value)
 
+    def found_in(self, value: str) -> set[str]:
+        """The secrets that occur in ``value`` (what the answer check refuses to pass on)."""
+        if self._pattern is None or not value:
+            return set()
+        return {m.group(0) for m in self._pattern.finditer(value)}
+
     def json(self, value: Any) -> Any:
         """``value`` (parsed JSON) with every string, key or value, masked like :meth:`text`."""
         if isinstance(value, str):

@@ -8,7 +8,12 @@ Applied in ``create_app`` so the HTTP, sandbox, cv and pipe backends all behave 
 - retries use exponential backoff with jitter, honour the upstream's ``Retry-After``, and stop
   at ``retry_max_attempts`` or ``retry_max_seconds``, whichever comes first;
 - after ``breaker_threshold`` upstream failures in a row the breaker opens: calls fail at once
-  with 503 and ``Retry-After`` for ``breaker_cooldown`` seconds, then one probe call decides;
+  with 503 and ``Retry-After`` for ``breaker_cooldown`` seconds, then one probe call decides.
+  What counts as an upstream failure is the error's problem type (``ProblemType.upstream`` in
+  :mod:`gateway.errors`), never one call's own error: CiviCRM answers a malformed call with
+  HTTP 500, and five of those from one client must not make the gateway refuse every client.
+  A failure that may be either (a PHP crash: HTTP 500 with no API answer) counts only when a
+  trivial read as the gateway (:class:`HealthProbe`) fails too;
 - metadata calls are answered from :class:`gateway.metacache.MetadataCache`.
 """
 
@@ -36,10 +41,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.resilience")
 T = TypeVar("T")
 
-# Failures that say something about the upstream's health (not about one call's params).
-_HEALTH_SLUGS = frozenset(
-    {"upstream-unavailable", "upstream-timeout", "upstream-invalid-response", "upstream-maintenance"}
-)
+# How long a probe's verdict stands: a client sending crashing calls in a loop costs CiviCRM at
+# most one extra trivial read per this many seconds.
+PROBE_TTL = 1.0
 
 
 def is_safe(version: int, entity: str, action: str, params: Mapping[str, Any]) -> bool:
@@ -77,6 +81,10 @@ class CircuitBreaker:
             self.state = state
             if self._on_change:
                 self._on_change(state)
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
 
     def retry_after(self) -> int:
         return max(1, math.ceil(self._opened_at + self.cooldown - self._clock()))
@@ -125,6 +133,59 @@ class CircuitBreaker:
         self._probing = False
 
 
+def says_unhealthy(exc: GatewayError) -> bool:
+    """The failure says CiviCRM cannot serve anyone: its type says so, or the transport failed
+    (no connection, a cut one, a proxy's 429/502/503/504: ``TransientError``)."""
+    return isinstance(exc, TransientError) or exc.problem.upstream_unhealthy
+
+
+class HealthProbe:
+    """Whether CiviCRM serves a trivial read as the gateway (``Backend.check``) right now.
+
+    Asked after a failure of an unclear type: an HTTP 500 with no API answer is CiviCRM
+    crashing, on this one call's input (a bad ``=`` list) or for everyone (its database gone).
+    One probe runs at a time, whoever asks; its verdict stands for ``ttl`` seconds."""
+
+    def __init__(
+        self,
+        check: Callable[[], Awaitable[None]],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        ttl: float = PROBE_TTL,
+    ) -> None:
+        self._check = check
+        self._clock = clock
+        self.ttl = ttl
+        self._verdict: tuple[float, bool] | None = None
+        self._running: asyncio.Future[bool] | None = None
+        self.probes = 0
+
+    async def healthy(self) -> bool:
+        if self._verdict is not None and self._clock() < self._verdict[0] + self.ttl:
+            return self._verdict[1]
+        if self._running is None:
+            self._running = asyncio.ensure_future(self._probe())
+        running = self._running
+        try:
+            return await asyncio.shield(running)
+        finally:
+            if running.done() and self._running is running:
+                self._running = None
+
+    async def _probe(self) -> bool:
+        self.probes += 1
+        try:
+            await self._check()
+            verdict = True
+        except GatewayError as exc:
+            # CiviCRM's API answering an error (a permission, say) is CiviCRM up.
+            verdict = not (says_unhealthy(exc) or exc.problem.upstream_unclear)
+        if not verdict:
+            log.warning("health probe failed: CiviCRM does not serve a trivial read either")
+        self._verdict = (self._clock(), verdict)
+        return verdict
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How often and how long a call is tried: ``max_attempts`` tries within ``max_seconds``,
@@ -148,7 +209,9 @@ class ResilientBackend(Backend):
         batch_concurrency: int = 8,
         metrics: Metrics | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        probe: HealthProbe | None = None,
     ) -> None:
+        """``probe``: how an unclear failure is confirmed (default: ``inner.check``)."""
         self.inner = inner
         self.name = inner.name
         self.retry = retry
@@ -157,6 +220,7 @@ class ResilientBackend(Backend):
         self._sleep = sleep
         self.cache = cache
         self.breaker = breaker
+        self.probe = probe or HealthProbe(inner.check, clock=breaker.clock)
         if metrics is not None:
             metrics.breaker_state.labels(self.name).set(0)
 
@@ -268,7 +332,14 @@ class ResilientBackend(Backend):
                 await self._sleep(delay)
                 continue
             except GatewayError as exc:
-                if exc.slug in _HEALTH_SLUGS:
+                unhealthy = says_unhealthy(exc)
+                if not unhealthy and exc.problem.upstream_unclear:
+                    try:
+                        unhealthy = not await self.probe.healthy()
+                    except BaseException:
+                        self.breaker.release()
+                        raise
+                if unhealthy:
                     self.breaker.failure()
                     self._observe("failure", started)
                     # Other backends' "unavailable" means nothing ran: retry reads only.
@@ -285,7 +356,7 @@ class ResilientBackend(Backend):
                         await self._sleep(delay)
                         continue
                 else:
-                    self.breaker.success()  # CiviCRM answered: it is up
+                    self.breaker.success()  # CiviCRM answered (this call's own error): it is up
                     self._observe("error", started)
                 raise
             except BaseException:
