@@ -78,6 +78,13 @@ async def _answer_call(request: Request, version: int, entity: str, action: str)
         params = await params_from_body(request)
     found = services(request)
     call = await prepare_call(found, client, version, entity, action, params)
+    if request.method == "GET" and not call.reads_only:
+        # A GET can come from any page's <img> or link: nothing in its call tree may write.
+        raise GatewayError(
+            "method-not-allowed",
+            f"{call.label} chains a call that changes data: send it with POST.",
+            headers={"Allow": "POST"},
+        )
     note_call(request, call)
     # A write (or a read chaining one) runs at most once per Idempotency-Key, claimed only
     # once the call passed its checks.
