@@ -9,8 +9,9 @@ fails instead (``kit.require_kit``).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
+import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,12 @@ COMBOS = [f"{backend}-{user}" for backend in BACKENDS for user in USERS]
 
 def gateway_env(kit: Kit, backend: str, user: str, **extra: str) -> dict[str, str]:
     """The settings of a gateway on ``backend`` acting as the kit's ``user``."""
-    env = {"CIVI_GATEWAY_BACKEND": backend, "CIVI_GATEWAY_LOG_LEVEL": "warning"}
+    env = {
+        "CIVI_GATEWAY_BACKEND": backend,
+        "CIVI_GATEWAY_LOG_LEVEL": "warning",
+        # a get of every contact (~220 on the kit) is then streamed in pages
+        "CIVI_GATEWAY_EXPORT_PAGE_SIZE": "100",
+    }
     if backend == "http":
         env.update(
             {
@@ -154,23 +160,41 @@ _markers = itertools.count(1)
 
 
 @pytest.fixture
-def marker(request: pytest.FixtureRequest) -> str:
-    """A string unique to this test run and test, to scope reads to records the test made."""
-    import os
-    import time
+def marker(gateways: Gateways) -> Iterator[str]:
+    """A string unique to this test: every contact a test makes carries it as ``source`` (and
+    reads are scoped by it, other engineers' records being on the same site). On leaving, those
+    contacts are deleted for good, as admin over the http backend, whatever the test used."""
+    value = f"gwreal-{os.getpid()}-{int(time.time())}-{next(_markers)}"
+    yield value
+    admin = gateways.get("http", "admin")
+    response = admin.post(
+        "/v4/Contact/delete",
+        {"where": [["source", "=", value], ["is_deleted", "IN", [0, 1]]], "useTrash": False},
+    )
+    assert response.status_code == 200, response.text
 
-    return f"gwreal-{os.getpid()}-{int(time.time())}-{next(_markers)}"
 
-
-@contextlib.contextmanager
-def cleanup_contacts(gateways: Gateways, marker: str) -> Iterator[None]:
-    """On leaving, delete for good every contact whose ``source`` is ``marker`` (as admin, over
-    the http backend: whatever backend the test used)."""
-    try:
-        yield
-    finally:
-        admin = gateways.get("http", "admin")
-        admin.post(
-            "/v4/Contact/delete",
-            {"where": [["source", "=", marker], ["is_deleted", "IN", [0, 1]]], "useTrash": False},
-        )
+def make_contact(gateways: Gateways, marker: str, **values: Any) -> dict[str, Any]:
+    """A contact carrying ``marker`` (as ``source`` and ``last_name``), made as admin over http,
+    with an email at ``<marker>@example.org``."""
+    admin = gateways.get("http", "admin")
+    rows = admin.ok(
+        "/v4/Contact/create",
+        {
+            "values": {
+                "contact_type": "Individual",
+                "first_name": "Real",
+                "last_name": marker,
+                "source": marker,
+                **values,
+            },
+            "chain": {
+                "email": [
+                    "Email",
+                    "create",
+                    {"values": {"contact_id": "$id", "email": f"{marker}@example.org"}},
+                ]
+            },
+        },
+    )
+    return dict(rows[0])

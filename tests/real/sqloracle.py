@@ -198,13 +198,17 @@ class GeneralLog:
         if on != "1":
             # Nobody logs: the table's old rows are nobody's (oracles take the lock first).
             mysql("TRUNCATE TABLE mysql.general_log")
-        mysql(f"SET GLOBAL log_output = '{','.join(sorted(outputs | {'TABLE'}))}'; SET GLOBAL general_log = ON")
+        mysql(
+            f"SET GLOBAL log_output = '{','.join(sorted(outputs | {'TABLE'}))}'; SET GLOBAL general_log = ON"
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
         on, output = self._previous
         try:
-            mysql(f"SET GLOBAL log_output = '{output}'; SET GLOBAL general_log = {'ON' if on == '1' else 'OFF'}")
+            mysql(
+                f"SET GLOBAL log_output = '{output}'; SET GLOBAL general_log = {'ON' if on == '1' else 'OFF'}"
+            )
             if on != "1":
                 mysql("TRUNCATE TABLE mysql.general_log")
         finally:
@@ -311,8 +315,16 @@ def oracle_identity(kit: Kit) -> str:
         )[0]["id"]
     if not key:
         key = secrets.token_hex(16)
-        rest4(kit.url, kit.admin_key, "Contact", "update", {"where": [["id", "=", cid]], "values": {"api_key": key}})
-    users = rest4(kit.url, kit.admin_key, "User", "get", {"select": ["id"], "where": [["username", "=", ORACLE_USER]]})
+        rest4(
+            kit.url,
+            kit.admin_key,
+            "Contact",
+            "update",
+            {"where": [["id", "=", cid]], "values": {"api_key": key}},
+        )
+    users = rest4(
+        kit.url, kit.admin_key, "User", "get", {"select": ["id"], "where": [["username", "=", ORACLE_USER]]}
+    )
     if not users:
         script = (
             "<?php\n"

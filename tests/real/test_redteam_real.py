@@ -134,7 +134,9 @@ class Red:
         else:
             response = self.http.post(path, json=body if body is not None else {}, headers=headers)
         leaked = so.leaked_values(response.text, self.secrets)
-        assert not leaked, f"{client} {path} {body or params}: the answer holds {len(leaked)} secret(s): {response.text[:400]}"
+        assert not leaked, (
+            f"{client} {path} {body or params}: the answer holds {len(leaked)} secret(s): {response.text[:400]}"
+        )
         return response
 
     def admin4(self, entity: str, action: str, params: dict[str, Any]) -> list[Any]:
@@ -142,7 +144,9 @@ class Red:
 
 
 def refused(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
-    assert response.status_code == status, f"expected {status} {slug}, got {response.status_code}: {response.text[:600]}"
+    assert response.status_code == status, (
+        f"expected {status} {slug}, got {response.status_code}: {response.text[:600]}"
+    )
     assert response.headers["content-type"].startswith(PROBLEM), response.headers
     body = response.json()
     assert body["type"] == f"/problems/{slug}", body
@@ -186,7 +190,9 @@ def red(clients_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def victim(red: Red) -> int:
     """A contact of this module's own, with an email, that no test may change."""
     found = red.admin4(
-        "Contact", "get", {"select": ["id"], "where": [["external_identifier", "=", "civicrm-gateway-redteam-victim"]]}
+        "Contact",
+        "get",
+        {"select": ["id"], "where": [["external_identifier", "=", "civicrm-gateway-redteam-victim"]]},
     )
     if found:
         cid = int(found[0]["id"])
@@ -218,7 +224,9 @@ def admin_cid(red: Red) -> int:
 # --- 1. the chain's 4th element (index) names a field ------------------------------------------
 
 
-@pytest.mark.parametrize(("client", "index"), [("reader", "api_key"), ("reader", "hash"), ("narrow", "first_name")])
+@pytest.mark.parametrize(
+    ("client", "index"), [("reader", "api_key"), ("reader", "hash"), ("narrow", "first_name")]
+)
 def test_cause01_chain_index_is_a_field_reference(red: Red, client: str, index: str) -> None:
     body = {
         "select": ["id"],
@@ -288,13 +296,22 @@ def test_cause03_getlist_field_params(red: Red, params: dict[str, Any]) -> None:
     [
         {
             "input": "",
-            "savedSearch": {"api_entity": "User", "api_params": {"version": 4, "select": ["id", "hashed_password"]}},
-            "display": {"type": "autocomplete", "settings": {"columns": [{"type": "field", "key": "hashed_password"}]}},
+            "savedSearch": {
+                "api_entity": "User",
+                "api_params": {"version": 4, "select": ["id", "hashed_password"]},
+            },
+            "display": {
+                "type": "autocomplete",
+                "settings": {"columns": [{"type": "field", "key": "hashed_password"}]},
+            },
         },
         {
             "input": "",
             "savedSearch": {"api_entity": "Contact", "api_params": {"version": 4, "select": ["api_key"]}},
-            "display": {"type": "autocomplete", "settings": {"columns": [{"type": "field", "key": "api_key"}]}},
+            "display": {
+                "type": "autocomplete",
+                "settings": {"columns": [{"type": "field", "key": "api_key"}]},
+            },
         },
         {"input": "", "key": "api_key"},
         {"input": "", "key": "hash"},
@@ -366,7 +383,9 @@ def test_cause08_get_with_a_writing_chain(red: Red, victim: int, action: str) ->
     refused(red.call("writer", "/v4/Contact/get", method="GET", params=query), 405, "method-not-allowed")
     [row] = red.admin4("Contact", "get", {"select": ["source", "is_deleted"], "where": [["id", "=", victim]]})
     assert row == {"id": victim, "source": "redteam-victim", "is_deleted": False}
-    assert not red.admin4("Contact", "get", {"select": ["id"], "where": [["source", "=", "written-by-a-GET"]]})
+    assert not red.admin4(
+        "Contact", "get", {"select": ["id"], "where": [["source", "=", "written-by-a-GET"]]}
+    )
 
 
 # --- 9. GROUP_CONCAT packs every row into one --------------------------------------------------
@@ -438,14 +457,20 @@ BAD_READS = [
     {"select": ["COUNT(id) AS n"], "groupBy": ["COUNT(id)"]},
     {"select": ["id"], "having": [["id", ">", 1]], "limit": 1},
     {"select": ["id"], "where": [["id", "=", [1, 2]]], "limit": 1},
-    {"select": ["GROUP_CONCAT(first_name) AS x", "id"], "where": [["display_name", ">", ["a", "b"]]], "groupBy": ["id"]},
+    {
+        "select": ["GROUP_CONCAT(first_name) AS x", "id"],
+        "where": [["display_name", ">", ["a", "b"]]],
+        "groupBy": ["id"],
+    },
 ]
 
 
 def test_cause11_bad_input_does_not_trip_the_breaker_for_others(clients_file: Path, tmp_path: Path) -> None:
     kit = require_kit()
     proc = GatewayProcess(
-        gateway_env(kit, clients_file, CIVI_GATEWAY_BREAKER_THRESHOLD="3", CIVI_GATEWAY_STATE_DIR=str(tmp_path / "st")),
+        gateway_env(
+            kit, clients_file, CIVI_GATEWAY_BREAKER_THRESHOLD="3", CIVI_GATEWAY_STATE_DIR=str(tmp_path / "st")
+        ),
         tmp_path,
     )
     try:
