@@ -30,8 +30,6 @@ REQUIRED_PARAMS = {
     "export": ("id",),
     "set": ("values",),
 }
-# Operators that compare with one value: a list there is a client mistake.
-_SCALAR_OPS = frozenset({"=", "!=", "<>", "<", ">", "<=", ">=", "LIKE", "NOT LIKE"})
 _INT = re.compile(r"-?\d{1,19}")
 _NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
@@ -138,13 +136,6 @@ def check_filters(call: Call, refs: list[FieldRef], fields: dict[str, FieldInfo]
             continue
         assert isinstance(clause, Condition)
         left = clause.left
-        if clause.right is None and clause.op in _SCALAR_OPS and isinstance(clause.value, list | dict):
-            # CiviCRM 5.77 dies on it with a PHP TypeError (a 502 on every backend otherwise)
-            raise GatewayError(
-                "civicrm-bad-request",
-                f"Operator {clause.op} in where compares with one value, not a list: use IN "
-                "or NOT IN for a list.",
-            )
         if (
             not left.is_field
             or clause.right is not None
