@@ -95,6 +95,14 @@ CASES: list[tuple[str, str, Any, tuple[int, str], tuple[int, str] | None]] = [
         None,
     ),
     ("POST", "/v3/Contact/get", {"id": "abc"}, (422, "civicrm-validation"), None),
+    # 5.77 dies on a getvalue with several return fields: refused first
+    (
+        "POST",
+        "/v3/Contact/getvalue",
+        {"id": 2, "return": ["display_name", "id"]},
+        (400, "invalid-request"),
+        None,
+    ),
 ]
 
 
