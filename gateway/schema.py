@@ -170,10 +170,41 @@ class Schema:
         return name.lower() in self._actions[key]
 
     async def action(self, entity: str, name: str) -> str:
+        """CiviCRM's spelling of an action, 404 unknown-api when there is none, or 403
+        civicrm-permission-denied when it exists but this identity may not run it.
+
+        CiviCRM's ``getActions`` leaves out the actions its user lacks the permission for, so
+        "not listed" is not "does not exist": the gateway's own identity (cached metadata) is
+        asked next, then CiviCRM's ``checkAccess``, which answers for an existing action and
+        fails for an unknown one. Only a client mistake or a refusal pays those calls."""
         found = (await self.actions(entity)).get(name.lower())
-        if found is None:
-            raise unknown_api(f"Api {entity} {name} version 4 does not exist.")
-        return found
+        if found is not None:
+            return found
+        exists = False
+        if self._identity is not None:
+            exists = name.lower() in await Schema(self._backend, None).actions(entity)
+        if not exists and "checkaccess" in await self.actions(entity):
+
+            async def answers(action: str) -> bool:
+                try:
+                    # "values" must not be empty; a null id names no record, so none is read
+                    await self._call(entity, "checkAccess", {"action": action, "values": {"id": None}})
+                except GatewayError as exc:
+                    if exc.status in (503, 504):  # CiviCRM unreachable: no answer either way
+                        raise
+                    return False  # "Api Contact frob version 4 does not exist." (masked or not)
+                return True
+
+            # A backend that answers checkAccess for any name (an emulator) tells nothing: an
+            # action no CiviCRM has is asked too, and must fail.
+            exists = await answers(name) and not await answers("gatewayNoSuchAction")
+        if exists:
+            raise GatewayError(
+                "civicrm-permission-denied",
+                f"The CiviCRM user this call runs as may not run {entity}.{name} "
+                "(CiviCRM's getActions leaves it out for that user).",
+            )
+        raise unknown_api(f"Api {entity} {name} version 4 does not exist.")
 
     async def lookup(self, entity: str, record_id: Any) -> list[Any]:
         """Whether a record exists (its id, or nothing): not metadata, never cached."""

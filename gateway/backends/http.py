@@ -287,6 +287,14 @@ class HttpBackend(Backend):
                 ) from None
             if response.status == 405:
                 raise GatewayError("method-not-allowed", "CiviCRM refused the HTTP method.") from None
+            if response.status == 500:
+                # PHP died mid-call (a fatal error, an uncaught TypeError): CiviCRM failed, the
+                # same failure cv reports as exit 255 and cv pipe as a JSON-RPC error.
+                raise GatewayError(
+                    "upstream-error",
+                    "CiviCRM failed with a PHP error (HTTP 500 without an API answer); "
+                    "CiviCRM's own log has the cause.",
+                ) from None
             kind = response.headers.get("content-type", "no content type").split(";")[0]
             raise invalid_response(
                 f"CiviCRM answered HTTP {response.status} with {kind}, not JSON."

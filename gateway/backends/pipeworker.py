@@ -78,9 +78,21 @@ class LoginRefused(Exception):
 
 
 def rpc_failure(exc: RpcError) -> GatewayError:
-    """CiviCRM's own refusal (code -32099, or none) mapped like any CiviCRM error; any other
-    JSON-RPC error is cv pipe refusing the request itself."""
-    if exc.code == -32099 or exc.code is None:
+    """A JSON-RPC error answered to an API call.
+
+    With ``apiError=array`` (always set, see ``PipeWorker.start``) CiviCRM's API exceptions
+    come back as error arrays, so -32099 is what is left: PHP failed (a TypeError, a fatal
+    error), the failure ``cv`` reports as exit 255 and REST as an HTTP 500 without JSON, and
+    answered the same way (502 upstream-error). A code-less error is read like CiviCRM's
+    message; any other code is cv pipe refusing the request itself."""
+    if exc.code == -32099:
+        log.warning("cv pipe: PHP failed during an API call: %s", exc.message[:300])
+        return GatewayError(
+            "upstream-error",
+            f"cv pipe failed with a PHP error: {exc.message}",
+            civicrm={"error_code": None, "error_message": exc.message},
+        )
+    if exc.code is None:
         return from_civicrm(exc.message)
     return GatewayError(
         "upstream-error",
