@@ -19,6 +19,7 @@ from .touch import touch
 
 Record = dict[str, Any]
 SEPARATOR = "\x01"  # CRM_Core_DAO::VALUE_SEPARATOR: how serialized lists are stored
+COMMA = 5  # CRM_Core_DAO::SERIALIZE_COMMA: a list stored "a,b" (Tag.used_for)
 # api4(entity, action, params, index) for chained calls, run inside the same transaction
 Api4Call = Callable[[str, str, dict[str, Any], Any], dict[str, Any]]
 KEY_PERMS = ("administer CiviCRM", "edit api keys")
@@ -54,7 +55,7 @@ def to_api(f: Field, value: Any) -> Any:
     if value is None:
         return None
     if f.serialize:
-        return [p for p in str(value).split(SEPARATOR) if p != ""]
+        return [p for p in str(value).split(SEPARATOR if f.serialize != COMMA else ",") if p != ""]
     if f.data_type == INT:
         try:
             return int(value)
@@ -87,6 +88,8 @@ def to_db(f: Field, value: Any, suffix: str = "") -> Any:
             if isinstance(value, list)
             else str(value).split(",")
         )
+        if f.serialize == COMMA:
+            return ",".join(str(i) for i in items)
         return SEPARATOR + SEPARATOR.join(str(i) for i in items) + SEPARATOR
     if isinstance(value, list | dict):
         raise CiviError(f"Invalid value for field {f.name}")

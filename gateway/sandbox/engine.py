@@ -17,7 +17,7 @@ from . import contact_actions, meta
 from .actions import ACTIONS, Ctx, Record
 from .errors import CiviError, Unauthorized
 from .schema import ENTITIES, META_ENTITIES, all_fields
-from .store import STAFF_PERMISSIONS, api_key_for, connect, initialise, is_initialised
+from .store import API_STAFF_PERMISSIONS, STAFF_PERMISSIONS, api_key_for, connect, initialise, is_initialised
 from .touch import touch
 
 # Parameter types per action, as the real action classes declare them (5.77's getActions with
@@ -306,8 +306,18 @@ class Sandbox:
     def ensure_staff(self) -> dict[str, Any]:
         """The "staff" user (may view and edit contacts, lacks 'authenticate with api key' and
         'administer CiviCRM'), created on first use like a site admin adding a user."""
+        return self._ensure_user("staff", "Staff", STAFF_PERMISSIONS)
+
+    def ensure_api_staff(self) -> dict[str, Any]:
+        """The "api_staff" user: the least-privileged API user of a real test site
+        (../shared/real-civicrm's "staff": access CiviCRM, view all contacts, access AJAX API,
+        authenticate with api key). It reads contacts over REST with its own key; every write
+        is refused, ``api_key`` is hidden from it and its errors are masked."""
+        return self._ensure_user("api_staff", "Api", API_STAFF_PERMISSIONS)
+
+    def _ensure_user(self, username: str, first_name: str, permissions: tuple[str, ...]) -> dict[str, Any]:
         for user in self.users():
-            if user["username"] == "staff":
+            if user["username"] == username:
                 return user
         with self._lock:
             self._conn.execute("BEGIN")
@@ -315,25 +325,25 @@ class Sandbox:
                 cid = self._api4(
                     "Contact",
                     "create",
-                    {"values": {"contact_type": "Individual", "first_name": "Staff", "last_name": "User"}},
+                    {"values": {"contact_type": "Individual", "first_name": first_name, "last_name": "User"}},
                     False,
                     None,
                     None,
                 )["values"][0]["id"]
                 self._conn.execute(
                     "INSERT INTO sandbox_user (username, password, contact_id, permissions) "
-                    "VALUES ('staff', 'staff', ?, ?)",
-                    (cid, json.dumps(list(STAFF_PERMISSIONS))),
+                    "VALUES (?, ?, ?, ?)",
+                    (username, username, cid, json.dumps(list(permissions))),
                 )
                 self._conn.execute(
                     "UPDATE civicrm_contact SET api_key = ? WHERE id = ?",
-                    (api_key_for(self.seed, "staff"), cid),
+                    (api_key_for(self.seed, username), cid),
                 )
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-        return next(u for u in self.users() if u["username"] == "staff")
+        return next(u for u in self.users() if u["username"] == username)
 
     def close(self) -> None:
         with self._lock:

@@ -176,7 +176,7 @@ def field_spec(f: Field, entity: str, action: str, load: Any) -> Record:
         "nullable": f.nullable,
         "data_type": f.data_type,
         "readonly": f.readonly,
-        "serialize": 1 if f.serialize else 0,
+        "serialize": f.serialize,
         "fk_entity": f.fk_entity,
         "options": _options(f, load),
         "input_type": f.widget,

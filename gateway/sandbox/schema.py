@@ -57,7 +57,8 @@ class Field:
     sql: str | None = None  # Extra fields: SQL expression, "{a}" is the row's table alias
     custom_group: str | None = None  # Custom fields: the group's API name
     column: str | None = None  # Custom fields: the column in the group's table
-    serialize: bool = False  # a list stored separator-bookended ("\x011\x012\x01")
+    # a list: 1 (SERIALIZE_SEPARATOR_BOOKEND) stored "\x011\x012\x01", 5 (SERIALIZE_COMMA) "a,b"
+    serialize: int = 0
 
     @property
     def widget(self) -> str:
@@ -781,7 +782,7 @@ GROUP = Entity(
             STR,
             "Group Type",
             input_type="Select",
-            serialize=True,
+            serialize=1,
             options={"1": "Access Control", "2": "Mailing List"},
         ),
         F("cache_date", TS, "Group Cache Date", readonly=True),
@@ -864,11 +865,13 @@ TAG = Entity(
             "Used For",
             default="civicrm_contact",
             echo=True,
+            serialize=5,
             options={
                 "civicrm_contact": "Contacts",
                 "civicrm_activity": "Activities",
                 "civicrm_case": "Cases",
                 "civicrm_file": "Attachments",
+                "civicrm_saved_search": "Saved Searches",
             },
         ),
         _fk("created_id", "Created By Contact ID", default=ACTOR),
@@ -1362,7 +1365,7 @@ OPTION_GROUP = Entity(
             "option_value_fields",
             STR,
             "Option Value Fields",
-            serialize=True,
+            serialize=1,
             default="name,label,description",
             echo=True,
             options={
@@ -1777,7 +1780,7 @@ PARTICIPANT = Entity(
             STR,
             "Participant Role",
             options=PARTICIPANT_ROLES,
-            serialize=True,
+            serialize=1,
             input_type="Select",
             description="Participant role ID. Implicit FK to "
             "civicrm_option_value where option_group = "
