@@ -392,7 +392,13 @@ def run_get(ctx: Ctx) -> list[Record]:
     if row_count and not cols:
         return []
     hidden = []
-    if ent.name == "Contact" and any(c.wild for c in cols) and not aggregate:
+    # A row leaves out the fields of other contact types when selected by a wildcard, or, as
+    # Api4's Contact get does, whenever contact_type itself is selected (any suffix).
+    typed = any(
+        c.expr is None and c.field is not None and c.field.name == "contact_type" and "." not in c.key
+        for c in cols
+    )
+    if ent.name == "Contact" and (typed or any(c.wild for c in cols)) and not aggregate:
         hidden = [f'{quote(q.alias)}."contact_type"']
     exprs = [c.sql for c in cols] + hidden or ["1"]
     sql = f"SELECT {', '.join(exprs)} {from_sql} WHERE {where_sql}{tail}"
@@ -408,7 +414,13 @@ def run_get(ctx: Ctx) -> list[Record]:
         rec: Record = {}
         for col, value in zip(cols, row, strict=False):
             f = col.field
-            if col.wild and ctype and f is not None and f.contact_types and ctype not in f.contact_types:
+            if (
+                (col.wild or (typed and col.expr is None and "." not in col.key))
+                and ctype
+                and f is not None
+                and f.contact_types
+                and ctype not in f.contact_types
+            ):
                 continue
             rec[col.key] = format_value(col, value)
         out.append(rec)

@@ -469,6 +469,23 @@ class Sandbox:
         perm = ent.delete_perm if action == "delete" and ent.delete_perm else ent.write_perm
         if action == "create" and ent.create_perm:
             perm = ent.create_perm
+        if (
+            entity == "Contact"
+            and action == "update"
+            and ctx.contact_id is not None
+            and "access CiviCRM" in ctx.perms
+            and perm not in ctx.perms
+        ):
+            # Contact 'update' needs no permission of its own (5.77): each record it would
+            # change is checked, so an update that matches nothing is an empty success
+            given = ctx.params.get("values")
+            values: dict[str, Any] = given if isinstance(given, dict) else {}
+            where = [["id", "=", values["id"]]] if values.get("id") else ctx.params.get("where") or []
+            if self._api4("Contact", "get", {"select": ["id"], "where": where}, True, ctx.contact_id, None)[
+                "values"
+            ]:
+                raise denied
+            return
         if ctx.contact_id is None or perm not in ctx.perms:
             raise denied
 

@@ -221,8 +221,13 @@ def _describe(action: str, entity: str) -> str | None:
 
 
 def get_actions(ctx: Ctx, entity: str) -> list[Record]:
+    from .perms import visible
+
+    # as CiviCRM's getActions: only what the user may run (every action without checks)
     rows: list[Record] = [
-        {"name": a, "description": _describe(a, entity), "params": {}} for a in entity_actions(entity)
+        {"name": a, "description": _describe(a, entity), "params": {}}
+        for a in entity_actions(entity)
+        if not ctx.check or entity not in ENTITIES or visible(entity, a, ctx.perms)
     ]
     return array_query(rows, ctx.params, ctx, ("name", "description", "params"))
 

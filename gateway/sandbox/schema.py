@@ -91,6 +91,7 @@ class Entity:
     searchable: str = "secondary"
     type: tuple[str, ...] = ("DAOEntity",)
     actions: tuple[str, ...] = (
+        "autocomplete",
         "create",
         "delete",
         "get",
@@ -111,6 +112,10 @@ class Entity:
     update_extra: tuple[tuple[str, Any], ...] = ()
     create_nulls: tuple[str, ...] = ()  # keys create answers as null (the BAO's own reload)
     create_silent: tuple[str, ...] = ()  # derived on create but not in create's answer
+    # create's answer gives dates as the DAO saved them, "20240506100000" (Activity, Note, Tag)
+    create_compact_dates: bool = False
+    # keys create/update/save answer after check_permissions (GroupContact: method, tracking)
+    write_trailer: tuple[str, ...] = ()
 
     def field_map(self) -> dict[str, Field]:
         return {f.name: f for f in self.fields}
@@ -571,7 +576,6 @@ EMAIL = Entity(
             "Is Primary",
             default=False,
             nullable=False,
-            echo=True,
             input_type="Radio",
             description="Is this the primary email address",
         ),
@@ -765,13 +769,12 @@ GROUP = Entity(
         F("description", TEXT, "Group Description", description="Optional verbose description of the group."),
         F("source", STR, "Group Source", description="Module or process which created this group."),
         F("saved_search_id", INT, "Saved Search ID", fk_entity="SavedSearch"),
-        F("is_active", BOOL, "Group Enabled", default=True, nullable=False, echo=True),
+        F("is_active", BOOL, "Group Enabled", default=True, nullable=False),
         F(
             "visibility",
             STR,
             "Group Visibility Setting",
             default="User and User Admin Only",
-            echo=True,
             options={"User and User Admin Only": "User and User Admin Only", "Public Pages": "Public Pages"},
         ),
         F("where_clause", TEXT, "Group Where Clause", readonly=True),
@@ -790,9 +793,9 @@ GROUP = Entity(
         F("refresh_date", TS, "Next Group Refresh Time", readonly=True),
         F("parents", STR, "Group Parents", readonly=True),
         F("children", STR, "Group Children", readonly=True),
-        F("is_hidden", BOOL, "Group is Hidden", default=False, nullable=False, echo=True),
-        F("is_reserved", BOOL, "Group is Reserved", default=False, nullable=False, echo=True),
-        _fk("created_id", "Created By Contact ID", default=ACTOR),
+        F("is_hidden", BOOL, "Group is Hidden", default=False, nullable=False),
+        F("is_reserved", BOOL, "Group is Reserved", default=False, nullable=False),
+        _fk("created_id", "Created By Contact ID", default=ACTOR, echo=True),
         _fk("modified_id", "Modified By Contact ID", readonly=True),
         F("frontend_title", STR, "Public Group Title"),
         F("frontend_description", TEXT, "Public Group Description"),
@@ -856,9 +859,9 @@ TAG = Entity(
         F("label", STR, "Tag Label", description="User-facing tag name"),
         F("description", STR, "Description", description="Optional verbose description of the tag."),
         _fk("parent_id", "Parent Tag ID", "Tag", description="Optional parent id for this tag."),
-        F("is_selectable", BOOL, "Display Tag?", default=True, nullable=False, echo=True),
-        F("is_reserved", BOOL, "Reserved", default=False, nullable=False, echo=True),
-        F("is_tagset", BOOL, "Tagset", default=False, nullable=False, echo=True),
+        F("is_selectable", BOOL, "Display Tag?", default=True, nullable=False),
+        F("is_reserved", BOOL, "Reserved", default=False, nullable=False),
+        F("is_tagset", BOOL, "Tagset", default=False, nullable=False),
         F(
             "used_for",
             STR,
@@ -874,14 +877,16 @@ TAG = Entity(
                 "civicrm_saved_search": "Saved Searches",
             },
         ),
-        _fk("created_id", "Created By Contact ID", default=ACTOR),
+        _fk("created_id", "Created By Contact ID", default=ACTOR, echo=True),
         F("color", STR, "Color", description="Hex color value e.g. #ffffff"),
         F("created_date", TS, "Tag Created Date", readonly=True, default=NOW, echo=True),
     ),
     label_field="label",
     icon="fa-tag",
-    write_perm="manage tags",
-    delete_perm="manage tags",
+    # 5.77 lets anyone with 'access CiviCRM' create and update tags (the tagset widget);
+    # deleting falls to the 'default' entry
+    write_perm="access CiviCRM",
+    delete_perm="administer CiviCRM",
     type=("DAOEntity", "SortableEntity"),
 )
 
@@ -1072,7 +1077,13 @@ NOTE = Entity(
             description="Foreign key to the referenced item.",
         ),
         F("note", TEXT, "Note", description="Note and/or Comment."),
-        _fk("contact_id", "Created By Contact ID", default=ACTOR, description="FK to Contact ID creator"),
+        _fk(
+            "contact_id",
+            "Created By Contact ID",
+            default=ACTOR,
+            echo=True,
+            description="FK to Contact ID creator",
+        ),
         F("note_date", TS, "Note Date", default=NOW, echo=True, description="Date attached to the note"),
         F("created_date", TS, "Created Date", readonly=True, default=NOW, echo=True),
         F("modified_date", TS, "Note Modified Date", readonly=True, default=NOW, echo=True),

@@ -44,7 +44,12 @@ ALL_PERMISSIONS = (
 STAFF_PERMISSIONS = ("access CiviCRM", "view all contacts", "edit all contacts")
 # The least-privileged API user of ../shared/real-civicrm (user "staff", role api_staff): may
 # read contacts over REST with its key, may not write, see api keys or read error details.
-API_STAFF_PERMISSIONS = ("access CiviCRM", "view all contacts", "access AJAX API", "authenticate with api key")
+API_STAFF_PERMISSIONS = (
+    "access CiviCRM",
+    "view all contacts",
+    "access AJAX API",
+    "authenticate with api key",
+)
 
 ADMIN_CONTACT_ID = 2
 

@@ -71,18 +71,26 @@ _ERROR_ID = re.compile(r"\(Error ID: [^)]*\)")
 
 
 class Ids:
-    """One side's record ids, numbered per entity in the order first seen."""
+    """One side's record ids: the fixture's by name, those the corpus's writes create by the
+    order they were created in, the seeded ones (contacts 1-3) as they are; any other id is
+    "<Entity ?>" (a record neither side should be showing)."""
 
     def __init__(self) -> None:
-        self.seen: dict[tuple[str, int], str] = {}
-        self.counts: dict[str, int] = {}
+        self.known: dict[tuple[str, int], str] = {}
+        self.created: dict[str, int] = {}
+
+    def name(self, entity: str, value: int, name: str) -> None:
+        self.known[(entity, value)] = f"<{name}>"
+
+    def created_by_write(self, entity: str, value: int) -> None:
+        if (entity, value) not in self.known:
+            self.created[entity] = self.created.get(entity, 0) + 1
+            self.known[(entity, value)] = f"<{entity} new{self.created[entity]}>"
 
     def token(self, entity: str, value: int) -> str:
-        key = (entity, value)
-        if key not in self.seen:
-            self.counts[entity] = self.counts.get(entity, 0) + 1
-            self.seen[key] = f"<{entity}#{self.counts[entity]}>"
-        return self.seen[key]
+        if entity == "Contact" and 0 < value <= 3:
+            return f"<Contact {value}>"
+        return self.known.get((entity, value), f"<{entity} ?>")
 
 
 def _today() -> set[str]:
@@ -136,47 +144,50 @@ class Normaliser:
 
     def tree(self, value: Any, entity: str) -> Any:
         if isinstance(value, dict):
-            return {k: self.value(str(k), v, entity) for k, v in value.items()}
+            return {k: self.value(str(k), v, _v3_chained(str(k)) or entity) for k, v in value.items()}
         if isinstance(value, list):
             return [self.tree(v, entity) for v in value]
         if isinstance(value, str):
             return _ERROR_ID.sub("(Error ID: <id>)", value)
         return value
 
-    def answer(self, status: int, body: Any, entity: str) -> dict[str, Any]:
+    def answer(self, status: int, body: Any, entity: str, params: Any = None) -> dict[str, Any]:
         """What is compared of one answer: status, problem type and the normalised body."""
         if isinstance(body, dict) and "type" in body and "status" in body:
             problem = {k: v for k, v in body.items() if k not in ("request_id", "instance")}
             return {"status": status, "type": body.get("type"), "body": self.tree(problem, entity)}
-        records = body
-        if isinstance(body, list):
-            records = [self._record(r, entity) for r in body]
-        return {"status": status, "type": None, "body": self.tree(records, entity) if not isinstance(body, list) else records}
+        if not isinstance(body, list):
+            return {"status": status, "type": None, "body": self.tree(body, entity)}
+        chains = params.get("chain") if isinstance(params, dict) else None
+        chained = (
+            {k: v for k, v in chains.items() if isinstance(v, list) and v} if isinstance(chains, dict) else {}
+        )
+        return {"status": status, "type": None, "body": [self._record(r, entity, chained) for r in body]}
 
-    def _record(self, record: Any, entity: str) -> Any:
+    def _record(self, record: Any, entity: str, chained: dict[str, list[Any]]) -> Any:
         if not isinstance(record, dict):
             return self.tree(record, entity)
-        out = {}
+        out: dict[str, Any] = {}
         for key, val in record.items():
-            if isinstance(val, list) and val and all(isinstance(v, dict) for v in val):
-                # a chained call's records: of the chained entity, unknown here (ids by key)
-                out[key] = [self._record(v, _chained_entity(v, entity)) for v in val]
+            if key in chained and isinstance(val, list | dict):
+                # a chained call's records: of the chained entity, maybe indexed (4th item)
+                sub, index = chained[key][0], chained[key][3] if len(chained[key]) > 3 else None
+                if index in (0, "0") and isinstance(val, dict):
+                    out[key] = self._record(val, sub, {})
+                elif isinstance(val, dict):
+                    target = _entity_of(str(index), sub)
+                    out[key] = {
+                        (self._id(target, k) if target else k): self._record(v, sub, {})
+                        for k, v in val.items()
+                    }
+                else:
+                    out[key] = [self._record(v, sub, {}) for v in val]
             else:
-                out[key] = self.value(str(key), val, entity)
+                out[key] = self.value(str(key), val, _v3_chained(str(key)) or entity)
         return out
 
 
-def _chained_entity(record: dict[str, Any], parent: str) -> str:
-    """Chained records' entity, guessed from their keys (only ids need it)."""
-    keys = set(record)
-    if "email" in keys:
-        return "Email"
-    if "phone" in keys:
-        return "Phone"
-    if "tag_id" in keys or "tag_id:label" in keys:
-        return "EntityTag"
-    return parent
-
-
-def differs(real: dict[str, Any], sandbox: dict[str, Any]) -> bool:
-    return real != sandbox
+def _v3_chained(key: str) -> str | None:
+    """The entity of an APIv3 chained call's key (``api.Email.get``, ``api_email_get``)."""
+    found = re.fullmatch(r"api[._]([A-Za-z]+)[._]\w+", key)
+    return found.group(1)[0].upper() + found.group(1)[1:] if found else None

@@ -72,7 +72,11 @@ def fixture(marker: str) -> list[tuple[str, str, dict[str, Any]]]:
         )
     )
     out.append(
-        ("house", "Contact", {"contact_type": "Household", "household_name": f"{marker} House", "source": marker})
+        (
+            "house",
+            "Contact",
+            {"contact_type": "Household", "household_name": f"{marker} House", "source": marker},
+        )
     )
     for i, person in enumerate(("c1", "c2", "c3", "c4"), 1):
         out.append(
@@ -102,7 +106,9 @@ def fixture(marker: str) -> list[tuple[str, str, dict[str, Any]]]:
                 {"contact_id": f"@{person}", "phone": phone, "location_type_id": 1, "phone_type_id": 1},
             )
         )
-    for i, (person, city, code) in enumerate((("c1", "Springfield", "12345"), ("c2", "Shelbyville", "54321")), 1):
+    for i, (person, city, code) in enumerate(
+        (("c1", "Springfield", "12345"), ("c2", "Shelbyville", "54321")), 1
+    ):
         out.append(
             (
                 f"a{i}",
@@ -117,23 +123,44 @@ def fixture(marker: str) -> list[tuple[str, str, dict[str, Any]]]:
                 },
             )
         )
-    out.append(("t1", "Tag", {"name": f"{marker}-tag", "description": "parity tag", "used_for": ["civicrm_contact"]}))
+    out.append(
+        ("t1", "Tag", {"name": f"{marker}-tag", "description": "parity tag", "used_for": ["civicrm_contact"]})
+    )
     out.append(("t2", "Tag", {"name": f"{marker}-tag2", "used_for": ["civicrm_contact"]}))
-    out.append(("g1", "Group", {"name": f"{marker}_group", "title": f"{marker} group", "description": "parity"}))
+    out.append(
+        ("g1", "Group", {"name": f"{marker}_group", "title": f"{marker} group", "description": "parity"})
+    )
     for i, person in enumerate(("c1", "c2"), 1):
-        out.append((f"et{i}", "EntityTag", {"entity_table": "civicrm_contact", "entity_id": f"@{person}", "tag_id": "@t1"}))
+        out.append(
+            (
+                f"et{i}",
+                "EntityTag",
+                {"entity_table": "civicrm_contact", "entity_id": f"@{person}", "tag_id": "@t1"},
+            )
+        )
     out.append(("et3", "EntityTag", {"entity_table": "civicrm_contact", "entity_id": "@c3", "tag_id": "@t2"}))
     for i, person in enumerate(("c1", "c2", "c3"), 1):
-        out.append((f"gc{i}", "GroupContact", {"group_id": "@g1", "contact_id": f"@{person}", "status": "Added"}))
+        out.append(
+            (f"gc{i}", "GroupContact", {"group_id": "@g1", "contact_id": f"@{person}", "status": "Added"})
+        )
     out.append(
         (
             "n1",
             "Note",
-            {"entity_table": "civicrm_contact", "entity_id": "@c1", "note": f"note {marker}", "subject": "first"},
+            {
+                "entity_table": "civicrm_contact",
+                "entity_id": "@c1",
+                "note": f"note {marker}",
+                "subject": "first",
+            },
         )
     )
     out.append(
-        ("n2", "Note", {"entity_table": "civicrm_contact", "entity_id": "@c2", "note": "second", "subject": marker})
+        (
+            "n2",
+            "Note",
+            {"entity_table": "civicrm_contact", "entity_id": "@c2", "note": "second", "subject": marker},
+        )
     )
     out.append(
         (
@@ -293,43 +320,162 @@ def contact_reads(m: str) -> list[tuple[str, dict[str, Any]]]:
     aggregates: list[dict[str, Any]] = [
         {"select": ["COUNT(id) AS n"]},
         {"select": ["row_count"]},
-        {"select": ["gender_id:label", "COUNT(id) AS n"], "groupBy": ["gender_id"], "orderBy": {"gender_id": "ASC"}},
+        {
+            "select": ["gender_id:label", "COUNT(id) AS n"],
+            "groupBy": ["gender_id"],
+            "orderBy": {"gender_id": "ASC"},
+        },
         {"select": ["job_title", "COUNT(id) AS n"], "groupBy": ["job_title"], "having": [["n", ">", 1]]},
-        {"select": ["job_title", "COUNT(id) AS n"], "groupBy": ["job_title"], "orderBy": {"n": "DESC", "job_title": "ASC"}},
+        {
+            "select": ["job_title", "COUNT(id) AS n"],
+            "groupBy": ["job_title"],
+            "orderBy": {"n": "DESC", "job_title": "ASC"},
+        },
         {"select": ["MAX(birth_date) AS mx", "MIN(birth_date) AS mn"]},
         {"select": ["GROUP_CONCAT(first_name) AS names"], "groupBy": ["last_name"]},
         {"select": ["GROUP_CONCAT(DISTINCT job_title SEPARATOR '|') AS jt"]},
         {"select": ["SUM(is_deceased) AS s", "COUNT(DISTINCT gender_id) AS g"]},
-        {"select": ["is_deceased", "COUNT(id) AS n"], "groupBy": ["is_deceased"], "having": [["COUNT(id)", ">=", 1]]},
-        {"select": ["gender_id", "GROUP_CONCAT(first_name ORDER BY first_name DESC) AS f"], "groupBy": ["gender_id"]},
-        {"select": ["COUNT(id) AS n", "contact_type"], "groupBy": ["contact_type"], "orderBy": {"contact_type": "ASC"}},
+        {
+            "select": ["is_deceased", "COUNT(id) AS n"],
+            "groupBy": ["is_deceased"],
+            "having": [["COUNT(id)", ">=", 1]],
+        },
+        {
+            "select": ["gender_id", "GROUP_CONCAT(first_name ORDER BY first_name DESC) AS f"],
+            "groupBy": ["gender_id"],
+        },
+        {
+            "select": ["COUNT(id) AS n", "contact_type"],
+            "groupBy": ["contact_type"],
+            "orderBy": {"contact_type": "ASC"},
+        },
     ]
     for i, agg in enumerate(aggregates):
         where = [["source", "=", m]]
         out.append((f"agg {i}", {"where": where, **agg}))
     joins: list[dict[str, Any]] = [
-        {"select": ["id", "first_name", "e.email"], "join": [["Email AS e", "LEFT", ["e.contact_id", "=", "id"]]], "orderBy": {"id": "ASC", "e.id": "ASC"}},
-        {"select": ["first_name", "e.email", "e.is_primary"], "join": [["Email AS e", "INNER", ["e.contact_id", "=", "id"]]], "orderBy": {"e.email": "ASC"}},
-        {"select": ["first_name"], "join": [["Email AS e", "EXCLUDE", ["e.contact_id", "=", "id"]]], "orderBy": {"id": "ASC"}},
-        {"select": ["first_name", "p.phone", "p.phone_numeric"], "join": [["Phone AS p", "INNER", ["p.contact_id", "=", "id"]]], "orderBy": {"id": "ASC"}},
-        {"select": ["first_name", "a.city"], "join": [["Address AS a", "LEFT", ["a.contact_id", "=", "id"]]], "where": [["a.city", "IS NOT NULL"]], "orderBy": {"a.city": "ASC"}},
-        {"select": ["first_name", "gc.status", "g.title"], "join": [["GroupContact AS gc", "INNER", ["gc.contact_id", "=", "id"]], ["Group AS g", "INNER", ["g.id", "=", "gc.group_id"]]], "orderBy": {"id": "ASC"}},
-        {"select": ["first_name", "t.name"], "join": [["EntityTag AS et", "INNER", ["et.entity_id", "=", "id"], ["et.entity_table", "=", "'civicrm_contact'"]], ["Tag AS t", "INNER", ["t.id", "=", "et.tag_id"]]], "orderBy": {"id": "ASC"}},
-        {"select": ["first_name", "COUNT(e.id) AS n"], "join": [["Email AS e", "LEFT", ["e.contact_id", "=", "id"]]], "groupBy": ["id"], "orderBy": {"id": "ASC"}},
-        {"select": ["first_name", "n.subject"], "join": [["Note AS n", "INNER", ["n.entity_id", "=", "id"], ["n.entity_table", "=", "'civicrm_contact'"]]], "orderBy": {"id": "ASC"}},
+        {
+            "select": ["id", "first_name", "e.email"],
+            "join": [["Email AS e", "LEFT", ["e.contact_id", "=", "id"]]],
+            "orderBy": {"id": "ASC", "e.id": "ASC"},
+        },
+        {
+            "select": ["first_name", "e.email", "e.is_primary"],
+            "join": [["Email AS e", "INNER", ["e.contact_id", "=", "id"]]],
+            "orderBy": {"e.email": "ASC"},
+        },
+        {
+            "select": ["first_name"],
+            "join": [["Email AS e", "EXCLUDE", ["e.contact_id", "=", "id"]]],
+            "orderBy": {"id": "ASC"},
+        },
+        {
+            "select": ["first_name", "p.phone", "p.phone_numeric"],
+            "join": [["Phone AS p", "INNER", ["p.contact_id", "=", "id"]]],
+            "orderBy": {"id": "ASC"},
+        },
+        {
+            "select": ["first_name", "a.city"],
+            "join": [["Address AS a", "LEFT", ["a.contact_id", "=", "id"]]],
+            "where": [["a.city", "IS NOT NULL"]],
+            "orderBy": {"a.city": "ASC"},
+        },
+        {
+            "select": ["first_name", "gc.status", "g.title"],
+            "join": [
+                ["GroupContact AS gc", "INNER", ["gc.contact_id", "=", "id"]],
+                ["Group AS g", "INNER", ["g.id", "=", "gc.group_id"]],
+            ],
+            "orderBy": {"id": "ASC"},
+        },
+        {
+            "select": ["first_name", "t.name"],
+            "join": [
+                [
+                    "EntityTag AS et",
+                    "INNER",
+                    ["et.entity_id", "=", "id"],
+                    ["et.entity_table", "=", "'civicrm_contact'"],
+                ],
+                ["Tag AS t", "INNER", ["t.id", "=", "et.tag_id"]],
+            ],
+            "orderBy": {"id": "ASC"},
+        },
+        {
+            "select": ["first_name", "COUNT(e.id) AS n"],
+            "join": [["Email AS e", "LEFT", ["e.contact_id", "=", "id"]]],
+            "groupBy": ["id"],
+            "orderBy": {"id": "ASC"},
+        },
+        {
+            "select": ["first_name", "n.subject"],
+            "join": [
+                [
+                    "Note AS n",
+                    "INNER",
+                    ["n.entity_id", "=", "id"],
+                    ["n.entity_table", "=", "'civicrm_contact'"],
+                ]
+            ],
+            "orderBy": {"id": "ASC"},
+        },
     ]
     for i, join in enumerate(joins):
         where = [["last_name", "=", m], *join.pop("where", [])]
         out.append((f"join {i}", {"where": where, **join}))
     chains: list[dict[str, Any]] = [
-        {"select": ["first_name"], "chain": {"emails": ["Email", "get", {"where": [["contact_id", "=", "$id"]], "select": ["email"], "orderBy": {"id": "ASC"}}]}},
-        {"select": ["first_name"], "chain": {"n": ["Email", "get", {"where": [["contact_id", "=", "$id"]], "select": ["row_count"]}]}},
-        {"select": ["id"], "chain": {"tags": ["EntityTag", "get", {"where": [["entity_id", "=", "$id"], ["entity_table", "=", "civicrm_contact"]], "select": ["tag_id:label"]}, "tag_id"]}},
-        {"select": ["first_name"], "chain": {"x": ["Contact", "get", {"where": [["id", "=", "$id"]], "select": ["display_name"]}, 0]}},
-        {"select": ["first_name"], "chain": {"lit": ["Email", "get", {"where": [["email", "=", "$job_title"]]}]}},
+        {
+            "select": ["first_name"],
+            "chain": {
+                "emails": [
+                    "Email",
+                    "get",
+                    {"where": [["contact_id", "=", "$id"]], "select": ["email"], "orderBy": {"id": "ASC"}},
+                ]
+            },
+        },
+        {
+            "select": ["first_name"],
+            "chain": {
+                "n": ["Email", "get", {"where": [["contact_id", "=", "$id"]], "select": ["row_count"]}]
+            },
+        },
+        {
+            "select": ["id"],
+            "chain": {
+                "tags": [
+                    "EntityTag",
+                    "get",
+                    {
+                        "where": [["entity_id", "=", "$id"], ["entity_table", "=", "civicrm_contact"]],
+                        "select": ["tag_id:label"],
+                    },
+                    "tag_id",
+                ]
+            },
+        },
+        {
+            "select": ["first_name"],
+            "chain": {
+                "x": ["Contact", "get", {"where": [["id", "=", "$id"]], "select": ["display_name"]}, 0]
+            },
+        },
+        {
+            "select": ["first_name"],
+            "chain": {"lit": ["Email", "get", {"where": [["email", "=", "$job_title"]]}]},
+        },
     ]
     for i, chain in enumerate(chains):
-        out.append((f"chain {i}", {"where": [["last_name", "=", m], ["first_name", "IN", ["Ada", "Bob", "Eve"]]], "orderBy": {"id": "ASC"}, **chain}))
+        out.append(
+            (
+                f"chain {i}",
+                {
+                    "where": [["last_name", "=", m], ["first_name", "IN", ["Ada", "Bob", "Eve"]]],
+                    "orderBy": {"id": "ASC"},
+                    **chain,
+                },
+            )
+        )
     return out
 
 
@@ -338,32 +484,149 @@ def other_reads(m: str) -> list[tuple[str, str, dict[str, Any]]]:
     mine = [["contact_id.last_name", "=", m]]
     tag = [["name", "LIKE", f"{m}%"]]
     rows: list[tuple[str, dict[str, Any]]] = [
-        ("Email", {"select": ["email", "is_primary", "location_type_id:name", "contact_id"], "where": mine, "orderBy": {"id": "ASC"}}),
+        (
+            "Email",
+            {
+                "select": ["email", "is_primary", "location_type_id:name", "contact_id"],
+                "where": mine,
+                "orderBy": {"id": "ASC"},
+            },
+        ),
         ("Email", {"select": ["*"], "where": mine, "orderBy": {"email": "ASC"}}),
-        ("Email", {"select": ["email", "contact_id.display_name", "contact_id.first_name"], "where": [*mine, ["is_primary", "=", False]]}),
-        ("Email", {"select": ["contact_id", "COUNT(id) AS n"], "where": mine, "groupBy": ["contact_id"], "orderBy": {"contact_id": "ASC"}}),
-        ("Phone", {"select": ["phone", "phone_numeric", "phone_type_id:label", "is_primary"], "where": mine, "orderBy": {"id": "ASC"}}),
+        (
+            "Email",
+            {
+                "select": ["email", "contact_id.display_name", "contact_id.first_name"],
+                "where": [*mine, ["is_primary", "=", False]],
+            },
+        ),
+        (
+            "Email",
+            {
+                "select": ["contact_id", "COUNT(id) AS n"],
+                "where": mine,
+                "groupBy": ["contact_id"],
+                "orderBy": {"contact_id": "ASC"},
+            },
+        ),
+        (
+            "Phone",
+            {
+                "select": ["phone", "phone_numeric", "phone_type_id:label", "is_primary"],
+                "where": mine,
+                "orderBy": {"id": "ASC"},
+            },
+        ),
         ("Phone", {"select": ["*"], "where": mine, "orderBy": {"id": "ASC"}}),
         ("Phone", {"select": ["phone"], "where": [*mine, ["phone_numeric", "LIKE", "%0102"]]}),
-        ("Address", {"select": ["street_address", "city", "postal_code", "location_type_id:label"], "where": mine, "orderBy": {"city": "DESC"}}),
+        (
+            "Address",
+            {
+                "select": ["street_address", "city", "postal_code", "location_type_id:label"],
+                "where": mine,
+                "orderBy": {"city": "DESC"},
+            },
+        ),
         ("Address", {"select": ["*"], "where": mine, "orderBy": {"id": "ASC"}}),
-        ("Note", {"select": ["note", "subject", "entity_table", "entity_id"], "where": [["entity_id.last_name", "=", m]], "orderBy": {"id": "ASC"}}),
+        (
+            "Note",
+            {
+                "select": ["note", "subject", "entity_table", "entity_id"],
+                "where": [["entity_id.last_name", "=", m]],
+                "orderBy": {"id": "ASC"},
+            },
+        ),
         ("Note", {"select": ["*"], "where": [["entity_id.last_name", "=", m]], "orderBy": {"id": "ASC"}}),
-        ("Tag", {"select": ["name", "description", "used_for", "is_selectable", "is_tagset"], "where": tag, "orderBy": {"name": "ASC"}}),
+        (
+            "Tag",
+            {
+                "select": ["name", "description", "used_for", "is_selectable", "is_tagset"],
+                "where": tag,
+                "orderBy": {"name": "ASC"},
+            },
+        ),
         ("Tag", {"select": ["*"], "where": tag, "orderBy": {"name": "ASC"}}),
         ("Tag", {"select": ["name", "used_for:label"], "where": tag, "orderBy": {"name": "DESC"}}),
-        ("Group", {"select": ["name", "title", "description", "is_active", "visibility", "group_type"], "where": tag}),
+        (
+            "Group",
+            {
+                "select": ["name", "title", "description", "is_active", "visibility", "group_type"],
+                "where": tag,
+            },
+        ),
         ("Group", {"select": ["*"], "where": tag}),
-        ("GroupContact", {"select": ["status", "contact_id.first_name", "group_id:label"], "where": mine, "orderBy": {"id": "ASC"}}),
+        (
+            "GroupContact",
+            {
+                "select": ["status", "contact_id.first_name", "group_id:label"],
+                "where": mine,
+                "orderBy": {"id": "ASC"},
+            },
+        ),
         ("GroupContact", {"select": ["*"], "where": mine, "orderBy": {"id": "ASC"}}),
-        ("EntityTag", {"select": ["entity_table", "entity_id", "tag_id", "tag_id:label"], "where": [["tag_id.name", "LIKE", f"{m}%"]], "orderBy": {"id": "ASC"}}),
-        ("EntityTag", {"select": ["tag_id.name", "COUNT(id) AS n"], "where": [["tag_id.name", "LIKE", f"{m}%"]], "groupBy": ["tag_id"], "orderBy": {"tag_id.name": "ASC"}}),
-        ("Activity", {"select": ["subject", "activity_type_id:name", "status_id:name", "activity_date_time", "duration"], "where": [["subject", "=", m]], "orderBy": {"activity_date_time": "ASC"}}),
+        (
+            "EntityTag",
+            {
+                "select": ["entity_table", "entity_id", "tag_id", "tag_id:label"],
+                "where": [["tag_id.name", "LIKE", f"{m}%"]],
+                "orderBy": {"id": "ASC"},
+            },
+        ),
+        (
+            "EntityTag",
+            {
+                "select": ["tag_id.name", "COUNT(id) AS n"],
+                "where": [["tag_id.name", "LIKE", f"{m}%"]],
+                "groupBy": ["tag_id"],
+                "orderBy": {"tag_id.name": "ASC"},
+            },
+        ),
+        (
+            "Activity",
+            {
+                "select": [
+                    "subject",
+                    "activity_type_id:name",
+                    "status_id:name",
+                    "activity_date_time",
+                    "duration",
+                ],
+                "where": [["subject", "=", m]],
+                "orderBy": {"activity_date_time": "ASC"},
+            },
+        ),
         ("Activity", {"select": ["*"], "where": [["subject", "=", m]], "orderBy": {"id": "ASC"}}),
-        ("Activity", {"select": ["subject", "details", "priority_id:label", "is_test"], "where": [["subject", "=", m], ["activity_type_id:name", "=", "Phone Call"]]}),
-        ("OptionValue", {"select": ["label", "value", "name"], "where": [["option_group_id:name", "=", "gender"]], "orderBy": {"value": "ASC"}}),
-        ("OptionValue", {"select": ["label", "value"], "where": [["option_group_id:name", "=", "individual_prefix"]], "orderBy": {"weight": "ASC"}}),
-        ("OptionGroup", {"select": ["name", "title", "is_active"], "where": [["name", "IN", ["gender", "individual_prefix"]]], "orderBy": {"name": "ASC"}}),
+        (
+            "Activity",
+            {
+                "select": ["subject", "details", "priority_id:label", "is_test"],
+                "where": [["subject", "=", m], ["activity_type_id:name", "=", "Phone Call"]],
+            },
+        ),
+        (
+            "OptionValue",
+            {
+                "select": ["label", "value", "name"],
+                "where": [["option_group_id:name", "=", "gender"]],
+                "orderBy": {"value": "ASC"},
+            },
+        ),
+        (
+            "OptionValue",
+            {
+                "select": ["label", "value"],
+                "where": [["option_group_id:name", "=", "individual_prefix"]],
+                "orderBy": {"weight": "ASC"},
+            },
+        ),
+        (
+            "OptionGroup",
+            {
+                "select": ["name", "title", "is_active"],
+                "where": [["name", "IN", ["gender", "individual_prefix"]]],
+                "orderBy": {"name": "ASC"},
+            },
+        ),
     ]
     return [(f"{entity} get {i}", entity, params) for i, (entity, params) in enumerate(rows)]
 
@@ -382,10 +645,25 @@ def metadata_reads() -> list[tuple[str, str, str, dict[str, Any]]]:
                 f"{entity} getFields create",
                 entity,
                 "getFields",
-                {"action": "create", "select": ["name", "required", "default_value"], "where": [["required", "=", True]]},
+                {
+                    "action": "create",
+                    "select": ["name", "required", "default_value"],
+                    "where": [["required", "=", True]],
+                },
             )
         )
-    out.append(("Contact getFields options", "Contact", "getFields", {"loadOptions": True, "select": ["name", "options"], "where": [["name", "IN", ["gender_id", "prefix_id", "contact_type"]]]}))
+    out.append(
+        (
+            "Contact getFields options",
+            "Contact",
+            "getFields",
+            {
+                "loadOptions": True,
+                "select": ["name", "options"],
+                "where": [["name", "IN", ["gender_id", "prefix_id", "contact_type"]]],
+            },
+        )
+    )
     out.append(("Entity get", "Entity", "get", {"select": ["name"], "where": [["name", "IN", ENTITIES]]}))
     return out
 
@@ -393,44 +671,267 @@ def metadata_reads() -> list[tuple[str, str, str, dict[str, Any]]]:
 def writes(m: str) -> list[tuple[str, str, str, dict[str, Any]]]:
     """(label, entity, action, params) of writes, each followed by a read of what it did."""
     w = f"{m}w"  # the corpus's own contacts: source = marker + "w"
-    again = {"select": ["first_name", "job_title", "do_not_phone", "is_deleted"], "where": [["source", "=", w]], "orderBy": {"first_name": "ASC"}}
+    again = {
+        "select": ["first_name", "job_title", "do_not_phone", "is_deleted"],
+        "where": [["source", "=", w]],
+        "orderBy": {"first_name": "ASC"},
+    }
     return [
-        ("create", "Contact", "create", {"values": {"contact_type": "Individual", "first_name": "Wes", "last_name": m, "source": w, "job_title": "Tester"}}),
-        ("create select", "Contact", "create", {"values": {"contact_type": "Individual", "first_name": "Xia", "last_name": m, "source": w}, "select": ["id", "display_name"]}),
-        ("create org", "Contact", "create", {"values": {"contact_type": "Organization", "organization_name": f"{w} Ltd", "source": w}}),
+        (
+            "create",
+            "Contact",
+            "create",
+            {
+                "values": {
+                    "contact_type": "Individual",
+                    "first_name": "Wes",
+                    "last_name": m,
+                    "source": w,
+                    "job_title": "Tester",
+                }
+            },
+        ),
+        (
+            "create select",
+            "Contact",
+            "create",
+            {
+                "values": {"contact_type": "Individual", "first_name": "Xia", "last_name": m, "source": w},
+                "select": ["id", "display_name"],
+            },
+        ),
+        (
+            "create org",
+            "Contact",
+            "create",
+            {"values": {"contact_type": "Organization", "organization_name": f"{w} Ltd", "source": w}},
+        ),
         ("read back", "Contact", "get", again),
-        ("update where", "Contact", "update", {"where": [["source", "=", w], ["first_name", "=", "Wes"]], "values": {"job_title": "Lead", "do_not_phone": True}}),
-        ("update reload", "Contact", "update", {"where": [["source", "=", w], ["first_name", "=", "Xia"]], "values": {"job_title": "Coder"}, "reload": True, "select": ["job_title"]}),
-        ("update nothing", "Contact", "update", {"where": [["source", "=", w], ["first_name", "=", "Nobody"]], "values": {"job_title": "x"}}),
+        (
+            "update where",
+            "Contact",
+            "update",
+            {
+                "where": [["source", "=", w], ["first_name", "=", "Wes"]],
+                "values": {"job_title": "Lead", "do_not_phone": True},
+            },
+        ),
+        (
+            "update reload",
+            "Contact",
+            "update",
+            {
+                "where": [["source", "=", w], ["first_name", "=", "Xia"]],
+                "values": {"job_title": "Coder"},
+                "reload": True,
+                "select": ["job_title"],
+            },
+        ),
+        (
+            "update nothing",
+            "Contact",
+            "update",
+            {"where": [["source", "=", w], ["first_name", "=", "Nobody"]], "values": {"job_title": "x"}},
+        ),
         ("read back", "Contact", "get", again),
-        ("save", "Contact", "save", {"records": [{"contact_type": "Individual", "first_name": "Yan", "last_name": m, "source": w}]}),
-        ("save match", "Contact", "save", {"records": [{"first_name": "Yan", "last_name": m, "source": w, "job_title": "Matched"}], "match": ["first_name", "last_name"]}),
-        ("save defaults", "Contact", "save", {"records": [{"first_name": "Zed"}], "defaults": {"contact_type": "Individual", "last_name": m, "source": w}}),
+        (
+            "save",
+            "Contact",
+            "save",
+            {"records": [{"contact_type": "Individual", "first_name": "Yan", "last_name": m, "source": w}]},
+        ),
+        (
+            "save match",
+            "Contact",
+            "save",
+            {
+                "records": [{"first_name": "Yan", "last_name": m, "source": w, "job_title": "Matched"}],
+                "match": ["first_name", "last_name"],
+            },
+        ),
+        (
+            "save defaults",
+            "Contact",
+            "save",
+            {
+                "records": [{"first_name": "Zed"}],
+                "defaults": {"contact_type": "Individual", "last_name": m, "source": w},
+            },
+        ),
         ("read back", "Contact", "get", again),
-        ("chain create", "Contact", "create", {"values": {"contact_type": "Individual", "first_name": "Uma", "last_name": m, "source": w}, "chain": {"email": ["Email", "create", {"values": {"contact_id": "$id", "email": f"uma.{m}@example.org"}}]}}),
-        ("email create", "Email", "create", {"values": {"contact_id": "@c5", "email": f"eve.{m}@example.org", "is_primary": True}}),
-        ("email update", "Email", "update", {"where": [["email", "=", f"eve.{m}@example.org"]], "values": {"location_type_id": 2}}),
-        ("email replace", "Email", "replace", {"where": [["contact_id", "=", "@c6"]], "records": [{"email": f"finn1.{m}@example.org"}, {"email": f"finn2.{m}@example.org"}]}),
-        ("email read", "Email", "get", {"select": ["email", "is_primary", "location_type_id"], "where": [["contact_id.last_name", "=", m]], "orderBy": {"email": "ASC"}}),
+        (
+            "chain create",
+            "Contact",
+            "create",
+            {
+                "values": {"contact_type": "Individual", "first_name": "Uma", "last_name": m, "source": w},
+                "chain": {
+                    "email": [
+                        "Email",
+                        "create",
+                        {"values": {"contact_id": "$id", "email": f"uma.{m}@example.org"}},
+                    ]
+                },
+            },
+        ),
+        (
+            "email create",
+            "Email",
+            "create",
+            {"values": {"contact_id": "@c5", "email": f"eve.{m}@example.org", "is_primary": True}},
+        ),
+        (
+            "email update",
+            "Email",
+            "update",
+            {"where": [["email", "=", f"eve.{m}@example.org"]], "values": {"location_type_id": 2}},
+        ),
+        (
+            "email replace",
+            "Email",
+            "replace",
+            {
+                "where": [["contact_id", "=", "@c6"]],
+                "records": [{"email": f"finn1.{m}@example.org"}, {"email": f"finn2.{m}@example.org"}],
+            },
+        ),
+        (
+            "email read",
+            "Email",
+            "get",
+            {
+                "select": ["email", "is_primary", "location_type_id"],
+                "where": [["contact_id.last_name", "=", m]],
+                "orderBy": {"email": "ASC"},
+            },
+        ),
         ("phone create", "Phone", "create", {"values": {"contact_id": "@c4", "phone": "+1 (555) 0199 x12"}}),
-        ("phone read", "Phone", "get", {"select": ["phone", "phone_numeric", "is_primary", "location_type_id"], "where": [["contact_id", "=", "@c4"]]}),
-        ("address create", "Address", "create", {"values": {"contact_id": "@c3", "city": "Ogdenville", "location_type_id": 1}}),
-        ("note create", "Note", "create", {"values": {"entity_table": "civicrm_contact", "entity_id": "@c3", "note": "third", "subject": m}}),
-        ("note update", "Note", "update", {"where": [["id", "=", "@n2"]], "values": {"note": "second, edited"}}),
-        ("tag create", "Tag", "create", {"values": {"name": f"{m}-tag3", "description": "made by the corpus"}}),
-        ("entitytag create", "EntityTag", "create", {"values": {"entity_table": "civicrm_contact", "entity_id": "@c4", "tag_id": "@t2"}}),
-        ("entitytag delete", "EntityTag", "delete", {"where": [["entity_id", "=", "@c4"], ["tag_id", "=", "@t2"]]}),
+        (
+            "phone read",
+            "Phone",
+            "get",
+            {
+                "select": ["phone", "phone_numeric", "is_primary", "location_type_id"],
+                "where": [["contact_id", "=", "@c4"]],
+            },
+        ),
+        (
+            "address create",
+            "Address",
+            "create",
+            {"values": {"contact_id": "@c3", "city": "Ogdenville", "location_type_id": 1}},
+        ),
+        (
+            "note create",
+            "Note",
+            "create",
+            {
+                "values": {
+                    "entity_table": "civicrm_contact",
+                    "entity_id": "@c3",
+                    "note": "third",
+                    "subject": m,
+                }
+            },
+        ),
+        (
+            "note update",
+            "Note",
+            "update",
+            {"where": [["id", "=", "@n2"]], "values": {"note": "second, edited"}},
+        ),
+        (
+            "tag create",
+            "Tag",
+            "create",
+            {"values": {"name": f"{m}-tag3", "description": "made by the corpus"}},
+        ),
+        (
+            "entitytag create",
+            "EntityTag",
+            "create",
+            {"values": {"entity_table": "civicrm_contact", "entity_id": "@c4", "tag_id": "@t2"}},
+        ),
+        (
+            "entitytag delete",
+            "EntityTag",
+            "delete",
+            {"where": [["entity_id", "=", "@c4"], ["tag_id", "=", "@t2"]]},
+        ),
         ("group create", "Group", "create", {"values": {"name": f"{m}_group2", "title": f"{m} group 2"}}),
-        ("groupcontact save", "GroupContact", "save", {"records": [{"group_id": "@g1", "contact_id": "@c4", "status": "Added"}]}),
-        ("groupcontact update", "GroupContact", "update", {"where": [["id", "=", "@gc3"]], "values": {"status": "Removed"}}),
-        ("groupcontact read", "GroupContact", "get", {"select": ["contact_id", "status"], "where": [["group_id", "=", "@g1"]], "orderBy": {"contact_id": "ASC"}}),
-        ("activity create", "Activity", "create", {"values": {"activity_type_id:name": "Meeting", "source_contact_id": "@c2", "subject": m, "activity_date_time": "2024-07-01 09:00:00"}}),
-        ("activity update", "Activity", "update", {"where": [["id", "=", "@act2"]], "values": {"status_id:name": "Cancelled"}}),
-        ("activity read", "Activity", "get", {"select": ["subject", "status_id:name", "activity_date_time"], "where": [["subject", "=", m]], "orderBy": {"activity_date_time": "ASC"}}),
+        (
+            "groupcontact save",
+            "GroupContact",
+            "save",
+            {"records": [{"group_id": "@g1", "contact_id": "@c4", "status": "Added"}]},
+        ),
+        (
+            "groupcontact update",
+            "GroupContact",
+            "update",
+            {"where": [["id", "=", "@gc3"]], "values": {"status": "Removed"}},
+        ),
+        (
+            "groupcontact read",
+            "GroupContact",
+            "get",
+            {
+                "select": ["contact_id", "status"],
+                "where": [["group_id", "=", "@g1"]],
+                "orderBy": {"contact_id": "ASC"},
+            },
+        ),
+        (
+            "activity create",
+            "Activity",
+            "create",
+            {
+                "values": {
+                    "activity_type_id:name": "Meeting",
+                    "source_contact_id": "@c2",
+                    "subject": m,
+                    "activity_date_time": "2024-07-01 09:00:00",
+                }
+            },
+        ),
+        (
+            "activity update",
+            "Activity",
+            "update",
+            {"where": [["id", "=", "@act2"]], "values": {"status_id:name": "Cancelled"}},
+        ),
+        (
+            "activity read",
+            "Activity",
+            "get",
+            {
+                "select": ["subject", "status_id:name", "activity_date_time"],
+                "where": [["subject", "=", m]],
+                "orderBy": {"activity_date_time": "ASC"},
+            },
+        ),
         ("delete trash", "Contact", "delete", {"where": [["source", "=", w], ["first_name", "=", "Zed"]]}),
-        ("read trashed", "Contact", "get", {"select": ["first_name", "is_deleted"], "where": [["source", "=", w], ["is_deleted", "=", True]]}),
-        ("delete for good", "Contact", "delete", {"where": [["source", "=", w], ["first_name", "=", "Yan"]], "useTrash": False}),
-        ("delete nothing", "Contact", "delete", {"where": [["source", "=", w], ["first_name", "=", "Nobody"]]}),
+        (
+            "read trashed",
+            "Contact",
+            "get",
+            {
+                "select": ["first_name", "is_deleted"],
+                "where": [["source", "=", w], ["is_deleted", "=", True]],
+            },
+        ),
+        (
+            "delete for good",
+            "Contact",
+            "delete",
+            {"where": [["source", "=", w], ["first_name", "=", "Yan"]], "useTrash": False},
+        ),
+        (
+            "delete nothing",
+            "Contact",
+            "delete",
+            {"where": [["source", "=", w], ["first_name", "=", "Nobody"]]},
+        ),
         ("email delete", "Email", "delete", {"where": [["id", "=", "@e5"]]}),
         ("read back", "Contact", "get", again),
     ]
@@ -456,14 +957,39 @@ def errors(m: str) -> list[tuple[str, int, str, str, Any]]:
         ("create no type", 4, "Contact", "create", {"values": {"first_name": "Nemo", "last_name": m}}),
         ("activity missing", 4, "Activity", "create", {"values": {"subject": m}}),
         ("email missing", 4, "Email", "create", {"values": {"email": f"x.{m}@example.org"}}),
-        ("update missing id", 4, "Contact", "update", {"where": [["id", "=", 2147480000]], "values": {"job_title": "x"}}),
+        (
+            "update missing id",
+            4,
+            "Contact",
+            "update",
+            {"where": [["id", "=", 2147480000]], "values": {"job_title": "x"}},
+        ),
         ("update no where", 4, "Contact", "update", {"values": {"job_title": "x"}}),
         ("delete no where", 4, "Contact", "delete", {}),
         ("replace no records", 4, "Email", "replace", {"where": [["contact_id", "=", "@c1"]]}),
-        ("bad join", 4, "Contact", "get", {"where": mine, "join": [["Nope AS n", "LEFT", ["n.id", "=", "id"]]]}),
+        (
+            "bad join",
+            4,
+            "Contact",
+            "get",
+            {"where": mine, "join": [["Nope AS n", "LEFT", ["n.id", "=", "id"]]]},
+        ),
         ("bad option", 4, "Contact", "get", {"where": [*mine, ["gender_id:name", "=", "Nonexistent"]]}),
         ("bad chain", 4, "Contact", "get", {"where": mine, "chain": {"x": ["Email"]}}),
-        ("bad value type", 4, "Contact", "create", {"values": {"contact_type": "Individual", "last_name": m, "source": f"{m}w", "birth_date": "not a date"}}),
+        (
+            "bad value type",
+            4,
+            "Contact",
+            "create",
+            {
+                "values": {
+                    "contact_type": "Individual",
+                    "last_name": m,
+                    "source": f"{m}w",
+                    "birth_date": "not a date",
+                }
+            },
+        ),
         ("bad contact type", 4, "Contact", "create", {"values": {"contact_type": "Robot", "last_name": m}}),
         ("v3 unknown entity", 3, "Nope", "get", {}),
         ("v3 unknown action", 3, "Contact", "frobnicate", {}),
@@ -481,15 +1007,87 @@ def v3_calls(m: str) -> list[tuple[str, str, str, dict[str, Any], bool]]:
     """(label, entity, action, params, is_write) of APIv3."""
     w = f"{m}v3"
     return [
-        ("get", "Contact", "get", {"last_name": m, "return": "first_name,last_name", "options": {"sort": "first_name"}}, False),
+        (
+            "get",
+            "Contact",
+            "get",
+            {"last_name": m, "return": "first_name,last_name", "options": {"sort": "first_name"}},
+            False,
+        ),
         ("get all fields", "Contact", "get", {"last_name": m, "first_name": "Ada"}, False),
-        ("get limit", "Contact", "get", {"last_name": m, "return": ["first_name"], "options": {"sort": "first_name DESC", "limit": 2, "offset": 1}}, False),
-        ("get gender", "Contact", "get", {"last_name": m, "gender_id": "Male", "return": "first_name,gender_id", "options": {"sort": "id"}}, False),
-        ("get sequential", "Contact", "get", {"last_name": m, "sequential": 1, "return": "display_name", "options": {"sort": "id", "limit": 3}}, False),
-        ("get operator", "Contact", "get", {"last_name": m, "birth_date": {">": "1980-01-01"}, "return": "first_name", "options": {"sort": "id"}}, False),
-        ("get IN", "Contact", "get", {"last_name": m, "first_name": {"IN": ["Ada", "Eve"]}, "return": "first_name,email", "options": {"sort": "id"}}, False),
-        ("get limit 0", "Contact", "get", {"last_name": m, "return": "id", "options": {"limit": 0, "sort": "id"}}, False),
-        ("getsingle", "Contact", "getsingle", {"id": "@c1", "return": "first_name,last_name,email,phone"}, False),
+        (
+            "get limit",
+            "Contact",
+            "get",
+            {
+                "last_name": m,
+                "return": ["first_name"],
+                "options": {"sort": "first_name DESC", "limit": 2, "offset": 1},
+            },
+            False,
+        ),
+        (
+            "get gender",
+            "Contact",
+            "get",
+            {
+                "last_name": m,
+                "gender_id": "Male",
+                "return": "first_name,gender_id",
+                "options": {"sort": "id"},
+            },
+            False,
+        ),
+        (
+            "get sequential",
+            "Contact",
+            "get",
+            {
+                "last_name": m,
+                "sequential": 1,
+                "return": "display_name",
+                "options": {"sort": "id", "limit": 3},
+            },
+            False,
+        ),
+        (
+            "get operator",
+            "Contact",
+            "get",
+            {
+                "last_name": m,
+                "birth_date": {">": "1980-01-01"},
+                "return": "first_name",
+                "options": {"sort": "id"},
+            },
+            False,
+        ),
+        (
+            "get IN",
+            "Contact",
+            "get",
+            {
+                "last_name": m,
+                "first_name": {"IN": ["Ada", "Eve"]},
+                "return": "first_name,email",
+                "options": {"sort": "id"},
+            },
+            False,
+        ),
+        (
+            "get limit 0",
+            "Contact",
+            "get",
+            {"last_name": m, "return": "id", "options": {"limit": 0, "sort": "id"}},
+            False,
+        ),
+        (
+            "getsingle",
+            "Contact",
+            "getsingle",
+            {"id": "@c1", "return": "first_name,last_name,email,phone"},
+            False,
+        ),
         ("getsingle all", "Contact", "getsingle", {"id": "@c2"}, False),
         ("getcount", "Contact", "getcount", {"last_name": m}, False),
         ("getcount gender", "Contact", "getcount", {"last_name": m, "gender_id": "Female"}, False),
@@ -500,16 +1098,56 @@ def v3_calls(m: str) -> list[tuple[str, str, str, dict[str, Any], bool]]:
         ("address get", "Address", "get", {"contact_id": "@c1"}, False),
         ("tag get", "Tag", "get", {"name": f"{m}-tag", "return": "name,description"}, False),
         ("group get", "Group", "get", {"name": f"{m}_group", "return": "title,name"}, False),
-        ("chain get", "Contact", "get", {"id": "@c1", "return": "first_name", "api.Email.get": {"return": "email", "options": {"sort": "id"}}}, False),
-        ("chain spelled", "Contact", "get", {"id": "@c2", "return": "first_name", "api_Phone_get": {}}, False),
+        (
+            "chain get",
+            "Contact",
+            "get",
+            {
+                "id": "@c1",
+                "return": "first_name",
+                "api.Email.get": {"return": "email", "options": {"sort": "id"}},
+            },
+            False,
+        ),
+        (
+            "chain spelled",
+            "Contact",
+            "get",
+            {"id": "@c2", "return": "first_name", "api_Phone_get": {}},
+            False,
+        ),
         ("getfields", "Contact", "getfields", {}, False),
         ("getfields email", "Email", "getfields", {"action": "create"}, False),
         ("getfields tag", "Tag", "getfields", {}, False),
         ("getoptions gender", "Contact", "getoptions", {"field": "gender_id"}, False),
         ("getoptions location", "Email", "getoptions", {"field": "location_type_id"}, False),
-        ("create", "Contact", "create", {"contact_type": "Individual", "first_name": "Vic", "last_name": m, "source": w}, True),
-        ("create email chained", "Contact", "create", {"contact_type": "Individual", "first_name": "Val", "last_name": m, "source": w, "api.Email.create": {"email": f"val.{m}@example.org"}}, True),
-        ("read created", "Contact", "get", {"source": w, "return": "first_name,email", "options": {"sort": "first_name"}}, False),
+        (
+            "create",
+            "Contact",
+            "create",
+            {"contact_type": "Individual", "first_name": "Vic", "last_name": m, "source": w},
+            True,
+        ),
+        (
+            "create email chained",
+            "Contact",
+            "create",
+            {
+                "contact_type": "Individual",
+                "first_name": "Val",
+                "last_name": m,
+                "source": w,
+                "api.Email.create": {"email": f"val.{m}@example.org"},
+            },
+            True,
+        ),
+        (
+            "read created",
+            "Contact",
+            "get",
+            {"source": w, "return": "first_name,email", "options": {"sort": "first_name"}},
+            False,
+        ),
         ("email create", "Email", "create", {"contact_id": "@c6", "email": f"finn3.{m}@example.org"}, True),
         ("update", "Contact", "create", {"id": "@c6", "job_title": "Updated via v3"}, True),
         ("read updated", "Contact", "getvalue", {"id": "@c6", "return": "job_title"}, False),

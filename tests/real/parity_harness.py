@@ -44,7 +44,7 @@ class Side:
     normaliser: Normaliser = field(default_factory=Normaliser)
 
     def resolve(self, value: Any) -> Any:
-        """"@name" -> the id of the fixture record of that name (also inside "$..." chains)."""
+        """ "@name" -> the id of the fixture record of that name (also inside "$..." chains)."""
         if isinstance(value, str) and value.startswith("@") and value[1:] in self.ids:
             return self.ids[value[1:]]
         if isinstance(value, dict):
@@ -57,18 +57,35 @@ class Side:
         headers = {"Authorization": f"Bearer {self.tokens[user]}"}
         return await self.clients[user].post(path, json=self.resolve(params), headers=headers)
 
-    async def run(self, call: Call) -> tuple[int, Any, dict[str, Any]]:
-        """(status, raw body, normalised answer) of one call."""
+    async def run(self, call: Call) -> tuple[int, Any]:
+        """(status, body) of one call."""
         response = await self.send(call.user, call.path, call.params)
         try:
             body = response.json()
         except ValueError:
             body = {"unparsed": response.text[:500]}
-        return response.status_code, body, self.normaliser.answer(response.status_code, body, call.entity)
+        return response.status_code, body
+
+    def normalise(self, call: Call, status: int, body: Any, name: str | None = None) -> dict[str, Any]:
+        """The answer as compared; a fixture record (``name``) or one a write created gets its id
+        named first."""
+        if status == 200 and isinstance(body, list) and call.action.lower() in WRITES:
+            for record in body:
+                if isinstance(record, dict) and str(record.get("id", "")).isdigit():
+                    if name is not None:
+                        self.ids[name] = int(record["id"])
+                        self.normaliser.ids.name(call.entity, int(record["id"]), name)
+                    else:
+                        self.normaliser.ids.created_by_write(call.entity, int(record["id"]))
+        return self.normaliser.answer(status, body, call.entity, call.params)
+
+
+WRITES = ("create", "save", "replace")
 
 
 def clients_file(directory: Path, staff_key: str) -> tuple[Path, dict[str, str]]:
     """A clients file with an admin consumer (the gateway's own credentials) and a staff one."""
+    directory.mkdir(parents=True, exist_ok=True)
     tokens = {ADMIN: secrets.token_urlsafe(24), STAFF: secrets.token_urlsafe(24)}
     key_file = directory / "staff.key"
     key_file.write_text(staff_key)
@@ -98,24 +115,30 @@ def _settings(directory: Path, clients: Path, **values: Any) -> Settings:
 
 @contextlib.asynccontextmanager
 async def real_side(kit: Kit, directory: Path) -> AsyncIterator[Side]:
-    directory.mkdir(parents=True, exist_ok=True)
     clients, tokens = clients_file(directory, kit.staff_key)
-    settings = _settings(directory / "state", clients, backend="http", http_url=kit.url, http_api_key=kit.admin_key)
+    settings = _settings(
+        directory / "state", clients, backend="http", http_url=kit.url, http_api_key=kit.admin_key
+    )
     async with gateway_client(settings) as client:
         yield Side("real", {ADMIN: client, STAFF: client}, tokens)
 
 
 @contextlib.asynccontextmanager
 async def sandbox_side(directory: Path) -> AsyncIterator[Side]:
-    directory.mkdir(parents=True, exist_ok=True)
     sandbox = Sandbox(":memory:", demo=0)
     staff = sandbox.ensure_api_staff()  # contact 3, as the kit's staff user
     wire = ThreadServer(create_wire_app(sandbox, WireConfig.for_sandbox(sandbox))).start()
     try:
         clients, tokens = clients_file(directory, staff["api_key"])
-        embedded = _settings(directory / "state-a", clients, backend="sandbox", sandbox_demo=0, sandbox_db=":memory:")
+        embedded = _settings(
+            directory / "state-a", clients, backend="sandbox", sandbox_demo=0, sandbox_db=":memory:"
+        )
         over_http = _settings(
-            directory / "state-s", clients, backend="http", http_url=wire.url, http_api_key=sandbox.admin_api_key
+            directory / "state-s",
+            clients,
+            backend="http",
+            http_url=wire.url,
+            http_api_key=sandbox.admin_api_key,
         )
         async with (
             gateway_client(embedded, backend=SandboxBackend(embedded, sandbox=sandbox)) as admin,
