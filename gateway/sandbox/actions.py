@@ -14,7 +14,20 @@ from . import sqlexpr
 from .errors import CiviError
 from .query import GROUP_SEPARATOR, Query, quote
 from .rules import PRIMARY_TABLES, ROW_RULES, contact_defaults
-from .schema import ACTOR, BOOL, CUSTOM_GROUPS, ENTITIES, FLOAT, INT, MONEY, NOW, Entity, Field, custom_fields
+from .schema import (
+    ACTOR,
+    BOOL,
+    CUSTOM_GROUPS,
+    ENTITIES,
+    FLOAT,
+    INT,
+    MONEY,
+    NOW,
+    TS,
+    Entity,
+    Field,
+    custom_fields,
+)
 from .touch import touch
 
 Record = dict[str, Any]
@@ -582,6 +595,8 @@ def create_one(ctx: Ctx, values: dict[str, Any]) -> Record:
             ):
                 continue
             out[f.name] = to_api(f, row[f.name])
+            if ent.create_compact_dates and f.data_type == TS and isinstance(out[f.name], str):
+                out[f.name] = re.sub(r"\D", "", out[f.name])  # the DAO's own format, as saved
     out.update(_format_custom(custom))
     for key in values:
         # values that are no field come back as null (PHP's array_merge of the input)
@@ -594,6 +609,7 @@ def create_one(ctx: Ctx, values: dict[str, Any]) -> Record:
             out[key] = None
     out["custom"] = None
     out["check_permissions"] = None
+    out.update(dict.fromkeys(ent.write_trailer))
     return out
 
 
@@ -677,6 +693,7 @@ def update_one(ctx: Ctx, row_id: int, values: dict[str, Any]) -> Record | None:
     out["check_permissions"] = None
     for key, value in ent.update_extra:
         out[key] = value
+    out.update(dict.fromkeys(ent.write_trailer))
     return out
 
 

@@ -11,29 +11,31 @@ from typing import Any
 from .actions import ACTIONS, Ctx, Record
 from .errors import CiviError
 from .query import OPERATORS
+from .spec577 import SPEC_577
 from .schema import ACTOR, CUSTOM_GROUPS, ENTITIES, NOW, Entity, Field, all_fields
 
+# the order 5.77's getFields gives a field's keys in (the spec's own order, whatever the select)
 FIELD_KEYS = (
-    "required",
-    "name",
-    "title",
-    "label",
-    "description",
+    "default_value",
     "type",
     "entity",
-    "default_value",
+    "required",
     "nullable",
-    "data_type",
     "readonly",
+    "name",
+    "title",
+    "description",
+    "data_type",
     "serialize",
     "fk_entity",
     "options",
+    "suffixes",
+    "label",
     "input_type",
     "input_attrs",
     "custom_group",
     "table_name",
     "column_name",
-    "suffixes",
 )
 
 ACTION_DESCRIPTIONS = {
@@ -176,7 +178,7 @@ def field_spec(f: Field, entity: str, action: str, load: Any) -> Record:
         "nullable": f.nullable,
         "data_type": f.data_type,
         "readonly": f.readonly,
-        "serialize": f.serialize,
+        "serialize": f.serialize or None,
         "fk_entity": f.fk_entity,
         "options": _options(f, load),
         "input_type": f.widget,
@@ -186,6 +188,9 @@ def field_spec(f: Field, entity: str, action: str, load: Any) -> Record:
         "column_name": (f.column or f.name) if not f.sql else None,
         "suffixes": ["name", "label"] if f.options else None,
     }
+    if not creating:
+        spec["default_value"] = None  # 5.77 reports defaults to the actions that apply them
+    spec.update(SPEC_577.get((entity, "create" if creating else "get"), {}).get(f.name, {}))
     return {k: spec[k] for k in FIELD_KEYS}
 
 

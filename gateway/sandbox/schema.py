@@ -459,6 +459,51 @@ CONTACT = Entity(
             description="Deprecated setting for text vs html mailings",
         ),
         F(
+            "age_years",
+            INT,
+            "Age (years)",
+            type="Extra",
+            readonly=True,
+            sql="(CASE WHEN {a}.birth_date IS NULL THEN NULL ELSE "
+            "CAST(strftime('%Y', 'now') AS INTEGER) - CAST(strftime('%Y', {a}.birth_date) "
+            "AS INTEGER) - (strftime('%m-%d', 'now') < strftime('%m-%d', {a}.birth_date)) "
+            "END)",
+        ),
+        F(
+            "next_birthday",
+            INT,
+            "Next Birthday in (days)",
+            type="Extra",
+            readonly=True,
+            description="Number of days until next birthday",
+            sql="(CASE WHEN {a}.birth_date IS NULL THEN NULL ELSE CAST(julianday(CASE WHEN "
+            "strftime('%m-%d', {a}.birth_date) >= strftime('%m-%d', 'now') THEN strftime('%Y', 'now') "
+            "|| strftime('-%m-%d', {a}.birth_date) ELSE (CAST(strftime('%Y', 'now') AS INTEGER) + 1) "
+            "|| strftime('-%m-%d', {a}.birth_date) END) - julianday(date('now')) AS INTEGER) END)",
+        ),
+        F(
+            "address_primary",
+            INT,
+            "Primary Address",
+            type="Extra",
+            readonly=True,
+            fk_entity="Address",
+            input_type="EntityRef",
+            sql="(SELECT d.id FROM civicrm_address d WHERE d.contact_id = {a}.id "
+            "AND d.is_primary = 1 ORDER BY d.id LIMIT 1)",
+        ),
+        F(
+            "address_billing",
+            INT,
+            "Billing Address",
+            type="Extra",
+            readonly=True,
+            fk_entity="Address",
+            input_type="EntityRef",
+            sql="(SELECT d.id FROM civicrm_address d WHERE d.contact_id = {a}.id "
+            "AND d.is_billing = 1 ORDER BY d.id LIMIT 1)",
+        ),
+        F(
             "email_primary",
             INT,
             "Primary Email",
@@ -492,26 +537,35 @@ CONTACT = Entity(
             "AND p.is_primary = 1 ORDER BY p.id LIMIT 1)",
         ),
         F(
-            "address_primary",
+            "phone_billing",
             INT,
-            "Primary Address",
+            "Billing Phone",
             type="Extra",
             readonly=True,
-            fk_entity="Address",
+            fk_entity="Phone",
             input_type="EntityRef",
-            sql="(SELECT d.id FROM civicrm_address d WHERE d.contact_id = {a}.id "
-            "AND d.is_primary = 1 ORDER BY d.id LIMIT 1)",
+            sql="(SELECT p.id FROM civicrm_phone p WHERE p.contact_id = {a}.id "
+            "AND p.is_billing = 1 ORDER BY p.id LIMIT 1)",
         ),
         F(
-            "age_years",
+            "im_primary",
             INT,
-            "Age (years)",
+            "Primary IM",
             type="Extra",
             readonly=True,
-            sql="(CASE WHEN {a}.birth_date IS NULL THEN NULL ELSE "
-            "CAST(strftime('%Y', 'now') AS INTEGER) - CAST(strftime('%Y', {a}.birth_date) "
-            "AS INTEGER) - (strftime('%m-%d', 'now') < strftime('%m-%d', {a}.birth_date)) "
-            "END)",
+            fk_entity="IM",
+            input_type="EntityRef",
+            sql="NULL",  # no IM entity in the sandbox
+        ),
+        F(
+            "im_billing",
+            INT,
+            "Billing IM",
+            type="Extra",
+            readonly=True,
+            fk_entity="IM",
+            input_type="EntityRef",
+            sql="NULL",  # no IM entity in the sandbox
         ),
     ),
     label_field="display_name",
@@ -723,7 +777,11 @@ ADDRESS = Entity(
             "Street Number",
             description="Numeric portion of address number on the street.",
         ),
+        F("street_number_suffix", STR, "Street Number Suffix"),
+        F("street_number_predirectional", STR, "Street Direction Prefix"),
         F("street_name", STR, "Street Name"),
+        F("street_type", STR, "Street Type"),
+        F("street_number_postdirectional", STR, "Street Direction Suffix"),
         F("street_unit", STR, "Street Unit"),
         F("supplemental_address_1", STR, "Supplemental Address 1"),
         F("supplemental_address_2", STR, "Supplemental Address 2"),
@@ -733,6 +791,7 @@ ADDRESS = Entity(
         F("state_province_id", INT, "State/Province ID", fk_entity="StateProvince"),
         F("postal_code_suffix", STR, "Postal Code Suffix"),
         F("postal_code", STR, "Postal Code"),
+        F("usps_adc", STR, "USPS Code"),
         F(
             "country_id",
             INT,
@@ -844,6 +903,39 @@ GROUP_CONTACT = Entity(
         _fk("email_id", "Email ID", "Email"),
     ),
     type=("DAOEntity", "EntityBridge"),
+    full_update_output=True,
+    write_trailer=("method", "tracking"),
+)
+
+MANAGED_FIELDS = (
+    # what 5.77 adds to entities an extension may package (ManagedEntity): never packaged here
+    F(
+        "has_base",
+        BOOL,
+        "Is Packaged",
+        type="Extra",
+        readonly=True,
+        sql="0",
+        description="Is provided by an extension",
+    ),
+    F(
+        "base_module",
+        STR,
+        "Packaged Extension",
+        type="Extra",
+        readonly=True,
+        sql="NULL",
+        description="Name of extension which provides this package",
+    ),
+    F(
+        "local_modified_date",
+        TS,
+        "Locally modified",
+        type="Extra",
+        readonly=True,
+        sql="NULL",
+        description="When the managed entity was changed from its original settings",
+    ),
 )
 
 TAG = Entity(
@@ -880,9 +972,11 @@ TAG = Entity(
         _fk("created_id", "Created By Contact ID", default=ACTOR, echo=True),
         F("color", STR, "Color", description="Hex color value e.g. #ffffff"),
         F("created_date", TS, "Tag Created Date", readonly=True, default=NOW, echo=True),
+        *MANAGED_FIELDS,
     ),
     label_field="label",
     icon="fa-tag",
+    create_compact_dates=True,
     # 5.77 lets anyone with 'access CiviCRM' create and update tags (the tagset widget);
     # deleting falls to the 'default' entry
     write_perm="access CiviCRM",
@@ -1043,6 +1137,7 @@ ACTIVITY = Entity(
     icon="fa-tasks",
     searchable="primary",
     create_nulls=("created_date", "modified_date", "source_contact_id"),
+    create_compact_dates=True,
 )
 
 NOTE = Entity(
@@ -1101,6 +1196,7 @@ NOTE = Entity(
     ),
     label_field="subject",
     icon="fa-sticky-note",
+    create_compact_dates=True,
 )
 
 RELATIONSHIP = Entity(
@@ -1388,6 +1484,7 @@ OPTION_GROUP = Entity(
             },
             description="Which optional columns from the option_value table are in use by this group.",
         ),
+        *MANAGED_FIELDS,
     ),
     label_field="title",
     icon="fa-list-ol",
@@ -1509,6 +1606,7 @@ OPTION_VALUE = Entity(
         F("visibility_id", INT, "Option Visibility"),
         F("icon", STR, "Icon", description="crm-i icon class"),
         F("color", STR, "Color", description="Hex color value e.g. #ffffff"),
+        *MANAGED_FIELDS,
     ),
     label_field="label",
     icon="fa-list-ol",
@@ -1821,7 +1919,6 @@ PARTICIPANT = Entity(
         F("discount_id", INT, "Discount ID", fk_entity="Discount"),
         F("fee_currency", STR, "Fee Currency"),
         F("discount_amount", INT, "Discount Amount"),
-        F("cart_id", INT, "Event Cart ID"),
         F("must_wait", INT, "Must Wait on List"),
         _fk("transferred_to_contact_id", "Transferred to Contact ID"),
         _fk("created_id", "Created by Contact ID", default=ACTOR),

@@ -77,7 +77,7 @@ class Side:
                         self.normaliser.ids.name(call.entity, int(record["id"]), name)
                     else:
                         self.normaliser.ids.created_by_write(call.entity, int(record["id"]))
-        return self.normaliser.answer(status, body, call.entity, call.params)
+        return self.normaliser.answer(status, body, call.entity, call.params, call.action)
 
 
 WRITES = ("create", "save", "replace")
