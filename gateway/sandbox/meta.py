@@ -11,8 +11,8 @@ from typing import Any
 from .actions import ACTIONS, Ctx, Record
 from .errors import CiviError
 from .query import OPERATORS
-from .spec577 import SPEC_577
 from .schema import ACTOR, CUSTOM_GROUPS, ENTITIES, NOW, Entity, Field, all_fields
+from .spec577 import SPEC_577
 
 # the order 5.77's getFields gives a field's keys in (the spec's own order, whatever the select)
 FIELD_KEYS = (
