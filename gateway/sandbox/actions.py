@@ -313,7 +313,7 @@ def format_value(col: Column, value: Any) -> Any:
         if isinstance(node, sqlexpr.Func) and node.separator is not None:
             return None if value is None else str(value)
         if value is None:
-            return []
+            return None  # only NULLs concatenated: 5.77 answers null, not []
         parts = str(value).split(GROUP_SEPARATOR)
         return [to_api(f, p) for p in parts] if f is not None else parts
     if value is None:
@@ -321,7 +321,8 @@ def format_value(col: Column, value: Any) -> Any:
     if dtype is None:
         if isinstance(col.expr.node, sqlexpr.Func) and col.expr.node.name == "GROUP_FIRST":
             value = str(value).split(GROUP_SEPARATOR)[0]
-        return to_api(f, value) if f is not None else value
+        # no type and no field to take one from: MySQL's answer is text ("5" for GREATEST(1, 5))
+        return to_api(f, value) if f is not None else str(value)
     if dtype == "Boolean":
         return bool(value)
     if dtype == "Integer":
@@ -365,7 +366,9 @@ def run_get(ctx: Ctx) -> list[Record]:
         raise CiviError("DB Error: syntax error")  # MySQL refuses "LIMIT -1"
     joins_sql = q.explicit_join_sql()
     conds = [q.where(where)]  # clauses on fields the caller may not see are ignored
-    if ent.name == "Contact" and not mentions(where, "is_deleted"):
+    trash_hidden = ctx.check and "access deleted contacts" not in ctx.perms
+    if ent.name == "Contact" and (trash_hidden or not mentions(where, "is_deleted")):
+        # the trash is only for users with 'access deleted contacts' (5.77's contact ACL)
         conds.append(f'{quote(q.alias)}."is_deleted" = 0')
     conds += q.exclude_sql()
     group_sql = [_expr_sql(q, g) for g in group_by if not (isinstance(g, str) and q.reads_hidden(g))]
@@ -597,6 +600,9 @@ def create_one(ctx: Ctx, values: dict[str, Any]) -> Record:
             out[f.name] = to_api(f, row[f.name])
             if ent.create_compact_dates and f.data_type == TS and isinstance(out[f.name], str):
                 out[f.name] = re.sub(r"\D", "", out[f.name])  # the DAO's own format, as saved
+    for name, raw in ent.create_raw_defaults:
+        if name in out and name not in given:
+            out[name] = raw
     out.update(_format_custom(custom))
     for key in values:
         # values that are no field come back as null (PHP's array_merge of the input)
@@ -803,6 +809,9 @@ def run_delete(ctx: Ctx) -> list[Record]:
         raise CiviError('Parameter "where" is required.')
     ids = matching_ids(ctx, list(where), batch=True)
     delete_ids(ctx, ids, bool(ctx.params.get("useTrash", True)))
+    if ctx.entity.name != "Contact":
+        # DAO deletes answer the id as the DAO holds it: a string (Contact's BAO: an int)
+        return [{"id": str(i)} for i in ids]
     return [{"id": i} for i in ids]
 
 

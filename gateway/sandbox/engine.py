@@ -17,7 +17,7 @@ from . import contact_actions, meta
 from .actions import ACTIONS, Ctx, Record
 from .errors import CiviError, Unauthorized
 from .schema import ENTITIES, META_ENTITIES, all_fields
-from .store import API_STAFF_PERMISSIONS, STAFF_PERMISSIONS, api_key_for, connect, initialise, is_initialised
+from .store import ALL_PERMISSIONS, API_STAFF_PERMISSIONS, STAFF_PERMISSIONS, api_key_for, connect, initialise, is_initialised
 from .touch import touch
 
 # Parameter types per action, as the real action classes declare them (5.77's getActions with
@@ -356,7 +356,12 @@ class Sandbox:
         row = self._conn.execute(
             "SELECT permissions FROM sandbox_user WHERE contact_id = ?", (contact_id,)
         ).fetchone()
-        return frozenset(json.loads(row[0])) if row else frozenset()
+        if not row:
+            return frozenset()
+        perms = frozenset(json.loads(row[0]))
+        # the site's superuser role has every permission (also those a sandbox database made
+        # by an older version did not list)
+        return perms | frozenset(ALL_PERMISSIONS) if "administer CiviCRM system" in perms else perms
 
     def _api4(
         self,

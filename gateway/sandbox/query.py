@@ -108,6 +108,12 @@ class Query:
             raise invalid_field(path)
         res = self._resolve_in(self.entity, self.alias, name, path, depth=0)
         if suffix:
+            table = FK_OPTIONS.get(res.field.fk_entity or "")
+            if not res.field.options and table and suffix in ("label", "name"):
+                # a pseudoconstant from a table (GroupContact.group_id:label, EntityTag.tag_id:label)
+                column = table[1] if suffix == "label" else "name"
+                res.expr = f"(SELECT o.{quote(column)} FROM {table[0]} o WHERE o.id = {res.expr})"
+                return res
             if not res.field.options:
                 raise invalid_field(path)
             res.suffix = suffix
@@ -415,6 +421,8 @@ _SIMPLE = {
     "CONCAT_WS": "CONCAT_WS",
     "RAND": "RAND",
 }
+# entities whose records are the options of a foreign key to them: table, label column
+FK_OPTIONS = {"Group": ("civicrm_group", "title"), "Tag": ("civicrm_tag", "label")}
 GROUP_SEPARATOR = "\x01"  # GROUP_CONCAT without SEPARATOR: CiviCRM returns a list
 
 

@@ -59,6 +59,7 @@ class Field:
     column: str | None = None  # Custom fields: the column in the group's table
     # a list: 1 (SERIALIZE_SEPARATOR_BOOKEND) stored "\x011\x012\x01", 5 (SERIALIZE_COMMA) "a,b"
     serialize: int = 0
+    unique: bool = False  # a UNIQUE index (Tag.name): a duplicate is "DB Error: already exists"
 
     @property
     def widget(self) -> str:
@@ -114,6 +115,8 @@ class Entity:
     create_silent: tuple[str, ...] = ()  # derived on create but not in create's answer
     # create's answer gives dates as the DAO saved them, "20240506100000" (Activity, Note, Tag)
     create_compact_dates: bool = False
+    # defaults create's answer gives as the BAO set them, untyped by the field (Note.privacy: 0)
+    create_raw_defaults: tuple[tuple[str, Any], ...] = ()
     # keys create/update/save answer after check_permissions (GroupContact: method, tracking)
     write_trailer: tuple[str, ...] = ()
 
@@ -621,7 +624,7 @@ EMAIL = Entity(
     "Email information for a specific location.",
     (
         _id("Email ID", "Unique Email ID"),
-        _contact_fk(),
+        _contact_fk(required=False),  # 5.77: an email may belong to no contact
         _location("Email Location Type"),
         F("email", STR, "Email", input_type="Email", required=True, description="Email address"),
         F(
@@ -947,7 +950,7 @@ TAG = Entity(
     "(contacts, groups, actions...).",
     (
         _id("Tag ID", "Tag ID"),
-        F("name", STR, "Tag Name", required=True, description="Unique machine name"),
+        F("name", STR, "Tag Name", required=True, unique=True, description="Unique machine name"),
         F("label", STR, "Tag Label", description="User-facing tag name"),
         F("description", STR, "Description", description="Optional verbose description of the tag."),
         _fk("parent_id", "Parent Tag ID", "Tag", description="Optional parent id for this tag."),
@@ -1197,6 +1200,7 @@ NOTE = Entity(
     label_field="subject",
     icon="fa-sticky-note",
     create_compact_dates=True,
+    create_raw_defaults=(("privacy", 0),),
 )
 
 RELATIONSHIP = Entity(
@@ -2031,8 +2035,11 @@ def ddl() -> list[str]:
                 cols.append('"id" INTEGER PRIMARY KEY AUTOINCREMENT')
                 continue
             col = f'"{f.name}" {sqltype.get(f.data_type, "TEXT")}'
+            if f.unique:
+                col += " UNIQUE"
             if f.fk_entity in ENTITIES:
-                on_delete = "CASCADE" if f.required else "SET NULL"
+                contact_data = f.name == "contact_id" and ent.name in ("Email", "Phone", "Address")
+                on_delete = "CASCADE" if f.required or contact_data else "SET NULL"
                 col += f" REFERENCES {ENTITIES[f.fk_entity].table}(id) ON DELETE {on_delete}"
             cols.append(col)
         stmts.append(f"CREATE TABLE {ent.table} ({', '.join(cols)})")
