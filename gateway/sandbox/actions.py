@@ -18,6 +18,7 @@ from .schema import (
     ACTOR,
     BOOL,
     CUSTOM_GROUPS,
+    DATE,
     ENTITIES,
     FLOAT,
     INT,
@@ -124,6 +125,10 @@ def to_db(f: Field, value: Any, suffix: str = "") -> Any:
             return float(value)
         except ValueError:
             return value
+    if f.data_type == DATE and isinstance(value, str) and not re.match(r"\d{4}-?\d{2}-?\d{2}", value):
+        # PHP's strtotime() fails and CRM_Utils_Date makes it the epoch (5.77 stores 1970-01-01)
+        if value.strip().lower() not in ("now", "today", "tomorrow", "yesterday"):
+            return "1970-01-01"
     return value
 
 
@@ -314,13 +319,13 @@ def format_value(col: Column, value: Any) -> Any:
             return None if value is None else str(value)
         if value is None:
             return None  # only NULLs concatenated: 5.77 answers null, not []
-        parts = str(value).split(GROUP_SEPARATOR)
+        parts = _mysql_order(node, str(value).split(GROUP_SEPARATOR))
         return [to_api(f, p) for p in parts] if f is not None else parts
     if value is None:
         return None
     if dtype is None:
         if isinstance(col.expr.node, sqlexpr.Func) and col.expr.node.name == "GROUP_FIRST":
-            value = str(value).split(GROUP_SEPARATOR)[0]
+            value = _mysql_order(col.expr.node, str(value).split(GROUP_SEPARATOR))[0]
         # no type and no field to take one from: MySQL's answer is text ("5" for GREATEST(1, 5))
         return to_api(f, value) if f is not None else str(value)
     if dtype == "Boolean":
@@ -337,6 +342,16 @@ def format_value(col: Column, value: Any) -> Any:
             return value
         return int(number) if number.is_integer() and isinstance(value, int) else number
     return str(value)
+
+
+def _mysql_order(node: Any, parts: list[str]) -> list[str]:
+    """``GROUP_CONCAT(x ORDER BY x DESC)`` on an SQLite without ORDER BY in aggregates (before
+    3.44): the parts sorted here, as MySQL's collation would (when the order is by the value)."""
+    if sqlite3.sqlite_version_info >= (3, 44) or not isinstance(node, sqlexpr.Func):
+        return parts
+    if len(node.order_by) == 1 and len(node.args) == 1 and node.order_by[0][0] == node.args[0]:
+        return sorted(parts, key=str.lower, reverse=str(node.order_by[0][1]).upper() == "DESC")
+    return parts
 
 
 def _fetch(ctx: Ctx, sql: str, params: list[Any]) -> list[Any]:

@@ -17,7 +17,15 @@ from . import contact_actions, meta
 from .actions import ACTIONS, Ctx, Record
 from .errors import CiviError, Unauthorized
 from .schema import ENTITIES, META_ENTITIES, all_fields
-from .store import ALL_PERMISSIONS, API_STAFF_PERMISSIONS, STAFF_PERMISSIONS, api_key_for, connect, initialise, is_initialised
+from .store import (
+    ALL_PERMISSIONS,
+    API_STAFF_PERMISSIONS,
+    STAFF_PERMISSIONS,
+    api_key_for,
+    connect,
+    initialise,
+    is_initialised,
+)
 from .touch import touch
 
 # Parameter types per action, as the real action classes declare them (5.77's getActions with
@@ -149,6 +157,8 @@ def apply_index(values: list[Record], index: Any) -> Any:
     if isinstance(index, int) or (isinstance(index, str) and re.fullmatch(r"\d+", index)):
         i = int(index)
         return values[i] if i < len(values) else None
+    if not values:
+        return []  # PHP's empty array is a JSON list
     return {str(_php_key(r.get(index))): r for r in values}
 
 

@@ -112,7 +112,7 @@ class Query:
             if not res.field.options and table and suffix in ("label", "name"):
                 # a pseudoconstant from a table (GroupContact.group_id:label, EntityTag.tag_id:label)
                 column = table[1] if suffix == "label" else "name"
-                res.expr = f"(SELECT o.{quote(column)} FROM {table[0]} o WHERE o.id = {res.expr})"
+                res.expr = f"(SELECT o.{quote(column)} FROM {table[0]} o WHERE o.id = {res.expr})"  # noqa: S608
                 return res
             if not res.field.options:
                 raise invalid_field(path)
@@ -211,6 +211,8 @@ class Query:
             )
         ent = ENTITIES[m.group(1)]
         alias = m.group(2) or m.group(1).lower()
+        if alias == self.alias:
+            raise CiviError(f'Illegal join alias: "{alias}"')  # the main table's own alias
         side = spec[1] if isinstance(spec[1], str) else ("INNER" if spec[1] else "LEFT")
         side = side.upper()
         if side not in ("LEFT", "INNER", "EXCLUDE"):
@@ -234,6 +236,11 @@ class Query:
             if isinstance(cond[0], str) and self.reads_hidden(cond[0]):
                 return "1"
             left = self.resolve(cond[0]).expr
+            literal = cond[2]
+            if len(literal) >= 2 and literal[0] == literal[-1] and literal[0] in "'\"":
+                # a quoted string is a value: ["et.entity_table", "=", "'civicrm_contact'"]
+                self.params.append(literal[1:-1])
+                return f"{left} {'!=' if cond[1] == '<>' else cond[1]} ?"
             try:
                 right_res = self.resolve(cond[2])
                 if self.hidden is not None and self.hidden(right_res.field):
