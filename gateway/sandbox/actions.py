@@ -815,7 +815,21 @@ def delete_ids(ctx: Ctx, ids: list[int], use_trash: bool) -> None:
                     (ctx.now, row_id),
                 )
                 continue
+        owner = None
+        if ent.name in PRIMARY_TABLES:
+            owner = ctx.conn.execute(
+                f"SELECT contact_id FROM {ent.table} WHERE id = ? AND is_primary = 1",  # noqa: S608
+                (row_id,),
+            ).fetchone()
         _write(ctx, f"DELETE FROM {ent.table} WHERE id = ?", [row_id])  # noqa: S608
+        if owner and owner[0] is not None:
+            # the BAO gives the contact another primary (its oldest) when the primary goes
+            ctx.conn.execute(
+                f"UPDATE {ent.table} SET is_primary = 1 WHERE id = (SELECT MIN(id) FROM {ent.table} "  # noqa: S608
+                "WHERE contact_id = ?) AND NOT EXISTS (SELECT 1 FROM "
+                f"{ent.table} WHERE contact_id = ? AND is_primary = 1)",
+                (owner[0], owner[0]),
+            )
 
 
 def run_delete(ctx: Ctx) -> list[Record]:

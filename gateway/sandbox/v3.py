@@ -31,7 +31,7 @@ RESERVED = {
     "sort",
     "limit",
 }
-ACTIONS3 = ("get", "getsingle", "getcount", "getvalue", "create", "delete", "getfields")
+ACTIONS3 = ("get", "getsingle", "getcount", "getvalue", "create", "delete", "getfields", "getoptions")
 V3_OPS = {
     "=",
     "!=",
@@ -408,6 +408,8 @@ class V3:
             return self.create(ent, params)
         if act == "delete":
             return self.delete(ent, params)
+        if act == "getoptions":
+            return self.getoptions(ent, params)
         return self.getfields(ent, params)
 
     def _permission(self, ent: Entity, act: str, params: dict[str, Any]) -> dict[str, Any] | None:
@@ -546,6 +548,30 @@ class V3:
             )
             return error(text, error_code=0, entity=ent.name, action="delete")
         return {"is_error": 0, "version": 3, "count": 1, "values": 1}
+
+    def getoptions(self, ent: Entity, params: dict[str, Any]) -> dict[str, Any]:
+        """A field's options as ``{value: label}`` (location types by name, as their table
+        has no weights; option values in their order)."""
+        name = params.get("field")
+        if name in (None, ""):
+            return error(
+                "Mandatory key(s) missing from params array: field",
+                fields=["field"],
+                error_code="mandatory_missing",
+                entity=ent.name,
+                action="getoptions",
+            )
+        name = CONTACT_ALIASES.get(str(name), str(name)) if ent.name == "Contact" else str(name)
+        f = ent.field_map().get(name)
+        if f is None or not f.options:
+            return error(
+                f"The field '{name}' has no associated option list.", entity=ent.name, action="getoptions"
+            )
+        items = list(f.options.items())
+        if f.name == "location_type_id":
+            items.sort(key=lambda kv: str(kv[1]))
+        values = {str(k): v for k, v in items}
+        return {"is_error": 0, "version": 3, "count": len(values), "values": values}
 
     def getfields(self, ent: Entity, params: dict[str, Any]) -> dict[str, Any]:
         """APIv3 field specs in the legacy DAO layout (key order as CiviCRM 5.77 prints it).

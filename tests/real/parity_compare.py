@@ -118,6 +118,18 @@ class Normaliser:
         self.ids = Ids()
         self.today = _today()
 
+    def _message(self, entity: str, text: Any) -> Any:
+        if not isinstance(text, str):
+            return text
+        return re.sub(
+            r"(?<![\w.-])(\d{1,10})(?![\w.-])", lambda m: self._named(entity, int(m.group(1))), text
+        )
+
+    def _named(self, entity: str, value: int) -> str:
+        """A number in a message: the id of a record of ``entity`` this side knows by name."""
+        name = self.ids.known.get((entity, value))
+        return name if name is not None and value > 3 else str(value)
+
     def _id(self, entity: str, value: Any) -> Any:
         if isinstance(value, bool):
             return value
@@ -164,6 +176,12 @@ class Normaliser:
             body = [f for f in body if not (isinstance(f, dict) and "." in str(f.get("name", "")))]
         if isinstance(body, dict) and "type" in body and "status" in body:
             problem = {k: v for k, v in body.items() if k not in ("request_id", "instance")}
+            # ids in messages ("Could not delete Email id 388") by name too
+            problem["detail"] = self._message(entity, problem.get("detail"))
+            if isinstance(problem.get("civicrm"), dict):
+                civicrm = dict(problem["civicrm"])
+                civicrm["error_message"] = self._message(entity, civicrm.get("error_message"))
+                problem["civicrm"] = civicrm
             return {"status": status, "type": body.get("type"), "body": self.tree(problem, entity)}
         if not isinstance(body, list):
             return {"status": status, "type": None, "body": self.tree(body, entity)}
