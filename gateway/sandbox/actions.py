@@ -906,7 +906,59 @@ def run_check_access(ctx: Ctx) -> list[Record]:
     return [{"access": bool(allowed)}]
 
 
+def run_revert(ctx: Ctx) -> list[Record]:
+    """ManagedEntity ``revert``: puts records an extension packaged back as shipped. Nothing in
+    the sandbox is packaged (has_base is false), so no record is reverted."""
+    if not ctx.params.get("where"):
+        raise CiviError('Parameter "where" is required.')
+    matching_ids(ctx, list(ctx.params["where"]), batch=True)
+    return []
+
+
+def run_refresh(ctx: Ctx) -> list[Record]:
+    """Group ``refresh``: reloads smart groups' contact caches, answering the groups it
+    loaded. The sandbox has no smart groups (no saved searches), so none is."""
+    if not ctx.params.get("where"):
+        raise CiviError('Parameter "where" is required.')
+    matching_ids(ctx, list(ctx.params["where"]), batch=True)
+    return []
+
+
+def run_export(ctx: Ctx) -> list[Record]:
+    """ManagedEntity ``export``: one record as a managed-entity declaration (its name-matched
+    values; defaults, ids and the record's bookkeeping left out)."""
+    ent = ctx.entity
+    row_id: Any = ctx.params.get("id")
+    if row_id in (None, ""):
+        raise CiviError('Parameter "id" is required.')
+    row = load_row(ctx, int(row_id))
+    if row is None:
+        return []
+    values: Record = {}
+    for f in _stored(ent):
+        value = row.get(f.name)
+        if f.name == "id" or f.readonly or f.default is ACTOR or f.default is NOW or value is None:
+            continue
+        api = to_api(f, value)
+        if api == f.default or api == "":
+            continue
+        values[f.name] = api
+    label = row.get("name") or row_id
+    return [
+        {
+            "name": f"{ent.name}_{label}",
+            "entity": ent.name,
+            "cleanup": ctx.params.get("cleanup") or "unused",
+            "update": ctx.params.get("update") or "unmodified",
+            "params": {"version": 4, "values": values, "match": ctx.params.get("match") or ["name"]},
+        }
+    ]
+
+
 ACTIONS: dict[str, Callable[[Ctx], list[Record]]] = {
+    "revert": run_revert,
+    "refresh": run_refresh,
+    "export": run_export,
     "get": run_get,
     "create": run_create,
     "update": run_update,

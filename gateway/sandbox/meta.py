@@ -50,6 +50,9 @@ ACTION_DESCRIPTIONS = {
     "autocomplete": "Retrieve matching records for an autocomplete search.",
     "checkAccess": "Check if current user is authorized to perform specified action.",
     "set": "Set the value of one or more settings.",
+    "export": "Export $ENTITY for use elsewhere.",
+    "revert": "Revert one or more $ENTITIES.",
+    "refresh": "Refresh one or more groups.",
 }
 
 

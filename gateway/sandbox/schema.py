@@ -818,6 +818,52 @@ ADDRESS = Entity(
     icon="fa-map-marker",
 )
 
+# what a ManagedEntity (an entity extensions may package) has besides the usual actions
+MANAGED_ACTIONS = (
+    "autocomplete",
+    "create",
+    "delete",
+    "export",
+    "get",
+    "getActions",
+    "getFields",
+    "replace",
+    "revert",
+    "save",
+    "update",
+)
+
+MANAGED_FIELDS = (
+    # what 5.77 adds to entities an extension may package (ManagedEntity): never packaged here
+    F(
+        "has_base",
+        BOOL,
+        "Is Packaged",
+        type="Extra",
+        readonly=True,
+        sql="0",
+        description="Is provided by an extension",
+    ),
+    F(
+        "base_module",
+        STR,
+        "Packaged Extension",
+        type="Extra",
+        readonly=True,
+        sql="NULL",
+        description="Name of extension which provides this package",
+    ),
+    F(
+        "local_modified_date",
+        TS,
+        "Locally modified",
+        type="Extra",
+        readonly=True,
+        sql="NULL",
+        description="When the managed entity was changed from its original settings",
+    ),
+)
+
 GROUP = Entity(
     "Group",
     "civicrm_group",
@@ -880,6 +926,7 @@ GROUP = Entity(
     searchable="primary",
     write_perm="edit groups",
     delete_perm="edit groups",
+    actions=(*MANAGED_ACTIONS, "refresh"),
 )
 
 GROUP_CONTACT = Entity(
@@ -908,37 +955,6 @@ GROUP_CONTACT = Entity(
     type=("DAOEntity", "EntityBridge"),
     full_update_output=True,
     write_trailer=("method", "tracking"),
-)
-
-MANAGED_FIELDS = (
-    # what 5.77 adds to entities an extension may package (ManagedEntity): never packaged here
-    F(
-        "has_base",
-        BOOL,
-        "Is Packaged",
-        type="Extra",
-        readonly=True,
-        sql="0",
-        description="Is provided by an extension",
-    ),
-    F(
-        "base_module",
-        STR,
-        "Packaged Extension",
-        type="Extra",
-        readonly=True,
-        sql="NULL",
-        description="Name of extension which provides this package",
-    ),
-    F(
-        "local_modified_date",
-        TS,
-        "Locally modified",
-        type="Extra",
-        readonly=True,
-        sql="NULL",
-        description="When the managed entity was changed from its original settings",
-    ),
 )
 
 TAG = Entity(
@@ -985,6 +1001,7 @@ TAG = Entity(
     write_perm="access CiviCRM",
     delete_perm="administer CiviCRM",
     type=("DAOEntity", "SortableEntity"),
+    actions=MANAGED_ACTIONS,
 )
 
 ENTITY_TAG = Entity(
@@ -1494,6 +1511,7 @@ OPTION_GROUP = Entity(
     icon="fa-list-ol",
     write_perm="administer CiviCRM",
     delete_perm="administer CiviCRM",
+    actions=MANAGED_ACTIONS,
 )
 
 OPTION_VALUE = Entity(
@@ -1616,6 +1634,7 @@ OPTION_VALUE = Entity(
     icon="fa-list-ol",
     write_perm="administer CiviCRM",
     delete_perm="administer CiviCRM",
+    actions=MANAGED_ACTIONS,
 )
 
 MEMBERSHIP = Entity(

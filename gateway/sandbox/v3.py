@@ -570,7 +570,9 @@ class V3:
         items = list(f.options.items())
         if f.name == "location_type_id":
             items.sort(key=lambda kv: str(kv[1]))
-        values = {str(k): v for k, v in items}
+        values: Any = {str(k): v for k, v in items}
+        if str(params.get("sequential", "0")) in ("1", "True", "true"):
+            values = [{"key": int(k) if str(k).isdigit() else k, "value": v} for k, v in items]
         return {"is_error": 0, "version": 3, "count": len(values), "values": values}
 
     def getfields(self, ent: Entity, params: dict[str, Any]) -> dict[str, Any]:

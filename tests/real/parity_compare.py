@@ -121,9 +121,7 @@ class Normaliser:
     def _message(self, entity: str, text: Any) -> Any:
         if not isinstance(text, str):
             return text
-        return re.sub(
-            r"(?<![\w.-])(\d{1,10})(?![\w.-])", lambda m: self._named(entity, int(m.group(1))), text
-        )
+        return re.sub(r"(?<=\bid )(\d{1,10})\b", lambda m: self._named(entity, int(m.group(1))), text)
 
     def _named(self, entity: str, value: int) -> str:
         """A number in a message: the id of a record of ``entity`` this side knows by name."""

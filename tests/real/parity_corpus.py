@@ -198,6 +198,7 @@ def cleanup(marker: str) -> list[tuple[str, str, dict[str, Any]]]:
         ("Activity", "delete", {"where": [["subject", "=", marker]]}),
         ("Tag", "delete", {"where": [["name", "LIKE", f"{marker}%"]]}),
         ("Group", "delete", {"where": [["name", "LIKE", f"{marker}%"]]}),
+        ("Email", "delete", {"where": [["email", "LIKE", f"%{marker}%"]]}),  # also those of no contact
         ("Contact", "delete", {"where": [["source", "LIKE", f"{marker}%"]], "useTrash": False}),
         ("Contact", "delete", {"where": [["last_name", "=", marker]], "useTrash": False}),
         (

@@ -68,10 +68,15 @@ async def create_fixture(real: Side, sandbox: Side, marker: str) -> list[dict[st
     return results
 
 
-async def remove_fixture(real: Side, marker: str) -> None:
+async def remove_fixture(real: Side, marker: str) -> list[str]:
+    """Remove what the run created on the real site; the calls that failed."""
+    failed = []
     for entity, action, params in cleanup(marker):
-        response = await real.send(ADMIN, f"/v4/{entity}/{action}", params)
-        assert response.status_code == 200, response.text
+        call = Call("cleanup", ADMIN, 4, entity, action, params)
+        status, body = await real.run(call)
+        if status != 200:
+            failed.append(f"{call.path} {params}: {status} {body}")
+    return failed
 
 
 def write_report(results: list[dict[str, Any]]) -> None:
@@ -90,7 +95,7 @@ async def test_sandbox_parity(tmp_path: Path) -> None:
             for call in corpus(marker):
                 results.append(await run_both(real, sandbox, call))
         finally:
-            await remove_fixture(real, marker)
+            left = await remove_fixture(real, marker)
     write_report(results)
     same = sum(r["same"] for r in results)
     figure = f"sandbox parity: {same}/{len(results)} identical ({100 * same / len(results):.1f}%)"
@@ -98,5 +103,6 @@ async def test_sandbox_parity(tmp_path: Path) -> None:
     for r in results:
         if not r["same"]:
             print(f"  differs: {r['user']} {r['path']} [{r['label']}] {r['difference']}")
+    assert not left, f"records of run {marker} left on the real site: {left}"
     assert len(results) >= 400, f"the corpus has {len(results)} calls, fewer than 400"
     assert same >= TARGET * len(results), figure

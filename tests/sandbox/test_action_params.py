@@ -20,8 +20,6 @@ NOT_EMULATED = {
     ("Entity", "autocomplete"),
     ("Entity", "checkAccess"),
     ("Entity", "getLinks"),
-    ("OptionValue", "export"),
-    ("OptionValue", "revert"),
     ("Setting", "checkAccess"),
     ("Setting", "getLinks"),
     ("Setting", "revert"),
