@@ -955,7 +955,16 @@ def run_export(ctx: Ctx) -> list[Record]:
     ]
 
 
+def run_get_coordinates(ctx: Ctx) -> list[Record]:
+    """Address ``getCoordinates``: geocodes a string with the site's geocoding provider; the
+    sandbox has none, as a fresh site has none."""
+    if not ctx.params.get("address"):
+        raise CiviError('Parameter "address" is required.')
+    raise CiviError("No valid geocoding provider enabled")
+
+
 ACTIONS: dict[str, Callable[[Ctx], list[Record]]] = {
+    "getCoordinates": run_get_coordinates,
     "revert": run_revert,
     "refresh": run_refresh,
     "export": run_export,

@@ -59,6 +59,7 @@ PARAMS: dict[str, dict[str, str]] = {
     "revert": dict(_BATCH),
     "refresh": dict(_BATCH),
     "export": {"id": _I, "match": _A, "update": _S, "cleanup": _S},
+    "getCoordinates": {"address": _S},
     "set": {"values": _A, "domainId": _M, "contactId": _I},
     "entity_get": {**_GET, "includeCustom": _B},
     "setting_get": {"select": _A, "domainId": _M, "contactId": _I},

@@ -53,6 +53,7 @@ ACTION_DESCRIPTIONS = {
     "export": "Export $ENTITY for use elsewhere.",
     "revert": "Revert one or more $ENTITIES.",
     "refresh": "Refresh one or more groups.",
+    "getCoordinates": "Converts an address string to lat/long coordinates.",
 }
 
 

@@ -40,7 +40,11 @@ TABLE: dict[str, dict[str, tuple[str, ...]]] = {
         "update": ("access CiviCRM",),
         "default": ADMIN,
     },
-    "Group": {"get": ("access CiviCRM",), "default": ("access CiviCRM", "edit groups")},
+    "Group": {
+        "get": ("access CiviCRM",),
+        "refresh": ("access CiviCRM",),
+        "default": ("access CiviCRM", "edit groups"),
+    },
     "Activity": {
         "get": ("access CiviCRM",),
         "delete": ("access CiviCRM", "delete activities"),

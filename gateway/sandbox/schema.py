@@ -816,6 +816,18 @@ ADDRESS = Entity(
         _fk("master_id", "Master Address ID", "Address"),
     ),
     icon="fa-map-marker",
+    actions=(
+        "autocomplete",
+        "create",
+        "delete",
+        "get",
+        "getActions",
+        "getCoordinates",
+        "getFields",
+        "replace",
+        "save",
+        "update",
+    ),
 )
 
 # what a ManagedEntity (an entity extensions may package) has besides the usual actions
