@@ -209,8 +209,8 @@ def _expand_select(ctx: Ctx, q: Query, items: list[str]) -> list[Column]:
             res = q.resolve(key)
         except CiviError:
             return  # APIv4 drops unknown select fields without an error
-        if not ctx.may_see_field(res.field):
-            return
+        if not ctx.may_see_field(res.field) or res.field.type == "Filter":
+            return  # Filter fields only filter
         seen.add(key)
         cols.append(Column(key, res.expr, res.field, res.suffix, wild=wild))
 
@@ -521,7 +521,7 @@ def _write(ctx: Ctx, sql: str, params: list[Any]) -> sqlite3.Cursor:
 
 
 def _stored(ent: Entity) -> list[Field]:
-    return [f for f in ent.fields if not f.sql]
+    return [f for f in ent.fields if not f.sql and not f.filter_sql]
 
 
 def _format_custom(custom: dict[str, Any]) -> Record:

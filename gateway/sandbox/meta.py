@@ -207,6 +207,7 @@ def get_fields(ctx: Ctx, entity: str, fields: list[Field]) -> list[Record]:
         for f in fields
         if ctx.may_see_field(f)
         and not (f.readonly and action in ("create", "update", "save") and f.type == "Extra")
+        and not (f.type == "Filter" and action in ("create", "update", "save"))
     ]
     return array_query(rows, p, ctx, FIELD_KEYS)
 

@@ -307,6 +307,15 @@ class Query:
                 return "1"
             other = self._clause_subject(value).expr
             return f"{res.expr} {'!=' if op == '<>' else op} {other}"
+        if res.field.filter_sql:
+            # a Filter field (Contact.groups): the row matches when one of its values does
+            negated = op in ("NOT IN", "!=", "<>")
+            member = Field("value", "Integer", res.field.title)
+            cond = self._compare(
+                Resolved('m."value"', member), {"NOT IN": "IN", "!=": "=", "<>": "="}.get(op, op), value
+            )
+            test = res.field.filter_sql.format(a=quote(self.alias), cond=cond)
+            return f"(NOT {test})" if negated else test
         return self._compare(res, op, value)
 
     def reads_hidden(self, text: str) -> bool:

@@ -60,6 +60,9 @@ class Field:
     # a list: 1 (SERIALIZE_SEPARATOR_BOOKEND) stored "\x011\x012\x01", 5 (SERIALIZE_COMMA) "a,b"
     serialize: int = 0
     unique: bool = False  # a UNIQUE index (Tag.name): a duplicate is "DB Error: already exists"
+    # Filter fields (type "Filter": where only, never selected): the records a value matches,
+    # "{a}" the row's alias, "{cond}" the clause on the member column "m.value"
+    filter_sql: str | None = None
 
     @property
     def widget(self) -> str:
@@ -462,6 +465,16 @@ CONTACT = Entity(
             description="Deprecated setting for text vs html mailings",
         ),
         F(
+            "groups",
+            "Array",
+            "Groups",
+            type="Filter",
+            input_type="Select",
+            description="Groups (or sub-groups of groups) to which this contact belongs",
+            filter_sql="EXISTS (SELECT 1 FROM (SELECT contact_id, group_id AS value "
+            "FROM civicrm_group_contact WHERE status = 'Added') m WHERE m.contact_id = {a}.id AND {cond})",
+        ),
+        F(
             "age_years",
             INT,
             "Age (years)",
@@ -569,6 +582,17 @@ CONTACT = Entity(
             fk_entity="IM",
             input_type="EntityRef",
             sql="NULL",  # no IM entity in the sandbox
+        ),
+        F(
+            "tags",
+            "Array",
+            "Tags",
+            type="Filter",
+            input_type="Select",
+            description="Filter by tags (including child tags)",
+            filter_sql="EXISTS (SELECT 1 FROM (SELECT entity_id, tag_id AS value "
+            "FROM civicrm_entity_tag WHERE entity_table = 'civicrm_contact') m "
+            "WHERE m.entity_id = {a}.id AND {cond})",
         ),
     ),
     label_field="display_name",
@@ -2060,7 +2084,7 @@ def ddl() -> list[str]:
     for ent in ENTITIES.values():
         cols = []
         for f in ent.fields:
-            if f.sql:
+            if f.sql or f.filter_sql:
                 continue
             if f.name == "id":
                 cols.append('"id" INTEGER PRIMARY KEY AUTOINCREMENT')

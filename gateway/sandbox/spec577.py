@@ -115,7 +115,6 @@ SPEC_577: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
         "trxn_id": {"readonly": True},
     },
     ("Email", "create"): {
-        "contact_id": {"required": False},
         "location_type_id": {"required": True},
         "reset_date": {"readonly": False},
         "signature_html": {"input_type": "TextArea"},

@@ -466,6 +466,13 @@ def contact_reads(m: str) -> list[tuple[str, dict[str, Any]]]:
             "chain": {"lit": ["Email", "get", {"where": [["email", "=", "$job_title"]]}]},
         },
     ]
+    filters: list[list[Any]] = [
+        [["groups", "IN", ["@g1"]]],
+        [["tags", "IN", ["@t1", "@t2"]], ["first_name", "!=", "Bob"]],
+        [["last_name", "=", m], ["groups", "NOT IN", ["@g1"]]],
+    ]
+    for i, where in enumerate(filters):
+        out.append((f"filter {i}", {"select": ["first_name"], "where": where, "orderBy": {"id": "ASC"}}))
     for i, chain in enumerate(chains):
         out.append(
             (
