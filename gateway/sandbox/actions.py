@@ -14,11 +14,26 @@ from . import sqlexpr
 from .errors import CiviError
 from .query import GROUP_SEPARATOR, Query, quote
 from .rules import PRIMARY_TABLES, ROW_RULES, contact_defaults
-from .schema import ACTOR, BOOL, CUSTOM_GROUPS, ENTITIES, FLOAT, INT, MONEY, NOW, Entity, Field, custom_fields
+from .schema import (
+    ACTOR,
+    BOOL,
+    CUSTOM_GROUPS,
+    DATE,
+    ENTITIES,
+    FLOAT,
+    INT,
+    MONEY,
+    NOW,
+    TS,
+    Entity,
+    Field,
+    custom_fields,
+)
 from .touch import touch
 
 Record = dict[str, Any]
 SEPARATOR = "\x01"  # CRM_Core_DAO::VALUE_SEPARATOR: how serialized lists are stored
+COMMA = 5  # CRM_Core_DAO::SERIALIZE_COMMA: a list stored "a,b" (Tag.used_for)
 # api4(entity, action, params, index) for chained calls, run inside the same transaction
 Api4Call = Callable[[str, str, dict[str, Any], Any], dict[str, Any]]
 KEY_PERMS = ("administer CiviCRM", "edit api keys")
@@ -54,7 +69,7 @@ def to_api(f: Field, value: Any) -> Any:
     if value is None:
         return None
     if f.serialize:
-        return [p for p in str(value).split(SEPARATOR) if p != ""]
+        return [p for p in str(value).split(SEPARATOR if f.serialize != COMMA else ",") if p != ""]
     if f.data_type == INT:
         try:
             return int(value)
@@ -87,6 +102,8 @@ def to_db(f: Field, value: Any, suffix: str = "") -> Any:
             if isinstance(value, list)
             else str(value).split(",")
         )
+        if f.serialize == COMMA:
+            return ",".join(str(i) for i in items)
         return SEPARATOR + SEPARATOR.join(str(i) for i in items) + SEPARATOR
     if isinstance(value, list | dict):
         raise CiviError(f"Invalid value for field {f.name}")
@@ -108,6 +125,10 @@ def to_db(f: Field, value: Any, suffix: str = "") -> Any:
             return float(value)
         except ValueError:
             return value
+    if f.data_type == DATE and isinstance(value, str) and not re.match(r"\d{4}-?\d{2}-?\d{2}", value):
+        # PHP's strtotime() fails and CRM_Utils_Date makes it the epoch (5.77 stores 1970-01-01)
+        if value.strip().lower() not in ("now", "today", "tomorrow", "yesterday"):
+            return "1970-01-01"
     return value
 
 
@@ -188,8 +209,8 @@ def _expand_select(ctx: Ctx, q: Query, items: list[str]) -> list[Column]:
             res = q.resolve(key)
         except CiviError:
             return  # APIv4 drops unknown select fields without an error
-        if not ctx.may_see_field(res.field):
-            return
+        if not ctx.may_see_field(res.field) or res.field.type == "Filter":
+            return  # Filter fields only filter
         seen.add(key)
         cols.append(Column(key, res.expr, res.field, res.suffix, wild=wild))
 
@@ -297,15 +318,16 @@ def format_value(col: Column, value: Any) -> Any:
         if isinstance(node, sqlexpr.Func) and node.separator is not None:
             return None if value is None else str(value)
         if value is None:
-            return []
-        parts = str(value).split(GROUP_SEPARATOR)
+            return None  # only NULLs concatenated: 5.77 answers null, not []
+        parts = _mysql_order(node, str(value).split(GROUP_SEPARATOR))
         return [to_api(f, p) for p in parts] if f is not None else parts
     if value is None:
         return None
     if dtype is None:
         if isinstance(col.expr.node, sqlexpr.Func) and col.expr.node.name == "GROUP_FIRST":
-            value = str(value).split(GROUP_SEPARATOR)[0]
-        return to_api(f, value) if f is not None else value
+            value = _mysql_order(col.expr.node, str(value).split(GROUP_SEPARATOR))[0]
+        # no type and no field to take one from: MySQL's answer is text ("5" for GREATEST(1, 5))
+        return to_api(f, value) if f is not None else str(value)
     if dtype == "Boolean":
         return bool(value)
     if dtype == "Integer":
@@ -320,6 +342,16 @@ def format_value(col: Column, value: Any) -> Any:
             return value
         return int(number) if number.is_integer() and isinstance(value, int) else number
     return str(value)
+
+
+def _mysql_order(node: Any, parts: list[str]) -> list[str]:
+    """``GROUP_CONCAT(x ORDER BY x DESC)`` on an SQLite without ORDER BY in aggregates (before
+    3.44): the parts sorted here, as MySQL's collation would (when the order is by the value)."""
+    if sqlite3.sqlite_version_info >= (3, 44) or not isinstance(node, sqlexpr.Func):
+        return parts
+    if len(node.order_by) == 1 and len(node.args) == 1 and node.order_by[0][0] == node.args[0]:
+        return sorted(parts, key=str.lower, reverse=str(node.order_by[0][1]).upper() == "DESC")
+    return parts
 
 
 def _fetch(ctx: Ctx, sql: str, params: list[Any]) -> list[Any]:
@@ -349,7 +381,9 @@ def run_get(ctx: Ctx) -> list[Record]:
         raise CiviError("DB Error: syntax error")  # MySQL refuses "LIMIT -1"
     joins_sql = q.explicit_join_sql()
     conds = [q.where(where)]  # clauses on fields the caller may not see are ignored
-    if ent.name == "Contact" and not mentions(where, "is_deleted"):
+    trash_hidden = ctx.check and "access deleted contacts" not in ctx.perms
+    if ent.name == "Contact" and (trash_hidden or not mentions(where, "is_deleted")):
+        # the trash is only for users with 'access deleted contacts' (5.77's contact ACL)
         conds.append(f'{quote(q.alias)}."is_deleted" = 0')
     conds += q.exclude_sql()
     group_sql = [_expr_sql(q, g) for g in group_by if not (isinstance(g, str) and q.reads_hidden(g))]
@@ -389,7 +423,13 @@ def run_get(ctx: Ctx) -> list[Record]:
     if row_count and not cols:
         return []
     hidden = []
-    if ent.name == "Contact" and any(c.wild for c in cols) and not aggregate:
+    # A row leaves out the fields of other contact types when selected by a wildcard, or, as
+    # Api4's Contact get does, whenever contact_type itself is selected (any suffix).
+    typed = any(
+        c.expr is None and c.field is not None and c.field.name == "contact_type" and "." not in c.key
+        for c in cols
+    )
+    if ent.name == "Contact" and (typed or any(c.wild for c in cols)) and not aggregate:
         hidden = [f'{quote(q.alias)}."contact_type"']
     exprs = [c.sql for c in cols] + hidden or ["1"]
     sql = f"SELECT {', '.join(exprs)} {from_sql} WHERE {where_sql}{tail}"
@@ -405,7 +445,13 @@ def run_get(ctx: Ctx) -> list[Record]:
         rec: Record = {}
         for col, value in zip(cols, row, strict=False):
             f = col.field
-            if col.wild and ctype and f is not None and f.contact_types and ctype not in f.contact_types:
+            if (
+                (col.wild or (typed and col.expr is None and "." not in col.key))
+                and ctype
+                and f is not None
+                and f.contact_types
+                and ctype not in f.contact_types
+            ):
                 continue
             rec[col.key] = format_value(col, value)
         out.append(rec)
@@ -475,7 +521,7 @@ def _write(ctx: Ctx, sql: str, params: list[Any]) -> sqlite3.Cursor:
 
 
 def _stored(ent: Entity) -> list[Field]:
-    return [f for f in ent.fields if not f.sql]
+    return [f for f in ent.fields if not f.sql and not f.filter_sql]
 
 
 def _format_custom(custom: dict[str, Any]) -> Record:
@@ -567,6 +613,11 @@ def create_one(ctx: Ctx, values: dict[str, Any]) -> Record:
             ):
                 continue
             out[f.name] = to_api(f, row[f.name])
+            if ent.create_compact_dates and f.data_type == TS and isinstance(out[f.name], str):
+                out[f.name] = re.sub(r"\D", "", out[f.name])  # the DAO's own format, as saved
+    for name, raw in ent.create_raw_defaults:
+        if name in out and name not in given:
+            out[name] = raw
     out.update(_format_custom(custom))
     for key in values:
         # values that are no field come back as null (PHP's array_merge of the input)
@@ -579,6 +630,7 @@ def create_one(ctx: Ctx, values: dict[str, Any]) -> Record:
             out[key] = None
     out["custom"] = None
     out["check_permissions"] = None
+    out.update(dict.fromkeys(ent.write_trailer))
     return out
 
 
@@ -662,6 +714,7 @@ def update_one(ctx: Ctx, row_id: int, values: dict[str, Any]) -> Record | None:
     out["check_permissions"] = None
     for key, value in ent.update_extra:
         out[key] = value
+    out.update(dict.fromkeys(ent.write_trailer))
     return out
 
 
@@ -762,7 +815,21 @@ def delete_ids(ctx: Ctx, ids: list[int], use_trash: bool) -> None:
                     (ctx.now, row_id),
                 )
                 continue
+        owner = None
+        if ent.name in PRIMARY_TABLES:
+            owner = ctx.conn.execute(
+                f"SELECT contact_id FROM {ent.table} WHERE id = ? AND is_primary = 1",  # noqa: S608
+                (row_id,),
+            ).fetchone()
         _write(ctx, f"DELETE FROM {ent.table} WHERE id = ?", [row_id])  # noqa: S608
+        if owner and owner[0] is not None:
+            # the BAO gives the contact another primary (its oldest) when the primary goes
+            ctx.conn.execute(
+                f"UPDATE {ent.table} SET is_primary = 1 WHERE id = (SELECT MIN(id) FROM {ent.table} "  # noqa: S608
+                "WHERE contact_id = ?) AND NOT EXISTS (SELECT 1 FROM "
+                f"{ent.table} WHERE contact_id = ? AND is_primary = 1)",
+                (owner[0], owner[0]),
+            )
 
 
 def run_delete(ctx: Ctx) -> list[Record]:
@@ -771,6 +838,9 @@ def run_delete(ctx: Ctx) -> list[Record]:
         raise CiviError('Parameter "where" is required.')
     ids = matching_ids(ctx, list(where), batch=True)
     delete_ids(ctx, ids, bool(ctx.params.get("useTrash", True)))
+    if ctx.entity.name != "Contact":
+        # DAO deletes answer the id as the DAO holds it: a string (Contact's BAO: an int)
+        return [{"id": str(i)} for i in ids]
     return [{"id": i} for i in ids]
 
 
@@ -836,7 +906,68 @@ def run_check_access(ctx: Ctx) -> list[Record]:
     return [{"access": bool(allowed)}]
 
 
+def run_revert(ctx: Ctx) -> list[Record]:
+    """ManagedEntity ``revert``: puts records an extension packaged back as shipped. Nothing in
+    the sandbox is packaged (has_base is false), so no record is reverted."""
+    if not ctx.params.get("where"):
+        raise CiviError('Parameter "where" is required.')
+    matching_ids(ctx, list(ctx.params["where"]), batch=True)
+    return []
+
+
+def run_refresh(ctx: Ctx) -> list[Record]:
+    """Group ``refresh``: reloads smart groups' contact caches, answering the groups it
+    loaded. The sandbox has no smart groups (no saved searches), so none is."""
+    if not ctx.params.get("where"):
+        raise CiviError('Parameter "where" is required.')
+    matching_ids(ctx, list(ctx.params["where"]), batch=True)
+    return []
+
+
+def run_export(ctx: Ctx) -> list[Record]:
+    """ManagedEntity ``export``: one record as a managed-entity declaration (its name-matched
+    values; defaults, ids and the record's bookkeeping left out)."""
+    ent = ctx.entity
+    row_id: Any = ctx.params.get("id")
+    if row_id in (None, ""):
+        raise CiviError('Parameter "id" is required.')
+    row = load_row(ctx, int(row_id))
+    if row is None:
+        return []
+    values: Record = {}
+    for f in _stored(ent):
+        value = row.get(f.name)
+        if f.name == "id" or f.readonly or f.default is ACTOR or f.default is NOW or value is None:
+            continue
+        api = to_api(f, value)
+        if api == f.default or api == "":
+            continue
+        values[f.name] = api
+    label = row.get("name") or row_id
+    return [
+        {
+            "name": f"{ent.name}_{label}",
+            "entity": ent.name,
+            "cleanup": ctx.params.get("cleanup") or "unused",
+            "update": ctx.params.get("update") or "unmodified",
+            "params": {"version": 4, "values": values, "match": ctx.params.get("match") or ["name"]},
+        }
+    ]
+
+
+def run_get_coordinates(ctx: Ctx) -> list[Record]:
+    """Address ``getCoordinates``: geocodes a string with the site's geocoding provider; the
+    sandbox has none, as a fresh site has none."""
+    if not ctx.params.get("address"):
+        raise CiviError('Parameter "address" is required.')
+    raise CiviError("No valid geocoding provider enabled")
+
+
 ACTIONS: dict[str, Callable[[Ctx], list[Record]]] = {
+    "getCoordinates": run_get_coordinates,
+    "revert": run_revert,
+    "refresh": run_refresh,
+    "export": run_export,
     "get": run_get,
     "create": run_create,
     "update": run_update,

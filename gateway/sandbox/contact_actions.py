@@ -295,7 +295,7 @@ _LOCATION_TABLES = ("civicrm_email", "civicrm_phone", "civicrm_address")
 
 def _contact_row(ctx: Ctx, contact_id: int) -> dict[str, Any]:
     ent = ENTITIES["Contact"]
-    fields = [f for f in ent.fields if not f.sql]
+    fields = [f for f in ent.fields if not f.sql and not f.filter_sql]
     for f in fields:
         touch("Contact", f.name)  # a merge compares and copies every field
     row = ctx.conn.execute(

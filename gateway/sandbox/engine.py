@@ -17,7 +17,15 @@ from . import contact_actions, meta
 from .actions import ACTIONS, Ctx, Record
 from .errors import CiviError, Unauthorized
 from .schema import ENTITIES, META_ENTITIES, all_fields
-from .store import STAFF_PERMISSIONS, api_key_for, connect, initialise, is_initialised
+from .store import (
+    ALL_PERMISSIONS,
+    API_STAFF_PERMISSIONS,
+    STAFF_PERMISSIONS,
+    api_key_for,
+    connect,
+    initialise,
+    is_initialised,
+)
 from .touch import touch
 
 # Parameter types per action, as the real action classes declare them (5.77's getActions with
@@ -48,6 +56,10 @@ PARAMS: dict[str, dict[str, str]] = {
         "values": _A,
     },
     "checkAccess": {"action": _S, "values": _A},
+    "revert": dict(_BATCH),
+    "refresh": dict(_BATCH),
+    "export": {"id": _I, "match": _A, "update": _S, "cleanup": _S},
+    "getCoordinates": {"address": _S},
     "set": {"values": _A, "domainId": _M, "contactId": _I},
     "entity_get": {**_GET, "includeCustom": _B},
     "setting_get": {"select": _A, "domainId": _M, "contactId": _I},
@@ -149,6 +161,8 @@ def apply_index(values: list[Record], index: Any) -> Any:
     if isinstance(index, int) or (isinstance(index, str) and re.fullmatch(r"\d+", index)):
         i = int(index)
         return values[i] if i < len(values) else None
+    if not values:
+        return []  # PHP's empty array is a JSON list
     return {str(_php_key(r.get(index))): r for r in values}
 
 
@@ -306,8 +320,18 @@ class Sandbox:
     def ensure_staff(self) -> dict[str, Any]:
         """The "staff" user (may view and edit contacts, lacks 'authenticate with api key' and
         'administer CiviCRM'), created on first use like a site admin adding a user."""
+        return self._ensure_user("staff", "Staff", STAFF_PERMISSIONS)
+
+    def ensure_api_staff(self) -> dict[str, Any]:
+        """The "api_staff" user: the least-privileged API user of a real test site
+        (../shared/real-civicrm's "staff": access CiviCRM, view all contacts, access AJAX API,
+        authenticate with api key). It reads contacts over REST with its own key; every write
+        is refused, ``api_key`` is hidden from it and its errors are masked."""
+        return self._ensure_user("api_staff", "Api", API_STAFF_PERMISSIONS)
+
+    def _ensure_user(self, username: str, first_name: str, permissions: tuple[str, ...]) -> dict[str, Any]:
         for user in self.users():
-            if user["username"] == "staff":
+            if user["username"] == username:
                 return user
         with self._lock:
             self._conn.execute("BEGIN")
@@ -315,25 +339,25 @@ class Sandbox:
                 cid = self._api4(
                     "Contact",
                     "create",
-                    {"values": {"contact_type": "Individual", "first_name": "Staff", "last_name": "User"}},
+                    {"values": {"contact_type": "Individual", "first_name": first_name, "last_name": "User"}},
                     False,
                     None,
                     None,
                 )["values"][0]["id"]
                 self._conn.execute(
                     "INSERT INTO sandbox_user (username, password, contact_id, permissions) "
-                    "VALUES ('staff', 'staff', ?, ?)",
-                    (cid, json.dumps(list(STAFF_PERMISSIONS))),
+                    "VALUES (?, ?, ?, ?)",
+                    (username, username, cid, json.dumps(list(permissions))),
                 )
                 self._conn.execute(
                     "UPDATE civicrm_contact SET api_key = ? WHERE id = ?",
-                    (api_key_for(self.seed, "staff"), cid),
+                    (api_key_for(self.seed, username), cid),
                 )
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-        return next(u for u in self.users() if u["username"] == "staff")
+        return next(u for u in self.users() if u["username"] == username)
 
     def close(self) -> None:
         with self._lock:
@@ -346,7 +370,12 @@ class Sandbox:
         row = self._conn.execute(
             "SELECT permissions FROM sandbox_user WHERE contact_id = ?", (contact_id,)
         ).fetchone()
-        return frozenset(json.loads(row[0])) if row else frozenset()
+        if not row:
+            return frozenset()
+        perms = frozenset(json.loads(row[0]))
+        # the site's superuser role has every permission (also those a sandbox database made
+        # by an older version did not list)
+        return perms | frozenset(ALL_PERMISSIONS) if "administer CiviCRM system" in perms else perms
 
     def _api4(
         self,
@@ -459,6 +488,23 @@ class Sandbox:
         perm = ent.delete_perm if action == "delete" and ent.delete_perm else ent.write_perm
         if action == "create" and ent.create_perm:
             perm = ent.create_perm
+        if (
+            entity == "Contact"
+            and action == "update"
+            and ctx.contact_id is not None
+            and "access CiviCRM" in ctx.perms
+            and perm not in ctx.perms
+        ):
+            # Contact 'update' needs no permission of its own (5.77): each record it would
+            # change is checked, so an update that matches nothing is an empty success
+            given = ctx.params.get("values")
+            values: dict[str, Any] = given if isinstance(given, dict) else {}
+            where = [["id", "=", values["id"]]] if values.get("id") else ctx.params.get("where") or []
+            if self._api4("Contact", "get", {"select": ["id"], "where": where}, True, ctx.contact_id, None)[
+                "values"
+            ]:
+                raise denied
+            return
         if ctx.contact_id is None or perm not in ctx.perms:
             raise denied
 

@@ -12,28 +12,30 @@ from .actions import ACTIONS, Ctx, Record
 from .errors import CiviError
 from .query import OPERATORS
 from .schema import ACTOR, CUSTOM_GROUPS, ENTITIES, NOW, Entity, Field, all_fields
+from .spec577 import SPEC_577
 
+# the order 5.77's getFields gives a field's keys in (the spec's own order, whatever the select)
 FIELD_KEYS = (
-    "required",
-    "name",
-    "title",
-    "label",
-    "description",
+    "default_value",
     "type",
     "entity",
-    "default_value",
+    "required",
     "nullable",
-    "data_type",
     "readonly",
+    "name",
+    "title",
+    "description",
+    "data_type",
     "serialize",
     "fk_entity",
     "options",
+    "suffixes",
+    "label",
     "input_type",
     "input_attrs",
     "custom_group",
     "table_name",
     "column_name",
-    "suffixes",
 )
 
 ACTION_DESCRIPTIONS = {
@@ -48,6 +50,10 @@ ACTION_DESCRIPTIONS = {
     "autocomplete": "Retrieve matching records for an autocomplete search.",
     "checkAccess": "Check if current user is authorized to perform specified action.",
     "set": "Set the value of one or more settings.",
+    "export": "Export $ENTITY for use elsewhere.",
+    "revert": "Revert one or more $ENTITIES.",
+    "refresh": "Refresh one or more groups.",
+    "getCoordinates": "Converts an address string to lat/long coordinates.",
 }
 
 
@@ -176,7 +182,7 @@ def field_spec(f: Field, entity: str, action: str, load: Any) -> Record:
         "nullable": f.nullable,
         "data_type": f.data_type,
         "readonly": f.readonly,
-        "serialize": 1 if f.serialize else 0,
+        "serialize": f.serialize or None,
         "fk_entity": f.fk_entity,
         "options": _options(f, load),
         "input_type": f.widget,
@@ -186,6 +192,9 @@ def field_spec(f: Field, entity: str, action: str, load: Any) -> Record:
         "column_name": (f.column or f.name) if not f.sql else None,
         "suffixes": ["name", "label"] if f.options else None,
     }
+    if not creating:
+        spec["default_value"] = None  # 5.77 reports defaults to the actions that apply them
+    spec.update(SPEC_577.get((entity, "create" if creating else "get"), {}).get(f.name, {}))
     return {k: spec[k] for k in FIELD_KEYS}
 
 
@@ -198,6 +207,7 @@ def get_fields(ctx: Ctx, entity: str, fields: list[Field]) -> list[Record]:
         for f in fields
         if ctx.may_see_field(f)
         and not (f.readonly and action in ("create", "update", "save") and f.type == "Extra")
+        and not (f.type == "Filter" and action in ("create", "update", "save"))
     ]
     return array_query(rows, p, ctx, FIELD_KEYS)
 
@@ -221,8 +231,13 @@ def _describe(action: str, entity: str) -> str | None:
 
 
 def get_actions(ctx: Ctx, entity: str) -> list[Record]:
+    from .perms import visible
+
+    # as CiviCRM's getActions: only what the user may run (every action without checks)
     rows: list[Record] = [
-        {"name": a, "description": _describe(a, entity), "params": {}} for a in entity_actions(entity)
+        {"name": a, "description": _describe(a, entity), "params": {}}
+        for a in entity_actions(entity)
+        if not ctx.check or entity not in ENTITIES or visible(entity, a, ctx.perms)
     ]
     return array_query(rows, ctx.params, ctx, ("name", "description", "params"))
 

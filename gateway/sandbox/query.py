@@ -108,6 +108,12 @@ class Query:
             raise invalid_field(path)
         res = self._resolve_in(self.entity, self.alias, name, path, depth=0)
         if suffix:
+            table = FK_OPTIONS.get(res.field.fk_entity or "")
+            if not res.field.options and table and suffix in ("label", "name"):
+                # a pseudoconstant from a table (GroupContact.group_id:label, EntityTag.tag_id:label)
+                column = table[1] if suffix == "label" else "name"
+                res.expr = f"(SELECT o.{quote(column)} FROM {table[0]} o WHERE o.id = {res.expr})"  # noqa: S608
+                return res
             if not res.field.options:
                 raise invalid_field(path)
             res.suffix = suffix
@@ -205,6 +211,8 @@ class Query:
             )
         ent = ENTITIES[m.group(1)]
         alias = m.group(2) or m.group(1).lower()
+        if alias == self.alias:
+            raise CiviError(f'Illegal join alias: "{alias}"')  # the main table's own alias
         side = spec[1] if isinstance(spec[1], str) else ("INNER" if spec[1] else "LEFT")
         side = side.upper()
         if side not in ("LEFT", "INNER", "EXCLUDE"):
@@ -228,6 +236,11 @@ class Query:
             if isinstance(cond[0], str) and self.reads_hidden(cond[0]):
                 return "1"
             left = self.resolve(cond[0]).expr
+            literal = cond[2]
+            if len(literal) >= 2 and literal[0] == literal[-1] and literal[0] in "'\"":
+                # a quoted string is a value: ["et.entity_table", "=", "'civicrm_contact'"]
+                self.params.append(literal[1:-1])
+                return f"{left} {'!=' if cond[1] == '<>' else cond[1]} ?"
             try:
                 right_res = self.resolve(cond[2])
                 if self.hidden is not None and self.hidden(right_res.field):
@@ -294,6 +307,15 @@ class Query:
                 return "1"
             other = self._clause_subject(value).expr
             return f"{res.expr} {'!=' if op == '<>' else op} {other}"
+        if res.field.filter_sql:
+            # a Filter field (Contact.groups): the row matches when one of its values does
+            negated = op in ("NOT IN", "!=", "<>")
+            member = Field("value", "Integer", res.field.title)
+            cond = self._compare(
+                Resolved('m."value"', member), {"NOT IN": "IN", "!=": "=", "<>": "="}.get(op, op), value
+            )
+            test = res.field.filter_sql.format(a=quote(self.alias), cond=cond)
+            return f"(NOT {test})" if negated else test
         return self._compare(res, op, value)
 
     def reads_hidden(self, text: str) -> bool:
@@ -415,6 +437,8 @@ _SIMPLE = {
     "CONCAT_WS": "CONCAT_WS",
     "RAND": "RAND",
 }
+# entities whose records are the options of a foreign key to them: table, label column
+FK_OPTIONS = {"Group": ("civicrm_group", "title"), "Tag": ("civicrm_tag", "label")}
 GROUP_SEPARATOR = "\x01"  # GROUP_CONCAT without SEPARATOR: CiviCRM returns a list
 
 

@@ -53,20 +53,24 @@ def contact_names(row: Row) -> None:
         name = row.get("organization_name" if ctype == "Organization" else "household_name")
         if name:
             row["display_name"] = row["sort_name"] = name
+        for key in ("email_greeting", "postal_greeting"):
+            if row.get(f"{key}_id") is not None:
+                row[f"{key}_display"] = _join("Dear", name)
         if row.get("addressee_id") is not None:
             row["addressee_display"] = name
 
 
 def contact_defaults(row: Row, rng: random.Random) -> None:
     """Create-time defaults the Contact BAO fills in (individuals get greetings/language)."""
-    if row.get("contact_type") == "Individual":
-        for key, value in (
-            ("preferred_language", "en_US"),
-            ("communication_style_id", 1),
-            ("email_greeting_id", 1),
-            ("postal_greeting_id", 1),
-            ("addressee_id", 1),
-        ):
+    # the default greeting options of 5.77: individuals 1/1/1, households 5/5/2 and
+    # organizations only an addressee (3), each with the site's language and style
+    greetings = {
+        "Individual": (("email_greeting_id", 1), ("postal_greeting_id", 1), ("addressee_id", 1)),
+        "Household": (("email_greeting_id", 5), ("postal_greeting_id", 5), ("addressee_id", 2)),
+        "Organization": (("addressee_id", 3),),
+    }.get(str(row.get("contact_type")))
+    if greetings is not None:
+        for key, value in (("preferred_language", "en_US"), ("communication_style_id", 1), *greetings):
             if row.get(key) is None:
                 row[key] = value
     if not row.get("hash"):

@@ -57,7 +57,12 @@ class Field:
     sql: str | None = None  # Extra fields: SQL expression, "{a}" is the row's table alias
     custom_group: str | None = None  # Custom fields: the group's API name
     column: str | None = None  # Custom fields: the column in the group's table
-    serialize: bool = False  # a list stored separator-bookended ("\x011\x012\x01")
+    # a list: 1 (SERIALIZE_SEPARATOR_BOOKEND) stored "\x011\x012\x01", 5 (SERIALIZE_COMMA) "a,b"
+    serialize: int = 0
+    unique: bool = False  # a UNIQUE index (Tag.name): a duplicate is "DB Error: already exists"
+    # Filter fields (type "Filter": where only, never selected): the records a value matches,
+    # "{a}" the row's alias, "{cond}" the clause on the member column "m.value"
+    filter_sql: str | None = None
 
     @property
     def widget(self) -> str:
@@ -90,6 +95,7 @@ class Entity:
     searchable: str = "secondary"
     type: tuple[str, ...] = ("DAOEntity",)
     actions: tuple[str, ...] = (
+        "autocomplete",
         "create",
         "delete",
         "get",
@@ -110,6 +116,12 @@ class Entity:
     update_extra: tuple[tuple[str, Any], ...] = ()
     create_nulls: tuple[str, ...] = ()  # keys create answers as null (the BAO's own reload)
     create_silent: tuple[str, ...] = ()  # derived on create but not in create's answer
+    # create's answer gives dates as the DAO saved them, "20240506100000" (Activity, Note, Tag)
+    create_compact_dates: bool = False
+    # defaults create's answer gives as the BAO set them, untyped by the field (Note.privacy: 0)
+    create_raw_defaults: tuple[tuple[str, Any], ...] = ()
+    # keys create/update/save answer after check_permissions (GroupContact: method, tracking)
+    write_trailer: tuple[str, ...] = ()
 
     def field_map(self) -> dict[str, Field]:
         return {f.name: f for f in self.fields}
@@ -453,6 +465,61 @@ CONTACT = Entity(
             description="Deprecated setting for text vs html mailings",
         ),
         F(
+            "groups",
+            "Array",
+            "Groups",
+            type="Filter",
+            input_type="Select",
+            description="Groups (or sub-groups of groups) to which this contact belongs",
+            filter_sql="EXISTS (SELECT 1 FROM (SELECT contact_id, group_id AS value "
+            "FROM civicrm_group_contact WHERE status = 'Added') m WHERE m.contact_id = {a}.id AND {cond})",
+        ),
+        F(
+            "age_years",
+            INT,
+            "Age (years)",
+            type="Extra",
+            readonly=True,
+            sql="(CASE WHEN {a}.birth_date IS NULL THEN NULL ELSE "
+            "CAST(strftime('%Y', 'now') AS INTEGER) - CAST(strftime('%Y', {a}.birth_date) "
+            "AS INTEGER) - (strftime('%m-%d', 'now') < strftime('%m-%d', {a}.birth_date)) "
+            "END)",
+        ),
+        F(
+            "next_birthday",
+            INT,
+            "Next Birthday in (days)",
+            type="Extra",
+            readonly=True,
+            description="Number of days until next birthday",
+            sql="(CASE WHEN {a}.birth_date IS NULL THEN NULL ELSE CAST(julianday(CASE WHEN "
+            "strftime('%m-%d', {a}.birth_date) >= strftime('%m-%d', 'now') THEN strftime('%Y', 'now') "
+            "|| strftime('-%m-%d', {a}.birth_date) ELSE (CAST(strftime('%Y', 'now') AS INTEGER) + 1) "
+            "|| strftime('-%m-%d', {a}.birth_date) END) - julianday(date('now')) AS INTEGER) END)",
+        ),
+        F(
+            "address_primary",
+            INT,
+            "Primary Address",
+            type="Extra",
+            readonly=True,
+            fk_entity="Address",
+            input_type="EntityRef",
+            sql="(SELECT d.id FROM civicrm_address d WHERE d.contact_id = {a}.id "
+            "AND d.is_primary = 1 ORDER BY d.id LIMIT 1)",
+        ),
+        F(
+            "address_billing",
+            INT,
+            "Billing Address",
+            type="Extra",
+            readonly=True,
+            fk_entity="Address",
+            input_type="EntityRef",
+            sql="(SELECT d.id FROM civicrm_address d WHERE d.contact_id = {a}.id "
+            "AND d.is_billing = 1 ORDER BY d.id LIMIT 1)",
+        ),
+        F(
             "email_primary",
             INT,
             "Primary Email",
@@ -486,26 +553,46 @@ CONTACT = Entity(
             "AND p.is_primary = 1 ORDER BY p.id LIMIT 1)",
         ),
         F(
-            "address_primary",
+            "phone_billing",
             INT,
-            "Primary Address",
+            "Billing Phone",
             type="Extra",
             readonly=True,
-            fk_entity="Address",
+            fk_entity="Phone",
             input_type="EntityRef",
-            sql="(SELECT d.id FROM civicrm_address d WHERE d.contact_id = {a}.id "
-            "AND d.is_primary = 1 ORDER BY d.id LIMIT 1)",
+            sql="(SELECT p.id FROM civicrm_phone p WHERE p.contact_id = {a}.id "
+            "AND p.is_billing = 1 ORDER BY p.id LIMIT 1)",
         ),
         F(
-            "age_years",
+            "im_primary",
             INT,
-            "Age (years)",
+            "Primary IM",
             type="Extra",
             readonly=True,
-            sql="(CASE WHEN {a}.birth_date IS NULL THEN NULL ELSE "
-            "CAST(strftime('%Y', 'now') AS INTEGER) - CAST(strftime('%Y', {a}.birth_date) "
-            "AS INTEGER) - (strftime('%m-%d', 'now') < strftime('%m-%d', {a}.birth_date)) "
-            "END)",
+            fk_entity="IM",
+            input_type="EntityRef",
+            sql="NULL",  # no IM entity in the sandbox
+        ),
+        F(
+            "im_billing",
+            INT,
+            "Billing IM",
+            type="Extra",
+            readonly=True,
+            fk_entity="IM",
+            input_type="EntityRef",
+            sql="NULL",  # no IM entity in the sandbox
+        ),
+        F(
+            "tags",
+            "Array",
+            "Tags",
+            type="Filter",
+            input_type="Select",
+            description="Filter by tags (including child tags)",
+            filter_sql="EXISTS (SELECT 1 FROM (SELECT entity_id, tag_id AS value "
+            "FROM civicrm_entity_tag WHERE entity_table = 'civicrm_contact') m "
+            "WHERE m.entity_id = {a}.id AND {cond})",
         ),
     ),
     label_field="display_name",
@@ -561,7 +648,7 @@ EMAIL = Entity(
     "Email information for a specific location.",
     (
         _id("Email ID", "Unique Email ID"),
-        _contact_fk(),
+        _contact_fk(required=False),  # 5.77: an email may belong to no contact
         _location("Email Location Type"),
         F("email", STR, "Email", input_type="Email", required=True, description="Email address"),
         F(
@@ -570,7 +657,6 @@ EMAIL = Entity(
             "Is Primary",
             default=False,
             nullable=False,
-            echo=True,
             input_type="Radio",
             description="Is this the primary email address",
         ),
@@ -718,7 +804,11 @@ ADDRESS = Entity(
             "Street Number",
             description="Numeric portion of address number on the street.",
         ),
+        F("street_number_suffix", STR, "Street Number Suffix"),
+        F("street_number_predirectional", STR, "Street Direction Prefix"),
         F("street_name", STR, "Street Name"),
+        F("street_type", STR, "Street Type"),
+        F("street_number_postdirectional", STR, "Street Direction Suffix"),
         F("street_unit", STR, "Street Unit"),
         F("supplemental_address_1", STR, "Supplemental Address 1"),
         F("supplemental_address_2", STR, "Supplemental Address 2"),
@@ -728,6 +818,7 @@ ADDRESS = Entity(
         F("state_province_id", INT, "State/Province ID", fk_entity="StateProvince"),
         F("postal_code_suffix", STR, "Postal Code Suffix"),
         F("postal_code", STR, "Postal Code"),
+        F("usps_adc", STR, "USPS Code"),
         F(
             "country_id",
             INT,
@@ -749,6 +840,64 @@ ADDRESS = Entity(
         _fk("master_id", "Master Address ID", "Address"),
     ),
     icon="fa-map-marker",
+    actions=(
+        "autocomplete",
+        "create",
+        "delete",
+        "get",
+        "getActions",
+        "getCoordinates",
+        "getFields",
+        "replace",
+        "save",
+        "update",
+    ),
+)
+
+# what a ManagedEntity (an entity extensions may package) has besides the usual actions
+MANAGED_ACTIONS = (
+    "autocomplete",
+    "create",
+    "delete",
+    "export",
+    "get",
+    "getActions",
+    "getFields",
+    "replace",
+    "revert",
+    "save",
+    "update",
+)
+
+MANAGED_FIELDS = (
+    # what 5.77 adds to entities an extension may package (ManagedEntity): never packaged here
+    F(
+        "has_base",
+        BOOL,
+        "Is Packaged",
+        type="Extra",
+        readonly=True,
+        sql="0",
+        description="Is provided by an extension",
+    ),
+    F(
+        "base_module",
+        STR,
+        "Packaged Extension",
+        type="Extra",
+        readonly=True,
+        sql="NULL",
+        description="Name of extension which provides this package",
+    ),
+    F(
+        "local_modified_date",
+        TS,
+        "Locally modified",
+        type="Extra",
+        readonly=True,
+        sql="NULL",
+        description="When the managed entity was changed from its original settings",
+    ),
 )
 
 GROUP = Entity(
@@ -764,13 +913,12 @@ GROUP = Entity(
         F("description", TEXT, "Group Description", description="Optional verbose description of the group."),
         F("source", STR, "Group Source", description="Module or process which created this group."),
         F("saved_search_id", INT, "Saved Search ID", fk_entity="SavedSearch"),
-        F("is_active", BOOL, "Group Enabled", default=True, nullable=False, echo=True),
+        F("is_active", BOOL, "Group Enabled", default=True, nullable=False),
         F(
             "visibility",
             STR,
             "Group Visibility Setting",
             default="User and User Admin Only",
-            echo=True,
             options={"User and User Admin Only": "User and User Admin Only", "Public Pages": "Public Pages"},
         ),
         F("where_clause", TEXT, "Group Where Clause", readonly=True),
@@ -781,7 +929,7 @@ GROUP = Entity(
             STR,
             "Group Type",
             input_type="Select",
-            serialize=True,
+            serialize=1,
             options={"1": "Access Control", "2": "Mailing List"},
         ),
         F("cache_date", TS, "Group Cache Date", readonly=True),
@@ -789,9 +937,9 @@ GROUP = Entity(
         F("refresh_date", TS, "Next Group Refresh Time", readonly=True),
         F("parents", STR, "Group Parents", readonly=True),
         F("children", STR, "Group Children", readonly=True),
-        F("is_hidden", BOOL, "Group is Hidden", default=False, nullable=False, echo=True),
-        F("is_reserved", BOOL, "Group is Reserved", default=False, nullable=False, echo=True),
-        _fk("created_id", "Created By Contact ID", default=ACTOR),
+        F("is_hidden", BOOL, "Group is Hidden", default=False, nullable=False),
+        F("is_reserved", BOOL, "Group is Reserved", default=False, nullable=False),
+        _fk("created_id", "Created By Contact ID", default=ACTOR, echo=True),
         _fk("modified_id", "Modified By Contact ID", readonly=True),
         F("frontend_title", STR, "Public Group Title"),
         F("frontend_description", TEXT, "Public Group Description"),
@@ -814,6 +962,7 @@ GROUP = Entity(
     searchable="primary",
     write_perm="edit groups",
     delete_perm="edit groups",
+    actions=(*MANAGED_ACTIONS, "refresh"),
 )
 
 GROUP_CONTACT = Entity(
@@ -840,6 +989,8 @@ GROUP_CONTACT = Entity(
         _fk("email_id", "Email ID", "Email"),
     ),
     type=("DAOEntity", "EntityBridge"),
+    full_update_output=True,
+    write_trailer=("method", "tracking"),
 )
 
 TAG = Entity(
@@ -851,35 +1002,42 @@ TAG = Entity(
     "(contacts, groups, actions...).",
     (
         _id("Tag ID", "Tag ID"),
-        F("name", STR, "Tag Name", required=True, description="Unique machine name"),
+        F("name", STR, "Tag Name", required=True, unique=True, description="Unique machine name"),
         F("label", STR, "Tag Label", description="User-facing tag name"),
         F("description", STR, "Description", description="Optional verbose description of the tag."),
         _fk("parent_id", "Parent Tag ID", "Tag", description="Optional parent id for this tag."),
-        F("is_selectable", BOOL, "Display Tag?", default=True, nullable=False, echo=True),
-        F("is_reserved", BOOL, "Reserved", default=False, nullable=False, echo=True),
-        F("is_tagset", BOOL, "Tagset", default=False, nullable=False, echo=True),
+        F("is_selectable", BOOL, "Display Tag?", default=True, nullable=False),
+        F("is_reserved", BOOL, "Reserved", default=False, nullable=False),
+        F("is_tagset", BOOL, "Tagset", default=False, nullable=False),
         F(
             "used_for",
             STR,
             "Used For",
             default="civicrm_contact",
             echo=True,
+            serialize=5,
             options={
                 "civicrm_contact": "Contacts",
                 "civicrm_activity": "Activities",
                 "civicrm_case": "Cases",
                 "civicrm_file": "Attachments",
+                "civicrm_saved_search": "Saved Searches",
             },
         ),
-        _fk("created_id", "Created By Contact ID", default=ACTOR),
+        _fk("created_id", "Created By Contact ID", default=ACTOR, echo=True),
         F("color", STR, "Color", description="Hex color value e.g. #ffffff"),
         F("created_date", TS, "Tag Created Date", readonly=True, default=NOW, echo=True),
+        *MANAGED_FIELDS,
     ),
     label_field="label",
     icon="fa-tag",
-    write_perm="manage tags",
-    delete_perm="manage tags",
+    create_compact_dates=True,
+    # 5.77 lets anyone with 'access CiviCRM' create and update tags (the tagset widget);
+    # deleting falls to the 'default' entry
+    write_perm="access CiviCRM",
+    delete_perm="administer CiviCRM",
     type=("DAOEntity", "SortableEntity"),
+    actions=MANAGED_ACTIONS,
 )
 
 ENTITY_TAG = Entity(
@@ -1035,6 +1193,7 @@ ACTIVITY = Entity(
     icon="fa-tasks",
     searchable="primary",
     create_nulls=("created_date", "modified_date", "source_contact_id"),
+    create_compact_dates=True,
 )
 
 NOTE = Entity(
@@ -1069,7 +1228,13 @@ NOTE = Entity(
             description="Foreign key to the referenced item.",
         ),
         F("note", TEXT, "Note", description="Note and/or Comment."),
-        _fk("contact_id", "Created By Contact ID", default=ACTOR, description="FK to Contact ID creator"),
+        _fk(
+            "contact_id",
+            "Created By Contact ID",
+            default=ACTOR,
+            echo=True,
+            description="FK to Contact ID creator",
+        ),
         F("note_date", TS, "Note Date", default=NOW, echo=True, description="Date attached to the note"),
         F("created_date", TS, "Created Date", readonly=True, default=NOW, echo=True),
         F("modified_date", TS, "Note Modified Date", readonly=True, default=NOW, echo=True),
@@ -1087,6 +1252,8 @@ NOTE = Entity(
     ),
     label_field="subject",
     icon="fa-sticky-note",
+    create_compact_dates=True,
+    create_raw_defaults=(("privacy", 0),),
 )
 
 RELATIONSHIP = Entity(
@@ -1362,7 +1529,7 @@ OPTION_GROUP = Entity(
             "option_value_fields",
             STR,
             "Option Value Fields",
-            serialize=True,
+            serialize=1,
             default="name,label,description",
             echo=True,
             options={
@@ -1374,11 +1541,13 @@ OPTION_GROUP = Entity(
             },
             description="Which optional columns from the option_value table are in use by this group.",
         ),
+        *MANAGED_FIELDS,
     ),
     label_field="title",
     icon="fa-list-ol",
     write_perm="administer CiviCRM",
     delete_perm="administer CiviCRM",
+    actions=MANAGED_ACTIONS,
 )
 
 OPTION_VALUE = Entity(
@@ -1495,11 +1664,13 @@ OPTION_VALUE = Entity(
         F("visibility_id", INT, "Option Visibility"),
         F("icon", STR, "Icon", description="crm-i icon class"),
         F("color", STR, "Color", description="Hex color value e.g. #ffffff"),
+        *MANAGED_FIELDS,
     ),
     label_field="label",
     icon="fa-list-ol",
     write_perm="administer CiviCRM",
     delete_perm="administer CiviCRM",
+    actions=MANAGED_ACTIONS,
 )
 
 MEMBERSHIP = Entity(
@@ -1777,7 +1948,7 @@ PARTICIPANT = Entity(
             STR,
             "Participant Role",
             options=PARTICIPANT_ROLES,
-            serialize=True,
+            serialize=1,
             input_type="Select",
             description="Participant role ID. Implicit FK to "
             "civicrm_option_value where option_group = "
@@ -1807,7 +1978,6 @@ PARTICIPANT = Entity(
         F("discount_id", INT, "Discount ID", fk_entity="Discount"),
         F("fee_currency", STR, "Fee Currency"),
         F("discount_amount", INT, "Discount Amount"),
-        F("cart_id", INT, "Event Cart ID"),
         F("must_wait", INT, "Must Wait on List"),
         _fk("transferred_to_contact_id", "Transferred to Contact ID"),
         _fk("created_id", "Created by Contact ID", default=ACTOR),
@@ -1914,14 +2084,17 @@ def ddl() -> list[str]:
     for ent in ENTITIES.values():
         cols = []
         for f in ent.fields:
-            if f.sql:
+            if f.sql or f.filter_sql:
                 continue
             if f.name == "id":
                 cols.append('"id" INTEGER PRIMARY KEY AUTOINCREMENT')
                 continue
             col = f'"{f.name}" {sqltype.get(f.data_type, "TEXT")}'
+            if f.unique:
+                col += " UNIQUE"
             if f.fk_entity in ENTITIES:
-                on_delete = "CASCADE" if f.required else "SET NULL"
+                contact_data = f.name == "contact_id" and ent.name in ("Email", "Phone", "Address")
+                on_delete = "CASCADE" if f.required or contact_data else "SET NULL"
                 col += f" REFERENCES {ENTITIES[f.fk_entity].table}(id) ON DELETE {on_delete}"
             cols.append(col)
         stmts.append(f"CREATE TABLE {ent.table} ({', '.join(cols)})")

@@ -45,13 +45,13 @@ FUNCTIONS: dict[str, FnSpec] = {
     "DATEDIFF": FnSpec(2, 2, data_type="Integer"),
     "DAYOFWEEK": FnSpec(1, 1, data_type="Integer"),
     "DAYSTOANNIV": FnSpec(1, 1, data_type="Integer"),
-    "EXTRACT": FnSpec(1, 1, data_type="Integer"),
+    "EXTRACT": FnSpec(1, 1),  # 5.77 declares no type: MySQL's text ("1980")
     "GREATEST": FnSpec(1, MANY),
     "GROUP_CONCAT": FnSpec(
         1, MANY, aggregate=True, data_type="Array", distinct=True, order_by=True, separator=True
     ),
     "GROUP_FIRST": FnSpec(1, 1, aggregate=True, order_by=True),
-    "IF": FnSpec(3, 3),
+    "IF": FnSpec(3, 3, data_type="String"),  # not the condition's type: IF(is_deceased, 'a', 'b')
     "IFNULL": FnSpec(2, 2),
     "ISNULL": FnSpec(1, 1, data_type="Boolean"),
     "LEAST": FnSpec(1, MANY),

@@ -26,6 +26,9 @@ ALL_PERMISSIONS = (
     "view debug output",
     "edit groups",
     "manage tags",
+    "view all activities",
+    "delete activities",
+    "access AJAX API",
     "access CiviContribute",
     "edit contributions",
     "delete in CiviContribute",
@@ -42,6 +45,14 @@ ALL_PERMISSIONS = (
     "delete in CiviMember",
 )
 STAFF_PERMISSIONS = ("access CiviCRM", "view all contacts", "edit all contacts")
+# The least-privileged API user of ../shared/real-civicrm (user "staff", role api_staff): may
+# read contacts over REST with its key, may not write, see api keys or read error details.
+API_STAFF_PERMISSIONS = (
+    "access CiviCRM",
+    "view all contacts",
+    "access AJAX API",
+    "authenticate with api key",
+)
 
 ADMIN_CONTACT_ID = 2
 

@@ -7,6 +7,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from .errors import CiviError
+from .perms import needs
 from .schema import BOOL, DATE, ENTITIES, FLOAT, INT, MONEY, STR, TEXT, TS, Entity, Field
 from .touch import touch
 
@@ -30,7 +31,7 @@ RESERVED = {
     "sort",
     "limit",
 }
-ACTIONS3 = ("get", "getsingle", "getcount", "getvalue", "create", "delete", "getfields")
+ACTIONS3 = ("get", "getsingle", "getcount", "getvalue", "create", "delete", "getfields", "getoptions")
 V3_OPS = {
     "=",
     "!=",
@@ -122,6 +123,15 @@ CONTACT_KEYS: tuple[tuple[str, str | None], ...] = (
     ("id", "id"),
 )
 CONTACT_MAP = dict(CONTACT_KEYS)
+# keys the legacy Contact query adds when a key is returned
+LEGACY_EXTRAS = {
+    "email": ("email_id",),
+    "phone": ("phone_id", "phone_type_id"),
+    "gender_id": ("gender",),
+    "prefix_id": ("individual_prefix",),
+    "suffix_id": ("individual_suffix",),
+    "communication_style_id": ("communication_style",),
+}
 CONTACT_ALIASES = {"contact_id": "id", "contact_is_deleted": "is_deleted", "contact_source": "source"}
 # Keys of a freshly created contact as v3 create answers (sample "v3 Contact.create")
 CONTACT_CREATE_KEYS = (
@@ -279,13 +289,27 @@ class V3:
             if returns:
                 # by id, the trash filter (and so contact_is_deleted) is not added
                 by_id = any(params.get(k) not in (None, "") for k in ("id", "contact_id"))
-                keys = [
-                    "contact_id",
-                    *[k for k in returns if k not in ("id", "contact_id", "contact_is_deleted")],
-                    *([] if by_id else ["contact_is_deleted"]),
-                    "id",
+                # the legacy query returns what it filters on too, the ids of the location
+                # values and the labels of option values, in its own column order
+                filters = [
+                    "contact_source" if k == "source" else k
+                    for k in params
+                    if isinstance(k, str)
+                    and k not in RESERVED
+                    and not k.startswith(("api.", "api_", "return"))
+                    and not chain_target(k)
                 ]
-                keys = [k for k in keys if k in CONTACT_MAP or k in ent.field_map()]
+                wanted = [
+                    *[k for k in (*returns, *filters) if k not in ("id", "contact_id", "contact_is_deleted")],
+                    *([] if by_id else ["contact_is_deleted"]),
+                ]
+                for key, extra in LEGACY_EXTRAS.items():
+                    if key in wanted:
+                        wanted += extra
+                order = {k: i for i, (k, _) in enumerate(CONTACT_KEYS)}
+                middle = order["contact_is_deleted"] - 0.5  # keys the legacy list lacks
+                known = [k for k in dict.fromkeys(wanted) if k in CONTACT_MAP or k in ent.field_map()]
+                keys = ["contact_id", *sorted(known, key=lambda k: order.get(k, middle)), "id"]
             else:
                 keys = [k for k, _ in CONTACT_KEYS]
             exprs = {k: CONTACT_MAP.get(k, k) for k in keys}
@@ -344,7 +368,7 @@ class V3:
         if act not in ACTIONS3:
             return not_found(entity, action)
         if self.check:
-            denied = self._permission(ent, act)
+            denied = self._permission(ent, act, params)
             if denied:
                 return denied
         if act == "get":
@@ -384,23 +408,45 @@ class V3:
             return self.create(ent, params)
         if act == "delete":
             return self.delete(ent, params)
+        if act == "getoptions":
+            return self.getoptions(ent, params)
         return self.getfields(ent, params)
 
-    def _permission(self, ent: Entity, act: str) -> dict[str, Any] | None:
+    def _permission(self, ent: Entity, act: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        """The API permission check of 5.77's getEntityActionPermissions (contact data is
+        checked per record instead, see _record_denied)."""
         perms = self.sb._perms(self.contact_id)
         need = ["access CiviCRM"]
         if act.startswith("get") and act != "getfields":
             need.append(ent.read_perm or "view all contacts")
-        elif act == "delete":
-            need.append(ent.delete_perm or ent.write_perm)
-        elif act == "create":
-            need.append(ent.write_perm)
+        elif ent.name in CONTACT_DATA:
+            need = []  # 'default' => []: the contact's own edit permission decides
+        elif ent.name == "Contact" and act == "create" and params.get("id") not in (None, ""):
+            need = []  # an update: managed by the record check
+        elif act in ("create", "delete"):
+            need = list(needs(ent.name, act))
         missing = [p for p in dict.fromkeys(need) if p not in perms]
         if missing:
             return error(
                 f"API permission check failed for {ent.name}/{act} call; insufficient "
                 f"permission: require {' and '.join(dict.fromkeys(need))}",
                 error_code="unauthorized",
+                entity=ent.name,
+                action=act,
+            )
+        return None
+
+    def _record_denied(self, ent: Entity, values: dict[str, Any], row_id: Any) -> dict[str, Any] | None:
+        """_civicrm_api3_check_edit_permissions: writing a contact, or a contact's email,
+        phone or address, needs the right to edit that contact."""
+        if not self.check or "edit all contacts" in self.sb._perms(self.contact_id):
+            return None
+        if ent.name == "Contact" or (ent.name in ("Email", "Phone", "Address") and values.get("contact_id")):
+            return error(
+                "Permission denied to modify contact record",
+                error_code="unauthorized",
+                entity=ent.name,
+                action="create",
             )
         return None
 
@@ -426,6 +472,9 @@ class V3:
                     entity=ent.name,
                     action="create",
                 )
+        denied = self._record_denied(ent, values, row_id)
+        if denied:
+            return denied
         try:
             if row_id is None:
                 env = self.api4(ent.name, "create", {"values": values})
@@ -460,7 +509,13 @@ class V3:
                 for k in ("email_greeting_display", "postal_greeting_display", "addressee_display"):
                     out[k] = ""
         else:
-            out = {k: v3_string(v, fmap.get(k)) for k, v in rec.items() if v is not None}
+            # the DAO as the BAO saved it: what was set, "" for the rest (not reloaded)
+            saved = env["values"][0]
+            out = {
+                f.name: v3_string(saved.get(f.name), f) if saved.get(f.name) is not None else ""
+                for f in ent.fields
+                if f.type == "Field" and not f.sql
+            }
         self.chain(ent, [out], params)
         return self.envelope([out], params, {"id": new_id})
 
@@ -478,7 +533,11 @@ class V3:
         if ent.name == "Contact":
             p["useTrash"] = str(params.get("skip_undelete", "0")) not in ("1", "true", "True")
         try:
-            env = self.api4(ent.name, "delete", p)
+            if ent.name in CONTACT_DATA:
+                # 5.77 checks no permission here ('default' => [], no record check on delete)
+                env = self.sb._api4(ent.name, "delete", p, False, self.contact_id, None)
+            else:
+                env = self.api4(ent.name, "delete", p)
         except CiviError as exc:
             return error(exc.message)
         if not env["values"]:
@@ -489,6 +548,32 @@ class V3:
             )
             return error(text, error_code=0, entity=ent.name, action="delete")
         return {"is_error": 0, "version": 3, "count": 1, "values": 1}
+
+    def getoptions(self, ent: Entity, params: dict[str, Any]) -> dict[str, Any]:
+        """A field's options as ``{value: label}`` (location types by name, as their table
+        has no weights; option values in their order)."""
+        name = params.get("field")
+        if name in (None, ""):
+            return error(
+                "Mandatory key(s) missing from params array: field",
+                fields=["field"],
+                error_code="mandatory_missing",
+                entity=ent.name,
+                action="getoptions",
+            )
+        name = CONTACT_ALIASES.get(str(name), str(name)) if ent.name == "Contact" else str(name)
+        f = ent.field_map().get(name)
+        if f is None or not f.options:
+            return error(
+                f"The field '{name}' has no associated option list.", entity=ent.name, action="getoptions"
+            )
+        items = list(f.options.items())
+        if f.name == "location_type_id":
+            items.sort(key=lambda kv: str(kv[1]))
+        values: Any = {str(k): v for k, v in items}
+        if str(params.get("sequential", "0")) in ("1", "True", "true"):
+            values = [{"key": int(k) if str(k).isdigit() else k, "value": v} for k, v in items]
+        return {"is_error": 0, "version": 3, "count": len(values), "values": values}
 
     def getfields(self, ent: Entity, params: dict[str, Any]) -> dict[str, Any]:
         """APIv3 field specs in the legacy DAO layout (key order as CiviCRM 5.77 prints it).
@@ -546,7 +631,10 @@ V3_MANDATORY: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
         ),
     ),
     "Phone": (("contact_id", ("contact_id",)),),
+    "Email": (("contact_id", ("contact_id",)),),
 }
+# entities whose writes 5.77 checks against the contact they belong to, not by permission
+CONTACT_DATA = ("Email", "Phone", "Address", "EntityTag", "Note", "GroupContact", "Relationship")
 
 
 def _missing_v3(ent: Entity, values: dict[str, Any]) -> list[str]:

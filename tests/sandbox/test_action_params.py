@@ -17,14 +17,9 @@ REAL = json.loads(
 )
 # Actions of the real site the sandbox does not serve (said so in docs/sandbox.md)
 NOT_EMULATED = {
-    ("Activity", "autocomplete"),
-    ("Email", "autocomplete"),
     ("Entity", "autocomplete"),
     ("Entity", "checkAccess"),
     ("Entity", "getLinks"),
-    ("OptionValue", "autocomplete"),
-    ("OptionValue", "export"),
-    ("OptionValue", "revert"),
     ("Setting", "checkAccess"),
     ("Setting", "getLinks"),
     ("Setting", "revert"),

@@ -118,12 +118,12 @@ def test_date_and_math_functions(sb: Sandbox, people: list[int]) -> None:
             "m": 6,
             "q": 2,
             "dow": 1,
-            "d": 23,
+            "d": "23",  # as a real 5.77 answers: no declared type, MySQL's text
             "diff": 8,
             "a": 3.0,
             "rnd": 2.6,
-            "big": 5,
-            "small": 2,
+            "big": "5",
+            "small": "2",
             "eq": 21.0,
             "cmp": True,
         }
@@ -307,4 +307,5 @@ def test_fields_and_literals_with_aliases(sb: Sandbox, people: list[int]) -> Non
             "where": [["id", "=", alan]],
         },
     )
-    assert rows == [{"id": alan, "g": "Male", "f": "Alan", "lit": "x", "n": 3, "z": None}]
+    # a bare number comes back as MySQL's text, as on a real 5.77 site
+    assert rows == [{"id": alan, "g": "Male", "f": "Alan", "lit": "x", "n": "3", "z": None}]
