@@ -43,6 +43,10 @@ TOKENS = {
     "broad": "cgw_rt-broad-5a4b3c2d1e0f9e8d7c6b",
     # a bystander: plain reads
     "other": "cgw_rt-other-99aa88bb77cc66dd55ee",
+    # contact types allowed by name, fields narrowed on Contact
+    "typed": "cgw_rt-typed-3c4d5e6f708192a3b4c5",
+    # APIv3 contact reads, no field list
+    "v3open": "cgw_rt-v3open-77665544332211000fed",
 }
 
 CLIENTS = f"""
@@ -88,6 +92,17 @@ read_only = true
 [clients.other]
 token_sha256 = "{hash_token(TOKENS["other"])}"
 allow = ["v4:Contact.get"]
+read_only = true
+
+[clients.typed]
+token_sha256 = "{hash_token(TOKENS["typed"])}"
+allow = ["v4:Contact.get", "v4:Individual.get", "v4:Organization.get", "v4:Household.get"]
+read_only = true
+fields = {{Contact = ["id", "display_name"]}}
+
+[clients.v3open]
+token_sha256 = "{hash_token(TOKENS["v3open"])}"
+allow = ["v3:Contact.get"]
 read_only = true
 """
 
@@ -183,8 +198,15 @@ def red(clients_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @pytest.fixture(scope="module")
-def victim(red: Red) -> int:
-    """A contact of this module's own, with an email, that no test may change."""
+def victim(red: Red) -> Iterator[int]:
+    """A contact of this module's own, with an email, that no test may change (and no contact
+    a refused write made is left behind)."""
+    yield _victim(red)
+    for row in red.admin4("Contact", "get", {"select": ["id"], "where": [["source", "=", "written-by-a-GET"]]}):
+        red.admin4("Contact", "delete", {"where": [["id", "=", row["id"]]], "useTrash": False})
+
+
+def _victim(red: Red) -> int:
     found = red.admin4(
         "Contact", "get", {"select": ["id"], "where": [["external_identifier", "=", "civicrm-gateway-redteam-victim"]]}
     )
@@ -308,9 +330,15 @@ def test_cause04_autocomplete_search_and_key(red: Red, params: dict[str, Any]) -
 # --- 5. APIv3 legacy sort keys -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", ["sort", "option_sort", "option.sort", "options.sort"])
-def test_cause05_v3_legacy_sort_keys(red: Red, key: str) -> None:
-    denied(red.call("v3", "/v3/Contact/get", {"return": "id", key: "api_key DESC"}))
+@pytest.mark.parametrize("client", ["v3", "v3open"])
+@pytest.mark.parametrize("key", ["sort", "option_sort", "options.sort"])
+def test_cause05_v3_legacy_sort_keys(red: Red, client: str, key: str) -> None:
+    denied(red.call(client, "/v3/Contact/get", {"return": "id", key: "api_key DESC"}))
+
+
+def test_cause05_v3_unknown_option_key_is_400(red: Red) -> None:
+    """``option.sort`` (CiviCRM reads it as a sort too) is not in the grammar: not understood."""
+    invalid(red.call("v3open", "/v3/Contact/get", {"return": "id", "option.sort": "api_key DESC"}))
 
 
 # --- 6. secrets the name list misses -------------------------------------------------------------
@@ -341,21 +369,25 @@ def test_cause07_deny_on_contact_covers_contact_types(red: Red, entity: str) -> 
     denied(red.call("writer", f"/v4/{entity}/delete", {"where": [["id", "=", -1]]}))
 
 
-def test_cause07_field_list_of_contact_covers_individual(red: Red) -> None:
-    denied(red.call("narrow", "/v4/Individual/get", {"select": ["first_name"], "limit": 1}))
-    denied(red.call("narrow", "/v4/Individual/get", {"select": ["id"], "where": [["last_name", "=", "x"]]}))
-    rows = ok(red.call("narrow", "/v4/Individual/get", {"limit": 3}))
-    assert rows and all(set(r) <= {"id", "display_name"} for r in rows), rows
+@pytest.mark.parametrize("entity", ["Individual", "Organization", "Household"])
+def test_cause07_field_list_of_contact_covers_contact_types(red: Red, entity: str) -> None:
+    denied(red.call("typed", f"/v4/{entity}/get", {"select": ["first_name"], "limit": 1}))
+    denied(red.call("typed", f"/v4/{entity}/get", {"select": ["id"], "where": [["last_name", "=", "x"]]}))
+    denied(red.call("typed", f"/v4/{entity}/get", {"select": ["sort_name"], "limit": 1}))
+    rows = ok(red.call("typed", f"/v4/{entity}/get", {"limit": 3}))
+    assert all(set(r) <= {"id", "display_name"} for r in rows), rows
+    rows = ok(red.call("typed", f"/v4/{entity}/get", {"select": ["*"], "limit": 3}))
+    assert all(set(r) <= {"id", "display_name"} for r in rows), rows
 
 
 # --- 8. GET never writes -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("action", ["update", "delete", "create"])
+@pytest.mark.parametrize("action", ["update", "save", "create"])
 def test_cause08_get_with_a_writing_chain(red: Red, victim: int, action: str) -> None:
-    params: dict[str, Any] = {"where": [["id", "=", "$id"]]}
-    if action != "delete":
-        params["values"] = {"source": "written-by-a-GET"}
+    params: dict[str, Any] = {"where": [["id", "=", "$id"]], "values": {"source": "written-by-a-GET"}}
+    if action == "save":
+        params = {"records": [{"id": "$id", "source": "written-by-a-GET"}]}
     if action == "create":
         params = {"values": {"contact_type": "Individual", "first_name": "GET", "source": "written-by-a-GET"}}
     query = {
@@ -382,7 +414,6 @@ def test_cause08_get_with_a_writing_chain(red: Red, victim: int, action: str) ->
 )
 def test_cause09_group_concat_counts_against_max_limit(red: Red, body: dict[str, Any]) -> None:
     """Refused, or answered with at most max_limit (50) records' worth of values."""
-    total = red.admin4("Email", "get", {"select": ["row_count"]})
     response = red.call("capped", "/v4/Email/get", body)
     if response.status_code == 403:
         denied(response)
@@ -394,7 +425,7 @@ def test_cause09_group_concat_counts_against_max_limit(red: Red, body: dict[str,
         for k, v in row.items()
         if k not in ("id", "is_primary") and v is not None
     )
-    assert packed <= 50, f"max_limit 50, read {packed} of {len(total)} emails in one request"
+    assert packed <= 50, f"max_limit 50, read {packed} emails in one request"
 
 
 # --- 10. explicit self-joins multiply rows -------------------------------------------------------
@@ -432,13 +463,14 @@ def test_cause10_key_joins_still_work(red: Red, victim: int) -> None:
 
 # --- 11. one client's bad input does not open the breaker for everyone ---------------------------
 
+# Each makes CiviCRM 5.77 fail (DB Error, PHP fatal, or "Invalid expression in HAVING").
 BAD_READS = [
     {"select": ["id"], "where": [["display_name", "REGEXP", "(("]], "limit": 1},
-    {"select": ["id"], "where": [["birth_date", "IN", ["Smith"]]], "limit": 1},
     {"select": ["COUNT(id) AS n"], "groupBy": ["COUNT(id)"]},
-    {"select": ["id"], "having": [["id", ">", 1]], "limit": 1},
+    {"select": ["id"], "having": [["first_name", "=", "x"]], "limit": 1},
     {"select": ["id"], "where": [["id", "=", [1, 2]]], "limit": 1},
-    {"select": ["GROUP_CONCAT(first_name) AS x", "id"], "where": [["display_name", ">", ["a", "b"]]], "groupBy": ["id"]},
+    {"select": ["id"], "where": [["display_name", ">", ["a", "b"]]], "limit": 1},
+    {"select": ["id"], "where": [["display_name", "LIKE", ["a"]]], "limit": 1},
 ]
 
 
@@ -452,11 +484,8 @@ def test_cause11_bad_input_does_not_trip_the_breaker_for_others(clients_file: Pa
         proc.wait_ready(60)
         with httpx.Client(base_url=proc.url, timeout=90) as http:
             for _ in range(2):
-                for body in BAD_READS:
-                    bad = http.post(
-                        "/v4/Contact/get", json=body, headers={"Authorization": f"Bearer {TOKENS['reader']}"}
-                    )
-                    assert bad.status_code < 500, (body, bad.text[:300])
+                for body in BAD_READS:  # their own answers are cause 13's
+                    http.post("/v4/Contact/get", json=body, headers={"Authorization": f"Bearer {TOKENS['reader']}"})
             for client in ("other", "narrow", "reader"):
                 good = http.post(
                     "/v4/Contact/get",
