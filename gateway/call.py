@@ -94,13 +94,16 @@ V4_ACTION_PARAMS: dict[str, dict[str, str]] = {  # as getActions lists them on 5
     "autocomplete": {
         "input": "string",
         "page": "count",
-        "key": "string",
-        "formName": "string",
-        "fieldName": "string",
+        "key": "field",
         "ids": "scalars",
-        "values": "fields",
-        "savedSearch": "opaque",
-        "display": "opaque",
+        # Their meaning lives in CiviCRM (a saved search, a form's field, a display definition
+        # that may select any field of any entity): forwarded only for trusted clients.
+        "formName": "unparsed",
+        "fieldName": "unparsed",
+        "values": "unparsed",
+        "filters": "unparsed",
+        "savedSearch": "unparsed",
+        "display": "unparsed",
     },
     "getchecksum": {"contactId": "int", "ttl": "int"},
     "validatechecksum": {"contactId": "int", "checksum": "string"},
@@ -155,17 +158,21 @@ def bad_param(name: str, why: str) -> GatewayError:
 @dataclass(frozen=True, slots=True)
 class Condition:
     """``[left, op, value]``; ``right`` is set when the value is itself an expression
-    (CiviCRM's 4th element ``true``)."""
+    (CiviCRM's 4th element ``true``, or any string value of a join condition, which CiviCRM
+    always reads as SQL: ``'text'`` quoted is a string there, ``c.api_key`` a field)."""
 
     left: Expr
     op: str
     value: Any = None
     right: Expr | None = None
+    on: bool = False  # a join condition: the value is an expression without the 4th element
 
     def to_json(self) -> list[Any]:
         if self.op in _NO_VALUE:
             return [self.left.text, self.op]
         if self.right is not None:
+            if self.on:
+                return [self.left.text, self.op, self.right.text]
             return [self.left.text, self.op, self.right.text, True]
         return [self.left.text, self.op, self.value]
 
@@ -199,14 +206,19 @@ def _expr(name: str, value: Any, *, alias: bool = True) -> Expr:
     return expressions.parse(value, allow_alias=alias, allow_wildcard=name == "select")
 
 
-def _clauses(name: str, value: Any, depth: int = 0) -> tuple[Clause, ...]:
+def _clauses(name: str, value: Any, depth: int = 0, *, on: bool = False) -> tuple[Clause, ...]:
     if depth > 16:
         raise bad_param(name, "clauses nested deeper than 16 levels.")
     items = _as_list(name, value)
-    return tuple(_clause(name, item, depth) for item in items)
+    return tuple(_clause(name, item, depth, on=on) for item in items)
 
 
-def _clause(name: str, raw: Any, depth: int) -> Clause:
+# Operators whose value may be a list (CONTAINS: any of several values of a multi-value field).
+_LIST_OK = _LIST_VALUE | {"CONTAINS", "NOT CONTAINS"}
+_REGEXP = frozenset({"REGEXP", "NOT REGEXP", "REGEXP BINARY", "NOT REGEXP BINARY"})
+
+
+def _clause(name: str, raw: Any, depth: int, *, on: bool = False) -> Clause:
     if isinstance(raw, dict):
         raw = list(raw.values())
     if not isinstance(raw, list) or not raw or not isinstance(raw[0], str):
@@ -217,7 +229,7 @@ def _clause(name: str, raw: Any, depth: int) -> Clause:
     if head in ("OR", "AND", "NOT"):
         if len(raw) != 2:
             raise bad_param(name, f'a {head} clause is ["{head}", [clauses]].')
-        return Group(head, _clauses(name, raw[1], depth + 1))
+        return Group(head, _clauses(name, raw[1], depth + 1, on=on))
     if len(raw) < 2 or not isinstance(raw[1], str) or raw[1].upper() not in OPERATORS:
         # CiviCRM's own words for a missing or unknown operator.
         raise from_civicrm("Illegal operator", status=500, error_code=0)
@@ -231,6 +243,12 @@ def _clause(name: str, raw: Any, depth: int) -> Clause:
     if len(raw) > 4 or len(raw) < 3:
         raise bad_param(name, f'a {op} clause is [field, "{op}", value].')
     value = raw[2]
+    if on and len(raw) == 4:
+        raise bad_param(name, "join conditions are [field, operator, value]: their values are expressions.")
+    if on and isinstance(value, str):
+        right = _expr(name, value, alias=False)
+        _no_aggregate(name, right)
+        return Condition(left, op, right=right, on=True)
     if len(raw) == 4:
         if raw[3] is True:
             right = _expr(name, value, alias=False)
@@ -238,6 +256,10 @@ def _clause(name: str, raw: Any, depth: int) -> Clause:
             return Condition(left, op, right=right)
         if raw[3] is not False:
             raise bad_param(name, "the 4th element of a clause must be true or false.")
+    if isinstance(value, list | dict) and op not in _LIST_OK:
+        raise bad_param(name, f"operator {op} compares with one value, not a list.")
+    if op in _REGEXP:
+        _check_regexp(name, value)
     if op in _LIST_VALUE:
         if isinstance(value, dict):
             value = list(value.values())
@@ -247,6 +269,17 @@ def _clause(name: str, raw: Any, depth: int) -> Clause:
             raise bad_param(name, f"operator {op} needs a list of 2 values.")
     _check_value(name, value)
     return Condition(left, op, value)
+
+
+def _check_regexp(name: str, value: Any) -> None:
+    """A pattern the database cannot compile fails the whole query (a DB Error from CiviCRM):
+    the client's mistake, said before anything is sent."""
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise bad_param(name, "a REGEXP pattern is a string.")
+    try:
+        re.compile(str(value))
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise bad_param(name, f"the REGEXP pattern does not compile ({str(exc)[:80]}).") from None
 
 
 def _no_aggregate(name: str, expr: Expr) -> None:
@@ -318,10 +351,7 @@ def _joins(value: Any) -> tuple[Join, ...]:
             if not NAME_RE.fullmatch(rest[0]):
                 raise bad_param("join", f"bridge {rest[0][:80]!r} is not an entity name.")
             bridge, rest = rest[0], rest[1:]
-        conditions = tuple(_clause("join", c, 1) for c in rest)
-        if any(isinstance(c, Condition) and c.right is not None for c in conditions):
-            # A join condition compares fields already: the 4th element has no place there.
-            raise bad_param("join", "conditions are [field, operator, field or value].")
+        conditions = tuple(_clause("join", c, 1, on=True) for c in rest)
         joins.append(Join(entity, alias, side.upper(), bridge, conditions))
     return tuple(joins)
 
@@ -358,10 +388,16 @@ class Call:
     records: tuple[dict[str, Any], ...] | None = None
     match: tuple[str, ...] | None = None
     chain: dict[str, ChainLink] = field(default_factory=dict)
-    # scalar params (checkPermissions, language, reload, contactId, ...) and the few opaque ones
+    # scalar params (checkPermissions, language, reload, contactId, ...) and the few unparsed ones
     options: dict[str, Any] = field(default_factory=dict)
-    # which params hold field names and values: name -> kind ("fields", "names", "scalars")
+    # which params hold field names and values: name -> kind ("fields": {field: value};
+    # "field": one field name; "names": a list of field names)
     field_params: dict[str, str] = field(default_factory=dict)
+    # params forwarded without the gateway understanding them (only trusted clients may)
+    unparsed: tuple[str, ...] = ()
+    # the gateway has a grammar for this action (else only trusted clients, or a policy that
+    # names it in unchecked_actions, may call it)
+    known_action: bool = True
     # APIv3
     filters: dict[str, Any] = field(default_factory=dict)
     returns: tuple[str, ...] | None = None
@@ -397,6 +433,13 @@ class Call:
         yield self, depth
         for child in self.children():
             yield from child.walk(depth + 1)
+
+    @property
+    def takes_limit(self) -> bool:
+        """CiviCRM accepts a row limit on this call (``Setting.get`` refuses one)."""
+        if self.version == 3:
+            return True
+        return "limit" in param_kinds(self.entity, self.action)
 
     def effective_limit(self) -> int | None:
         """The row cap CiviCRM will apply (None: every row)."""
@@ -457,7 +500,8 @@ class Call:
     def _v3_params(self) -> dict[str, Any]:
         p: dict[str, Any] = dict(self.filters)
         if self.returns is not None:
-            p["return"] = list(self.returns)
+            # getvalue takes one field name as a string (5.77 fails on a list)
+            p["return"] = self.returns[0] if self.action == "getvalue" else list(self.returns)
         if self.v3_options:
             p["options"] = dict(self.v3_options)
         p.update(self.options)
@@ -556,7 +600,7 @@ def param_kinds(entity: str, action: str, declared: Mapping[str, str] | None = N
         out.update(kinds)
     elif declared:
         for name, kind in declared.items():
-            out.setdefault(name, kind if kind in _SCALAR_KINDS else "opaque")
+            out.setdefault(name, kind if kind in _SCALAR_KINDS else "unparsed")
     if entity == "Contact" and action.lower() == "delete":
         out["useTrash"] = "bool"
     return out
@@ -581,10 +625,12 @@ def parse(
     if version == 3:
         return _parse_v3(entity, action, raw, depth)
     kinds = param_kinds(entity, action, declared)
-    call = Call(4, entity, action)
+    known = (entity, action) in _ENTITY_ACTION_PARAMS or action.lower() in V4_ACTION_PARAMS
+    call = Call(4, entity, action, known_action=known)
     updates: dict[str, Any] = {}
     options: dict[str, Any] = {}
     field_params: dict[str, str] = {}
+    unparsed: list[str] = []
     chain: dict[str, ChainLink] = {}
     for name, value in raw.items():
         kind = kinds.get(name)
@@ -620,6 +666,11 @@ def parse(
             updates["records"] = tuple(records)
         elif kind == "names":
             updates["match"] = _names(name, value)
+        elif kind == "field":
+            if not isinstance(value, str) or not expressions.FIELD_RE.fullmatch(value) or "*" in value:
+                raise bad_param(name, "must be a field name.")
+            options[name] = value
+            field_params[name] = "field"
         elif kind == "scalars":
             options[name] = _scalars(name, value)
         elif kind == "chain":
@@ -641,10 +692,15 @@ def parse(
                     continue
                 raise bad_param(name, "must be a scalar.")
             options[name] = value
-        else:  # opaque: kept as sent; the policy allows it only to unrestricted clients
+        else:  # unparsed: kept as sent; the policy allows it only to trusted clients
             options[name] = value
-            field_params[name] = "opaque"
-    return replace(call, chain=chain, options=options, field_params=field_params, **updates)
+            unparsed.append(name)
+    for expr in updates.get("group_by") or ():
+        if expr.is_aggregate:  # SQL cannot group by an aggregate: a DB Error from CiviCRM
+            raise bad_param("groupBy", f"{expr.text[:80]!r} is an aggregate; group by fields or expressions.")
+    return replace(
+        call, chain=chain, options=options, field_params=field_params, unparsed=tuple(unparsed), **updates
+    )
 
 
 def _chain(value: Any, depth: int) -> dict[str, ChainLink]:
@@ -667,8 +723,13 @@ def _chain(value: Any, depth: int) -> dict[str, ChainLink]:
         if not isinstance(params, dict):
             raise bad_param("chain", f"{name[:80]!r}: params must be an object.")
         index = spec[3] if len(spec) > 3 else None
-        if index is not None and (isinstance(index, bool) or not isinstance(index, int | str)):
-            raise bad_param("chain", f"{name[:80]!r}: index must be a number or a field name.")
+        if index is not None and not (
+            (isinstance(index, int) and not isinstance(index, bool) and 0 <= index < 2**31)
+            or (isinstance(index, str) and expressions.FIELD_RE.fullmatch(index) and "*" not in index)
+        ):
+            # A field name keys the chained results by that field's values (CiviCRM selects
+            # it): it is a field reference of the chained call, checked like any other.
+            raise bad_param("chain", f"{name[:80]!r}: index must be a whole number or a field name.")
         # The simple form holds in chains too.
         sub = parse(4, spec[0], spec[1], normalize_v4(spec[1], params), depth=depth + 1)
         links[name] = ChainLink(sub, index)
@@ -680,12 +741,45 @@ def _chain(value: Any, depth: int) -> dict[str, ChainLink]:
 _V3_META = {"sequential", "version", "check_permissions", "prettyprint", "debug", "json"}
 
 
+# APIv3's legacy spellings of options (CiviCRM's _civicrm_api3_get_options_from_params);
+# ``options`` wins over them there, and here.
+_V3_LEGACY_OPTIONS = {
+    "sort": "sort",
+    "option.sort": "sort",
+    "option_sort": "sort",
+    "offset": "offset",
+    "option.offset": "offset",
+    "option_offset": "offset",
+    "rowCount": "limit",
+    "option.limit": "limit",
+    "option_limit": "limit",
+}
+# getlist's params (api/v3/Generic/Getlist.php): several name fields of the entity.
+_V3_GETLIST = {
+    "input": "string",
+    "page_num": "count",
+    "add_wildcard": "bool",
+    "id": "scalars",
+    "params": "fields",
+    "id_field": "field",
+    "label_field": "field",
+    "search_field": "field",
+    "image_field": "field",
+    "color_field": "field",
+    "description_field": "names",
+    "extra": "names",
+}
+
+
 def _parse_v3(entity: str, action: str, raw: Mapping[str, Any], depth: int) -> Call:
     action = action.lower() if action.lower() in _V3_ACTIONS else action
     filters: dict[str, Any] = {}
     returns: list[str] | None = None
     v3_options: dict[str, Any] = {}
+    legacy: dict[str, Any] = {}
     chains: list[tuple[str, tuple[Call, ...]]] = []
+    options: dict[str, Any] = {"sequential": 1} if depth == 0 else {}
+    field_params: dict[str, str] = {}
     for key, value in raw.items():
         # CiviCRM chains any key starting with "api" and "." or "_" whose value is an array
         # or 1 ("api_key": {...} included); other values are filters.
@@ -699,6 +793,10 @@ def _parse_v3(entity: str, action: str, raw: Mapping[str, Any], depth: int) -> C
             raise bad_param(key, "not a chained call: use api.Entity.action.")
         elif key == "options":
             v3_options = _v3_options(value)
+        elif key in _V3_LEGACY_OPTIONS:
+            legacy.update(_v3_options({_V3_LEGACY_OPTIONS[key]: value}))
+        elif action == "getlist" and key in _V3_GETLIST:
+            _v3_getlist_param(key, value, options, field_params)
         elif key == "return":
             returns = [*(returns or []), *_v3_return(value)]
         elif key.startswith("return."):
@@ -719,16 +817,55 @@ def _parse_v3(entity: str, action: str, raw: Mapping[str, Any], depth: int) -> C
             if not _V3_FILTER_KEY.fullmatch(key):
                 raise bad_param(key, "not a field name.")
             filters[key] = _v3_filter(key, value)
+    if action == "getvalue" and returns is not None and len(returns) != 1:
+        raise bad_param("return", "getvalue returns one field: name exactly one.")
     return Call(
         3,
         entity,
         action,
         filters=filters,
         returns=tuple(returns) if returns else None,  # empty: every field
-        v3_options=v3_options,
+        v3_options={**legacy, **v3_options},
         v3_chains=tuple(chains),
-        options={"sequential": 1} if depth == 0 else {},
+        options=options,
+        field_params=field_params,
+        known_action=action in _V3_ACTIONS,
     )
+
+
+def _v3_getlist_param(key: str, value: Any, options: dict[str, Any], field_params: dict[str, str]) -> None:
+    kind = _V3_GETLIST[key]
+    if kind == "field":
+        if not isinstance(value, str) or not _V3_FILTER_KEY.fullmatch(value):
+            raise bad_param(key, "must be a field name.")
+        options[key] = value
+        field_params[key] = "field"
+    elif kind == "names":
+        names = [value] if isinstance(value, str) else _as_list(key, value)
+        if not all(isinstance(n, str) and _V3_FILTER_KEY.fullmatch(n) for n in names):
+            raise bad_param(key, "must be a list of field names.")
+        options[key] = list(names)
+        field_params[key] = "names"
+    elif kind == "fields":  # the get's filters
+        if not isinstance(value, dict):
+            raise bad_param(key, "must be an object of field filters.")
+        sub = {}
+        for name, item in value.items():
+            if not isinstance(name, str) or not _V3_FILTER_KEY.fullmatch(name):
+                raise bad_param(f"{key}.{name}"[:80], "not a field name.")
+            sub[name] = _v3_filter(name, item)
+        options[key] = sub
+        field_params[key] = "fields"
+    elif kind == "scalars":
+        options[key] = _scalars(key, value) if isinstance(value, list | dict) else value
+    elif kind == "bool":
+        options[key] = _bool(key, value)
+    elif kind == "count":
+        options[key] = _count(key, value)
+    else:
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise bad_param(key, "must be a string.")
+        options[key] = str(value)
 
 
 _V3_ACTIONS = frozenset(

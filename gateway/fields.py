@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .call import Call, Clause, Condition, Group, references_in
-from .expressions import FIELD_RE, Expr
+from .call import Call, Clause, Group, references_in
+from .expressions import Expr
 from .schema import Schema, unknown_field
 
 MAX_JOIN_HOPS = 3
@@ -70,6 +70,8 @@ class FieldRef:
     path: str
     call: Call
     via: str | None = None
+    # CiviCRM's metadata says it is a password input, whatever its name
+    secret: bool = False
 
 
 def _clause_exprs(clauses: tuple[Clause, ...] | None) -> Iterator[tuple[Expr, str | None]]:
@@ -85,21 +87,23 @@ def _clause_exprs(clauses: tuple[Clause, ...] | None) -> Iterator[tuple[Expr, st
             yield clause.right, None
 
 
-def _join_value_fields(clause: Clause) -> Iterator[str]:
-    """In join conditions CiviCRM reads a string operand that names a field as that field."""
-    if isinstance(clause, Group):
-        for sub in clause.clauses:
-            yield from _join_value_fields(sub)
-        return
-    assert isinstance(clause, Condition)
-    values = clause.value if isinstance(clause.value, list) else [clause.value]
-    for value in values:
-        if isinstance(value, str) and FIELD_RE.fullmatch(value):
-            yield value
+def _param_paths(call: Call) -> Iterator[tuple[str, str]]:
+    """Field names held by an action's own params (autocomplete ``key``, getlist's fields...)."""
+    for name, kind in call.field_params.items():
+        value = call.options.get(name)
+        if kind == "fields":
+            for key in value or {}:
+                yield key, "filter"
+        elif kind == "field" and isinstance(value, str):
+            yield value, "select"
+        elif kind == "names":
+            for item in value or ():
+                yield item, "select"
 
 
 def raw_paths(call: Call) -> Iterator[tuple[str, str]]:
     """(path, use) for every field path the call itself names (its chains not included)."""
+    yield from _param_paths(call)
     if call.version == 3:
         for name in call.filters:
             yield name, "filter"
@@ -128,9 +132,6 @@ def raw_paths(call: Call) -> Iterator[tuple[str, str]]:
         for expr, _ in _clause_exprs(join.conditions):
             for path in expr.fields:
                 yield path, "join"
-        for condition in join.conditions:
-            for path in _join_value_fields(condition):
-                yield path, "join"
     for name in ("values", "defaults"):
         for key in getattr(call, name) or {}:
             yield key, "write"
@@ -139,10 +140,6 @@ def raw_paths(call: Call) -> Iterator[tuple[str, str]]:
             yield key, "write"
     for key in call.match or ():
         yield key, "filter"
-    for name, kind in call.field_params.items():
-        if kind == "fields":
-            for key in call.options.get(name) or {}:
-                yield key, "filter"
 
 
 def chain_references(call: Call) -> Iterator[tuple[str, str]]:
@@ -174,6 +171,9 @@ async def references(call: Call, schema: Schema | None) -> list[FieldRef]:
         joins = {j.alias: j.entity for j in sub.join or ()}
         for path, use in [*raw_paths(sub), *chain_references(sub)]:
             out.extend(await _resolve(sub, path, use, joins, schema))
+        for link in sub.chain.values() if sub.version == 4 else ():
+            if isinstance(link.index, str):  # results keyed by this field's values
+                out.extend(await _resolve(link.call, link.index, "select", {}, schema))
     return out
 
 
@@ -213,15 +213,17 @@ async def _resolve_in(
     via: str | None,
 ) -> list[FieldRef]:
     fields = await schema.fields(entity)
-    if name in ("*", "custom.*") or name in fields:  # custom.*: every custom field
+    if name in ("*", "custom.*"):  # custom.*: every custom field
         return [FieldRef(entity, name, use, path, call, via)]
+    if name in fields:
+        return [FieldRef(entity, name, use, path, call, via, secret=fields[name].secret)]
     head, dot, rest = name.partition(".")
     if dot and hops == 0 and head in joins:
         target = await schema.entity(joins[head])
         return await _resolve_in(call, target, rest, path, use, {}, schema, hops=1, via=target)
     info = fields.get(head)
     if dot and info is not None and info.fk_entity and hops < MAX_JOIN_HOPS:
-        first = FieldRef(entity, head, use, path, call, via)
+        first = FieldRef(entity, head, use, path, call, via, secret=info.secret)
         return [
             first,
             *await _resolve_in(

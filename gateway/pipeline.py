@@ -23,7 +23,7 @@ from .params import check_names, normalize_v4, parse_body
 from .policy import Policy, check_calls
 from .policy import check as check_policy
 from .results import Records, response_body
-from .schema import Schema, Schemas
+from .schema import Schema, Schemas, unknown_api
 from .services import Services, services
 from .settings import Settings
 
@@ -125,6 +125,8 @@ async def _canonical_names(call: Call, schema: Schema) -> Call:
         entity = await schema.entity(call.entity)
     except GatewayError:
         entity = call.entity  # APIv3 has entities APIv4 lacks: CiviCRM will say
+    if not call.known_action and not await schema.v3_action_exists(entity, call.action):
+        raise unknown_api(f"API ({entity}, {call.action}) does not exist (or the extension is not enabled).")
     chains = []
     for key, calls in call.v3_chains:
         chains.append((key, tuple([await _canonical_names(c, schema) for c in calls])))
@@ -138,20 +140,35 @@ async def prepare_call(
     entity: str,
     action: str,
     params: dict[str, Any],
+    *,
+    reads_only: bool = False,
 ) -> Call:
-    """Names, params normalisation, parsing, validation and access policy: the one way in."""
+    """Names, params normalisation, parsing, validation and access policy: the one way in.
+    ``reads_only``: the call came as a GET, which any web page can make a browser send, so
+    nothing in its call tree may write (405 before anything else is checked)."""
     check_names(entity, action)
     if version == 4:
         params = normalize_v4(action, params)
     policy = client.policy
     validating = state.settings.validate_calls
-    schema = state.schemas.for_identity(client.identity) if validating or policy.restricts_fields else None
+    # Every client but a trusted one has each name resolved through CiviCRM's metadata, even
+    # with validation off: what cannot be resolved cannot be checked.
+    checking = validating or not policy.trusted
+    schema = state.schemas.for_identity(client.identity) if checking else None
     call = parse(version, entity, action, params)
+    if reads_only and not call.reads_only:
+        raise GatewayError(
+            "method-not-allowed",
+            f"{call.label} chains a call that changes data: send it with POST.",
+            headers={"Allow": "POST"},
+        )
+    canonical: dict[str, str] = {}
     if schema is not None:
         call = await _canonical_names(call, schema)
-    check_calls(policy, call)
+        canonical = await schema.canonical_map()
+    check_calls(policy, call, None, canonical)
     refs = await fields.references(call, schema)
-    call = check_policy(policy, call, refs)
+    call = check_policy(policy, call, refs, canonical)
     if schema is not None and validating:
         await validate.check(call, refs, schema)
     if schema is not None and not policy.credential_fields:

@@ -31,13 +31,19 @@ from typing import Any
 from limits import RateLimitItem, parse
 
 from . import expressions
-from .call import Call, ChainLink
-from .credentials import is_credential_action, is_credential_field
+from .call import Call, ChainLink, Condition
+from .credentials import is_credential_action, is_credential_field, is_secret_entity
 from .errors import GatewayError
 from .fields import FieldRef
 from .params import is_read_action
+from .schema import SAME_AS
 
 DEFAULT_MAX_CHAIN_DEPTH = 3
+# Explicit joins a call may make unless its client is trusted (each multiplies the rows the
+# database reads before any limit applies).
+DEFAULT_MAX_JOINS = 3
+# Aggregates that pack the values of many rows into one.
+PACKING_AGGREGATES = frozenset({"GROUP_CONCAT"})
 AUDIT_SCOPES = ("none", "own", "all")
 
 
@@ -75,6 +81,10 @@ class Policy:
     require_idempotency_key: bool = False
     # GET /audit: "own" records, "all" clients' records, or "none" (gateway/routes/audit.py).
     audit: str = "none"
+    max_joins: int = DEFAULT_MAX_JOINS
+    # Actions (globs as in allow) whose params the gateway does not understand, forwarded as
+    # sent for this client all the same: each one named is a hole the operator accepts.
+    unsafe_unchecked_actions: tuple[str, ...] = ()
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Policy:
@@ -91,6 +101,8 @@ class Policy:
             "concurrency",
             "require_idempotency_key",
             "audit",
+            "max_joins",
+            "unsafe_unchecked_actions",
         }
         unknown = set(data) - known
         if unknown:
@@ -130,6 +142,9 @@ class Policy:
         if audit not in AUDIT_SCOPES:
             raise ValueError(f"audit must be one of {', '.join(AUDIT_SCOPES)}")
         max_rows = positive("max_rows")
+        joins = data.get("max_joins", DEFAULT_MAX_JOINS)
+        if not isinstance(joins, int) or isinstance(joins, bool) or not 0 <= joins <= 16:
+            raise ValueError("max_joins must be a whole number from 0 to 16")
         depth = data.get("max_chain_depth", DEFAULT_MAX_CHAIN_DEPTH)
         if not isinstance(depth, int) or isinstance(depth, bool) or not 0 <= depth <= 8:
             raise ValueError("max_chain_depth must be a whole number from 0 to 8")
@@ -147,35 +162,59 @@ class Policy:
             rate=rate,
             require_idempotency_key=_flag(data, "require_idempotency_key"),
             audit=audit,
+            max_joins=joins,
+            unsafe_unchecked_actions=patterns("unsafe_unchecked_actions", ()),
         )
 
     # --- questions other modules ask ----------------------------------------------------------
-    def permits(self, label: str) -> bool:
-        """``label``: ``v4:Entity.action``; compared in lower case."""
-        label = label.lower()
-        if any(fnmatch.fnmatchcase(label, p) for p in self.deny):
+    def permits(self, label: str, canonical: str | None = None) -> bool:
+        """``label``: ``v4:Entity.action``; compared in lower case. ``canonical``: the entity
+        this one is another name of (``Contact`` for ``Individual``): rules written for it
+        apply too, deny first. An entity of :data:`SECRET_ENTITIES` is allowed only by a
+        pattern that names it."""
+        labels = [label.lower()]
+        if canonical:
+            version, _, rest = labels[0].partition(":")
+            labels.append(f"{version}:{canonical.lower()}.{rest.partition('.')[2]}")
+        if any(fnmatch.fnmatchcase(lab, p) for p in self.deny for lab in labels):
             return False
-        return any(fnmatch.fnmatchcase(label, p) for p in self.allow)
+        matching = [(lab, p) for p in self.allow for lab in labels if fnmatch.fnmatchcase(lab, p)]
+        if not matching:
+            return False
+        entity = labels[0].partition(":")[2].partition(".")[0]
+        if is_secret_entity(entity) or (canonical and is_secret_entity(canonical)):
+            return any(_names_entity(p, lab) for lab, p in matching)
+        return True
 
-    def may_call(self, version: int, entity: str, action: str) -> bool:
+    def may_call(self, version: int, entity: str, action: str, canonical: str | None = None) -> bool:
         """Whether this client may call ``entity.action`` at all, before its params are looked
         at: the globs, read-only, credential actions (the rules ``check_calls`` applies to
         every call of a request; documents ask here too)."""
-        if not self.permits(f"v{version}:{entity}.{action}"):
+        if not self.permits(f"v{version}:{entity}.{action}", canonical):
             return False
         if self.read_only and not is_read_action(version, action):
             return False
         return self.credential_fields or not is_credential_action(action)
 
-    def field_allowed(self, entity: str | None, name: str) -> bool:
+    def field_list(self, entity: str | None, canonical: str | None = None) -> frozenset[str] | None:
+        """The fields this client may use on ``entity`` (None: all but credentials); the list
+        written for its canonical entity applies too (both: only what both allow)."""
+        lists = [self.fields[e] for e in {entity, canonical} if e is not None and e in self.fields]
+        if not lists:
+            return None
+        return frozenset.intersection(*lists)
+
+    def field_allowed(
+        self, entity: str | None, name: str, canonical: str | None = None, *, secret: bool = False
+    ) -> bool:
         """Whether this client may reference ``entity.name`` (a bare field name) at all."""
-        if not self.credential_fields and is_credential_field(name):
+        if not self.credential_fields and (secret or is_credential_field(name)):
             return False
         if not self.fields:
             return True
         if entity is None:
             return False  # not resolvable: a restricted client cannot reach it
-        allowed = self.fields.get(entity)
+        allowed = self.field_list(entity, canonical)
         return allowed is None or name in allowed
 
     @property
@@ -184,8 +223,25 @@ class Policy:
         return self.allow == ("*",) and not self.deny and not self.read_only and not self.fields
 
     @property
+    def trusted(self) -> bool:
+        """Trusted with everything, credentials included: the only client whose calls may
+        carry params the gateway does not understand."""
+        return self.unrestricted and self.credential_fields
+
+    def may_forward_unchecked(self, label: str) -> bool:
+        """Whether a call the gateway cannot check fully may go to CiviCRM for this client."""
+        low = label.lower()
+        return self.trusted or any(fnmatch.fnmatchcase(low, p) for p in self.unsafe_unchecked_actions)
+
+    @property
     def restricts_fields(self) -> bool:
         return bool(self.fields)
+
+
+def _names_entity(pattern: str, label: str) -> bool:
+    """The pattern names the label's entity itself, not through a wildcard."""
+    entity = pattern.partition(":")[2].partition(".")[0]
+    return not any(c in entity for c in "*?[") and entity == label.partition(":")[2].partition(".")[0]
 
 
 # --- the check ---------------------------------------------------------------------------------
@@ -206,9 +262,20 @@ def _call_labels(call: Call, refs: list[FieldRef]) -> list[tuple[Call, str]]:
     return out
 
 
-def check_calls(policy: Policy, call: Call, refs: list[FieldRef] | None = None) -> None:
+def _canonical_of(canonical: Mapping[str, str], entity: str) -> str | None:
+    found = canonical.get(entity.lower(), SAME_AS.get(entity.lower()))
+    return found if found and found.lower() != entity.lower() else None
+
+
+def check_calls(
+    policy: Policy,
+    call: Call,
+    refs: list[FieldRef] | None = None,
+    canonical: Mapping[str, str] | None = None,
+) -> None:
     """The calls a request triggers, before any field is looked at (so that a client learns
     nothing about entities it may not call, not even which fields they have)."""
+    canonical = canonical or {}
     seen: set[str] = set()
     for _sub, label in _call_labels(call, refs or []):
         if label in seen:
@@ -216,9 +283,10 @@ def check_calls(policy: Policy, call: Call, refs: list[FieldRef] | None = None) 
         seen.add(label)
         version, _, name = label.partition(":")
         entity, _, action = name.partition(".")
-        if policy.may_call(int(version[1:]), entity, action):
+        same = _canonical_of(canonical, entity)
+        if policy.may_call(int(version[1:]), entity, action, same):
             continue
-        if not policy.permits(label):
+        if not policy.permits(label, same):
             raise denied(f"This client may not call {label}.")
         if policy.read_only and not is_read_action(int(version[1:]), action):
             raise denied(f"This client is read-only; {label} changes data.")
@@ -226,6 +294,7 @@ def check_calls(policy: Policy, call: Call, refs: list[FieldRef] | None = None) 
     for sub, depth in call.walk():
         if depth > policy.max_chain_depth:
             raise denied(f"Chains deeper than {policy.max_chain_depth} levels are refused for this client.")
+        _check_understood(policy, sub)
         if (
             sub.version == 3
             and sub.action in ("get", "getsingle")
@@ -240,23 +309,93 @@ def check_calls(policy: Policy, call: Call, refs: list[FieldRef] | None = None) 
             )
         if sub.options.get("checkPermissions") is False:
             raise denied("checkPermissions cannot be turned off through the gateway.")
-        for name, kind in sub.field_params.items():
-            if kind == "opaque" and (policy.restricts_fields or policy.allow != ("*",)):
+        if sub.version == 4 and sub.entity.lower() == "setting" and sub.is_get:
+            if sub.select is None and not policy.credential_fields:
+                # Setting.get answers {name, value} rows: a secret's name is a value there,
+                # out of reach of the answer's key stripping. Named settings are checked.
+                raise denied("Setting.get without 'select' reads every setting, secrets included: name them.")
+        if sub.action.lower() in ("autocomplete", "getlist"):
+            entity_list = policy.field_list(sub.entity, _canonical_of(canonical, sub.entity))
+            if entity_list is not None:
                 raise denied(
-                    f"The param {name!r} of {sub.label} can reach any entity; only "
-                    "clients with full access may use it."
+                    f"{sub.label} reads the entity's own label and description fields; this "
+                    f"client may use only some fields of {sub.entity}."
                 )
 
 
-def check(policy: Policy, call: Call, refs: list[FieldRef]) -> Call:
+def _check_understood(policy: Policy, call: Call) -> None:
+    """Understood or refused: an action the gateway has no grammar for, or a param it keeps
+    as sent, reaches CiviCRM only for a trusted client or an action the policy names in
+    ``unsafe_unchecked_actions``."""
+    if call.known_action and not call.unparsed:
+        return
+    if policy.may_forward_unchecked(call.label):
+        return
+    if not call.known_action:
+        raise denied(
+            f"The gateway does not know the params of {call.label}, so it cannot check them; "
+            "name it in this client's unsafe_unchecked_actions to allow it."
+        )
+    raise denied(
+        f"The param {call.unparsed[0]!r} of {call.label} can reach any field of any entity; "
+        "only trusted clients (or unsafe_unchecked_actions) may use it."
+    )
+
+
+def _check_cost(policy: Policy, call: Call) -> None:
+    """Bounded cost for every client but a trusted one: few explicit joins, each on a key,
+    and no aggregate that packs many rows into one past a row cap."""
+    if call.version != 4 or policy.trusted:
+        return
+    joins = call.join or ()
+    if len(joins) > policy.max_joins:
+        raise denied(f"{len(joins)} joins; this client may make at most {policy.max_joins} in one call.")
+    for join in joins:
+        if join.bridge or not join.conditions:
+            continue  # CiviCRM links a bridge, or an unconditioned join, by its keys itself
+        if not any(_is_key_condition(c, join.alias) for c in join.conditions):
+            raise denied(
+                f"The join {join.alias!r} is not on a key: link it with "
+                f'["{join.alias}.id", "=", "<field>"] or ["{join.alias}.<field>", "=", "id"].'
+            )
+    if policy.max_limit is not None or policy.max_rows is not None:
+        for expr in (*(call.select or ()), *(e for e, _ in call.order_by or ())):
+            packing = PACKING_AGGREGATES.intersection(expr.functions)
+            if packing:
+                raise denied(
+                    f"{sorted(packing)[0]} packs any number of rows into one, past this "
+                    "client's row limit; read the rows themselves."
+                )
+
+
+def _is_key_condition(clause: Any, alias: str) -> bool:
+    """``[alias.id|alias.x_id, "=", field]`` (either way round): an equality between two plain
+    fields, one of them the joined entity's id or a reference field of it."""
+    if not isinstance(clause, Condition) or clause.op != "=" or clause.right is None:
+        return False
+    sides = (clause.left, clause.right)
+    if not all(e.root.kind == "field" and e.alias is None for e in sides):
+        return False
+    names = [e.root.value.partition(":")[0] for e in sides]
+    if names[0].startswith(f"{alias}.") == names[1].startswith(f"{alias}."):
+        return False
+    joined = next(n for n in names if n.startswith(f"{alias}.")).removeprefix(f"{alias}.")
+    return joined == "id" or (joined.endswith("_id") and "." not in joined)
+
+
+def check(
+    policy: Policy, call: Call, refs: list[FieldRef], canonical: Mapping[str, str] | None = None
+) -> Call:
     """Refuse what the policy forbids; returns the call with row caps and field allow-lists
     applied (``*`` selects narrowed to the allowed fields)."""
-    check_calls(policy, call, refs)
+    canonical = canonical or {}
+    check_calls(policy, call, refs, canonical)
     for ref in refs:
+        same = _canonical_of(canonical, ref.entity) if ref.entity else None
         if ref.field.endswith("*"):
             if (
                 policy.fields
-                and (ref.entity is None or ref.entity in policy.fields)
+                and (ref.entity is None or policy.field_list(ref.entity, same) is not None)
                 and not (ref.path == "*" and ref.entity == ref.call.entity)
             ):  # narrowed below
                 raise denied(
@@ -264,26 +403,29 @@ def check(policy: Policy, call: Call, refs: list[FieldRef]) -> Call:
                     "client may not read: name the fields."
                 )
             continue
-        if not policy.field_allowed(ref.entity, ref.field):
+        if not policy.field_allowed(ref.entity, ref.field, same, secret=ref.secret):
             where = f"{ref.entity}.{ref.field}" if ref.entity else ref.field
-            if not policy.credential_fields and is_credential_field(ref.field):
+            if not policy.credential_fields and (ref.secret or is_credential_field(ref.field)):
                 raise denied(
                     f"The field {where!r} (in {ref.path!r}) holds a credential; this client may not use it."
                 )
             raise denied(f"This client may not use the field {where!r} (in {ref.path!r}).")
-    call = _narrow_wildcards(policy, call)
+    for sub, _ in call.walk():
+        _check_cost(policy, sub)
+    call = _narrow_wildcards(policy, call, canonical)
     return _cap_rows(policy, call)
 
 
-def _narrow_wildcards(policy: Policy, call: Call) -> Call:
+def _narrow_wildcards(policy: Policy, call: Call, canonical: Mapping[str, str]) -> Call:
     """A select of ``*`` (or none, which means CiviCRM's default fields) on an entity with a
     field allow-list becomes the allowed fields."""
     if call.version != 4 or not policy.fields:
         return call
     chain = {
-        name: ChainLink(_narrow_wildcards(policy, link.call), link.index) for name, link in call.chain.items()
+        name: ChainLink(_narrow_wildcards(policy, link.call, canonical), link.index)
+        for name, link in call.chain.items()
     }
-    allowed = policy.fields.get(call.entity)
+    allowed = policy.field_list(call.entity, _canonical_of(canonical, call.entity))
     select = call.select
     if allowed is not None and call.is_get:
         exprs = list(select or ())
@@ -304,13 +446,15 @@ def _narrow_wildcards(policy: Policy, call: Call) -> Call:
 def _cap_rows(policy: Policy, call: Call, depth_rows: int = 1) -> Call:
     """``max_limit`` on every get in the tree; ``max_rows`` on the product along a chain."""
     limit = call.effective_limit()
-    if call.is_get and policy.max_limit is not None:
+    if call.is_get and policy.max_limit is not None and call.takes_limit:
         asked = call.limit if call.version == 4 else call.v3_options.get("limit")
         if not asked:  # none (or 0, CiviCRM's "no limit"): the client's cap
             call = call.with_limit(policy.max_limit)
             limit = policy.max_limit
         elif asked > policy.max_limit:
             raise denied(f"limit {limit} exceeds this client's maximum of {policy.max_limit}.")
+    if not call.takes_limit:  # Setting.get: one row per setting named
+        limit = max(1, len(call.select or ()))
     rows = depth_rows * (limit if limit is not None else (1 if not call.is_get else math.inf))
     if policy.max_rows is not None and rows > policy.max_rows:
         raise denied(

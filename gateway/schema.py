@@ -28,6 +28,32 @@ class FieldInfo:
     has_default: bool = False
     readonly: bool = False
     kind: str = "Field"  # CiviCRM's getFields "type": Field, Extra, Custom, Filter
+    # a password input: a secret whatever its name (gateway.credentials misses it by name)
+    secret: bool = False
+
+
+# Entities known to be another one under a different name, whatever the metadata says.
+SAME_AS = {"individual": "Contact", "organization": "Contact", "household": "Contact", "user": "UFMatch"}
+
+
+def canonical_entities(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """lower-case entity name -> the canonical entity of its table, from ``Entity.get`` rows
+    with ``table_name``: the entity whose name is the table's (``civicrm_uf_match`` is
+    ``UFMatch``), else the first by name."""
+    by_table: dict[str, list[str]] = {}
+    for row in rows:
+        table = row.get("table_name")
+        if isinstance(table, str) and table:
+            by_table.setdefault(table, []).append(row["name"])
+    out = dict(SAME_AS)
+    for table, names in by_table.items():
+        if len(names) < 2:
+            continue
+        plain = table.removeprefix("civicrm_").replace("_", "").lower()
+        main = next((n for n in names if n.lower() == plain), sorted(names)[0])
+        for name in names:
+            out[name.lower()] = main
+    return out
 
 
 def unknown_field(entity: str, name: str, known: list[str] | None = None) -> GatewayError:
@@ -52,6 +78,7 @@ class Schema:
         self._backend = backend
         self._identity = identity
         self._entities: dict[str, str] | None = None
+        self._canonical: dict[str, str] = {}
         self._actions: dict[str, dict[str, str]] = {}
         self._fields: dict[tuple[str, str], dict[str, FieldInfo]] = {}
 
@@ -61,18 +88,28 @@ class Schema:
     async def entity(self, name: str) -> str:
         """CiviCRM's spelling of an entity name (matched in any case), or 404 unknown-api."""
         if self._entities is None:
-            rows = await self._call("Entity", "get", {"select": ["name"]})
-            self._entities = {
-                r["name"].lower(): r["name"]
-                for r in rows
-                if isinstance(r, dict) and isinstance(r.get("name"), str)
-            }
+            rows = await self._call("Entity", "get", {"select": ["name", "table_name"]})
+            named = [r for r in rows if isinstance(r, dict) and isinstance(r.get("name"), str)]
+            self._entities = {r["name"].lower(): r["name"] for r in named}
+            self._canonical = canonical_entities(named)
         found = self._entities.get(name.lower())
         if found is None:
             raise unknown_api(
                 f"API ({name}, get) does not exist (or the extension it belongs to is not enabled)."
             )
         return found
+
+    async def canonical_map(self) -> dict[str, str]:
+        """lower-case entity name -> its canonical entity, for every entity that has one."""
+        await self.entity("Contact")
+        return self._canonical
+
+    async def canonical(self, name: str) -> str:
+        """The entity ``name`` is another name of (the contact types are ``Contact``; entities
+        that share a table are the one named after the table): policy rules written for it
+        cover them all."""
+        entity = await self.entity(name)
+        return self._canonical.get(entity.lower(), SAME_AS.get(entity.lower(), entity))
 
     async def actions(self, entity: str) -> dict[str, str]:
         """Lower-cased action name -> CiviCRM's spelling."""
@@ -84,6 +121,20 @@ class Schema:
                 if isinstance(r, dict) and isinstance(r.get("name"), str)
             }
         return self._actions[entity]
+
+    async def v3_action_exists(self, entity: str, name: str) -> bool:
+        """Whether APIv3 has ``entity.name`` (its ``getactions``; an unknown entity has none)."""
+        key = f"v3:{entity}"
+        if key not in self._actions:
+            rows: list[Any]
+            try:
+                rows = await self._backend.call(3, entity, "getactions", {}, identity=self._identity)
+            except GatewayError as exc:
+                if exc.slug not in ("unknown-api", "civicrm-error", "civicrm-bad-request"):
+                    raise
+                rows = []
+            self._actions[key] = {r.lower(): r for r in rows if isinstance(r, str)}
+        return name.lower() in self._actions[key]
 
     async def action(self, entity: str, name: str) -> str:
         found = (await self.actions(entity)).get(name.lower())
@@ -113,6 +164,7 @@ class Schema:
                         "default_value",
                         "readonly",
                         "type",
+                        "input_type",
                     ],
                     "action": action,
                     "loadOptions": False,
@@ -129,6 +181,7 @@ class Schema:
                         r.get("default_value") is not None,
                         bool(r.get("readonly")),
                         str(r.get("type") or "Field"),
+                        r.get("input_type") == "Password",
                     )
             self._fields[key] = infos
         return self._fields[key]

@@ -27,6 +27,14 @@ ADMIN_KEY = "adminkey-7f3c9a1e5b2d4f60"
 SITE_KEY = "sitekey-1a2b3c4d5e6f7a8b"
 ROOT = Path(__file__).resolve().parent.parent
 PROBLEM = "application/problem+json"
+# A client trusted with everything: its calls go to the backend without metadata look-ups.
+TRUSTED_TOKEN = "cgw_trusted-test-client-9f8e7d6c5b4a"
+TRUSTED_CLIENTS = ROOT / "tests" / "fixtures" / "trusted-client.toml"
+
+
+def trusted(settings: Settings) -> Settings:
+    """settings with the trusted test client configured (send TRUSTED_TOKEN)."""
+    return settings.model_copy(update={"clients_file": TRUSTED_CLIENTS})
 
 
 def clear_gateway_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -171,12 +179,18 @@ def http_settings(url: str, **overrides: Any) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def gateway_client(settings: Settings, **app_kwargs: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """An httpx client on the gateway's ASGI app, with the app's lifespan running."""
+async def gateway_client(
+    settings: Settings, *, token: str | None = None, **app_kwargs: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client on the gateway's ASGI app, with the app's lifespan running; token:
+    sent as a bearer token on every request."""
     app = create_app(settings, **app_kwargs)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://localhost", headers=headers
+        ) as client:
             yield client
 
 

@@ -77,7 +77,9 @@ async def _answer_call(request: Request, version: int, entity: str, action: str)
         fmt = _format(request)
         params = await params_from_body(request)
     found = services(request)
-    call = await prepare_call(found, client, version, entity, action, params)
+    call = await prepare_call(
+        found, client, version, entity, action, params, reads_only=request.method == "GET"
+    )
     note_call(request, call)
     # A write (or a read chaining one) runs at most once per Idempotency-Key, claimed only
     # once the call passed its checks.

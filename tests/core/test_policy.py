@@ -168,15 +168,16 @@ def test_check_permissions_cannot_be_turned_off():
     checked(Policy(), 4, "Contact", "get", {"checkPermissions": True})
 
 
-def test_opaque_params_only_for_full_access():
-    denied(
-        Policy.from_mapping({"allow": ["Contact.*"]}),
-        4,
-        "Contact",
-        "autocomplete",
-        {"savedSearch": "Everything"},
+def test_unparsed_params_only_for_trusted_clients():
+    for policy in (Policy.from_mapping({"allow": ["Contact.*"]}), Policy()):
+        detail = denied(policy, 4, "Contact", "autocomplete", {"savedSearch": "Everything"})
+        assert "'savedSearch'" in detail and "trusted" in detail
+    trusted = Policy.from_mapping({"allow": ["*"], "credential_fields": True})
+    checked(trusted, 4, "Contact", "autocomplete", {"savedSearch": "Everything"})
+    named = Policy.from_mapping(
+        {"allow": ["Contact.*"], "unsafe_unchecked_actions": ["v4:Contact.autocomplete"]}
     )
-    checked(Policy(), 4, "Contact", "autocomplete", {"savedSearch": "Everything"})
+    checked(named, 4, "Contact", "autocomplete", {"savedSearch": "Everything"})
 
 
 @pytest.mark.parametrize(
@@ -195,3 +196,122 @@ def test_opaque_params_only_for_full_access():
 def test_bad_policy_config(data):
     with pytest.raises(ValueError):
         Policy.from_mapping(data)
+
+
+# --- issue 25: understood or refused (each case was a leak or a false refusal) -------------------
+
+NARROW = {"allow": ["v4:Contact.get", "v4:Email.get", "v3:Contact.*"], "read_only": True}
+
+
+@pytest.mark.parametrize(
+    ("version", "entity", "action", "params"),
+    [
+        # 1. a chain's index names a field: its values come back as the answer's keys
+        (
+            4,
+            "Contact",
+            "get",
+            {"chain": {"x": ["Contact", "get", {"where": [["id", "=", "$id"]]}, "api_key"]}},
+        ),
+        (4, "Contact", "get", {"chain": {"x": ["Email", "get", {}, "contact_id.hash"]}}),
+        # 2. a join condition's value is SQL to CiviCRM
+        (
+            4,
+            "Contact",
+            "get",
+            {"join": [["Contact AS c", "LEFT", ["c.id", "=", "id"], ["'5b'", "=", "LEFT(c.api_key, 2)"]]]},
+        ),
+        # 3. getlist's params name fields
+        (3, "Contact", "getlist", {"id_field": "api_key"}),
+        (3, "Contact", "getlist", {"label_field": "display_name", "extra": ["hash"]}),
+        (3, "Contact", "getlist", {"description_field": "api_key"}),
+        (3, "Contact", "getlist", {"params": {"api_key": {"LIKE": "a%"}}}),
+        # 5. legacy top-level sort keys
+        (3, "Contact", "get", {"return": "id", "sort": "api_key"}),
+        (3, "Contact", "get", {"return": "id", "option_sort": "hash DESC"}),
+    ],
+)
+def test_fields_in_every_position_are_references(version, entity, action, params):
+    detail = denied(Policy.from_mapping(NARROW), version, entity, action, params)
+    assert "credential" in detail
+
+
+def test_autocomplete_key_and_saved_search():
+    policy = Policy.from_mapping({"allow": ["v4:Contact.autocomplete"]})
+    assert "credential" in denied(policy, 4, "Contact", "autocomplete", {"key": "api_key"})
+    for param in ("savedSearch", "display", "formName", "fieldName", "filters"):
+        value = {"api_entity": "User", "api_params": {"select": ["hashed_password"]}}
+        assert f"'{param}'" in denied(policy, 4, "Contact", "autocomplete", {param: value})
+    checked(policy, 4, "Contact", "autocomplete", {"input": "ad", "key": "id"})
+    narrowed = Policy.from_mapping({"allow": ["v4:Contact.autocomplete"], "fields": {"Contact": ["id"]}})
+    assert "label" in denied(narrowed, 4, "Contact", "autocomplete", {"input": "ad"})
+
+
+def test_secrets_by_kind():
+    everything = Policy.from_mapping({"allow": ["*"]})
+    for name in ("recaptchaPrivateKey", "mapAPIKey", "geoAPIKey", "smtpPassword"):
+        assert "credential" in denied(everything, 4, "Setting", "get", {"select": [name]})
+    assert "select" in denied(everything, 4, "Setting", "get", {})
+    checked(everything, 4, "Setting", "get", {"select": ["contact_default_language"]})
+    for entity in ("Session", "User", "PaymentProcessor", "MailSettings", "Job", "OAuthSysToken"):
+        denied(everything, 4, entity, "get", {"select": ["id"]})
+    checked(Policy.from_mapping({"allow": ["v4:Session.get"]}), 4, "Session", "get", {"select": ["id"]})
+    assert "credential" in denied(
+        Policy.from_mapping({"allow": ["v4:Session.get"]}), 4, "Session", "get", {"select": ["session_id"]}
+    )
+
+
+def test_contact_types_are_contact():
+    policy = Policy.from_mapping({"allow": ["v4:*"], "deny": ["v4:Contact.delete"]})
+    for entity in ("Individual", "Organization", "Household"):
+        denied(policy, 4, entity, "delete", {"where": [["id", "=", 5]]})
+    narrowed = Policy.from_mapping({"allow": ["v4:*"], "fields": {"Contact": ["id", "display_name"]}})
+    detail = denied(narrowed, 4, "Individual", "get", {"select": ["last_name"]})
+    assert "last_name" in detail
+    call = checked(narrowed, 4, "Individual", "get", {})
+    assert [e.text for e in call.select or ()] == ["display_name", "id"]
+
+
+def test_packing_aggregates_and_joins_are_bounded():
+    capped = Policy.from_mapping({"allow": ["v4:Contact.get", "v4:Email.get"], "max_limit": 50})
+    assert "GROUP_CONCAT" in denied(
+        capped, 4, "Contact", "get", {"select": ["GROUP_CONCAT(email_primary.email) AS e"]}
+    )
+    self_join = {"join": [["Contact AS a", "INNER", ["a.display_name", "!=", "display_name"]]]}
+    assert "not on a key" in denied(capped, 4, "Contact", "get", self_join)
+    many = {"join": [[f"Email AS e{i}", "LEFT", [f"e{i}.contact_id", "=", "id"]] for i in range(4)]}
+    assert "at most 3" in denied(capped, 4, "Contact", "get", many)
+    keyed = {"select": ["id", "e.email"], "join": [["Email AS e", "LEFT", ["e.contact_id", "=", "id"]]]}
+    checked(capped, 4, "Contact", "get", keyed)
+
+
+def test_actions_without_a_grammar_only_when_named():
+    policy = Policy.from_mapping({"allow": ["*"]})
+    assert "unsafe_unchecked_actions" in denied(policy, 4, "Contact", "getMergedTo", {})
+    named = Policy.from_mapping({"allow": ["*"], "unsafe_unchecked_actions": ["v4:Contact.getMergedTo"]})
+    checked(named, 4, "Contact", "getMergedTo", {})
+    checked(Policy.from_mapping({"allow": ["*"], "credential_fields": True}), 4, "Contact", "getMergedTo", {})
+
+
+def test_setting_get_takes_no_limit_and_getvalue_one_return():
+    call = checked(
+        Policy.from_mapping({"allow": ["*"], "max_limit": 5}), 4, "Setting", "get", {"select": ["lcMessages"]}
+    )
+    assert "limit" not in call.to_params()
+    call = checked(Policy(), 3, "Contact", "getvalue", {"id": 2, "return": "display_name"})
+    assert call.to_params()["return"] == "display_name"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"where": [["id", "=", [1, 2]]]},
+        {"where": [["first_name", "REGEXP", "(unclosed"]]},
+        {"groupBy": ["COUNT(id)"]},
+        {"join": [["Email AS e", "LEFT", ["e.contact_id", "=", "id", True]]]},
+    ],
+)
+def test_input_civicrm_would_fail_on_is_a_400(params):
+    with pytest.raises(GatewayError) as info:
+        parse(4, "Contact", "get", params)
+    assert info.value.status == 400 and info.value.slug == "invalid-request"

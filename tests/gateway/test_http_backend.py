@@ -17,12 +17,14 @@ from starlette.routing import Route
 from tests.conftest import (
     ADMIN_KEY,
     SITE_KEY,
+    TRUSTED_TOKEN,
     ThreadServer,
     assert_problem,
     free_port,
     gateway_client,
     http_settings,
     self_signed_cert,
+    trusted,
 )
 
 JSON = {"Content-Type": "application/json"}
@@ -264,7 +266,9 @@ async def test_timeout_is_504():
         return Response("{}", media_type="application/json")
 
     with fake_upstream(slow) as url:
-        async with gateway_client(http_settings(url, http_timeout=0.3, validate_calls=False)) as gw:
+        async with gateway_client(
+            trusted(http_settings(url, http_timeout=0.3, validate_calls=False)), token=TRUSTED_TOKEN
+        ) as gw:
             assert_problem(await gw.post("/v4/Contact/get", json={}), 504, "upstream-timeout")
 
 
@@ -283,7 +287,9 @@ async def test_garbage_is_502(status, body, ctype):
         return Response(body, status_code=status, headers={"content-type": ctype})
 
     with fake_upstream(garbage) as url:
-        async with gateway_client(http_settings(url, validate_calls=False)) as gw:
+        async with gateway_client(
+            trusted(http_settings(url, validate_calls=False)), token=TRUSTED_TOKEN
+        ) as gw:
             for path in ("/v4/Contact/get", "/v3/Contact/get"):
                 assert_problem(await gw.post(path, json={}), 502, "upstream-invalid-response")
 
@@ -293,7 +299,9 @@ async def test_bare_503_is_unavailable():
         return Response("Service Unavailable", status_code=503, media_type="text/plain")
 
     with fake_upstream(down) as url:
-        async with gateway_client(http_settings(url, validate_calls=False)) as gw:
+        async with gateway_client(
+            trusted(http_settings(url, validate_calls=False)), token=TRUSTED_TOKEN
+        ) as gw:
             assert_problem(await gw.post("/v4/Contact/get", json={}), 503, "upstream-unavailable")
 
 
@@ -325,7 +333,9 @@ async def test_auth_styles_and_params_in_body(auth, extra):
         return Response('{"values":[{"id":1}],"count":1}', media_type="application/json")
 
     with fake_upstream(record) as url:
-        async with gateway_client(http_settings(url, http_auth=auth, **extra, validate_calls=False)) as gw:
+        async with gateway_client(
+            trusted(http_settings(url, http_auth=auth, **extra, validate_calls=False)), token=TRUSTED_TOKEN
+        ) as gw:
             assert (await gw.post("/v4/Contact/get", json={"where": [["id", "=", 1]]})).json() == [{"id": 1}]
     [req] = seen
     assert req["method"] == "POST" and req["query"] == ""
@@ -392,7 +402,9 @@ async def test_connections_are_kept_alive():
         return Response('{"values":[],"count":0}', media_type="application/json")
 
     with fake_upstream(record) as url:
-        async with gateway_client(http_settings(url, validate_calls=False)) as gw:
+        async with gateway_client(
+            trusted(http_settings(url, validate_calls=False)), token=TRUSTED_TOKEN
+        ) as gw:
             for _ in range(5):
                 assert (await gw.post("/v4/Contact/get", json={})).status_code == 200
             metrics = (await gw.get("/metrics")).text
@@ -413,7 +425,9 @@ async def test_cookies_are_never_sent_back():
         return response
 
     with fake_upstream(sets_cookie) as url:
-        async with gateway_client(http_settings(url, validate_calls=False)) as gw:
+        async with gateway_client(
+            trusted(http_settings(url, validate_calls=False)), token=TRUSTED_TOKEN
+        ) as gw:
             for _ in range(3):
                 assert (await gw.post("/v4/Contact/get", json={})).status_code == 200
     assert cookies == [None, None, None]
@@ -428,7 +442,9 @@ async def test_redirects_are_not_followed():
         return Response("", status_code=302, headers={"location": "/user/login"})
 
     with fake_upstream(redirects) as url:
-        async with gateway_client(http_settings(url, validate_calls=False)) as gw:
+        async with gateway_client(
+            trusted(http_settings(url, validate_calls=False)), token=TRUSTED_TOKEN
+        ) as gw:
             assert_problem(await gw.post("/v4/Contact/get", json={}), 502, "upstream-invalid-response")
     assert hits == ["/civicrm/ajax/api4/Contact/get"]
 
@@ -455,7 +471,9 @@ async def test_https_upstream_certificate_checks(certificate, settings, status):
         Starlette(routes=[Route("/{path:path}", answer, methods=["POST"])]), tls=certificate
     ).start()
     try:
-        async with gateway_client(http_settings(server.url, **settings, validate_calls=False)) as gw:
+        async with gateway_client(
+            trusted(http_settings(server.url, **settings, validate_calls=False)), token=TRUSTED_TOKEN
+        ) as gw:
             response = await gw.post("/v4/Contact/get", json={})
     finally:
         server.stop()

@@ -5,6 +5,7 @@ The gateway (a real uvicorn process) must refuse each of them itself, and create
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -116,3 +117,24 @@ def test_dns_rebinding_and_foreign_origins_by_hand(gateway_process):
             assert response.status_code == 415, (content_type, response.text)
         gone = client.post("/v4/Contact/get", json={"where": [["first_name", "=", "X"]]})
         assert gone.json() == []
+
+
+@pytest.mark.parametrize("action", ["create", "update", "delete"])
+async def test_a_get_never_writes_through_its_chains(gw_sandbox, action):
+    """A GET is what an <img> tag sends: a read whose chain writes is 405 and changes nothing."""
+    made = await gw_sandbox.post(
+        "/v4/Contact/create", json={"values": {"first_name": "Kept", "contact_type": "Individual"}}
+    )
+    [victim] = made.json()
+    chained = {"values": {"first_name": "Changed"}, "where": [["id", "=", "$id"]]}
+    if action == "create":
+        chained = {"values": {"first_name": "New", "contact_type": "Individual"}}
+    elif action == "delete":
+        chained = {"where": [["id", "=", "$id"]]}
+    params = {"where": [["id", "=", victim["id"]]], "chain": {"w": ["Contact", action, chained]}}
+    response = await gw_sandbox.get("/v4/Contact/get", params={"params": json.dumps(params)})
+    assert response.status_code == 405 and response.json()["type"] == "/problems/method-not-allowed"
+    assert response.headers["allow"] == "POST"
+    rows = (await gw_sandbox.post("/v4/Contact/get", json={"select": ["first_name"]})).json()
+    names = [r["first_name"] for r in rows]
+    assert names.count("Kept") == 1 and "Changed" not in names and "New" not in names
