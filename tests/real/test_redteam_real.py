@@ -47,6 +47,10 @@ TOKENS = {
     "typed": "cgw_rt-typed-3c4d5e6f708192a3b4c5",
     # APIv3 contact reads, no field list
     "v3open": "cgw_rt-v3open-77665544332211000fed",
+    # everything but credentials, writes too (not a trusted client: no credential_fields)
+    "wide": "cgw_rt-wide-0f1e2d3c4b5a69788796",
+    # APIv3 contact lists only (no Email)
+    "v3list": "cgw_rt-v3list-5b6c7d8e9fa0b1c2d3e4",
 }
 
 CLIENTS = f"""
@@ -103,6 +107,15 @@ fields = {{Contact = ["id", "display_name"]}}
 [clients.v3open]
 token_sha256 = "{hash_token(TOKENS["v3open"])}"
 allow = ["v3:Contact.get"]
+read_only = true
+
+[clients.wide]
+token_sha256 = "{hash_token(TOKENS["wide"])}"
+allow = ["*"]
+
+[clients.v3list]
+token_sha256 = "{hash_token(TOKENS["v3list"])}"
+allow = ["v3:Contact.getlist"]
 read_only = true
 """
 
@@ -533,3 +546,98 @@ def test_cause14_v3_getvalue(red: Red, ret: Any) -> None:
 
 
 # --- beyond the issue: the smallest policy against every position ---------------------------------
+
+# Found on the code that fixed the 14 causes (main at 8f72672), by the attacker's walk through
+# every param of every action, and by the SQL oracle's property test.
+
+VICTIM_EMAIL = "victim@example.org"
+
+
+@pytest.mark.parametrize("client", ["v3open", "v3"])
+@pytest.mark.parametrize("name", ["display_name", "sort_name"])
+@pytest.mark.parametrize("value", [VICTIM_EMAIL, "victim@%", {"LIKE": "victim@%"}])
+def test_beyond_v3_name_filters_search_emails(red: Red, victim: int, client: str, name: str, value: Any) -> None:
+    """APIv3 Contact.get reads ``display_name`` / ``sort_name`` filters as CiviCRM's quick
+    search, which matches email addresses too (``civicrm_email.email LIKE``): a client that may
+    not read Email finds a contact by its address, and reads any address character by
+    character with ``%``. Refused, or the contact is not found by its email."""
+    response = red.call(client, "/v3/Contact/get", {"return": "id", name: value, "options": {"limit": 0}})
+    if response.status_code == 403:
+        denied(response)
+        return
+    rows = ok(response)
+    assert all(str(r.get("id")) != str(victim) for r in rows), f"found contact {victim} by its email: {rows}"
+
+
+def test_beyond_v3_answer_holds_only_what_was_asked(red: Red, victim: int) -> None:
+    """APIv3 adds each filter's field to the answer (``display_name`` here, asked for ``id``)."""
+    response = red.call("v3open", "/v3/Contact/get", {"return": "id", "display_name": "Red Victim"})
+    if response.status_code == 403:
+        denied(response)
+        return
+    rows = ok(response)
+    assert rows, "the victim is found by its display name"
+    assert all(set(r) <= {"id", "contact_id", "contact_is_deleted"} for r in rows), rows
+
+
+def test_beyond_v3_getlist_description_reads_email(red: Red, victim: int) -> None:
+    """``getlist`` describes each contact by its email: a client allowed Contact.getlist but
+    not Email reads every address. Refused, or no email in the answer."""
+    response = red.call("v3list", "/v3/Contact/getlist", {"input": "Red Victim"})
+    if response.status_code == 403:
+        denied(response)
+        return
+    assert VICTIM_EMAIL not in response.text, response.text[:400]
+
+
+SECRET_SETTING_NAMES = ("recaptchaPrivateKey", "mapAPIKey", "geoAPIKey", "mailing_backend")
+
+
+def test_beyond_v4_setting_get_star_reads_secret_settings(red: Red) -> None:
+    """``Setting.get`` without select is refused (it reads secret settings); ``select: ["*"]``
+    is the same call."""
+    response = red.call("broad", "/v4/Setting/get", {"select": ["*"]})
+    assert not any(f'"name":"{n}"' in response.text for n in SECRET_SETTING_NAMES), response.text[:300]
+    denied(response)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v3/Setting/get", {}),
+        ("/v3/Setting/get", {"domain_id": 1}),
+        ("/v3/Contact/get", {"id": 2, "return": "id", "api.Setting.get": {}}),
+        ("/v3/Contact/get", {"id": 2, "return": "id", "api_Setting_get": 1}),
+    ],
+)
+def test_beyond_v3_setting_get_without_return_reads_secret_settings(red: Red, path: str, body: dict[str, Any]) -> None:
+    response = red.call("wide", path, body)
+    assert not any(f'"{n}"' in response.text for n in SECRET_SETTING_NAMES), response.text[:300]
+    denied(response)
+
+
+@pytest.mark.parametrize("name", ["geoAPIKey", "mailing_backend", "recaptchaPrivateKey"])
+def test_beyond_v3_setting_getvalue_name_is_a_field(red: Red, name: str) -> None:
+    """v3 ``Setting.getvalue``'s ``name`` names the setting to read: it was forwarded as a
+    filter (``mailing_backend`` even made a 502)."""
+    denied(red.call("wide", "/v3/Setting/getvalue", {"name": name, "group": "Map Preferences"}))
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v4/Setting/get", {"select": ["recaptcha*"]}),
+        ("/v4/Setting/get", {"select": ["*"], "where": [["name", "=", "geoAPIKey"]]}),
+        ("/v4/SearchDisplay/run", {"savedSearch": {"api_entity": "Contact", "api_params": {"version": 4, "select": ["api_key"]}}}),
+        ("/v4/SearchDisplay/getDefault", {"savedSearch": {"api_entity": "User", "api_params": {"version": 4}}}),
+    ],
+)
+def test_beyond_gateway_refusals_are_not_dressed_as_civicrm(red: Red, path: str, body: dict[str, Any]) -> None:
+    """The gateway refuses these itself (CiviCRM never sees them) but answered
+    ``civicrm-bad-request`` ("CiviCRM refused the parameters", "Unknown api parameter:
+    setSavedSearch"): a client and the audit trail are told CiviCRM ran it. The gateway's own
+    problem types say who refused."""
+    response = red.call("broad", path, body)
+    assert response.status_code in (400, 403), response.text[:300]
+    slug = response.json()["type"].rpartition("/")[2]
+    assert slug in ("invalid-request", "gateway-policy-denied", "unknown-field"), response.text[:300]
