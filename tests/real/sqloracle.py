@@ -202,13 +202,17 @@ class GeneralLog:
         if self.owned:
             # Nobody logs: the table's old rows are nobody's (oracles take the lock first).
             mysql("TRUNCATE TABLE mysql.general_log")
-        mysql(f"SET GLOBAL log_output = '{','.join(sorted(outputs | {'TABLE'}))}'; SET GLOBAL general_log = ON")
+        mysql(
+            f"SET GLOBAL log_output = '{','.join(sorted(outputs | {'TABLE'}))}'; SET GLOBAL general_log = ON"
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
         on, output = self._previous
         try:
-            mysql(f"SET GLOBAL log_output = '{output}'; SET GLOBAL general_log = {'ON' if on == '1' else 'OFF'}")
+            mysql(
+                f"SET GLOBAL log_output = '{output}'; SET GLOBAL general_log = {'ON' if on == '1' else 'OFF'}"
+            )
             if on != "1":
                 mysql("TRUNCATE TABLE mysql.general_log")
         finally:
@@ -268,7 +272,7 @@ def rest4(url: str, key: str, entity: str, action: str, params: dict[str, Any]) 
         data=data,
         headers={"X-Civi-Auth": f"Bearer {key}", "X-Requested-With": "XMLHttpRequest"},
     )
-    with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 (loopback test peer)
+    with urllib.request.urlopen(request, timeout=120) as response:
         body = json.loads(response.read())
     if "error_message" in body:
         raise RuntimeError(f"{entity}.{action}: {body['error_message']}")
@@ -283,7 +287,7 @@ def rest3(url: str, key: str, entity: str, action: str, params: dict[str, Any]) 
         data=data,
         headers={"X-Civi-Auth": f"Bearer {key}", "X-Requested-With": "XMLHttpRequest"},
     )
-    with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 (loopback test peer)
+    with urllib.request.urlopen(request, timeout=120) as response:
         return json.loads(response.read())
 
 
@@ -317,8 +321,16 @@ def oracle_identity(kit: Kit) -> str:
         )[0]["id"]
     if not key:
         key = secrets.token_hex(16)
-        rest4(kit.url, kit.admin_key, "Contact", "update", {"where": [["id", "=", cid]], "values": {"api_key": key}})
-    users = rest4(kit.url, kit.admin_key, "User", "get", {"select": ["id"], "where": [["username", "=", ORACLE_USER]]})
+        rest4(
+            kit.url,
+            kit.admin_key,
+            "Contact",
+            "update",
+            {"where": [["id", "=", cid]], "values": {"api_key": key}},
+        )
+    users = rest4(
+        kit.url, kit.admin_key, "User", "get", {"select": ["id"], "where": [["username", "=", ORACLE_USER]]}
+    )
     if not users:
         script = (
             "<?php\n"
@@ -427,7 +439,7 @@ class Metadata:
         return found
 
     @cached_property
-    def schema(self) -> dict[str, dict[str, str]]:
+    def schema(self) -> dict[str, object]:
         return {t: dict.fromkeys(cols, "text") for t, cols in self.db_columns.items()}
 
 

@@ -162,7 +162,9 @@ class Red:
         else:
             response = self.http.post(path, json=body if body is not None else {}, headers=headers)
         leaked = so.leaked_values(response.text, self.secrets)
-        assert not leaked, f"{client} {path} {body or params}: the answer holds {len(leaked)} secret(s): {response.text[:400]}"
+        assert not leaked, (
+            f"{client} {path} {body or params}: the answer holds {len(leaked)} secret(s): {response.text[:400]}"
+        )
         return response
 
     def admin4(self, entity: str, action: str, params: dict[str, Any]) -> list[Any]:
@@ -170,9 +172,11 @@ class Red:
 
 
 def refused(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
-    assert response.status_code == status, f"expected {status} {slug}, got {response.status_code}: {response.text[:600]}"
+    assert response.status_code == status, (
+        f"expected {status} {slug}, got {response.status_code}: {response.text[:600]}"
+    )
     assert response.headers["content-type"].startswith(PROBLEM), response.headers
-    body = response.json()
+    body: dict[str, Any] = response.json()
     assert body["type"] == f"/problems/{slug}", body
     return body
 
@@ -215,13 +219,17 @@ def victim(red: Red) -> Iterator[int]:
     """A contact of this module's own, with an email, that no test may change (and no contact
     a refused write made is left behind)."""
     yield _victim(red)
-    for row in red.admin4("Contact", "get", {"select": ["id"], "where": [["source", "=", "written-by-a-GET"]]}):
+    for row in red.admin4(
+        "Contact", "get", {"select": ["id"], "where": [["source", "=", "written-by-a-GET"]]}
+    ):
         red.admin4("Contact", "delete", {"where": [["id", "=", row["id"]]], "useTrash": False})
 
 
 def _victim(red: Red) -> int:
     found = red.admin4(
-        "Contact", "get", {"select": ["id"], "where": [["external_identifier", "=", "civicrm-gateway-redteam-victim"]]}
+        "Contact",
+        "get",
+        {"select": ["id"], "where": [["external_identifier", "=", "civicrm-gateway-redteam-victim"]]},
     )
     if found:
         cid = int(found[0]["id"])
@@ -253,7 +261,9 @@ def admin_cid(red: Red) -> int:
 # --- 1. the chain's 4th element (index) names a field ------------------------------------------
 
 
-@pytest.mark.parametrize(("client", "index"), [("reader", "api_key"), ("reader", "hash"), ("narrow", "first_name")])
+@pytest.mark.parametrize(
+    ("client", "index"), [("reader", "api_key"), ("reader", "hash"), ("narrow", "first_name")]
+)
 def test_cause01_chain_index_is_a_field_reference(red: Red, client: str, index: str) -> None:
     body = {
         "select": ["id"],
@@ -323,13 +333,22 @@ def test_cause03_getlist_field_params(red: Red, params: dict[str, Any]) -> None:
     [
         {
             "input": "",
-            "savedSearch": {"api_entity": "User", "api_params": {"version": 4, "select": ["id", "hashed_password"]}},
-            "display": {"type": "autocomplete", "settings": {"columns": [{"type": "field", "key": "hashed_password"}]}},
+            "savedSearch": {
+                "api_entity": "User",
+                "api_params": {"version": 4, "select": ["id", "hashed_password"]},
+            },
+            "display": {
+                "type": "autocomplete",
+                "settings": {"columns": [{"type": "field", "key": "hashed_password"}]},
+            },
         },
         {
             "input": "",
             "savedSearch": {"api_entity": "Contact", "api_params": {"version": 4, "select": ["api_key"]}},
-            "display": {"type": "autocomplete", "settings": {"columns": [{"type": "field", "key": "api_key"}]}},
+            "display": {
+                "type": "autocomplete",
+                "settings": {"columns": [{"type": "field", "key": "api_key"}]},
+            },
         },
         {"input": "", "key": "api_key"},
         {"input": "", "key": "hash"},
@@ -347,7 +366,6 @@ def test_cause04_autocomplete_search_and_key(red: Red, params: dict[str, Any]) -
 @pytest.mark.parametrize("key", ["sort", "option_sort", "option.sort", "options.sort"])
 def test_cause05_v3_legacy_sort_keys(red: Red, client: str, key: str) -> None:
     denied(red.call(client, "/v3/Contact/get", {"return": "id", key: "api_key DESC"}))
-
 
 
 # --- 6. secrets the name list misses -------------------------------------------------------------
@@ -407,7 +425,9 @@ def test_cause08_get_with_a_writing_chain(red: Red, victim: int, action: str) ->
     refused(red.call("writer", "/v4/Contact/get", method="GET", params=query), 405, "method-not-allowed")
     [row] = red.admin4("Contact", "get", {"select": ["source", "is_deleted"], "where": [["id", "=", victim]]})
     assert row == {"id": victim, "source": "redteam-victim", "is_deleted": False}
-    assert not red.admin4("Contact", "get", {"select": ["id"], "where": [["source", "=", "written-by-a-GET"]]})
+    assert not red.admin4(
+        "Contact", "get", {"select": ["id"], "where": [["source", "=", "written-by-a-GET"]]}
+    )
 
 
 # --- 9. GROUP_CONCAT packs every row into one --------------------------------------------------
@@ -486,7 +506,9 @@ BAD_READS = [
 def test_cause11_bad_input_does_not_trip_the_breaker_for_others(clients_file: Path, tmp_path: Path) -> None:
     kit = require_kit()
     proc = GatewayProcess(
-        gateway_env(kit, clients_file, CIVI_GATEWAY_BREAKER_THRESHOLD="3", CIVI_GATEWAY_STATE_DIR=str(tmp_path / "st")),
+        gateway_env(
+            kit, clients_file, CIVI_GATEWAY_BREAKER_THRESHOLD="3", CIVI_GATEWAY_STATE_DIR=str(tmp_path / "st")
+        ),
         tmp_path,
     )
     try:
@@ -494,7 +516,9 @@ def test_cause11_bad_input_does_not_trip_the_breaker_for_others(clients_file: Pa
         with httpx.Client(base_url=proc.url, timeout=90) as http:
             for _ in range(2):
                 for body in BAD_READS:  # their own answers are cause 13's
-                    http.post("/v4/Contact/get", json=body, headers={"Authorization": f"Bearer {TOKENS['reader']}"})
+                    http.post(
+                        "/v4/Contact/get", json=body, headers={"Authorization": f"Bearer {TOKENS['reader']}"}
+                    )
             for client in ("other", "narrow", "reader"):
                 good = http.post(
                     "/v4/Contact/get",
@@ -556,7 +580,9 @@ VICTIM_EMAIL = "victim@example.org"
 @pytest.mark.parametrize("client", ["v3open", "v3"])
 @pytest.mark.parametrize("name", ["display_name", "sort_name"])
 @pytest.mark.parametrize("value", [VICTIM_EMAIL, "victim@%", {"LIKE": "victim@%"}])
-def test_beyond_v3_name_filters_search_emails(red: Red, victim: int, client: str, name: str, value: Any) -> None:
+def test_beyond_v3_name_filters_search_emails(
+    red: Red, victim: int, client: str, name: str, value: Any
+) -> None:
     """APIv3 Contact.get reads ``display_name`` / ``sort_name`` filters as CiviCRM's quick
     search, which matches email addresses too (``civicrm_email.email LIKE``): a client that may
     not read Email finds a contact by its address, and reads any address character by
@@ -610,7 +636,9 @@ def test_beyond_v4_setting_get_star_reads_secret_settings(red: Red) -> None:
         ("/v3/Contact/get", {"id": 2, "return": "id", "api_Setting_get": 1}),
     ],
 )
-def test_beyond_v3_setting_get_without_return_reads_secret_settings(red: Red, path: str, body: dict[str, Any]) -> None:
+def test_beyond_v3_setting_get_without_return_reads_secret_settings(
+    red: Red, path: str, body: dict[str, Any]
+) -> None:
     response = red.call("wide", path, body)
     assert not any(f'"{n}"' in response.text for n in SECRET_SETTING_NAMES), response.text[:300]
     denied(response)
@@ -628,11 +656,19 @@ def test_beyond_v3_setting_getvalue_name_is_a_field(red: Red, name: str) -> None
     [
         ("/v4/Setting/get", {"select": ["recaptcha*"]}),
         ("/v4/Setting/get", {"select": ["*"], "where": [["name", "=", "geoAPIKey"]]}),
-        ("/v4/SearchDisplay/run", {"savedSearch": {"api_entity": "Contact", "api_params": {"version": 4, "select": ["api_key"]}}}),
-        ("/v4/SearchDisplay/getDefault", {"savedSearch": {"api_entity": "User", "api_params": {"version": 4}}}),
+        (
+            "/v4/SearchDisplay/run",
+            {"savedSearch": {"api_entity": "Contact", "api_params": {"version": 4, "select": ["api_key"]}}},
+        ),
+        (
+            "/v4/SearchDisplay/getDefault",
+            {"savedSearch": {"api_entity": "User", "api_params": {"version": 4}}},
+        ),
     ],
 )
-def test_beyond_gateway_refusals_are_not_dressed_as_civicrm(red: Red, path: str, body: dict[str, Any]) -> None:
+def test_beyond_gateway_refusals_are_not_dressed_as_civicrm(
+    red: Red, path: str, body: dict[str, Any]
+) -> None:
     """The gateway refuses these itself (CiviCRM never sees them) but answered
     ``civicrm-bad-request`` ("CiviCRM refused the parameters", "Unknown api parameter:
     setSavedSearch"): a client and the audit trail are told CiviCRM ran it. The gateway's own

@@ -29,7 +29,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -41,6 +41,7 @@ from tests.real.kit import Kit, require_kit
 
 pytestmark = pytest.mark.slow
 
+T = TypeVar("T")
 SEED_ENV = "CIVI_GATEWAY_SQLORACLE_SEED"
 CALLS_ENV = "CIVI_GATEWAY_SQLORACLE_CALLS"
 SECONDS_ENV = "CIVI_GATEWAY_SQLORACLE_SECONDS"
@@ -96,12 +97,24 @@ SECRETS: dict[str, list[str]] = {
 # Other names of an entity (CiviCRM's contact types are Contact) and entities it joins to.
 ALIASES = {"Contact": ["Individual", "Organization", "Household"]}
 FK = {"Email": "contact_id", "Phone": "contact_id", "Address": "contact_id", "User": "contact_id"}
-IMPLICIT = ["email_primary.email", "email_primary.contact_id.api_key", "address_primary.city", "contact_id.hash"]
+IMPLICIT = [
+    "email_primary.email",
+    "email_primary.contact_id.api_key",
+    "address_primary.city",
+    "contact_id.hash",
+]
 SECRET_SETTINGS = ["recaptchaPrivateKey", "mapAPIKey", "geoAPIKey", "mailing_backend", "site_key", "credKeys"]
 PLAIN_SETTINGS = ["contact_default_language", "lcMessages", "dateformatDatetime", "max_attachments"]
 DATA_ENTITIES = ["Contact", "Email", "Phone", "Address", "Activity", "Note", "Group"]
 ALL_ENTITIES = [*DATA_ENTITIES, "Individual", "Organization", "User", "Session"]
-FUNCTIONS = ["UPPER({})", "LOWER({})", "CONCAT({}, '-')", "COALESCE({}, 'x')", "SUBSTRING({}, 1, 2)", "LEFT({}, 2)"]
+FUNCTIONS = [
+    "UPPER({})",
+    "LOWER({})",
+    "CONCAT({}, '-')",
+    "COALESCE({}, 'x')",
+    "SUBSTRING({}, 1, 2)",
+    "LEFT({}, 2)",
+]
 
 
 @dataclass
@@ -192,13 +205,16 @@ class Grammar:
         allowed = [
             e
             for e in choices
-            if any(fnmatch.fnmatchcase(f"v{version}:{e}.get".lower(), p.lower()) for p in self.policy.get("allow", []))
+            if any(
+                fnmatch.fnmatchcase(f"v{version}:{e}.get".lower(), p.lower())
+                for p in self.policy.get("allow", [])
+            )
         ]
         if allowed and self.rng.random() > self.hostile:
             return self.pick(allowed)
         return self.pick(choices)
 
-    def pick(self, seq: list[Any]) -> Any:
+    def pick(self, seq: list[T]) -> T:
         return self.rng.choice(seq)
 
     def base(self, entity: str) -> str:
@@ -206,7 +222,7 @@ class Grammar:
 
     def field(self, entity: str) -> str:
         base = self.base(entity)
-        listed = self.policy.get("fields", {}).get(base)
+        listed: list[str] | None = self.policy.get("fields", {}).get(base)
         if self.rng.random() > self.hostile:
             return self.pick(listed or FIELDS.get(base, ["id"]))
         secret_bias = 0.5
@@ -252,7 +268,10 @@ class Grammar:
         if depth < 2 and self.rng.random() < 0.15:
             return [self.pick(["OR", "AND", "NOT"]), [self.clause(entity, depth + 1) for _ in range(2)]]
         left = self.expr(entity)
-        op = self.pick(["=", "LIKE", "IN", "IS NOT NULL", "<>", ">"] + (["REGEXP", "CONTAINS"] if self.rng.random() < self.hostile else []))
+        op = self.pick(
+            ["=", "LIKE", "IN", "IS NOT NULL", "<>", ">"]
+            + (["REGEXP", "CONTAINS"] if self.rng.random() < self.hostile else [])
+        )
         if op == "IS NOT NULL":
             return [left, op]
         if self.rng.random() < 0.2 * self.hostile:
@@ -275,7 +294,9 @@ class Grammar:
                 [
                     self.pick(["'5b'", f"{alias}.{self.field(target)}", "id"]),
                     "=",
-                    self.pick([f"LEFT({alias}.api_key, 2)", f"{alias}.hash", "'x'", f"{alias}.{self.field(target)}"]),
+                    self.pick(
+                        [f"LEFT({alias}.api_key, 2)", f"{alias}.hash", "'x'", f"{alias}.{self.field(target)}"]
+                    ),
                 ]
             )
         return [f"{target} AS {alias}", self.pick(["LEFT", "INNER"]), *conds]
@@ -348,19 +369,30 @@ class Grammar:
         if kind < 0.65:
             params = {
                 self.pick(
-                    ["id_field", "label_field", "description_field", "search_field", "image_field", "color_field"]
+                    [
+                        "id_field",
+                        "label_field",
+                        "description_field",
+                        "search_field",
+                        "image_field",
+                        "color_field",
+                    ]
                 ): self.field("Contact"),
                 "input": "a",
             }
             if self.rng.random() < 0.4:
                 params["extra"] = [self.field("Contact")]
-            return Request("POST", "/v3/Contact/getlist", params, calls=[(3, "Contact", "getlist", params, None)])
+            return Request(
+                "POST", "/v3/Contact/getlist", params, calls=[(3, "Contact", "getlist", params, None)]
+            )
         if kind < 0.7:
             params = {"id": 2, "return": self.field("Contact")}
-            return Request("POST", "/v3/Contact/getvalue", params, calls=[(3, "Contact", "getvalue", params, None)])
+            return Request(
+                "POST", "/v3/Contact/getvalue", params, calls=[(3, "Contact", "getvalue", params, None)]
+            )
         if kind < 0.76:
             entity = self.pick(["Contact", "Individual", "User"])
-            params: dict[str, Any] = {"input": "a"}
+            params = {"input": "a"}
             if self.rng.random() < 0.5:
                 params["key"] = self.field(entity)
             if self.rng.random() < 0.6:
@@ -372,13 +404,18 @@ class Grammar:
                     "type": "autocomplete",
                     "settings": {"columns": [{"type": "field", "key": self.field(entity)}]},
                 }
-            return Request("POST", f"/v4/{entity}/autocomplete", params, calls=[(4, entity, "autocomplete", params, None)])
+            return Request(
+                "POST",
+                f"/v4/{entity}/autocomplete",
+                params,
+                calls=[(4, entity, "autocomplete", params, None)],
+            )
         if kind < 0.8:
             params = {"select": self.rng.sample([*SECRET_SETTINGS, *PLAIN_SETTINGS], 2)}
             return Request("POST", "/v4/Setting/get", params, calls=[(4, "Setting", "get", params, None)])
         if kind < 0.88:
             members = {}
-            calls = []
+            calls: list[tuple[int, str, str, dict[str, Any], str | None]] = []
             for i in range(self.rng.randint(2, 3)):
                 entity = self.entity(ALL_ENTITIES)
                 params = self.v4_get(entity, depth=1)
@@ -394,11 +431,20 @@ class Grammar:
                     "w": [
                         self.pick(["Contact", "Individual", "Organization"]),
                         self.pick(["update", "delete", "Update"]),
-                        {"where": [["id", "=", -1]], **({"values": {"source": "sqloracle"}} if self.rng.random() < 0.5 else {})},
+                        {
+                            "where": [["id", "=", -1]],
+                            **({"values": {"source": "sqloracle"}} if self.rng.random() < 0.5 else {}),
+                        },
                     ]
                 },
             }
-            return Request("GET", "/v4/Contact/get", None, {"params": json.dumps(params)}, [(4, "Contact", "get", params, None)])
+            return Request(
+                "GET",
+                "/v4/Contact/get",
+                None,
+                {"params": json.dumps(params)},
+                [(4, "Contact", "get", params, None)],
+            )
         # a write for a (mostly) read-only client, on no record
         entity = self.pick(["Contact", "Individual", "Organization", "Household"])
         action = self.pick(["delete", "update", "DELETE"])
@@ -436,7 +482,9 @@ class PolicyModel:
         for name in self._names(canonical):
             for version in ("v4", "v3"):
                 label = f"{version}:{name}".lower()
-                if any(fnmatch.fnmatchcase(label, p.rsplit(".", 1)[0] if "." in p else p) for p in self.allow):
+                if any(
+                    fnmatch.fnmatchcase(label, p.rsplit(".", 1)[0] if "." in p else p) for p in self.allow
+                ):
                     if not any(fnmatch.fnmatchcase(f"{label}.get", p) for p in self.deny):
                         return True
         return False
@@ -677,7 +725,9 @@ def test_sql_oracle(rig: Rig) -> None:
         text = response.text
         leaked = so.leaked_values(text, rig.secrets)
         if leaked:
-            found.add("secret-value-in-answer", request, f"{status}: {len(leaked)} secret value(s) in {text[:300]}")
+            found.add(
+                "secret-value-in-answer", request, f"{status}: {len(leaked)} secret value(s) in {text[:300]}"
+            )
         if status >= 500:
             found.add(f"5xx {slug}", request, text[:300])
         forwarded = capture.forwarded()
@@ -703,4 +753,6 @@ def test_sql_oracle(rig: Rig) -> None:
     print(f"seconds in the gateway {timing['gateway']:.1f}, reading the log {timing['log']:.1f}")
     print(f"violations by kind: {found.kinds}")
     assert sent >= min(calls, 50), f"only {sent} calls within the deadline"
-    assert not found.items, f"{sum(found.kinds.values())} violations ({found.kinds}):\n" + "\n".join(found.items)
+    assert not found.items, f"{sum(found.kinds.values())} violations ({found.kinds}):\n" + "\n".join(
+        found.items
+    )
