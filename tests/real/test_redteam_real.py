@@ -677,3 +677,38 @@ def test_beyond_gateway_refusals_are_not_dressed_as_civicrm(
     assert response.status_code in (400, 403), response.text[:300]
     slug = response.json()["type"].rpartition("/")[2]
     assert slug in ("invalid-request", "gateway-policy-denied", "unknown-field"), response.text[:300]
+
+
+@pytest.mark.parametrize("ret", ["source", ["nonexistent_field"], "contact_source,nickname_typo"])
+def test_beyond_v3_unknown_return_answers_every_field(red: Red, victim: int, ret: Any) -> None:
+    """A client must name what an APIv3 get returns (else v3 answers other entities' fields:
+    email, phone, address); naming only fields v3 does not know has CiviCRM drop them and answer
+    the full default set, the victim's email included. Found by the SQL oracle (reads of
+    Address, Email, Phone and IM for ``return: ["source"]``)."""
+    response = red.call("v3open", "/v3/Contact/get", {"return": ret, "id": victim})
+    assert response.status_code < 500, response.text[:300]
+    assert VICTIM_EMAIL not in response.text, response.text[:400]
+    if response.status_code == 200:
+        asked = set(ret.split(",") if isinstance(ret, str) else ret)
+        for row in response.json():
+            assert set(row) <= asked | {"id", "contact_id", "contact_is_deleted"}, row
+
+
+def test_beyond_batch_counts_against_max_rows(red: Red) -> None:
+    """``max_rows`` (here max_limit 50 x 10) bounds what one request reads; a batch of twelve
+    gets of 50 rows each read 600."""
+    batch = {
+        f"p{n}": [
+            "Contact",
+            "get",
+            {"select": ["id"], "limit": 50, "offset": 50 * n, "orderBy": {"id": "ASC"}},
+        ]
+        for n in range(12)
+    }
+    response = red.call("capped", "/v4/batch", batch)
+    if response.status_code == 403:
+        denied(response)
+        return
+    answers = ok(response)
+    rows = sum(len(a["values"]) for a in answers.values() if a.get("status") == 200)
+    assert rows <= 500, f"one batch read {rows} rows; max_rows is 500"
