@@ -399,7 +399,7 @@ def test_cause07_deny_on_contact_covers_contact_types(red: Red, entity: str) -> 
 @pytest.mark.parametrize("entity", ["Individual", "Organization", "Household"])
 def test_cause07_field_list_of_contact_covers_contact_types(red: Red, entity: str) -> None:
     denied(red.call("typed", f"/v4/{entity}/get", {"select": ["sort_name"], "limit": 1}))
-    denied(red.call("typed", f"/v4/{entity}/get", {"select": ["id"], "where": [["contact_type", "=", "x"]]}))
+    denied(red.call("typed", f"/v4/{entity}/get", {"select": ["id"], "where": [["source", "=", "x"]]}))
     denied(red.call("typed", f"/v4/{entity}/get", {"select": ["id"], "orderBy": {"nick_name": "ASC"}}))
     rows = ok(red.call("typed", f"/v4/{entity}/get", {"limit": 3}))
     assert all(set(r) <= {"id", "display_name"} for r in rows), rows
