@@ -712,3 +712,17 @@ def test_beyond_batch_counts_against_max_rows(red: Red) -> None:
     answers = ok(response)
     rows = sum(len(a["values"]) for a in answers.values() if a.get("status") == 200)
     assert rows <= 500, f"one batch read {rows} rows; max_rows is 500"
+
+
+@pytest.mark.parametrize("key", ["uf_user", "group", "tag"])
+def test_beyond_v3_query_params_that_are_no_contact_field(red: Red, key: str) -> None:
+    """APIv3 Contact.get reads some filter keys as searches through other entities (``uf_user``:
+    the contacts with a CMS user, which is User data; ``group``, ``tag``: memberships). They
+    are no field of Contact: not in the grammar, so refused, not forwarded."""
+    response = red.call("v3open", "/v3/Contact/get", {"return": "id", key: 1})
+    assert response.status_code in (400, 403), response.text[:300]
+    assert response.json()["type"].rpartition("/")[2] in (
+        "invalid-request",
+        "gateway-policy-denied",
+        "unknown-field",
+    )
