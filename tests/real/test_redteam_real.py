@@ -218,11 +218,15 @@ def red(clients_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def victim(red: Red) -> Iterator[int]:
     """A contact of this module's own, with an email, that no test may change (and no contact
     a refused write made is left behind)."""
-    yield _victim(red)
+    cid = _victim(red)
+    yield cid
     for row in red.admin4(
-        "Contact", "get", {"select": ["id"], "where": [["source", "=", "written-by-a-GET"]]}
+        "Contact",
+        "get",
+        {"select": ["id"], "where": [["source", "=", "written-by-a-GET"], ["id", "!=", cid]]},
     ):
         red.admin4("Contact", "delete", {"where": [["id", "=", row["id"]]], "useTrash": False})
+    red.admin4("Contact", "update", {"where": [["id", "=", cid]], "values": {"source": "redteam-victim"}})
 
 
 def _victim(red: Red) -> int:
