@@ -730,3 +730,22 @@ def test_beyond_v3_query_params_that_are_no_contact_field(red: Red, key: str) ->
         "gateway-policy-denied",
         "unknown-field",
     )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"select": ["display_name:label"], "limit": 1},  # no option list: CiviCRM's error
+        {"select": ["id"], "groupBy": ["display_name"], "having": [["COUNT(id)", ">", 1]], "limit": 1},
+        {"select": ["id"], "where": [["display_name:name", "=", "x"]], "limit": 1},
+    ],
+)
+def test_beyond_input_civicrm_refuses_is_refused_by_the_gateway(red: Red, body: dict[str, Any]) -> None:
+    """Understood or refused: the gateway knows from metadata that ``display_name`` has no
+    option list and that ``having`` names only what ``select`` has; these reached CiviCRM
+    (``civicrm-error`` / ``civicrm-bad-request``)."""
+    response = red.call("narrow", "/v4/Contact/get", body)
+    assert response.status_code == 400, response.text[:300]
+    assert response.json()["type"].rpartition("/")[2] in ("invalid-request", "unknown-field"), response.text[
+        :300
+    ]
