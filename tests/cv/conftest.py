@@ -102,13 +102,19 @@ def cv_settings(site: Site, backend: str, **overrides: Any) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def gateway(settings: Settings, **app_kwargs: Any) -> AsyncIterator[httpx.AsyncClient]:
+async def gateway(
+    settings: Settings, *, token: str | None = None, **app_kwargs: Any
+) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client on the gateway's ASGI app, with its lifespan (backend start/close).
-    ``client.backend`` is the app's backend, for its stats and workers."""
+    ``client.backend`` is the app's backend, for its stats and workers; ``token``: a bearer
+    token sent on every request."""
     app = create_app(settings, **app_kwargs)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://localhost", timeout=60) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://localhost", timeout=60, headers=headers
+        ) as client:
             client.backend = app.state.services.backend  # type: ignore[attr-defined]
             yield client
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import assert_problem
+from tests.conftest import TRUSTED_TOKEN, assert_problem, trusted
 
 from .conftest import (
     BACKENDS,
@@ -225,7 +225,8 @@ async def test_command_not_found(site: Site, backend: str, tmp_path: Path) -> No
 
 async def test_concurrent_calls_queue(site: Site, backend: str) -> None:
     """More callers than processes: they queue, never exceed the limit, and all succeed."""
-    # Without the metadata look-ups of validation, so that the count is of these calls only.
+    # Without metadata look-ups (validation off, a trusted client), so that the count is of these
+    # calls only.
     settings = cv_settings(
         site,
         backend,
@@ -234,7 +235,7 @@ async def test_concurrent_calls_queue(site: Site, backend: str) -> None:
         cv_context="env CV_SANDBOX_CALL_DELAY=0.2",
         validate_calls=False,
     )
-    async with gateway(settings) as gw:
+    async with gateway(trusted(settings), token=TRUSTED_TOKEN) as gw:
         backend_obj: Any = gw.backend  # type: ignore[attr-defined]
         peak = {"busy": 0.0, "queued": 0.0}
         calls = [asyncio.create_task(gw.post("/v4/Contact/get", json={"select": ["id"]})) for _ in range(6)]

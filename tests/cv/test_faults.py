@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import assert_problem
+from tests.conftest import TRUSTED_TOKEN, assert_problem, trusted
 
 from .conftest import (
     BACKENDS,
@@ -158,7 +158,8 @@ async def test_write_failing_midway_not_repeated(site: Site, backend: str) -> No
 
 
 async def test_pipe_recycles_workers(site: Site) -> None:
-    async with gateway(cv_settings(site, "pipe", pipe_max_calls=2, validate_calls=False)) as gw:
+    settings = trusted(cv_settings(site, "pipe", pipe_max_calls=2, validate_calls=False))
+    async with gateway(settings, token=TRUSTED_TOKEN) as gw:
         backend: Any = gw.backend  # type: ignore[attr-defined]
         seen = set(worker_pids(backend))
         for _ in range(5):

@@ -12,7 +12,7 @@ from gateway.backends.http import HttpBackend
 from gateway.backends.resilience import CircuitBreaker, is_safe
 from gateway.metacache import MetadataCache
 from gateway.services import Timing, resilient_backend
-from tests.conftest import assert_problem, free_port, gateway_client, http_settings
+from tests.conftest import TRUSTED_TOKEN, assert_problem, free_port, gateway_client, http_settings, trusted
 from tests.production.conftest import InjectingTransport
 
 FAST = {"retry_backoff": 0.001, "retry_max_attempts": 4, "breaker_threshold": 1000}
@@ -259,10 +259,10 @@ def test_half_open_lets_one_probe_through():
 
 async def test_metadata_cache_ttl_flush_and_identity(faulty_upstream, tmp_path):
     # The cache itself, without the validation look-ups that every call would add.
-    settings = http_settings(faulty_upstream.url, metadata_cache_ttl=60, validate_calls=False)
+    settings = trusted(http_settings(faulty_upstream.url, metadata_cache_ttl=60, validate_calls=False))
     faulty_upstream.faults.record_metadata = True
     clock = Clock()
-    async with gateway_client(settings, timing=Timing(clock=clock)) as gw:
+    async with gateway_client(settings, token=TRUSTED_TOKEN, timing=Timing(clock=clock)) as gw:
         seen = faulty_upstream.faults.seen
         body = {"select": ["name"], "where": [["name", "=", "first_name"]]}
         first = await gw.post("/v4/Contact/getFields", json=body)

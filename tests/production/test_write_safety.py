@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 
 from gateway.backends.httpclient import Broken, PooledClient, TimedOut, Unreachable
-from tests.conftest import assert_problem, free_port, gateway_client, http_settings
+from tests.conftest import TRUSTED_TOKEN, assert_problem, free_port, gateway_client, http_settings, trusted
 from tests.production.chaos import ChaosProxy
 
-# Three attempts at most, 1 ms apart; no metadata look-ups (validation, OpenAPI), so every
-# request a fault server sees is the call under test.
+# Three attempts at most, 1 ms apart; no metadata look-ups (validation off, OpenAPI, and the
+# trusted test client, whose calls need none), so every request a fault server sees is the call
+# under test.
 SETTINGS = {
     "retry_max_attempts": 3,
     "retry_backoff": 0.001,
@@ -144,7 +145,7 @@ async def test_gateway_retries_only_what_cannot_have_run(fault: str, call: str) 
     path, body = CREATE if call == "create" else READ
     async with fault_server(fault) as server:
         settings = http_settings(f"http://127.0.0.1:{server.port}", **SETTINGS)
-        async with gateway_client(settings) as gw:
+        async with gateway_client(trusted(settings), token=TRUSTED_TOKEN) as gw:
             response = await gw.post(path, json=body)
             metrics = (await gw.get("/metrics")).text
     assert_problem(response, status, slug)
@@ -180,7 +181,7 @@ async def test_create_whose_answer_is_lost_runs_once(
         proxy.set(mode)
         settings = http_settings(proxy.url, **SETTINGS)
         name = f"Lost-{mode}"
-        async with gateway_client(settings) as gw:
+        async with gateway_client(trusted(settings), token=TRUSTED_TOKEN) as gw:
             response = await gw.post(
                 "/v4/Contact/create", json={"contact_type": "Individual", "first_name": name}
             )
