@@ -509,7 +509,8 @@ def asked_keys(version: int, entity: str, action: str, params: dict[str, Any]) -
         ret = params.get("return")
         names = set(ret.split(",") if isinstance(ret, str) else ret or [])
         snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in entity).lstrip("_")
-        return names | {"id", f"{snake}_id", "contact_is_deleted"}, not names
+        chains = {k for k in params if k[:4].lower() in ("api.", "api_")}
+        return names | chains | {"id", f"{snake}_id", "contact_is_deleted"}, not names
     select = params.get("select")
     if isinstance(select, dict):
         select = list(select.values())
