@@ -173,6 +173,9 @@ class GeneralLog:
     back on close. Holds a named lock meanwhile (another oracle waits for it)."""
 
     lock_timeout: float = 600
+    # The log was off when opened: its table is this oracle's alone (others take the lock
+    # first), so it is emptied after each read, which keeps every read short.
+    owned: bool = False
     _holder: subprocess.Popen[str] | None = None
     _previous: tuple[str, str] = ("0", "FILE")
 
@@ -195,7 +198,8 @@ class GeneralLog:
         [[on, output]] = mysql("SELECT @@general_log, @@log_output")
         self._previous = (on, output)
         outputs = {o for o in output.split(",") if o and o != "NONE"} if on == "1" else set()
-        if on != "1":
+        self.owned = on != "1"
+        if self.owned:
             # Nobody logs: the table's old rows are nobody's (oracles take the lock first).
             mysql("TRUNCATE TABLE mysql.general_log")
         mysql(
@@ -244,12 +248,14 @@ class Statement:
     sql: str
 
 
-def statements_since(since: str) -> list[Statement]:
-    """Every query of CiviCRM's account logged after ``since`` (a DB timestamp)."""
+def statements_since(since: str, *, then_truncate: bool = False) -> list[Statement]:
+    """Every query of CiviCRM's account logged after ``since`` (a DB timestamp); the table
+    emptied afterwards if asked (by the oracle that owns it)."""
     rows = mysql(
         "SELECT thread_id, event_time, HEX(argument) FROM mysql.general_log "
         f"WHERE event_time > '{since}' AND command_type = 'Query' "
-        "AND user_host NOT LIKE 'root%' ORDER BY event_time"
+        "AND user_host NOT LIKE 'root%' ORDER BY event_time;"
+        + (" TRUNCATE TABLE mysql.general_log;" if then_truncate else "")
     )
     return [
         Statement(int(t), when, bytes.fromhex(hexed).decode("utf-8", "replace")) for t, when, hexed in rows
@@ -433,7 +439,7 @@ class Metadata:
         return found
 
     @cached_property
-    def schema(self) -> dict[str, dict[str, str]]:
+    def schema(self) -> dict[str, object]:
         return {t: dict.fromkeys(cols, "text") for t, cols in self.db_columns.items()}
 
 
@@ -645,8 +651,9 @@ class Capture:
 class Oracle:
     """Marks, captures and reads for one identity's API key."""
 
-    def __init__(self, kit: Kit, key: str, meta: Metadata) -> None:
+    def __init__(self, kit: Kit, key: str, meta: Metadata, *, owned: bool = False) -> None:
         self.kit = kit
+        self.owned = owned
         self.key = key
         self.meta = meta
         self.analyser = Analyser(meta)
@@ -663,7 +670,7 @@ class Oracle:
     def capture(self, settle: float = 0.0) -> Capture:
         if settle:
             time.sleep(settle)
-        rows = statements_since(self._mark)
+        rows = statements_since(self._mark, then_truncate=self.owned)
         threads: dict[int, list[str]] = {}
         for row in rows:
             threads.setdefault(row.thread, []).append(row.sql)

@@ -15,7 +15,7 @@ For every call:
 - any answer: no secret value (API keys, checksum hashes, password hashes) in it, no 5xx.
 
 Seeded (``CIVI_GATEWAY_SQLORACLE_SEED``; printed), a fixed number of calls
-(``CIVI_GATEWAY_SQLORACLE_CALLS``) within a deadline (``CIVI_GATEWAY_SQLORACLE_SECONDS``, 75 s),
+(``CIVI_GATEWAY_SQLORACLE_CALLS``, 900) within a deadline (``CIVI_GATEWAY_SQLORACLE_SECONDS``, 60 s),
 so it stays under 90 s in CI.
 """
 
@@ -25,10 +25,11 @@ import fnmatch
 import json
 import os
 import random
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -40,6 +41,7 @@ from tests.real.kit import Kit, require_kit
 
 pytestmark = pytest.mark.slow
 
+T = TypeVar("T")
 SEED_ENV = "CIVI_GATEWAY_SQLORACLE_SEED"
 CALLS_ENV = "CIVI_GATEWAY_SQLORACLE_CALLS"
 SECONDS_ENV = "CIVI_GATEWAY_SQLORACLE_SECONDS"
@@ -212,7 +214,7 @@ class Grammar:
             return self.pick(allowed)
         return self.pick(choices)
 
-    def pick(self, seq: list[Any]) -> Any:
+    def pick(self, seq: list[T]) -> T:
         return self.rng.choice(seq)
 
     def base(self, entity: str) -> str:
@@ -220,7 +222,7 @@ class Grammar:
 
     def field(self, entity: str) -> str:
         base = self.base(entity)
-        listed = self.policy.get("fields", {}).get(base)
+        listed: list[str] | None = self.policy.get("fields", {}).get(base)
         if self.rng.random() > self.hostile:
             return self.pick(listed or FIELDS.get(base, ["id"]))
         secret_bias = 0.5
@@ -390,7 +392,7 @@ class Grammar:
             )
         if kind < 0.76:
             entity = self.pick(["Contact", "Individual", "User"])
-            params: dict[str, Any] = {"input": "a"}
+            params = {"input": "a"}
             if self.rng.random() < 0.5:
                 params["key"] = self.field(entity)
             if self.rng.random() < 0.6:
@@ -413,7 +415,7 @@ class Grammar:
             return Request("POST", "/v4/Setting/get", params, calls=[(4, "Setting", "get", params, None)])
         if kind < 0.88:
             members = {}
-            calls = []
+            calls: list[tuple[int, str, str, dict[str, Any], str | None]] = []
             for i in range(self.rng.randint(2, 3)):
                 entity = self.entity(ALL_ENTITIES)
                 params = self.v4_get(entity, depth=1)
@@ -507,7 +509,8 @@ def asked_keys(version: int, entity: str, action: str, params: dict[str, Any]) -
         ret = params.get("return")
         names = set(ret.split(",") if isinstance(ret, str) else ret or [])
         snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in entity).lstrip("_")
-        return names | {"id", f"{snake}_id", "contact_is_deleted"}, not names
+        chains = {k for k in params if k[:4].lower() in ("api.", "api_")}
+        return names | chains | {"id", f"{snake}_id", "contact_is_deleted"}, not names
     select = params.get("select")
     if isinstance(select, dict):
         select = list(select.values())
@@ -518,12 +521,29 @@ def asked_keys(version: int, entity: str, action: str, params: dict[str, Any]) -
             continue
         text, _, alias = item.partition(" AS ")
         keys.add(alias.strip() or text.strip())
+        if not alias and "(" in text:
+            keys.add(default_key(text))
         if text.strip().endswith("*"):
             wildcard = True
     chain = params.get("chain")
     if isinstance(chain, dict):
         keys |= set(chain)
     return keys, wildcard
+
+
+def default_key(expression: str) -> str:
+    """CiviCRM's key for an expression without alias: ``CONCAT(id, '-')`` -> ``CONCAT:id``."""
+    name = expression.split("(", 1)[0].strip().upper()
+    bare = re.sub(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", "", expression.split("(", 1)[1])
+    words = [
+        m[1]
+        for m in re.finditer(r"([A-Za-z_][A-Za-z0-9_.:]*)\s*(\(?)", bare)
+        if not m[2] and m[1].upper() not in _SQL_WORDS
+    ]
+    return f"{name}:{'_'.join(words)}"
+
+
+_SQL_WORDS = frozenset({"DISTINCT", "AS", "SEPARATOR", "NULL", "AND", "OR", "NOT", "IS", "IN", "LIKE"})
 
 
 def walk_keys(value: Any) -> Iterator[str]:
@@ -579,8 +599,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     tmp = tmp_path_factory.mktemp("sqloracle")
     path = tmp / "clients.toml"
     path.write_text(clients_toml(clients))
-    with so.GeneralLog():
-        oracle = so.Oracle(kit, key, meta)
+    with so.GeneralLog() as log:
+        oracle = so.Oracle(kit, key, meta, owned=log.owned)
         calibrate(oracle, kit, key)
         gateway = GatewayProcess(
             {
@@ -660,9 +680,9 @@ def check_answer(
             for key, value in row.items():
                 if key in allowed or (version == 4 and key == "id"):  # APIv4 adds the id
                     if version == 4 and isinstance(params.get("chain"), dict) and key in params["chain"]:
-                        if not isinstance(value, list) and not (
-                            len(params["chain"][key]) > 3 and params["chain"][key][3] == 0
-                        ):
+                        # keyed by the 4th element (index) when one is given: its field is
+                        # checked as a read; otherwise a list
+                        if not isinstance(value, list) and len(params["chain"][key]) <= 3:
                             found.add("chain-not-a-list", request, f"{key}: {json.dumps(value)[:200]}")
                     continue
                 if wildcard and model.field_allowed(canonical, key.split(":")[0]):
@@ -675,7 +695,7 @@ def check_answer(
 def test_sql_oracle(rig: Rig) -> None:
     rng = random.Random(rig.seed + 1)
     calls = int(os.environ.get(CALLS_ENV, "900"))
-    deadline = time.monotonic() + float(os.environ.get(SECONDS_ENV, "75"))
+    deadline = time.monotonic() + float(os.environ.get(SECONDS_ENV, "60"))
     oracle, meta = rig.oracle, rig.oracle.meta
     models = {c.name: PolicyModel(c.policy, meta, oracle.implicit, oracle.implicit_v3) for c in rig.clients}
     grammar = Grammar(rng)
@@ -684,15 +704,20 @@ def test_sql_oracle(rig: Rig) -> None:
     oracle.mark()
     oracle.capture()  # drop the gateway's start-up requests
     sent = 0
+    timing = {"gateway": 0.0, "log": 0.0}
     for _ in range(calls):
         if time.monotonic() > deadline:
             break
         client = rng.choice(rig.clients)
         request = grammar.for_client(client.policy).request()
         model = models[client.name]
+        started = time.monotonic()
         response = send(rig, client, request)
         sent += 1
+        timing["gateway"] += time.monotonic() - started
+        started = time.monotonic()
         capture = oracle.capture()
+        timing["log"] += time.monotonic() - started
         status = response.status_code
         slug = ""
         if response.headers.get("content-type", "").startswith("application/problem+json"):
@@ -726,6 +751,7 @@ def test_sql_oracle(rig: Rig) -> None:
             check_answer(request, response, model, meta, found)
     assert so.GeneralLog.is_on(), "MariaDB's general log was switched off during the run"
     print(f"sent {sent} calls; answers: {dict(sorted(stats.items()))}")
+    print(f"seconds in the gateway {timing['gateway']:.1f}, reading the log {timing['log']:.1f}")
     print(f"violations by kind: {found.kinds}")
     assert sent >= min(calls, 50), f"only {sent} calls within the deadline"
     assert not found.items, f"{sum(found.kinds.values())} violations ({found.kinds}):\n" + "\n".join(
