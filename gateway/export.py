@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .answercheck import check_answer, without_additions
 from .errors import invalid_request
 from .results import Records, response_body
 
@@ -202,7 +203,9 @@ async def stream(
     encoder = _CsvEncoder()
     wrote_header = False
     async for records in pages(backend, call, page_size=page_size, identity=identity, gate=gate):
+        records = Records(without_additions(call, records))
         rows, _ = response_body(4, "get", records, strip_credentials=strip_credentials)
+        check_answer(call, rows)  # each page as the whole answer is: against the call
         if fmt == "json":
             chunk = (b"," if wrote_header else b"[") + b",".join(orjson.dumps(r) for r in rows)
         else:

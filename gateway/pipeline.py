@@ -15,7 +15,7 @@ from typing import Any
 from starlette.requests import Request
 
 from . import expressions, fields, validate
-from .answercheck import check_answer
+from .answercheck import check_answer, without_additions
 from .call import Call, ChainLink, parse
 from .consumers import Client
 from .credentials import is_credential_field, is_credential_key
@@ -235,6 +235,7 @@ def shape_result(client: Client, call: Call, records: Records) -> tuple[Any, dic
         and any(is_credential_key(name) for name in call.returns or ())
     ):
         records = Records([None])  # a scalar answer has no key to strip: drop the value
+    records = Records(without_additions(call, records), count_matched=records.count_matched)
     body, headers = response_body(call.version, call.action, records, strip_credentials=strip)
     check_answer(call, body if isinstance(body, list) else [body])  # what is passed on, vs the call
     return body, headers

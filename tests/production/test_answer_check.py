@@ -143,3 +143,44 @@ async def test_a_chained_result_of_the_wrong_shape_is_502(altering: tuple[Alteri
     app.alter = each_record({"e": {"a@example.org": {"email": "a@example.org"}}})  # keyed, no index
     async with gateway_client(http_settings(url)) as gw:
         assert_problem(await gw.post("/v4/Contact/get", json=chained), 502, "upstream-unexpected-answer")
+
+
+async def test_exported_pages_are_checked_too(altering: tuple[Altering, str]) -> None:
+    """An export streams page by page: a page holding what the call did not ask for ends the
+    stream before that page, with nothing of it passed on."""
+    app, url = altering
+    app.alter = each_record({"first_name": "Ann"})
+    async with gateway_client(http_settings(url)) as gw:
+        try:
+            answer = await gw.post("/v4/Contact/get?format=ndjson", json=GET)
+            text = answer.text
+        except Exception:  # the stream was cut after its headers: nothing of the page came
+            text = ""
+    assert "Ann" not in text
+
+
+async def test_fields_civicrm_adds_by_itself_are_dropped(altering: tuple[Altering, str]) -> None:
+    """Note.get with a select: CiviCRM 5.77 adds privacy, entity_table, entity_id and contact_id
+    (for a deprecated hook); they were not asked for, so the client does not get them."""
+    app, url = altering
+
+    def notes(path: str, answer: dict[str, Any]) -> None:
+        if path.endswith("/Note/get"):
+            answer["values"] = [
+                {
+                    "id": 1,
+                    "note": "n",
+                    "privacy": 0,
+                    "entity_table": "civicrm_contact",
+                    "entity_id": 2,
+                    "contact_id": 2,
+                }
+            ]
+
+    app.alter = notes
+    async with gateway_client(http_settings(url)) as gw:
+        answer = await gw.post("/v4/Note/get", json={"select": ["note"]})
+        asked = await gw.post("/v4/Note/get", json={"select": ["note", "entity_id"]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == [{"id": 1, "note": "n"}]
+    assert asked.json() == [{"id": 1, "note": "n", "entity_id": 2}]
