@@ -136,12 +136,12 @@ def _v3_shape(call: Call) -> _Shape:
     return shape
 
 
-def _allowed(shape: _Shape, key: str) -> bool:
+def _allowed(shape: _Shape, key: str, credentials: bool = False) -> bool:
     if key in shape.exact:
         return True  # named by the call (a credential only if the policy let the call name it)
     if shape.open:
         return True
-    if is_credential_key(key):
+    if is_credential_key(key) and not credentials:
         return False
     if shape.companions and key.endswith("_id") and _PLAIN.fullmatch(key):
         return True
@@ -154,7 +154,8 @@ def _allowed(shape: _Shape, key: str) -> bool:
 
 
 class _Checker:
-    def __init__(self) -> None:
+    def __init__(self, credentials: bool = False) -> None:
+        self.credentials = credentials  # the client may see credential fields
         self.problems: list[str] = []
         self._shapes: dict[tuple[int, str | None], _Shape] = {}  # a chain's, once per answer
 
@@ -185,7 +186,7 @@ class _Checker:
         for key, value in record.items():
             if key in chains:
                 self.chain(chains[key], value, f"{where}.{key}")
-            elif not _allowed(shape, key):
+            elif not _allowed(shape, key, self.credentials):
                 self.note(f"{where}: key {_name(key)}")
 
     @staticmethod
@@ -271,10 +272,10 @@ def without_additions(call: Call, records: list[Any]) -> list[Any]:
     ]
 
 
-def check_answer(call: Call, records: list[Any]) -> None:
+def check_answer(call: Call, records: list[Any], *, credentials: bool = False) -> None:
     """Raise ``upstream-unexpected-answer`` (502) unless ``call`` explains every key of
     ``records`` (the answer as it would be passed on) and no secret of the gateway is in it."""
-    checker = _Checker()
+    checker = _Checker(credentials)
     checker.records(call, records, "answer")
     leaked = _secrets_in(records)
     if leaked:

@@ -635,7 +635,9 @@ def parse(
     for name, value in raw.items():
         kind = kinds.get(name)
         if kind is None:
-            raise _unknown_param(name)
+            if known:  # CiviCRM's own answer for a param its action does not have
+                raise _unknown_param(name)
+            kind = "unparsed"  # an action the gateway has no grammar for: it cannot tell
         if value is None and kind != "chain":
             continue
         if kind == "exprs":
@@ -695,12 +697,30 @@ def parse(
         else:  # unparsed: kept as sent; the policy allows it only to trusted clients
             options[name] = value
             unparsed.append(name)
+    if updates.get("having"):
+        _having_in_select(updates["having"], updates.get("select") or ())
     for expr in updates.get("group_by") or ():
         if expr.is_aggregate:  # SQL cannot group by an aggregate: a DB Error from CiviCRM
             raise bad_param("groupBy", f"{expr.text[:80]!r} is an aggregate; group by fields or expressions.")
     return replace(
         call, chain=chain, options=options, field_params=field_params, unparsed=tuple(unparsed), **updates
     )
+
+
+def _having_in_select(having: tuple[Clause, ...], select: tuple[Expr, ...]) -> None:
+    """CiviCRM's HAVING filters on what SELECT has (an alias, a selected expression or field,
+    with or without ``:suffix``); anything else fails there, so it is the client's to fix."""
+    known = {e.alias for e in select if e.alias} | {e.text for e in select}
+    known |= {e.text.partition(":")[0] for e in select if e.is_field}
+    stack = list(having)
+    while stack:
+        clause = stack.pop()
+        if isinstance(clause, Group):
+            stack.extend(clause.clauses)
+            continue
+        for expr in (clause.left, clause.right):
+            if expr is not None and expr.text not in known and expr.text.partition(":")[0] not in known:
+                raise bad_param("having", f"{expr.text[:80]!r} is not in select: select it (with an alias).")
 
 
 def _chain(value: Any, depth: int) -> dict[str, ChainLink]:

@@ -205,7 +205,9 @@ async def stream(
     async for records in pages(backend, call, page_size=page_size, identity=identity, gate=gate):
         records = Records(without_additions(call, records))
         rows, _ = response_body(4, "get", records, strip_credentials=strip_credentials)
-        check_answer(call, rows)  # each page as the whole answer is: against the call
+        check_answer(
+            call, rows, credentials=not strip_credentials
+        )  # each page as the whole answer is: against the call
         if fmt == "json":
             chunk = (b"," if wrote_header else b"[") + b",".join(orjson.dumps(r) for r in rows)
         else:

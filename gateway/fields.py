@@ -54,6 +54,15 @@ V3_LOCATION_FIELDS = {
     "worldregion": ("Address", "country_id"),
     "worldregion_id": ("Address", "country_id"),
 }
+# APIv3 Contact filters that search other entities (CiviCRM's contact query): a name filter
+# matches the contact's email addresses too (quick search), group/tag/uf_user join their tables.
+V3_CONTACT_SEARCHES = {
+    "display_name": ("Email", "email"),
+    "sort_name": ("Email", "email"),
+    "group": ("GroupContact", "group_id"),
+    "tag": ("EntityTag", "tag_id"),
+    "uf_user": ("UFMatch", "uf_id"),
+}
 # The APIv3 action whose fields another action's params name.
 V3_FIELDS_OF = {
     "getsingle": "get",
@@ -196,13 +205,20 @@ async def _resolve(
     if call.version == 3 and call.entity == "Contact" and bare.lower() in V3_LOCATION_FIELDS:
         location_entity, name = V3_LOCATION_FIELDS[bare.lower()]
         return [FieldRef(location_entity, name, use, path, call, via=location_entity)]
+    searched: list[FieldRef] = []
+    if call.version == 3 and call.entity == "Contact" and use == "filter" and bare in V3_CONTACT_SEARCHES:
+        other, name = V3_CONTACT_SEARCHES[bare]
+        searched.append(FieldRef(other, name, use, path, call, via=other))
     if call.version == 3 and schema is not None:
         # APIv3 names a field by its name, an alias or its unique name, never by a path.
         names = await schema.v3_fields(call.entity, V3_FIELDS_OF.get(call.action, call.action))
+        # Contact's query answers a return by the field's key only (``contact_source``); any
+        # other spelling answers every default field instead.
+        returnable = await schema.v3_fields(call.entity, "get", keys_only=True)
         found = names.get(bare)
-        if found is None:
-            raise unknown_field(call.entity, bare, sorted(names))
-        return [FieldRef(call.entity, found, use, path, call)]
+        if found is None or (use == "select" and call.entity == "Contact" and bare not in returnable):
+            raise unknown_field(call.entity, bare, sorted(returnable if use == "select" else names))
+        return [FieldRef(call.entity, found, use, path, call), *searched]
     if schema is None or call.version == 3:
         # By name only: the first segment is the call's own entity's (or a join alias).
         parts = bare.split(".")

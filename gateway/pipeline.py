@@ -237,5 +237,7 @@ def shape_result(client: Client, call: Call, records: Records) -> tuple[Any, dic
         records = Records([None])  # a scalar answer has no key to strip: drop the value
     records = Records(without_additions(call, records), count_matched=records.count_matched)
     body, headers = response_body(call.version, call.action, records, strip_credentials=strip)
-    check_answer(call, body if isinstance(body, list) else [body])  # what is passed on, vs the call
+    check_answer(
+        call, body if isinstance(body, list) else [body], credentials=not strip
+    )  # what is passed on, vs the call
     return body, headers

@@ -312,11 +312,24 @@ def check_calls(
             )
         if sub.options.get("checkPermissions") is False:
             raise denied("checkPermissions cannot be turned off through the gateway.")
-        if sub.version == 4 and sub.entity.lower() == "setting" and sub.is_get:
-            if sub.select is None and not policy.credential_fields:
-                # Setting.get answers {name, value} rows: a secret's name is a value there,
-                # out of reach of the answer's key stripping. Named settings are checked.
-                raise denied("Setting.get without 'select' reads every setting, secrets included: name them.")
+        if sub.entity.lower() == "setting" and not policy.credential_fields:
+            _check_settings(sub)
+
+
+def _check_settings(call: Call) -> None:
+    """Setting answers ``{name, value}`` rows: a secret's name is a value there, out of reach of
+    the answer's key stripping, so a client without ``credential_fields`` names the settings
+    it reads (APIv4 ``select``, each checked as a field); APIv3's Setting actions, which read
+    every setting of a domain, are not for it."""
+    if call.version == 3:
+        raise denied(
+            f"{call.label} reads every setting, secrets included; use v4:Setting.get with "
+            "'select' naming the settings."
+        )
+    if call.is_get and (call.select is None or any(e.text.endswith("*") for e in call.select)):
+        raise denied(
+            "Setting.get without 'select' (or with '*') reads every setting, secrets included: name them."
+        )
 
 
 def _check_understood(policy: Policy, call: Call) -> None:

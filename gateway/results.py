@@ -87,6 +87,13 @@ def v3_records(action: str, envelope: Any) -> Records:
         return Records([{k: v for k, v in envelope.items() if k != "is_error"}])
     values = envelope.get("values", [])
     if isinstance(values, dict):
+        if action == "getfields":
+            # The key is the field's unique name (``contact_source`` for ``source``), the one
+            # spelling some actions answer to: kept as CiviCRM's own ``uniqueName``.
+            values = {
+                k: {**v, "uniqueName": k} if isinstance(v, dict) and v.get("name") not in (k, None) else v
+                for k, v in values.items()
+            }
         values = list(values.values())
     if not isinstance(values, list):
         # e.g. ``Setting.getvalue``-style or custom actions answering a scalar

@@ -123,11 +123,12 @@ class Schema:
             }
         return self._actions[entity]
 
-    async def v3_fields(self, entity: str, action: str) -> dict[str, str]:
+    async def v3_fields(self, entity: str, action: str, *, keys_only: bool = False) -> dict[str, str]:
         """APIv3's names for ``entity``'s fields as ``action`` takes them -> the field's name:
         each field's name, its aliases and its unique name (``contact_source``, the entity's
-        name in snake case before the field's)."""
-        key = (f"v3:{entity}", action)
+        name in snake case before the field's). ``keys_only``: the getfields keys alone (the
+        unique name where there is one, its aliases), which a Contact ``return`` needs."""
+        key = (f"v3:{entity}{':keys' if keys_only else ''}", action)
         if key not in self._fields:
             rows: list[Any]
             try:

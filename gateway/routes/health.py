@@ -6,11 +6,14 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from ..consumers import ANONYMOUS
 from ..errors import PROBLEM_TYPES, GatewayError
 from ..openapi.paths import route_problem_responses
-from ..pipeline import authenticate
+from ..pipeline import authenticate, is_proxied
+from ..policy import denied
 from ..responses import JSONResponse
 from ..services import services
+from ..settings import is_loopback
 
 router = APIRouter(tags=["service"])
 
@@ -56,14 +59,20 @@ async def readyz(request: Request) -> JSONResponse:
 @router.post(
     "/cache/flush",
     summary="Forget cached metadata (getFields, getActions, Entity.get)",
-    responses=_problems(401, 429),
+    responses=_problems(401, 403, 429),
 )
 async def flush_cache(request: Request) -> JSONResponse:
     """For after a schema change made outside the gateway (writes through it flush by
-    themselves). Any authenticated client may flush: it only costs fresh metadata calls."""
+    themselves). Only the operator's clients may flush (a trusted client, or the loopback
+    caller of a gateway without tokens): every client's next calls pay for fresh metadata, so
+    a client that could flush at will could slow all the others down."""
     client = await authenticate(request)
     found = services(request)
-    async with found.limiter.admit(client, cost=0):
+    peer = request.client.host if request.client else ""
+    operator = client is ANONYMOUS and is_loopback(peer) and not is_proxied(request)
+    if not (client.policy.trusted or operator):
+        raise denied('Only a trusted client (allow = ["*"], credential_fields = true) may flush the cache.')
+    async with found.limiter.admit(client, cost=1):
         flushed = found.backend.flush_metadata()
     return JSONResponse({"flushed": flushed})
 

@@ -73,7 +73,7 @@ def test_read_only_covers_chains_and_any_case():
         {"orderBy": {"api_key": "ASC"}},
         {"orderBy": {"UPPER(hash)": "DESC"}},
         {"groupBy": ["api_key"]},
-        {"having": [["api_key", "IS NOT NULL"]]},
+        {"select": ["id", "api_key"], "having": [["api_key", "IS NOT NULL"]]},
         {"join": [["Contact AS c", "INNER", ["c.id", "=", "id"], ["c.api_key", "IS NOT NULL"]]]},
         {"join": [["Contact AS c", "INNER", ["c.api_key", "=", "first_name"]]]},
         {"chain": {"n": ["Note", "create", {"values": {"entity_id": "$id", "note": "$hash"}}]}},
@@ -328,3 +328,30 @@ def test_input_civicrm_would_fail_on_is_a_400(params):
     with pytest.raises(GatewayError) as info:
         parse(4, "Contact", "get", params)
     assert info.value.status == 400 and info.value.slug == "invalid-request"
+
+
+def test_settings_are_named_and_v3_setting_is_refused():
+    everything = Policy.from_mapping({"allow": ["*"]})
+    assert "'*'" in denied(everything, 4, "Setting", "get", {"select": ["*"]})
+    for action, params in (("get", {}), ("getvalue", {"name": "geoAPIKey"}), ("getsingle", {"domain_id": 1})):
+        assert "v4:Setting.get" in denied(everything, 3, "Setting", action, params)
+    chained = {"return": "id", "api.Setting.get": {}}
+    assert "v4:Setting.get" in denied(everything, 3, "Contact", "get", chained)
+    checked(Policy.from_mapping({"allow": ["*"], "credential_fields": True}), 3, "Setting", "get", {})
+
+
+def test_having_filters_what_select_has():
+    parse(
+        4,
+        "Contact",
+        "get",
+        {
+            "select": ["contact_type", "COUNT(id) AS n"],
+            "groupBy": ["contact_type"],
+            "having": [["n", ">", 1]],
+        },
+    )
+    parse(4, "Contact", "get", {"select": ["contact_type:label"], "having": [["contact_type", "=", "x"]]})
+    with pytest.raises(GatewayError) as info:
+        parse(4, "Contact", "get", {"select": ["id"], "having": [["first_name", "=", "x"]]})
+    assert info.value.status == 400 and "not in select" in info.value.detail

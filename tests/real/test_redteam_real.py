@@ -666,7 +666,7 @@ def test_beyond_v3_setting_getvalue_name_is_a_field(red: Red, name: str) -> None
     ("path", "body"),
     [
         ("/v4/Setting/get", {"select": ["recaptcha*"]}),
-        ("/v4/Setting/get", {"select": ["*"], "where": [["name", "=", "geoAPIKey"]]}),
+        ("/v4/Setting/get", {"select": ["*"]}),
         (
             "/v4/SearchDisplay/run",
             {"savedSearch": {"api_entity": "Contact", "api_params": {"version": 4, "select": ["api_key"]}}},
