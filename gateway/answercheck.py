@@ -104,7 +104,7 @@ def _v4_shape(call: Call) -> _Shape:
     if call.entity == "Setting":
         shape.exact |= _SETTING_KEYS
         return shape
-    if not call.group_by:
+    if not call.group_by or any(e.text == "id" for e in call.group_by):
         shape.exact.add("id")
     for expr in call.select or [None]:
         if expr is None or (expr.is_field and expr.text.endswith("*")):
@@ -129,6 +129,8 @@ def _v3_shape(call: Call) -> _Shape:
         shape.exact.add("id")
         if call.entity == "Contact":
             shape.exact.update(_V3_CONTACT)
+            # Contact's query answers the fields it filtered on too (checked as the call's own)
+            shape.exact.update(call.filters)
         for name in call.returns:
             shape.exact.update({name, name + "_id", name + "s", name + "_name", *_V3_ALSO.get(name, ())})
             if name.endswith("_id"):

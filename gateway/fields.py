@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .call import Call, Clause, Group, references_in
+from .errors import invalid_request
 from .expressions import Expr
 from .schema import Schema, unknown_field
 
@@ -228,7 +229,18 @@ async def _resolve(
         refs = [FieldRef(entity, parts[0], use, path, call)]
         refs += [FieldRef(None, p, use, path, call) for p in parts[1:]]
         return refs
-    return await _resolve_in(call, call.entity, bare, path, use, joins, schema, hops=0, via=None)
+    refs = await _resolve_in(call, call.entity, bare, path, use, joins, schema, hops=0, via=None)
+    suffix = path.partition(":")[2] if not path.endswith("*") else ""
+    if suffix and refs[-1].field not in ("*", "custom.*"):
+        info = (await schema.fields(refs[-1].entity or call.entity)).get(refs[-1].field)
+        if info is not None and suffix not in (info.suffixes or ()):
+            # CiviCRM's words; it fails the whole call there
+            raise invalid_request(
+                f"No option list found for '{bare}'"
+                if not info.suffixes
+                else f"'{bare}' has no ':{suffix}' form (it has {', '.join(info.suffixes)})."
+            )
+    return refs
 
 
 async def _resolve_in(

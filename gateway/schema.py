@@ -31,6 +31,8 @@ class FieldInfo:
     kind: str = "Field"  # CiviCRM's getFields "type": Field, Extra, Custom, Filter
     # a password input: a secret whatever its name (gateway.credentials misses it by name)
     secret: bool = False
+    # the ":suffix" forms of a field with options (name, label...); None: no option list
+    suffixes: tuple[str, ...] | None = None
 
 
 # Entities known to be another one under a different name, whatever the metadata says.
@@ -55,6 +57,12 @@ def canonical_entities(rows: list[dict[str, Any]]) -> dict[str, str]:
         for name in names:
             out[name.lower()] = main
     return out
+
+
+def _suffixes(value: Any) -> tuple[str, ...] | None:
+    if isinstance(value, list):
+        return tuple(v for v in value if isinstance(v, str))
+    return None
 
 
 def unknown_field(entity: str, name: str, known: list[str] | None = None) -> GatewayError:
@@ -144,10 +152,12 @@ class Schema:
             for r in rows:
                 if not (isinstance(r, dict) and isinstance(r.get("name"), str)):
                     continue
-                info = FieldInfo(
-                    r["name"], r.get("data_type") if isinstance(r.get("data_type"), str) else None
-                )
-                spellings = [r["name"], prefix + r["name"], r.get("uniqueName")]
+                info = FieldInfo(r["name"])
+                unique = r.get("uniqueName")
+                if keys_only:
+                    spellings = [unique if isinstance(unique, str) and unique else r["name"]]
+                else:
+                    spellings = [r["name"], prefix + r["name"], unique]
                 aliases = r.get("api.aliases")
                 spellings += aliases if isinstance(aliases, list) else []
                 for spelling in spellings:
@@ -230,6 +240,7 @@ class Schema:
                         "readonly",
                         "type",
                         "input_type",
+                        "suffixes",
                     ],
                     "action": action,
                     "loadOptions": False,
@@ -247,6 +258,7 @@ class Schema:
                         bool(r.get("readonly")),
                         str(r.get("type") or "Field"),
                         r.get("input_type") == "Password",
+                        _suffixes(r.get("suffixes")),
                     )
             self._fields[key] = infos
         return self._fields[key]

@@ -665,7 +665,6 @@ def test_beyond_v3_setting_getvalue_name_is_a_field(red: Red, name: str) -> None
 @pytest.mark.parametrize(
     ("path", "body"),
     [
-        ("/v4/Setting/get", {"select": ["recaptcha*"]}),
         ("/v4/Setting/get", {"select": ["*"]}),
         (
             "/v4/SearchDisplay/run",
