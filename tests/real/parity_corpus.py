@@ -192,25 +192,16 @@ def fixture(marker: str) -> list[tuple[str, str, dict[str, Any]]]:
     return out
 
 
-def cleanup(marker: str) -> list[tuple[str, str, dict[str, Any]]]:
-    """Calls (as admin) that remove everything the fixture and the corpus created."""
+def cleanup(marker: str) -> list[tuple[str, list[Any]]]:
+    """(entity, where) of everything the fixture and the corpus created on the real site, in
+    the order to delete it (each record on its own, contacts for good, trashed ones too)."""
     return [
-        ("Activity", "delete", {"where": [["subject", "=", marker]]}),
-        ("Tag", "delete", {"where": [["name", "LIKE", f"{marker}%"]]}),
-        ("Group", "delete", {"where": [["name", "LIKE", f"{marker}%"]]}),
-        ("Email", "delete", {"where": [["email", "LIKE", f"%{marker}%"]]}),  # also those of no contact
-        ("Contact", "delete", {"where": [["source", "LIKE", f"{marker}%"]], "useTrash": False}),
-        ("Contact", "delete", {"where": [["last_name", "=", marker]], "useTrash": False}),
-        (
-            "Contact",
-            "delete",
-            {"where": [["last_name", "=", marker], ["is_deleted", "=", True]], "useTrash": False},
-        ),
-        (
-            "Contact",
-            "delete",
-            {"where": [["source", "LIKE", f"{marker}%"], ["is_deleted", "=", True]], "useTrash": False},
-        ),
+        ("Activity", [["subject", "=", marker]]),
+        ("Tag", [["name", "LIKE", f"{marker}%"]]),
+        ("Group", [["name", "LIKE", f"{marker}%"]]),
+        ("Email", [["email", "LIKE", f"%{marker}%"]]),  # also those of no contact
+        ("Contact", [["source", "LIKE", f"{marker}%"], ["is_deleted", "IN", [True, False]]]),
+        ("Contact", [["last_name", "=", marker], ["is_deleted", "IN", [True, False]]]),
     ]
 
 
