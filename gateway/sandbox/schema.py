@@ -838,6 +838,15 @@ ADDRESS = Entity(
         F("timezone", STR, "Timezone"),
         F("name", STR, "Address Name"),
         _fk("master_id", "Master Address ID", "Address"),
+        F(
+            "proximity",
+            BOOL,
+            "Address Proximity",
+            type="Filter",
+            input_type="Location",
+            description="Address is within a given distance to a location",
+            filter_sql="proximity",
+        ),
     ),
     icon="fa-map-marker",
     actions=(

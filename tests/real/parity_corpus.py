@@ -106,9 +106,11 @@ def fixture(marker: str) -> list[tuple[str, str, dict[str, Any]]]:
                 {"contact_id": f"@{person}", "phone": phone, "location_type_id": 1, "phone_type_id": 1},
             )
         )
-    for i, (person, city, code) in enumerate(
-        (("c1", "Springfield", "12345"), ("c2", "Shelbyville", "54321")), 1
-    ):
+    places = (
+        ("c1", "Springfield", "12345", 40.7128, -74.006),
+        ("c2", "Shelbyville", "54321", 34.0522, -118.2437),
+    )
+    for i, (person, city, code, lat, lng) in enumerate(places, 1):
         out.append(
             (
                 f"a{i}",
@@ -120,6 +122,8 @@ def fixture(marker: str) -> list[tuple[str, str, dict[str, Any]]]:
                     "postal_code": code,
                     "location_type_id": 1,
                     "is_primary": True,
+                    "geo_code_1": lat,
+                    "geo_code_2": lng,
                 },
             )
         )
@@ -478,6 +482,11 @@ def contact_reads(m: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def near(distance: int, unit: str = "km") -> dict[str, Any]:
+    """A proximity filter's value: within ``distance`` of a point in Manhattan."""
+    return {"geo_code_1": 40.73, "geo_code_2": -73.99, "distance": distance, "distance_unit": unit}
+
+
 def other_reads(m: str) -> list[tuple[str, str, dict[str, Any]]]:
     """(label, entity, params) of get on the fixture's other entities."""
     mine = [["contact_id.last_name", "=", m]]
@@ -527,6 +536,8 @@ def other_reads(m: str) -> list[tuple[str, str, dict[str, Any]]]:
             },
         ),
         ("Address", {"select": ["*"], "where": mine, "orderBy": {"id": "ASC"}}),
+        ("Address", {"select": ["city"], "where": [*mine, ["proximity", "<=", near(50)]]}),
+        ("Address", {"select": ["city"], "where": [*mine, ["proximity", "<=", near(5000, "miles")]]}),
         (
             "Note",
             {
