@@ -28,13 +28,13 @@ def first_difference(real: Any, sandbox: Any, path: str = "") -> str:
         if list(real) != list(sandbox):
             return f"{path or '.'} keys: {list(real)} != {list(sandbox)}"
         for key in real:
-            if real[key] != sandbox[key]:
+            if json.dumps(real[key]) != json.dumps(sandbox[key]):
                 return first_difference(real[key], sandbox[key], f"{path}.{key}")
     if isinstance(real, list) and isinstance(sandbox, list):
         if len(real) != len(sandbox):
             return f"{path or '.'} length {len(real)} != {len(sandbox)}"
         for i, (a, b) in enumerate(zip(real, sandbox, strict=True)):
-            if a != b:
+            if json.dumps(a) != json.dumps(b):
                 return first_difference(a, b, f"{path}[{i}]")
     return f"{path or '.'}: {json.dumps(real)[:300]} != {json.dumps(sandbox)[:300]}"
 
@@ -43,15 +43,17 @@ async def run_both(real: Side, sandbox: Side, call: Call, name: str | None = Non
     (r_status, r_body), (s_status, s_body) = await asyncio.gather(real.run(call), sandbox.run(call))
     r_norm = real.normalise(call, r_status, r_body, name)
     s_norm = sandbox.normalise(call, s_status, s_body, name)
+    # as JSON: key order counts, and true, 1 and 1.0 are three answers (Python's == says one)
+    same = json.dumps(r_norm) == json.dumps(s_norm)
     return {
         "label": call.label,
         "user": call.user,
         "path": call.path,
         "params": call.params,
-        "same": r_norm == s_norm,
+        "same": same,
         "real": {"status": r_status, "body": r_body},
         "sandbox": {"status": s_status, "body": s_body},
-        "difference": None if r_norm == s_norm else first_difference(r_norm, s_norm),
+        "difference": None if same else first_difference(r_norm, s_norm),
     }
 
 
