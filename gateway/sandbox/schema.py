@@ -772,7 +772,7 @@ ADDRESS = Entity(
     "ALL international addresses.",
     (
         _id("Address ID", "Unique Address ID"),
-        _contact_fk(),
+        _contact_fk(required=False),  # 5.77: an address may belong to no contact (an event location)
         _location("Address Location Type"),
         F(
             "is_primary",
