@@ -604,7 +604,13 @@ def create_one(ctx: Ctx, values: dict[str, Any]) -> Record:
             continue
         if f.name == "is_primary" and ent.name in PRIMARY_TABLES and row.get("contact_id") is None:
             continue  # no contact, no primary flag to report
-        if (f.name in given or f.echo or f.name in derived) and row.get(f.name) is not None:
+        # the Address BAO marks coordinates it was given as not geocoded by hand
+        geo = (
+            ent.name == "Address"
+            and f.name == "manual_geo_code"
+            and {"geo_code_1", "geo_code_2"} & set(given)
+        )
+        if (f.name in given or f.echo or f.name in derived or geo) and row.get(f.name) is not None:
             if (
                 ent.name == "Contact"
                 and f.contact_types

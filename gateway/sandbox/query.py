@@ -307,6 +307,8 @@ class Query:
                 return "1"
             other = self._clause_subject(value).expr
             return f"{res.expr} {'!=' if op == '<>' else op} {other}"
+        if res.field.filter_sql == "proximity":
+            return self._proximity(value)
         if res.field.filter_sql:
             # a Filter field (Contact.groups): the row matches when one of its values does
             negated = op in ("NOT IN", "!=", "<>")
@@ -317,6 +319,28 @@ class Query:
             test = res.field.filter_sql.format(a=quote(self.alias), cond=cond)
             return f"(NOT {test})" if negated else test
         return self._compare(res, op, value)
+
+    def _proximity(self, value: Any) -> str:
+        """Address ``proximity`` (AddressGetSpecProvider::getProximitySql): within ``distance``
+        km (or miles) of geo_code_1/geo_code_2; an address string needs a geocoder."""
+        if not isinstance(value, dict):
+            value = {}
+        unit = 1609.344 if value.get("distance_unit") == "miles" else 1000.0
+        try:
+            distance = float(value.get("distance") or 0) * unit
+        except (TypeError, ValueError):
+            distance = 0.0
+        if "geo_code_1" not in value or "geo_code_2" not in value:
+            if not value.get("address"):
+                raise CiviError('Parameter "address" is required.')
+            raise CiviError("No valid geocoding provider enabled")
+        try:
+            lat, lng = float(value["geo_code_1"]), float(value["geo_code_2"])
+        except (TypeError, ValueError):
+            return "(0)"
+        a = quote(self.alias)
+        self.params.extend([lat, lng, distance])
+        return f'(EARTH_DISTANCE({a}."geo_code_1", {a}."geo_code_2", ?, ?) <= ?)'
 
     def reads_hidden(self, text: str) -> bool:
         """Does this field path or expression read a field the caller may not see?"""

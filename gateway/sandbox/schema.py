@@ -772,7 +772,7 @@ ADDRESS = Entity(
     "ALL international addresses.",
     (
         _id("Address ID", "Unique Address ID"),
-        _contact_fk(),
+        _contact_fk(required=False),  # 5.77: an address may belong to no contact (an event location)
         _location("Address Location Type"),
         F(
             "is_primary",
@@ -838,6 +838,15 @@ ADDRESS = Entity(
         F("timezone", STR, "Timezone"),
         F("name", STR, "Address Name"),
         _fk("master_id", "Master Address ID", "Address"),
+        F(
+            "proximity",
+            BOOL,
+            "Address Proximity",
+            type="Filter",
+            input_type="Location",
+            description="Address is within a given distance to a location",
+            filter_sql="proximity",
+        ),
     ),
     icon="fa-map-marker",
     actions=(

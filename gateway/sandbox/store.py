@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import re
 import sqlite3
@@ -180,6 +181,16 @@ def extract_unit(unit: str, value: Any) -> int | None:
     return int(moment.strftime(fmt)) if fmt else None
 
 
+def earth_distance(lat1: Any, lng1: Any, lat2: Any, lng2: Any) -> float | None:
+    """CRM_Contact_BAO_ProximityQuery's great-circle distance in metres (NULL without a point)."""
+    try:
+        a1, o1, a2, o2 = (math.radians(float(v)) for v in (lat1, lng1, lat2, lng2))
+    except (TypeError, ValueError):
+        return None
+    cos = math.cos(a1) * math.cos(a2) * math.cos(o1 - o2) + math.sin(a1) * math.sin(a2)
+    return math.acos(max(-1.0, min(1.0, cos))) * 6378137
+
+
 def connect(db_path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
     conn.execute("PRAGMA foreign_keys = ON")
@@ -193,6 +204,7 @@ def connect(db_path: str) -> sqlite3.Connection:
     conn.create_function("DAYSTOANNIV", 1, days_to_anniversary)
     conn.create_function("EXTRACT_UNIT", 2, extract_unit, deterministic=True)
     conn.create_function("RAND", 0, random.random)
+    conn.create_function("EARTH_DISTANCE", 4, earth_distance, deterministic=True)
     return conn
 
 

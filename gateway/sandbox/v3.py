@@ -632,6 +632,7 @@ V3_MANDATORY: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     ),
     "Phone": (("contact_id", ("contact_id",)),),
     "Email": (("contact_id", ("contact_id",)),),
+    "Address": (("contact_id", ("contact_id",)),),
 }
 # entities whose writes 5.77 checks against the contact they belong to, not by permission
 CONTACT_DATA = ("Email", "Phone", "Address", "EntityTag", "Note", "GroupContact", "Relationship")

@@ -106,9 +106,11 @@ def fixture(marker: str) -> list[tuple[str, str, dict[str, Any]]]:
                 {"contact_id": f"@{person}", "phone": phone, "location_type_id": 1, "phone_type_id": 1},
             )
         )
-    for i, (person, city, code) in enumerate(
-        (("c1", "Springfield", "12345"), ("c2", "Shelbyville", "54321")), 1
-    ):
+    places = (
+        ("c1", "Springfield", "12345", 40.7128, -74.006),
+        ("c2", "Shelbyville", "54321", 34.0522, -118.2437),
+    )
+    for i, (person, city, code, lat, lng) in enumerate(places, 1):
         out.append(
             (
                 f"a{i}",
@@ -120,6 +122,8 @@ def fixture(marker: str) -> list[tuple[str, str, dict[str, Any]]]:
                     "postal_code": code,
                     "location_type_id": 1,
                     "is_primary": True,
+                    "geo_code_1": lat,
+                    "geo_code_2": lng,
                 },
             )
         )
@@ -192,25 +196,16 @@ def fixture(marker: str) -> list[tuple[str, str, dict[str, Any]]]:
     return out
 
 
-def cleanup(marker: str) -> list[tuple[str, str, dict[str, Any]]]:
-    """Calls (as admin) that remove everything the fixture and the corpus created."""
+def cleanup(marker: str) -> list[tuple[str, list[Any]]]:
+    """(entity, where) of everything the fixture and the corpus created on the real site, in
+    the order to delete it (each record on its own, contacts for good, trashed ones too)."""
     return [
-        ("Activity", "delete", {"where": [["subject", "=", marker]]}),
-        ("Tag", "delete", {"where": [["name", "LIKE", f"{marker}%"]]}),
-        ("Group", "delete", {"where": [["name", "LIKE", f"{marker}%"]]}),
-        ("Email", "delete", {"where": [["email", "LIKE", f"%{marker}%"]]}),  # also those of no contact
-        ("Contact", "delete", {"where": [["source", "LIKE", f"{marker}%"]], "useTrash": False}),
-        ("Contact", "delete", {"where": [["last_name", "=", marker]], "useTrash": False}),
-        (
-            "Contact",
-            "delete",
-            {"where": [["last_name", "=", marker], ["is_deleted", "=", True]], "useTrash": False},
-        ),
-        (
-            "Contact",
-            "delete",
-            {"where": [["source", "LIKE", f"{marker}%"], ["is_deleted", "=", True]], "useTrash": False},
-        ),
+        ("Activity", [["subject", "=", marker]]),
+        ("Tag", [["name", "LIKE", f"{marker}%"]]),
+        ("Group", [["name", "LIKE", f"{marker}%"]]),
+        ("Email", [["email", "LIKE", f"%{marker}%"]]),  # also those of no contact
+        ("Contact", [["source", "LIKE", f"{marker}%"], ["is_deleted", "IN", [True, False]]]),
+        ("Contact", [["last_name", "=", marker], ["is_deleted", "IN", [True, False]]]),
     ]
 
 
@@ -487,6 +482,11 @@ def contact_reads(m: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def near(distance: int, unit: str = "km") -> dict[str, Any]:
+    """A proximity filter's value: within ``distance`` of a point in Manhattan."""
+    return {"geo_code_1": 40.73, "geo_code_2": -73.99, "distance": distance, "distance_unit": unit}
+
+
 def other_reads(m: str) -> list[tuple[str, str, dict[str, Any]]]:
     """(label, entity, params) of get on the fixture's other entities."""
     mine = [["contact_id.last_name", "=", m]]
@@ -536,6 +536,8 @@ def other_reads(m: str) -> list[tuple[str, str, dict[str, Any]]]:
             },
         ),
         ("Address", {"select": ["*"], "where": mine, "orderBy": {"id": "ASC"}}),
+        ("Address", {"select": ["city"], "where": [*mine, ["proximity", "<=", near(50)]]}),
+        ("Address", {"select": ["city"], "where": [*mine, ["proximity", "<=", near(5000, "miles")]]}),
         (
             "Note",
             {
