@@ -1,0 +1,393 @@
+"""Red team, round 2, on the real CiviCRM 5.77: holes found after the "fail closed" redesign
+(issue 25), each against a real uvicorn gateway process on 127.0.0.1 whose HTTP backend acts as
+CiviCRM's administrator (the worst case).
+
+A test for a hole asserts the safe behaviour, so it fails on the code it was found on; a few
+tests guard attempts that held. Refusals are asserted by status and problem type; where more
+than one refusal is a correct fix (the gateway may refuse a spelling, or apply the rules of the
+entity it stands for), the test names each acceptable one. No answer may carry a secret value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.consumers import hash_token
+from tests.conftest import PROBLEM, GatewayProcess
+from tests.real import sqloracle as so
+from tests.real.kit import Kit, require_kit
+
+pytestmark = pytest.mark.slow
+
+TOKENS = {
+    # the smallest policy: Contact.get of id and display_name, read-only, capped
+    "narrow": "cgw_rt2-narrow-0a9b8c7d6e5f4a3b2c1d",
+    # every APIv4 read, capped (max_rows 100)
+    "v4ro": "cgw_rt2-v4ro-11aa22bb33cc44dd55ee",
+    # every APIv3 read, capped
+    "v3all": "cgw_rt2-v3all-66ff77ee88dd99cc00bb",
+    # every APIv3 read, Contact narrowed to id and display_name
+    "v3f": "cgw_rt2-v3f-a1a2a3a4a5a6a7a8a9a0",
+    # every read but Contact's and OptionValue's, in both APIs
+    "denyc": "cgw_rt2-denyc-b1b2b3b4b5b6b7b8b9b0",
+    # writes on contacts, fields narrowed, never delete
+    "writer": "cgw_rt2-writer-c1c2c3c4c5c6c7c8c9c0",
+}
+
+WRITER_FIELDS = ("id", "display_name", "first_name", "last_name", "contact_type", "source")
+
+CLIENTS = f"""
+[clients.narrow]
+token_sha256 = "{hash_token(TOKENS["narrow"])}"
+allow = ["v4:Contact.get"]
+read_only = true
+fields = {{Contact = ["id", "display_name"]}}
+max_limit = 10
+
+[clients.v4ro]
+token_sha256 = "{hash_token(TOKENS["v4ro"])}"
+allow = ["v4:*"]
+read_only = true
+max_limit = 10
+
+[clients.v3all]
+token_sha256 = "{hash_token(TOKENS["v3all"])}"
+allow = ["v3:*"]
+read_only = true
+max_limit = 10
+
+[clients.v3f]
+token_sha256 = "{hash_token(TOKENS["v3f"])}"
+allow = ["v3:*"]
+read_only = true
+fields = {{Contact = ["id", "display_name"]}}
+
+[clients.denyc]
+token_sha256 = "{hash_token(TOKENS["denyc"])}"
+allow = ["*"]
+deny = ["*:Contact.*", "*:OptionValue.*"]
+read_only = true
+
+[clients.writer]
+token_sha256 = "{hash_token(TOKENS["writer"])}"
+allow = ["v4:Contact.*"]
+deny = ["v4:Contact.delete"]
+fields = {{Contact = {list(WRITER_FIELDS)!r}}}
+"""
+
+
+def gateway_env(kit: Kit, clients: Path, **extra: str) -> dict[str, str]:
+    return {
+        "CIVI_GATEWAY_BACKEND": "http",
+        "CIVI_GATEWAY_HTTP_URL": kit.url,
+        "CIVI_GATEWAY_HTTP_API_KEY": kit.admin_key,
+        "CIVI_GATEWAY_HTTP_TIMEOUT": "60",
+        "CIVI_GATEWAY_CLIENTS_FILE": str(clients),
+        **extra,
+    }
+
+
+def site_secrets(kit: Kit) -> set[str]:
+    """Every API key and checksum hash on the site (read as the admin), and the gateway's keys."""
+    rows = so.rest4(
+        kit.url,
+        kit.admin_key,
+        "Contact",
+        "get",
+        {"select": ["api_key", "hash"], "where": [["is_deleted", "IN", [0, 1]]], "checkPermissions": False},
+    )
+    values = {kit.admin_key, kit.staff_key, kit.ids.get("SITE_KEY", "")}
+    for row in rows:
+        values |= {v for v in (row.get("api_key"), row.get("hash")) if v}
+    return {v for v in values if len(v) >= 8}
+
+
+@dataclass
+class Red:
+    kit: Kit
+    secrets: set[str]
+    http: httpx.Client
+
+    def call(self, client: str, path: str, body: Any = None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {TOKENS[client]}"}
+        response = self.http.post(path, json=body if body is not None else {}, headers=headers)
+        leaked = so.leaked_values(response.text, self.secrets)
+        assert not leaked, f"{client} {path} {body}: the answer holds {len(leaked)} secret(s)"
+        return response
+
+    def admin4(self, entity: str, action: str, params: dict[str, Any]) -> list[Any]:
+        return so.rest4(self.kit.url, self.kit.admin_key, entity, action, params)
+
+
+def refused(response: httpx.Response, *accepted: tuple[int, str]) -> dict[str, Any]:
+    """A problem answer of one of the ``accepted`` (status, problem type) pairs."""
+    got = response.status_code
+    assert response.headers["content-type"].startswith(PROBLEM), (got, response.text[:600])
+    body: dict[str, Any] = response.json()
+    slug = body["type"].rpartition("/")[2]
+    assert (got, slug) in accepted, f"expected one of {accepted}, got {got} {slug}: {response.text[:600]}"
+    return body
+
+
+DENIED = (403, "gateway-policy-denied")
+INVALID = (400, "invalid-request")
+UNKNOWN_API = (404, "unknown-api")
+
+
+def ok(response: httpx.Response) -> Any:
+    assert response.status_code == 200, response.text[:600]
+    return response.json()
+
+
+@pytest.fixture(scope="module")
+def red(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Red]:
+    kit = require_kit()
+    tmp = tmp_path_factory.mktemp("redteam2")
+    clients = tmp / "clients.toml"
+    clients.write_text(CLIENTS)
+    proc = GatewayProcess(gateway_env(kit, clients, CIVI_GATEWAY_STATE_DIR=str(tmp / "state")), tmp)
+    try:
+        proc.wait_ready(60)
+        with httpx.Client(base_url=proc.url, timeout=90) as http:
+            yield Red(kit, site_secrets(kit), http)
+    finally:
+        proc.stop()
+
+
+VICTIM = {
+    "contact_type": "Individual",
+    "first_name": "Round",
+    "last_name": "Two",
+    "nick_name": "rt2-private-nick",
+    "birth_date": "1971-02-03",
+    "source": "redteam2-victim",
+    "external_identifier": "civicrm-gateway-redteam2-victim",
+}
+
+
+@pytest.fixture(scope="module")
+def victim(red: Red) -> int:
+    """A contact of this module's own, with fields no narrowed client may read."""
+    found = red.admin4(
+        "Contact",
+        "get",
+        {"select": ["id"], "where": [["external_identifier", "=", VICTIM["external_identifier"]]]},
+    )
+    if found:
+        cid = int(found[0]["id"])
+        red.admin4("Contact", "update", {"where": [["id", "=", cid]], "values": VICTIM})
+        return cid
+    return int(red.admin4("Contact", "create", {"values": VICTIM})[0]["id"])
+
+
+def admin_cid(red: Red) -> int:
+    return int(red.kit.ids.get("ADMIN_CONTACT_ID", "2"))
+
+
+# --- 1. APIv3 entity names CiviCRM reads as another entity ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("client", "path", "body"),
+    [
+        # a field list on Contact, read through "Contact_" (CiviCRM's name normaliser drops "_")
+        ("v3f", "/v3/Contact_/get", {"return": ["id", "nick_name", "birth_date"]}),
+        ("v3f", "/v3/contact_/get", {"return": ["id", "nick_name"]}),
+        # a deny on Contact and on OptionValue
+        ("denyc", "/v3/Contact_/get", {"return": ["id", "display_name"]}),
+        ("denyc", "/v3/option_value/get", {"return": ["id", "label"], "options": {"limit": 1}}),
+        # secret entities (user accounts, mail accounts): default-deny for "v3:*"
+        ("v3all", "/v3/uf_match/get", {"return": ["id", "uf_name", "contact_id"]}),
+        ("v3all", "/v3/mail_settings/get", {"return": ["id", "username"]}),
+    ],
+)
+def test_v3_entity_spelling_escapes_the_policy(
+    red: Red, victim: int, client: str, path: str, body: dict[str, Any]
+) -> None:
+    """APIv3 normalises entity names (``Contact_``, ``contact_`` and ``option_value`` are
+    Contact and OptionValue, ``uf_match`` is UFMatch); the gateway resolved only APIv4's names
+    and fell back to the name as sent, so allow/deny globs, field lists and the secret entities
+    were checked against an entity nobody's rules name. Refused (or checked as the entity it is)."""
+    if path.startswith("/v3/Contact") or path.startswith("/v3/contact"):
+        body = {**body, "id": victim}
+    response = red.call(client, path, body)
+    refused(response, DENIED, UNKNOWN_API, INVALID)
+    assert VICTIM["nick_name"] not in response.text
+
+
+def test_v3_canonical_spelling_of_a_secret_entity_held(red: Red) -> None:
+    refused(red.call("v3all", "/v3/UFMatch/get", {"return": ["id", "uf_name"]}), DENIED)
+
+
+# --- 2. "*" beside an aggregate is not narrowed -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"select": ["*", "COUNT(id) AS n"], "groupBy": ["id"]},
+        {"select": ["*", "MAX(id) AS n"]},
+    ],
+)
+def test_star_beside_an_aggregate_reads_every_field(red: Red, victim: int, body: dict[str, Any]) -> None:
+    """``select: ["*"]`` is narrowed to the client's allowed fields, unless the select also holds
+    an aggregate (policy._narrow_wildcards and pipeline._without_credentials both skip such a
+    select): the narrow client read every Contact field (nick_name, birth_date...), and CiviCRM
+    read api_key and hash (stripped from the answer only by name)."""
+    response = red.call("narrow", "/v4/Contact/get", {**body, "where": [["id", "=", victim]]})
+    if response.status_code != 200:
+        refused(response, DENIED, INVALID)
+        return
+    rows = ok(response)
+    assert VICTIM["nick_name"] not in response.text, rows
+    assert all(set(r) <= {"id", "display_name", "n"} for r in rows), rows
+
+
+# --- 3. sibling chains multiply rows past max_rows -----------------------------------------------
+
+
+def test_sibling_chains_count_against_max_rows(red: Red) -> None:
+    """``max_rows`` (max_limit 10 x 10 = 100) is checked along each chain path, never on the sum
+    of sibling links: 20 links of a 10-row get under a 10-row get read 2,010 rows in one request
+    (and ran 200 API calls for one request of the client's rate)."""
+    body = {
+        "select": ["id"],
+        "limit": 10,
+        "chain": {f"c{n}": ["Contact", "get", {"select": ["id"], "limit": 10}] for n in range(20)},
+    }
+    response = red.call("narrow", "/v4/Contact/get", body)
+    if response.status_code != 200:
+        refused(response, DENIED)
+        return
+    rows = ok(response)
+    read = len(rows) + sum(len(v) for row in rows for k, v in row.items() if k.startswith("c"))
+    assert read <= 100, f"max_rows is 100; one request read {read} rows"
+
+
+# --- 4. a join "on a key" through any *_id column -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        ["cc.communication_style_id", "=", "communication_style_id"],
+        ["cc.email_greeting_id", "=", "email_greeting_id"],
+    ],
+)
+def test_join_on_a_column_named_like_a_key(red: Red, victim: int, condition: list[Any]) -> None:
+    """policy._is_key_condition takes ``alias.<anything>_id = <any field>`` for a key relation;
+    ``communication_style_id`` is 1 on almost every contact, so each join multiplies the rows by
+    the number of contacts (one contact here: ~200 joined rows; two such joins on ten contacts:
+    380,000 rows aggregated for one read-only request)."""
+    body = {
+        "select": ["id", "COUNT(cc.id) AS n"],
+        "join": [["Contact AS cc", "INNER", condition]],
+        "where": [["id", "=", victim]],
+        "groupBy": ["id"],
+    }
+    response = red.call("v4ro", "/v4/Contact/get", body)
+    if response.status_code != 200:
+        refused(response, DENIED)
+        return
+    rows = ok(response)
+    assert all(r.get("n", 0) <= 1 for r in rows), f"one contact joined to {rows} rows"
+
+
+def test_join_on_a_foreign_key_still_answers(red: Red, victim: int) -> None:
+    rows = ok(
+        red.call(
+            "v4ro",
+            "/v4/Contact/get",
+            {
+                "select": ["id", "cc.id"],
+                "join": [["Contact AS cc", "LEFT", ["cc.id", "=", "employer_id"]]],
+                "where": [["id", "=", victim]],
+            },
+        )
+    )
+    assert rows == [{"id": victim, "cc.id": None}]
+
+
+# --- 5. an explicit join CiviCRM cannot link is a 5xx --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("client", "join"),
+    [
+        ("narrow", ["Contact AS cc", "INNER"]),
+        ("narrow", ["Contact AS cc", "LEFT"]),
+        ("v4ro", ["Country AS co", "LEFT"]),
+    ],
+)
+def test_unconditioned_join_without_a_key_is_not_a_5xx(
+    red: Red, victim: int, client: str, join: list[Any]
+) -> None:
+    """A join without conditions is let through unchecked ("CiviCRM links it by its keys");
+    when CiviCRM finds no single key between the two entities (a self-join has several; Country
+    none), it writes ``JOIN ... ON`` with nothing after it: "DB Error: syntax error", 502. The
+    gateway knows the keys from metadata: a 400/403 before anything is sent."""
+    response = red.call(
+        client, "/v4/Contact/get", {"select": ["id"], "join": [join], "where": [["id", "=", victim]]}
+    )
+    refused(response, DENIED, INVALID)
+
+
+# --- 6. a write answers every field of the record --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"values": {"source": VICTIM["source"]}},
+        {"values": {"source": VICTIM["source"]}, "reload": True},
+    ],
+)
+def test_write_answers_only_fields_the_client_may_read(red: Red, victim: int, body: dict[str, Any]) -> None:
+    """``fields = {Contact = [...]}`` narrows what a client reads; an update (which changes
+    nothing here: the same source again) answers the whole record, nick_name, birth_date and
+    external_identifier included: the answer of a non-get action is not held against the
+    client's field list (answercheck._v4_shape: "open")."""
+    response = red.call("writer", "/v4/Contact/update", {**body, "where": [["id", "=", victim]]})
+    if response.status_code != 200:
+        refused(response, DENIED)
+        return
+    rows = ok(response)
+    assert VICTIM["nick_name"] not in response.text, rows
+    assert all(set(r) <= {*WRITER_FIELDS, "id"} for r in rows), sorted(rows[0])
+
+
+def test_save_answers_only_fields_the_client_may_read(red: Red, victim: int) -> None:
+    response = red.call(
+        "writer",
+        "/v4/Contact/save",
+        {"records": [{"id": victim, "source": VICTIM["source"]}], "reload": True},
+    )
+    if response.status_code != 200:
+        refused(response, DENIED)
+        return
+    assert VICTIM["nick_name"] not in response.text, response.text[:400]
+
+
+# --- attempts that held ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # CiviCRM orders by a real field before an alias of the same name; it refuses such aliases
+        {"select": ["id", "UPPER(display_name) AS first_name"], "orderBy": {"first_name": "DESC"}},
+        {"select": ["id", "UPPER(display_name) AS api_key"], "orderBy": {"LEFT(api_key, 1)": "DESC"}},
+        {"select": ["COUNT(id) AS n", "UPPER(display_name) AS first_name"], "groupBy": ["first_name"]},
+    ],
+)
+def test_alias_shadowing_a_field_held(red: Red, body: dict[str, Any]) -> None:
+    """The gateway skips orderBy/groupBy paths that name a select alias; CiviCRM would read the
+    real field of that name there, but refuses an alias that is an existing field's name."""
+    response = red.call("narrow", "/v4/Contact/get", {**body, "limit": 2})
+    assert response.status_code == 400, response.text[:300]
