@@ -38,6 +38,8 @@ TOKENS = {
     "denyc": "cgw_rt2-denyc-b1b2b3b4b5b6b7b8b9b0",
     # writes on contacts, fields narrowed, never delete
     "writer": "cgw_rt2-writer-c1c2c3c4c5c6c7c8c9c0",
+    # every read, no field list, no credentials (not trusted)
+    "broad": "cgw_rt2-broad-d1d2d3d4d5d6d7d8d9d0",
 }
 
 WRITER_FIELDS = ("id", "display_name", "first_name", "last_name", "contact_type", "source")
@@ -79,6 +81,11 @@ token_sha256 = "{hash_token(TOKENS["writer"])}"
 allow = ["v4:Contact.*"]
 deny = ["v4:Contact.delete"]
 fields = {{Contact = {list(WRITER_FIELDS)!r}}}
+
+[clients.broad]
+token_sha256 = "{hash_token(TOKENS["broad"])}"
+allow = ["*"]
+read_only = true
 """
 
 
@@ -162,12 +169,13 @@ def red(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Red]:
 
 VICTIM = {
     "contact_type": "Individual",
-    "first_name": "Round",
+    "first_name": "Rt2first",
     "last_name": "Two",
     "nick_name": "rt2-private-nick",
     "birth_date": "1971-02-03",
     "source": "redteam2-victim",
     "external_identifier": "civicrm-gateway-redteam2-victim",
+    "email_primary.email": "rt2first@example.org",
 }
 
 
@@ -372,6 +380,36 @@ def test_save_answers_only_fields_the_client_may_read(red: Red, victim: int) -> 
         refused(response, DENIED)
         return
     assert VICTIM["nick_name"] not in response.text, response.text[:400]
+
+
+# --- 7. APIv3 Profile.get reads Contact, Email, Address fields -----------------------------------
+
+
+@pytest.mark.parametrize("profile", [1, 2, 7])
+def test_v3_profile_get_reads_contact_fields_past_the_field_list(red: Red, victim: int, profile: int) -> None:
+    """``Profile.get`` answers the fields of a profile (first and last name, email, birth
+    date, address...) for any contact: they are Contact's (and Email's, Address's) fields, but
+    the policy checks them as fields of "Profile" (profile_id, contact_id), for which no list
+    is written. Its ``values`` is one object of field: value, which the gateway flattens into a
+    list of bare values, so the answer check (records only) sees nothing either."""
+    response = red.call(
+        "v3f", "/v3/Profile/get", {"profile_id": profile, "contact_id": victim, "return": ["contact_id"]}
+    )
+    if response.status_code != 200:
+        refused(response, DENIED)
+        return
+    for value in (VICTIM["first_name"], VICTIM["birth_date"], VICTIM["email_primary.email"]):
+        assert value not in response.text, response.text[:400]
+
+
+# --- 8. secret settings the name rule misses --------------------------------------------------------
+
+
+def test_usps_user_id_setting_is_a_secret(red: Red) -> None:
+    """``address_standardization_userid`` is the USPS Web Tools account id (the credential of
+    address standardisation); its name matches no credential rule."""
+    response = red.call("broad", "/v4/Setting/get", {"select": ["address_standardization_userid"]})
+    refused(response, DENIED)
 
 
 # --- attempts that held ------------------------------------------------------------------------------
