@@ -429,3 +429,38 @@ def test_alias_shadowing_a_field_held(red: Red, body: dict[str, Any]) -> None:
     real field of that name there, but refuses an alias that is an existing field's name."""
     response = red.call("narrow", "/v4/Contact/get", {**body, "limit": 2})
     assert response.status_code == 400, response.text[:300]
+
+
+# --- 9. REGEXP patterns checked in Python's dialect, run in MariaDB's (PCRE2) ----------------------
+
+
+@pytest.mark.parametrize("pattern", ["a{70000}", "[[:foo:]]", "(?u)a", "\\N{LATIN SMALL LETTER A}"])
+def test_regexp_pcre_refuses_is_400(red: Red, pattern: str) -> None:
+    """call._check_regexp compiles the pattern with Python's ``re``, which takes these;
+    MariaDB's PCRE2 does not ("DB Error: unknown error", 502): a 5xx from one client's input."""
+    response = red.call(
+        "narrow",
+        "/v4/Contact/get",
+        {"select": ["id"], "where": [["display_name", "REGEXP", pattern]], "limit": 1},
+    )
+    refused(response, INVALID)
+
+
+def test_regexp_in_a_join_condition_is_checked(red: Red) -> None:
+    """A join condition's value is an expression (a quoted string here), never run through the
+    REGEXP check at all: ``'(('`` reaches MariaDB, 502."""
+    join = ["Contact AS cc", "LEFT", ["cc.id", "=", "employer_id"], ["cc.display_name", "REGEXP", "'(('"]]
+    response = red.call("v4ro", "/v4/Contact/get", {"select": ["id"], "join": [join], "limit": 1})
+    refused(response, INVALID)
+
+
+# --- 10. APIv3 getfields forwards any key ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("params", [{"cache_clear": 1}, {"not_a_param": 1, "api_action": "get"}])
+def test_v3_getfields_params_are_understood_or_refused(red: Red, params: dict[str, Any]) -> None:
+    """``fields.references`` skips metadata actions, and APIv3 getfields takes every key it does
+    not model as a "filter": any key reaches CiviCRM. ``cache_clear`` makes a read-only client
+    flush CiviCRM's pseudoconstant caches (CRM_Core_PseudoConstant::flush) on every call."""
+    response = red.call("v3all", "/v3/Contact/getfields", params)
+    refused(response, INVALID, DENIED)
