@@ -464,3 +464,43 @@ def test_v3_getfields_params_are_understood_or_refused(red: Red, params: dict[st
     flush CiviCRM's pseudoconstant caches (CRM_Core_PseudoConstant::flush) on every call."""
     response = red.call("v3all", "/v3/Contact/getfields", params)
     refused(response, INVALID, DENIED)
+
+
+# --- 11. implicit joins are not counted -----------------------------------------------------------
+
+_SECRET_FK = {"PaymentProcessor", "PaymentToken", "User", "UFMatch", "Session", "Job", "MailSettings"}
+
+
+def implicit_paths(red: Red, hops: int = 3) -> list[str]:
+    """Every ``a.b.c.id`` path through foreign keys from Contact (each prefix one more SQL join)."""
+    found: dict[str, list[tuple[str, str]]] = {}
+
+    def fks(entity: str) -> list[tuple[str, str]]:
+        if entity not in found:
+            rows = red.admin4(
+                entity,
+                "getFields",
+                {
+                    "select": ["name", "fk_entity"],
+                    "where": [["fk_entity", "IS NOT NULL"]],
+                    "loadOptions": False,
+                },
+            )
+            found[entity] = [(r["name"], r["fk_entity"]) for r in rows if r["fk_entity"] not in _SECRET_FK]
+        return found[entity]
+
+    paths = [[(name, target)] for name, target in fks("Contact")]
+    for _ in range(hops - 1):
+        paths = [[*p, (name, target)] for p in paths for name, target in fks(p[-1][1])]
+    return [".".join(name for name, _ in p) + ".id" for p in paths]
+
+
+def test_implicit_joins_count_against_a_bound(red: Red) -> None:
+    """``max_joins`` counts explicit joins only; every distinct FK path in select, where or
+    orderBy is one more LEFT JOIN. 80 three-hop paths from Contact made CiviCRM write a query
+    of 77 joins, past MariaDB's 61 tables: "DB Error: unknown error", 502 (and any number of
+    joins below that costs what max_joins is there to bound)."""
+    paths = implicit_paths(red)[:80]
+    assert len(paths) == 80, len(paths)
+    response = red.call("v4ro", "/v4/Contact/get", {"select": ["id", *paths], "limit": 1})
+    refused(response, DENIED, INVALID)
