@@ -504,3 +504,48 @@ def test_implicit_joins_count_against_a_bound(red: Red) -> None:
     assert len(paths) == 80, len(paths)
     response = red.call("v4ro", "/v4/Contact/get", {"select": ["id", *paths], "limit": 1})
     refused(response, DENIED, INVALID)
+
+
+# --- 12. a deny on delete does not cover the actions that delete ------------------------------------
+
+
+def test_deny_on_delete_covers_replace(red: Red) -> None:
+    """The writer may not delete contacts (``deny = ["v4:Contact.delete"]``); ``Contact.replace``
+    deletes every record its ``where`` matches that ``records`` does not name (CiviCRM runs a
+    delete for them), and was allowed by ``v4:Contact.*``: the contact left out went to the
+    trash."""
+    made = [
+        int(
+            red.admin4(
+                "Contact",
+                "create",
+                {
+                    "values": {
+                        "contact_type": "Individual",
+                        "first_name": f"Throwaway{n}",
+                        "source": "redteam2-tmp",
+                    }
+                },
+            )[0]["id"]
+        )
+        for n in range(2)
+    ]
+    try:
+        response = red.call(
+            "writer",
+            "/v4/Contact/replace",
+            {"where": [["id", "IN", made]], "records": [{"id": made[1], "source": "redteam2-tmp"}]},
+        )
+        left = red.admin4(
+            "Contact",
+            "get",
+            {"select": ["id", "is_deleted"], "where": [["id", "=", made[0]], ["is_deleted", "IN", [0, 1]]]},
+        )
+        assert left == [{"id": made[0], "is_deleted": False}], f"replace deleted contact {made[0]}: {left}"
+        refused(response, DENIED)
+    finally:
+        red.admin4(
+            "Contact",
+            "delete",
+            {"where": [["id", "IN", made], ["is_deleted", "IN", [0, 1]]], "useTrash": False},
+        )
