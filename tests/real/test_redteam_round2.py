@@ -509,11 +509,12 @@ def test_implicit_joins_count_against_a_bound(red: Red) -> None:
 # --- 12. a deny on delete does not cover the actions that delete ------------------------------------
 
 
-def test_deny_on_delete_covers_replace(red: Red) -> None:
-    """The writer may not delete contacts (``deny = ["v4:Contact.delete"]``); ``Contact.replace``
-    deletes every record its ``where`` matches that ``records`` does not name (CiviCRM runs a
-    delete for them), and was allowed by ``v4:Contact.*``: the contact left out went to the
-    trash."""
+@pytest.mark.parametrize("action", ["replace", "mergeDuplicates"])
+def test_deny_on_delete_covers_actions_that_delete(red: Red, action: str) -> None:
+    """The writer may not delete contacts (``deny = ["v4:Contact.delete"]``), but
+    ``v4:Contact.*`` let it run the actions that delete: ``Contact.replace`` deletes every
+    record its ``where`` matches that ``records`` leaves out; ``Contact.mergeDuplicates``
+    deletes the duplicate. Either put a contact in the trash."""
     made = [
         int(
             red.admin4(
@@ -522,26 +523,32 @@ def test_deny_on_delete_covers_replace(red: Red) -> None:
                 {
                     "values": {
                         "contact_type": "Individual",
-                        "first_name": f"Throwaway{n}",
+                        "first_name": "Dup",
+                        "last_name": "Rt2",
                         "source": "redteam2-tmp",
                     }
                 },
             )[0]["id"]
         )
-        for n in range(2)
+        for _ in range(2)
     ]
+    if action == "replace":
+        body: dict[str, Any] = {
+            "where": [["id", "IN", made]],
+            "records": [{"id": made[1], "source": "redteam2-tmp"}],
+        }
+        gone = made[0]
+    else:
+        body = {"contactId": made[0], "duplicateId": made[1], "mode": "safe"}
+        gone = made[1]
     try:
-        response = red.call(
-            "writer",
-            "/v4/Contact/replace",
-            {"where": [["id", "IN", made]], "records": [{"id": made[1], "source": "redteam2-tmp"}]},
-        )
+        response = red.call("writer", f"/v4/Contact/{action}", body)
         left = red.admin4(
             "Contact",
             "get",
-            {"select": ["id", "is_deleted"], "where": [["id", "=", made[0]], ["is_deleted", "IN", [0, 1]]]},
+            {"select": ["id", "is_deleted"], "where": [["id", "=", gone], ["is_deleted", "IN", [0, 1]]]},
         )
-        assert left == [{"id": made[0], "is_deleted": False}], f"replace deleted contact {made[0]}: {left}"
+        assert left == [{"id": gone, "is_deleted": False}], f"{action} deleted contact {gone}: {left}"
         refused(response, DENIED)
     finally:
         red.admin4(
