@@ -556,3 +556,23 @@ def test_deny_on_delete_covers_actions_that_delete(red: Red, action: str) -> Non
             "delete",
             {"where": [["id", "IN", made], ["is_deleted", "IN", [0, 1]]], "useTrash": False},
         )
+
+
+def test_v3_chain_lists_count_against_max_rows(red: Red) -> None:
+    """The same in APIv3: a chain key's value may be a list of calls (each run per parent row);
+    20 OptionValue gets of 10 under a 10-contact get read 2,010 rows for max_rows 100."""
+    body = {
+        "return": ["id"],
+        "options": {"limit": 10},
+        "api.OptionValue.get": [{"return": ["id"], "options": {"limit": 10}} for _ in range(20)],
+    }
+    response = red.call("v3all", "/v3/Contact/get", body)
+    if response.status_code != 200:
+        refused(response, DENIED)
+        return
+    read = 0
+    for row in ok(response):
+        read += 1
+        for answer in row.get("api.OptionValue.get", []):
+            read += len(answer.get("values", []))
+    assert read <= 100, f"max_rows is 100; one request read {read} rows"
