@@ -40,8 +40,6 @@ TOKENS = {
     "writer": "cgw_rt2-writer-c1c2c3c4c5c6c7c8c9c0",
     # every read, no field list, no credentials (not trusted)
     "broad": "cgw_rt2-broad-d1d2d3d4d5d6d7d8d9d0",
-    # the narrow client's field list, with the entity named in lower case
-    "lowerfields": "cgw_rt2-lowerfields-e1e2e3e4e5e6e7e8",
 }
 
 WRITER_FIELDS = ("id", "display_name", "first_name", "last_name", "contact_type", "source")
@@ -88,12 +86,6 @@ fields = {{Contact = {list(WRITER_FIELDS)!r}}}
 token_sha256 = "{hash_token(TOKENS["broad"])}"
 allow = ["*"]
 read_only = true
-
-[clients.lowerfields]
-token_sha256 = "{hash_token(TOKENS["lowerfields"])}"
-allow = ["v4:Contact.get"]
-read_only = true
-fields = {{contact = ["id", "display_name"]}}
 """
 
 
@@ -589,12 +581,37 @@ def test_v3_chain_lists_count_against_max_rows(red: Red) -> None:
 # --- 13. a field list under another spelling of the entity is silently ignored -----------------------
 
 
-def test_field_list_names_the_entity_in_any_case(red: Red, victim: int) -> None:
+def test_field_list_names_the_entity_in_any_case(red: Red, victim: int, tmp_path: Path) -> None:
     """``allow`` globs match entity names in any case (as CiviCRM does), but ``fields`` keys are
     compared exactly: ``fields = {contact = [...]}`` is accepted at start-up and restricts
     nothing (Policy.field_list). Applied as Contact's list, or refused when the gateway starts;
-    never silently open."""
-    response = red.call(
-        "lowerfields", "/v4/Contact/get", {"select": ["id", "nick_name"], "where": [["id", "=", victim]]}
+    never silently open. (A gateway of its own: a fix may refuse this clients file.)"""
+    token = "cgw_rt2-lowerfields-e1e2e3e4e5e6e7e8"
+    clients = tmp_path / "clients.toml"
+    clients.write_text(
+        f"""[clients.lowerfields]
+token_sha256 = "{hash_token(token)}"
+allow = ["v4:Contact.get"]
+read_only = true
+fields = {{contact = ["id", "display_name"]}}
+"""
     )
-    refused(response, DENIED)
+    proc = GatewayProcess(
+        gateway_env(red.kit, clients, CIVI_GATEWAY_STATE_DIR=str(tmp_path / "st")), tmp_path
+    )
+    try:
+        try:
+            proc.wait_ready(60)
+        except RuntimeError as exc:
+            assert "contact" in str(exc), str(exc)[-600:]  # refused at start-up, naming it
+            return
+        response = httpx.post(
+            f"{proc.url}/v4/Contact/get",
+            json={"select": ["id", "nick_name"], "where": [["id", "=", victim]]},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
+        assert VICTIM["nick_name"] not in response.text, response.text[:300]
+        refused(response, DENIED)
+    finally:
+        proc.stop()
