@@ -615,3 +615,22 @@ fields = {{contact = ["id", "display_name"]}}
         refused(response, DENIED)
     finally:
         proc.stop()
+
+
+# --- 14. APIv3 operator filters: the checks of APIv4's where are not applied ------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v3/Email/get", {"return": ["email"], "email": {"REGEXP": "(("}}),
+        ("/v3/Contact/get", {"return": ["id"], "contact_id": {"=": [1, 2]}}),
+        ("/v3/Contact/get", {"return": ["id"], "id": {">": [1, 2]}}),
+        ("/v3/Email/get", {"return": ["email"], "email": {"LIKE": ["a%"]}}),
+    ],
+)
+def test_v3_operator_filters_civicrm_fails_on_are_400(red: Red, path: str, body: dict[str, Any]) -> None:
+    """call._v3_filter checks only that the operand is a scalar or a list of them: an invalid
+    REGEXP pattern, or a list for an operator that compares one value, reaches APIv3 and makes
+    PHP fail (HTTP 500 without an API answer, 502 here). APIv4's where refuses both (400)."""
+    refused(red.call("v3all", path, body), INVALID)
