@@ -10,6 +10,7 @@ entity it stands for), the test names each acceptable one. No answer may carry a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -634,3 +635,44 @@ def test_v3_operator_filters_civicrm_fails_on_are_400(red: Red, path: str, body:
     REGEXP pattern, or a list for an operator that compares one value, reaches APIv3 and makes
     PHP fail (HTTP 500 without an API answer, 502 here). APIv4's where refuses both (400)."""
     refused(red.call("v3all", path, body), INVALID)
+
+
+# --- 15. CiviCRM reads api_key and hash for a client that may not (the SQL oracle) -------------------
+
+_SECRET_COLUMN = re.compile(r"`(api_key|hash)`")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # "x.y.*" is left as sent when its prefix is two hops (pipeline._expand knows one)
+        pytest.param({"select": ["id", "email_primary.contact_id.*"], "limit": 1}, id="two-hop-wildcard"),
+        # "*" beside an aggregate is never expanded (pipeline._without_credentials)
+        pytest.param({"select": ["*", "COUNT(id) AS n"], "groupBy": ["id"], "limit": 1}, id="star-aggregate"),
+        # these held: "*" and "x.*" are expanded less the credentials
+        pytest.param({"limit": 1}, id="held-no-select"),
+        pytest.param({"select": ["id", "email_primary.*", "employer_id.*"], "limit": 1}, id="held-one-hop"),
+    ],
+)
+def test_sql_reads_no_credential_column(red: Red, body: dict[str, Any]) -> None:
+    """With MariaDB's general log on, the SQL CiviCRM runs for the call (its own bootstrap and
+    authentication queries, the same for every call, left out) reads no ``api_key`` or
+    ``hash`` column for a client without ``credential_fields``. The answer's key stripping
+    hides them afterwards; the issue asks that they are never read."""
+    why = so.mysql_available()
+    if why:
+        pytest.skip(why)
+    with so.GeneralLog():
+        baseline: set[str] = set()
+        for _ in range(2):
+            since = so.db_now()
+            ok(red.call("v4ro", "/v4/Contact/get", {"select": ["id"], "limit": 1}))
+            baseline |= {so.fingerprint(s.sql) for s in so.statements_since(since)}
+        since = so.db_now()
+        ok(red.call("v4ro", "/v4/Contact/get", body))
+        read = [
+            s.sql[:200]
+            for s in so.statements_since(since)
+            if _SECRET_COLUMN.search(s.sql) and so.fingerprint(s.sql) not in baseline
+        ]
+    assert not read, f"CiviCRM read a credential column for {body}: {read}"
