@@ -41,6 +41,8 @@ TOKENS = {
     "writer": "cgw_rt2-writer-c1c2c3c4c5c6c7c8c9c0",
     # every read, no field list, no credentials (not trusted)
     "broad": "cgw_rt2-broad-d1d2d3d4d5d6d7d8d9d0",
+    # the narrow client, with Contact's metadata actions too
+    "meta": "cgw_rt2-meta-f1f2f3f4f5f6f7f8f9f0",
 }
 
 WRITER_FIELDS = ("id", "display_name", "first_name", "last_name", "contact_type", "source")
@@ -87,6 +89,13 @@ fields = {{Contact = {list(WRITER_FIELDS)!r}}}
 token_sha256 = "{hash_token(TOKENS["broad"])}"
 allow = ["*"]
 read_only = true
+
+[clients.meta]
+token_sha256 = "{hash_token(TOKENS["meta"])}"
+allow = ["v4:Contact.get", "v4:Contact.getFields", "v4:Contact.getActions", "v4:Contact.getLinks"]
+read_only = true
+fields = {{Contact = ["id", "display_name"]}}
+max_limit = 10
 """
 
 
@@ -676,3 +685,36 @@ def test_sql_reads_no_credential_column(red: Red, body: dict[str, Any]) -> None:
             if _SECRET_COLUMN.search(s.sql) and so.fingerprint(s.sql) not in baseline
         ]
     assert not read, f"CiviCRM read a credential column for {body}: {read}"
+
+
+# --- 16. a chain under a metadata action: its index is never checked -------------------------------
+
+
+@pytest.mark.parametrize("action", ["getFields", "getActions", "getLinks"])
+@pytest.mark.parametrize("index", ["nick_name", "birth_date"])
+def test_chain_index_under_a_metadata_action(red: Red, victim: int, action: str, index: str) -> None:
+    """fields.references skips every call of a metadata action (getFields, getActions,
+    getLinks: their select and where name the metadata's own keys), and with it the check of
+    its chains' ``index``, which is a field of the chained call: ``Contact.getFields`` chaining
+    ``Contact.get`` keyed by ``nick_name`` answers the victim's nick_name as a key, to a client
+    whose Contact fields are id and display_name."""
+    body: dict[str, Any] = {
+        "limit": 1,
+        "chain": {"x": ["Contact", "get", {"select": ["id"], "where": [["id", "=", victim]]}, index]},
+    }
+    # getLinks answers links only for a record it is given (and fails on a select without entity)
+    body.update({"values": {"id": victim}} if action == "getLinks" else {"select": ["name"]})
+    response = red.call("meta", f"/v4/Contact/{action}", body)
+    assert VICTIM[index] not in response.text, response.text[:300]
+    refused(response, DENIED)
+
+
+@pytest.mark.parametrize("select", [["text"], ["ui_action", "path"]])
+def test_getlinks_select_without_entity_is_not_a_5xx(red: Red, select: list[str]) -> None:
+    """``Contact.getLinks`` with a select that leaves out ``entity`` makes CiviCRM 5.77 die
+    (TypeError in GetLinks::isActionAllowed: "entityName must be of type string, null
+    given"): a 502 from a read-only client's input. Answered (the gateway may add ``entity``
+    and drop it again) or refused, never a 5xx."""
+    response = red.call("meta", "/v4/Contact/getLinks", {"select": select, "values": {"id": admin_cid(red)}})
+    if response.status_code != 200:
+        refused(response, INVALID)
