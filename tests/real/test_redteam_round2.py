@@ -11,6 +11,8 @@ entity it stands for), the test names each acceptable one. No answer may carry a
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -718,3 +720,34 @@ def test_getlinks_select_without_entity_is_not_a_5xx(red: Red, select: list[str]
     response = red.call("meta", "/v4/Contact/getLinks", {"select": select, "values": {"id": admin_cid(red)}})
     if response.status_code != 200:
         refused(response, INVALID)
+
+
+# --- 17. one request blocks the gateway's event loop for every client --------------------------------
+
+
+def test_one_large_read_does_not_stall_other_clients(red: Red) -> None:
+    """Parsing, resolving and checking run on the event loop, unbounded but for the body size:
+    one 0.5 MB read (1,000 select expressions of 95 field references each) held the gateway
+    for ~5 s, during which no other client (not even /healthz) was answered. A bound on the
+    work one call may ask for (expression nodes, field references: 400), or the work off the
+    loop; either way other clients are answered meanwhile."""
+    expression = "(" + " + ".join(["id"] * 95) + ")"
+    body = {"select": ["id", *(f"{expression} AS a{n}" for n in range(1000))], "limit": 1}
+    done: list[int] = []
+
+    def large() -> None:
+        done.append(red.call("v4ro", "/v4/Contact/get", body).status_code)
+
+    worker = threading.Thread(target=large)
+    worker.start()
+    slowest = 0.0
+    try:
+        while worker.is_alive():
+            started = time.monotonic()
+            assert red.http.get("/healthz", timeout=60).status_code == 200
+            slowest = max(slowest, time.monotonic() - started)
+            time.sleep(0.05)
+    finally:
+        worker.join(120)
+    assert done and done[0] in (200, 400, 403), done
+    assert slowest < 2.0, f"/healthz waited {slowest:.1f} s behind one client's read"
