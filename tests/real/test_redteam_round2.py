@@ -751,3 +751,17 @@ def test_one_large_read_does_not_stall_other_clients(red: Red) -> None:
         worker.join(120)
     assert done and done[0] in (200, 400, 403), done
     assert slowest < 1.0, f"/healthz waited {slowest:.1f} s behind one client's read"
+
+
+def test_chain_under_a_metadata_action_counts_against_max_rows(red: Red) -> None:
+    """policy._cap_rows counts a parent that is not a get as one row; ``Contact.getFields``
+    answers ~60 rows and runs its chain once per row: ten contacts under each, 640 rows in one
+    request of a client whose max_rows is 100."""
+    body = {"select": ["name"], "chain": {"x": ["Contact", "get", {"select": ["id"], "limit": 10}]}}
+    response = red.call("meta", "/v4/Contact/getFields", body)
+    if response.status_code != 200:
+        refused(response, DENIED)
+        return
+    rows = ok(response)
+    read = len(rows) + sum(len(row.get("x", [])) for row in rows)
+    assert read <= 100, f"max_rows is 100; one request read {read} rows"
