@@ -191,13 +191,20 @@ class Group:
 Clause = Condition | Group
 
 
-def _as_list(name: str, value: Any) -> list[Any]:
+# Items one list param may hold (select, where, records...): each is parsed, resolved and
+# checked on the event loop, so a huge one would stall every other client's calls.
+MAX_ITEMS = 500
+
+
+def _as_list(name: str, value: Any, cap: int = MAX_ITEMS) -> list[Any]:
     """A JSON list, or an object read as PHP reads it: the list of its values."""
-    if isinstance(value, list):
-        return value
     if isinstance(value, dict):
-        return list(value.values())
-    raise bad_param(name, f"must be a list, not {type(value).__name__}.")
+        value = list(value.values())
+    if not isinstance(value, list):
+        raise bad_param(name, f"must be a list, not {type(value).__name__}.")
+    if len(value) > cap:
+        raise bad_param(name, f"more than {cap} items.")
+    return value
 
 
 def _expr(name: str, value: Any, *, alias: bool = True) -> Expr:
@@ -216,6 +223,7 @@ def _clauses(name: str, value: Any, depth: int = 0, *, on: bool = False) -> tupl
 # Operators whose value may be a list (CONTAINS: any of several values of a multi-value field).
 _LIST_OK = _LIST_VALUE | {"CONTAINS", "NOT CONTAINS"}
 _REGEXP = frozenset({"REGEXP", "NOT REGEXP", "REGEXP BINARY", "NOT REGEXP BINARY"})
+_REGEXP_UNSURE = re.compile(r"\(\?|\\(?![dDwWsSbB])[A-Za-z]|\[:|\\[0-9]")
 
 
 def _clause(name: str, raw: Any, depth: int, *, on: bool = False) -> Clause:
@@ -248,6 +256,10 @@ def _clause(name: str, raw: Any, depth: int, *, on: bool = False) -> Clause:
     if on and isinstance(value, str):
         right = _expr(name, value, alias=False)
         _no_aggregate(name, right)
+        if op in _REGEXP:
+            if right.root.kind != "literal":
+                raise bad_param(name, "a REGEXP in a join condition compares with a quoted pattern.")
+            _check_regexp(name, right.root.value[1:-1])
         return Condition(left, op, right=right, on=True)
     if len(raw) == 4:
         if raw[3] is True:
@@ -276,8 +288,13 @@ def _check_regexp(name: str, value: Any) -> None:
     the client's mistake, said before anything is sent."""
     if not isinstance(value, str | int | float) or isinstance(value, bool):
         raise bad_param(name, "a REGEXP pattern is a string.")
+    pattern = str(value)
+    # MariaDB compiles with PCRE2: what the two engines read differently is refused outright
+    # (inline flags, \N, POSIX classes, repeat counts past PCRE2's 65535).
+    if _REGEXP_UNSURE.search(pattern) or any(int(n) > 1000 for n in re.findall(r"\{(\d+)", pattern)):
+        raise bad_param(name, "the REGEXP pattern uses a construct the gateway does not check; simplify it.")
     try:
-        re.compile(str(value))
+        re.compile(pattern)
     except (re.error, RecursionError, OverflowError) as exc:
         raise bad_param(name, f"the REGEXP pattern does not compile ({str(exc)[:80]}).") from None
 
@@ -578,6 +595,8 @@ def _scalars(name: str, value: Any) -> list[Any]:
 def _order(value: Any) -> tuple[tuple[Expr, str], ...]:
     if not isinstance(value, dict):
         raise bad_param("orderBy", 'must be an object of {field: "ASC"|"DESC"}.')
+    if len(value) > MAX_ITEMS:
+        raise bad_param("orderBy", f"more than {MAX_ITEMS} items.")
     out = []
     for key, direction in value.items():
         if not isinstance(direction, str) or direction.upper() not in ("ASC", "DESC"):
@@ -663,7 +682,7 @@ def parse(
                 field_params[name] = "fields"
         elif kind == "records":
             records = []
-            for record in _as_list(name, value):
+            for record in _as_list(name, value, cap=100_000):  # bulk saves: bounded by the body
                 records.append(_field_map(name, record))
             updates["records"] = tuple(records)
         elif kind == "names":
@@ -699,6 +718,12 @@ def parse(
             unparsed.append(name)
     if updates.get("having"):
         _having_in_select(updates["having"], updates.get("select") or ())
+    if (
+        action == "getLinks"
+        and updates.get("select")
+        and not any(e.text == "entity" for e in updates["select"])
+    ):  # 5.77's GetLinks reads each link's entity: without it CiviCRM fails (a TypeError)
+        raise bad_param("select", "getLinks needs 'entity' in its select.")
     for expr in updates.get("group_by") or ():
         if expr.is_aggregate:  # SQL cannot group by an aggregate: a DB Error from CiviCRM
             raise bad_param("groupBy", f"{expr.text[:80]!r} is an aggregate; group by fields or expressions.")
@@ -710,7 +735,7 @@ def parse(
 def _having_in_select(having: tuple[Clause, ...], select: tuple[Expr, ...]) -> None:
     """CiviCRM's HAVING filters on what SELECT has (an alias, a selected expression or field,
     with or without ``:suffix``); anything else fails there, so it is the client's to fix."""
-    known = {e.alias for e in select if e.alias} | {e.text for e in select}
+    known = {e.alias for e in select if e.alias} | {e.text.removesuffix(f" AS {e.alias}") for e in select}
     known |= {e.text.partition(":")[0] for e in select if e.is_field}
     stack = list(having)
     while stack:
@@ -794,7 +819,12 @@ _V3_ACTION_PARAMS = {
     "getlist": _V3_GETLIST,
     "getoptions": {"field": "field", "context": "string"},
     "getfields": {"api_action": "string", "action": "string"},
+    "getactions": {},
+    "delete": {"skip_undelete": "bool"},
+    "create": {"dupe_check": "bool", "skip_greeting_processing": "bool"},
 }
+# Metadata actions take only their own params (getfields' cache_clear would flush CiviCRM's caches).
+_V3_CLOSED = frozenset({"getfields", "getactions"})
 
 
 def _parse_v3(entity: str, action: str, raw: Mapping[str, Any], depth: int) -> Call:
@@ -823,6 +853,8 @@ def _parse_v3(entity: str, action: str, raw: Mapping[str, Any], depth: int) -> C
             legacy.update(_v3_options({_V3_LEGACY_OPTIONS[key]: value}))
         elif key in _V3_ACTION_PARAMS.get(action, {}):
             _v3_action_param(key, _V3_ACTION_PARAMS[action][key], value, options, field_params)
+        elif action in _V3_CLOSED and key not in _V3_META:
+            raise bad_param(key, f"{action} takes api_action only.")
         elif key == "return":
             returns = [*(returns or []), *_v3_return(value)]
         elif key.startswith("return."):
@@ -975,8 +1007,16 @@ def _v3_filter(key: str, value: Any) -> Any:
         op, operand = next(iter(value.items()))
         if op.upper() not in _V3_OPERATORS:
             raise bad_param(key, f"unknown operator {op[:20]!r}.")
+        op = op.upper()
         _check_value(key, operand)
-        return {op.upper(): operand}
+        # the same value rules as APIv4's where (a PHP fatal in CiviCRM otherwise)
+        if isinstance(operand, list) and op not in _LIST_VALUE:
+            raise bad_param(key, f"operator {op} compares with one value, not a list.")
+        if op in _LIST_VALUE and not isinstance(operand, list):
+            raise bad_param(key, f"operator {op} needs a list of values.")
+        if op in _REGEXP:
+            _check_regexp(key, operand)
+        return {op: operand}
     _check_value(key, value)
     return value
 

@@ -41,6 +41,7 @@ CREDENTIAL_NAMES = frozenset(
         "credential",
         # settings whose value holds a secret inside it (the SMTP password)
         "mailing_backend",
+        "address_standardization_userid",
     }
 )
 _PATTERN = re.compile(r"(^|_)(password|passwd|secret|token|credentials?|session_id)(_|$)|_key$|^key$")

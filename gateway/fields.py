@@ -23,6 +23,8 @@ from .expressions import Expr
 from .schema import Schema, unknown_field
 
 MAX_JOIN_HOPS = 3
+# Field references one request may make (each is resolved and checked on the event loop).
+MAX_REFERENCES = 1000
 # APIv3 contact fields that come from the contact's primary email, phone, IM or address (v3
 # reads them through those entities, whose get the client must be allowed too).
 V3_LOCATION_FIELDS = {
@@ -184,11 +186,14 @@ async def references(call: Call, schema: Schema | None) -> list[FieldRef]:
     """Every field reference of ``call`` and of every call it chains."""
     out: list[FieldRef] = []
     for sub, _ in call.walk():
-        if sub.action.lower() in META_ACTIONS:
-            continue  # their select/where name the metadata's own keys (name, data_type...)
         joins = {j.alias: j.entity for j in sub.join or ()}
-        for path, use in [*raw_paths(sub), *chain_references(sub)]:
+        # a metadata action's own select/where name the metadata's keys (name, data_type...);
+        # what its chains pass down and key by are fields of its entity all the same
+        own = [] if sub.action.lower() in META_ACTIONS else list(raw_paths(sub))
+        for path, use in [*own, *chain_references(sub)]:
             out.extend(await _resolve(sub, path, use, joins, schema))
+            if len(out) > MAX_REFERENCES:
+                raise invalid_request(f"More than {MAX_REFERENCES} field references in one request.")
         for link in sub.chain.values() if sub.version == 4 else ():
             if isinstance(link.index, str):  # results keyed by this field's values
                 out.extend(await _resolve(link.call, link.index, "select", {}, schema))

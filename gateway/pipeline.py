@@ -16,15 +16,15 @@ from starlette.requests import Request
 
 from . import expressions, fields, validate
 from .answercheck import check_answer, without_additions
-from .call import Call, ChainLink, parse
+from .call import Call, ChainLink, Condition, parse
 from .consumers import Client
 from .credentials import is_credential_field, is_credential_key
 from .errors import GatewayError, invalid_request
 from .params import check_names, normalize_v4, parse_body
-from .policy import Policy, check_calls
+from .policy import Policy, check_calls, denied
 from .policy import check as check_policy
 from .results import Records, response_body
-from .schema import Schema, Schemas, unknown_api
+from .schema import SAME_AS, Schema, Schemas, unknown_api
 from .services import Services, services
 from .settings import Settings
 
@@ -122,16 +122,74 @@ async def _canonical_names(call: Call, schema: Schema) -> Call:
                 ]
             )
         return replace(call, entity=entity, action=action, chain=chain, join=joins)
+    known = True
     try:
-        entity = await schema.entity(call.entity)
+        entity = await schema.entity(_v3_camel(call.entity))
     except GatewayError:
-        entity = call.entity  # APIv3 has entities APIv4 lacks: CiviCRM will say
+        # APIv3 has entities APIv4 lacks (Profile, CustomValue...): what they read is theirs
+        # to decide, so only a trusted client (or unsafe_unchecked_actions) may call them.
+        entity, known = call.entity, False
     if not call.known_action and not await schema.v3_action_exists(entity, call.action):
         raise unknown_api(f"API ({entity}, {call.action}) does not exist (or the extension is not enabled).")
     chains = []
     for key, calls in call.v3_chains:
         chains.append((key, tuple([await _canonical_names(c, schema) for c in calls])))
-    return replace(call, entity=entity, v3_chains=tuple(chains))
+    return replace(call, entity=entity, v3_chains=tuple(chains), known_action=call.known_action and known)
+
+
+async def _check_join_keys(call: Call, schema: Schema) -> None:
+    """Each explicit join links on a real key (CiviCRM's metadata): ``alias.id`` equal to a
+    field whose foreign key is the joined entity, or a reference field of the joined entity
+    equal to the ``id`` it refers to. Any other equality multiplies rows (10 contacts joined on
+    a shared ``communication_style_id`` read every contact with that style, for each)."""
+    for sub, _ in call.walk():
+        joins = {j.alias: j.entity for j in sub.join or ()}
+        for join in sub.join or ():
+            if not join.bridge and not await _joined_on_a_key(sub, join.alias, joins, schema):
+                raise denied(
+                    f"The join {join.alias!r} is not on a key: link a reference field to the id it "
+                    f'refers to, e.g. ["{join.alias}.contact_id", "=", "id"].'
+                )
+
+
+def _join_side(call: Call, expr: expressions.Expr, joins: dict[str, str]) -> tuple[str, str, str] | None:
+    """(entity, field, alias or "") of a plain field in a join condition."""
+    if expr.root.kind != "field" or expr.alias is not None:
+        return None
+    head, dot, rest = expr.root.value.partition(":")[0].partition(".")
+    if not dot:
+        return call.entity, head, ""
+    return (joins[head], rest, head) if head in joins and "." not in rest else None
+
+
+async def _refers(schema: Schema, field: tuple[str, str, str], target: tuple[str, str, str]) -> bool:
+    if target[1] != "id":
+        return False
+    info = (await schema.fields(field[0])).get(field[1])
+    if info is None:
+        return False
+    if info.fk_entity is None:
+        return field[1] == "entity_id"  # a dynamic reference (entity_table names the entity)
+    return await schema.canonical(info.fk_entity) == await schema.canonical(target[0])
+
+
+async def _joined_on_a_key(call: Call, alias: str, joins: dict[str, str], schema: Schema) -> bool:
+    join = next(j for j in call.join or () if j.alias == alias)
+    for cond in join.conditions:
+        if not (isinstance(cond, Condition) and cond.op == "=" and cond.right is not None):
+            continue
+        a, b = _join_side(call, cond.left, joins), _join_side(call, cond.right, joins)
+        if a is None or b is None or (a[2] == alias) == (b[2] == alias):
+            continue  # one side is the joined entity's, the other another's
+        if await _refers(schema, a, b) or await _refers(schema, b, a):
+            return True
+    return False
+
+
+def _v3_camel(name: str) -> str:
+    """APIv3's reading of an entity name: ``option_value``, ``Contact_`` and ``uf_match`` are
+    ``OptionValue``, ``Contact`` and ``UfMatch`` (matched in any case afterwards)."""
+    return "".join(part[:1].upper() + part[1:] for part in name.split("_")) if "_" in name else name
 
 
 async def prepare_call(
@@ -169,6 +227,8 @@ async def prepare_call(
         canonical = await schema.canonical_map()
     check_calls(policy, call, None, canonical)
     refs = await fields.references(call, schema)
+    if schema is not None and not policy.trusted:
+        await _check_join_keys(call, schema)
     call = check_policy(policy, call, refs, canonical)
     if schema is not None and validating:
         await validate.check(call, refs, schema)
@@ -226,7 +286,23 @@ async def _expand(call: Call, wildcard: str, schema: Schema) -> list[expressions
     ]
 
 
+def _narrow_write_answer(policy: Policy, call: Call, records: Records) -> Records:
+    """A write answers the whole record it saved (``reload`` or not): for a client with a field
+    list on the entity, only those fields (and ``id``) are passed on."""
+    if call.is_read or call.version != 4:
+        return records
+    allowed = policy.field_list(call.entity, SAME_AS.get(call.entity.lower()))
+    if allowed is None:
+        return records
+    keep = allowed | {"id"}
+    return Records(
+        [{k: v for k, v in r.items() if k in keep} if isinstance(r, dict) else r for r in records],
+        count_matched=records.count_matched,
+    )
+
+
 def shape_result(client: Client, call: Call, records: Records) -> tuple[Any, dict[str, str]]:
+    records = _narrow_write_answer(client.policy, call, records)
     strip = not client.policy.credential_fields
     if (
         strip

@@ -42,6 +42,12 @@ DEFAULT_MAX_CHAIN_DEPTH = 3
 # Explicit joins a call may make unless its client is trusted (each multiplies the rows the
 # database reads before any limit applies).
 DEFAULT_MAX_JOINS = 3
+# What else an action does: a deny (or a missing allow) on those covers it too.
+IMPLIED_ACTIONS = {
+    "save": ("create", "update"),
+    "replace": ("create", "update", "delete"),
+    "mergeduplicates": ("update", "delete"),
+}
 # Reads whose fields CiviCRM's configuration chooses (contact_autocomplete_options, default
 # search displays), not the call.
 SITE_CONFIGURED_READS = frozenset({"autocomplete", "getlist"})
@@ -202,7 +208,8 @@ class Policy:
     def field_list(self, entity: str | None, canonical: str | None = None) -> frozenset[str] | None:
         """The fields this client may use on ``entity`` (None: all but credentials); the list
         written for its canonical entity applies too (both: only what both allow)."""
-        lists = [self.fields[e] for e in {entity, canonical} if e is not None and e in self.fields]
+        by_name = {name.lower(): names for name, names in self.fields.items()}
+        lists = [by_name[e.lower()] for e in {entity, canonical} if e is not None and e.lower() in by_name]
         if not lists:
             return None
         return frozenset.intersection(*lists)
@@ -255,6 +262,8 @@ def _call_labels(call: Call, refs: list[FieldRef]) -> list[tuple[Call, str]]:
     out: list[tuple[Call, str]] = []
     for sub, _ in call.walk():
         out.append((sub, sub.label))
+        for implied in IMPLIED_ACTIONS.get(sub.action.lower(), ()):
+            out.append((sub, f"v{sub.version}:{sub.entity}.{implied}"))
         for join in sub.join or ():
             out.append((sub, f"v4:{join.entity}.get"))
             if join.bridge:
@@ -363,12 +372,21 @@ def _check_cost(policy: Policy, call: Call) -> None:
     and no aggregate that packs many rows into one past a row cap."""
     if call.version != 4 or policy.trusted:
         return
+    select = call.select or ()
+    if any(e.is_aggregate for e in select) and any(e.is_field and e.text.endswith("*") for e in select):
+        raise denied("'*' beside an aggregate is not narrowed for this client: name the fields.")
+    for expr in select:
+        if expr.is_field and expr.text.count(".") > 1 and expr.text.endswith("*"):
+            raise denied(f"{expr.text!r} reaches through two joins: name the fields.")
     joins = call.join or ()
     if len(joins) > policy.max_joins:
         raise denied(f"{len(joins)} joins; this client may make at most {policy.max_joins} in one call.")
     for join in joins:
-        if join.bridge or not join.conditions:
-            continue  # CiviCRM links a bridge, or an unconditioned join, by its keys itself
+        if join.bridge:
+            continue  # CiviCRM links a bridge by its keys itself
+        if not join.conditions:
+            # CiviCRM guesses the link (or finds none: an ON without condition, a DB error)
+            raise denied(f"The join {join.alias!r} has no condition: link it on a key.")
         if not any(_is_key_condition(c, join.alias) for c in join.conditions):
             raise denied(
                 f"The join {join.alias!r} is not on a key: link it with "
@@ -382,6 +400,27 @@ def _check_cost(policy: Policy, call: Call) -> None:
                     f"{sorted(packing)[0]} packs any number of rows into one, past this "
                     "client's row limit; read the rows themselves."
                 )
+
+
+# Implicit joins (``contact_id.employer_id.x``) one call may make unless its client is trusted:
+# each is a JOIN in CiviCRM's SQL, and MariaDB stops at 61 tables.
+MAX_IMPLICIT_JOINS = 8
+
+
+def _check_implicit_joins(policy: Policy, refs: list[FieldRef]) -> None:
+    if policy.trusted:
+        return
+    by_call: dict[int, set[str]] = {}
+    for ref in refs:
+        path = ref.path.partition(":")[0]
+        if ref.via is not None and "." in path:
+            by_call.setdefault(id(ref.call), set()).add(path.rpartition(".")[0])
+    for prefixes in by_call.values():
+        if len(prefixes) > MAX_IMPLICIT_JOINS:
+            raise denied(
+                f"{len(prefixes)} joined paths in one call; this client may reach through at most "
+                f"{MAX_IMPLICIT_JOINS} (each is a join CiviCRM makes)."
+            )
 
 
 def _is_key_condition(clause: Any, alias: str) -> bool:
@@ -428,8 +467,18 @@ def check(
             raise denied(f"This client may not use the field {where!r} (in {ref.path!r}).")
     for sub, _ in call.walk():
         _check_cost(policy, sub)
+    _check_implicit_joins(policy, refs)
     call = _narrow_wildcards(policy, call, canonical)
-    return _cap_rows(policy, call)
+    call = _cap_rows(policy, call)
+    if policy.max_rows is not None and any(True for _ in call.children()):
+        total = _tree_rows(call)
+        if total > policy.max_rows:
+            shown = "an unbounded number of" if math.isinf(total) else str(int(total))
+            raise denied(
+                f"This request could produce {shown} rows through its chains; this client "
+                f"may read at most {policy.max_rows} in one request."
+            )
+    return call
 
 
 def _narrow_wildcards(policy: Policy, call: Call, canonical: Mapping[str, str]) -> Call:
@@ -491,6 +540,18 @@ def _cap_rows(policy: Policy, call: Call, depth_rows: int = 1) -> Call:
         )
         call = replace(call, v3_chains=chains)
     return call
+
+
+def _tree_rows(call: Call, parent: float = 1) -> float:
+    """Rows the whole call tree can produce: each call runs once per row of its parent, and
+    siblings add up (a get without a limit, or a metadata read: unbounded)."""
+    if call.is_read:
+        limit = call.effective_limit() if call.takes_limit else max(1, len(call.select or ()))
+        own = float(limit) if limit is not None and (call.is_get or call.version == 3) else math.inf
+    else:
+        own = float(max(1, len(call.records or ())))
+    rows = parent * own
+    return rows + sum(_tree_rows(child, rows) for child in call.children())
 
 
 def request_cost(call: Call) -> int:

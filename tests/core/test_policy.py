@@ -155,7 +155,15 @@ def test_rows_and_depth_through_chains():
     policy = Policy.from_mapping({"max_limit": 100, "max_rows": 1000})
     nested = {"limit": 100, "chain": {"e": ["Email", "get", {"limit": 100}]}}
     assert "rows" in denied(policy, 4, "Contact", "get", nested)
-    checked(policy, 4, "Contact", "get", {"limit": 10, "chain": {"e": ["Email", "get", {"limit": 100}]}})
+    checked(policy, 4, "Contact", "get", {"limit": 9, "chain": {"e": ["Email", "get", {"limit": 100}]}})
+    # every row counts, the parents' and the siblings' too (10 + 10 x 100 > 1000)
+    assert "1010 rows" in denied(
+        policy, 4, "Contact", "get", {"limit": 10, "chain": {"e": ["Email", "get", {"limit": 100}]}}
+    )
+    siblings = {"limit": 10, "chain": {f"e{i}": ["Email", "get", {"limit": 10}] for i in range(20)}}
+    assert "2010 rows" in denied(policy, 4, "Contact", "get", siblings)
+    under_metadata = {"chain": {"c": ["Contact", "get", {"limit": 1}]}}
+    assert "unbounded" in denied(policy, 4, "Contact", "getFields", under_metadata)
     deep = {}
     for _ in range(4):
         deep = {"limit": 1, "chain": {"x": ["Contact", "get", deep]}}

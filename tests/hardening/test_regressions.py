@@ -85,7 +85,7 @@ async def test_malformed_regexp_is_refused_before_civicrm(gw: httpx.AsyncClient)
     [
         ({"first_name": {"LIKE": {}}}, 400, "invalid-request"),
         ({"id": {"IN": [1, {"a": 1}]}}, 400, "invalid-request"),
-        ({"id": {"LIKE": [1, 2]}}, 422, "civicrm-validation"),
+        ({"id": {"LIKE": [1, 2]}}, 400, "invalid-request"),  # a PHP fatal in 5.77
     ],
 )
 async def test_v3_non_scalar_filters_are_refused(

@@ -49,7 +49,7 @@ fields = {{Contact = ["id", "display_name"]}}
 token_sha256 = "{hash_token(CAPPED)}"
 allow = ["v4:Contact.get", "v4:Email.get"]
 max_limit = 2
-max_rows = 4
+max_rows = 6
 
 [clients.v3]
 token_sha256 = "{hash_token(V3)}"
@@ -326,6 +326,11 @@ async def test_limits_hold_through_chains_and_bad_numbers(upstream, clients_file
             {"limit": "abc"},
             {"limit": 3},
             {"limit": 2, "chain": {"e": ["Email", "get", {"limit": 3}]}},
+            # 2 + 2 x 2 + 2 x 2: siblings add up past max_rows (6)
+            {
+                "limit": 2,
+                "chain": {"a": ["Contact", "get", {"limit": 2}], "b": ["Contact", "get", {"limit": 2}]},
+            },
             {
                 "limit": 2,
                 "chain": {
