@@ -680,7 +680,11 @@ def test_sql_reads_no_credential_column(red: Red, body: dict[str, Any]) -> None:
             ok(red.call("v4ro", "/v4/Contact/get", {"select": ["id"], "limit": 1}))
             baseline |= {so.fingerprint(s.sql) for s in so.statements_since(since)}
         since = so.db_now()
-        ok(red.call("v4ro", "/v4/Contact/get", body))
+        response = red.call("v4ro", "/v4/Contact/get", body)
+        if response.status_code == 403:  # refused (name the fields): nothing may reach CiviCRM
+            assert response.json()["type"] == "/problems/gateway-policy-denied", response.text
+        else:
+            ok(response)
         read = [
             s.sql[:200]
             for s in so.statements_since(since)
