@@ -129,7 +129,7 @@ async def _canonical_names(call: Call, schema: Schema) -> Call:
         # APIv3 has entities APIv4 lacks (Profile, CustomValue...): what they read is theirs
         # to decide, so only a trusted client (or unsafe_unchecked_actions) may call them.
         entity, known = call.entity, False
-    if not call.known_action and not await schema.v3_action_exists(entity, call.action):
+    if not (call.known_action and known) and not await schema.v3_action_exists(entity, call.action):
         raise unknown_api(f"API ({entity}, {call.action}) does not exist (or the extension is not enabled).")
     chains = []
     for key, calls in call.v3_chains:

@@ -734,7 +734,11 @@ def test_sql_oracle(rig: Rig) -> None:
         forwarded = capture.forwarded()
         reads = oracle.reads(capture, forwarded_only=True)
         if status < 500 and 400 <= status and slug in GATEWAY_REFUSALS:
-            if forwarded:
+            # The gateway's own APIv3 metadata look-ups (getfields, getactions) go to the same
+            # civicrm/ajax/rest as calls do; they read configuration tables only. A refused
+            # call must have read or written no data at all.
+            touched = oracle.reads(capture, forwarded_only=True) if forwarded else None
+            if touched is not None and (touched.tables or touched.writes or touched.secrets):
                 paths = sorted({capture.paths.get(t, "?") for t in forwarded})
                 found.add("refused-but-forwarded", request, f"{status} {slug}; CiviCRM ran {paths}")
             continue
