@@ -9,6 +9,8 @@ each acceptable one. No answer may carry a secret value. Every record a test mak
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,10 @@ TOKENS = {
     "broad": "cgw_rt3-broad-f1f2f3f4f5f6f7f8f9f0",
     # contact reads, its own audit records only
     "auditown": "cgw_rt3-auditown-a1a2a3a4a5a6a7a8a9",
+    # individuals' writes only (no other contact type), never delete
+    "iwriter": "cgw_rt3-iwriter-b1b2b3b4b5b6b7b8b9b0",
+    # contacts and individuals read, fields narrowed on Contact
+    "typed": "cgw_rt3-typed-c0c9c8c7c6c5c4c3c2c1",
 }
 
 CLIENTS = f"""
@@ -65,6 +71,17 @@ token_sha256 = "{hash_token(TOKENS["auditown"])}"
 allow = ["v4:Contact.get"]
 read_only = true
 audit = "own"
+
+[clients.iwriter]
+token_sha256 = "{hash_token(TOKENS["iwriter"])}"
+allow = ["v4:Individual.*"]
+deny = ["v4:Contact.delete"]
+
+[clients.typed]
+token_sha256 = "{hash_token(TOKENS["typed"])}"
+allow = ["v4:Contact.get", "v4:Individual.get"]
+read_only = true
+fields = {{Contact = ["id", "display_name"]}}
 """
 
 
@@ -161,8 +178,9 @@ TMP_SOURCE = "redteam3-tmp"
 
 @pytest.fixture(scope="module")
 def victim(red: Red) -> Iterator[int]:
-    """A contact of this module's own (its email restored after each use); every contact a
-    test (or a write the gateway let through) made with ``TMP_SOURCE`` is deleted at the end."""
+    """A contact of this module's own (its email restored after each use); it, and every
+    contact a test (or a write the gateway let through) made with ``TMP_SOURCE``, is deleted
+    at the end."""
     found = red.admin4(
         "Contact",
         "get",
@@ -174,11 +192,13 @@ def victim(red: Red) -> Iterator[int]:
     else:
         cid = int(red.admin4("Contact", "create", {"values": VICTIM})[0]["id"])
     yield cid
-    red.admin4("Contact", "update", {"where": [["id", "=", cid]], "values": VICTIM})
     red.admin4(
         "Contact",
         "delete",
-        {"where": [["source", "=", TMP_SOURCE], ["is_deleted", "IN", [0, 1]]], "useTrash": False},
+        {
+            "where": [["source", "IN", [TMP_SOURCE, VICTIM["source"]]], ["is_deleted", "IN", [0, 1]]],
+            "useTrash": False,
+        },
     )
 
 
@@ -337,6 +357,97 @@ def test_v3_order_is_contribution(red: Red, contribution: int, path: str, body: 
 
 def test_v3_contribution_denied_held(red: Red, contribution: int) -> None:
     refused(red.call("denyctb", "/v3/Contribution/getcount", {}), DENIED)
+
+
+# --- 4. Individual.save writes any contact by id ---------------------------------------------------
+
+
+@pytest.fixture()
+def organization(red: Red) -> Iterator[int]:
+    values = {"contact_type": "Organization", "organization_name": "Rt3 Org", "source": TMP_SOURCE}
+    oid = int(red.admin4("Contact", "create", {"values": values})[0]["id"])
+    try:
+        yield oid
+    finally:
+        red.admin4("Contact", "delete", {"where": [["id", "=", oid]], "useTrash": False})
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"records": [{"id": "OID", "source": "rt3-written-by-individual"}]},
+        {"records": [{"id": "OID"}], "defaults": {"source": "rt3-written-by-individual"}},
+    ],
+)
+def test_individual_save_does_not_write_other_contact_types(
+    red: Red, organization: int, body: dict[str, Any]
+) -> None:
+    """A client allowed ``v4:Individual.*`` only may write individuals. ``Individual.update``
+    finds its records through a get (which CiviCRM narrows to contact_type Individual), but
+    ``Individual.save`` with an ``id`` writes that contact whatever its type: the client
+    changed an Organization, and the answer (a write's: not held against the call) handed it
+    the organization's fields, ``organization_name`` included, which Individual does not even
+    have. Refused (the gateway cannot tell an id's contact type before the write), or the
+    organization is left as it was."""
+    records = [{k: (organization if v == "OID" else v) for k, v in r.items()} for r in body["records"]]
+    response = red.call("iwriter", "/v4/Individual/save", {**body, "records": records})
+    [row] = red.admin4("Contact", "get", {"select": ["source"], "where": [["id", "=", organization]]})
+    assert row["source"] == TMP_SOURCE, f"Individual.save wrote Organization {organization}: {row}"
+    assert "Rt3 Org" not in response.text, response.text[:300]
+    if response.status_code != 200:
+        refused(response, DENIED, INVALID)
+
+
+def test_individual_update_of_an_organization_held(red: Red, organization: int) -> None:
+    response = red.call(
+        "iwriter",
+        "/v4/Individual/update",
+        {"where": [["id", "=", organization]], "values": {"source": "rt3-written-by-individual"}},
+    )
+    assert response.status_code in (403, 404), response.text[:300]
+    [row] = red.admin4("Contact", "get", {"select": ["source"], "where": [["id", "=", organization]]})
+    assert row["source"] == TMP_SOURCE
+
+
+# --- 5. a client's OpenAPI document lists what it may not call or use ---------------------------------
+
+
+def client_document(red: Red, client: str) -> dict[str, Any]:
+    """The client's OpenAPI document, once built from CiviCRM's metadata."""
+    headers = {"Authorization": f"Bearer {TOKENS[client]}"}
+    deadline = time.monotonic() + 60
+    while True:
+        document: dict[str, Any] = ok(red.http.get("/openapi.json", headers=headers))
+        if "from CiviCRM's own metadata" in document["info"]["description"] or time.monotonic() > deadline:
+            return document
+        time.sleep(0.5)
+
+
+def test_openapi_lists_only_actions_the_client_may_call(red: Red) -> None:
+    """openapi/views.narrow keeps an action when Policy.may_call says yes, which knows neither
+    the entity an action's entity stands for (``deny = ["v4:Contact.delete"]`` covers
+    Individual.delete and the actions that delete: replace, mergeDuplicates) nor the rule
+    "understood or refused" (autocomplete, and actions without a grammar): the document
+    offers calls every one of which is a 403 for this client."""
+    document = client_document(red, "iwriter")
+    assert "from CiviCRM's own metadata" in document["info"]["description"], document["info"]
+    paths = set(document["paths"])
+    assert "/v4/Individual/get" in paths, sorted(paths)
+    for action in ("delete", "replace", "mergeDuplicates", "autocomplete"):
+        path = f"/v4/Individual/{action}"
+        response = red.call("iwriter", path, {"where": [["id", "=", -1]]} if action == "delete" else {})
+        assert response.status_code == 403, (path, response.text[:200])
+        assert path not in paths, f"the document offers {path}, which answers 403 to this client"
+
+
+def test_openapi_lists_only_fields_the_client_may_use(red: Red) -> None:
+    """``fields = {Contact = [...]}`` covers Individual (the call is refused), but the document
+    lists Individual's every field (views.narrow asks Policy.field_allowed without the
+    canonical entity)."""
+    document = client_document(red, "typed")
+    assert "/v4/Individual/get" in document["paths"], sorted(document["paths"])
+    refused(red.call("typed", "/v4/Individual/get", {"select": ["nick_name"], "limit": 1}), DENIED)
+    assert "nick_name" not in json.dumps(document), "the document lists Individual.nick_name"
 
 
 # --- attempts that held --------------------------------------------------------------------------------
