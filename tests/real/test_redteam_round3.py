@@ -41,6 +41,8 @@ TOKENS = {
     "iwriter": "cgw_rt3-iwriter-b1b2b3b4b5b6b7b8b9b0",
     # contacts and individuals read, fields narrowed on Contact
     "typed": "cgw_rt3-typed-c0c9c8c7c6c5c4c3c2c1",
+    # APIv3 contact writes and reads, fields narrowed
+    "v3w": "cgw_rt3-v3w-d0d9d8d7d6d5d4d3d2d1",
 }
 
 CLIENTS = f"""
@@ -82,6 +84,11 @@ token_sha256 = "{hash_token(TOKENS["typed"])}"
 allow = ["v4:Contact.get", "v4:Individual.get"]
 read_only = true
 fields = {{Contact = ["id", "display_name"]}}
+
+[clients.v3w]
+token_sha256 = "{hash_token(TOKENS["v3w"])}"
+allow = ["v3:Contact.create", "v3:Contact.get"]
+fields = {{Contact = ["id", "display_name", "source"]}}
 """
 
 
@@ -448,6 +455,24 @@ def test_openapi_lists_only_fields_the_client_may_use(red: Red) -> None:
     assert "/v4/Individual/get" in document["paths"], sorted(document["paths"])
     refused(red.call("typed", "/v4/Individual/get", {"select": ["nick_name"], "limit": 1}), DENIED)
     assert "nick_name" not in json.dumps(document), "the document lists Individual.nick_name"
+
+
+# --- 6. an APIv3 write answers every field of the record ----------------------------------------------
+
+
+def test_v3_write_answers_only_fields_the_client_may_read(red: Red, victim: int) -> None:
+    """Round 2 narrowed APIv4 write answers to the client's field list; APIv3's are passed on
+    whole (pipeline._narrow_write_answer returns them as they are for version 3, and
+    answercheck._v3_shape leaves a create's answer open): ``Contact.create`` with the
+    victim's ``id`` and its own ``source`` (a no-op update) answers first_name, nick_name,
+    birth_date... to a client whose Contact fields are id, display_name and source."""
+    response = red.call("v3w", "/v3/Contact/create", {"id": victim, "source": VICTIM["source"]})
+    assert VICTIM["nick_name"] not in response.text, response.text[:400]
+    if response.status_code != 200:
+        refused(response, DENIED)
+        return
+    for row in response.json():
+        assert set(row) <= {"id", "display_name", "source", "contact_source"}, sorted(row)
 
 
 # --- attempts that held --------------------------------------------------------------------------------
