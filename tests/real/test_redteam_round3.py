@@ -475,6 +475,39 @@ def test_v3_write_answers_only_fields_the_client_may_read(red: Red, victim: int)
         assert set(row) <= {"id", "display_name", "source", "contact_source"}, sorted(row)
 
 
+# --- 7. a deny on delete does not cover writing the trash flag ------------------------------------------
+
+
+@pytest.mark.parametrize("action", ["update", "save"])
+def test_deny_on_delete_covers_the_trash_flag(red: Red, action: str) -> None:
+    """``deny = ["v4:Contact.delete"]``: round 2 made it cover the actions that delete
+    (replace, mergeDuplicates: "either puts a contact in the trash"); ``Contact.update`` (or
+    ``save``) with ``is_deleted: true`` puts it in the trash all the same, which is what
+    ``Contact.delete`` does by default. policy.IMPLIED_ACTIONS maps actions only; a write of
+    ``is_deleted`` is a delete."""
+    values = {"contact_type": "Individual", "first_name": "Rt3", "last_name": "Trash", "source": TMP_SOURCE}
+    cid = int(red.admin4("Contact", "create", {"values": values})[0]["id"])
+    if action == "update":
+        body: dict[str, Any] = {"where": [["id", "=", cid]], "values": {"is_deleted": True}}
+    else:
+        body = {"records": [{"id": cid, "is_deleted": True}]}
+    try:
+        response = red.call("emailw", f"/v4/Contact/{action}", body)
+        [row] = red.admin4(
+            "Contact",
+            "get",
+            {"select": ["is_deleted"], "where": [["id", "=", cid], ["is_deleted", "IN", [0, 1]]]},
+        )
+        assert row["is_deleted"] is False, f"Contact.{action} put contact {cid} in the trash"
+        refused(response, DENIED)
+    finally:
+        red.admin4(
+            "Contact",
+            "delete",
+            {"where": [["id", "=", cid], ["is_deleted", "IN", [0, 1]]], "useTrash": False},
+        )
+
+
 # --- attempts that held --------------------------------------------------------------------------------
 
 
