@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 TOKENS = {
     # writes on contacts (never delete), reads of emails: it may not write an Email
     "emailw": "cgw_rt3-emailw-c1c2c3c4c5c6c7c8c9c0",
-    # every read but contributions (and their money trail), in both APIs
+    # every read but contributions (and their money trail) and relationships, in both APIs
     "denyctb": "cgw_rt3-denyctb-d1d2d3d4d5d6d7d8d9d0",
     # every APIv4 read, capped
     "v4ro": "cgw_rt3-v4ro-e1e2e3e4e5e6e7e8e9e0",
@@ -54,7 +54,7 @@ deny = ["v4:Contact.delete"]
 [clients.denyctb]
 token_sha256 = "{hash_token(TOKENS["denyctb"])}"
 allow = ["*"]
-deny = ["*:Contribution.*", "*:FinancialTrxn.*"]
+deny = ["*:Contribution.*", "*:FinancialTrxn.*", "*:Relationship.*"]
 read_only = true
 
 [clients.v4ro]
@@ -364,6 +364,64 @@ def test_v3_order_is_contribution(red: Red, contribution: int, path: str, body: 
 
 def test_v3_contribution_denied_held(red: Red, contribution: int) -> None:
     refused(red.call("denyctb", "/v3/Contribution/getcount", {}), DENIED)
+
+
+@pytest.fixture()
+def relationship(red: Red) -> Iterator[tuple[int, int]]:
+    """An individual employed by an organization, with a description nobody denied
+    Relationship may read."""
+    people = [
+        {"contact_type": "Individual", "first_name": "Rt3", "last_name": "RelA", "source": TMP_SOURCE},
+        {"contact_type": "Organization", "organization_name": "Rt3 RelB", "source": TMP_SOURCE},
+    ]
+    a, b = (int(red.admin4("Contact", "create", {"values": v})[0]["id"]) for v in people)
+    values = {
+        "contact_id_a": a,
+        "contact_id_b": b,
+        "relationship_type_id:name": "Employee of",
+        "description": "rt3-secret-relationship",
+    }
+    rid = int(red.admin4("Relationship", "create", {"values": values})[0]["id"])
+    try:
+        yield a, b
+    finally:
+        red.admin4("Relationship", "delete", {"where": [["id", "=", rid]]})
+        red.admin4("Contact", "delete", {"where": [["id", "IN", [a, b]]], "useTrash": False})
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"select": ["id", "description", "near_contact_id", "far_contact_id"]},
+        # ... and as the bridge of a join between contacts
+        {
+            "select": ["id", "c2.display_name"],
+            "join": [["Contact AS c2", "INNER", "RelationshipCache", ["c2.id", "=", "FAR"]]],
+            "where": [["id", "=", "NEAR"]],
+        },
+    ],
+)
+def test_relationship_cache_is_relationship(
+    red: Red, relationship: tuple[int, int], body: dict[str, Any]
+) -> None:
+    """``RelationshipCache`` (civicrm_relationship_cache) is a copy of every relationship,
+    both ways round, kept by triggers: its rows are Relationship's (description, dates,
+    contacts, type). schema.canonical_entities ties entities together only when they share a
+    table, so ``deny = ["*:Relationship.*"]`` leaves it open, as a get and as a join bridge."""
+    near, far = relationship
+    path = "/v4/RelationshipCache/get"
+    if "join" in body:
+        path = "/v4/Contact/get"
+        body = {
+            **body,
+            "join": [["Contact AS c2", "INNER", "RelationshipCache", ["c2.id", "=", far]]],
+            "where": [["id", "=", near]],
+        }
+    response = red.call("denyctb", path, body)
+    assert "rt3-secret-relationship" not in response.text and "Rt3 RelB" not in response.text, response.text[
+        :300
+    ]
+    refused(response, DENIED)
 
 
 # --- 4. Individual.save writes any contact by id ---------------------------------------------------
