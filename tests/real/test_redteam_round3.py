@@ -566,6 +566,32 @@ def test_deny_on_delete_covers_the_trash_flag(red: Red, action: str) -> None:
         )
 
 
+# --- 8. input CiviCRM fails on, and a legitimate call refused ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"contact_type": ["Individual", "Organization"]}, {"contact_sub_type": [["x"]]}],
+)
+def test_getfields_values_civicrm_fails_on_are_400(red: Red, values: dict[str, Any]) -> None:
+    """``getFields``' ``values`` (the record to describe) takes lists like a write's values;
+    a list for ``contact_type`` makes CiviCRM 5.77 die (a PHP error: HTTP 500 without an API
+    answer), a 502 from a read-only client's input."""
+    response = red.call("v4ro", "/v4/Contact/getFields", {"select": ["name"], "values": values})
+    assert response.status_code < 500, response.text[:300]
+    if response.status_code != 200:
+        refused(response, INVALID, DENIED)
+
+
+def test_setting_get_with_a_domain_answers(red: Red) -> None:
+    """``domainId`` is a param of Setting.get, but normalize_v4 takes it for a field of the
+    simple form (a where clause), and the parser then refuses ``where`` in CiviCRM's words
+    ("Unknown api parameter: setWhere", civicrm-bad-request): a legitimate call refused, and
+    the gateway's refusal dressed as CiviCRM's."""
+    rows = ok(red.call("v4ro", "/v4/Setting/get", {"select": ["lcMessages"], "domainId": 1}))
+    assert [r["name"] for r in rows] == ["lcMessages"], rows
+
+
 # --- attempts that held --------------------------------------------------------------------------------
 
 
