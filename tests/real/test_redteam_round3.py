@@ -10,6 +10,7 @@ each acceptable one. No answer may carry a secret value. Every record a test mak
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -597,6 +598,42 @@ def test_setting_get_with_a_domain_answers(red: Red) -> None:
     the gateway's refusal dressed as CiviCRM's."""
     rows = ok(red.call("v4ro", "/v4/Setting/get", {"select": ["lcMessages"], "domainId": 1}))
     assert [r["name"] for r in rows] == ["lcMessages"], rows
+
+
+# --- 9. one request of many clauses stalls every client ------------------------------------------------
+
+
+@pytest.mark.parametrize("left", ["id", "1"])
+def test_many_clauses_do_not_stall_other_clients(red: Red, left: str) -> None:
+    """Round 2 bounded field references (fields.MAX_REFERENCES, 1,000) and list items (500 a
+    list); a where of 130 OR groups of 480 clauses each (~0.8 MB, under the body limit) is
+    parsed clause by clause on the event loop before any of that is counted: ``id = 1``
+    clauses are refused for their references only after 3.5 s of parsing, during which
+    /healthz (and every other client) waited; ``1 = 1`` clauses hold no reference at all, are
+    never counted, and all 62,400 reach CiviCRM (~6 s stalled). A bound on the clauses of
+    one request, counted while parsing (or the parse off the event loop)."""
+    clause = [left, "=", 1]
+    body = {"select": ["id"], "where": [["AND", [["OR", [clause] * 480] for _ in range(130)]]], "limit": 1}
+    raw = json.dumps(body, separators=(",", ":"))
+    headers = {"Authorization": f"Bearer {TOKENS['v4ro']}", "content-type": "application/json"}
+    done: list[int] = []
+
+    def large() -> None:
+        done.append(red.http.post("/v4/Contact/get", content=raw, headers=headers).status_code)
+
+    worker = threading.Thread(target=large)
+    worker.start()
+    slowest = 0.0
+    try:
+        while worker.is_alive():
+            started = time.monotonic()
+            assert red.http.get("/healthz", timeout=60).status_code == 200
+            slowest = max(slowest, time.monotonic() - started)
+            time.sleep(0.05)
+    finally:
+        worker.join(120)
+    assert done and done[0] in (400, 403, 413), done
+    assert slowest < 1.0, f"/healthz waited {slowest:.1f} s behind one client's read"
 
 
 # --- attempts that held --------------------------------------------------------------------------------
