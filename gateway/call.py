@@ -86,10 +86,10 @@ V4_ACTION_PARAMS: dict[str, dict[str, str]] = {  # as getActions lists them on 5
         "action": "string",
         "includeCustom": "bool",
         "loadOptions": "options",
-        "values": "fields",
+        "values": "scalarfields",
     },
     "getactions": dict(_GET),
-    "getlinks": {**_GET, "entityTitle": "scalar", "expandMultiple": "bool", "values": "fields"},
+    "getlinks": {**_GET, "entityTitle": "scalar", "expandMultiple": "bool", "values": "scalarfields"},
     "checkaccess": {"action": "string", "values": "fields"},
     "autocomplete": {
         "input": "string",
@@ -196,6 +196,26 @@ Clause = Condition | Group
 MAX_ITEMS = 500
 
 
+# JSON values one request's params may hold in all (clauses, expressions, values): parsing and
+# checking run on the event loop, so a huge request would stall every other client's calls.
+MAX_VALUES = 20_000
+
+
+def _check_size(raw: Mapping[str, Any]) -> None:
+    count = 0
+    # records of a bulk save are plain values (bounded by the body's size), not expressions
+    stack: list[Any] = [v for k, v in raw.items() if k != "records"]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise invalid_request(f"More than {MAX_VALUES} values in one call's params.")
+        if isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
 def _as_list(name: str, value: Any, cap: int = MAX_ITEMS) -> list[Any]:
     """A JSON list, or an object read as PHP reads it: the list of its values."""
     if isinstance(value, dict):
@@ -243,6 +263,8 @@ def _clause(name: str, raw: Any, depth: int, *, on: bool = False) -> Clause:
         raise from_civicrm("Illegal operator", status=500, error_code=0)
     op = raw[1].upper()
     left = _expr(name, head, alias=False)
+    if left.root.kind == "literal" and not on:  # CiviCRM: "Illegal sql expression" in WHERE
+        raise bad_param(name, f"{head[:80]!r}: a clause compares a field or an expression, not a value.")
     _no_aggregate(name, left)
     if op in _NO_VALUE:
         if len(raw) > 2:
@@ -609,6 +631,13 @@ def _unknown_param(name: str) -> GatewayError:
     return from_civicrm(f"Unknown api parameter: set{name[:1].upper()}{name[1:]}", status=500, error_code=0)
 
 
+def has_grammar(version: int, entity: str, action: str) -> bool:
+    """Whether the gateway parses every param of ``entity.action`` (else it is unchecked)."""
+    if version == 3:
+        return action.lower() in _V3_ACTIONS
+    return (entity, action) in _ENTITY_ACTION_PARAMS or action.lower() in V4_ACTION_PARAMS
+
+
 def param_kinds(entity: str, action: str, declared: Mapping[str, str] | None = None) -> dict[str, str]:
     """The params an action takes, by kind. ``declared``: types from CiviCRM's getActions for an
     action the gateway does not model (scalar ones only; an array param of unknown meaning
@@ -640,6 +669,8 @@ def parse(
         raise invalid_request(f"Chains nested deeper than {MAX_CHAIN_DEPTH} levels are refused.")
     if not isinstance(raw, Mapping):
         raise invalid_request("Params must be a JSON object.")
+    if depth == 0:
+        _check_size(raw)
     action = STANDARD_ACTIONS.get(action.lower(), action)
     if version == 3:
         return _parse_v3(entity, action, raw, depth)
@@ -674,6 +705,11 @@ def parse(
                 updates[name] = _count(name, value)
             else:
                 options[name] = _count(name, value)
+        elif kind == "scalarfields":  # metadata actions' values: one value per field
+            options[name] = _field_map(name, value)
+            if any(isinstance(v, list | dict) for v in options[name].values()):
+                raise bad_param(name, "takes one value per field.")
+            field_params[name] = "fields"
         elif kind == "fields":
             if name in ("values", "defaults"):
                 updates[name] = _field_map(name, value)

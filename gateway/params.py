@@ -33,6 +33,8 @@ V4_PARAMS = frozenset(
         "groupBy",
         "having",
         "language",
+        "domainId",  # Setting.get/set/revert's own params, never field filters
+        "contactId",
         "checkPermissions",
         "useTrash",
         "records",

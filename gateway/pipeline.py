@@ -289,14 +289,20 @@ async def _expand(call: Call, wildcard: str, schema: Schema) -> list[expressions
 def _narrow_write_answer(policy: Policy, call: Call, records: Records) -> Records:
     """A write answers the whole record it saved (``reload`` or not): for a client with a field
     list on the entity, only those fields (and ``id``) are passed on."""
-    if call.is_read or call.version != 4:
+    if call.is_read:
         return records
     allowed = policy.field_list(call.entity, SAME_AS.get(call.entity.lower()))
     if allowed is None:
         return records
     keep = allowed | {"id"}
+    # APIv3 answers some fields under their unique name (contact_source for source)
+    prefix = re.sub(r"(?<!^)(?=[A-Z])", "_", call.entity).lower() + "_"
+
+    def kept(key: str) -> bool:
+        return key in keep or (call.version == 3 and key.removeprefix(prefix) in keep)
+
     return Records(
-        [{k: v for k, v in r.items() if k in keep} if isinstance(r, dict) else r for r in records],
+        [{k: v for k, v in r.items() if kept(k)} if isinstance(r, dict) else r for r in records],
         count_matched=records.count_matched,
     )
 

@@ -31,12 +31,12 @@ from typing import Any
 from limits import RateLimitItem, parse
 
 from . import expressions
-from .call import Call, ChainLink, Condition
+from .call import Call, ChainLink, Condition, has_grammar
 from .credentials import is_credential_action, is_credential_field, is_secret_entity
 from .errors import GatewayError
 from .fields import FieldRef
 from .params import is_read_action
-from .schema import SAME_AS
+from .schema import ALIASES, SAME_AS
 
 DEFAULT_MAX_CHAIN_DEPTH = 3
 # Explicit joins a call may make unless its client is trusted (each multiplies the rows the
@@ -48,6 +48,16 @@ IMPLIED_ACTIONS = {
     "replace": ("create", "update", "delete"),
     "mergeduplicates": ("update", "delete"),
 }
+CONTACT_TYPES = frozenset({"individual", "organization", "household"})
+
+
+def _writes_trash_flag(call: Call) -> bool:
+    values = [call.values or {}, call.defaults or {}, *(call.records or ())]
+    if call.version == 3 and not call.is_read:
+        values.append(call.filters)
+    return any(v.get("is_deleted") not in (None, False, 0, "0", "") for v in values if "is_deleted" in v)
+
+
 # Reads whose fields CiviCRM's configuration chooses (contact_autocomplete_options, default
 # search displays), not the call.
 SITE_CONFIGURED_READS = frozenset({"autocomplete", "getlist"})
@@ -209,7 +219,12 @@ class Policy:
         """The fields this client may use on ``entity`` (None: all but credentials); the list
         written for its canonical entity applies too (both: only what both allow)."""
         by_name = {name.lower(): names for name, names in self.fields.items()}
-        lists = [by_name[e.lower()] for e in {entity, canonical} if e is not None and e.lower() in by_name]
+        names = {e.lower() for e in (entity, canonical) if e is not None}
+        # a list written for another name of the same entity applies too (Individual's to Contact)
+        for name in list(names):
+            main = SAME_AS.get(name, name).lower()
+            names |= ALIASES.get(main, frozenset()) | {main}
+        lists = [by_name[n] for n in names if n in by_name]
         if not lists:
             return None
         return frozenset.intersection(*lists)
@@ -243,6 +258,18 @@ class Policy:
         low = label.lower()
         return self.trusted or any(fnmatch.fnmatchcase(low, p) for p in self.unsafe_unchecked_actions)
 
+    def offers(self, version: int, entity: str, action: str) -> bool:
+        """Whether a call of ``entity.action`` can pass this policy at all (what a client's API
+        document lists): the globs for it and what it implies, on the canonical entity too,
+        and understood or named in ``unsafe_unchecked_actions``."""
+        same = SAME_AS.get(entity.lower())
+        if not self.may_call(version, entity, action, same):
+            return False
+        if not all(self.may_call(version, entity, a, same) for a in IMPLIED_ACTIONS.get(action.lower(), ())):
+            return False
+        unchecked = not has_grammar(version, entity, action) or action.lower() in SITE_CONFIGURED_READS
+        return not unchecked or self.may_forward_unchecked(f"v{version}:{entity}.{action}")
+
     @property
     def restricts_fields(self) -> bool:
         return bool(self.fields)
@@ -264,6 +291,12 @@ def _call_labels(call: Call, refs: list[FieldRef]) -> list[tuple[Call, str]]:
         out.append((sub, sub.label))
         for implied in IMPLIED_ACTIONS.get(sub.action.lower(), ()):
             out.append((sub, f"v{sub.version}:{sub.entity}.{implied}"))
+        if _writes_trash_flag(sub):  # is_deleted = true is what delete does (the trash)
+            out.append((sub, f"v{sub.version}:{sub.entity}.delete"))
+        if sub.entity.lower() in CONTACT_TYPES and sub.action.lower() in ("save", "replace"):
+            if any("id" in r for r in sub.records or ()) or "id" in (sub.defaults or {}):
+                # save by id skips the contact-type filter: it writes any contact
+                out.append((sub, f"v{sub.version}:Contact.update"))
         for join in sub.join or ():
             out.append((sub, f"v4:{join.entity}.get"))
             if join.bridge:
@@ -271,6 +304,9 @@ def _call_labels(call: Call, refs: list[FieldRef]) -> list[tuple[Call, str]]:
     for ref in refs:
         if ref.via is not None:
             out.append((ref.call, f"v{ref.call.version}:{ref.via}.get"))
+            if ref.use == "write":  # email_primary.email in values writes the Email
+                out.append((ref.call, f"v{ref.call.version}:{ref.via}.create"))
+                out.append((ref.call, f"v{ref.call.version}:{ref.via}.update"))
     return out
 
 

@@ -36,7 +36,23 @@ class FieldInfo:
 
 
 # Entities known to be another one under a different name, whatever the metadata says.
-SAME_AS = {"individual": "Contact", "organization": "Contact", "household": "Contact", "user": "UFMatch"}
+# Entities whose records are another entity's data (``Order`` is a contribution, ``Payment`` a
+# financial transaction, ``RelationshipCache`` a relationship, filled by triggers): the rules
+# written for that one cover them.
+SAME_AS = {
+    "individual": "Contact",
+    "organization": "Contact",
+    "household": "Contact",
+    "user": "UFMatch",
+    "order": "Contribution",
+    "payment": "FinancialTrxn",
+    "relationshipcache": "Relationship",
+}
+# The other names of each canonical entity (a field list written for one applies to all).
+ALIASES: dict[str, frozenset[str]] = {
+    canonical.lower(): frozenset(k for k, v in SAME_AS.items() if v == canonical) | {canonical.lower()}
+    for canonical in set(SAME_AS.values())
+}
 
 
 def canonical_entities(rows: list[dict[str, Any]]) -> dict[str, str]:
@@ -50,6 +66,8 @@ def canonical_entities(rows: list[dict[str, Any]]) -> dict[str, str]:
             by_table.setdefault(table, []).append(row["name"])
     out = dict(SAME_AS)
     for table, names in by_table.items():
+        if any(n.lower() in SAME_AS for n in names):
+            continue  # known already
         if len(names) < 2:
             continue
         plain = table.removeprefix("civicrm_").replace("_", "").lower()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..schema import SAME_AS
 from .metadata import Metadata
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 def may_call(policy: Policy, version: int, entity: str, action: str) -> bool:
     """Whether the policy lets a client call ``entity.action`` at all (its own rule)."""
-    return policy.may_call(version, entity, action)
+    return policy.offers(version, entity, action)
 
 
 def narrow(metadata: Metadata, policy: Policy) -> Metadata:
@@ -46,7 +47,7 @@ def narrow(metadata: Metadata, policy: Policy) -> Metadata:
                 for f in found
                 if isinstance(f, dict)
                 and isinstance(f.get("name"), str)
-                and policy.field_allowed(name, f["name"])
+                and policy.field_allowed(name, f["name"], SAME_AS.get(name.lower()))
             ]
             for action, found in (ent.get("fields") or {}).items()
             if isinstance(found, list)
