@@ -905,6 +905,10 @@ def run_autocomplete(ctx: Ctx) -> list[Record]:
 
 def run_check_access(ctx: Ctx) -> list[Record]:
     action = ctx.params.get("action") or "get"
+    from . import meta
+
+    if str(action).lower() not in {a.lower() for a in meta.entity_actions(ctx.entity.name)}:
+        raise CiviError(f"Api {ctx.entity.name} {action} version 4 does not exist.", v3_code="not-found")
     allowed = not ctx.check or (
         ctx.contact_id is not None
         and (action in ("get", "autocomplete") or ctx.entity.write_perm in ctx.perms)
