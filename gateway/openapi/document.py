@@ -317,6 +317,12 @@ def _examples(
     values = {
         f["name"]: sample_value(f) for f in _example_fields(writable, None) if f["name"] not in V4_PARAMS
     }
+    if "name" in values and ("label" in values or "title" in values):
+        # CiviCRM makes a unique machine name from the label or title (5.77's required_if:
+        # name only when neither is given); a fixed name fails the second time it is sent.
+        del values["name"]
+    # What an example changes on an existing record: not its (unique) machine name.
+    change = next(({k: v} for k, v in values.items() if k != "name"), dict(list(values.items())[:1]))
     select = ["id", *[f["name"] for f in readable[:2]]] if get_fields else ["*"]
     if action == "get":
         # Filter on a value the sandbox's demo data holds, or not at all: Try-it-out on the
@@ -333,12 +339,11 @@ def _examples(
     if action == "create":
         return {"simple": values, "native": {"values": values}}
     if action == "update":
-        some = dict(list(values.items())[:1])
-        return {"simple": {"id": 1, **some}, "native": {"where": [["id", "=", 1]], "values": some}}
+        return {"simple": {"id": 1, **change}, "native": {"where": [["id", "=", 1]], "values": change}}
     if action == "delete":
         return {"simple": {"id": 1}, "native": {"where": [["id", "=", 1]]}}
     if action in ("save", "replace"):
-        native: dict[str, Any] = {"records": [values, {"id": 1, **dict(list(values.items())[:1])}]}
+        native: dict[str, Any] = {"records": [values, {"id": 1, **change}]}
         if action == "replace":
             native = {"where": [["id", "IN", [1, 2]]], "records": [values]}
         return {"native": native}

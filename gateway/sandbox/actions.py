@@ -536,6 +536,15 @@ def custom_fields_all() -> list[Field]:
     return out
 
 
+def _required_if(entity: str, field: str, given: dict[str, Any]) -> bool:
+    """Whether 5.77's ``required_if`` for a create (its getFields, spec577) holds."""
+    from ..validate import evaluate_condition
+    from .spec577 import SPEC_577
+
+    condition = SPEC_577.get((entity, "create"), {}).get(field, {}).get("required_if")
+    return isinstance(condition, str) and evaluate_condition(condition, given) is True
+
+
 def create_one(ctx: Ctx, values: dict[str, Any]) -> Record:
     ent = ctx.entity
     given, custom = _split_values(ent, values)
@@ -559,7 +568,7 @@ def create_one(ctx: Ctx, values: dict[str, Any]) -> Record:
             default = int(default)
         elif f.serialize and default is not None:
             default = to_db(f, default)
-        if default is None and f.required:
+        if default is None and (f.required or _required_if(ent.name, f.name, given)):
             missing.append(f.name)
         row[f.name] = default
     if missing:
