@@ -321,17 +321,32 @@ class GatewayError(Exception):
         civicrm: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         status: int | None = None,
+        upstream: str | None = None,
     ) -> None:
         self.problem = PROBLEM_TYPES[slug]
         self.detail = detail
         self.civicrm = civicrm
         self.headers = headers or {}
         self.status = status or self.problem.status
+        # What this failure says about CiviCRM's health, when it is not what its type says:
+        # a PHP crash is answered as upstream-error (CiviCRM failed) but, unlike an API
+        # error envelope, it may be CiviCRM down for everyone (UNCLEAR).
+        self.upstream = upstream if upstream is not None else self.problem.upstream
         super().__init__(f"{slug}: {detail}")
 
     @property
     def slug(self) -> str:
         return self.problem.slug
+
+    @property
+    def upstream_unhealthy(self) -> bool:
+        """This failure says CiviCRM is down for every caller."""
+        return self.upstream == UNHEALTHY
+
+    @property
+    def upstream_unclear(self) -> bool:
+        """This failure may be CiviCRM down, or CiviCRM crashing on this call's input alone."""
+        return self.upstream == UNCLEAR
 
     def body(self, instance: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {

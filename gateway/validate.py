@@ -10,6 +10,7 @@ unknown entities and actions (in :mod:`gateway.schema`), unknown fields (in
 from __future__ import annotations
 
 import re
+import weakref
 from typing import Any
 
 from .call import Call, Condition, Group
@@ -29,6 +30,7 @@ REQUIRED_PARAMS = {
     "mergeduplicates": ("contactId", "duplicateId", "mode"),
     "export": ("id",),
     "set": ("values",),
+    "getcoordinates": ("address",),  # Address.getCoordinates (5.77: 'Parameter "address" is required.')
 }
 _INT = re.compile(r"-?\d{1,19}")
 _NUMBER = re.compile(r"-?\d+(\.\d+)?")
@@ -80,6 +82,17 @@ def _type_ok(info: FieldInfo, value: Any) -> bool:
     return True
 
 
+def _never_an_id(value: Any) -> bool:
+    """A whole number that no record has as its id (0 or less)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, str) and _INT.fullmatch(value.strip()):
+        value = int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return isinstance(value, int) and value <= 0
+
+
 def _describe(kind: str | None) -> str:
     return {
         "Integer": "a whole number",
@@ -109,21 +122,184 @@ async def check_values(call: Call, schema: Schema) -> None:
                     "civicrm-validation",
                     f"{call.entity}.{key} must be {_describe(info.data_type)}, not {value!r:.80}.",
                 )
+            if info is not None and ":" not in key and info.fk_entity and _never_an_id(value):
+                # CiviCRM would fail on the foreign key ("DB Error: constraint violation"),
+                # an error it hides from a user without 'view debug output'.
+                raise GatewayError(
+                    "civicrm-validation",
+                    f"{call.entity}.{key} refers to a {info.fk_entity} by its id, and {value!r:.80} "
+                    "is no record's id (ids are positive whole numbers).",
+                )
     action = call.action.lower()
     if action not in ("create", "save"):
         return
     create_fields = await schema.fields(call.entity, action="create")
-    mandatory = [f.name for f in create_fields.values() if f.required and not f.has_default]
+    conditions = await required_if(schema, call.entity)
     for row in rows:
         merged = {**(call.defaults or {}), **row}
         if action == "save" and "id" in merged:
             continue  # an update of an existing record
         given = {k.split(":", 1)[0] for k, v in merged.items() if v not in (None, "")}
-        missing = [name for name in mandatory if name not in given]
+        plain = {k.split(":", 1)[0]: v for k, v in merged.items()}
+        # As CiviCRM's checkRequiredFields: in field order, a required field without a
+        # default, or one whose required_if holds for the values given.
+        missing = [
+            f.name
+            for f in create_fields.values()
+            if f.name not in given
+            and (
+                (f.required and not f.has_default)
+                or (f.name in conditions and evaluate_condition(conditions[f.name], plain) is True)
+            )
+        ]
         if missing:
             raise _civicrm_error(
                 f"Mandatory values missing from Api4 {call.entity}::{call.action}: {', '.join(missing)}"
             )
+
+
+# required_if per entity, per Schema (one per identity, renewed with the metadata).
+_REQUIRED_IF: weakref.WeakKeyDictionary[Schema, dict[str, dict[str, str]]] = weakref.WeakKeyDictionary()
+
+
+async def required_if(schema: Schema, entity: str) -> dict[str, str]:
+    """Field name -> CiviCRM's ``required_if`` condition for a create (5.77's getFields:
+    Tag's name is required when no label is given and its label when no name is;
+    ``TitleFieldSpecProvider`` does the same for name and title). A CiviCRM whose getFields
+    does not know the key has none to check."""
+    cache = _REQUIRED_IF.setdefault(schema, {})
+    if entity not in cache:
+        try:
+            # Schema.fields does not carry required_if (gateway.schema): asked here, once.
+            rows = await schema._call(
+                entity,
+                "getFields",
+                {"select": ["name", "required_if"], "action": "create", "loadOptions": False},
+            )
+        except GatewayError as exc:
+            if exc.status >= 500:
+                raise
+            rows = []
+        cache[entity] = {
+            r["name"]: r["required_if"]
+            for r in rows
+            if isinstance(r, dict)
+            and isinstance(r.get("name"), str)
+            and isinstance(r.get("required_if"), str)
+            and r["required_if"].strip()
+        }
+    return cache[entity]
+
+
+_TOKEN = re.compile(
+    r"""\s*(?:(?P<op>&&|\|\||!==|===|!=|==|!|\(|\))|(?P<fn>empty)\b|\$values\.(?P<field>\w+)"""
+    r"""|"(?P<dq>[^"\\]*)"|'(?P<sq>[^'\\]*)'|(?P<num>-?\d+(?:\.\d+)?)|(?P<lit>true|false|null)\b)""",
+    re.IGNORECASE,
+)
+
+
+def _php_empty(value: Any) -> bool:
+    return value in (None, "", "0", 0, False) or value == [] or value == {}
+
+
+def evaluate_condition(expression: str, values: dict[str, Any]) -> bool | None:
+    """CiviCRM's ``required_if`` (a small expression over ``$values``: ``empty($values.x)``,
+    ``!``, ``&&``, ``||``, ``===``/``!==`` with a literal, parentheses), or ``None`` when it
+    uses anything else: then the gateway cannot tell, and leaves it to CiviCRM."""
+    tokens: list[tuple[str, Any]] = []
+    pos = 0
+    text = expression.strip()
+    while pos < len(text):
+        match = _TOKEN.match(text, pos)
+        if match is None or match.end() == pos:
+            return None
+        pos = match.end()
+        if match.group("op"):
+            tokens.append(("op", match.group("op")))
+        elif match.group("fn"):
+            tokens.append(("empty", None))
+        elif match.group("field") is not None:
+            tokens.append(("value", values.get(match.group("field"))))
+        elif match.group("dq") is not None or match.group("sq") is not None:
+            tokens.append(
+                ("value", match.group("dq") if match.group("dq") is not None else match.group("sq"))
+            )
+        elif match.group("num") is not None:
+            number = match.group("num")
+            tokens.append(("value", float(number) if "." in number else int(number)))
+        else:
+            tokens.append(("value", {"true": True, "false": False, "null": None}[match.group("lit").lower()]))
+    at = 0
+
+    class _Unknown(Exception):
+        pass
+
+    def peek() -> tuple[str, Any] | None:
+        return tokens[at] if at < len(tokens) else None
+
+    def take() -> tuple[str, Any]:
+        nonlocal at
+        if at >= len(tokens):
+            raise _Unknown
+        at += 1
+        return tokens[at - 1]
+
+    def expect(op: str) -> None:
+        if take() != ("op", op):
+            raise _Unknown
+
+    def primary() -> Any:
+        kind, value = take()
+        if kind == "op" and value == "!":
+            return not _truthy(primary())
+        if kind == "op" and value == "(":
+            inner = disjunction()
+            expect(")")
+            return inner
+        if kind == "empty":
+            expect("(")
+            inner = disjunction()
+            expect(")")
+            return _php_empty(inner)
+        if kind == "value":
+            return value
+        raise _Unknown
+
+    def comparison() -> Any:
+        left = primary()
+        nxt = peek()
+        if nxt is not None and nxt[0] == "op" and nxt[1] in ("===", "!==", "==", "!="):
+            take()
+            right = primary()
+            same = left == right if nxt[1] in ("==", "!=") else (type(left) is type(right) and left == right)
+            return same if nxt[1] in ("===", "==") else not same
+        return left
+
+    def conjunction() -> Any:
+        result = _truthy(comparison())
+        while peek() == ("op", "&&"):
+            take()
+            result = _truthy(comparison()) and result
+        return result
+
+    def disjunction() -> Any:
+        result = conjunction()
+        while peek() == ("op", "||"):
+            take()
+            result = _truthy(conjunction()) or _truthy(result)
+        return result
+
+    try:
+        result = disjunction()
+    except _Unknown:
+        return None
+    if at != len(tokens):
+        return None
+    return _truthy(result)
+
+
+def _truthy(value: Any) -> bool:
+    return not _php_empty(value)
 
 
 def check_filters(call: Call, refs: list[FieldRef], fields: dict[str, FieldInfo]) -> None:

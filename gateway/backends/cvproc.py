@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from ..errors import GatewayError, from_civicrm, invalid_request
+from ..errors import UNCLEAR, GatewayError, from_civicrm, invalid_request
 from ..params import NAME_RE
 from ..results import Records, v3_records, v4_records
 from ..settings import Settings, split_command
@@ -336,6 +336,7 @@ def failure_from_stderr(result: ProcessResult, *, what: str = "cv") -> GatewayEr
             "upstream-error",
             f"{what} failed with a PHP error: {error.message}",
             civicrm={"error_code": None, "error_message": error.message},
+            upstream=UNCLEAR,  # this input, or CiviCRM down: the breaker probes
         )
     return from_civicrm(error.message)
 

@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 import orjson
 
 from ..consumers import Identity
-from ..errors import GatewayError
+from ..errors import UNCLEAR, GatewayError
 from ..results import Records, invalid_response, v3_records, v4_error, v4_records
 from ..settings import Settings
 from .base import Backend, BatchCall, BatchResult, TransientError
@@ -294,6 +294,7 @@ class HttpBackend(Backend):
                     "upstream-error",
                     "CiviCRM failed with a PHP error (HTTP 500 without an API answer); "
                     "CiviCRM's own log has the cause.",
+                    upstream=UNCLEAR,  # this input, or CiviCRM down: the breaker probes
                 ) from None
             kind = response.headers.get("content-type", "no content type").split(";")[0]
             raise invalid_response(

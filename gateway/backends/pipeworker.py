@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from ..errors import GatewayError, from_civicrm
+from ..errors import UNCLEAR, GatewayError, from_civicrm
 from .cvproc import (
     ProcessResult,
     failure_from_stderr,
@@ -91,6 +91,7 @@ def rpc_failure(exc: RpcError) -> GatewayError:
             "upstream-error",
             f"cv pipe failed with a PHP error: {exc.message}",
             civicrm={"error_code": None, "error_message": exc.message},
+            upstream=UNCLEAR,  # this input, or CiviCRM down: the breaker probes
         )
     if exc.code is None:
         return from_civicrm(exc.message)

@@ -136,7 +136,7 @@ class CircuitBreaker:
 def says_unhealthy(exc: GatewayError) -> bool:
     """The failure says CiviCRM cannot serve anyone: its type says so, or the transport failed
     (no connection, a cut one, a proxy's 429/502/503/504: ``TransientError``)."""
-    return isinstance(exc, TransientError) or exc.problem.upstream_unhealthy
+    return isinstance(exc, TransientError) or exc.upstream_unhealthy
 
 
 class HealthProbe:
@@ -179,7 +179,7 @@ class HealthProbe:
             verdict = True
         except GatewayError as exc:
             # CiviCRM's API answering an error (a permission, say) is CiviCRM up.
-            verdict = not (says_unhealthy(exc) or exc.problem.upstream_unclear)
+            verdict = not (says_unhealthy(exc) or exc.upstream_unclear)
         if not verdict:
             log.warning("health probe failed: CiviCRM does not serve a trivial read either")
         self._verdict = (self._clock(), verdict)
@@ -333,7 +333,7 @@ class ResilientBackend(Backend):
                 continue
             except GatewayError as exc:
                 unhealthy = says_unhealthy(exc)
-                if not unhealthy and exc.problem.upstream_unclear:
+                if not unhealthy and exc.upstream_unclear:
                     try:
                         unhealthy = not await self.probe.healthy()
                     except BaseException:

@@ -282,6 +282,13 @@ class _Names:
         return name
 
 
+def _create_only(field: dict[str, Any]) -> dict[str, Any]:
+    """A field CiviCRM marks read-only, as a new record's value: said so in its description."""
+    note = "CiviCRM marks this field read-only: it may be given on create, not changed by an update."
+    description = str(field.get("description") or "").strip()
+    return {**field, "description": f"{description} {note}".strip()}
+
+
 def _object(fields: list[dict[str, Any]], *, record: bool = False) -> dict[str, Any]:
     return {"type": "object", "properties": {f["name"]: field_schema(f, record=record) for f in fields}}
 
@@ -310,6 +317,12 @@ def _examples(
     values = {
         f["name"]: sample_value(f) for f in _example_fields(writable, None) if f["name"] not in V4_PARAMS
     }
+    if "name" in values and ("label" in values or "title" in values):
+        # CiviCRM makes a unique machine name from the label or title (5.77's required_if:
+        # name only when neither is given); a fixed name fails the second time it is sent.
+        del values["name"]
+    # What an example changes on an existing record: not its (unique) machine name.
+    change = next(({k: v} for k, v in values.items() if k != "name"), dict(list(values.items())[:1]))
     select = ["id", *[f["name"] for f in readable[:2]]] if get_fields else ["*"]
     if action == "get":
         # Filter on a value the sandbox's demo data holds, or not at all: Try-it-out on the
@@ -326,12 +339,11 @@ def _examples(
     if action == "create":
         return {"simple": values, "native": {"values": values}}
     if action == "update":
-        some = dict(list(values.items())[:1])
-        return {"simple": {"id": 1, **some}, "native": {"where": [["id", "=", 1]], "values": some}}
+        return {"simple": {"id": 1, **change}, "native": {"where": [["id", "=", 1]], "values": change}}
     if action == "delete":
         return {"simple": {"id": 1}, "native": {"where": [["id", "=", 1]]}}
     if action in ("save", "replace"):
-        native: dict[str, Any] = {"records": [values, {"id": 1, **dict(list(values.items())[:1])}]}
+        native: dict[str, Any] = {"records": [values, {"id": 1, **change}]}
         if action == "replace":
             native = {"where": [["id", "IN", [1, 2]]], "records": [values]}
         return {"native": native}
@@ -424,6 +436,7 @@ def _entity_operations(
     values: dict[str, Any] = any_object
     new_values: dict[str, Any] = any_object
     simple_values: dict[str, Any] | None = None
+    simple_new_values: dict[str, Any] | None = None
     if write_fields:
         writable = [f for f in write_fields if not f.get("readonly") and f["name"] != "id"]
         values = ref(names.claim(f"{name}Values"))
@@ -432,20 +445,35 @@ def _entity_operations(
             "additionalProperties": True,
             "description": f"Field values of a {title} (also `field:name` to give an option by its name).",
         }
-        required = [f["name"] for f in writable if f.get("required")]
+        # CiviCRM's 'readonly' means "not editable afterwards, or calculated" (its getFields:
+        # "auto-increment, calculated, or otherwise non-editable"); APIv4 does not refuse such
+        # fields on a write, and some must be given on create (Contact.contact_type, readonly
+        # in 5.77's schema). So a new record's values name them too; updates leave them out.
+        create_only = [f for f in write_fields if f.get("readonly") and f["name"] != "id"]
+        creatable = writable + [_create_only(f) for f in create_only]
+        required = [f["name"] for f in creatable if f.get("required")]
         new_values = values
-        if required:
+        if required or create_only:
             new_values = ref(names.claim(f"{name}NewValues"))
+            described_required = f": {', '.join(required)} required" if required else ""
             schemas[new_values["$ref"].rsplit("/", 1)[1]] = {
-                "allOf": [values],
-                "required": required,
-                "description": f"Field values of a new {title}: {', '.join(required)} required.",
+                **_object(creatable),
+                "additionalProperties": True,
+                **({"required": required} if required else {}),
+                "description": f"Field values of a new {title}{described_required} "
+                "(also `field:name` to give an option by its name).",
             }
         simple_values = values
         if any(f["name"] in V4_PARAMS for f in writable):  # such fields need the native form
             simple_values = ref(names.claim(f"{name}SimpleValues"))
             schemas[simple_values["$ref"].rsplit("/", 1)[1]] = _object(
                 [f for f in writable if f["name"] not in V4_PARAMS]
+            )
+        simple_new_values = simple_values
+        if create_only:
+            simple_new_values = ref(names.claim(f"{name}SimpleNewValues"))
+            schemas[simple_new_values["$ref"].rsplit("/", 1)[1]] = _object(
+                [f for f in creatable if f["name"] not in V4_PARAMS]
             )
 
     def simple(form: dict[str, Any] | None, native: dict[str, Any]) -> dict[str, Any]:
@@ -459,7 +487,7 @@ def _entity_operations(
             _native("select", "where", "join", "groupBy", "having", "orderBy", "limit", "offset", "chain"),
         ),
         "delete": simple(filters, _native("where", "useTrash", "chain")),
-        "create": simple(simple_values, _native("chain", values=new_values)),
+        "create": simple(simple_new_values, _native("chain", values=new_values)),
         "update": simple(simple_values, _native("where", "reload", "chain", values=values, id=id_schema)),
         "save": _native(
             "match", "reload", "chain", defaults=values, records={"type": "array", "items": record_input}

@@ -631,13 +631,15 @@ SERVICE: dict[tuple[str, str], dict[str, Any]] = {
         "operationId": "service_cacheFlush",
         "summary": "Forget cached metadata (getFields, getActions, Entity.get)",
         "description": "For after a schema change made outside the gateway (writes through "
-        "it flush by themselves). Any authenticated client may flush.",
+        "it flush by themselves). Only the operator's clients may flush: a trusted client "
+        '(allow = ["*"], credential_fields = true), or the loopback caller of a gateway '
+        "without tokens; any other client gets 403 gateway-policy-denied.",
         "responses": {
             "200": _json_ok(
                 "How many cached answers were dropped",
                 {"type": "object", "required": ["flushed"], "properties": {"flushed": {"type": "integer"}}},
             ),
-            **error_refs(401, 429),
+            **error_refs(401, 403, 429),
         },
     },
     ("/problems/{slug}", "get"): {

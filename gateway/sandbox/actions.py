@@ -536,6 +536,15 @@ def custom_fields_all() -> list[Field]:
     return out
 
 
+def _required_if(entity: str, field: str, given: dict[str, Any]) -> bool:
+    """Whether 5.77's ``required_if`` for a create (its getFields, spec577) holds."""
+    from ..validate import evaluate_condition
+    from .spec577 import SPEC_577
+
+    condition = SPEC_577.get((entity, "create"), {}).get(field, {}).get("required_if")
+    return isinstance(condition, str) and evaluate_condition(condition, given) is True
+
+
 def create_one(ctx: Ctx, values: dict[str, Any]) -> Record:
     ent = ctx.entity
     given, custom = _split_values(ent, values)
@@ -559,7 +568,7 @@ def create_one(ctx: Ctx, values: dict[str, Any]) -> Record:
             default = int(default)
         elif f.serialize and default is not None:
             default = to_db(f, default)
-        if default is None and f.required:
+        if default is None and (f.required or _required_if(ent.name, f.name, given)):
             missing.append(f.name)
         row[f.name] = default
     if missing:
@@ -905,6 +914,10 @@ def run_autocomplete(ctx: Ctx) -> list[Record]:
 
 def run_check_access(ctx: Ctx) -> list[Record]:
     action = ctx.params.get("action") or "get"
+    from . import meta
+
+    if str(action).lower() not in {a.lower() for a in meta.entity_actions(ctx.entity.name)}:
+        raise CiviError(f"Api {ctx.entity.name} {action} version 4 does not exist.", v3_code="not-found")
     allowed = not ctx.check or (
         ctx.contact_id is not None
         and (action in ("get", "autocomplete") or ctx.entity.write_perm in ctx.perms)

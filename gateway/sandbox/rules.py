@@ -110,8 +110,12 @@ def title_to_name(row: Row) -> None:
 
 
 def tag_label(row: Row) -> None:
+    """5.77: a tag without a label is labelled by its name; one without a name is named
+    after its label (munged; CiviCRM also makes it unique, which the sandbox does not)."""
     if not row.get("label") and row.get("name"):
         row["label"] = row["name"]
+    if not row.get("name") and row.get("label"):
+        row["name"] = re.sub(r"\W+", "_", str(row["label"])).strip("_")[:64]
 
 
 # Rules applied to a row before it is stored, per entity

@@ -1011,7 +1011,8 @@ TAG = Entity(
     "(contacts, groups, actions...).",
     (
         _id("Tag ID", "Tag ID"),
-        F("name", STR, "Tag Name", required=True, unique=True, description="Unique machine name"),
+        # required unless a label is given (5.77's required_if; rules.tag_label makes the name)
+        F("name", STR, "Tag Name", unique=True, description="Unique machine name"),
         F("label", STR, "Tag Label", description="User-facing tag name"),
         F("description", STR, "Description", description="Optional verbose description of the tag."),
         _fk("parent_id", "Parent Tag ID", "Tag", description="Optional parent id for this tag."),

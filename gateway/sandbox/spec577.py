@@ -364,8 +364,8 @@ SPEC_577: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
     },
     ("Tag", "create"): {
         "created_date": {"default_value": "now"},
-        "label": {"nullable": False},
-        "name": {"nullable": False, "required": False},
+        "label": {"nullable": False, "required_if": "empty($values.name)"},
+        "name": {"nullable": False, "required": False, "required_if": "empty($values.label)"},
     },
     ("Tag", "get"): {
         "base_module": {"input_type": None},

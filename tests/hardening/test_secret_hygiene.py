@@ -18,7 +18,7 @@ import pytest
 
 from gateway.consumers import load_clients
 from gateway.settings import Settings, SettingsError, load_settings
-from tests.conftest import ADMIN_KEY, SITE_KEY, GatewayProcess, clear_gateway_env
+from tests.conftest import ADMIN_KEY, SITE_KEY, GatewayProcess, assert_problem, clear_gateway_env
 
 pytestmark = pytest.mark.slow
 
@@ -328,7 +328,12 @@ def test_audit_sinks_never_hold_secrets(upstream: Any, tmp_path: Path) -> None:
             listing = client.get("/audit", headers=admin)
     finally:
         log = proc.stop()
-    assert [a.status_code for a in answers] == [200, 200, 200, 404, 401, 403], answers[-1].text
+    # The update is made, but CiviCRM 5.77 answers an update with the whole record (checked on
+    # the real site), here first_name = the gateway's API key and hash = its password, which
+    # the update did not carry: the answer check withholds it (502), secrets not passed on.
+    assert [a.status_code for a in answers] == [502, 200, 200, 404, 401, 403], [a.text for a in answers]
+    assert_problem(answers[0], 502, "upstream-unexpected-answer")
+    assert not leaked(answers[0].text), answers[0].text
     assert listing.status_code == 200 and len(listing.json()) == 7
     files = sorted(p for p in state.iterdir() if p.name.startswith("audit."))
     assert {p.name for p in files} >= {"audit.sqlite", "audit.jsonl"}

@@ -72,8 +72,16 @@ async def test_contact_schemas_name_its_real_fields(sandbox_doc):
     body = properties(doc, create["requestBody"]["content"]["application/json"]["schema"])
     # simple form: fields at the top; defaults described, never a 'default' that a generated
     # client would send with every update
-    assert body["contact_type"]["x-civicrm-default"] == "Individual"
-    assert 'Default on create: "Individual"' in body["contact_type"]["description"]
+    # (5.77's getFields(create) gives preferred_mail_format the default "Both" and
+    # contact_type none)
+    assert body["preferred_mail_format"]["x-civicrm-default"] == "Both"
+    assert 'Default on create: "Both"' in body["preferred_mail_format"]["description"]
+    # contact_type is readonly in 5.77's metadata (not changed after create) but is what a new
+    # contact is made as: create bodies name it, update bodies do not
+    assert "Individual = Individual" in body["contact_type"]["description"]
+    assert "may be given on create" in body["contact_type"]["description"]
+    update = doc["paths"]["/v4/Contact/update"]["post"]["requestBody"]["content"]["application/json"]
+    assert "contact_type" not in properties(doc, update["schema"])
     assert '"default"' not in json.dumps(doc["components"]["schemas"])
     values = properties(doc, body["values"])  # native form: fields in 'values'
     assert "Constituent_Information.Marital_Status" in values and "id" not in values
@@ -84,7 +92,8 @@ async def test_contact_schemas_name_its_real_fields(sandbox_doc):
     email_create = doc["paths"]["/v4/Email/create"]["post"]["requestBody"]
     email_params = resolve(doc, email_create["content"]["application/json"]["schema"])
     new_email = resolve(doc, properties(doc, email_params)["values"])
-    assert set(new_email["required"]) == {"contact_id", "email"}
+    # (5.77: email and location_type_id; contact_id is not required there)
+    assert set(new_email["required"]) == {"email", "location_type_id"}
 
 
 async def test_errors_security_and_examples_on_every_operation(sandbox_doc):
