@@ -14,7 +14,7 @@ import weakref
 from typing import Any
 
 from .call import Call, Condition, Group
-from .errors import GatewayError, from_civicrm
+from .errors import GatewayError, from_civicrm, invalid_request
 from .fields import FieldRef
 from .schema import FieldInfo, Schema
 
@@ -34,6 +34,7 @@ REQUIRED_PARAMS = {
 }
 _INT = re.compile(r"-?\d{1,19}")
 _NUMBER = re.compile(r"-?\d+(\.\d+)?")
+_DATE = re.compile(r"[A-Za-z0-9 :./+-]{0,40}")
 
 
 def _civicrm_error(message: str) -> GatewayError:
@@ -78,6 +79,12 @@ def _type_ok(info: FieldInfo, value: Any) -> bool:
     if kind in ("Float", "Money"):
         return (isinstance(value, int | float) and not isinstance(value, bool)) or (
             isinstance(value, str) and bool(_NUMBER.fullmatch(value.strip()))
+        )
+    if kind in ("Date", "Timestamp", "Datetime"):
+        # what PHP's date parsing can read (2024-05-06, 20240506100000, "now", "+1 day");
+        # anything else fails inside CiviCRM, masked for a least-privileged user
+        return (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, str) and bool(_DATE.fullmatch(value))
         )
     return True
 
@@ -358,11 +365,29 @@ async def check_target(call: Call, schema: Schema) -> None:
         raise _civicrm_error(f"Expected one {call.entity} but found 0")
 
 
+def check_repeated_names(call: Call) -> None:
+    """Records of one save that repeat a ``name`` or ``label``: CiviCRM keeps names unique
+    (a label makes the name), so the second fails on the database's unique key, an error a
+    least-privileged user only sees masked. Said here instead."""
+    for key in ("name", "label"):
+        seen: set[str] = set()
+        for record in call.records or ():
+            value = record.get(key)
+            if isinstance(value, str) and value:
+                if value in seen:
+                    raise invalid_request(
+                        f"Records repeat the {key} {value[:80]!r}; CiviCRM keeps names unique: "
+                        "one record each."
+                    )
+                seen.add(value)
+
+
 async def check(call: Call, refs: list[FieldRef], schema: Schema) -> None:
     for sub, depth in call.walk():
         if sub.version != 4:
             continue
         check_required(sub)
+        check_repeated_names(sub)
         await check_values(sub, schema)
         check_filters(sub, refs, await schema.fields(sub.entity))
         if depth == 0:

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import TRUSTED_CLIENTS, TRUSTED_TOKEN, free_port
 from tests.deploy.helpers import COMPOSE_FILE, compose_client
 
 from .conftest import ROOT, Build, docker, logs, stand_in_pids, state, wait_healthz
@@ -129,15 +129,20 @@ def test_stop_lets_a_call_in_flight_finish(project: Project, tmp_path: Path):
         "      CIVI_GATEWAY_CV_CHECK_PERMISSIONS: 'false'\n"
         "      CIVI_GATEWAY_CV_TIMEOUT: '60'\n"
         # One slow cv run in flight: without the metadata look-ups of validation, each of
-        # which would be a slow run of its own.
+        # which would be a slow run of its own (validation off, and the trusted test client,
+        # whose calls need none).
         "      CIVI_GATEWAY_VALIDATE_CALLS: 'false'\n"
+        "      CIVI_GATEWAY_CLIENTS_FILE: /run/trusted-client.toml\n"
+        "    volumes:\n"
+        f"      - {TRUSTED_CLIENTS}:/run/trusted-client.toml:ro\n"
     )
     project.run("up", "-d", "--no-build", "gateway-sandbox", files=(slow,))
     name = project.container("gateway-sandbox")
     wait_healthz(project.gateway_port)
     url = f"http://127.0.0.1:{project.gateway_port}/v4/Contact/get"
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        call = pool.submit(httpx.get, url, params={"select": "id", "limit": "1"}, timeout=90)
+        trusted = {"Authorization": f"Bearer {TRUSTED_TOKEN}"}
+        call = pool.submit(httpx.get, url, params={"select": "id", "limit": "1"}, headers=trusted, timeout=90)
         deadline = time.monotonic() + 30
         while not stand_in_pids(name):  # the call reached cv: it is in flight
             assert time.monotonic() < deadline and not call.done(), logs(name)
