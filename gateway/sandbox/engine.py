@@ -324,7 +324,7 @@ class Sandbox:
 
     def ensure_api_staff(self) -> dict[str, Any]:
         """The "api_staff" user: the least-privileged API user of a real test site
-        (../shared/real-civicrm's "staff": access CiviCRM, view all contacts, access AJAX API,
+        (tests/real/kit's "staff": access CiviCRM, view all contacts, access AJAX API,
         authenticate with api key). It reads contacts over REST with its own key; every write
         is refused, ``api_key`` is hidden from it and its errors are masked."""
         return self._ensure_user("api_staff", "Api", API_STAFF_PERMISSIONS)

@@ -46,7 +46,7 @@ ALL_PERMISSIONS = (
     "delete in CiviMember",
 )
 STAFF_PERMISSIONS = ("access CiviCRM", "view all contacts", "edit all contacts")
-# The least-privileged API user of ../shared/real-civicrm (user "staff", role api_staff): may
+# The least-privileged API user of tests/real/kit (user "staff", role api_staff): may
 # read contacts over REST with its key, may not write, see api keys or read error details.
 API_STAFF_PERMISSIONS = (
     "access CiviCRM",

@@ -30,12 +30,13 @@ def test_the_command_runs_the_checks_before_the_tests() -> None:
 
 
 def test_ci_builds_the_real_civicrm_first() -> None:
-    """CI always runs tests/real/: it builds the kit from ../shared/real-civicrm (beside the
-    clone) and names it in CIVI_GATEWAY_TEST_CIVICRM before the README's command, which stays
+    """CI always runs tests/real/: it builds the kit (tests/real/kit, the project's own copy)
+    and names it in CIVI_GATEWAY_TEST_CIVICRM before the README's command, which stays
     the one a user runs (without a kit the real-site tests are skipped with the reason)."""
     lines = (ROOT / ".ci/run").read_text(encoding="utf-8").splitlines()
     assert "set -euo pipefail" in lines
-    build = lines.index("bash ../shared/real-civicrm/build.sh")
+    build = lines.index("bash tests/real/kit/build.sh")
+    assert (ROOT / "tests/real/kit/build.sh").is_file() and (ROOT / "tests/real/kit/src/SHA256SUMS").is_file()
     assert lines.index('export CIVI_PREFIX="${CIVI_PREFIX:-/tmp/civi}"') < build
     assert build < lines.index('export CIVI_GATEWAY_TEST_CIVICRM="$CIVI_PREFIX"') < len(lines) - 1
     assert "CIVI_GATEWAY_TEST_CIVICRM" in (ROOT / "README.md").read_text(encoding="utf-8")

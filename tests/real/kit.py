@@ -1,6 +1,6 @@
 """The real CiviCRM test peer: where the kit built it, and how to reach it.
 
-``CIVI_GATEWAY_TEST_CIVICRM`` names the folder ``../shared/real-civicrm/build.sh`` built (its
+``CIVI_GATEWAY_TEST_CIVICRM`` names the folder ``tests/real/kit/build.sh`` built (its
 ``CIVI_PREFIX``): API keys in ``api_key.txt`` / ``api_key_staff.txt``, ``bin/cv``, ``site/``,
 ids in ``ids.env``, the URL in ``NOTES.md`` (``CIVI_GATEWAY_TEST_CIVICRM_URL`` overrides it).
 Without it the real-site tests are skipped with that reason; under ``CI=true`` they fail instead.
@@ -72,7 +72,7 @@ def require_kit() -> Kit:
     kit = find_kit()
     if kit is None:
         reason = (
-            f"no real CiviCRM: set {ENV} to the folder ../shared/real-civicrm/build.sh built "
+            f"no real CiviCRM: set {ENV} to the folder tests/real/kit/build.sh built "
             "(CIVI_PREFIX, /tmp/civi by default)"
         )
         if os.environ.get("CI") == "true":
