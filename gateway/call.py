@@ -275,6 +275,10 @@ def _clause(name: str, raw: Any, depth: int, *, on: bool = False) -> Clause:
     value = raw[2]
     if on and len(raw) == 4:
         raise bad_param(name, "join conditions are [field, operator, value]: their values are expressions.")
+    expression_value = (on and isinstance(value, str)) or (len(raw) == 4 and raw[3] is True)
+    if expression_value and op in _LIST_OK:
+        # CiviCRM renders "x IN expr" for these, a DB syntax error: they take a list of values
+        raise bad_param(name, f"operator {op} takes a list of values, not an expression.")
     if on and isinstance(value, str):
         right = _expr(name, value, alias=False)
         _no_aggregate(name, right)

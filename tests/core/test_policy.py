@@ -330,6 +330,10 @@ def test_setting_get_takes_no_limit_and_getvalue_one_return():
         {"where": [["first_name", "REGEXP", "(unclosed"]]},
         {"groupBy": ["COUNT(id)"]},
         {"join": [["Email AS e", "LEFT", ["e.contact_id", "=", "id", True]]]},
+        # found by the SQL oracle (seed 607358607): a list operator with an expression
+        {"where": [["display_name", "IN", "id", True]]},
+        {"where": [["id", "CONTAINS", "sort_name", True]]},
+        {"join": [["Email AS e", "LEFT", ["e.contact_id", "IN", "id"]]]},
     ],
 )
 def test_input_civicrm_would_fail_on_is_a_400(params):

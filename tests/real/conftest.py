@@ -198,3 +198,13 @@ def make_contact(gateways: Gateways, marker: str, **values: Any) -> dict[str, An
         },
     )
     return dict(rows[0])
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The real-site figures, in every run's output (CI's included)."""
+    from tests.real.kit import SUMMARY
+
+    if SUMMARY:
+        terminalreporter.section("real CiviCRM figures")
+        for line in SUMMARY:
+            terminalreporter.write_line(line)

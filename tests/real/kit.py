@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 
 ENV = "CIVI_GATEWAY_TEST_CIVICRM"
+# Figures the real-site tests report (the sandbox's parity, the SQL oracle's seed): printed in
+# pytest's terminal summary by tests/real/conftest.py, whether the tests pass or not.
+SUMMARY: list[str] = []
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ import pytest
 from gateway.consumers import hash_token
 from tests.conftest import GatewayProcess
 from tests.real import sqloracle as so
-from tests.real.kit import Kit, require_kit
+from tests.real.kit import SUMMARY, Kit, require_kit
 
 pytestmark = pytest.mark.slow
 
@@ -755,6 +755,7 @@ def test_sql_oracle(rig: Rig) -> None:
             check_answer(request, response, model, meta, found)
     assert so.GeneralLog.is_on(), "MariaDB's general log was switched off during the run"
     print(f"sent {sent} calls; answers: {dict(sorted(stats.items()))}")
+    SUMMARY.append(f"SQL oracle: seed {rig.seed}, {sent} calls, violations {dict(found.kinds) or 'none'}")
     print(f"seconds in the gateway {timing['gateway']:.1f}, reading the log {timing['log']:.1f}")
     print(f"violations by kind: {found.kinds}")
     assert sent >= min(calls, 50), f"only {sent} calls within the deadline"
