@@ -44,8 +44,8 @@ from typing import Any
 import httpx
 import orjson
 
-from gateway.app import create_app
 from gateway.settings import Settings
+from gateway.web.app import create_app
 
 PARAMS: dict[str, Any] = {"select": ["id", "display_name"], "where": [], "limit": 25}
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import httpx
 
-from gateway.app import create_app
 from gateway.settings import Settings
+from gateway.web.app import create_app
 
 BODY = {"contact_type": "Individual", "first_name": "Bench", "last_name": "Mark"}
 

@@ -18,19 +18,19 @@ from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
-from .audit import AuditTrail
-from .backends import Backend, make_backend
-from .backends.resilience import CircuitBreaker, ResilientBackend, RetryPolicy
-from .consumers import Authenticator, load_clients
-from .idempotency import Idempotency
-from .idempotency.store import Store
-from .metacache import MetadataCache
-from .metrics import Metrics
-from .ratelimit import CONCURRENCY_WAIT, Limiter
-from .readiness import Readiness
-from .redact import install_log_redaction
-from .schema import Schemas
-from .settings import Settings, env_name
+from gateway.backends import Backend, make_backend
+from gateway.backends.metacache import MetadataCache
+from gateway.backends.resilience import CircuitBreaker, ResilientBackend, RetryPolicy
+from gateway.core.redact import install_log_redaction
+from gateway.core.schema import Schemas
+from gateway.flow.audit import AuditTrail
+from gateway.flow.clients import Authenticator, load_clients
+from gateway.flow.idempotency import Idempotency
+from gateway.flow.idempotency.store import Store
+from gateway.flow.ratelimit import CONCURRENCY_WAIT, Limiter
+from gateway.flow.readiness import Readiness
+from gateway.settings import Settings, env_name
+from gateway.telemetry.metrics import Metrics
 
 log = logging.getLogger("gateway")
 

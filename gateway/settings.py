@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     cors_origins: list[str] = []
     cors_methods: list[str] = ["GET", "POST"]
     cors_headers: list[str] = ["Authorization", "Content-Type", "X-Request-ID", "Idempotency-Key"]
-    # Browser protections (gateway/browsers.py): Host names served (empty: loopback names when
+    # Browser protections (gateway/web/browsers.py): Host names served (empty: loopback names when
     # tokenless, any with tokens) and whether foreign Origins / non-JSON bodies are refused
     # (None: only when tokenless, where a web page is the threat).
     allowed_hosts: list[str] = []

@@ -20,8 +20,8 @@ import httpx
 import pytest
 import uvicorn
 
-from gateway.app import create_app
 from gateway.settings import Settings
+from gateway.web.app import create_app
 
 ADMIN_KEY = "adminkey-7f3c9a1e5b2d4f60"
 SITE_KEY = "sitekey-1a2b3c4d5e6f7a8b"
@@ -285,9 +285,9 @@ def _own_state_dir(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Tem
 
 @contextlib.contextmanager
 def redactor_restored() -> Iterator[None]:
-    """The process-wide log redactor (``gateway.redact``) and the log record factory are, on
+    """The process-wide log redactor (``gateway.core.redact``) and the log record factory are, on
     leaving, as they were on entering: a test's secrets do not stay masked for good."""
-    from gateway import redact
+    from gateway.core import redact
 
     secrets, pattern = list(redact.REDACTOR._secrets), redact.REDACTOR._pattern
     factory, installed = logging.getLogRecordFactory(), redact._installed

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-from ..settings import Settings
-from .base import Backend
+from gateway.backends.base import Backend
+from gateway.settings import Settings
 
 
 def make_backend(settings: Settings) -> Backend:
     """The backend the settings ask for (imported lazily: each pulls in its own needs)."""
     if settings.backend == "http":
-        from .http import HttpBackend
+        from gateway.backends.http import HttpBackend
 
         return HttpBackend(settings)
     if settings.backend == "sandbox":
-        from .sandbox import SandboxBackend
+        from gateway.backends.sandbox import SandboxBackend
 
         return SandboxBackend(settings)
     if settings.backend == "cv":
-        from .cv import CvBackend
+        from gateway.backends.cv import CvBackend
 
         return CvBackend(settings)
     if settings.backend == "pipe":
-        from .pipe import PipeBackend
+        from gateway.backends.pipe import PipeBackend
 
         return PipeBackend(settings)
     raise ValueError(f"unknown backend {settings.backend!r}")

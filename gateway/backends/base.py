@@ -7,11 +7,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..errors import GatewayError
-from ..results import Records
+from gateway.core.errors import GatewayError
+from gateway.core.results import Records
 
 if TYPE_CHECKING:
-    from ..consumers import Identity
+    from gateway.flow.clients import Identity
 
 
 # One member of a batch: (entity, action, params), params already normalised and checked.
@@ -45,7 +45,7 @@ class TransientError(GatewayError):
 class Backend(ABC):
     """Forwards one API call to CiviCRM and returns its records.
 
-    ``call`` raises :class:`gateway.errors.GatewayError` (built by ``errors.from_civicrm`` for
+    ``call`` raises :class:`gateway.core.errors.GatewayError` (built by ``errors.from_civicrm`` for
     CiviCRM's own failures) and never anything else for an expected failure.
     """
 

@@ -20,12 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..errors import GatewayError
-from ..results import Records
-from ..settings import Settings, split_command
-from . import rowcount
-from .base import Backend
-from .cvproc import (
+from gateway.backends import rowcount
+from gateway.backends.base import Backend
+from gateway.backends.cvproc import (
     KILL_MARGIN,
     ProcessResult,
     check_names,
@@ -38,9 +35,12 @@ from .cvproc import (
     v3_result,
     v4_result,
 )
+from gateway.core.errors import GatewayError
+from gateway.core.results import Records
+from gateway.settings import Settings, split_command
 
 if TYPE_CHECKING:
-    from ..consumers import Identity
+    from gateway.flow.clients import Identity
 
 log = logging.getLogger("gateway.cv")
 

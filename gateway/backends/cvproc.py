@@ -24,10 +24,10 @@ from typing import Any
 
 import orjson
 
-from ..errors import UNCLEAR, GatewayError, from_civicrm, invalid_request
-from ..params import NAME_RE
-from ..results import Records, v3_records, v4_records
-from ..settings import Settings, split_command
+from gateway.core.errors import UNCLEAR, GatewayError, from_civicrm, invalid_request
+from gateway.core.params import NAME_RE
+from gateway.core.results import Records, v3_records, v4_records
+from gateway.settings import Settings, split_command
 
 log = logging.getLogger("gateway.cv")
 

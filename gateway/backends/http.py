@@ -18,12 +18,12 @@ from urllib.parse import urlencode
 
 import orjson
 
-from ..consumers import Identity
-from ..errors import UNCLEAR, GatewayError
-from ..results import Records, invalid_response, v3_records, v4_error, v4_records
-from ..settings import Settings
-from .base import Backend, BatchCall, BatchResult, TransientError
-from .httpclient import Broken, PooledClient, Reply, TimedOut, Transport, Unreachable
+from gateway.backends.base import Backend, BatchCall, BatchResult, TransientError
+from gateway.backends.httpclient import Broken, PooledClient, Reply, TimedOut, Transport, Unreachable
+from gateway.core.errors import UNCLEAR, GatewayError
+from gateway.core.results import Records, invalid_response, v3_records, v4_error, v4_records
+from gateway.flow.clients import Identity
+from gateway.settings import Settings
 
 log = logging.getLogger("gateway.backend.http")
 

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import aiohttp
 
-from .. import __version__
+from gateway import __version__
 
 USER_AGENT = f"civicrm-gateway/{__version__}"
 

@@ -34,13 +34,10 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import GatewayError
-from ..results import Records
-from ..settings import Settings, split_command
-from . import rowcount
-from .base import Backend
-from .cv import with_permissions
-from .cvproc import (
+from gateway.backends import rowcount
+from gateway.backends.base import Backend
+from gateway.backends.cv import with_permissions
+from gateway.backends.cvproc import (
     check_names,
     check_user,
     command_prefix,
@@ -48,7 +45,7 @@ from .cvproc import (
     v3_result,
     v4_result,
 )
-from .pipeworker import (
+from gateway.backends.pipeworker import (
     DEFAULT_BUFFER,
     KILL_PID,
     REPORT_PID,
@@ -60,10 +57,13 @@ from .pipeworker import (
     WorkerDied,
     rpc_failure,
 )
-from .resilience import is_safe
+from gateway.backends.resilience import is_safe
+from gateway.core.errors import GatewayError
+from gateway.core.results import Records
+from gateway.settings import Settings, split_command
 
 if TYPE_CHECKING:
-    from ..consumers import Identity
+    from gateway.flow.clients import Identity
 
 log = logging.getLogger("gateway.pipe")
 

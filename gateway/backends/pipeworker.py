@@ -20,15 +20,8 @@ from typing import Any
 
 import orjson
 
-from ..errors import UNCLEAR, GatewayError, from_civicrm
-from .cvproc import (
-    ProcessResult,
-    failure_from_stderr,
-    kill_group,
-    reap,
-    run_process,
-    spawn,
-)
+from gateway.backends.cvproc import ProcessResult, failure_from_stderr, kill_group, reap, run_process, spawn
+from gateway.core.errors import UNCLEAR, GatewayError, from_civicrm
 
 log = logging.getLogger("gateway.pipe")
 

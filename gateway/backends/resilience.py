@@ -10,11 +10,11 @@ Applied in ``create_app`` so the HTTP, sandbox, cv and pipe backends all behave 
 - after ``breaker_threshold`` upstream failures in a row the breaker opens: calls fail at once
   with 503 and ``Retry-After`` for ``breaker_cooldown`` seconds, then one probe call decides.
   What counts as an upstream failure is the error's problem type (``ProblemType.upstream`` in
-  :mod:`gateway.errors`), never one call's own error: CiviCRM answers a malformed call with
+  :mod:`gateway.core.errors`), never one call's own error: CiviCRM answers a malformed call with
   HTTP 500, and five of those from one client must not make the gateway refuse every client.
   A failure that may be either (a PHP crash: HTTP 500 with no API answer) counts only when a
   trivial read as the gateway (:class:`HealthProbe`) fails too;
-- metadata calls are answered from :class:`gateway.metacache.MetadataCache`.
+- metadata calls are answered from :class:`gateway.backends.metacache.MetadataCache`.
 """
 
 from __future__ import annotations
@@ -28,15 +28,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..call import parse
-from ..errors import GatewayError
-from ..metacache import METADATA_ENTITIES, MetadataCache, is_metadata_call
-from ..results import Records
-from .base import Backend, BatchCall, BatchResult, TransientError
+from gateway.backends.base import Backend, BatchCall, BatchResult, TransientError
+from gateway.backends.metacache import METADATA_ENTITIES, MetadataCache, is_metadata_call
+from gateway.core.call import parse
+from gateway.core.errors import GatewayError
+from gateway.core.results import Records
 
 if TYPE_CHECKING:
-    from ..consumers import Identity
-    from ..metrics import Metrics
+    from gateway.flow.clients import Identity
+    from gateway.telemetry.metrics import Metrics
 
 log = logging.getLogger("gateway.resilience")
 T = TypeVar("T")

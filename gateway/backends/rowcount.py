@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import GatewayError
-from ..results import Records
+from gateway.core.errors import GatewayError
+from gateway.core.results import Records
 
 COUNT_ALIAS = "gateway_row_count"
 # What the count query keeps from the client's params: what selects rows, and how to read them.

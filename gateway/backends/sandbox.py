@@ -12,10 +12,10 @@ from typing import Any
 
 import anyio
 
-from ..errors import from_civicrm
-from ..results import Records, v3_records, v4_records
-from ..settings import Settings
-from .base import Backend
+from gateway.backends.base import Backend
+from gateway.core.errors import from_civicrm
+from gateway.core.results import Records, v3_records, v4_records
+from gateway.settings import Settings
 
 ADMIN_CONTACT_ID = 2
 
@@ -35,7 +35,7 @@ class SandboxBackend(Backend):
     @property
     def sandbox(self) -> Any:
         if self._sandbox is None:
-            from ..sandbox_db import open_sandbox
+            from gateway.sandbox.database import open_sandbox
 
             where = self.settings.sandbox_db_path
             self._sandbox = open_sandbox(where, self.settings.sandbox_demo)
@@ -64,7 +64,7 @@ class SandboxBackend(Backend):
         )
 
     def _call(self, version: int, entity: str, action: str, params: dict[str, Any]) -> Records:
-        from ..sandbox.errors import CiviError
+        from gateway.sandbox.errors import CiviError
 
         sandbox = self.sandbox
         if version == 3:

@@ -10,11 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import sqlexpr
-from .errors import CiviError
-from .query import GROUP_SEPARATOR, Query, quote
-from .rules import PRIMARY_TABLES, ROW_RULES, contact_defaults
-from .schema import (
+from gateway.sandbox import sqlexpr
+from gateway.sandbox.errors import CiviError
+from gateway.sandbox.query import GROUP_SEPARATOR, Query, quote
+from gateway.sandbox.rules import PRIMARY_TABLES, ROW_RULES, contact_defaults
+from gateway.sandbox.schema import (
     ACTOR,
     BOOL,
     CUSTOM_GROUPS,
@@ -29,7 +29,7 @@ from .schema import (
     Field,
     custom_fields,
 )
-from .touch import touch
+from gateway.sandbox.touch import touch
 
 Record = dict[str, Any]
 SEPARATOR = "\x01"  # CRM_Core_DAO::VALUE_SEPARATOR: how serialized lists are stored
@@ -538,8 +538,8 @@ def custom_fields_all() -> list[Field]:
 
 def _required_if(entity: str, field: str, given: dict[str, Any]) -> bool:
     """Whether 5.77's ``required_if`` for a create (its getFields, spec577) holds."""
-    from ..validate import evaluate_condition
-    from .spec577 import SPEC_577
+    from gateway.core.validate import evaluate_condition
+    from gateway.sandbox.spec577 import SPEC_577
 
     condition = SPEC_577.get((entity, "create"), {}).get(field, {}).get("required_if")
     return isinstance(condition, str) and evaluate_condition(condition, given) is True
@@ -676,7 +676,7 @@ def _odd_contact(ctx: Ctx, row_id: int, row: dict[str, Any]) -> Record:
 
 
 def _primary(ctx: Ctx, row: dict[str, Any], creating: bool) -> None:
-    from .rules import primary_flag
+    from gateway.sandbox.rules import primary_flag
 
     primary_flag(ctx.conn, PRIMARY_TABLES[ctx.entity.name], row, creating)
 
@@ -914,7 +914,7 @@ def run_autocomplete(ctx: Ctx) -> list[Record]:
 
 def run_check_access(ctx: Ctx) -> list[Record]:
     action = ctx.params.get("action") or "get"
-    from . import meta
+    from gateway.sandbox import meta
 
     if str(action).lower() not in {a.lower() for a in meta.entity_actions(ctx.entity.name)}:
         raise CiviError(f"Api {ctx.entity.name} {action} version 4 does not exist.", v3_code="not-found")

@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .engine import Sandbox
+    from gateway.sandbox.engine import Sandbox
 
 _FIRST = ("Maria", "James", "Aisha", "Chen", "Olga", "Pedro", "Fatima", "Liam", "Sofia", "Kenji")
 _LAST = ("Garcia", "Smith", "Okafor", "Wang", "Ivanova", "Silva", "Haddad", "Murphy", "Rossi")

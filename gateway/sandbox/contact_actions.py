@@ -14,11 +14,11 @@ import re
 import time
 from typing import Any
 
-from .actions import ACTIONS, Ctx, Record, to_api, update_one
-from .errors import CiviError
-from .meta import ACTION_DESCRIPTIONS, array_query
-from .schema import ENTITIES
-from .touch import touch
+from gateway.sandbox.actions import ACTIONS, Ctx, Record, to_api, update_one
+from gateway.sandbox.errors import CiviError
+from gateway.sandbox.meta import ACTION_DESCRIPTIONS, array_query
+from gateway.sandbox.schema import ENTITIES
+from gateway.sandbox.touch import touch
 
 # Parameter types as the action classes declare them (engine.validate_params reads these).
 PARAMS: dict[str, dict[str, str]] = {

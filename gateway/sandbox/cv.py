@@ -200,7 +200,7 @@ class Site:
     """The booted "CiviCRM": the shared sandbox database, serialised across processes."""
 
     def __init__(self, db: str) -> None:
-        from .engine import Sandbox
+        from gateway.sandbox.engine import Sandbox
 
         self.db = db
         self._lock_file = None if db == ":memory:" else open(db + ".lock", "a")
@@ -395,7 +395,7 @@ def _split_target(command: str, positionals: list[str]) -> tuple[str, str]:
 
 
 def run_api4(options: dict[str, str], positionals: list[str]) -> int:
-    from .errors import CiviError
+    from gateway.sandbox.errors import CiviError
 
     entity, action = _split_target("api4", positionals)
     site, contact_id = boot("api4", options)
@@ -532,7 +532,7 @@ class PipeSession:
         return response
 
     def handle(self, request: Any) -> dict[str, Any]:
-        from .errors import CiviError
+        from gateway.sandbox.errors import CiviError
 
         if not isinstance(request, dict):
             return self._error({}, -32700, "Parse error")
@@ -574,7 +574,7 @@ class PipeSession:
             raise PipeError(-32099, f"Invalid API error-handling mode: {self.api_error}")
 
     def rpc_api4(self, params: Any) -> Any:
-        from .errors import CiviError
+        from gateway.sandbox.errors import CiviError
 
         self._check_mode()
         entity, action, call_params = self._tuple(params)

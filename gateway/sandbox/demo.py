@@ -11,7 +11,7 @@ import random
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .engine import Sandbox
+    from gateway.sandbox.engine import Sandbox
 
 FIRST = (
     "Maria",

@@ -13,11 +13,11 @@ import threading
 from datetime import datetime
 from typing import Any
 
-from . import contact_actions, meta
-from .actions import ACTIONS, Ctx, Record
-from .errors import CiviError, Unauthorized
-from .schema import ENTITIES, META_ENTITIES, all_fields
-from .store import (
+from gateway.sandbox import contact_actions, meta
+from gateway.sandbox.actions import ACTIONS, Ctx, Record
+from gateway.sandbox.errors import CiviError, Unauthorized
+from gateway.sandbox.schema import ENTITIES, META_ENTITIES, all_fields
+from gateway.sandbox.store import (
     ALL_PERMISSIONS,
     API_STAFF_PERMISSIONS,
     STAFF_PERMISSIONS,
@@ -26,7 +26,7 @@ from .store import (
     initialise,
     is_initialised,
 )
-from .touch import touch
+from gateway.sandbox.touch import touch
 
 # Parameter types per action, as the real action classes declare them (5.77's getActions with
 # select [name, params]: tests/fixtures/samples/getactions-params.json). "version" is not a
@@ -186,7 +186,7 @@ class Sandbox:
                 try:
                     initialise(self._conn, seed, self._rng, _now())
                     if demo:
-                        from .demo import generate
+                        from gateway.sandbox.demo import generate
 
                         generate(self, demo, seed)
                     self._conn.execute("COMMIT")
@@ -229,7 +229,7 @@ class Sandbox:
         contact_id: int | None = None,
     ) -> dict[str, Any]:
         """Run one APIv3 call; API errors come back as ``is_error: 1`` envelopes."""
-        from .v3 import run_v3
+        from gateway.sandbox.v3 import run_v3
 
         with self._lock:
             self._conn.execute("BEGIN")

@@ -8,11 +8,11 @@ import json
 import re
 from typing import Any
 
-from .actions import ACTIONS, Ctx, Record
-from .errors import CiviError
-from .query import OPERATORS
-from .schema import ACTOR, CUSTOM_GROUPS, ENTITIES, NOW, Entity, Field, all_fields
-from .spec577 import SPEC_577
+from gateway.sandbox.actions import ACTIONS, Ctx, Record
+from gateway.sandbox.errors import CiviError
+from gateway.sandbox.query import OPERATORS
+from gateway.sandbox.schema import ACTOR, CUSTOM_GROUPS, ENTITIES, NOW, Entity, Field, all_fields
+from gateway.sandbox.spec577 import SPEC_577
 
 # the order 5.77's getFields gives a field's keys in (the spec's own order, whatever the select)
 FIELD_KEYS = (
@@ -233,7 +233,7 @@ def _describe(action: str, entity: str) -> str | None:
 
 
 def get_actions(ctx: Ctx, entity: str) -> list[Record]:
-    from .perms import visible
+    from gateway.sandbox.perms import visible
 
     # as CiviCRM's getActions: only what the user may run (every action without checks)
     rows: list[Record] = [

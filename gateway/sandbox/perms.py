@@ -12,7 +12,7 @@ rules CiviCRM adds for contact data.
 
 from __future__ import annotations
 
-from .schema import ENTITIES
+from gateway.sandbox.schema import ENTITIES
 
 ADMIN = ("administer CiviCRM",)
 META = ("autocomplete", "checkAccess", "getActions", "getFields", "getLinks")

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import sqlexpr
-from .errors import CiviError
-from .schema import BOOL, CUSTOM_GROUPS, ENTITIES, FLOAT, INT, MONEY, Entity, Field
-from .sqlexpr import Equation, Expr, FieldRef, Func, Null, Number, String, Wild
-from .touch import touch
+from gateway.sandbox import sqlexpr
+from gateway.sandbox.errors import CiviError
+from gateway.sandbox.schema import BOOL, CUSTOM_GROUPS, ENTITIES, FLOAT, INT, MONEY, Entity, Field
+from gateway.sandbox.sqlexpr import Equation, Expr, FieldRef, Func, Null, Number, String, Wild
+from gateway.sandbox.touch import touch
 
 COMPARISON = ("=", "!=", "<>", ">", ">=", "<", "<=")
 OPERATORS = (

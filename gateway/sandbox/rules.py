@@ -11,8 +11,8 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from .schema import CONTACT, ENTITIES
-from .store import rand_hash
+from gateway.sandbox.schema import CONTACT, ENTITIES
+from gateway.sandbox.store import rand_hash
 
 Row = dict[str, Any]
 

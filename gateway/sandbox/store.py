@@ -11,7 +11,7 @@ import sqlite3
 from datetime import date, datetime
 from typing import Any
 
-from .schema import OPTION_GROUPS, ddl
+from gateway.sandbox.schema import OPTION_GROUPS, ddl
 
 # Permissions an admin has (CiviCRM's admin role has all; these are the ones the sandbox checks)
 ALL_PERMISSIONS = (

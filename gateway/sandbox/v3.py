@@ -6,13 +6,13 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from .errors import CiviError
-from .perms import needs
-from .schema import BOOL, DATE, ENTITIES, FLOAT, INT, MONEY, STR, TEXT, TS, Entity, Field
-from .touch import touch
+from gateway.sandbox.errors import CiviError
+from gateway.sandbox.perms import needs
+from gateway.sandbox.schema import BOOL, DATE, ENTITIES, FLOAT, INT, MONEY, STR, TEXT, TS, Entity, Field
+from gateway.sandbox.touch import touch
 
 if TYPE_CHECKING:
-    from .engine import Sandbox
+    from gateway.sandbox.engine import Sandbox
 
 RESERVED = {
     "sequential",

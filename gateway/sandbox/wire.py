@@ -19,10 +19,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .engine import Sandbox
-from .errors import CiviError
-from .phpjson import dumps_bytes
-from .query import PhpFatal
+from gateway.sandbox.engine import Sandbox
+from gateway.sandbox.errors import CiviError
+from gateway.sandbox.phpjson import dumps_bytes
+from gateway.sandbox.query import PhpFatal
 
 JSON_TYPE = "application/json"
 XHR_ALERT4 = "SECURITY ALERT: Ajax requests can only be issued by javascript clients, eg. CRM.api4()."

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from gateway.consumers import hash_token
+from gateway.flow.clients import hash_token
 from gateway.settings import Settings
 from tests.conftest import gateway_client
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.consumers import hash_token
-from gateway.redact import MASK
+from gateway.core.redact import MASK
+from gateway.flow.clients import hash_token
 from tests.audit.helpers import (
     ADMIN,
     READER,

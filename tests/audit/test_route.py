@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from gateway.app import create_app
 from gateway.settings import Settings
+from gateway.web.app import create_app
 from tests.audit.helpers import (
     ADMIN,
     OTHER,

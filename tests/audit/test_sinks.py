@@ -57,7 +57,7 @@ async def test_a_failing_sink_logs_counts_and_never_fails_the_request(
 ) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
-    caplog.set_level(logging.ERROR, logger="gateway.audit")
+    caplog.set_level(logging.ERROR, logger="gateway.flow.audit")
     async with audited_gateway(
         tmp_path, audit_sinks=["file", "sqlite"], audit_file=blocker / "audit.jsonl"
     ) as gw:
@@ -74,7 +74,7 @@ async def test_a_failing_sink_logs_counts_and_never_fails_the_request(
         expected(action="create", ids=[answer.json()[0]["id"]], fields=["contact_type", "first_name"])
     ]
     assert 'gateway_audit_errors_total{sink="file"} 1.0' in metrics
-    errors = [r.getMessage() for r in caplog.records if r.name == "gateway.audit"]
+    errors = [r.getMessage() for r in caplog.records if r.name == "gateway.flow.audit"]
     assert len(errors) == 1 and errors[0].startswith(
         "audit trail, file sink: 1 record(s) not written: FileExistsError"
     )

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import AuditRecord, AuditTrail
-from gateway.audit import trail as trail_module
-from gateway.metrics import Metrics
+from gateway.flow.audit import AuditRecord, AuditTrail
+from gateway.flow.audit import trail as trail_module
 from gateway.settings import Settings
+from gateway.telemetry.metrics import Metrics
 
 
 def _record(i: int) -> AuditRecord:
@@ -49,7 +49,7 @@ async def test_a_writer_behind_drops_and_counts(
     monkeypatch.setattr(trail_module, "MAX_QUEUED", 0)
     metrics = Metrics()
     trail = AuditTrail(Settings(backend="sandbox", state_dir=tmp_path), metrics)
-    caplog.set_level(logging.ERROR, logger="gateway.audit")
+    caplog.set_level(logging.ERROR, logger="gateway.flow.audit")
     trail.add(_record(1))
     trail.add(_record(2))
     await trail.close()

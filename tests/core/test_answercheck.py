@@ -1,4 +1,4 @@
-"""gateway.answercheck: an answer is passed on only if the parsed call explains every key of it,
+"""gateway.core.answercheck: an answer is passed on only if the parsed call explains every key of it,
 and never with the gateway's own credentials in it (issue 25, item 4). Records as CiviCRM 5.77
 answers them (seen on the real site)."""
 
@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from gateway.answercheck import check_answer, expression_keys
-from gateway.call import parse
-from gateway.errors import GatewayError
-from gateway.expressions import parse as parse_expr
-from gateway.redact import REDACTOR
+from gateway.core.answercheck import check_answer, expression_keys
+from gateway.core.call import parse
+from gateway.core.errors import GatewayError
+from gateway.core.expressions import parse as parse_expr
+from gateway.core.redact import REDACTOR
 from tests.conftest import redactor_restored
 
 SECRET = "gw-civicrm-api-key-8d1c55e0a4b24c1f"

@@ -2,8 +2,8 @@
 
 import pytest
 
-from gateway.errors import PROBLEM_TYPES, GatewayError, classify, from_civicrm
-from gateway.results import Records, response_body, v3_records, v4_records
+from gateway.core.errors import PROBLEM_TYPES, GatewayError, classify, from_civicrm
+from gateway.core.results import Records, response_body, v3_records, v4_records
 
 # (message, HTTP status CiviCRM answered, error_code, expected gateway status, problem type):
 # all real messages from CiviCRM 5.77 / cv 0.3.56 (tests/fixtures/samples). The type too, since

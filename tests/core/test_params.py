@@ -2,8 +2,8 @@
 
 import pytest
 
-from gateway.errors import GatewayError
-from gateway.params import (
+from gateway.core.errors import GatewayError
+from gateway.core.params import (
     check_names,
     is_read_action,
     normalize_v3,

@@ -4,10 +4,10 @@ import asyncio
 
 import pytest
 
-from gateway.call import parse
-from gateway.errors import GatewayError
-from gateway.fields import references
-from gateway.policy import Policy, check
+from gateway.core.call import parse
+from gateway.core.errors import GatewayError
+from gateway.core.fields import references
+from gateway.core.policy import Policy, check
 
 
 def checked(policy, version, entity, action, params, schema=None):

@@ -4,7 +4,7 @@ resilience layer may repeat agree, chains included."""
 import pytest
 
 from gateway.backends.resilience import is_safe
-from gateway.params import is_read_action
+from gateway.core.params import is_read_action
 
 
 @pytest.mark.parametrize(

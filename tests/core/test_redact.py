@@ -2,7 +2,7 @@
 
 import logging
 
-from gateway.redact import MASK, Redactor, install_log_redaction
+from gateway.core.redact import MASK, Redactor, install_log_redaction
 
 
 def test_redactor_longest_first():
@@ -25,7 +25,7 @@ def test_log_records_are_masked(caplog, restore_redactor):
 
 def test_the_redactor_is_restored_after_a_test():
     """What ``restore_redactor`` does: a secret added inside is unmasked again outside."""
-    from gateway.redact import REDACTOR
+    from gateway.core.redact import REDACTOR
     from tests.conftest import redactor_restored
 
     with redactor_restored():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.validate import evaluate_condition
+from gateway.core.validate import evaluate_condition
 
 SMS = '!empty($values.is_active) && (empty($values.mode) || $values.mode !== "SMS")'
 

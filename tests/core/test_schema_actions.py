@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from gateway.errors import GatewayError
-from gateway.schema import Schema
+from gateway.core.errors import GatewayError
+from gateway.core.schema import Schema
 
 CLIENT = object()  # a client's own CiviCRM identity
 

@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.app import create_app
 from gateway.settings import Settings
+from gateway.web.app import create_app
 
 STAFF_KEY = "staffkey-0c1d2e3f4a5b6c7d"
 BACKENDS = ("cv", "pipe")

@@ -12,15 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import TRUSTED_TOKEN, assert_problem, trusted
-
-from .conftest import (
-    BACKENDS,
-    Site,
-    clients_file,
-    cv_settings,
-    gateway,
-    write_script,
-)
+from tests.cv.conftest import BACKENDS, Site, clients_file, cv_settings, gateway, write_script
 
 pytestmark = pytest.mark.parametrize("backend", BACKENDS)
 
@@ -82,7 +74,7 @@ async def test_error_table(site: Site, backend: str) -> None:
         assert_problem(await gw.post("/v4/Contact;rm/get", json={}), 400, "invalid-request")
         assert_problem(await gw.post("/v4/Contact/--help", json={}), 400, "invalid-request")
         # the backend refuses odd names itself too (defence in depth)
-        from gateway.errors import GatewayError
+        from gateway.core.errors import GatewayError
 
         with pytest.raises(GatewayError) as caught:
             await gw.backend.call(4, "Contact", "get --user=x", {})  # type: ignore[attr-defined]

@@ -21,16 +21,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import assert_problem
-
-from .conftest import (
-    BACKENDS,
-    Site,
-    cv_settings,
-    eventually,
-    gateway,
-    process_gone,
-    read_pids,
-)
+from tests.cv.conftest import BACKENDS, Site, cv_settings, eventually, gateway, process_gone, read_pids
 
 FAKE_DOCKER_EXEC = Path(__file__).resolve().parent / "fake_docker_exec.py"
 CONTAINER_ID = "3f2a9c1d7e6b4a5f"

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.backends.cvproc import ProcessResult, extract_json, failure_from_stderr
-
-from .captures import SAMPLES, parse_cases
+from tests.cv.captures import SAMPLES, parse_cases
 
 SETTINGS_MESSAGE = (
     "Failed to locate civicrm.settings.php. By default, this tool searches the parent "

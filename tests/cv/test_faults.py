@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import TRUSTED_TOKEN, assert_problem, trusted
-
-from .conftest import (
+from tests.cv.conftest import (
     BACKENDS,
     Site,
     cv_settings,

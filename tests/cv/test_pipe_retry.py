@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import assert_problem
-
-from .conftest import Site, cv_settings, eventually, gateway
+from tests.cv.conftest import Site, cv_settings, eventually, gateway
 
 READ = {"select": ["id", "display_name"], "where": [["id", "=", 2]]}
 

@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from gateway.backends import rowcount
-
-from .conftest import BACKENDS, Site, cv_settings, gateway
+from tests.cv.conftest import BACKENDS, Site, cv_settings, gateway
 
 
 def engine_has(params: dict[str, Any]) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from .captures import SAMPLES, VOLATILE, parse_cases
+from tests.cv.captures import SAMPLES, VOLATILE, parse_cases
 
 
 def normalise(value: Any) -> Any:

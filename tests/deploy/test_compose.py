@@ -11,9 +11,8 @@ import yaml
 
 from gateway.settings import Settings, load_settings
 from tests.conftest import clear_gateway_env
-
-from .conftest import ROOT, project_tool, secret_file_names, settings_env_names
-from .helpers import COMPOSE_FILE, CV_DOCKERFILE, DOCKERFILE, compose_client, stages
+from tests.deploy.conftest import ROOT, project_tool, secret_file_names, settings_env_names
+from tests.deploy.helpers import COMPOSE_FILE, CV_DOCKERFILE, DOCKERFILE, compose_client, stages
 
 STAGES = stages(DOCKERFILE.read_text())
 CV_STAGES = stages(CV_DOCKERFILE.read_text())

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import build_parser
+from gateway.cli.main import build_parser
 from tests.conftest import free_port
-
-from .conftest import ROOT, project_tool, settings_env_names
-from .helpers import CV_DOCKERFILE, DOCKERFILE, instructions, stages
+from tests.deploy.conftest import ROOT, project_tool, settings_env_names
+from tests.deploy.helpers import CV_DOCKERFILE, DOCKERFILE, instructions, stages
 
 
 def lint(path: Path) -> subprocess.CompletedProcess:

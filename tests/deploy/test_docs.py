@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .conftest import ROOT, settings_env_names
+from tests.deploy.conftest import ROOT, settings_env_names
 
 DOC = (ROOT / "docs" / "deploy.md").read_text()
 

@@ -13,8 +13,7 @@ import pytest
 
 from gateway.settings import load_settings
 from tests.conftest import clear_gateway_env
-
-from .conftest import DEPLOY
+from tests.deploy.conftest import DEPLOY
 
 SCRIPT = DEPLOY / "compose" / "first-run.sh"
 SECRETS = (

@@ -9,8 +9,14 @@ import yaml
 
 from gateway.settings import is_loopback, load_settings
 from tests.conftest import clear_gateway_env
-
-from .conftest import K8S, K8S_VERSION, load_yaml_docs, project_tool, secret_file_names, settings_env_names
+from tests.deploy.conftest import (
+    K8S,
+    K8S_VERSION,
+    load_yaml_docs,
+    project_tool,
+    secret_file_names,
+    settings_env_names,
+)
 
 MANIFESTS = sorted(K8S.glob("*.yaml"))
 DOCS = {doc["kind"]: doc for path in MANIFESTS for doc in load_yaml_docs(path)}

@@ -8,9 +8,8 @@ import subprocess
 
 from gateway.settings import Settings
 from tests.conftest import missing_tool, self_signed_cert
-
-from .conftest import DEPLOY
-from .test_systemd import environment
+from tests.deploy.conftest import DEPLOY
+from tests.deploy.test_systemd import environment
 
 CONF = DEPLOY / "nginx" / "civicrm-gateway.conf"
 TEXT = CONF.read_text()

@@ -37,7 +37,7 @@ def serve_as_someone_else(secrets: Path) -> tuple[int, str, int, int]:
     Returns the exit code, stderr, the uid and the gid."""
     import uvicorn  # noqa: F401  (imported before the fork: the child may not read /root)
 
-    from gateway import cli
+    from gateway.cli import main as cli
 
     uid = NOBODY if os.geteuid() == 0 else os.geteuid()
     gid = NOBODY if os.geteuid() == 0 else os.getegid()

@@ -8,11 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.cli import build_parser
+from gateway.cli.main import build_parser
 from gateway.settings import is_loopback
 from tests.conftest import missing_tool
-
-from .conftest import DEPLOY, secret_file_names, settings_env_names
+from tests.deploy.conftest import DEPLOY, secret_file_names, settings_env_names
 
 UNIT = DEPLOY / "systemd" / "civicrm-gateway.service"
 EXEC = "/opt/civicrm-gateway/bin/civicrm-gateway"

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .prepare import HERE, ROOT, Build, Cancelled, Missing, Preparation, Unavailable
+from tests.docker.prepare import HERE, ROOT, Build, Cancelled, Missing, Preparation, Unavailable
 
 __all__ = ["ROOT", "Build", "container", "docker", "logs", "stand_in_pids", "state", "wait_healthz"]
 

@@ -19,8 +19,7 @@ import pytest
 
 from tests.conftest import TRUSTED_CLIENTS, TRUSTED_TOKEN, free_port
 from tests.deploy.helpers import COMPOSE_FILE, compose_client
-
-from .conftest import ROOT, Build, docker, logs, stand_in_pids, state, wait_healthz
+from tests.docker.conftest import ROOT, Build, docker, logs, stand_in_pids, state, wait_healthz
 
 pytestmark = pytest.mark.slow
 

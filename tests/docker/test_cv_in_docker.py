@@ -18,8 +18,7 @@ import pytest
 from gateway.settings import Settings
 from tests.conftest import assert_problem, free_port
 from tests.cv.conftest import clients_file, eventually, gateway
-
-from .conftest import container, docker, logs, stand_in_pids, state, wait_healthz
+from tests.docker.conftest import container, docker, logs, stand_in_pids, state, wait_healthz
 
 pytestmark = pytest.mark.slow
 

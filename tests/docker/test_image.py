@@ -17,8 +17,7 @@ import pytest
 
 from gateway.sandbox.engine import Sandbox
 from tests.conftest import free_port
-
-from .conftest import ROOT, Build, container, docker, logs, state, wait_healthz
+from tests.docker.conftest import ROOT, Build, container, docker, logs, state, wait_healthz
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from gateway.errors import PROBLEM_TYPES
+from gateway.core.errors import PROBLEM_TYPES
 from gateway.settings import Settings
 from tests.conftest import ROOT
 

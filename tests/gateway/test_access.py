@@ -9,11 +9,11 @@ import logging
 import httpx
 import pytest
 
-from gateway.app import create_app
 from gateway.backends.http import HttpBackend
-from gateway.consumers import hash_token
+from gateway.flow.clients import hash_token
 from gateway.services import Timing
 from gateway.settings import SettingsError, load_settings
+from gateway.web.app import create_app
 from tests.conftest import SITE_KEY, assert_problem, gateway_client, http_settings
 
 READER = "cgw_reader-token-0123456789abcdef"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.consumers import hash_token
+from gateway.flow.clients import hash_token
 from gateway.settings import Settings
 from tests.conftest import TRUSTED_CLIENTS, TRUSTED_TOKEN, assert_problem, gateway_client
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gateway.cli import build_parser
+from gateway.cli.main import build_parser
 
 
 def _parsers() -> dict[str, argparse.ArgumentParser]:

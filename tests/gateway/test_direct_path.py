@@ -1,4 +1,4 @@
-"""The fast path for ``/v4|/v3/{entity}/{action}`` (gateway.routes.direct) answers exactly as
+"""The fast path for ``/v4|/v3/{entity}/{action}`` (gateway.web.routes.direct) answers exactly as
 FastAPI's router does: the same requests, sent to one app with it and one without, get the same
 statuses, headers and bodies, and the metrics still name the route template."""
 
@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-import gateway.routes.direct as direct
-from gateway.app import create_app
+import gateway.web.routes.direct as direct
 from gateway.settings import Settings
+from gateway.web.app import create_app
 
 ORIGIN = "http://app.example"
 

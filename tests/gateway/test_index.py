@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 
 from gateway import __version__
-from gateway.app import create_app
 from gateway.settings import Settings
+from gateway.web.app import create_app
 
 
 async def test_index_names_the_service_and_links_to_the_docs(gw_sandbox):

@@ -9,7 +9,7 @@ import httpx
 import orjson
 import pytest
 
-from gateway.consumers import hash_token, new_token
+from gateway.flow.clients import hash_token, new_token
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +95,7 @@ def test_records_logged_during_a_request_carry_its_id():
     """Whatever logger writes while a request runs (the backend, a library), its id is there."""
     import logging
 
-    from gateway.logs import RequestContextFilter, TextFormatter, request_id_var
+    from gateway.telemetry.logs import RequestContextFilter, TextFormatter, request_id_var
 
     record = logging.LogRecord(
         "gateway.backend", logging.WARNING, __file__, 1, "retrying %s", ("Contact.get",), None

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from gateway.backends.base import Backend, TransientError
-from gateway.consumers import Client
-from gateway.errors import GatewayError
-from gateway.policy import Policy
-from gateway.results import Records
+from gateway.core.errors import GatewayError
+from gateway.core.policy import Policy
+from gateway.core.results import Records
+from gateway.flow.clients import Client
 from gateway.services import Timing, build_services
 from gateway.settings import Settings
 

@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from gateway.consumers import hash_token, new_token
+from gateway.flow.clients import hash_token, new_token
 from tests.conftest import GatewayProcess
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway import expressions
+from gateway.core import expressions
 from tests.conftest import assert_problem
 
 PARENS = "(" * 480 + "id" + ")" * 480

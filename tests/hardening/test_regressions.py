@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.redact import install_log_redaction
+from gateway.core.redact import install_log_redaction
 from gateway.settings import Settings
 from tests.conftest import assert_problem, gateway_client
 

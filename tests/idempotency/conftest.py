@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.consumers import hash_token
+from gateway.flow.clients import hash_token
 from gateway.settings import Settings
 from tests.conftest import gateway_client
 

@@ -12,17 +12,16 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.app import create_app
 from gateway.backends.base import TransientError
 from gateway.backends.sandbox import SandboxBackend
-from gateway.idempotency import call_parts, fingerprint
-from gateway.idempotency.store import Entry, MemoryStore
-from gateway.pipeline import prepare_call
+from gateway.flow.idempotency import call_parts, fingerprint
+from gateway.flow.idempotency.store import Entry, MemoryStore
+from gateway.flow.prepare import prepare_call
 from gateway.settings import Settings
+from gateway.web.app import create_app
 from tests.conftest import gateway_client
-
-from .conftest import auth
-from .test_semantics import CREATE, count, problem
+from tests.idempotency.conftest import auth
+from tests.idempotency.test_semantics import CREATE, count, problem
 
 
 class GatedBackend(SandboxBackend):

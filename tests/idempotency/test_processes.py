@@ -14,10 +14,9 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_KEY, GatewayProcess, Upstream, gateway_client, http_settings
-
-from .conftest import auth
-from .relay import Relay
-from .test_semantics import CREATE, problem
+from tests.idempotency.conftest import auth
+from tests.idempotency.relay import Relay
+from tests.idempotency.test_semantics import CREATE, problem
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from .conftest import auth
+from tests.idempotency.conftest import auth
 
 CREATE = {"contact_type": "Individual", "first_name": "Ada", "last_name": "Keyed"}
 

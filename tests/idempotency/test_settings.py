@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from gateway.policy import Policy
+from gateway.core.policy import Policy
 from gateway.settings import Settings
 
 

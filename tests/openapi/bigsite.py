@@ -9,8 +9,8 @@ import copy
 from pathlib import Path
 
 from gateway.backends.sandbox import SandboxBackend
-from gateway.openapi.metadata import Metadata, fetch_metadata, save_spec
 from gateway.settings import Settings
+from gateway.web.openapi.metadata import Metadata, fetch_metadata, save_spec
 
 
 async def _sandbox_metadata() -> Metadata:

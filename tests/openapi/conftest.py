@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gateway.consumers import hash_token
+from gateway.flow.clients import hash_token
 from tests.conftest import GatewayProcess
 
 CLIENT_TOKEN = "cgw_openapi-test-token-4f1d2c3b5a6e7d8c9b0a"

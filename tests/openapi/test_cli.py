@@ -8,7 +8,7 @@ import json
 import pytest
 from openapi_spec_validator import validate
 
-from gateway.cli import main
+from gateway.cli.main import main
 from tests.conftest import free_port
 
 

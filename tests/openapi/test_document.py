@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
-from gateway.credentials import is_credential_action
-from gateway.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES
-from gateway.openapi.document import OPTIONS_LIMIT, field_schema
-from gateway.policy import Policy
+from gateway.core.credentials import is_credential_action
+from gateway.core.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES
+from gateway.core.policy import Policy
 from gateway.settings import Settings
+from gateway.web.openapi.document import OPTIONS_LIMIT, field_schema
 from tests.conftest import gateway_client
 from tests.openapi.conftest import operations, properties, resolve
 
@@ -207,7 +207,7 @@ async def _full(gw, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def test_app_openapi_is_the_generic_document():
-    from gateway.app import create_app
+    from gateway.web.app import create_app
 
     app = create_app(Settings(backend="sandbox", sandbox_demo=0))
     doc = app.openapi()

@@ -13,11 +13,14 @@ import httpx
 import pytest
 from openapi_spec_validator import validate
 
-from gateway.app import create_app
 from gateway.backends.base import Backend
-from gateway.consumers import hash_token
-from gateway.errors import GatewayError
-from gateway.openapi.metadata import (
+from gateway.core.errors import GatewayError
+from gateway.core.redact import MASK
+from gateway.core.results import Records
+from gateway.flow.clients import hash_token
+from gateway.settings import Settings
+from gateway.web.app import create_app
+from gateway.web.openapi.metadata import (
     Metadata,
     MetadataError,
     SpecSource,
@@ -25,9 +28,6 @@ from gateway.openapi.metadata import (
     load_spec,
     save_spec,
 )
-from gateway.redact import MASK
-from gateway.results import Records
-from gateway.settings import Settings
 from tests.conftest import ADMIN_KEY, SITE_KEY, free_port, gateway_client, http_settings
 
 
@@ -146,7 +146,7 @@ async def test_the_document_is_built_lazily_and_cached():
 
 async def test_unreachable_civicrm_falls_back_to_the_generic_document(caplog):
     settings = http_settings(f"http://127.0.0.1:{free_port()}", http_timeout=1)
-    caplog.set_level(logging.WARNING, logger="gateway.openapi")
+    caplog.set_level(logging.WARNING, logger="gateway.web.openapi")
     async with gateway_client(settings) as gw:
         response = await gw.get("/openapi.json")
     assert response.status_code == 200

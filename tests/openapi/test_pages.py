@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.openapi import ASSETS, REDOC_LOGO
+from gateway.web.openapi import ASSETS, REDOC_LOGO
 
 
 async def test_pages_load_only_local_assets(gw_sandbox):
@@ -51,8 +51,8 @@ async def test_pages_behind_a_path_prefix():
     """Behind a proxy at /crm (uvicorn --root-path), every URL keeps the prefix."""
     import httpx
 
-    from gateway.app import create_app
     from gateway.settings import Settings
+    from gateway.web.app import create_app
 
     app = create_app(Settings(backend="sandbox", sandbox_demo=0))
     transport = httpx.ASGITransport(app=app, root_path="/crm")

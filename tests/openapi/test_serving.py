@@ -11,12 +11,12 @@ from typing import Any
 import httpx
 import orjson
 
-from gateway.app import create_app
 from gateway.backends.base import Backend
-from gateway.consumers import ANONYMOUS
-from gateway.openapi import ASSETS
-from gateway.results import Records
+from gateway.core.results import Records
+from gateway.flow.clients import ANONYMOUS
 from gateway.settings import Settings
+from gateway.web.app import create_app
+from gateway.web.openapi import ASSETS
 from tests.conftest import gateway_client
 
 GZIP = {"Accept-Encoding": "gzip"}
@@ -95,7 +95,7 @@ async def test_metadata_kept_between_restarts_and_documents_built_at_start(tmp_p
     assert not embedded.state.docs.prebuild and embedded.state.docs.source.cache_file is None
     app = create_app(settings)
     docs = app.state.docs
-    docs.serving()  # what gateway.app.app_factory (civicrm-gateway serve) does
+    docs.serving()  # what gateway.web.app.app_factory (civicrm-gateway serve) does
     assert docs.prebuild  # on by default for a server on a sandbox on a file
     async with app.router.lifespan_context(app):
         assert docs._task is not None
@@ -144,8 +144,8 @@ async def test_no_disk_cache_nor_prebuild_for_a_server_on_the_in_memory_sandbox(
 
 
 def test_the_served_bytes_name_the_base_url():
-    from gateway.openapi import Built
-    from gateway.openapi.samples import BASE_URL
+    from gateway.web.openapi import Built
+    from gateway.web.openapi.samples import BASE_URL
 
     built = Built({"servers": [{"url": BASE_URL}], "x": f"curl {BASE_URL}/v4/Contact/get"})
     plain, packed = built.for_base("https://crm.example.org/gw")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
-from gateway.consumers import hash_token
+from gateway.flow.clients import hash_token
 from gateway.settings import Settings
 from tests.conftest import gateway_client
 from tests.openapi.conftest import operations

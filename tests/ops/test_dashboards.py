@@ -152,7 +152,7 @@ def check_expression(expr: str, exported: Exported) -> list[str]:
 
 def test_the_traffic_made_every_gateway_metric_appear(exported):
     """The collection above is only as good as its traffic: every gateway_ family has samples."""
-    from gateway.metrics import Metrics
+    from gateway.telemetry.metrics import Metrics
 
     suffix = {"counter": "_total", "histogram": "_bucket", "gauge": ""}
     families = {m.name + suffix[m.type] for m in Metrics().registry.collect()}

@@ -10,7 +10,7 @@ import threading
 import httpx
 import pytest
 
-from gateway.app import create_app
+from gateway.web.app import create_app
 from tests.conftest import ADMIN_KEY, PROBLEM, ThreadServer, gateway_client, http_settings
 from tests.ops.conftest import HangingUpstream, value
 

@@ -102,7 +102,7 @@ async def test_an_answer_with_a_key_the_call_did_not_ask_for_is_502(
     app, url = altering
     app.alter = each_record(extra)
     async with gateway_client(http_settings(url)) as gw:
-        with caplog.at_level(logging.WARNING, logger="gateway.answercheck"):
+        with caplog.at_level(logging.WARNING, logger="gateway.core.answercheck"):
             answer = await gw.post("/v4/Contact/get", json=GET)
             batch = await gw.post("/v4/batch", json={"a": ["Contact", "get", GET]})
     body = assert_problem(answer, 502, "upstream-unexpected-answer")
@@ -110,7 +110,7 @@ async def test_an_answer_with_a_key_the_call_did_not_ask_for_is_502(
     # In a batch it fails the whole batch (routes/batch.py shapes members after the call).
     assert_problem(batch, 502, "upstream-unexpected-answer")
     assert "Ann" not in batch.text
-    logged = [r.getMessage() for r in caplog.records if r.name == "gateway.answercheck"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "gateway.core.answercheck"]
     assert logged and named in logged[0] and "Ann" not in "".join(logged)
 
 
@@ -121,7 +121,7 @@ async def test_the_gateways_own_key_is_never_passed_on(
     app, url = altering
     async with gateway_client(http_settings(url)) as gw:
         app.alter = each_record({"display_name": f"key: {ADMIN_KEY}"})
-        with caplog.at_level(logging.WARNING, logger="gateway.answercheck"):
+        with caplog.at_level(logging.WARNING, logger="gateway.core.answercheck"):
             answer = await gw.post("/v4/Contact/get", json=GET)
         assert_problem(answer, 502, "upstream-unexpected-answer")
         assert ADMIN_KEY not in answer.text and ADMIN_KEY not in caplog.text

@@ -11,7 +11,7 @@ import sys
 import orjson
 import pytest
 
-from gateway.consumers import hash_token
+from gateway.flow.clients import hash_token
 from gateway.sandbox.bulk import seed_contacts
 from gateway.settings import Settings
 from tests.conftest import ADMIN_KEY, gateway_client, http_settings
@@ -232,7 +232,7 @@ async def test_export_keeps_policy_and_strips_credentials(faulty_upstream, clien
 
 def test_export_command_writes_a_file(tmp_path):
     db = tmp_path / "crm.sqlite"
-    from gateway.sandbox_db import open_sandbox
+    from gateway.sandbox.database import open_sandbox
 
     sandbox = open_sandbox(str(db), 0)  # as `serve` makes it (stamped with its tables)
     seed_contacts(sandbox, 1500)

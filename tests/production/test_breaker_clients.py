@@ -25,8 +25,8 @@ import orjson
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from gateway.consumers import hash_token
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
+from gateway.flow.clients import hash_token
 from tests.conftest import ADMIN_KEY, ThreadServer, assert_problem, gateway_client, http_settings
 
 BAD = "cgw_bad-client-token-0123456789abcdef"
@@ -235,7 +235,7 @@ async def test_an_api_error_to_the_probe_is_civicrm_up() -> None:
 
 def test_the_error_table_says_which_failures_count() -> None:
     """The breaker reads the problem type, nothing else: what each says about CiviCRM."""
-    from gateway.errors import PROBLEM_TYPES
+    from gateway.core.errors import PROBLEM_TYPES
 
     unhealthy = {slug for slug, t in PROBLEM_TYPES.items() if t.upstream_unhealthy}
     unclear = {slug for slug, t in PROBLEM_TYPES.items() if t.upstream_unclear}

@@ -77,7 +77,7 @@ async def test_small_limited_and_ordered_gets_are_answered_whole():
 
 async def test_policy_cap_means_no_streaming(tmp_path):
     clients = tmp_path / "clients.toml"
-    from gateway.consumers import hash_token
+    from gateway.flow.clients import hash_token
 
     clients.write_text(
         f'[clients.r]\ntoken_sha256 = "{hash_token("cgw_r-0123456789abcdef")}"\nmax_limit = 10\n'

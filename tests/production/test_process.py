@@ -161,7 +161,7 @@ def test_sigterm_lets_the_call_in_flight_finish(gateway_process, faulty_upstream
 
 
 def test_json_logs_request_ids_and_metrics_without_secrets(gateway_process, upstream, tmp_path: Path):
-    from gateway.consumers import hash_token
+    from gateway.flow.clients import hash_token
 
     gw = gateway_process(
         {

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from gateway.backends.http import HttpBackend
+from gateway.backends.metacache import MetadataCache
 from gateway.backends.resilience import CircuitBreaker, is_safe
-from gateway.metacache import MetadataCache
 from gateway.services import Timing, resilient_backend
 from tests.conftest import TRUSTED_TOKEN, assert_problem, free_port, gateway_client, http_settings, trusted
 from tests.production.conftest import InjectingTransport
@@ -296,7 +296,7 @@ async def test_metadata_cache_ttl_flush_and_identity(faulty_upstream, tmp_path):
 async def test_metadata_cache_shares_one_load():
     import asyncio
 
-    from gateway.results import Records
+    from gateway.core.results import Records
 
     cache = MetadataCache(60)
     calls = 0
@@ -314,7 +314,7 @@ async def test_metadata_cache_shares_one_load():
     gate.set()
     results = await asyncio.gather(*waiting)
     assert calls == 1 and all(r == [{"name": "id"}] for r in results)
-    from gateway.consumers import Identity
+    from gateway.flow.clients import Identity
 
     assert cache.key(4, "Contact", "getFields", {}, Identity(api_key="k1")) != cache.key(
         4, "Contact", "getFields", {}, Identity(api_key="k2")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.consumers import hash_token
+from gateway.flow.clients import hash_token
 from tests.conftest import gateway_client, http_settings
 from tests.real.kit import require_kit
 

@@ -12,7 +12,7 @@ import pytest
 from gateway.backends.cv import CvBackend
 from gateway.backends.http import HttpBackend
 from gateway.backends.pipe import PipeBackend
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 from gateway.settings import Settings
 from tests.conftest import PROBLEM
 from tests.real.conftest import RealGateway

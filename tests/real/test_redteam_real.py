@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.consumers import hash_token
+from gateway.flow.clients import hash_token
 from tests.conftest import PROBLEM, GatewayProcess
 from tests.real import sqloracle as so
 from tests.real.kit import Kit, require_kit

@@ -16,7 +16,10 @@ For every call:
 
 Seeded (``CIVI_GATEWAY_SQLORACLE_SEED``; printed), a fixed number of calls
 (``CIVI_GATEWAY_SQLORACLE_CALLS``, 900) within a deadline (``CIVI_GATEWAY_SQLORACLE_SECONDS``, 60 s),
-so it stays under 90 s in CI.
+so it stays under 90 s in CI. The default seed is fixed (:data:`CI_SEED`), so a suite run
+answers for the change under test and nothing else; ``CIVI_GATEWAY_SQLORACLE_SEED=random``
+explores (run it before merging a change to the parser or the policy; a seed that finds
+something becomes the new default once fixed).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from gateway.consumers import hash_token
+from gateway.flow.clients import hash_token
 from tests.conftest import GatewayProcess
 from tests.real import sqloracle as so
 from tests.real.kit import SUMMARY, Kit, require_kit
@@ -45,6 +48,8 @@ T = TypeVar("T")
 SEED_ENV = "CIVI_GATEWAY_SQLORACLE_SEED"
 CALLS_ENV = "CIVI_GATEWAY_SQLORACLE_CALLS"
 SECONDS_ENV = "CIVI_GATEWAY_SQLORACLE_SECONDS"
+# The last seed that found a violation (an APIv3 Contact.get answering the fields it filtered on).
+CI_SEED = 263283876
 
 # The gateway's own refusals: the call must not have reached CiviCRM.
 GATEWAY_REFUSALS = frozenset(
@@ -591,7 +596,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         pytest.skip(reason)
     key = so.oracle_identity(kit)
     meta = so.Metadata.fetch(kit)
-    seed = int(os.environ.get(SEED_ENV) or random.SystemRandom().randrange(2**32))
+    wanted = os.environ.get(SEED_ENV) or str(CI_SEED)
+    seed = random.SystemRandom().randrange(2**32) if wanted == "random" else int(wanted)
     print(f"\nSQL oracle seed: {seed} (rerun with {SEED_ENV}={seed})")
     rng = random.Random(seed)
     clients = [random_policy(rng, n) for n in range(10)]

@@ -20,11 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.app import create_app
-from gateway.consumers import hash_token
-from gateway.policy import Policy
+from gateway.core.policy import Policy
+from gateway.flow.clients import hash_token
 from gateway.sandbox.touch import recording
 from gateway.settings import Settings
+from gateway.web.app import create_app
 
 EXAMPLES = int(os.environ.get("GATEWAY_PROPERTY_EXAMPLES", "1000"))
 

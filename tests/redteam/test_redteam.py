@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from gateway.consumers import hash_token
+from gateway.flow.clients import hash_token
 from tests.conftest import ADMIN_KEY, gateway_client, http_settings
 
 READER = "cgw_redteam-reader-0123456789abcdef"  # v4 Contact.get + Email.get, read-only

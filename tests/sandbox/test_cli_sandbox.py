@@ -27,7 +27,7 @@ def test_startup_line_lists_the_emulated_entities() -> None:
         [
             sys.executable,
             "-m",
-            "gateway.cli",
+            "gateway.cli.main",
             "sandbox",
             "--host",
             "127.0.0.1",

@@ -1,0 +1,512 @@
+"""The OpenAPI document built from CiviCRM's own metadata, and offline /docs and /redoc.
+
+Where the metadata comes from (the backend, a spec file, or the copy a previous run kept in
+``state_dir``) is :mod:`.metadata`'s job; how a document describes it, :mod:`.document`'s and
+:mod:`.paths`'. Here the documents are served:
+
+- ``/openapi.json``: everything the reader may call. A reader is a client (its token decides
+  which entities, actions and fields it sees, :mod:`.views`), or nobody (token mode, no
+  token): then the generic routes only, or a 401 (``CIVI_GATEWAY_OPENAPI_ANONYMOUS``).
+- ``/openapi/{Entity}.json``: one entity's operations; ``/openapi/index.json`` lists the
+  entities the reader may see; ``/openapi/generic.json`` the gateway's own routes.
+  ``/docs`` loads one of these at a time, so a site with hundreds of entities opens at once.
+
+Each document is serialised once and kept by what it depends on (the metadata, and the view
+key: what the reader may see and its CiviCRM identity), with its gzipped bytes per base URL.
+The metadata is fetched and the documents of the configured clients built in the background
+at start-up (``CIVI_GATEWAY_OPENAPI_PREBUILD``), so no reader waits for CiviCRM.
+
+The pages load Swagger UI and ReDoc from the ``fastapi-offline`` package's static files, served
+by the gateway itself under ``/docs-assets/``; their Content-Security-Policy lets the browser
+fetch nothing from anywhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import hashlib
+import html
+import logging
+import re
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from functools import cache
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from gateway.core.errors import GatewayError
+from gateway.core.params import NAME_RE
+from gateway.core.redact import Redactor
+from gateway.web.openapi.document import build_document
+from gateway.web.openapi.metadata import Metadata, SpecSource
+from gateway.web.openapi.samples import BASE_URL
+from gateway.web.openapi.views import identity_digest, narrow, view_key
+
+if TYPE_CHECKING:
+    from gateway.backends import Backend
+    from gateway.core.policy import Policy
+    from gateway.flow.clients import Authenticator, Client
+    from gateway.settings import Settings
+
+log = logging.getLogger("gateway.web.openapi")
+ASSETS = "/docs-assets"
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
+    "worker-src 'self' blob:; base-uri 'none'; form-action 'self'; frame-ancestors 'self'"
+)
+
+
+# ReDoc 2 shows Redocly's logo from their CDN, unconditionally; its bundle is served with that
+# one image swapped for an empty inline one, so the page fetches nothing from elsewhere.
+REDOC_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+EMPTY_IMAGE = b"data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"
+
+
+# The large assets, served from memory with their gzipped bytes made once (the others, small,
+# by StaticFiles): media type of each.
+BUNDLES = {
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui.css": "text/css",
+    "redoc.standalone.js": "text/javascript",
+}
+
+
+@cache
+def bundle(name: str) -> tuple[bytes, bytes, str]:
+    """One of :data:`BUNDLES` (ReDoc's without its external logo), gzipped, and its ETag."""
+    body = (files("fastapi_offline") / "static" / name).read_bytes()
+    if name == "redoc.standalone.js":
+        body = body.replace(REDOC_LOGO, EMPTY_IMAGE)
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    return body, gzip.compress(body, GZIP_LEVEL, mtime=0), etag
+
+
+# The base URL a document names (servers, code samples): scheme, a host name or address with
+# an optional port, and the proxy's path prefix; anything else falls back to the settings'.
+_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?")
+_PREFIX = re.compile(r"(?:/[A-Za-z0-9._~-]+)*")
+_PLACEHOLDER = BASE_URL.encode()
+# Documents kept at once (each view of the whole site, and each entity of each view).
+DOCUMENTS_KEPT = 256
+BASE_URLS_KEPT = 4
+GZIP_LEVEL = 6
+
+
+class Built:
+    """One document, serialised once; its bytes for each base URL it was served under, plain
+    and gzipped, made once each."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.doc = doc
+        self.body = orjson.dumps(doc)
+        self._served: OrderedDict[str, tuple[bytes, bytes]] = OrderedDict()
+
+    def for_base(self, base: str) -> tuple[bytes, bytes]:
+        found = self._served.get(base)
+        if found is None:
+            body = self.body.replace(_PLACEHOLDER, base.encode())
+            found = self._served[base] = (body, gzip.compress(body, GZIP_LEVEL, mtime=0))
+            while len(self._served) > BASE_URLS_KEPT:
+                self._served.popitem(last=False)
+        return found
+
+
+def _site(settings: Settings) -> str:
+    """Where the backend points, as a digest: what a saved copy of the metadata describes."""
+    parts = [
+        settings.backend,
+        settings.http_url or "",
+        settings.cv_context or "",
+        settings.cv_cwd or "",
+        settings.sandbox_db_path,
+        ",".join(settings.openapi_entities),
+    ]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+
+
+def _auto(setting: bool | None, settings: Settings, server: bool) -> bool:
+    """As set; unset: on in a server process (``serve``), except on the in-memory sandbox
+    (nothing to wait for), and off for an app embedded in another program (or a test), which
+    gets no background work and no file it did not ask for."""
+    if setting is not None:
+        return setting
+    return server and not (settings.backend == "sandbox" and settings.sandbox_db == ":memory:")
+
+
+class Docs:
+    """Builds, caches and serves the documents of one app."""
+
+    def __init__(
+        self, app: FastAPI, backend: Backend | None, settings: Settings, authenticator: Authenticator
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.authenticator = authenticator
+        self.source = SpecSource(
+            backend,
+            ttl=settings.openapi_cache_ttl,
+            spec_file=settings.openapi_spec_file,
+            entities=settings.openapi_entities,
+            site=_site(settings),
+        )
+        self.prebuild = False
+        self.serving(False)
+        self._generic: dict[str, Any] | None = None
+        self._built: OrderedDict[str, Built] = OrderedDict()
+        self._building: dict[str, asyncio.Future[Built]] = {}
+        self._metadata: Metadata | None = None
+        self._task: asyncio.Task[None] | None = None
+        # narrow() and view_key() of each policy object for the current metadata
+        self._views: dict[tuple[int, str], tuple[Policy, str, Metadata | None]] = {}
+
+    def serving(self, server: bool = True) -> None:
+        """Whether this app is a server process (``gateway.web.app.app_factory`` says so): the
+        unset settings for the start-up build and the metadata copy follow from it."""
+        settings = self.settings
+        self.prebuild = _auto(settings.openapi_prebuild, settings, server)
+        keep = _auto(settings.openapi_disk_cache, settings, server)
+        self.source.cache_file = (
+            settings.state_dir / "openapi-metadata.json"
+            if keep and settings.openapi_spec_file is None
+            else None
+        )
+
+    @property
+    def auth_required(self) -> bool:
+        # Without client tokens the gateway serves loopback callers (or anyone, if allowed)
+        return self.authenticator.enabled
+
+    def _secrets(self) -> list[str]:
+        values = list(self.settings.secret_values)
+        for client in self.authenticator.clients:
+            if client.identity is not None and client.identity.api_key:
+                values.append(client.identity.api_key)
+        return values
+
+    # --- building ------------------------------------------------------------------------
+    def build(
+        self, metadata: Metadata | None, note: str | None = None, *, own_routes: bool = True
+    ) -> dict[str, Any]:
+        base = FastAPI.openapi(self.app)  # FastAPI's own description of the routes, cached
+        if not own_routes:
+            base = {**base, "paths": {}}
+        doc = build_document(base, metadata, auth_required=self.auth_required, note=note)
+        # The document carries metadata text a CiviCRM administrator wrote: a last guard.
+        redacted: dict[str, Any] = Redactor(self._secrets()).json(doc)
+        return redacted
+
+    def generic(self) -> dict[str, Any]:
+        """The document without CiviCRM's metadata (what ``app.openapi()`` answers)."""
+        if self._generic is None:
+            self._generic = self.build(None)
+        return self._generic
+
+    async def _metadata_now(self) -> tuple[Metadata | None, str | None]:
+        metadata = await self.source.get()
+        if metadata is not self._metadata:  # new metadata: every document is out of date
+            self._metadata = metadata
+            self._built.clear()
+            self._views.clear()
+        note = None
+        if metadata is None:
+            note = (
+                "CiviCRM's metadata is not available ("
+                + (self.source.error or "unknown")
+                + "), so only the generic routes are described."
+            )
+        return metadata, note
+
+    async def _get(self, key: str, make: Callable[[], dict[str, Any]]) -> Built:
+        """The document under ``key``, built once (in a thread: a large site's takes a
+        moment) however many readers ask at the same time."""
+        found = self._built.get(key)
+        if found is not None:
+            self._built.move_to_end(key)
+            return found
+        pending = self._building.get(key)
+        if pending is None:
+            pending = self._building[key] = asyncio.ensure_future(asyncio.to_thread(lambda: Built(make())))
+            pending.add_done_callback(lambda _: self._building.pop(key, None))
+        built = await asyncio.shield(pending)
+        self._built[key] = built
+        while len(self._built) > DOCUMENTS_KEPT:
+            self._built.popitem(last=False)
+        return built
+
+    async def _view(self, client: Client | None) -> tuple[str, Metadata | None, str | None]:
+        """The metadata ``client`` may see (None: a reader without a token sees none) and
+        the key of its documents."""
+        metadata, note = await self._metadata_now()
+        if client is None:
+            if metadata is not None:
+                note = (
+                    "Send your client token (Authorize) to see the entities and actions "
+                    "you may call; without one, only the generic routes are described."
+                )
+            return view_key(None, None), None, note
+        # Worked out once per policy object (clients keep theirs for the process's life), for
+        # each reader is asked on every request.
+        memo = (id(client.policy), identity_digest(client))
+        found = self._views.get(memo)
+        if found is None or found[0] is not client.policy:
+            narrowed = narrow(metadata, client.policy) if metadata is not None else None
+            found = self._views[memo] = (client.policy, view_key(narrowed, client), narrowed)
+        return found[1], found[2], note
+
+    async def full(self, client: Client | None) -> Built:
+        key, narrowed, note = await self._view(client)
+        return await self._get(f"{key}/*", lambda: self.build(narrowed, note))
+
+    async def generic_for(self, client: Client | None) -> Built:
+        key, _, note = await self._view(client)
+        return await self._get(f"{key}/generic", lambda: self.build(None, note))
+
+    async def entity(self, client: Client | None, name: str) -> Built | None:
+        key, narrowed, _ = await self._view(client)
+        if narrowed is None or narrowed.entity(name) is None:
+            return None
+        one = narrowed.only([name])
+        return await self._get(f"{key}/{name}", lambda: self.build(one, own_routes=False))
+
+    async def entities(self, client: Client | None) -> list[str]:
+        _, narrowed, _ = await self._view(client)
+        return sorted(e["name"] for e in narrowed.entities) if narrowed is not None else []
+
+    # --- readers -------------------------------------------------------------------------
+    async def reader(self, request: Request) -> Client | None:
+        """Who reads: a client, or None for a reader without a token (token mode).
+
+        A wrong token is a 401, as on any call; no token is the anonymous reader, refused
+        when ``CIVI_GATEWAY_OPENAPI_ANONYMOUS=none``."""
+        from gateway.flow.prepare import authenticate
+
+        authenticator = self.authenticator
+        if authenticator.enabled and "authorization" not in request.headers:
+            if self.settings.openapi_anonymous == "none":
+                raise GatewayError(
+                    "unauthenticated",
+                    "Send 'Authorization: Bearer <token>' to read this gateway's API documents.",
+                    headers={"WWW-Authenticate": 'Bearer realm="civicrm-gateway"'},
+                )
+            return None
+        try:
+            return await authenticate(request)
+        except GatewayError:
+            if authenticator.enabled or self.settings.openapi_anonymous == "none":
+                raise
+            return None  # tokenless gateway, caller not on loopback: it may read the generic
+
+    # --- start-up ------------------------------------------------------------------------
+    def readers_to_prebuild(self) -> list[Client | None]:
+        authenticator = self.authenticator
+        if not authenticator.enabled:
+            from gateway.flow.clients import ANONYMOUS
+
+            return [ANONYMOUS]
+        return [None, *authenticator.clients]
+
+    async def _prebuild(self) -> None:
+        """Fetch the metadata and build the documents of every configured reader, one at a
+        time, so that the first request for any of them finds it ready."""
+        try:
+            await self.source.get(wait=None)
+            # A saved copy answers at once while the refresh runs: build from the fresh one.
+            if self.source._task is not None:
+                await asyncio.shield(self.source._task)
+            seen = set()
+            for client in self.readers_to_prebuild():
+                key, _, _ = await self._view(client)
+                if key not in seen:
+                    seen.add(key)
+                    await self.full(client)
+                    # and the entity /docs opens on
+                    names = await self.entities(client)
+                    if names:
+                        await self.entity(client, "Contact" if "Contact" in names else names[0])
+            log.info("OpenAPI: %d document(s) built in the background", len(seen))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a failed prebuild only means the first reader builds it
+            log.exception("OpenAPI: building the documents at start-up failed")
+
+    def start(self) -> None:
+        if self.prebuild and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._prebuild())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.source.close()
+
+
+def base_url(request: Request, settings: Settings) -> str:
+    """The URL the gateway was reached at, with the proxy's prefix (``root_path``)."""
+    root = str(request.scope.get("root_path") or "").rstrip("/")
+    host = request.headers.get("host", "")
+    scheme = request.url.scheme
+    if not _PREFIX.fullmatch(root):
+        root = ""
+    if scheme not in ("http", "https") or not _HOST.fullmatch(host):
+        host = f"{settings.host}:{settings.port}"
+        scheme = "http"
+    return f"{scheme}://{host}{root}"
+
+
+def _json(body: tuple[bytes, bytes], request: Request, min_bytes: int) -> Response:
+    plain, packed = body
+    headers = {"Cache-Control": "no-cache", "Vary": "Accept-Encoding, Authorization"}
+    if min_bytes and len(plain) >= min_bytes and "gzip" in request.headers.get("accept-encoding", ""):
+        return Response(
+            packed, media_type="application/json", headers={**headers, "Content-Encoding": "gzip"}
+        )
+    return Response(plain, media_type="application/json", headers=headers)
+
+
+def _page(title: str, head: str, body: str, root: str) -> HTMLResponse:
+    text = (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title>"
+        f'<link rel="icon" type="image/png" href="{root}{ASSETS}/favicon.png">{head}</head>'
+        f"<body>{body}</body></html>\n"
+    )
+    return HTMLResponse(
+        text,
+        headers={
+            "Content-Security-Policy": CSP,
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-cache",
+        },
+    )
+
+
+def install_docs(
+    app: FastAPI, backend: Backend | None, settings: Settings, authenticator: Authenticator
+) -> None:
+    """Serve ``/openapi.json``, ``/openapi/{Entity}.json``, ``/docs`` (Swagger UI) and
+    ``/redoc``, all from this host; build the documents in the background at start-up."""
+    docs = Docs(app, backend, settings, authenticator)
+    app.state.docs = docs
+    openapi_url = app.openapi_url or "/openapi.json"
+    # FastAPI's own /openapi.json is synchronous and knows only the routes: replace it.
+    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != openapi_url]
+    app.openapi = docs.generic  # type: ignore[method-assign]
+
+    inner_lifespan = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
+        async with inner_lifespan(app) as state:
+            docs.start()
+            try:
+                yield state
+            finally:
+                await docs.stop()
+
+    app.router.lifespan_context = lifespan
+
+    def asset(name: str) -> Callable[[Request], Any]:
+        async def serve(request: Request) -> Response:
+            body, packed, etag = bundle(name)
+            headers = {"ETag": etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
+            if request.headers.get("if-none-match") == etag:
+                return Response(status_code=304, headers=headers)
+            if "gzip" in request.headers.get("accept-encoding", ""):
+                return Response(
+                    packed, media_type=BUNDLES[name], headers={**headers, "Content-Encoding": "gzip"}
+                )
+            return Response(body, media_type=BUNDLES[name], headers=headers)
+
+        return serve
+
+    # Before the mount, which would otherwise serve them (ReDoc's unmodified).
+    for name in BUNDLES:
+        app.add_route(f"{ASSETS}/{name}", asset(name), include_in_schema=False)
+    app.mount(
+        ASSETS,
+        StaticFiles(packages=[("fastapi_offline", "static"), ("gateway.web.openapi", "static")]),
+        name="docs-assets",
+    )
+
+    # Browsers ask for /favicon.ico whatever the page links: the docs' icon, not a 404.
+    icon = files("fastapi_offline").joinpath("static/favicon.png").read_bytes()
+
+    async def favicon(request: Request) -> Response:
+        return Response(icon, media_type="image/png", headers={"Cache-Control": "public, max-age=86400"})
+
+    app.add_route("/favicon.ico", favicon, include_in_schema=False)
+
+    def prefix(request: Request) -> str:
+        """The path the gateway is mounted at behind a proxy (uvicorn's --root-path)."""
+        return html.escape(str(request.scope.get("root_path") or "").rstrip("/"), quote=True)
+
+    def answer(built: Built, request: Request) -> Response:
+        return _json(built.for_base(base_url(request, settings)), request, settings.gzip_min_bytes)
+
+    async def openapi_json(request: Request) -> Response:
+        return answer(await docs.full(await docs.reader(request)), request)
+
+    async def openapi_part(request: Request) -> Response:
+        name = request.path_params["name"]
+        reader = await docs.reader(request)
+        if name == "index":
+            root = str(request.scope.get("root_path") or "").rstrip("/")
+            names = await docs.entities(reader)
+            body = orjson.dumps(
+                {
+                    "entities": [{"name": n, "url": f"{root}/openapi/{n}.json"} for n in names],
+                    "generic": f"{root}/openapi/generic.json",
+                    "all": f"{root}{openapi_url}",
+                }
+            )
+            return Response(
+                body,
+                media_type="application/json",
+                headers={"Cache-Control": "no-cache", "Vary": "Authorization"},
+            )
+        if name == "generic":
+            return answer(await docs.generic_for(reader), request)
+        built = await docs.entity(reader, name) if NAME_RE.fullmatch(name) else None
+        if built is None:
+            raise GatewayError("route-not-found", f"No document {name[:80]!r} for this reader.")
+        return answer(built, request)
+
+    async def swagger_page(request: Request) -> HTMLResponse:
+        root = prefix(request)
+        return _page(
+            f"{app.title} - Swagger UI",
+            f'<link rel="stylesheet" href="{root}{ASSETS}/swagger-ui.css">',
+            f'<div id="swagger-ui" data-openapi="{root}{openapi_url}" '
+            f'data-index="{root}/openapi/index.json"></div>'
+            f'<script src="{root}{ASSETS}/swagger-ui-bundle.js"></script>'
+            f'<script src="{root}{ASSETS}/swagger-init.js"></script>',
+            root,
+        )
+
+    async def redoc_page(request: Request) -> HTMLResponse:
+        root = prefix(request)
+        return _page(
+            f"{app.title} - ReDoc",
+            "",
+            f'<div id="redoc" data-openapi="{root}{openapi_url}"></div>'
+            f'<script src="{root}{ASSETS}/redoc.standalone.js"></script>'
+            f'<script src="{root}{ASSETS}/redoc-init.js"></script>',
+            root,
+        )
+
+    app.add_route(openapi_url, openapi_json, include_in_schema=False)
+    app.add_route("/openapi/{name}.json", openapi_part, include_in_schema=False)
+    app.add_route("/docs", swagger_page, include_in_schema=False)
+    app.add_route("/redoc", redoc_page, include_in_schema=False)
