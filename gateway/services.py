@@ -1,7 +1,8 @@
 """The app's collaborators, built once by ``create_app`` and handed to what needs them.
 
-Routes and the pipeline read them through :func:`services` (one typed lookup on the app's
-state) instead of reaching into ``request.app.state`` for loose attributes; the resilience
+The HTTP face reads them through :func:`services` (one typed lookup on the app's state) and
+hands every call to ``services.flow`` (:class:`gateway.flow.flow.CallFlow`), which gets its
+collaborators here and nothing from the request; the resilience
 layer, the limiter, readiness and the schemas get theirs as constructor arguments, so a test
 builds an app with the clock or sleep it needs (:class:`Timing`) instead of swapping
 internals after construction.
@@ -25,7 +26,8 @@ from gateway.core.redact import install_log_redaction
 from gateway.core.schema import Schemas
 from gateway.flow.audit import AuditTrail
 from gateway.flow.clients import Authenticator, load_clients
-from gateway.flow.idempotency import Idempotency
+from gateway.flow.flow import CallFlow, FlowConfig
+from gateway.flow.idempotency import Idempotency, make_store
 from gateway.flow.idempotency.store import Store
 from gateway.flow.ratelimit import CONCURRENCY_WAIT, Limiter
 from gateway.flow.readiness import Readiness
@@ -56,6 +58,7 @@ class Services:
     schemas: Schemas
     idempotency: Idempotency
     audit: AuditTrail
+    flow: CallFlow  # what every face hands its calls to
 
 
 def services(connection: HTTPConnection) -> Services:
@@ -109,19 +112,55 @@ def build_services(
             "CiviCRM with its credentials",
             env_name("allow_anonymous"),
         )
+    authenticator = Authenticator(clients, allow_anonymous=settings.allow_anonymous)
+    limiter = Limiter(settings, metrics, concurrency_wait=timing.concurrency_wait)
+    schemas = Schemas(resilient, settings.metadata_cache_ttl, clock=timing.clock)
+    idempotency = Idempotency(
+        lambda: idempotency_store or open_idempotency_store(settings),
+        ttl=settings.idempotency_ttl,
+        lease=settings.idempotency_lease_seconds,
+    )
+    audit = AuditTrail(settings, metrics)
     return Services(
         settings=settings,
         backend=resilient,
         metrics=metrics,
-        authenticator=Authenticator(clients, allow_anonymous=settings.allow_anonymous),
-        limiter=Limiter(settings, metrics, concurrency_wait=timing.concurrency_wait),
+        authenticator=authenticator,
+        limiter=limiter,
         readiness=Readiness(
             resilient,
             requires_upstream=settings.readiness_requires_upstream,
             timeout=settings.readiness_upstream_timeout,
             metrics=metrics,
         ),
-        schemas=Schemas(resilient, settings.metadata_cache_ttl, clock=timing.clock),
-        idempotency=Idempotency(settings, idempotency_store),
-        audit=AuditTrail(settings, metrics),
+        schemas=schemas,
+        idempotency=idempotency,
+        audit=audit,
+        flow=CallFlow(
+            flow_config(settings),
+            authenticator=authenticator,
+            limiter=limiter,
+            schemas=schemas,
+            backend=resilient,
+            idempotency=idempotency,
+            audit=audit,
+            metrics=metrics,
+        ),
+    )
+
+
+def flow_config(settings: Settings) -> FlowConfig:
+    return FlowConfig(
+        validate_calls=settings.validate_calls,
+        export_page_size=settings.export_page_size,
+        batch_max_calls=settings.batch_max_calls,
+    )
+
+
+def open_idempotency_store(settings: Settings) -> Store:
+    """The Idempotency-Key store the settings name."""
+    return make_store(
+        settings.idempotency_store,
+        redis_url=settings.rate_limit_storage.get_secret_value(),
+        sqlite_path=settings.state_dir / "idempotency.sqlite",
     )

@@ -5,18 +5,13 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
 
-from gateway.core.errors import GatewayError
+from gateway.core.call import Call, parse
+from gateway.core.errors import GatewayError, Slug
+from gateway.core.identity import Identity
 from gateway.core.results import Records
 
-if TYPE_CHECKING:
-    from gateway.flow.clients import Identity
-
-
-# One member of a batch: (entity, action, params), params already normalised and checked.
-BatchCall = tuple[str, str, dict[str, Any]]
-# Its outcome: the records, or the error that call alone raised.
+# A batch member's outcome: the records, or the error that call alone raised.
 BatchResult = Records | GatewayError
 
 
@@ -30,7 +25,7 @@ class TransientError(GatewayError):
 
     def __init__(
         self,
-        slug: str,
+        slug: Slug,
         detail: str,
         *,
         reached: bool,
@@ -43,10 +38,13 @@ class TransientError(GatewayError):
 
 
 class Backend(ABC):
-    """Forwards one API call to CiviCRM and returns its records.
+    """Forwards one parsed :class:`~gateway.core.call.Call` to CiviCRM and returns its records.
 
-    ``call`` raises :class:`gateway.core.errors.GatewayError` (built by ``errors.from_civicrm`` for
-    CiviCRM's own failures) and never anything else for an expected failure.
+    The call is the one the flow prepared (parsed, names resolved, policy checked): a backend
+    turns it into params (``call.to_params()``) only where they go on the wire, and asks the
+    call, not the params, whether it is a read or metadata. ``call`` raises
+    :class:`gateway.core.errors.GatewayError` (built by ``errors.from_civicrm`` for CiviCRM's
+    own failures) and never anything else for an expected failure.
     """
 
     name: str = "backend"
@@ -58,43 +56,34 @@ class Backend(ABC):
         """Release everything ``start`` opened."""
 
     @abstractmethod
-    async def call(
-        self,
-        version: int,
-        entity: str,
-        action: str,
-        params: dict[str, Any],
-        *,
-        identity: Identity | None = None,
-    ) -> Records:
-        """Run ``entity.action`` with ``params`` (already normalised) on API ``version``.
+    async def call(self, call: Call, *, identity: Identity | None = None) -> Records:
+        """Run ``call`` on CiviCRM.
 
         ``identity``, when given, is the CiviCRM user this client's calls run as (its own API
         key over HTTP, its own user for cv) instead of the gateway's configured one."""
 
     async def batch(
         self,
-        version: int,
-        calls: Mapping[str, BatchCall],
+        calls: Mapping[str, Call],
         *,
         identity: Identity | None = None,
         concurrency: int = 8,
     ) -> dict[str, BatchResult]:
-        """Run many calls; each name maps to its records or its own error.
+        """Run many calls of one API version; each name maps to its records or its own error.
 
         The default runs them concurrently (at most ``concurrency`` at a time) through
         :meth:`call`; a backend with a native multi-call form overrides it."""
         gate = asyncio.Semaphore(concurrency)
 
-        async def one(entity: str, action: str, params: dict[str, Any]) -> BatchResult:
+        async def one(call: Call) -> BatchResult:
             async with gate:
                 try:
-                    return await self.call(version, entity, action, params, identity=identity)
+                    return await self.call(call, identity=identity)
                 except GatewayError as exc:
                     return exc
 
         names = list(calls)
-        results = await asyncio.gather(*(one(*calls[name]) for name in names))
+        results = await asyncio.gather(*(one(calls[name]) for name in names))
         return dict(zip(names, results, strict=True))
 
     # --- what the health routes, schemas and tests may ask of any backend ----------------------
@@ -117,4 +106,8 @@ class Backend(ABC):
 
     async def check(self) -> None:
         """A cheap authenticated call; raises GatewayError when CiviCRM is not usable."""
-        await self.call(4, "Contact", "get", {"select": ["id"], "limit": 1})
+        await self.call(PROBE_CALL)
+
+
+# The cheapest authenticated read: what a health check and the breaker's probe send.
+PROBE_CALL = parse(4, "Contact", "get", {"select": ["id"], "limit": 1})

@@ -35,12 +35,13 @@ from gateway.backends.cvproc import (
     v3_result,
     v4_result,
 )
+from gateway.core.call import Call
 from gateway.core.errors import GatewayError
 from gateway.core.results import Records
 from gateway.settings import Settings, split_command
 
 if TYPE_CHECKING:
-    from gateway.flow.clients import Identity
+    from gateway.core.identity import Identity
 
 log = logging.getLogger("gateway.cv")
 
@@ -95,23 +96,16 @@ class CvBackend(Backend):
             argv.append(f"--user={user}")
         return [*argv, "--", f"{entity}.{action}"]
 
-    async def call(
-        self,
-        version: int,
-        entity: str,
-        action: str,
-        params: dict[str, Any],
-        *,
-        identity: Identity | None = None,
-    ) -> Records:
-        check_names(entity, action)
+    async def call(self, call: Call, *, identity: Identity | None = None) -> Records:
+        version, entity, action = call.version, call.entity, call.action
+        check_names(entity, action)  # they go on cv's command line
         if version not in (3, 4):
             raise GatewayError("invalid-request", f"Unknown API version {version}.")
         user = user_for(self.settings, identity)
         argv = self.argv(version, entity, action, user)
-        count_plan = rowcount.plan(version, action, params)
+        count_plan = rowcount.plan(call)
         queries = (
-            [params]
+            [call.to_params()]
             if count_plan is None
             else [q for q in (count_plan.records, count_plan.count) if q is not None]
         )

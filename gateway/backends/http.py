@@ -18,17 +18,18 @@ from urllib.parse import urlencode
 
 import orjson
 
-from gateway.backends.base import Backend, BatchCall, BatchResult, TransientError
+from gateway.backends.base import Backend, BatchResult, TransientError
 from gateway.backends.httpclient import Broken, PooledClient, Reply, TimedOut, Transport, Unreachable
-from gateway.core.errors import UNCLEAR, GatewayError
+from gateway.core.call import Call
+from gateway.core.errors import UNCLEAR, GatewayError, Slug
+from gateway.core.identity import Identity
 from gateway.core.results import Records, invalid_response, v3_records, v4_error, v4_records
-from gateway.flow.clients import Identity
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.backend.http")
 
 # Statuses a proxy or an overloaded CiviCRM answers for a moment: worth a retry for safe calls.
-_TRANSIENT = {
+_TRANSIENT: dict[int, Slug] = {
     429: "upstream-unavailable",
     502: "upstream-invalid-response",
     503: "upstream-unavailable",
@@ -139,41 +140,32 @@ class HttpBackend(Backend):
         return stats
 
     # --- calls -------------------------------------------------------------------------------
-    def _identity_auth(self, identity: Identity | None) -> tuple[dict[str, str], dict[str, str]]:
-        """Per-call headers and form fields acting as a client's own CiviCRM user."""
+    def _auth(self, identity: Identity | None) -> tuple[dict[str, str], dict[str, str]]:
+        """Per-request headers and form fields: the gateway's own legacy ``key`` / ``api_key``
+        fields (``http_auth = legacy``), replaced by the client's own CiviCRM user's key when
+        ``identity`` has one. Every request (one call or a multi-call batch) goes through here:
+        a request built without it would run as CiviCRM's anonymous user."""
+        fields = dict(self._legacy_fields)
         if identity is None or not identity.api_key:
-            return {}, {}
+            return {}, fields
         key = identity.api_key
         style = self.settings.http_auth
         if style == "bearer":
-            return {"Authorization": f"Bearer {key}"}, {}
+            return {"Authorization": f"Bearer {key}"}, fields
         if style == "legacy":
-            return {}, {"api_key": key}
-        return {"X-Civi-Auth": f"Bearer {key}"}, {}
+            return {}, {**fields, "api_key": key}
+        return {"X-Civi-Auth": f"Bearer {key}"}, fields
 
-    async def call(
-        self,
-        version: int,
-        entity: str,
-        action: str,
-        params: dict[str, Any],
-        *,
-        identity: Identity | None = None,
-    ) -> Records:
-        headers, fields = self._identity_auth(identity)
+    async def call(self, call: Call, *, identity: Identity | None = None) -> Records:
+        headers, fields = self._auth(identity)
+        version, action = call.version, call.action
         if version == 4:
-            path = f"civicrm/ajax/api4/{entity}/{action}"
+            path = f"civicrm/ajax/api4/{call.entity}/{action}"
             # AuthX reads legacy key + api_key on civicrm/ajax/api4 too (LegacyRestAuthenticator).
-            data = {"params": _dumps(params), **self._legacy_fields, **fields}
+            data = {"params": _dumps(call.to_params()), **fields}
         else:
             path = self.settings.http_v3_path
-            data = {
-                "entity": entity,
-                "action": action,
-                "json": _dumps(params),
-                **self._legacy_fields,
-                **fields,
-            }
+            data = {"entity": call.entity, "action": action, "json": _dumps(call.to_params()), **fields}
         response = await self._post(path, data, headers)
         body = self._json(response)
         status = response.status
@@ -247,19 +239,20 @@ class HttpBackend(Backend):
 
     async def batch(
         self,
-        version: int,
-        calls: Mapping[str, BatchCall],
+        calls: Mapping[str, Call],
         *,
         identity: Identity | None = None,
         concurrency: int = 8,
     ) -> dict[str, BatchResult]:
         """APIv4 calls go in one request through CiviCRM's multi-call form
         (``civicrm/ajax/api4`` with ``calls=``); APIv3 has none, so it runs them concurrently."""
-        if version != 4 or not calls:
-            return await super().batch(version, calls, identity=identity, concurrency=concurrency)
-        headers, _ = self._identity_auth(identity)
-        payload = {name: [entity, action, params] for name, (entity, action, params) in calls.items()}
-        response = await self._post("civicrm/ajax/api4", {"calls": orjson.dumps(payload).decode()}, headers)
+        if not calls or any(c.version != 4 for c in calls.values()):
+            return await super().batch(calls, identity=identity, concurrency=concurrency)
+        headers, fields = self._auth(identity)
+        payload = {name: [c.entity, c.action, c.to_params()] for name, c in calls.items()}
+        response = await self._post(
+            "civicrm/ajax/api4", {"calls": orjson.dumps(payload).decode(), **fields}, headers
+        )
         body = self._json(response)
         if not isinstance(body, dict):
             raise invalid_response("CiviCRM's multi-call answer is not a JSON object.")

@@ -13,29 +13,17 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from gateway.core.call import Call
+from gateway.core.identity import Identity
 from gateway.core.results import Records
-
-if TYPE_CHECKING:
-    from gateway.flow.clients import Identity
 
 # Writes to these entities can change what getFields/getActions answer: they flush the cache.
 METADATA_ENTITIES = frozenset(
     {"CustomField", "CustomGroup", "OptionGroup", "OptionValue", "Entity", "Extension", "Setting"}
 )
-
-
-def is_metadata_call(version: int, entity: str, action: str, params: dict[str, Any]) -> bool:
-    """Calls whose answer is metadata, and that chain nothing (a chain could read data)."""
-    if params.get("chain") or any(k.startswith("api.") for k in params):
-        return False
-    lowered = action.lower()
-    if lowered in ("getfields", "getactions"):
-        return True
-    return version == 4 and entity == "Entity" and action == "get"
 
 
 def _identity_key(identity: Identity | None) -> str:
@@ -80,11 +68,12 @@ class MetadataCache:
         return len(self._entries)
 
     @staticmethod
-    def key(
-        version: int, entity: str, action: str, params: dict[str, Any], identity: Identity | None
-    ) -> bytes:
+    def key(call: Call, identity: Identity | None) -> bytes:
+        """The call as CiviCRM receives it (its params from the parse: two spellings of one
+        call share an entry) and who it runs as."""
         return orjson.dumps(
-            [version, entity, action, params, _identity_key(identity)], option=orjson.OPT_SORT_KEYS
+            [call.version, call.entity, call.action, call.to_params(), _identity_key(identity)],
+            option=orjson.OPT_SORT_KEYS,
         )
 
     async def get_or_load(

@@ -57,13 +57,13 @@ from gateway.backends.pipeworker import (
     WorkerDied,
     rpc_failure,
 )
-from gateway.backends.resilience import is_safe
+from gateway.core.call import Call
 from gateway.core.errors import GatewayError
 from gateway.core.results import Records
 from gateway.settings import Settings, split_command
 
 if TYPE_CHECKING:
-    from gateway.flow.clients import Identity
+    from gateway.core.identity import Identity
 
 log = logging.getLogger("gateway.pipe")
 
@@ -349,15 +349,8 @@ class PipeBackend(Backend):
         slot.worker = await self._spawn()
         return slot.worker
 
-    async def call(
-        self,
-        version: int,
-        entity: str,
-        action: str,
-        params: dict[str, Any],
-        *,
-        identity: Identity | None = None,
-    ) -> Records:
+    async def call(self, call: Call, *, identity: Identity | None = None) -> Records:
+        version, entity, action = call.version, call.entity, call.action
         check_names(entity, action)
         if version not in (3, 4):
             raise GatewayError("invalid-request", f"Unknown API version {version}.")
@@ -365,9 +358,9 @@ class PipeBackend(Backend):
             raise GatewayError("upstream-unavailable", "The cv pipe pool is not running.")
         login = self._login_for(identity)
         method = f"api{version}"
-        count_plan = rowcount.plan(version, action, params)
+        count_plan = rowcount.plan(call)
         if count_plan is None:
-            calls = [(method, [entity, action, with_permissions(self.settings, version, params)])]
+            calls = [(method, [entity, action, with_permissions(self.settings, version, call.to_params())])]
         else:
             calls = [
                 (method, [entity, action, with_permissions(self.settings, version, q)])
@@ -385,11 +378,7 @@ class PipeBackend(Backend):
             # before the call's own deadline; a write is never repeated. (A worker that died
             # because its container went away is only told apart by starting another: the
             # retry then answers 503, as a cv run would.)
-            if not (
-                is_safe(version, entity, action, params)
-                and self.settings.retry_max_attempts > 1
-                and loop.time() < deadline
-            ):
+            if not (call.reads_only and self.settings.retry_max_attempts > 1 and loop.time() < deadline):
                 raise GatewayError(
                     exc.slug,
                     exc.detail + " The call was not repeated: a "

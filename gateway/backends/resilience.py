@@ -2,7 +2,8 @@
 
 Applied in ``create_app`` so the HTTP, sandbox, cv and pipe backends all behave the same:
 
-- a call is *safe* when it and every call it chains are reads (``Call.reads_only``): only
+- a call is *safe* when it and every call it chains are reads (``Call.reads_only``, asked of
+  the parsed call the backend receives, never re-read from params): only
   safe calls are retried after the upstream may have seen them; a write is retried only when the connection
   itself failed, so CiviCRM never received it (no duplicate creates);
 - retries use exponential backoff with jitter, honour the upstream's ``Retry-After``, and stop
@@ -26,16 +27,16 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from gateway.backends.base import Backend, BatchCall, BatchResult, TransientError
-from gateway.backends.metacache import METADATA_ENTITIES, MetadataCache, is_metadata_call
-from gateway.core.call import parse
+from gateway.backends.base import Backend, BatchResult, TransientError
+from gateway.backends.metacache import METADATA_ENTITIES, MetadataCache
+from gateway.core.call import Call
 from gateway.core.errors import GatewayError
+from gateway.core.identity import Identity
 from gateway.core.results import Records
 
 if TYPE_CHECKING:
-    from gateway.flow.clients import Identity
     from gateway.telemetry.metrics import Metrics
 
 log = logging.getLogger("gateway.resilience")
@@ -46,13 +47,10 @@ T = TypeVar("T")
 PROBE_TTL = 1.0
 
 
-def is_safe(version: int, entity: str, action: str, params: Mapping[str, Any]) -> bool:
-    """A read with no write anywhere in its chains: repeating it changes nothing. Params that
-    do not parse are taken for a write (never repeated)."""
-    try:
-        return parse(version, entity, action, params).reads_only
-    except GatewayError:
-        return False
+def _changes_metadata(call: Call) -> bool:
+    """A write anywhere in the call's tree to an entity whose changes alter what getFields or
+    getActions answer."""
+    return any(not c.is_read and c.entity in METADATA_ENTITIES for c, _ in call.walk())
 
 
 class CircuitBreaker:
@@ -247,46 +245,36 @@ class ResilientBackend(Backend):
         await self._guarded(self.inner.check, safe=True)
 
     # --- calls -------------------------------------------------------------------------------
-    async def call(
-        self,
-        version: int,
-        entity: str,
-        action: str,
-        params: dict[str, Any],
-        *,
-        identity: Identity | None = None,
-    ) -> Records:
+    async def call(self, call: Call, *, identity: Identity | None = None) -> Records:
         def attempt() -> Awaitable[Records]:
-            return self.inner.call(version, entity, action, params, identity=identity)
+            return self.inner.call(call, identity=identity)
 
-        safe = is_safe(version, entity, action, params)
-        if self.cache.enabled and is_metadata_call(version, entity, action, params):
-            key = self.cache.key(version, entity, action, params, identity)
+        safe = call.reads_only
+        if self.cache.enabled and call.is_metadata:
             return await self.cache.get_or_load(
-                key, lambda: self._guarded(attempt, safe=True), self._count_cache
+                self.cache.key(call, identity), lambda: self._guarded(attempt, safe=True), self._count_cache
             )
         records = await self._guarded(attempt, safe=safe)
-        if not safe and entity in METADATA_ENTITIES:
+        if not safe and _changes_metadata(call):
             self.cache.flush()
         return records
 
     async def batch(
         self,
-        version: int,
-        calls: Mapping[str, BatchCall],
+        calls: Mapping[str, Call],
         *,
         identity: Identity | None = None,
         concurrency: int | None = None,
     ) -> dict[str, BatchResult]:
         """The whole batch is one attempt; retried only if every call in it is safe."""
-        safe = all(is_safe(version, e, a, p) for e, a, p in calls.values())
+        safe = all(c.reads_only for c in calls.values())
         results = await self._guarded(
             lambda: self.inner.batch(
-                version, calls, concurrency=concurrency or self.batch_concurrency, identity=identity
+                calls, concurrency=concurrency or self.batch_concurrency, identity=identity
             ),
             safe=safe,
         )
-        if any(not is_safe(version, e, a, p) and e in METADATA_ENTITIES for e, a, p in calls.values()):
+        if any(_changes_metadata(c) for c in calls.values()):
             self.cache.flush()
         return results
 
@@ -346,7 +334,7 @@ class ResilientBackend(Backend):
                     delay = self._delay(tries, None)
                     if (
                         safe
-                        and exc.slug == "upstream-unavailable"
+                        and exc.problem.retry_read
                         and tries < self.retry.max_attempts
                         and time.monotonic() + delay <= deadline
                         and self.breaker.state != "open"

@@ -17,15 +17,18 @@ exactly as over CiviCRM's REST API.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from gateway.core import expressions
+from gateway.core.call import Call
 from gateway.core.errors import GatewayError
+from gateway.core.expressions import Expr
 from gateway.core.results import Records
 
 COUNT_ALIAS = "gateway_row_count"
-# What the count query keeps from the client's params: what selects rows, and how to read them.
-_KEPT = ("where", "join", "groupBy", "having", "language", "checkPermissions")
+# The options the count query keeps besides what selects rows: how to read them.
+_KEPT_OPTIONS = ("language", "checkPermissions")
 
 
 @dataclass(frozen=True)
@@ -37,26 +40,27 @@ class CountPlan:
     grouped: bool
 
 
-def plan(version: int, action: str, params: dict[str, Any]) -> CountPlan | None:
-    """The count query for an APIv4 ``get`` selecting ``row_count``; None for anything else."""
-    if version != 4 or action.lower() != "get":
+def plan(call: Call) -> CountPlan | None:
+    """The count query for an APIv4 ``get`` selecting ``row_count``; None for anything else.
+    Both queries are built from the parsed call (what selects rows, and how to read them)."""
+    if call.version != 4 or not call.is_get or call.select is None:
         return None
-    select = params.get("select")
-    if isinstance(select, dict):  # PHP reads a JSON object as an array: its values
-        select = list(select.values())
-    if not isinstance(select, list) or "row_count" not in select:
+    if not any(e.text == "row_count" for e in call.select):
         return None
-    rest = [item for item in select if item != "row_count"]
-    count = {key: params[key] for key in _KEPT if key in params}
-    group_by = params.get("groupBy")
-    grouped = bool(group_by) or bool(params.get("having"))
+    rest = tuple(e for e in call.select if e.text != "row_count")
+    group_by = call.group_by or ()
+    grouped = bool(group_by) or bool(call.having)
     if not grouped:
-        count["select"] = [f"COUNT(id) AS {COUNT_ALIAS}"]
-    elif params.get("having"):
-        count["select"] = rest or (list(group_by) if isinstance(group_by, list) else ["id"])
+        select: tuple[Expr, ...] = (expressions.parse(f"COUNT(id) AS {COUNT_ALIAS}"),)
+    elif call.having:
+        select = rest or group_by or (expressions.parse("id"),)
     else:
-        count["select"] = list(group_by) if isinstance(group_by, list) else ["id"]
-    records = {**params, "select": rest} if rest else None
+        select = group_by or (expressions.parse("id"),)
+    kept = {k: v for k, v in call.options.items() if k in _KEPT_OPTIONS}
+    count = replace(
+        call, select=select, order_by=None, limit=None, offset=None, chain={}, options=kept
+    ).to_params()
+    records = replace(call, select=rest).to_params() if rest else None
     return CountPlan(records, count, grouped)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 
 from gateway.backends.base import Backend
+from gateway.core.call import Call
 from gateway.core.errors import from_civicrm
 from gateway.core.results import Records, v3_records, v4_records
 from gateway.settings import Settings
@@ -56,11 +57,9 @@ class SandboxBackend(Backend):
             self._sandbox.close()
             self._sandbox = None
 
-    async def call(
-        self, version: int, entity: str, action: str, params: dict[str, Any], *, identity: Any = None
-    ) -> Records:
+    async def call(self, call: Call, *, identity: Any = None) -> Records:
         return await anyio.to_thread.run_sync(
-            self._call, version, entity, action, params, limiter=self._limiter
+            self._call, call.version, call.entity, call.action, call.to_params(), limiter=self._limiter
         )
 
     def _call(self, version: int, entity: str, action: str, params: dict[str, Any]) -> Records:

@@ -137,14 +137,17 @@ async def _check() -> tuple[bool, str]:
 async def _reads_api_keys(backend: Any) -> bool:
     """Whether the gateway's own CiviCRM user is shown contacts' ``api_key`` (CiviCRM drops
     the field for users without administrator rights)."""
+    from gateway.core.call import parse
     from gateway.core.errors import GatewayError
 
     try:
         rows = await backend.call(
-            4,
-            "Contact",
-            "get",
-            {"select": ["id", "api_key"], "where": [["api_key", "IS NOT NULL"]], "limit": 25},
+            parse(
+                4,
+                "Contact",
+                "get",
+                {"select": ["id", "api_key"], "where": [["api_key", "IS NOT NULL"]], "limit": 25},
+            )
         )
     except GatewayError:
         return False  # this user may not even filter on it
@@ -306,21 +309,19 @@ async def _export_local(
     out: BinaryIO,
     progress: _Progress,
 ) -> int:
-    from gateway.backends import make_backend
     from gateway.core.errors import GatewayError
-    from gateway.core.schema import Schemas
     from gateway.flow import export
-    from gateway.flow.prepare import OPERATOR, CallContext, prepare_call
-    from gateway.services import resilient_backend
+    from gateway.flow.prepare import OPERATOR
+    from gateway.services import build_services
 
-    backend = resilient_backend(make_backend(settings), settings)
+    flow = build_services(settings).flow
+    backend = flow.backend
     show = progress.enabled
     try:
         await backend.start()
-        # The operator's own export: every field but credentials, through the same parsing
-        # and checks as a client's call.
-        context = CallContext(settings, Schemas(backend, settings.metadata_cache_ttl))
-        call = await prepare_call(context, OPERATOR, 4, args.entity, "get", params)
+        # The operator's own export: every field but credentials, prepared by the same flow
+        # as a client's call (not rate limited: pages go straight to the backend).
+        call = await flow.prepare(OPERATOR, 4, args.entity, "get", params)
         if show:
             progress.total = await export.count(backend, call)
         async for chunk in export.stream(

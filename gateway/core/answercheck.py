@@ -281,8 +281,8 @@ def without_additions(call: Call, records: list[Any]) -> list[Any]:
         )
     else:
         added = ADDED_BY_CIVICRM.get(call.entity.lower()) if call.is_get else None
-        if not added or call.select is None:
-            return records
+        if not added or call.select is None or any(e.text == "*" for e in call.select):
+            return records  # no select or "*": every field was asked for
         drop = added - {key for expr in call.select for key in expression_keys(expr)}
     if not drop:
         return records

@@ -464,6 +464,22 @@ class Call:
         """This call and every call it chains are reads: repeating it changes nothing."""
         return all(call.is_read for call, _ in self.walk())
 
+    @property
+    def is_metadata(self) -> bool:
+        """The answer is metadata (getFields, getActions, APIv4 Entity.get) and nothing is
+        chained (a chain could read data): what a metadata cache may keep."""
+        if self.chain or self.v3_chains:
+            return False
+        if self.action.lower() in ("getfields", "getactions"):
+            return True
+        return self.version == 4 and self.entity == "Entity" and self.action == "get"
+
+    @property
+    def cost(self) -> int:
+        """How many API calls this counts as against its client's rate: one per call in its
+        tree (a chained call runs at least once)."""
+        return sum(1 for _ in self.walk())
+
     def children(self) -> Iterator[Call]:
         if self.version == 4:
             yield from (link.call for link in self.chain.values())
@@ -528,7 +544,7 @@ class Call:
         if self.match is not None:
             p["match"] = list(self.match)
         p.update(self.options)
-        if self.chain:
+        if self.chain or self.v3_chains:
             p["chain"] = {
                 name: [
                     link.call.entity,

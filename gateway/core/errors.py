@@ -52,7 +52,42 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, cast, get_args
+
+# Every problem type's name: a typo in one is a mypy error, not a KeyError at run time.
+Slug = Literal[
+    "invalid-request",
+    "unauthenticated",
+    "gateway-policy-denied",
+    "rate-limited",
+    "payload-too-large",
+    "route-not-found",
+    "method-not-allowed",
+    "unknown-api",
+    "record-not-found",
+    "unknown-field",
+    "unsupported-media-type",
+    "cross-origin-denied",
+    "civicrm-permission-denied",
+    "civicrm-bad-request",
+    "civicrm-validation",
+    "civicrm-conflict",
+    "civicrm-error",
+    "gateway-misconfigured",
+    "upstream-error",
+    "upstream-invalid-response",
+    "upstream-unexpected-answer",
+    "upstream-unavailable",
+    "upstream-maintenance",
+    "upstream-timeout",
+    "gateway-not-ready",
+    "internal-error",
+    "idempotency-key-reused",
+    "idempotency-key-in-flight",
+    "idempotency-key-required",
+    "idempotency-store-unavailable",
+    "write-outcome-unknown",
+]
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_BASE = "/problems/"
@@ -63,13 +98,25 @@ UNHEALTHY = "unhealthy"  # CiviCRM cannot serve anyone now: unreachable, timed o
 UNCLEAR = "unclear"  # not CiviCRM's API answering: a crash, for everyone or for this input only
 
 
+# Whether CiviCRM ran the call, as far as a failure of a type tells: "never" (the gateway
+# refused it, or nothing reached CiviCRM: an Idempotency-Key is released), "maybe" (sent, no
+# answer: a keyed write is not run again), "yes" (CiviCRM answered: its refusal is the answer).
+Ran = Literal["never", "maybe", "yes"]
+
+
 @dataclass(frozen=True, slots=True)
 class ProblemType:
-    slug: str
+    """A problem type and what a failure of it means for the flow around the call: whether
+    CiviCRM ran it (``ran``: idempotency), whether CiviCRM is down (``upstream``: the circuit
+    breaker), whether a read may simply be sent again (``retry_read``: retries)."""
+
+    slug: Slug
     status: int
     title: str
     description: str
     upstream: str | None = None
+    ran: Ran = "yes"
+    retry_read: bool = False
 
     @property
     def uri(self) -> str:
@@ -95,12 +142,14 @@ _TYPES = [
         "The gateway refused the request before contacting CiviCRM: the body is not a "
         "JSON object, a name is not a valid entity or action, or a query field is "
         "malformed. Fix the request.",
+        ran="never",
     ),
     ProblemType(
         "unauthenticated",
         401,
         "Authentication required",
         "Send a valid client token as 'Authorization: Bearer <token>'.",
+        ran="never",
     ),
     ProblemType(
         "gateway-policy-denied",
@@ -108,6 +157,7 @@ _TYPES = [
         "Denied by the gateway's policy",
         "The gateway's policy for this client forbids this call (or a call it would "
         "chain or join to). Distinct from CiviCRM's own permission errors.",
+        ran="never",
     ),
     ProblemType(
         "rate-limited",
@@ -115,24 +165,28 @@ _TYPES = [
         "Too many requests",
         "This client sent more requests than its rate limit, or has too many calls in "
         "flight. Retry after the number of seconds in Retry-After.",
+        ran="never",
     ),
     ProblemType(
         "payload-too-large",
         413,
         "Request body too large",
         "The request body is larger than the gateway accepts.",
+        ran="never",
     ),
     ProblemType(
         "route-not-found",
         404,
         "No such route",
         "The gateway has no route at this path. Calls go to /v4/{entity}/{action} or /v3/{entity}/{action}.",
+        ran="never",
     ),
     ProblemType(
         "method-not-allowed",
         405,
         "Method not allowed",
         "Only read actions (get*, autocomplete) may use GET; send writes with POST.",
+        ran="never",
     ),
     ProblemType(
         "unknown-api",
@@ -157,6 +211,7 @@ _TYPES = [
         "Body must be JSON",
         "Send the params as a JSON object with 'Content-Type: application/json'. Form "
         "and plain-text bodies are refused: a web page could send them cross-site.",
+        ran="never",
     ),
     ProblemType(
         "cross-origin-denied",
@@ -165,6 +220,7 @@ _TYPES = [
         "The request came from a web page of an origin the gateway does not allow (its "
         "Origin header), or named a Host the gateway does not serve (DNS rebinding). "
         "Allowed origins: CIVI_GATEWAY_CORS_ORIGINS; hosts: CIVI_GATEWAY_ALLOWED_HOSTS.",
+        ran="never",
     ),
     ProblemType(
         "civicrm-permission-denied",
@@ -205,6 +261,7 @@ _TYPES = [
         "Gateway misconfigured",
         "CiviCRM rejected the gateway's own credentials or request headers. The client "
         "cannot fix this: the gateway's operator must check its CiviCRM settings.",
+        ran="never",
     ),
     ProblemType(
         "upstream-error",
@@ -219,6 +276,7 @@ _TYPES = [
         "Invalid response from CiviCRM",
         "CiviCRM answered with something that is not its API's JSON.",
         UNCLEAR,
+        ran="maybe",
     ),
     ProblemType(
         "upstream-unexpected-answer",
@@ -235,6 +293,8 @@ _TYPES = [
         "CiviCRM unavailable",
         "The gateway cannot reach CiviCRM right now.",
         UNHEALTHY,
+        ran="never",
+        retry_read=True,
     ),
     ProblemType(
         "upstream-maintenance",
@@ -242,6 +302,7 @@ _TYPES = [
         "CiviCRM in maintenance mode",
         "CiviCRM is temporarily unavailable for maintenance.",
         UNHEALTHY,
+        ran="never",
     ),
     ProblemType(
         "upstream-timeout",
@@ -249,6 +310,7 @@ _TYPES = [
         "CiviCRM timed out",
         "CiviCRM did not answer within the gateway's time limit.",
         UNHEALTHY,
+        ran="maybe",
     ),
     ProblemType(
         "gateway-not-ready",
@@ -257,6 +319,7 @@ _TYPES = [
         "This gateway process is still starting or is shutting down (draining): it "
         "finishes the calls in flight but should get no new ones. Another replica, or "
         "this one after Retry-After, can serve.",
+        ran="never",
     ),
     ProblemType(
         "internal-error",
@@ -264,6 +327,7 @@ _TYPES = [
         "Gateway internal error",
         "An unexpected failure inside the gateway (a bug): it is logged with the "
         "request id. Never caused by a client's input.",
+        ran="maybe",
     ),
     # --- Idempotency-Key (gateway/idempotency) ---
     ProblemType(
@@ -272,6 +336,7 @@ _TYPES = [
         "Idempotency-Key reused for another call",
         "This client already sent this Idempotency-Key with a different call (entity, "
         "action or params). A key names one write: use a new key for a new write.",
+        ran="never",
     ),
     ProblemType(
         "idempotency-key-in-flight",
@@ -279,6 +344,7 @@ _TYPES = [
         "Idempotency-Key still in flight",
         "The first request with this Idempotency-Key is still running. Retry after "
         "Retry-After seconds: the repeat then gets the first request's answer.",
+        ran="never",
     ),
     ProblemType(
         "idempotency-key-required",
@@ -286,6 +352,7 @@ _TYPES = [
         "Idempotency-Key required",
         "This client's policy (require_idempotency_key) makes every write carry an "
         "Idempotency-Key header: 1-255 printable ASCII characters, new for each write.",
+        ran="never",
     ),
     ProblemType(
         "idempotency-store-unavailable",
@@ -295,6 +362,7 @@ _TYPES = [
         "could not be reached, so the gateway could not promise that this write runs "
         "once. The write was not sent to CiviCRM: retry after Retry-After with the same "
         "key.",
+        ran="never",
     ),
     ProblemType(
         "write-outcome-unknown",
@@ -305,9 +373,11 @@ _TYPES = [
         "happened, so this key will not run it again and answers this each time. Check "
         "by reading the record back (by a field the client set) or in the audit trail; "
         "if it is missing, send the write again with a new key.",
+        ran="maybe",
     ),
 ]
 PROBLEM_TYPES: dict[str, ProblemType] = {t.slug: t for t in _TYPES}
+assert set(PROBLEM_TYPES) == set(get_args(Slug)), "every Slug has one ProblemType"
 
 
 class GatewayError(Exception):
@@ -315,7 +385,7 @@ class GatewayError(Exception):
 
     def __init__(
         self,
-        slug: str,
+        slug: Slug,
         detail: str,
         *,
         civicrm: dict[str, Any] | None = None,
@@ -335,7 +405,7 @@ class GatewayError(Exception):
         super().__init__(f"{slug}: {detail}")
 
     @property
-    def slug(self) -> str:
+    def slug(self) -> Slug:
         return self.problem.slug
 
     @property
@@ -369,44 +439,50 @@ def invalid_request(detail: str) -> GatewayError:
 # --- classification of CiviCRM's own failures ------------------------------------------------
 
 # (pattern, slug). First match wins; patterns are CiviCRM's real messages (5.77 and earlier).
-_MESSAGE_RULES: list[tuple[re.Pattern[str], str]] = [
+_MESSAGE_RULES: list[tuple[re.Pattern[str], Slug]] = [
     (re.compile(p, re.IGNORECASE), slug)
-    for p, slug in [
-        (
-            r"invalid credential|login not permitted|cannot login|"
-            r"SECURITY ALERT: Ajax requests can only be issued",
-            "gateway-misconfigured",
-        ),
-        (r"SECURITY: All requests that modify the database must be http POST", "method-not-allowed"),
-        (
-            r"^Authorization failed|API permission check failed|^Unauthorized field|"
-            r"ACL check failed|^Permission denied|insufficient permission",
-            "civicrm-permission-denied",
-        ),
-        (r"^API \(.*\) does not exist|^Api \S+ \S+ version \d+ does not exist", "unknown-api"),
-        (r"^Expected one \S+ but found 0\b|^Record not found", "record-not-found"),
-        (r"^Expected one \S+ but found \d+", "civicrm-conflict"),
-        (r"^Mandatory (values|key\(s\)) missing", "civicrm-validation"),
-        (r"^DB Error: (constraint violation|foreign key)", "civicrm-validation"),
-        (r"^DB Error: already exists|Duplicate entry", "civicrm-conflict"),
-        (r"^DB Error", "upstream-error"),
-        (r"^Invalid field", "unknown-field"),
-        # 'Parameter "where" is required.' (delete, update with no where) and its longer form
-        # 'Parameter "where" is required unless primary keys are supplied in values.'.
-        (
-            r"^Illegal operator|is not of the correct type|"
-            r"^Parameter \"\w+\" is required\b|is required unless|"
-            r"^Unknown api parameter|^Cannot use existing field name|^Illegal (field|join|expression)|"
-            r"^Invalid (join|expression|orderBy|index)|^Unknown field|^Unable to parse sql expression",
-            "civicrm-bad-request",
-        ),
-        (r"is not a valid|not a valid option|^Invalid value|must be (a|an|one of)\b", "civicrm-validation"),
-        (r"^Sorry an error occurred and your request was not completed", "upstream-error"),
-        (r"Temporarily unavailable for maintenance", "upstream-maintenance"),
-    ]
+    for p, slug in cast(
+        "list[tuple[str, Slug]]",
+        [
+            (
+                r"invalid credential|login not permitted|cannot login|"
+                r"SECURITY ALERT: Ajax requests can only be issued",
+                "gateway-misconfigured",
+            ),
+            (r"SECURITY: All requests that modify the database must be http POST", "method-not-allowed"),
+            (
+                r"^Authorization failed|API permission check failed|^Unauthorized field|"
+                r"ACL check failed|^Permission denied|insufficient permission",
+                "civicrm-permission-denied",
+            ),
+            (r"^API \(.*\) does not exist|^Api \S+ \S+ version \d+ does not exist", "unknown-api"),
+            (r"^Expected one \S+ but found 0\b|^Record not found", "record-not-found"),
+            (r"^Expected one \S+ but found \d+", "civicrm-conflict"),
+            (r"^Mandatory (values|key\(s\)) missing", "civicrm-validation"),
+            (r"^DB Error: (constraint violation|foreign key)", "civicrm-validation"),
+            (r"^DB Error: already exists|Duplicate entry", "civicrm-conflict"),
+            (r"^DB Error", "upstream-error"),
+            (r"^Invalid field", "unknown-field"),
+            # 'Parameter "where" is required.' (delete, update with no where) and its longer form
+            # 'Parameter "where" is required unless primary keys are supplied in values.'.
+            (
+                r"^Illegal operator|is not of the correct type|"
+                r"^Parameter \"\w+\" is required\b|is required unless|"
+                r"^Unknown api parameter|^Cannot use existing field name|^Illegal (field|join|expression)|"
+                r"^Invalid (join|expression|orderBy|index)|^Unknown field|^Unable to parse sql expression",
+                "civicrm-bad-request",
+            ),
+            (
+                r"is not a valid|not a valid option|^Invalid value|must be (a|an|one of)\b",
+                "civicrm-validation",
+            ),
+            (r"^Sorry an error occurred and your request was not completed", "upstream-error"),
+            (r"Temporarily unavailable for maintenance", "upstream-maintenance"),
+        ],
+    )
 ]
 
-_V3_CODES = {
+_V3_CODES: dict[str, Slug] = {
     "not-found": "unknown-api",
     "mandatory_missing": "civicrm-validation",
     "unauthorized": "civicrm-permission-denied",
@@ -415,7 +491,7 @@ _V3_CODES = {
 }
 
 
-def classify(message: str | None, *, status: int | None = None, error_code: int | str | None = None) -> str:
+def classify(message: str | None, *, status: int | None = None, error_code: int | str | None = None) -> Slug:
     """The problem slug for a CiviCRM failure, from its HTTP status, code and message."""
     message = (message or "").strip()
     if status == 401:

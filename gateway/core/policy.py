@@ -588,9 +588,3 @@ def _tree_rows(call: Call, parent: float = 1) -> float:
         own = float(max(1, len(call.records or ())))
     rows = parent * own
     return rows + sum(_tree_rows(child, rows) for child in call.children())
-
-
-def request_cost(call: Call) -> int:
-    """How many API calls a request counts as against its client's rate: one per call in its
-    tree (a chained call runs at least once)."""
-    return sum(1 for _ in call.walk())

@@ -11,13 +11,20 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from gateway.core.call import Call, parse
 from gateway.core.errors import GatewayError
+from gateway.core.identity import Identity
+from gateway.core.results import Records
 
-if TYPE_CHECKING:
-    from gateway.backends.base import Backend
-    from gateway.flow.clients import Identity
+
+class MetadataSource(Protocol):
+    """Where metadata comes from: the gateway's (resilient, caching) backend."""
+
+    async def call(self, call: Call, *, identity: Identity | None = None) -> Records: ...
+
+    def metadata_generation(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +108,7 @@ def unknown_api(detail: str) -> GatewayError:
 class Schema:
     """Metadata lookups for one identity; every answer comes from the backend's cache."""
 
-    def __init__(self, backend: Backend, identity: Identity | None) -> None:
+    def __init__(self, backend: MetadataSource, identity: Identity | None) -> None:
         self._backend = backend
         self._identity = identity
         self._entities: dict[str, str] | None = None
@@ -110,7 +117,7 @@ class Schema:
         self._fields: dict[tuple[str, str], dict[str, FieldInfo]] = {}
 
     async def _call(self, entity: str, action: str, params: dict[str, Any]) -> list[Any]:
-        return await self._backend.call(4, entity, action, params, identity=self._identity)
+        return await self._backend.call(parse(4, entity, action, params), identity=self._identity)
 
     async def entity(self, name: str) -> str:
         """CiviCRM's spelling of an entity name (matched in any case), or 404 unknown-api."""
@@ -159,7 +166,7 @@ class Schema:
             rows: list[Any]
             try:
                 rows = await self._backend.call(
-                    3, entity, "getfields", {"api_action": action}, identity=self._identity
+                    parse(3, entity, "getfields", {"api_action": action}), identity=self._identity
                 )
             except GatewayError as exc:
                 if exc.slug not in ("unknown-api", "civicrm-error", "civicrm-bad-request"):
@@ -190,7 +197,7 @@ class Schema:
         if key not in self._actions:
             rows: list[Any]
             try:
-                rows = await self._backend.call(3, entity, "getactions", {}, identity=self._identity)
+                rows = await self._backend.call(parse(3, entity, "getactions", {}), identity=self._identity)
             except GatewayError as exc:
                 if exc.slug not in ("unknown-api", "civicrm-error", "civicrm-bad-request"):
                     raise
@@ -286,7 +293,9 @@ class Schemas:
     """One :class:`Schema` per CiviCRM identity, renewed after ``ttl`` seconds or when the
     backend's metadata cache was flushed (a custom field added, ``POST /cache/flush``)."""
 
-    def __init__(self, backend: Backend, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, backend: MetadataSource, ttl: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._backend = backend
         self._ttl = ttl
         self._clock = clock

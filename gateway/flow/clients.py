@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.core.errors import GatewayError
+from gateway.core.identity import Identity
 from gateway.core.policy import Policy
 from gateway.settings import Settings, SettingsError, env_name, is_loopback
 
@@ -37,17 +38,6 @@ def hash_token(token: str) -> str:
 
 def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who CiviCRM should see for a client's calls (None: the gateway's own credentials)."""
-
-    api_key: str | None = None
-    cv_user: str | None = None
-
-    def __repr__(self) -> str:  # never print the key
-        return f"Identity(api_key={'***' if self.api_key else None}, cv_user={self.cv_user!r})"
 
 
 @dataclass(frozen=True)

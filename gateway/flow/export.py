@@ -17,19 +17,18 @@ import io
 import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import Any
 
 import orjson
 
+from gateway.backends.base import Backend
+from gateway.core import expressions
 from gateway.core.answercheck import check_answer, without_additions
+from gateway.core.call import Call, Condition
 from gateway.core.errors import invalid_request
+from gateway.core.identity import Identity
 from gateway.core.results import Records, response_body
-
-if TYPE_CHECKING:
-    from gateway.backends.base import Backend
-    from gateway.core.call import Call
-    from gateway.flow.clients import Identity
 
 MEDIA_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8", "json": "application/json"}
 _ACCEPT = {
@@ -57,9 +56,9 @@ def negotiate(format_param: str | None, accept: str | None) -> str:
 
 @dataclass
 class _Plan:
-    """How to page one get: the base params and the paging strategy."""
+    """How to page one get: the page call (less limit and offset) and the paging strategy."""
 
-    params: dict[str, Any]
+    call: Call
     keyset: bool
     total: float
     offset: int
@@ -70,38 +69,36 @@ class _Plan:
 # (``first``: the page the request itself was already counted for).
 Gate = Callable[[bool], AbstractAsyncContextManager[Any]]
 
+_ID = expressions.parse("id")
+
 
 def keyset_possible(call: Call) -> bool:
     """Whether ``pages`` can walk this get by ``id`` (no grouping, joins, custom order or
     aggregates), i.e. without offsets and in one stable order."""
-    return _plan(call.to_params()).keyset
+    return _plan(call).keyset
 
 
-def _plan(params: dict[str, Any]) -> _Plan:
-    params = dict(params)
-    total = params.pop("limit", None) or math.inf
-    offset = params.pop("offset", None) or 0
-    if not isinstance(total, (int, float)) or not isinstance(offset, int):
-        raise invalid_request("limit and offset must be whole numbers.")
-    order = params.get("orderBy") or {}
-    select = list(params.get("select") or [])
+def _plan(call: Call) -> _Plan:
+    """The paging of ``call``, read from the parsed call (never from its params)."""
+    order = call.order_by or ()
+    select = call.select or ()
     keyset = (
-        not params.get("groupBy")
-        and not params.get("having")
-        and not params.get("join")
-        and (not order or order == {"id": "ASC"})
-        and not any("row_count" in str(s) or "(" in str(s) for s in select)
+        not call.group_by
+        and not call.having
+        and not call.join
+        and (not order or [(e.text, d.upper()) for e, d in order] == [("id", "ASC")])
+        and not any("row_count" in e.text or "(" in e.text for e in select)
     )
+    base = replace(call, limit=None, offset=None)
     drop_id = False
-    if keyset and select and "id" not in select and "*" not in select:
-        select.append("id")  # the keyset needs it; removed from the rows again
+    if keyset and select and not any(e.text in ("id", "*") for e in select):
+        base = replace(base, select=(*select, _ID))  # the keyset needs it; dropped from the rows
         drop_id = True
-        params["select"] = select
     if keyset:
-        params["orderBy"] = {"id": "ASC"}
-    elif not params.get("groupBy") and isinstance(order, dict) and "id" not in order:
-        params["orderBy"] = {**order, "id": "ASC"}  # a stable order across pages
-    return _Plan(params, bool(keyset), total, offset, drop_id)
+        base = replace(base, order_by=((_ID, "ASC"),))
+    elif not call.group_by and not any(e.text == "id" for e, _ in order):
+        base = replace(base, order_by=(*order, (_ID, "ASC")))  # a stable order across pages
+    return _Plan(base, keyset, call.limit or math.inf, call.offset or 0, drop_id)
 
 
 async def pages(
@@ -112,25 +109,25 @@ async def pages(
     identity: Identity | None = None,
     gate: Gate | None = None,
 ) -> AsyncIterator[Records]:
-    """The records of an APIv4 get (a call that passed the pipeline), one page at a time."""
-    entity = call.entity
-    plan = _plan(call.to_params())
-    where = list(plan.params.get("where") or [])
+    """The records of an APIv4 get (a call the flow prepared), one page at a time: each page
+    is the same call with its limit, offset or ``id >`` condition."""
+    plan = _plan(call)
+    where = plan.call.where or ()
     last_id: Any = None
     done = 0
     offset = plan.offset
     while done < plan.total:
         size = int(min(page_size, plan.total - done))
-        page = {**plan.params, "limit": size}
+        page = replace(plan.call, limit=size)
         if plan.keyset and last_id is not None:
-            page["where"] = [*where, ["id", ">", last_id]]
+            page = replace(page, where=(*where, Condition(_ID, ">", last_id)))
         elif offset:
-            page["offset"] = offset
+            page = replace(page, offset=offset)
         if gate is None:
-            records = await backend.call(4, entity, "get", page, identity=identity)
+            records = await backend.call(page, identity=identity)
         else:
             async with gate(done == 0 and last_id is None):
-                records = await backend.call(4, entity, "get", page, identity=identity)
+                records = await backend.call(page, identity=identity)
         count = len(records)
         if plan.keyset and count:
             last_id = records[-1].get("id") if isinstance(records[-1], dict) else None
@@ -224,11 +221,18 @@ async def stream(
 
 async def count(backend: Backend, call: Call, *, identity: Identity | None = None) -> int | None:
     """How many rows the export will give, when CiviCRM can tell (for a progress bar)."""
-    params = call.to_params()
-    counting = {k: v for k, v in params.items() if k in ("where", "join")}
-    records = await backend.call(
-        4, call.entity, "get", {**counting, "select": ["row_count"]}, identity=identity
+    counting = replace(
+        call,
+        select=(expressions.parse("row_count"),),
+        group_by=None,
+        having=None,
+        order_by=None,
+        limit=None,
+        offset=None,
+        chain={},
+        options={},
     )
+    records = await backend.call(counting, identity=identity)
     if records.count_matched is None:
         return None
     total = records.count_matched - (call.offset or 0)

@@ -1,102 +1,31 @@
-"""One call's way through the gateway: params normalisation -> parse into a :class:`Call` ->
-field references -> validation against metadata -> access policy; then the backend call and
-the answer (:mod:`gateway.flow.answers`), with the records shaped by :func:`shape_result`.
-Routes only turn HTTP input into ``(version, entity, action, params)``; every call (single,
-batch member, export, CLI) is prepared by :func:`prepare_call` and nothing else reaches a
+"""Preparing one call (the flow's "prepare" step): params normalisation -> parse into a
+:class:`Call` -> names in CiviCRM's spelling -> field references -> validation against metadata
+-> access policy; and, once the backend answered, the records shaped and checked against the
+call (:func:`shape_result`). Every call (single, batch member, export, CLI, MCP) is prepared by
+:func:`prepare_call` (through :class:`gateway.flow.flow.CallFlow`) and nothing else reaches a
 backend.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
-
-from starlette.requests import Request
 
 from gateway.core import expressions, fields, validate
 from gateway.core.answercheck import check_answer, without_additions
 from gateway.core.call import Call, ChainLink, Condition, parse
 from gateway.core.credentials import is_credential_field, is_credential_key
-from gateway.core.errors import GatewayError, invalid_request
-from gateway.core.params import check_names, normalize_v4, parse_body
+from gateway.core.errors import GatewayError
+from gateway.core.params import check_names, normalize_v4
 from gateway.core.policy import Policy, check_calls, denied
 from gateway.core.policy import check as check_policy
 from gateway.core.results import Records, response_body
 from gateway.core.schema import SAME_AS, Schema, Schemas, unknown_api
 from gateway.flow.clients import Client
-from gateway.services import Services, services
-from gateway.settings import Settings
-
-
-@dataclass(frozen=True)
-class CallContext:
-    """What preparing a call needs besides the call (an app's :class:`Services` has both;
-    the command line builds this one)."""
-
-    settings: Settings
-    schemas: Schemas
-
 
 # The operator at the command line: everything but credentials.
 OPERATOR = Client("operator", Policy())
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused as soon as it grows past ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise GatewayError("payload-too-large", f"The body is larger than {limit} bytes.")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise GatewayError("payload-too-large", f"The body is larger than {limit} bytes.")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def params_from_body(request: Request) -> dict[str, Any]:
-    settings = services(request).settings
-    body = await read_body(request, settings.max_body_bytes)
-    return parse_body(
-        body, max_depth=settings.max_json_depth, content_type=request.headers.get("content-type")
-    )
-
-
-# "%2F" and "%5C" decode to path separators: a name holding one would be re-read as
-# "entity/action" by the router (and could slip past a proxy's path rules), so it is refused.
-_ENCODED_SEPARATOR = re.compile(rb"%(?:2f|5c)", re.IGNORECASE)
-
-
-def check_target(request: Request) -> None:
-    """Refuse a request target whose meaning changes once percent-decoded."""
-    raw = request.scope.get("raw_path") or b""
-    if _ENCODED_SEPARATOR.search(raw.partition(b"?")[0]):
-        raise invalid_request("Encoded '/' or '\\' in the path: entity and action names cannot contain them.")
-
-
-def is_proxied(request: Request) -> bool:
-    """The request names an original client (Forwarded, X-Forwarded-For, X-Real-IP): a
-    loopback peer is then a reverse proxy speaking for someone else."""
-    headers = request.headers
-    return any(name in headers for name in ("forwarded", "x-forwarded-for", "x-real-ip"))
-
-
-async def authenticate(request: Request) -> Client:
-    """The calling client; done before the body is read (the request target is checked
-    first, so a malformed target is refused whoever sends it). The request counts against the
-    client's rate from here on, whether it is later refused or not."""
-    check_target(request)
-    peer = request.client.host if request.client else None
-    found = services(request)
-    client = found.authenticator.authenticate(
-        request.headers.get("authorization"), peer, proxied=is_proxied(request)
-    )
-    request.state.client = client.name
-    await found.limiter.charge(client, 1)
-    return client
 
 
 async def _canonical_names(call: Call, schema: Schema) -> Call:
@@ -193,13 +122,14 @@ def _v3_camel(name: str) -> str:
 
 
 async def prepare_call(
-    state: CallContext | Services,
+    schemas: Schemas,
     client: Client,
     version: int,
     entity: str,
     action: str,
     params: dict[str, Any],
     *,
+    validating: bool = True,
     reads_only: bool = False,
 ) -> Call:
     """Names, params normalisation, parsing, validation and access policy: the one way in.
@@ -209,11 +139,10 @@ async def prepare_call(
     if version == 4:
         params = normalize_v4(action, params)
     policy = client.policy
-    validating = state.settings.validate_calls
     # Every client but a trusted one has each name resolved through CiviCRM's metadata, even
     # with validation off: what cannot be resolved cannot be checked.
     checking = validating or not policy.trusted
-    schema = state.schemas.for_identity(client.identity) if checking else None
+    schema = schemas.for_identity(client.identity) if checking else None
     call = parse(version, entity, action, params)
     if reads_only and not call.reads_only:
         raise GatewayError(

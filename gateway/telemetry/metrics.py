@@ -18,15 +18,21 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from gateway.backends.base import Backend
+
+class Backend(Protocol):
+    """What the metrics read of a backend: its name and its pool gauges."""
+
+    name: str
+
+    def stats(self) -> dict[str, float]: ...
+
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

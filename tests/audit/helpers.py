@@ -93,6 +93,7 @@ def expected(**fields: Any) -> dict[str, Any]:
         "version": 4,
         "entity": "Contact",
         "batch": None,
+        "face": "rest",
         "ids": [],
         "fields": [],
         "values": None,

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from gateway.core.call import Call
 from gateway.core.errors import GatewayError
 from gateway.core.schema import Schema
 
@@ -21,9 +22,8 @@ class Site:
         self.lenient, self.down = lenient, down
         self.calls: list[tuple[str, Any]] = []
 
-    async def call(
-        self, version: int, entity: str, action: str, params: dict[str, Any], **kw: Any
-    ) -> list[Any]:
+    async def call(self, call: Call, **kw: Any) -> list[Any]:
+        action, params = call.action, call.to_params()
         identity = kw.get("identity")
         self.calls.append((action, identity))
         if action == "getActions":

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from gateway.backends import rowcount
+from gateway.core.call import parse
 from tests.cv.conftest import BACKENDS, Site, cv_settings, gateway
 
 
@@ -122,10 +123,12 @@ async def test_total_count_of_groups(emails: Site, backend: str) -> None:
 
 
 def test_plan_queries() -> None:
-    """What the count query keeps and drops of the client's params."""
-    assert rowcount.plan(4, "get", {"select": ["id"]}) is None
-    assert rowcount.plan(3, "get", {"select": ["row_count"]}) is None
-    assert rowcount.plan(4, "update", {"select": ["row_count"]}) is None
+    """What the count query keeps and drops of the parsed call."""
+    assert rowcount.plan(parse(4, "Contact", "get", {"select": ["id"]})) is None
+    assert rowcount.plan(parse(3, "Contact", "get", {"return": ["row_count"]})) is None
+    assert (
+        rowcount.plan(parse(4, "Contact", "update", {"values": {"id": 1}, "where": [["id", "=", 1]]})) is None
+    )
     params = {
         "select": ["id", "row_count"],
         "where": [["id", ">", 1]],
@@ -133,33 +136,41 @@ def test_plan_queries() -> None:
         "orderBy": {"id": "DESC"},
         "limit": 5,
         "offset": 10,
-        "chain": {"x": []},
+        "chain": {"x": ["Email", "get", {"where": [["contact_id", "=", "$id"]]}]},
         "checkPermissions": True,
     }
-    plan = rowcount.plan(4, "GET", params)
+    plan = rowcount.plan(parse(4, "Contact", "GET", params))
     assert plan is not None and not plan.grouped
-    assert plan.records == {**params, "select": ["id"]}
+    assert plan.records == parse(4, "Contact", "GET", {**params, "select": ["id"]}).to_params()
     assert plan.count == {
         "select": ["COUNT(id) AS gateway_row_count"],
         "where": [["id", ">", 1]],
         "join": JOIN,
         "checkPermissions": True,
     }
-    alone = rowcount.plan(4, "get", {"select": {"a": "row_count"}})
+    alone = rowcount.plan(parse(4, "Contact", "get", {"select": {"a": "row_count"}}))
     assert alone is not None and alone.records is None
     grouped = rowcount.plan(
-        4, "get", {"select": ["contact_type", "row_count"], "groupBy": ["contact_type"], "limit": 1}
+        parse(
+            4,
+            "Contact",
+            "get",
+            {"select": ["contact_type", "row_count"], "groupBy": ["contact_type"], "limit": 1},
+        )
     )
     assert grouped is not None and grouped.grouped
     assert grouped.count == {"select": ["contact_type"], "groupBy": ["contact_type"]}
     having = rowcount.plan(
-        4,
-        "get",
-        {
-            "select": ["contact_type", "COUNT(id) AS n", "row_count"],
-            "groupBy": ["contact_type"],
-            "having": [["n", ">", 1]],
-        },
+        parse(
+            4,
+            "Contact",
+            "get",
+            {
+                "select": ["contact_type", "COUNT(id) AS n", "row_count"],
+                "groupBy": ["contact_type"],
+                "having": [["n", ">", 1]],
+            },
+        )
     )
     assert having is not None
     assert having.count["select"] == ["contact_type", "COUNT(id) AS n"]

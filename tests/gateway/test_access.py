@@ -160,11 +160,11 @@ class HeldContactGets(HttpBackend):
         super().__init__(settings)
         self.entered, self.release = entered, release
 
-    async def call(self, version, entity, action, params, **kwargs):
-        if (entity, action) == ("Contact", "get"):
+    async def call(self, call, **kwargs):
+        if (call.entity, call.action) == ("Contact", "get"):
             self.entered.set()
             await self.release.wait()
-        return await super().call(version, entity, action, params, **kwargs)
+        return await super().call(call, **kwargs)
 
 
 async def test_per_client_concurrency(upstream, clients_file):

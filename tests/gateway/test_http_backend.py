@@ -532,3 +532,14 @@ async def test_bad_params_json_and_non_json_bodies_say_so(gw, upstream, tmp_path
     problem = assert_problem(response, 400, "invalid-request")
     assert "application/x-www-form-urlencoded" in problem["detail"]
     assert "Content-Type: application/json" in problem["detail"]
+
+
+async def test_legacy_auth_batch_runs_as_the_gateways_user(upstream):
+    """An APIv4 batch (one multi-call request) carries the legacy fields too: without them it
+    ran as an anonymous visitor (issue 27), who is shown no contacts."""
+    settings = http_settings(upstream.url, http_auth="legacy", http_site_key=SITE_KEY)
+    calls = {"one": ["Contact", "get", {"select": ["id"], "where": [["id", "=", 2]]}]}
+    async with gateway_client(settings) as gw:
+        response = await gw.post("/v4/batch", json=calls)
+    assert response.status_code == 200, response.text
+    assert response.json()["one"] == {"status": 200, "values": [{"id": 2}]}

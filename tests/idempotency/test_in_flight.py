@@ -14,9 +14,9 @@ import pytest
 
 from gateway.backends.base import TransientError
 from gateway.backends.sandbox import SandboxBackend
+from gateway.core.call import Call
 from gateway.flow.idempotency import call_parts, fingerprint
 from gateway.flow.idempotency.store import Entry, MemoryStore
-from gateway.flow.prepare import prepare_call
 from gateway.settings import Settings
 from gateway.web.app import create_app
 from tests.conftest import gateway_client
@@ -35,16 +35,15 @@ class GatedBackend(SandboxBackend):
         self.unreachable = False
         self.creates = 0
 
-    async def call(
-        self, version: int, entity: str, action: str, params: dict[str, Any], **kwargs: Any
-    ) -> Any:
+    async def call(self, call: Call, **kwargs: Any) -> Any:
+        action = call.action
         if action == "create":
             if self.unreachable:
                 raise TransientError("upstream-unavailable", "refused", reached=False)
             self.entered.set()
             await self.gate.wait()
             self.creates += 1
-        return await super().call(version, entity, action, params, **kwargs)
+        return await super().call(call, **kwargs)
 
 
 @pytest.fixture
@@ -103,7 +102,7 @@ async def test_an_expired_lease_answers_outcome_unknown(settings: Settings) -> N
         # The claim exactly as a request of a stopped process would have left it.
         services = app.state.services
         client = services.authenticator.authenticate(auth("alpha")["Authorization"], None, proxied=False)
-        call = await prepare_call(services, client, 4, "Contact", "create", dict(CREATE))
+        call = await services.flow.prepare(client, 4, "Contact", "create", dict(CREATE))
         now = time.time()
         lost = Entry(fingerprint([call_parts(call)]), "f" * 32, now - 1, now + 3600)
         scope = hashlib.sha256(b"alpha\0k-lost").hexdigest()

@@ -14,6 +14,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from gateway.backends.base import Backend
+from gateway.core.call import Call
 from gateway.core.errors import GatewayError
 from gateway.core.redact import MASK
 from gateway.core.results import Records
@@ -44,9 +45,8 @@ class FakeCiviCRM(Backend):
         self.calls: list[tuple[str, str]] = []
         self.running = self.peak = 0
 
-    async def call(
-        self, version: int, entity: str, action: str, params: dict[str, Any], *, identity: Any = None
-    ) -> Records:
+    async def call(self, call: Call, *, identity: Any = None) -> Records:
+        entity, action, params = call.entity, call.action, call.to_params()
         self.calls.append((entity, action))
         self.running += 1
         self.peak = max(self.peak, self.running)

@@ -12,6 +12,7 @@ import httpx
 import orjson
 
 from gateway.backends.base import Backend
+from gateway.core.call import Call
 from gateway.core.results import Records
 from gateway.flow.clients import ANONYMOUS
 from gateway.settings import Settings
@@ -76,9 +77,7 @@ class SlowCiviCRM(Backend):
     def __init__(self) -> None:
         self.calls = 0
 
-    async def call(
-        self, version: int, entity: str, action: str, params: dict[str, Any], *, identity: Any = None
-    ) -> Records:
+    async def call(self, call: Call, *, identity: Any = None) -> Records:
         self.calls += 1
         await asyncio.sleep(3600)
         raise AssertionError("unreachable")

@@ -41,6 +41,14 @@ class Kit:
     def key(self, user: str) -> str:
         return self.admin_key if user == "admin" else self.staff_key
 
+    @property
+    def site_key(self) -> str:
+        """CiviCRM's site key (NOTES.md), which legacy REST authentication sends."""
+        found = re.search(r"site key: (\S+)", (self.prefix / "NOTES.md").read_text())
+        if found is None:
+            raise RuntimeError(f"no site key in {self.prefix / 'NOTES.md'}")
+        return found.group(1)
+
 
 @cache
 def find_kit() -> Kit | None:

@@ -1,21 +1,16 @@
-"""Where the routes meet the audit trail: a wrapper around the single-call handler and one
-around the batch handler, and the two notes those handlers leave on the request (the parsed
-call, the batch's calls) so the record can name the fields written.
-
-The wrappers see the outcome as the client does: the answer, or the exception the app's error
-handlers turn into a problem (a ``GatewayError``'s status and type; anything else is the 500
+"""Where the call flow meets the audit trail: one :class:`CallAudit` per call (and one
+:class:`BatchAudit` per batch) learns the call as the flow does (the client once
+authenticated, the call once prepared) and records the outcome as the caller gets it: the
+answer, or the failure (a ``GatewayError``'s status and type; anything else is the 500
 ``internal-error``). The ids come from the answer, the records CiviCRM says it wrote.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import orjson
-from starlette.requests import Request
-from starlette.responses import Response
 
 from gateway.core.call import Call
 from gateway.core.errors import PROBLEM_BASE, GatewayError
@@ -30,42 +25,24 @@ from gateway.flow.audit.record import (
     utc_now,
     written,
 )
-from gateway.services import services
-
-CallHandler = Callable[[Request, int, str, str], Awaitable[Response]]
-BatchHandler = Callable[[Request], Awaitable[Response]]
-
-
-def note_call(request: Request, call: Call) -> None:
-    """The call as parsed and checked (what CiviCRM will receive)."""
-    request.state.audit_call = call
+from gateway.flow.audit.trail import AuditTrail
+from gateway.flow.outcome import Answer
+from gateway.flow.request import Origin
 
 
-def note_batch(request: Request, calls: dict[str, Any], prepared: dict[str, Call]) -> None:
-    """The batch's calls as sent, and those that passed the checks (as parsed)."""
-    request.state.audit_batch = (calls, prepared)
-
-
-def _members(request: Request) -> Iterator[tuple[str, str, str, Call | None]]:
-    """(name, entity, action, parsed call or None) of each noted batch member."""
-    calls, prepared = getattr(request.state, "audit_batch", ({}, {}))
-    for name, spec in calls.items():
-        if isinstance(spec, list) and len(spec) >= 2 and all(isinstance(s, str) for s in spec[:2]):
-            yield name, spec[0], spec[1], prepared.get(name)
-
-
-def _failure(exc: Exception) -> tuple[int, str]:
+def failure(exc: BaseException) -> tuple[int, str]:
+    """The status and problem type the caller gets for ``exc``."""
     if isinstance(exc, GatewayError):
         return exc.status, exc.slug
     return 500, "internal-error"
 
 
-def _answer(response: Response) -> Any:
-    body = getattr(response, "body", None)
-    if not isinstance(body, bytes | memoryview) or not body:
-        return None  # streamed: a read, never recorded on success
+def _value(answer: Answer) -> Any:
+    """The decoded answer: the flow's own, or (a replayed answer) its stored body's."""
+    if answer.value is not None or answer.chunks is not None or not answer.body:
+        return answer.value  # streamed: a read, never recorded on success
     try:
-        return orjson.loads(body)
+        return orjson.loads(answer.body)
     except orjson.JSONDecodeError:
         return None
 
@@ -75,14 +52,16 @@ def _slug(problem: Any) -> str | None:
     return kind.removeprefix(PROBLEM_BASE) if isinstance(kind, str) else None
 
 
-class _Context:
+class _Audit:
     """What every record of one request shares."""
 
-    def __init__(self, request: Request, version: int) -> None:
-        self.request = request
+    def __init__(self, trail: AuditTrail, origin: Origin, version: int) -> None:
+        self.trail = trail
+        self.origin = origin
         self.version = version
         self.time = utc_now()
         self.started = time.perf_counter()
+        self.client: str | None = None
 
     def record(
         self,
@@ -94,103 +73,96 @@ class _Context:
         answer: Any = None,
         replayed: bool = False,
         batch: str | None = None,
-    ) -> AuditRecord:
-        request = self.request
-        trail = services(request).audit
+    ) -> None:
+        trail = self.trail
         fields, values = written(call, trail.with_values) if call is not None else ((), None)
-        return AuditRecord(
-            time=self.time,
-            request_id=getattr(request.state, "request_id", None),
-            client=getattr(request.state, "client", None),
-            source=request.client.host if request.client else None,
-            version=self.version,
-            entity=clip(call.entity if call else entity),
-            action=clip(call.action if call else action) or "",
-            batch=batch,
-            ids=ids_in(answer) or (ids_named(call) if status < 400 else ()),
-            fields=fields,
-            values=values if values is not None or not trail.with_values else (),
-            status=status,
-            problem=problem,
-            idempotency_key=idempotency_key(request.headers.get("idempotency-key")),
-            replayed=replayed,
-            duration_ms=round((time.perf_counter() - self.started) * 1000, 2),
+        trail.add(
+            AuditRecord(
+                time=self.time,
+                request_id=self.origin.request_id,
+                client=self.client,
+                source=self.origin.source,
+                version=self.version,
+                entity=clip(call.entity if call else entity),
+                action=clip(call.action if call else action) or "",
+                batch=batch,
+                face=self.origin.face,
+                ids=ids_in(answer) or (ids_named(call) if status < 400 else ()),
+                fields=fields,
+                values=values if values is not None or not trail.with_values else (),
+                status=status,
+                problem=problem,
+                idempotency_key=idempotency_key(self.origin.idempotency_key),
+                replayed=replayed,
+                duration_ms=round((time.perf_counter() - self.started) * 1000, 2),
+            )
         )
 
 
-async def audited_call(
-    request: Request, version: int, entity: str, action: str, handle: CallHandler
-) -> Response:
-    """``handle`` the call; record it if it writes or was refused."""
-    trail = services(request).audit
-    if not trail.enabled:
-        return await handle(request, version, entity, action)
-    context = _Context(request, version)
-    try:
-        response = await handle(request, version, entity, action)
-    except Exception as exc:
-        status, problem = _failure(exc)
-        call = getattr(request.state, "audit_call", None)
-        if audited(version, action, call, status):
-            trail.add(context.record(entity, action, call, status, problem))
-        raise
-    call = getattr(request.state, "audit_call", None)
-    status = response.status_code
-    if audited(version, action, call, status):
-        answer = _answer(response)
-        trail.add(
-            context.record(
+class CallAudit(_Audit):
+    """One call: recorded if it writes or was refused."""
+
+    def __init__(self, trail: AuditTrail, origin: Origin, version: int, entity: str, action: str) -> None:
+        super().__init__(trail, origin, version)
+        self.entity = entity
+        self.action = action
+        self.call: Call | None = None  # as prepared (what CiviCRM receives)
+
+    def failed(self, exc: BaseException) -> None:
+        status, problem = failure(exc)
+        if audited(self.version, self.action, self.call, status):
+            self.record(self.entity, self.action, self.call, status, problem)
+
+    def answered(self, answer: Answer) -> None:
+        status = answer.status
+        if audited(self.version, self.action, self.call, status):
+            value = _value(answer)
+            self.record(
+                self.entity,
+                self.action,
+                self.call,
+                status,
+                _slug(value) if status >= 400 else None,
+                value if status < 400 else None,
+                replayed=answer.replayed,
+            )
+
+
+class BatchAudit(_Audit):
+    """A batch: each member that writes or was refused (the whole batch when it was refused
+    before its calls were read)."""
+
+    def __init__(self, trail: AuditTrail, origin: Origin, version: int) -> None:
+        super().__init__(trail, origin, version)
+        # name -> (entity, action, the call as prepared or None if it was refused)
+        self.members: dict[str, tuple[str, str, Call | None]] = {}
+
+    def failed(self, exc: BaseException) -> None:
+        status, problem = failure(exc)
+        if not self.members and status in DENIED_STATUSES:
+            self.record(None, "batch", None, status, problem)
+        for name, (entity, action, call) in self.members.items():  # the batch failed as a whole
+            if audited(self.version, action, call, status):
+                self.record(entity, action, call, status, problem, batch=name)
+
+    def answered(self, answer: Answer) -> None:
+        value = _value(answer)
+        entries = value if isinstance(value, dict) else {}
+        for name, (entity, action, call) in self.members.items():
+            entry = entries.get(name)
+            if not isinstance(entry, dict):
+                continue
+            status = entry.get("status")
+            if not isinstance(status, int) or not audited(self.version, action, call, status):
+                continue
+            ok = status < 400
+            self.record(
                 entity,
                 action,
                 call,
                 status,
-                _slug(answer) if status >= 400 else None,
-                answer if status < 400 else None,
-                replayed=response.headers.get("idempotent-replayed") == "true",
-            )
-        )
-    return response
-
-
-async def audited_batch(request: Request, version: int, handle: BatchHandler) -> Response:
-    """``handle`` the batch; record each member that writes or was refused (the whole batch
-    when it was refused before its calls were read)."""
-    trail = services(request).audit
-    if not trail.enabled:
-        return await handle(request)
-    context = _Context(request, version)
-    try:
-        response = await handle(request)
-    except Exception as exc:
-        status, problem = _failure(exc)
-        members = list(_members(request))
-        if not members and status in DENIED_STATUSES:
-            trail.add(context.record(None, "batch", None, status, problem))
-        for name, entity, action, call in members:  # the batch failed as a whole
-            if audited(version, action, call, status):
-                trail.add(context.record(entity, action, call, status, problem, batch=name))
-        raise
-    answer = _answer(response)
-    replayed = response.headers.get("idempotent-replayed") == "true"
-    entries = answer if isinstance(answer, dict) else {}
-    for name, entity, action, call in _members(request):
-        entry = entries.get(name)
-        if not isinstance(entry, dict):
-            continue
-        member_status = entry.get("status")
-        if not isinstance(member_status, int) or not audited(version, action, call, member_status):
-            continue
-        ok = member_status < 400
-        trail.add(
-            context.record(
-                entity,
-                action,
-                call,
-                member_status,
                 None if ok else _slug(entry.get("error")),
                 entry.get("values") if ok else None,
-                replayed,
+                answer.replayed,
                 batch=name,
             )
-        )
-    return response

@@ -50,6 +50,7 @@ class AuditRecord:
     entity: str | None  # None: a whole batch refused before its calls were read
     action: str
     batch: str | None = None  # the call's name within a /v{3,4}/batch request
+    face: str = "rest"  # how the call came: rest (HTTP routes, batches too), cli, mcp
     ids: tuple[int, ...] = ()
     fields: tuple[str, ...] = ()
     values: tuple[dict[str, Any], ...] | None = None

@@ -22,18 +22,18 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import orjson
-from starlette.requests import Request
-from starlette.responses import Response
 
 from gateway.backends.base import TransientError
+from gateway.core.call import Call
 from gateway.core.errors import GatewayError, invalid_request
 from gateway.flow.clients import Client
-from gateway.flow.idempotency.store import Answer, Entry, MemoryStore, Store
-from gateway.settings import Settings
-from gateway.web.responses import problem_response
+from gateway.flow.idempotency.store import Answer as Stored
+from gateway.flow.idempotency.store import Entry, MemoryStore, Store
+from gateway.flow.outcome import Answer, problem_answer
 
 log = logging.getLogger("gateway.flow.idempotency")
 
@@ -43,38 +43,18 @@ _KEY = re.compile(r"[\x20-\x7e]{1,255}")
 # Headers of the first answer that are not replayed: the body's own and per-request ones.
 _NOT_STORED = frozenset({"content-length", "content-type", "x-request-id"})
 
-# Failures that mean CiviCRM did not run the call: the key is released.
-_NOT_RUN = frozenset(
-    {
-        "invalid-request",
-        "unauthenticated",
-        "gateway-policy-denied",
-        "rate-limited",
-        "payload-too-large",
-        "route-not-found",
-        "method-not-allowed",
-        "unsupported-media-type",
-        "cross-origin-denied",
-        "gateway-misconfigured",
-        "upstream-unavailable",
-        "upstream-maintenance",
-        "gateway-not-ready",
-    }
-)
-# Failures after the call may have reached CiviCRM, with no answer from it.
-_UNKNOWN = frozenset({"upstream-timeout", "upstream-invalid-response", "internal-error"})
 
-
-def make_store(settings: Settings) -> Store:
-    if settings.idempotency_store == "memory":
+def make_store(kind: str, *, redis_url: str, sqlite_path: Path) -> Store:
+    """The store ``kind`` names (memory, sqlite or redis)."""
+    if kind == "memory":
         return MemoryStore()
-    if settings.idempotency_store == "redis":
+    if kind == "redis":
         from gateway.flow.idempotency.redis_store import RedisStore
 
-        return RedisStore(settings.rate_limit_storage.get_secret_value())
+        return RedisStore(redis_url)
     from gateway.flow.idempotency.sqlite_store import SqliteStore
 
-    return SqliteStore(settings.state_dir / "idempotency.sqlite")
+    return SqliteStore(sqlite_path)
 
 
 def fingerprint(parts: Iterable[Any]) -> str:
@@ -83,7 +63,7 @@ def fingerprint(parts: Iterable[Any]) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def call_parts(call: Any) -> tuple[Any, ...]:
+def call_parts(call: Call) -> tuple[Any, ...]:
     """A prepared :class:`gateway.core.call.Call` as fingerprint material."""
     return (call.version, call.entity, call.action, call.to_params())
 
@@ -94,9 +74,8 @@ def outcome_of(exc: BaseException) -> str:
     if isinstance(exc, TransientError) and not exc.reached:
         return "release"
     if isinstance(exc, GatewayError):
-        if exc.slug in _NOT_RUN:
-            return "release"
-        return "unknown" if exc.slug in _UNKNOWN else "store"
+        ran = exc.problem.ran
+        return "release" if ran == "never" else "unknown" if ran == "maybe" else "store"
     return "unknown"  # a bug or a cancellation midway: the write may have been sent
 
 
@@ -113,16 +92,17 @@ def _unknown_error(cause: str) -> GatewayError:
 class Idempotency:
     """The claim-run-store cycle around one write, over a :class:`Store`."""
 
-    def __init__(self, settings: Settings, store: Store | None = None) -> None:
-        self.settings = settings
-        self._store = store
-        self.ttl = settings.idempotency_ttl
-        self.lease = settings.idempotency_lease_seconds
+    def __init__(self, open_store: Callable[[], Store], *, ttl: float, lease: float) -> None:
+        """``open_store``: called on first use, so a gateway without keys touches no file."""
+        self._open_store = open_store
+        self._store: Store | None = None
+        self.ttl = ttl
+        self.lease = lease
 
     @property
     def store(self) -> Store:
-        if self._store is None:  # opened on first use: a gateway without keys touches no file
-            self._store = make_store(self.settings)
+        if self._store is None:
+            self._store = self._open_store()
         return self._store
 
     async def close(self) -> None:
@@ -131,16 +111,19 @@ class Idempotency:
 
     async def run(
         self,
-        request: Request,
         client: Client,
+        key: str | None,
+        *,
         writes: bool,
         parts: Callable[[], Iterable[Any]],
-        answer: Callable[[], Awaitable[Response]],
-    ) -> Response:
-        """``answer()`` at most once per (client, key) for a write; reads pass through."""
-        key = request.headers.get(HEADER) if writes and request.method == "POST" else None
+        answer: Callable[[], Awaitable[Answer]],
+        instance: str,
+    ) -> Answer:
+        """``answer()`` at most once per (client, key) for a write; reads pass through.
+        ``instance``: where the call was sent (a stored problem names it)."""
+        key = key if writes else None
         if key is None:
-            if writes and client.policy.require_idempotency_key and request.method == "POST":
+            if writes and client.policy.require_idempotency_key:
                 raise GatewayError(
                     "idempotency-key-required",
                     f"This client must send an {HEADER} header with every write "
@@ -167,9 +150,9 @@ class Idempotency:
                 headers={"Retry-After": "5"},
             ) from None
         if found is not None:
-            return await self._repeat(scope, found, mine, request.url.path)
+            return await self._repeat(scope, found, mine, instance)
         try:
-            response = await answer()
+            result = await answer()
         except BaseException as exc:
             outcome = outcome_of(exc)
             error = (
@@ -185,45 +168,39 @@ class Idempotency:
                     )
                 )
             )
-            await asyncio.shield(self._record(scope, claim, error, request.url.path))
+            await asyncio.shield(self._record(scope, claim, error, instance))
             if error is None or error is exc or not isinstance(exc, Exception):
                 raise  # a cancellation goes on as one
             if not isinstance(exc, GatewayError):
                 log.error("unexpected failure during an idempotent write", exc_info=exc)
             raise error from None
-        body = getattr(response, "body", None)
-        if body is None:  # a streamed answer (never a write's): nothing to replay
+        if result.body is None:  # a streamed answer (never a write's): nothing to replay
             await self.store.release(scope, owner)
-            return response
+            return result
         try:
-            await self.store.finish(
-                scope,
-                owner,
-                claim.finished(
-                    _answer_of(response.status_code, response.media_type, response.headers, body),
-                    time.time() + self.ttl,
-                ),
-            )
+            await self.store.finish(scope, owner, claim.finished(_stored(result), time.time() + self.ttl))
         except Exception:
             # The write is done: answer it. The key stays in flight until its lease ends,
             # then answers write-outcome-unknown; it never runs the write again.
             log.exception("could not store the answer of an idempotent write")
-        return response
+        return result
 
-    async def _record(self, scope: str, claim: Entry, error: GatewayError | None, path: str) -> None:
+    async def _record(self, scope: str, claim: Entry, error: GatewayError | None, instance: str) -> None:
         """After a failure: release the key, or store the problem as the key's answer."""
         try:
             if error is None:
                 await self.store.release(scope, claim.owner)
                 return
             await self.store.finish(
-                scope, claim.owner, claim.finished(_problem_answer(error, path), time.time() + self.ttl)
+                scope,
+                claim.owner,
+                claim.finished(_stored(problem_answer(error, instance)), time.time() + self.ttl),
             )
         except Exception:
             # The key stays in flight until its lease ends, then answers write-outcome-unknown.
             log.exception("could not record the outcome of an idempotent write")
 
-    async def _repeat(self, scope: str, found: Entry, mine: str, path: str) -> Response:
+    async def _repeat(self, scope: str, found: Entry, mine: str, instance: str) -> Answer:
         if found.fingerprint != mine:
             raise GatewayError(
                 "idempotency-key-reused",
@@ -239,28 +216,27 @@ class Idempotency:
                     headers={"Retry-After": "1"},
                 )
             # Its lease ran out: the process running it stopped midway. It may have written.
-            answer = _problem_answer(
-                _unknown_error("The request that first sent this key stopped without an answer."), path
+            answer = _stored(
+                problem_answer(
+                    _unknown_error("The request that first sent this key stopped without an answer."),
+                    instance,
+                )
             )
             await self.store.finish(scope, found.owner, found.finished(answer, time.time() + self.ttl))
             found = found.finished(answer, 0.0)
         assert found.answer is not None
         stored = found.answer
-        return Response(
+        return Answer(
+            stored.status,
             stored.body,
-            status_code=stored.status,
             media_type=stored.content_type,
             headers={**dict(stored.headers), REPLAYED: "true"},
+            replayed=True,
         )
 
 
-def _problem_answer(error: GatewayError, path: str) -> Answer:
-    """The problem exactly as the app's error handler renders it."""
-    rendered = problem_response(error, path)
-    return _answer_of(rendered.status_code, rendered.media_type, rendered.headers, bytes(rendered.body))
-
-
-def _answer_of(status: int, media_type: str | None, headers: Any, body: bytes) -> Answer:
-    kept = tuple((k, v) for k, v in headers.items() if k.lower() not in _NOT_STORED)
-    content_type = headers.get("content-type") or media_type or "application/json"
-    return Answer(status, content_type, kept, bytes(body))
+def _stored(answer: Answer) -> Stored:
+    """An answer as kept for replay: byte for byte, less the per-request headers."""
+    assert answer.body is not None
+    kept = tuple((k, v) for k, v in answer.headers.items() if k.lower() not in _NOT_STORED)
+    return Stored(answer.status, answer.media_type, kept, bytes(answer.body))

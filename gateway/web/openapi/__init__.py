@@ -287,7 +287,7 @@ class Docs:
 
         A wrong token is a 401, as on any call; no token is the anonymous reader, refused
         when ``CIVI_GATEWAY_OPENAPI_ANONYMOUS=none``."""
-        from gateway.flow.prepare import authenticate
+        from gateway.web.calls import authenticate
 
         authenticator = self.authenticator
         if authenticator.enabled and "authorization" not in request.headers:

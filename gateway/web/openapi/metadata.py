@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.backends.base import Backend
+from gateway.core.call import parse
 from gateway.core.errors import GatewayError
 
 log = logging.getLogger("gateway.web.openapi")
@@ -145,7 +146,7 @@ async def fetch_metadata(
     actions or fields is recorded in ``problems`` and that entity is documented without them.
     """
     try:
-        found = list(await backend.call(4, "Entity", "get", {"select": ENTITY_SELECT}))
+        found = list(await backend.call(parse(4, "Entity", "get", {"select": ENTITY_SELECT})))
     except GatewayError as exc:
         raise MetadataError(f"Entity.get failed: {exc.problem.title}: {exc.detail}") from None
     found = [e for e in found if isinstance(e, dict) and isinstance(e.get("name"), str)]
@@ -159,7 +160,7 @@ async def fetch_metadata(
     async def call(entity: str, action: str, params: dict[str, Any]) -> list[Any] | None:
         async with limiter:
             try:
-                return list(await backend.call(4, entity, action, params))
+                return list(await backend.call(parse(4, entity, action, params)))
             except GatewayError as exc:
                 problems.append(f"{entity}.{action}: {exc.problem.title}: {exc.detail}"[:300])
                 return None

@@ -11,11 +11,9 @@ from starlette.responses import Response
 from gateway.core.errors import GatewayError
 from gateway.core.params import NAME_PATTERN, check_names, is_read_action, params_from_query
 from gateway.flow import export
-from gateway.flow.answers import answer
-from gateway.flow.audit.hooks import audited_call, note_call
-from gateway.flow.idempotency import call_parts
-from gateway.flow.prepare import authenticate, params_from_body, prepare_call
+from gateway.flow.request import CallRequest, ParamsSource
 from gateway.services import services
+from gateway.web.calls import body_params, check_target, credentials, note_client, origin, to_response
 from gateway.web.openapi.paths import route_problem_responses
 
 ENTITY = Path(description="CiviCRM entity, e.g. Contact", examples=["Contact"], pattern=f"^{NAME_PATTERN}$")
@@ -41,55 +39,60 @@ def _format(request: Request) -> str:
     return export.negotiate(value if value in export.MEDIA_TYPES else None, request.headers.get("accept"))
 
 
-def _get_params(request: Request, version: int, entity: str, action: str) -> dict[str, Any]:
-    check_names(entity, action)
-    if not is_read_action(version, action):
-        raise GatewayError(
-            "method-not-allowed",
-            f"{entity}.{action} changes data: send it with POST. Only read actions "
-            "(get*, autocomplete) may use GET.",
-            headers={"Allow": "POST"},
-        )
-    items = [
-        (k, v)
-        for k, v in request.query_params.multi_items()
-        if not (k == "format" and v in export.MEDIA_TYPES)
-    ]
-    return params_from_query(version, items, max_depth=services(request).settings.max_json_depth)
+def _query_params(request: Request, version: int, entity: str, action: str) -> ParamsSource:
+    async def read() -> dict[str, Any]:
+        check_names(entity, action)
+        if not is_read_action(version, action):
+            raise GatewayError(
+                "method-not-allowed",
+                f"{entity}.{action} changes data: send it with POST. Only read actions "
+                "(get*, autocomplete) may use GET.",
+                headers={"Allow": "POST"},
+            )
+        items = [
+            (k, v)
+            for k, v in request.query_params.multi_items()
+            if not (k == "format" and v in export.MEDIA_TYPES)
+        ]
+        return params_from_query(version, items, max_depth=services(request).settings.max_json_depth)
+
+    return read
+
+
+def _body_params(request: Request, entity: str, action: str) -> ParamsSource:
+    read_body = body_params(request)
+
+    async def read() -> dict[str, Any]:
+        check_names(entity, action)
+        return await read_body()
+
+    return read
 
 
 async def handle_call(request: Request, version: int, entity: str, action: str) -> Response:
-    """One call, POST (params in a JSON body) or GET (read actions, params in the query).
+    """One call, POST (params in a JSON body) or GET (read actions, params in the query): the
+    request as the flow's :class:`CallRequest`, the flow's answer as a response.
 
     Both the FastAPI routes below and ``gateway.web.routes.direct`` (the fast path that skips
-    FastAPI's routing for these two routes) answer through here. Writes and refusals are
-    recorded in the audit trail."""
-    return await audited_call(request, version, entity, action, _answer_call)
-
-
-async def _answer_call(request: Request, version: int, entity: str, action: str) -> Response:
-    client = await authenticate(request)
-    if request.method == "GET":
-        fmt = _format(request)
-        params = _get_params(request, version, entity, action)
-    else:
-        check_names(entity, action)
-        fmt = _format(request)
-        params = await params_from_body(request)
-    found = services(request)
-    call = await prepare_call(
-        found, client, version, entity, action, params, reads_only=request.method == "GET"
+    FastAPI's routing for these two routes) answer through here."""
+    check_target(request)
+    get = request.method == "GET"
+    fmt = _format(request)
+    answer = await services(request).flow.call(
+        CallRequest(
+            version,
+            entity,
+            action,
+            _query_params(request, version, entity, action) if get else _body_params(request, entity, action),
+            credentials(request),
+            origin(request),
+            fmt=fmt,
+            format_named=request.query_params.get("format") == fmt,
+            reads_only=get,
+            on_client=note_client(request),
+        )
     )
-    note_call(request, call)
-    # A write (or a read chaining one) runs at most once per Idempotency-Key, claimed only
-    # once the call passed its checks.
-    return await found.idempotency.run(
-        request,
-        client,
-        not call.reads_only,
-        lambda: [call_parts(call)],
-        lambda: answer(found, client, call, fmt, format_named=request.query_params.get("format") == fmt),
-    )
+    return to_response(answer)
 
 
 def make_router(version: int) -> APIRouter:

@@ -20,9 +20,9 @@ from gateway.core.policy import denied
 from gateway.flow.audit.store import Query as AuditQuery
 from gateway.flow.audit.store import parse_time, search
 from gateway.flow.clients import Client
-from gateway.flow.prepare import authenticate, is_proxied
 from gateway.services import services
 from gateway.settings import is_loopback
+from gateway.web.calls import authenticate, is_proxied
 from gateway.web.openapi.paths import problem_schema
 from gateway.web.responses import JSONResponse
 
@@ -54,6 +54,7 @@ RECORD_SCHEMA: dict[str, Any] = {
         "entity": {"type": ["string", "null"]},
         "action": {"type": "string"},
         "batch": {"type": ["string", "null"], "description": "The call's name in a batch"},
+        "face": {"type": "string", "description": "How the call came: rest, cli or mcp"},
         "ids": {
             "type": "array",
             "items": {"type": "integer"},

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Request
 from gateway.core.errors import PROBLEM_TYPES, GatewayError
 from gateway.core.policy import denied
 from gateway.flow.clients import ANONYMOUS
-from gateway.flow.prepare import authenticate, is_proxied
 from gateway.services import services
 from gateway.settings import is_loopback
+from gateway.web.calls import authenticate, is_proxied
 from gateway.web.openapi.paths import route_problem_responses
 from gateway.web.responses import JSONResponse
 
