@@ -197,7 +197,7 @@ async def test_the_gate_is_entered_per_page_first_once(people: SandboxSite) -> N
         (None, ""),
         (True, "true"),
         (-3, "-3"),  # a negative number is data
-        (1.5, "1.5"),
+        (-1.5, "-1.5"),
         ("plain", "plain"),
         ("=SUM(A1)", "'=SUM(A1)"),  # a formula is defused
         ("+1", "'+1"),
