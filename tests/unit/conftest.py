@@ -33,12 +33,8 @@ class SandboxSite:
         self.sandbox = sandbox
         self.calls: list[tuple[int, str, str, dict[str, Any]]] = []
 
-    async def call(self, *args: Any, identity: Any = None, **_: Any) -> Records:
-        if len(args) == 1 and isinstance(args[0], Call):
-            call = args[0]
-            version, entity, action, params = call.version, call.entity, call.action, call.to_params()
-        else:
-            version, entity, action, params = args
+    async def call(self, call: Call, *, identity: Any = None) -> Records:
+        version, entity, action, params = call.version, call.entity, call.action, call.to_params()
         self.calls.append((version, entity, action, params))
         if version == 3:
             envelope = self.sandbox.api3(entity, action, params, check_permissions=True, contact_id=ADMIN)

@@ -127,13 +127,6 @@ def test_without_additions_leaves_other_answers_alone() -> None:
     assert without_additions(parse(4, "Note", "get", {"select": ["id", "privacy"]}), rows) == rows
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a Note.get selecting '*' asked for every field, yet without_additions drops "
-    "entity_id, entity_table, contact_id and privacy from its answer (expression_keys('*') is "
-    "{'*'}, which matches none of ADDED_BY_CIVICRM's names); POST /v4/Note/get on the sandbox "
-    "answers without them too",
-)
 def test_a_wildcard_select_asked_for_the_fields_civicrm_would_add() -> None:
     rows = [
         {

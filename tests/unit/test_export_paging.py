@@ -54,8 +54,21 @@ def test_an_unknown_format_is_400() -> None:
 # --- the plan: keyset or offset, and the base params of every page -------------------------------
 
 
-def plan(params: dict[str, Any]) -> export._Plan:
-    return _plan(parse(4, "Contact", "get", params).to_params())
+class _Planned:
+    """The plan, with its page call as the params CiviCRM receives."""
+
+    def __init__(self, plan: export._Plan) -> None:
+        self.keyset, self.drop_id, self.total, self.offset = (
+            plan.keyset,
+            plan.drop_id,
+            plan.total,
+            plan.offset,
+        )
+        self.params = plan.call.to_params()
+
+
+def plan(params: dict[str, Any]) -> _Planned:
+    return _Planned(_plan(parse(4, "Contact", "get", params)))
 
 
 def test_a_plain_get_is_walked_by_keyset_on_id() -> None:
