@@ -141,7 +141,7 @@ async def _check() -> tuple[bool, str]:
         message += (
             "\nWARN the gateway's CiviCRM user can read other contacts' API keys (it is "
             "an administrator). Run the gateway as a user without 'administer CiviCRM' "
-            "(README: least privilege): then no policy mistake can leak a key."
+            "(docs/clients.md, least privilege): then no policy mistake can leak a key."
         )
     return True, message
 
