@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from gateway import __version__
+from gateway.cli.startup import hold_sandbox, identity_warnings, port_problem, sandbox_unused
 from gateway.settings import Settings, SettingsError, env_name, load_settings
 
 
@@ -70,7 +72,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             os.environ[env_name(name)] = str(value)
     settings = load_settings()
     check_workers(settings)
+    problem = port_problem(settings.host, settings.port)
+    if problem is not None:
+        print(f"civicrm-gateway serve: {problem}", file=sys.stderr)
+        return 1
     _announce(settings)
+    for warning in identity_warnings(settings):
+        logging.getLogger("gateway").warning("%s", warning)
+    # Held while serving, so that `sandbox --reset` cannot delete the database under it.
+    in_use = hold_sandbox(settings.sandbox_db_path) if settings.backend == "sandbox" else None
     folder, made = _metrics_dir(settings)
     try:
         uvicorn.run(
@@ -90,6 +100,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         if made and folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
+        if in_use is not None:
+            in_use.close()
     return 0
 
 
@@ -129,7 +141,7 @@ async def _check() -> tuple[bool, str]:
         message += (
             "\nWARN the gateway's CiviCRM user can read other contacts' API keys (it is "
             "an administrator). Run the gateway as a user without 'administer CiviCRM' "
-            "(README: least privilege): then no policy mistake can leak a key."
+            "(docs/clients.md, least privilege): then no policy mistake can leak a key."
         )
     return True, message
 
@@ -157,6 +169,8 @@ async def _reads_api_keys(backend: Any) -> bool:
 def cmd_check(args: argparse.Namespace) -> int:
     ok, message = asyncio.run(_check())
     print(("OK   " if ok else "FAIL ") + message)
+    for warning in identity_warnings(load_settings()):
+        print(f"WARN {warning}")
     return 0 if ok else 1
 
 
@@ -171,10 +185,16 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     db = args.db or settings.sandbox_db_path
     demo = settings.sandbox_demo if args.demo is None else args.demo
     if args.reset:
-        path = reset_sandbox(db, demo)
+        with sandbox_unused(db):
+            path = reset_sandbox(db, demo)
         print(f"sandbox database reset: {path} ({_plural(demo, 'demo contact')})", file=sys.stderr)
         return 0
     api_key = args.api_key or os.environ.get("CIVI_SANDBOX_API_KEY") or secrets.token_hex(16)
+    problem = port_problem(args.host, args.port)
+    if problem is not None:
+        print(f"civicrm-gateway sandbox: {problem}", file=sys.stderr)
+        return 1
+    in_use = hold_sandbox(db)  # released when the process ends
     sandbox = open_sandbox(db, demo)
     config = WireConfig(api_keys={api_key: 2}, site_key=args.site_key)
     app = create_wire_app(sandbox, config)
@@ -189,7 +209,11 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", **tls, **_uvicorn_options())  # type: ignore[arg-type]
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", **tls, **_uvicorn_options())  # type: ignore[arg-type]
+    finally:
+        if in_use is not None:
+            in_use.close()
     return 0
 
 
@@ -370,6 +394,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="civicrm-gateway", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"civicrm-gateway {__version__}")
     # Every subcommand's parser (the openapi module's too) gets the same help formatting.
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -404,7 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument(
         "--reset",
         action="store_true",
-        help="delete the sandbox database, create it afresh and exit (stop the gateways using it first)",
+        help="delete the sandbox database, create it afresh and exit (refused while a gateway "
+        "or sandbox server uses it: stop them first)",
     )
     sandbox.add_argument("--api-key", help="admin API key (default: random, printed)")
     sandbox.add_argument("--site-key", help="site key for X-Civi-Key guards")

@@ -6,7 +6,11 @@ one: any page it shows could POST a form or a ``text/plain`` fetch to ``127.0.0.
 when tokenless (or ``CIVI_GATEWAY_BROWSER_CHECKS=true``):
 
 - the ``Host`` must be one the gateway serves (loopback names, or ``CIVI_GATEWAY_ALLOWED_HOSTS``);
-- an ``Origin`` (or ``Sec-Fetch-Site: cross-site|same-site``) not in the CORS list is refused;
+- an ``Origin`` (or ``Sec-Fetch-Site: cross-site|same-site``) not in the CORS list is refused,
+  unless it is the gateway's own origin: the ``Origin`` names the very host and port the
+  request was sent to (already one the gateway serves), so the page came from the gateway
+  itself (its ``/docs``, whose Try-it-out must work). A page on another port or name of the
+  same machine is another origin, and still refused;
 - a body must be sent as JSON: a form or text body is exactly what a page can send unasked.
 
 ``CIVI_GATEWAY_ALLOWED_HOSTS`` also applies with tokens when set.
@@ -33,6 +37,16 @@ def _host_name(host: str) -> str:
     if host.startswith("["):  # [::1]:8000
         return host[: host.find("]") + 1] if "]" in host else host
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _same_origin(origin: str, host: str, fetch_site: str) -> bool:
+    """Whether a browser says the request comes from a page of the gateway itself: the
+    ``Origin``'s host and port are the ``Host`` it sent, and ``Sec-Fetch-Site`` (when sent,
+    as every current browser does) agrees."""
+    scheme, sep, netloc = origin.strip().lower().partition("://")
+    if not sep or scheme not in ("http", "https") or not netloc or netloc != host.strip().lower():
+        return False
+    return fetch_site in ("", "same-origin")
 
 
 def _is_json(content_type: str) -> bool:
@@ -63,9 +77,11 @@ class BrowserGuard:
             return None
         origin = headers.get("origin")
         fetch_site = headers.get("sec-fetch-site", "")
-        if (origin is not None and origin.rstrip("/") not in self.origins) or (
-            origin is None and fetch_site in ("cross-site", "same-site")
-        ):
+        foreign = origin is not None and origin.rstrip("/") not in self.origins
+        # Only where the Host was checked: a name a rebinding attacker controls is refused above.
+        if foreign and self.hosts is not None:
+            foreign = not _same_origin(origin or "", headers.get("host", ""), fetch_site)
+        if foreign or (origin is None and fetch_site in ("cross-site", "same-site")):
             return GatewayError(
                 "cross-origin-denied",
                 "Requests from web pages of other origins are refused "

@@ -109,10 +109,15 @@ def _check(page: Page, example: Example, *, quiet: bool) -> None:
 
 
 def test_the_pages_have_examples():
-    """The README's walk-through and client examples are marked, so they are run."""
-    readme = [ex for ex in EXAMPLES if ex.doc == "README.md"]
-    assert len(readme) >= 10
-    assert {ex.language for ex in readme} == {"sh", "python", "js", "php"}
+    """The README's calls, the walk-through and the client examples of docs/calling.md, and
+    the safe writes' examples are marked, so they are run."""
+    per_page: dict[str, list[Example]] = {}
+    for ex in EXAMPLES:
+        per_page.setdefault(ex.doc, []).append(ex)
+    assert len(per_page["README.md"]) >= 2
+    assert len(per_page["docs/calling.md"]) >= 10
+    assert {ex.language for ex in per_page["docs/calling.md"]} == {"sh", "python", "js", "php"}
+    assert len(per_page["docs/safe-writes.md"]) >= 3
 
 
 @pytest.mark.slow

@@ -141,3 +141,25 @@ def test_a_site_with_150_entities_opens_on_one_entity(chromium, big_site):
     ]
     assert documents == ["/openapi/index.json", "/openapi/Contact.json"]
     assert len(chromium.find_elements(By.CSS_SELECTOR, ".opblock")) < 20
+
+
+def test_redoc_on_a_site_with_150_entities_opens_on_one_entity(chromium, big_site):
+    """/redoc, like /docs, renders one entity's document; another is chosen from the selector
+    or with ?entity=Name (benchmarks/bench_docs.py times the first render)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    served, names = big_site
+    with_token(chromium, served.url + "/redoc", None)
+    wait_for(chromium, "[data-section-id='tag/Contact/operation/Contact_create']", timeout=60)
+    documents = [
+        urlsplit(u).path for u in browser.requested_urls(chromium) if urlsplit(u).path.startswith("/openapi")
+    ]
+    assert documents == ["/openapi/index.json", "/openapi/Contact.json"]
+    options = Select(chromium.find_element(By.ID, "cgw-document")).options
+    assert [o.text for o in options][:150] == names
+    Select(chromium.find_element(By.ID, "cgw-document")).select_by_visible_text("Email")
+    wait_for(chromium, "[data-section-id='tag/Email/operation/Email_create']", timeout=60)
+    assert chromium.find_elements(By.CSS_SELECTOR, "[data-section-id='tag/Contact']") == []
+    chromium.get(served.url + "/redoc?entity=Activity")
+    wait_for(chromium, "[data-section-id='tag/Activity/operation/Activity_create']", timeout=60)

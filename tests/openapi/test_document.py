@@ -13,6 +13,7 @@ from openapi_spec_validator import validate
 from gateway.core.credentials import is_credential_action
 from gateway.core.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES
 from gateway.core.policy import Policy
+from gateway.flow.clients import hash_token
 from gateway.settings import Settings
 from gateway.web.openapi.document import OPTIONS_LIMIT, field_schema
 from tests.conftest import gateway_client
@@ -101,14 +102,14 @@ async def test_contact_schemas_name_its_real_fields(sandbox_doc):
 async def test_errors_security_and_examples_on_every_operation(sandbox_doc):
     _, doc = sandbox_doc
     statuses = {str(p.status) for p in PROBLEM_TYPES.values()}
-    scheme = doc["components"]["securitySchemes"]["clientToken"]
-    assert scheme == {**scheme, "type": "http", "scheme": "bearer"}
+    # A tokenless gateway documents no token: no scheme (no Authorize button), no padlocks
+    assert "securitySchemes" not in doc["components"]
     seen = 0
     for path, method, operation in operations(doc):
         if not path.startswith(("/v3/", "/v4/")):
             continue
         seen += 1
-        assert {"clientToken": []} in operation["security"], path
+        assert operation["security"] == [], path
         assert statuses <= set(operation["responses"]), path
         for status in statuses:
             response = resolve(doc, operation["responses"][status])
@@ -214,7 +215,20 @@ def test_app_openapi_is_the_generic_document():
     validate(doc)
     assert "/v4/Contact/get" not in doc["paths"]
     assert doc["paths"]["/v4/{entity}/{action}"]["post"]["operationId"] == "v4_call"
-    assert "clientToken" in doc["components"]["securitySchemes"]
+    assert "securitySchemes" not in doc["components"]  # tokenless
+
+
+async def test_with_tokens_every_call_names_the_bearer_scheme():
+    """The padlocks and the Authorize button of /docs, only where a token is needed."""
+    token = f"reporting:sha256:{hash_token('cgw_a-token-for-the-document-test-0123')}"
+    settings = Settings(backend="sandbox", sandbox_demo=0, client_tokens=token)
+    async with gateway_client(settings) as gw:
+        doc = (await gw.get("/openapi.json")).json()  # no token: the generic routes
+    scheme = doc["components"]["securitySchemes"]["clientToken"]
+    assert scheme == {**scheme, "type": "http", "scheme": "bearer"}
+    calls = [(path, op) for path, _, op in operations(doc) if path.startswith(("/v3/", "/v4/"))]
+    assert calls and all(op["security"] == [{"clientToken": []}] for _, op in calls)
+    assert doc["paths"]["/healthz"]["get"]["security"] == []
 
 
 # --- one field -------------------------------------------------------------------------------

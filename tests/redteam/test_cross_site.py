@@ -119,6 +119,41 @@ def test_dns_rebinding_and_foreign_origins_by_hand(gateway_process):
         assert gone.json() == []
 
 
+def test_the_gateways_own_pages_are_its_origin(gateway_process):
+    """What /docs' Try-it-out sends (an Origin naming the very host and port it asked, with
+    Sec-Fetch-Site: same-origin) passes; any other port, name or a contradicting
+    Sec-Fetch-Site does not, and a rebinding name is refused even as its own origin."""
+    gw = gateway_process({"CIVI_GATEWAY_SANDBOX_DEMO": "0", "CIVI_GATEWAY_SANDBOX_DB": ":memory:"})
+    own = f"127.0.0.1:{gw.port}"
+    with httpx.Client(base_url=gw.url) as client:
+        for headers in (
+            {"Origin": f"http://{own}", "Sec-Fetch-Site": "same-origin"},
+            {"Origin": f"http://{own}"},
+            {"Origin": f"http://localhost:{gw.port}", "Host": f"localhost:{gw.port}"},
+        ):
+            response = client.post("/v4/Contact/get", json={"limit": 1}, headers=headers)
+            assert response.status_code == 200, (headers, response.text)
+        for headers in (
+            {"Origin": f"http://127.0.0.1:{gw.port + 1}"},
+            {"Origin": f"http://localhost:{gw.port}"},  # Host 127.0.0.1: another origin
+            {"Origin": "http://127.0.0.1"},
+            {"Origin": f"http://{own}", "Sec-Fetch-Site": "cross-site"},
+            {"Origin": f"http://{own}", "Sec-Fetch-Site": "same-site"},
+            {"Origin": f"http://evil.example:{gw.port}", "Host": f"evil.example:{gw.port}"},
+            {"Origin": f"{own}"},
+        ):
+            response = client.post("/v4/Contact/get", json={"limit": 1}, headers=headers)
+            assert response.status_code == 403, (headers, response.text)
+            assert response.json()["type"] == "/problems/cross-origin-denied"
+        # Its own origin still sends JSON: a form posted from it is no call.
+        form = client.post(
+            "/v4/Contact/create",
+            content=b"contact_type=Individual",
+            headers={"Origin": f"http://{own}", "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert form.status_code == 415
+
+
 @pytest.mark.parametrize("action", ["create", "update", "delete"])
 async def test_a_get_never_writes_through_its_chains(gw_sandbox, action):
     """A GET is what an <img> tag sends: a read whose chain writes is 405 and changes nothing."""

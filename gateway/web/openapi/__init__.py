@@ -9,7 +9,8 @@ Where the metadata comes from (the backend, a spec file, or the copy a previous 
   token): then the generic routes only, or a 401 (``CIVI_GATEWAY_OPENAPI_ANONYMOUS``).
 - ``/openapi/{Entity}.json``: one entity's operations; ``/openapi/index.json`` lists the
   entities the reader may see; ``/openapi/generic.json`` the gateway's own routes.
-  ``/docs`` loads one of these at a time, so a site with hundreds of entities opens at once.
+  ``/docs`` and ``/redoc`` load one of these at a time, so a site with hundreds of entities
+  opens at once.
 
 Each document is serialised once and kept by what it depends on (the metadata, and the view
 key: what the reader may see and its CiviCRM identity), with its gzipped bytes per base URL.
@@ -500,7 +501,8 @@ def install_docs(
         return _page(
             f"{app.title} - ReDoc",
             "",
-            f'<div id="redoc" data-openapi="{root}{openapi_url}"></div>'
+            f'<div id="redoc" data-openapi="{root}{openapi_url}" '
+            f'data-index="{root}/openapi/index.json"></div>'
             f'<script src="{root}{ASSETS}/redoc.standalone.js"></script>'
             f'<script src="{root}{ASSETS}/redoc-init.js"></script>',
             root,

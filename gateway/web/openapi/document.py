@@ -1,7 +1,8 @@
 """The OpenAPI document: FastAPI's description of the generic routes, completed with what a
 person or a client generator needs to learn this CiviCRM.
 
-- every ``/v3`` and ``/v4`` operation gets the Bearer security scheme, one problem+json
+- every ``/v3`` and ``/v4`` operation gets the Bearer security scheme (when the gateway has
+  client tokens: a tokenless one documents no scheme, so the docs show no padlocks), one problem+json
   response per error status (with an example per problem type) and request examples;
 - with metadata (:mod:`.metadata`), each entity gets a tag and one operation per action at its
   concrete path (``POST /v4/Contact/get``), whose request and response schemas name the
@@ -650,18 +651,20 @@ def build_document(
     schemas["ApiV4Params"] = described.params_schema(_native(*_ALL_NATIVE)["properties"])
     components["responses"] = described.problem_responses()
     components["headers"] = copy.deepcopy(described.HEADERS)
-    components["securitySchemes"] = {
-        SECURITY_SCHEME: {
-            "type": "http",
-            "scheme": "bearer",
-            "description": "A client token issued by the gateway's operator "
-            "(`civicrm-gateway token create NAME`), sent as "
-            "'Authorization: Bearer <token>'. Not a CiviCRM API key.",
+    # A tokenless gateway asks for no token: no scheme, so Swagger UI shows no Authorize
+    # button and no padlocks, and each operation says so with an empty ``security``.
+    security: list[dict[str, Any]] = []
+    if auth_required:
+        components["securitySchemes"] = {
+            SECURITY_SCHEME: {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "A client token issued by the gateway's operator "
+                "(`civicrm-gateway token create NAME`), sent as "
+                "'Authorization: Bearer <token>'. Not a CiviCRM API key.",
+            }
         }
-    }
-    security: list[dict[str, Any]] = [{SECURITY_SCHEME: []}]
-    if not auth_required:
-        security.append({})  # this gateway has no tokens: loopback callers need none
+        security = [{SECURITY_SCHEME: []}]
 
     own = _own_paths(base.get("paths", {}), security, auth_required)
     op_ids = _Names(
