@@ -25,6 +25,7 @@ from gateway.backends.resilience import CircuitBreaker, ResilientBackend, RetryP
 from gateway.core.redact import install_log_redaction
 from gateway.core.schema import Schemas
 from gateway.flow.audit import AuditTrail
+from gateway.flow.audit.trail import AuditConfig
 from gateway.flow.clients import Authenticator, load_clients
 from gateway.flow.flow import CallFlow, FlowConfig
 from gateway.flow.idempotency import Idempotency, make_store
@@ -113,14 +114,20 @@ def build_services(
             env_name("allow_anonymous"),
         )
     authenticator = Authenticator(clients, allow_anonymous=settings.allow_anonymous)
-    limiter = Limiter(settings, metrics, concurrency_wait=timing.concurrency_wait)
+    limiter = Limiter(
+        settings.rate_limit_storage.get_secret_value(),
+        default_rate=settings.default_rate_limit,
+        client_concurrency=settings.client_concurrency,
+        metrics=metrics,
+        concurrency_wait=timing.concurrency_wait,
+    )
     schemas = Schemas(resilient, settings.metadata_cache_ttl, clock=timing.clock)
     idempotency = Idempotency(
         lambda: idempotency_store or open_idempotency_store(settings),
         ttl=settings.idempotency_ttl,
         lease=settings.idempotency_lease_seconds,
     )
-    audit = AuditTrail(settings, metrics)
+    audit = AuditTrail(audit_config(settings), metrics)
     return Services(
         settings=settings,
         backend=resilient,
@@ -154,6 +161,18 @@ def flow_config(settings: Settings) -> FlowConfig:
         validate_calls=settings.validate_calls,
         export_page_size=settings.export_page_size,
         batch_max_calls=settings.batch_max_calls,
+    )
+
+
+def audit_config(settings: Settings) -> AuditConfig:
+    return AuditConfig(
+        sinks=tuple(settings.audit_sinks),
+        state_dir=settings.state_dir,
+        with_values=settings.audit_values,
+        retention_days=settings.audit_retention_days,
+        file=settings.audit_file,
+        file_max_bytes=settings.audit_file_max_bytes,
+        file_backups=settings.audit_file_backups,
     )
 
 

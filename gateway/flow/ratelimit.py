@@ -48,18 +48,22 @@ def check_workers(settings: Settings) -> None:
 class Limiter:
     def __init__(
         self,
-        settings: Settings,
-        metrics: Metrics | None = None,
+        storage: str,
         *,
+        default_rate: str | None = None,
+        client_concurrency: int = 16,
+        metrics: Metrics | None = None,
         concurrency_wait: float = CONCURRENCY_WAIT,
     ) -> None:
+        """``storage``: the limits library's storage URI (``memory://``, ``redis://...``);
+        ``default_rate`` (``"600/minute"``) and ``client_concurrency``: for clients whose
+        policy sets none."""
         self._metrics = metrics
         self._concurrency_wait = concurrency_wait
-        uri = settings.rate_limit_storage.get_secret_value()
-        self._storage = storage_from_string(uri if uri.startswith("async+") else "async+" + uri)
+        self._storage = storage_from_string(storage if storage.startswith("async+") else "async+" + storage)
         self._window = MovingWindowRateLimiter(self._storage)
-        self._default_rate = parse(settings.default_rate_limit) if settings.default_rate_limit else None
-        self._default_concurrency = settings.client_concurrency
+        self._default_rate = parse(default_rate) if default_rate else None
+        self._default_concurrency = client_concurrency
         self._slots: dict[str, asyncio.Semaphore] = {}
 
     def _rate(self, client: Client) -> RateLimitItem | None:

@@ -11,6 +11,7 @@ import pytest
 
 from gateway.flow.audit import AuditRecord, AuditTrail
 from gateway.flow.audit import trail as trail_module
+from gateway.services import audit_config
 from gateway.settings import Settings
 from gateway.telemetry.metrics import Metrics
 
@@ -33,7 +34,7 @@ def _record(i: int) -> AuditRecord:
 
 async def test_close_writes_everything_queued(tmp_path: Path) -> None:
     settings = Settings(backend="sandbox", state_dir=tmp_path, audit_sinks=["sqlite", "file"])
-    trail = AuditTrail(settings)
+    trail = AuditTrail(audit_config(settings))
     for i in range(3000):  # added without yielding: most are still queued at close()
         trail.add(_record(i))
     await trail.close()
@@ -48,7 +49,7 @@ async def test_a_writer_behind_drops_and_counts(
 ) -> None:
     monkeypatch.setattr(trail_module, "MAX_QUEUED", 0)
     metrics = Metrics()
-    trail = AuditTrail(Settings(backend="sandbox", state_dir=tmp_path), metrics)
+    trail = AuditTrail(audit_config(Settings(backend="sandbox", state_dir=tmp_path)), metrics)
     caplog.set_level(logging.ERROR, logger="gateway.flow.audit")
     trail.add(_record(1))
     trail.add(_record(2))

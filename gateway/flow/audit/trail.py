@@ -23,6 +23,7 @@ import queue
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -34,7 +35,6 @@ from gateway.flow.audit.record import AuditRecord
 from gateway.flow.audit.store import AuditStore, retention_cutoff, store_path
 
 if TYPE_CHECKING:
-    from gateway.settings import Settings
     from gateway.telemetry.metrics import Metrics
 
 log = logging.getLogger("gateway.flow.audit")
@@ -123,17 +123,28 @@ class SqliteSink:
             self.store.close()
 
 
-def make_sinks(settings: Settings) -> list[Sink]:
+@dataclass(frozen=True)
+class AuditConfig:
+    """Where records go (``sinks``: sqlite, file, stdout) and what they hold."""
+
+    sinks: tuple[str, ...]
+    state_dir: Path
+    with_values: bool = False
+    retention_days: float = 90.0
+    file: Path | None = None
+    file_max_bytes: int = 10_000_000
+    file_backups: int = 5
+
+
+def make_sinks(config: AuditConfig) -> list[Sink]:
     sinks: list[Sink] = []
-    for kind in dict.fromkeys(settings.audit_sinks):
+    for kind in dict.fromkeys(config.sinks):
         if kind == "sqlite":
-            sinks.append(SqliteSink(store_path(settings.state_dir), settings.audit_retention_days))
+            sinks.append(SqliteSink(store_path(config.state_dir), config.retention_days))
         elif kind == "file":
             sinks.append(
                 FileSink(
-                    settings.audit_file or settings.state_dir / FILE_NAME,
-                    settings.audit_file_max_bytes,
-                    settings.audit_file_backups,
+                    config.file or config.state_dir / FILE_NAME, config.file_max_bytes, config.file_backups
                 )
             )
         else:
@@ -144,10 +155,10 @@ def make_sinks(settings: Settings) -> list[Sink]:
 class AuditTrail:
     """The app's audit trail (``Services.audit``)."""
 
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
-        self.with_values = settings.audit_values
-        self.sqlite_path = store_path(settings.state_dir) if "sqlite" in settings.audit_sinks else None
-        self._settings = settings
+    def __init__(self, config: AuditConfig, metrics: Metrics | None = None) -> None:
+        self.with_values = config.with_values
+        self.sqlite_path = store_path(config.state_dir) if "sqlite" in config.sinks else None
+        self._config = config
         self._metrics = metrics
         self._sinks: list[Sink] | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -155,12 +166,12 @@ class AuditTrail:
         self._lock = threading.Lock()
         if metrics is not None:
             # Exported at 0 from the start, so rate() and alerts see the first failure.
-            for sink in [*settings.audit_sinks, "queue"]:
+            for sink in [*config.sinks, "queue"]:
                 metrics.audit_errors.labels(sink)
 
     @property
     def enabled(self) -> bool:
-        return bool(self._settings.audit_sinks)
+        return bool(self._config.sinks)
 
     def add(self, record: AuditRecord) -> None:
         """Queue a record for the writer; never blocks, never raises."""
@@ -200,7 +211,7 @@ class AuditTrail:
                 self._thread = thread
 
     def _run(self) -> None:
-        sinks = self._sinks = make_sinks(self._settings)
+        sinks = self._sinks = make_sinks(self._config)
         stop = False
         while not stop:
             batch = [self._queue.get()]
