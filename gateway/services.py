@@ -11,15 +11,18 @@ internals after construction.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from starlette.requests import HTTPConnection
 
-from gateway.backends import Backend, make_backend
+from gateway.backends import Backend
+from gateway.backends.config import CvConfig, HttpConfig, SandboxConfig
 from gateway.backends.metacache import MetadataCache
 from gateway.backends.resilience import CircuitBreaker, ResilientBackend, RetryPolicy
 from gateway.core.redact import install_log_redaction
@@ -32,10 +35,11 @@ from gateway.flow.idempotency import Idempotency, make_store
 from gateway.flow.idempotency.store import Store
 from gateway.flow.ratelimit import CONCURRENCY_WAIT, Limiter
 from gateway.flow.readiness import Readiness
-from gateway.settings import Settings, env_name
+from gateway.settings import Settings, env_name, split_command
 from gateway.telemetry.metrics import Metrics
 
 log = logging.getLogger("gateway")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,51 @@ def services(connection: HTTPConnection) -> Services:
     """The services of the app answering this request."""
     found: Services = connection.app.state.services
     return found
+
+
+def _pick(config: type[T], settings: Settings, **values: Any) -> T:
+    """``config`` with each of its fields from the setting of the same name (or ``values``)."""
+    names = {f.name for f in dataclasses.fields(config)}  # type: ignore[arg-type]
+    return config(**{name: getattr(settings, name) for name in names - values.keys()}, **values)
+
+
+def http_config(settings: Settings) -> HttpConfig:
+    return _pick(HttpConfig, settings)
+
+
+def cv_config(settings: Settings) -> CvConfig:
+    return _pick(
+        CvConfig,
+        settings,
+        cv_command=tuple(split_command(settings.cv_command)),
+        cv_context=tuple(split_command(settings.cv_context)),
+    )
+
+
+def sandbox_config(settings: Settings) -> SandboxConfig:
+    return _pick(SandboxConfig, settings)
+
+
+def make_backend(settings: Settings) -> Backend:
+    """The backend the settings ask for, with its own config (imported lazily: each pulls in
+    its own needs)."""
+    if settings.backend == "http":
+        from gateway.backends.http import HttpBackend
+
+        return HttpBackend(http_config(settings))
+    if settings.backend == "sandbox":
+        from gateway.backends.sandbox import SandboxBackend
+
+        return SandboxBackend(sandbox_config(settings))
+    if settings.backend == "cv":
+        from gateway.backends.cv import CvBackend
+
+        return CvBackend(cv_config(settings))
+    if settings.backend == "pipe":
+        from gateway.backends.pipe import PipeBackend
+
+        return PipeBackend(cv_config(settings))
+    raise ValueError(f"unknown backend {settings.backend!r}")
 
 
 def resilient_backend(

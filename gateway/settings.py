@@ -20,6 +20,9 @@ from pydantic import Field, FilePath, SecretStr, ValidationError, field_validato
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
+from gateway.backends.config import HttpAuth
+from gateway.core.errors import SettingsError as SettingsError  # re-exported: where it is looked for
+
 log = logging.getLogger("gateway.settings")
 
 ENV_PREFIX = "CIVI_GATEWAY_"
@@ -27,11 +30,6 @@ DEFAULT_SECRETS_DIR = "/run/secrets"
 SANDBOX_DB_NAME = "sandbox.sqlite"
 
 BackendKind = Literal["sandbox", "http", "cv", "pipe"]
-HttpAuth = Literal["x-civi-auth", "bearer", "basic", "legacy"]
-
-
-class SettingsError(Exception):
-    """Configuration that cannot work; the message names the variable(s) to fix."""
 
 
 def env_name(field: str) -> str:

@@ -22,6 +22,7 @@ import orjson
 
 from gateway.backends import rowcount
 from gateway.backends.base import Backend
+from gateway.backends.config import CvConfig
 from gateway.backends.cvproc import (
     KILL_MARGIN,
     ProcessResult,
@@ -38,7 +39,6 @@ from gateway.backends.cvproc import (
 from gateway.core.call import Call
 from gateway.core.errors import GatewayError
 from gateway.core.results import Records
-from gateway.settings import Settings, split_command
 
 if TYPE_CHECKING:
     from gateway.core.identity import Identity
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.cv")
 
 
-def user_for(settings: Settings, identity: Identity | None) -> str | None:
+def user_for(config: CvConfig, identity: Identity | None) -> str | None:
     """The CiviCRM user a call runs as: the client's own, else the gateway's ``cv_user``."""
     if identity is not None and identity.cv_user:
         return check_user(identity.cv_user)
@@ -56,13 +56,13 @@ def user_for(settings: Settings, identity: Identity | None) -> str | None:
             "This client's CiviCRM identity is an API key, which the cv backend cannot use: "
             "give the client a cv_user instead.",
         )
-    return check_user(settings.cv_user) if settings.cv_user else None
+    return check_user(config.cv_user) if config.cv_user else None
 
 
-def with_permissions(settings: Settings, version: int, params: dict[str, Any]) -> dict[str, Any]:
+def with_permissions(config: CvConfig, version: int, params: dict[str, Any]) -> dict[str, Any]:
     """The call's params with the gateway's permission mode forced over the client's."""
     key = "checkPermissions" if version == 4 else "check_permissions"
-    if settings.cv_check_permissions:
+    if config.cv_check_permissions:
         return {**params, key: True if version == 4 else 1}
     return {**params, key: False if version == 4 else 0}
 
@@ -78,14 +78,14 @@ def encode_params(params: dict[str, Any]) -> bytes:
 class CvBackend(Backend):
     name = "cv"
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._prefix = command_prefix(settings)
-        self._context_len = len(split_command(settings.cv_context))
-        self._context_kill = bool(self._context_len) and settings.cv_context_kill
+    def __init__(self, config: CvConfig) -> None:
+        self.config = config
+        self._prefix = command_prefix(config)
+        self._context_len = len(config.cv_context)
+        self._context_kill = bool(self._context_len) and config.cv_context_kill
         # For the 504's wording: None (local), True (killed there too), False (context only).
         self._remote = self._context_kill if self._context_len else None
-        self._slots = asyncio.Semaphore(settings.cv_concurrency)
+        self._slots = asyncio.Semaphore(config.cv_concurrency)
         self._running = 0
         self._queued = 0
         self.calls = 0
@@ -101,7 +101,7 @@ class CvBackend(Backend):
         check_names(entity, action)  # they go on cv's command line
         if version not in (3, 4):
             raise GatewayError("invalid-request", f"Unknown API version {version}.")
-        user = user_for(self.settings, identity)
+        user = user_for(self.config, identity)
         argv = self.argv(version, entity, action, user)
         count_plan = rowcount.plan(call)
         queries = (
@@ -109,8 +109,8 @@ class CvBackend(Backend):
             if count_plan is None
             else [q for q in (count_plan.records, count_plan.count) if q is not None]
         )
-        stdins = [encode_params(with_permissions(self.settings, version, q)) for q in queries]
-        timeout = self.settings.cv_timeout
+        stdins = [encode_params(with_permissions(self.config, version, q)) for q in queries]
+        timeout = self.config.cv_timeout
         deadline = asyncio.get_running_loop().time() + timeout
         self._queued += 1
         try:
@@ -121,7 +121,7 @@ class CvBackend(Backend):
             raise GatewayError(
                 "upstream-timeout",
                 f"No cv slot became free within {timeout:g} s "
-                f"({self.settings.cv_concurrency} cv processes busy).",
+                f"({self.config.cv_concurrency} cv processes busy).",
             ) from None
         finally:
             self._queued -= 1
@@ -179,7 +179,7 @@ class CvBackend(Backend):
     def stats(self) -> dict[str, float]:
         """Running and queued cv processes, for /metrics."""
         return {
-            "concurrency": self.settings.cv_concurrency,
+            "concurrency": self.config.cv_concurrency,
             "busy": self._running,
             "queued": self._queued,
             "calls": self.calls,

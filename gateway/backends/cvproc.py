@@ -24,10 +24,10 @@ from typing import Any
 
 import orjson
 
+from gateway.backends.config import CvConfig
 from gateway.core.errors import UNCLEAR, GatewayError, from_civicrm, invalid_request
 from gateway.core.params import NAME_RE
 from gateway.core.results import Records, v3_records, v4_records
-from gateway.settings import Settings, split_command
 
 log = logging.getLogger("gateway.cv")
 
@@ -68,13 +68,13 @@ def check_user(user: str) -> str:
     return user
 
 
-def command_prefix(settings: Settings) -> list[str]:
+def command_prefix(config: CvConfig) -> list[str]:
     """``[*context, *cv_command]`` plus ``--cwd``: everything before the cv sub-command."""
-    argv = [*split_command(settings.cv_context), *split_command(settings.cv_command)]
+    argv = [*config.cv_context, *config.cv_command]
     if not argv:
         raise GatewayError("gateway-misconfigured", "cv_command is empty.")
-    if settings.cv_cwd:
-        argv.append(f"--cwd={settings.cv_cwd}")
+    if config.cv_cwd:
+        argv.append(f"--cwd={config.cv_cwd}")
     return argv
 
 

@@ -19,12 +19,12 @@ from urllib.parse import urlencode
 import orjson
 
 from gateway.backends.base import Backend, BatchResult, TransientError
+from gateway.backends.config import HttpConfig
 from gateway.backends.httpclient import Broken, PooledClient, Reply, TimedOut, Transport, Unreachable
 from gateway.core.call import Call
 from gateway.core.errors import UNCLEAR, GatewayError, Slug
 from gateway.core.identity import Identity
 from gateway.core.results import Records, invalid_response, v3_records, v4_error, v4_records
-from gateway.settings import Settings
 
 log = logging.getLogger("gateway.backend.http")
 
@@ -62,20 +62,20 @@ def _basic(user: str, password: str) -> str:
 class HttpBackend(Backend):
     name = "http"
 
-    def __init__(self, settings: Settings, *, wrap: Callable[[Transport], Transport] | None = None) -> None:
+    def __init__(self, config: HttpConfig, *, wrap: Callable[[Transport], Transport] | None = None) -> None:
         """``wrap``: applied to the pooled client once made (tests inject faults this way)."""
-        if not settings.http_url:
+        if not config.http_url:
             raise ValueError("http_url is required")
-        self.settings = settings
-        self.base = settings.http_url
+        self.config = config
+        self.base = config.http_url
         self._client: Transport | None = None
         self._wrap = wrap
-        self._headers, self._legacy_fields = self._credentials(settings)
+        self._headers, self._legacy_fields = self._credentials(config)
         self._in_flight = 0
 
     # --- credentials -------------------------------------------------------------------------
     @staticmethod
-    def _credentials(s: Settings) -> tuple[dict[str, str], dict[str, str]]:
+    def _credentials(s: HttpConfig) -> tuple[dict[str, str], dict[str, str]]:
         headers = {
             "X-Requested-With": "XMLHttpRequest",
             "Accept": "application/json",
@@ -105,14 +105,14 @@ class HttpBackend(Backend):
     # --- lifecycle ---------------------------------------------------------------------------
     def _tls(self) -> ssl.SSLContext | bool:
         """The system's trust store, or the operator's CA bundle; ``False`` skips checking."""
-        if self.settings.http_ca_bundle is not None:
-            return ssl.create_default_context(cafile=str(self.settings.http_ca_bundle))
-        return ssl.create_default_context() if self.settings.http_verify_ssl else False
+        if self.config.http_ca_bundle is not None:
+            return ssl.create_default_context(cafile=str(self.config.http_ca_bundle))
+        return ssl.create_default_context() if self.config.http_verify_ssl else False
 
     async def start(self) -> None:
         if self._client is not None:
             return
-        s = self.settings
+        s = self.config
         assert s.http_url is not None  # required by the settings' validation for this backend
         client = PooledClient(
             s.http_url,
@@ -133,7 +133,7 @@ class HttpBackend(Backend):
         """Requests in flight and the connection pool's open and idle connections."""
         stats = {
             "in_flight": float(self._in_flight),
-            "max_connections": float(self.settings.http_max_connections),
+            "max_connections": float(self.config.http_max_connections),
         }
         if self._client is not None:
             stats.update(self._client.stats())
@@ -149,7 +149,7 @@ class HttpBackend(Backend):
         if identity is None or not identity.api_key:
             return {}, fields
         key = identity.api_key
-        style = self.settings.http_auth
+        style = self.config.http_auth
         if style == "bearer":
             return {"Authorization": f"Bearer {key}"}, fields
         if style == "legacy":
@@ -164,7 +164,7 @@ class HttpBackend(Backend):
             # AuthX reads legacy key + api_key on civicrm/ajax/api4 too (LegacyRestAuthenticator).
             data = {"params": _dumps(call.to_params()), **fields}
         else:
-            path = self.settings.http_v3_path
+            path = self.config.http_v3_path
             data = {"entity": call.entity, "action": action, "json": _dumps(call.to_params()), **fields}
         response = await self._post(path, data, headers)
         body = self._json(response)
@@ -192,7 +192,7 @@ class HttpBackend(Backend):
             ) from None
         except TimedOut:
             raise GatewayError(
-                "upstream-timeout", f"CiviCRM did not answer within {self.settings.http_timeout:g} s."
+                "upstream-timeout", f"CiviCRM did not answer within {self.config.http_timeout:g} s."
             ) from None
         except Broken as exc:
             # Reset or cut mid-answer: the request may have reached CiviCRM.

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.backends import rowcount
 from gateway.backends.base import Backend
+from gateway.backends.config import CvConfig
 from gateway.backends.cv import with_permissions
 from gateway.backends.cvproc import (
     check_names,
@@ -60,7 +61,6 @@ from gateway.backends.pipeworker import (
 from gateway.core.call import Call
 from gateway.core.errors import GatewayError
 from gateway.core.results import Records
-from gateway.settings import Settings, split_command
 
 if TYPE_CHECKING:
     from gateway.core.identity import Identity
@@ -122,21 +122,21 @@ class IdleSlots:
 class PipeBackend(Backend):
     name = "pipe"
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        prefix = [*command_prefix(settings), "pipe", "vtl"]
-        context = split_command(settings.cv_context)
+    def __init__(self, config: CvConfig) -> None:
+        self.config = config
+        prefix = [*command_prefix(config), "pipe", "vtl"]
+        context = config.cv_context
         self.context = bool(context)
         self.kill_argv: list[str] | None = None
-        if context and settings.cv_context_kill:
+        if context and config.cv_context_kill:
             # Learn cv's pid where it runs, to kill it there (see gateway.backends.pipeworker).
             cv = prefix[len(context) :]
             prefix = [*context, "sh", "-c", REPORT_PID, "cv-pipe", *cv]
             self.kill_argv = [*context, "sh", "-c", KILL_PID, "cv-pipe-kill"]
         self.argv = prefix
-        self.size = settings.pipe_size
+        self.size = config.pipe_size
         # Requests up to the gateway's body limit (plus JSON-RPC framing) must fit in a line.
-        self.buffer_size = max(DEFAULT_BUFFER, 2 * settings.max_body_bytes + 65_536)
+        self.buffer_size = max(DEFAULT_BUFFER, 2 * config.max_body_bytes + 65_536)
         self._idle = IdleSlots()
         self._slots: list[_Slot] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -149,7 +149,7 @@ class PipeBackend(Backend):
         self.calls = 0
         self.retried = 0  # reads sent again on another worker after theirs died
         # Checked once: asked for on every call without a client identity.
-        self._default_login = Login("user", check_user(settings.cv_user)) if settings.cv_user else None
+        self._default_login = Login("user", check_user(config.cv_user)) if config.cv_user else None
 
     def stats(self) -> dict[str, float]:
         """Pool use for /metrics: size, busy and idle workers, queued callers, replacements."""
@@ -180,7 +180,7 @@ class PipeBackend(Backend):
     # --- pool ------------------------------------------------------------------------------
     @property
     def _trusted_needed(self) -> bool:
-        return bool(self.settings.cv_user) or not self.settings.cv_check_permissions
+        return bool(self.config.cv_user) or not self.config.cv_check_permissions
 
     def default_login(self) -> Login | None:
         return self._default_login
@@ -192,7 +192,7 @@ class PipeBackend(Backend):
         self._workers.add(worker)
         self.started_workers += 1
         try:
-            async with asyncio.timeout(self.settings.pipe_start_timeout):
+            async with asyncio.timeout(self.config.pipe_start_timeout):
                 await worker.start(buffer_size=self.buffer_size, trusted_needed=self._trusted_needed)
                 await self._login(worker, self.default_login())
         except TimeoutError:
@@ -203,7 +203,7 @@ class PipeBackend(Backend):
             raise GatewayError(
                 "upstream-timeout",
                 f"cv pipe did not complete its handshake within "
-                f"{self.settings.pipe_start_timeout:g} s" + ("; see the gateway's log." if tail else "."),
+                f"{self.config.pipe_start_timeout:g} s" + ("; see the gateway's log." if tail else "."),
             ) from None
         except (WorkerBroken, LoginRefused) as exc:
             await self._discard(worker)
@@ -360,16 +360,16 @@ class PipeBackend(Backend):
         method = f"api{version}"
         count_plan = rowcount.plan(call)
         if count_plan is None:
-            calls = [(method, [entity, action, with_permissions(self.settings, version, call.to_params())])]
+            calls = [(method, [entity, action, with_permissions(self.config, version, call.to_params())])]
         else:
             calls = [
-                (method, [entity, action, with_permissions(self.settings, version, q)])
+                (method, [entity, action, with_permissions(self.config, version, q)])
                 for q in (count_plan.records, count_plan.count)
                 if q is not None
             ]
         loop = asyncio.get_running_loop()
         started = loop.time()
-        deadline = started + self.settings.cv_timeout
+        deadline = started + self.config.cv_timeout
         try:
             answers = await self._call_once(calls, login, entity, action, deadline)
         except WorkerDied as exc:
@@ -378,7 +378,7 @@ class PipeBackend(Backend):
             # before the call's own deadline; a write is never repeated. (A worker that died
             # because its container went away is only told apart by starting another: the
             # retry then answers 503, as a cv run would.)
-            if not (call.reads_only and self.settings.retry_max_attempts > 1 and loop.time() < deadline):
+            if not (call.reads_only and self.config.retry_max_attempts > 1 and loop.time() < deadline):
                 raise GatewayError(
                     exc.slug,
                     exc.detail + " The call was not repeated: a "
@@ -411,7 +411,7 @@ class PipeBackend(Backend):
     ) -> list[Any]:
         """One attempt on one worker: its answers (RpcError items for refused batch members).
         WorkerDied when the worker died or broke the protocol mid-call."""
-        timeout = self.settings.cv_timeout
+        timeout = self.config.cv_timeout
         slot = await self._acquire(max(0.0, deadline - asyncio.get_running_loop().time()))
         # What to do with the worker afterwards: keep, recycle, kill, or kill also where it
         # runs (hung: only then is cv known to be still running there).
@@ -456,7 +456,7 @@ class PipeBackend(Backend):
             if (
                 outcome == "keep"
                 and worker_now is not None
-                and worker_now.calls >= self.settings.pipe_max_calls
+                and worker_now.calls >= self.config.pipe_max_calls
             ):
                 log.info("cv pipe worker %d retired after %d calls", worker_now.number, worker_now.calls)
                 outcome = "recycle"

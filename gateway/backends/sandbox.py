@@ -13,10 +13,10 @@ from typing import Any
 import anyio
 
 from gateway.backends.base import Backend
+from gateway.backends.config import SandboxConfig
 from gateway.core.call import Call
 from gateway.core.errors import from_civicrm
 from gateway.core.results import Records, v3_records, v4_records
-from gateway.settings import Settings
 
 ADMIN_CONTACT_ID = 2
 
@@ -26,8 +26,8 @@ log = logging.getLogger("gateway.sandbox")
 class SandboxBackend(Backend):
     name = "sandbox"
 
-    def __init__(self, settings: Settings, sandbox: Any | None = None) -> None:
-        self.settings = settings
+    def __init__(self, config: SandboxConfig, sandbox: Any | None = None) -> None:
+        self.config = config
         self._sandbox = sandbox
         self._owned = sandbox is None
         # SQLite work is short but blocking: run it off the event loop, one call at a time.
@@ -38,8 +38,8 @@ class SandboxBackend(Backend):
         if self._sandbox is None:
             from gateway.sandbox.database import open_sandbox
 
-            where = self.settings.sandbox_db_path
-            self._sandbox = open_sandbox(where, self.settings.sandbox_demo)
+            where = self.config.sandbox_db_path
+            self._sandbox = open_sandbox(where, self.config.sandbox_demo)
             log.info(
                 "sandbox data %s",
                 "in memory: lost when the process stops"

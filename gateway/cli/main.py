@@ -122,8 +122,8 @@ def _announce(settings: Settings) -> None:
 
 
 async def _check() -> tuple[bool, str]:
-    from gateway.backends import make_backend
     from gateway.core.errors import GatewayError
+    from gateway.services import make_backend
 
     settings = load_settings()
     backend = make_backend(settings)

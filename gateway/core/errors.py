@@ -380,6 +380,11 @@ PROBLEM_TYPES: dict[str, ProblemType] = {t.slug: t for t in _TYPES}
 assert set(PROBLEM_TYPES) == set(get_args(Slug)), "every Slug has one ProblemType"
 
 
+class SettingsError(Exception):
+    """Configuration that cannot work; the message names the variable(s) to fix. (Here, at
+    the bottom, so that what checks a setting's value needs no import of the settings.)"""
+
+
 class GatewayError(Exception):
     """A failure with a problem type; rendered as problem+json by the app."""
 

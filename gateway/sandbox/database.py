@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway.settings import SettingsError
+from gateway.core.errors import SettingsError
 
 if TYPE_CHECKING:
     from gateway.sandbox.engine import Sandbox

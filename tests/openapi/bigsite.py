@@ -9,12 +9,13 @@ import copy
 from pathlib import Path
 
 from gateway.backends.sandbox import SandboxBackend
+from gateway.services import sandbox_config
 from gateway.settings import Settings
 from gateway.web.openapi.metadata import Metadata, fetch_metadata, save_spec
 
 
 async def _sandbox_metadata() -> Metadata:
-    backend = SandboxBackend(Settings(backend="sandbox", sandbox_demo=0))
+    backend = SandboxBackend(sandbox_config(Settings(backend="sandbox", sandbox_demo=0)))
     await backend.start()
     try:
         return await fetch_metadata(backend)

@@ -159,7 +159,7 @@ async def test_unreachable_civicrm_falls_back_to_the_generic_document(caplog):
 
 async def test_spec_file_documents_civicrm_without_reaching_it(tmp_path, gw_sandbox):
     # a spec file written from the sandbox's real metadata...
-    from gateway.backends import make_backend
+    from gateway.services import make_backend
 
     backend = make_backend(Settings(backend="sandbox", sandbox_demo=0))
     await backend.start()

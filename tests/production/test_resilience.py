@@ -12,7 +12,7 @@ from gateway.backends.http import HttpBackend
 from gateway.backends.metacache import MetadataCache
 from gateway.backends.resilience import CircuitBreaker
 from gateway.core.call import parse
-from gateway.services import Timing, resilient_backend
+from gateway.services import Timing, http_config, resilient_backend
 from tests.conftest import TRUSTED_TOKEN, assert_problem, free_port, gateway_client, http_settings, trusted
 from tests.production.conftest import InjectingTransport
 
@@ -53,7 +53,7 @@ async def test_no_create_is_ever_duplicated(faulty_upstream):
     the connection failed before sending, and every name exists at most once afterwards."""
     settings = http_settings(faulty_upstream.url, **FAST)
     transport = InjectingTransport([])
-    backend = HttpBackend(settings, wrap=transport.wrap)
+    backend = HttpBackend(http_config(settings), wrap=transport.wrap)
     answers: dict[str, httpx.Response] = {}
     kinds = ["connect", "502-after", "reset-after", "503", "429", "ok", "garbage", "connect2"]
     async with gateway_client(settings, backend=backend) as gw:
@@ -128,7 +128,7 @@ async def test_backoff_doubles_between_attempts(faulty_upstream, monkeypatch):
         retry_max_seconds=300,
         breaker_threshold=1000,
     )
-    backend = resilient_backend(HttpBackend(settings), settings, timing=Timing(sleep=sleep))
+    backend = resilient_backend(HttpBackend(http_config(settings)), settings, timing=Timing(sleep=sleep))
     await backend.start()
     try:
         faulty_upstream.faults.plan[:] = ["503", "502-after", "503"]

@@ -26,6 +26,7 @@ import httpx
 from gateway.backends.sandbox import SandboxBackend
 from gateway.sandbox.engine import Sandbox
 from gateway.sandbox.wire import WireConfig, create_wire_app
+from gateway.services import sandbox_config
 from gateway.settings import Settings
 from tests.conftest import ThreadServer, gateway_client
 from tests.real.kit import Kit
@@ -149,7 +150,9 @@ async def sandbox_side(directory: Path) -> AsyncIterator[Side]:
             http_api_key=sandbox.admin_api_key,
         )
         async with (
-            gateway_client(embedded, backend=SandboxBackend(embedded, sandbox=sandbox)) as admin,
+            gateway_client(
+                embedded, backend=SandboxBackend(sandbox_config(embedded), sandbox=sandbox)
+            ) as admin,
             gateway_client(over_http) as staff_client,
         ):
             yield Side("sandbox", {ADMIN: admin, STAFF: staff_client}, tokens)

@@ -13,6 +13,7 @@ from gateway.backends.cv import CvBackend
 from gateway.backends.http import HttpBackend
 from gateway.backends.pipe import PipeBackend
 from gateway.core.errors import GatewayError
+from gateway.services import cv_config, http_config
 from gateway.settings import Settings
 from tests.conftest import PROBLEM
 from tests.real.conftest import RealGateway
@@ -146,9 +147,9 @@ def _backends(kit: Kit, user: str) -> list[Any]:
     http = Settings(backend="http", http_url=kit.url, http_api_key=kit.key(user), http_timeout=30)
     cv = {"cv_command": str(kit.cv), "cv_cwd": str(kit.site), "cv_user": user, "cv_timeout": 30}
     return [
-        HttpBackend(http),
-        CvBackend(Settings(backend="cv", **cv)),
-        PipeBackend(Settings(backend="pipe", pipe_size=1, **cv)),
+        HttpBackend(http_config(http)),
+        CvBackend(cv_config(Settings(backend="cv", **cv))),
+        PipeBackend(cv_config(Settings(backend="pipe", pipe_size=1, **cv))),
     ]
 
 
