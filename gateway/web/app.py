@@ -22,7 +22,7 @@ from gateway.settings import Settings, load_settings
 from gateway.web.accesslog import AccessLogMiddleware
 from gateway.web.browsers import BrowserGuard
 from gateway.web.compression import Compression
-from gateway.web.openapi import install_docs
+from gateway.web.openapi import Docs, install_docs
 from gateway.web.requestid import RequestIdMiddleware
 from gateway.web.requestmetrics import MetricsMiddleware
 from gateway.web.responses import allowed_methods, problem_response
@@ -109,11 +109,13 @@ def create_app(
         readiness.on_started()
         if metrics is not None:
             metrics.start()
+        docs.start()  # the API documents, built in the background
         log.info("civicrm-gateway %s ready on the %s backend", __version__, resilient.name)
         try:
             yield
         finally:
             readiness.on_stopping()
+            await docs.stop()
             await services.audit.close()  # what is queued is written before the exit
             if metrics is not None:
                 await metrics.close()
@@ -144,7 +146,8 @@ def create_app(
     app.include_router(index_router)
     app.include_router(metrics_router)
     app.include_router(audit_router)
-    install_docs(app, resilient, settings, services.authenticator)
+    docs = Docs(app, resilient, settings, services.authenticator)
+    install_docs(app, docs, settings)
     # Innermost of the middlewares: the hot routes still get CORS, request ids and metrics.
     if direct_calls:
         by_name = {getattr(route, "name", None): route for route in (*v4_router.routes, *v3_router.routes)}

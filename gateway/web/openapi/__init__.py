@@ -32,7 +32,7 @@ import html
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from functools import cache
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
@@ -393,30 +393,15 @@ def _page(title: str, head: str, body: str, root: str) -> HTMLResponse:
     )
 
 
-def install_docs(
-    app: FastAPI, backend: Backend | None, settings: Settings, authenticator: Authenticator
-) -> None:
+def install_docs(app: FastAPI, docs: Docs, settings: Settings) -> None:
     """Serve ``/openapi.json``, ``/openapi/{Entity}.json``, ``/docs`` (Swagger UI) and
-    ``/redoc``, all from this host; build the documents in the background at start-up."""
-    docs = Docs(app, backend, settings, authenticator)
+    ``/redoc``, all from this host, from ``docs`` (which ``create_app`` builds, starts and
+    stops with the app's other collaborators)."""
     app.state.docs = docs
     openapi_url = app.openapi_url or "/openapi.json"
     # FastAPI's own /openapi.json is synchronous and knows only the routes: replace it.
     app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != openapi_url]
     app.openapi = docs.generic  # type: ignore[method-assign]
-
-    inner_lifespan = app.router.lifespan_context
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
-        async with inner_lifespan(app) as state:
-            docs.start()
-            try:
-                yield state
-            finally:
-                await docs.stop()
-
-    app.router.lifespan_context = lifespan
 
     def asset(name: str) -> Callable[[Request], Any]:
         async def serve(request: Request) -> Response:
