@@ -25,17 +25,18 @@ from gateway.backends import Backend
 from gateway.backends.config import CvConfig, HttpConfig, SandboxConfig
 from gateway.backends.metacache import MetadataCache
 from gateway.backends.resilience import CircuitBreaker, ResilientBackend, RetryPolicy
+from gateway.clients_file import load_clients
 from gateway.core.redact import install_log_redaction
 from gateway.core.schema import Schemas
 from gateway.flow.audit import AuditTrail
 from gateway.flow.audit.trail import AuditConfig
-from gateway.flow.clients import Authenticator, load_clients
+from gateway.flow.clients import Authenticator
 from gateway.flow.flow import CallFlow, FlowConfig
 from gateway.flow.idempotency import Idempotency, make_store
 from gateway.flow.idempotency.store import Store
 from gateway.flow.ratelimit import CONCURRENCY_WAIT, Limiter
 from gateway.flow.readiness import Readiness
-from gateway.settings import Settings, env_name, split_command
+from gateway.settings import Settings, SettingsError, env_name, split_command
 from gateway.telemetry.metrics import Metrics
 
 log = logging.getLogger("gateway")
@@ -203,6 +204,26 @@ def build_services(
             metrics=metrics,
         ),
     )
+
+
+def check_workers(settings: Settings) -> None:
+    """Refuse several workers on ``memory://`` when a rate limit applies: each worker would
+    count on its own, so a client would get up to ``workers`` times its rate. Redis shares the
+    count; ``rate_limit_per_worker=true`` says the per-worker count is meant."""
+    storage = settings.rate_limit_storage.get_secret_value()
+    if settings.workers == 1 or not storage.startswith("memory://") or settings.rate_limit_per_worker:
+        return
+    limited = [c.name for c in load_clients(settings) if c.policy.rate is not None]
+    if settings.default_rate_limit:
+        limited.insert(0, f"{env_name('default_rate_limit')}={settings.default_rate_limit}")
+    if limited:
+        raise SettingsError(
+            f"{env_name('workers')}={settings.workers} with {env_name('rate_limit_storage')}="
+            f"memory:// would let each worker count rate limits on its own (a client gets up to "
+            f"{settings.workers} times its rate; limits from {', '.join(limited[:3])}). Share "
+            f"them with {env_name('rate_limit_storage')}=redis://..., run one worker, or set "
+            f"{env_name('rate_limit_per_worker')}=true to accept per-worker limits"
+        )
 
 
 def flow_config(settings: Settings) -> FlowConfig:

@@ -6,8 +6,6 @@ Invalid combinations fail at start-up with a message naming the variable to fix.
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import logging
 import os
 import shlex
@@ -21,19 +19,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from gateway.backends.config import HttpAuth
-from gateway.core.errors import SettingsError as SettingsError  # re-exported: where it is looked for
+
+# Re-exported: where they are looked for.
+from gateway.core.errors import ENV_PREFIX as ENV_PREFIX
+from gateway.core.errors import SettingsError as SettingsError
+from gateway.core.errors import env_name as env_name
+from gateway.core.net import is_loopback as is_loopback
 
 log = logging.getLogger("gateway.settings")
 
-ENV_PREFIX = "CIVI_GATEWAY_"
 DEFAULT_SECRETS_DIR = "/run/secrets"
 SANDBOX_DB_NAME = "sandbox.sqlite"
 
 BackendKind = Literal["sandbox", "http", "cv", "pipe"]
-
-
-def env_name(field: str) -> str:
-    return f"{ENV_PREFIX}{field.upper()}"
 
 
 class Settings(BaseSettings):
@@ -281,17 +279,6 @@ class Settings(BaseSettings):
                 if secret is not None and len(secret.get_secret_value()) >= 4:
                     values.append(secret.get_secret_value())
         return tuple(values)
-
-
-@functools.lru_cache(maxsize=1024)
-def is_loopback(host: str) -> bool:
-    """Cached: asked for the peer address of every tokenless request."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _who() -> str:

@@ -63,7 +63,7 @@ def _metrics_dir(settings: Settings) -> tuple[str | None, bool]:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from gateway.flow.ratelimit import check_workers
+    from gateway.services import check_workers
 
     # Workers are separate processes that build their own app from the environment.
     for name in ("host", "port", "workers", "backend"):

@@ -98,7 +98,7 @@ def sandbox_unused(db: str) -> Iterator[None]:
 def identity_warnings(settings: Settings) -> list[str]:
     """Client policy settings the configured backend ignores or refuses (the clients file's
     ``cv_user`` and ``civicrm_api_key_file``)."""
-    from gateway.flow.clients import load_clients
+    from gateway.clients_file import load_clients
 
     warnings = []
     backend = settings.backend

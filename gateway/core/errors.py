@@ -380,6 +380,15 @@ PROBLEM_TYPES: dict[str, ProblemType] = {t.slug: t for t in _TYPES}
 assert set(PROBLEM_TYPES) == set(get_args(Slug)), "every Slug has one ProblemType"
 
 
+# Every setting is read from the environment variable of its name with this prefix.
+ENV_PREFIX = "CIVI_GATEWAY_"
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a setting, as an error message names it."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
 class SettingsError(Exception):
     """Configuration that cannot work; the message names the variable(s) to fix. (Here, at
     the bottom, so that what checks a setting's value needs no import of the settings.)"""

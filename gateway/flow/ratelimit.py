@@ -15,34 +15,13 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
 from gateway.core.errors import GatewayError
-from gateway.flow.clients import Client, load_clients
-from gateway.settings import Settings, SettingsError, env_name
+from gateway.flow.clients import Client
 
 if TYPE_CHECKING:
     from gateway.telemetry.metrics import Metrics
 
 # How long a call may wait for one of its client's in-flight slots before a 429.
 CONCURRENCY_WAIT = 10.0
-
-
-def check_workers(settings: Settings) -> None:
-    """Refuse several workers on ``memory://`` when a rate limit applies: each worker would
-    count on its own, so a client would get up to ``workers`` times its rate. Redis shares the
-    count; ``rate_limit_per_worker=true`` says the per-worker count is meant."""
-    storage = settings.rate_limit_storage.get_secret_value()
-    if settings.workers == 1 or not storage.startswith("memory://") or settings.rate_limit_per_worker:
-        return
-    limited = [c.name for c in load_clients(settings) if c.policy.rate is not None]
-    if settings.default_rate_limit:
-        limited.insert(0, f"{env_name('default_rate_limit')}={settings.default_rate_limit}")
-    if limited:
-        raise SettingsError(
-            f"{env_name('workers')}={settings.workers} with {env_name('rate_limit_storage')}="
-            f"memory:// would let each worker count rate limits on its own (a client gets up to "
-            f"{settings.workers} times its rate; limits from {', '.join(limited[:3])}). Share "
-            f"them with {env_name('rate_limit_storage')}=redis://..., run one worker, or set "
-            f"{env_name('rate_limit_per_worker')}=true to accept per-worker limits"
-        )
 
 
 class Limiter:

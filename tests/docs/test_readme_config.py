@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from gateway.flow.clients import load_clients
+from gateway.clients_file import load_clients
 from gateway.settings import Settings
 from tests.conftest import ROOT
 

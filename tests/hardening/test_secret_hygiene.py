@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.flow.clients import load_clients
+from gateway.clients_file import load_clients
 from gateway.settings import Settings, SettingsError, load_settings
 from tests.conftest import ADMIN_KEY, SITE_KEY, GatewayProcess, assert_problem, clear_gateway_env
 

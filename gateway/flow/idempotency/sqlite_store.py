@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.core.errors import SettingsError, env_name
 from gateway.flow.idempotency.store import Entry, Store
-from gateway.settings import SettingsError, env_name
 
 T = TypeVar("T")
 
