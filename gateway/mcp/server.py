@@ -10,6 +10,7 @@ here every client has its own list and the arguments are checked by :class:`Tool
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -97,6 +98,32 @@ class McpEndpoint:
         scope[_CLIENT_KEY] = client
         await self.manager.handle_request(scope, receive, send)
 
+    # --- lifetime ------------------------------------------------------------------------
+    async def start(self) -> tuple[asyncio.Task[None], asyncio.Event]:
+        """Run the SDK's session manager in a task of its own: its task group must be entered
+        and left by one task, and an app's lifespan may be entered and left by two (an
+        embedding program's, a test fixture's setup and teardown)."""
+        started, stopping = asyncio.Event(), asyncio.Event()
+
+        async def hold() -> None:
+            async with self.manager.run():
+                started.set()
+                await stopping.wait()
+
+        task = asyncio.get_running_loop().create_task(hold(), name="mcp-session-manager")
+        ready = asyncio.ensure_future(started.wait())
+        await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():  # it failed to start: say why
+            ready.cancel()
+            task.result()
+        return task, stopping
+
+    @staticmethod
+    async def stop(running: tuple[asyncio.Task[None], asyncio.Event]) -> None:
+        task, stopping = running
+        stopping.set()
+        await task
+
     # --- the handlers --------------------------------------------------------------------
     def _request(self) -> Request:
         request = self.server.request_context.request
@@ -156,8 +183,12 @@ def install_mcp(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[Any]:
-        async with inner(app) as state, endpoint.manager.run():
-            yield state
+        async with inner(app) as state:
+            running = await endpoint.start()
+            try:
+                yield state
+            finally:
+                await endpoint.stop(running)
 
     app.router.lifespan_context = lifespan
     return endpoint
