@@ -17,10 +17,12 @@ from gateway import __version__
 from gateway.backends import Backend
 from gateway.core.errors import GatewayError
 from gateway.flow.idempotency.store import Store
+from gateway.mcp.server import install_mcp
 from gateway.services import Timing, build_services
 from gateway.settings import Settings, load_settings
 from gateway.web.accesslog import AccessLogMiddleware
 from gateway.web.browsers import BrowserGuard
+from gateway.web.calls import credentials
 from gateway.web.compression import Compression
 from gateway.web.openapi import Docs, install_docs
 from gateway.web.requestid import RequestIdMiddleware
@@ -148,6 +150,14 @@ def create_app(
     app.include_router(audit_router)
     docs = Docs(app, resilient, settings, services.authenticator)
     install_docs(app, docs, settings)
+    install_mcp(
+        app,
+        services.flow,
+        docs.narrowed,
+        credentials=credentials,
+        max_body_bytes=settings.max_body_bytes,
+        max_depth=settings.max_json_depth,
+    )
     # Innermost of the middlewares: the hot routes still get CORS, request ids and metrics.
     if direct_calls:
         by_name = {getattr(route, "name", None): route for route in (*v4_router.routes, *v3_router.routes)}

@@ -278,6 +278,12 @@ class Docs:
         one = narrowed.only([name])
         return await self._get(f"{key}/{name}", lambda: self.build(one, own_routes=False))
 
+    async def narrowed(self, client: Client) -> list[dict[str, Any]] | None:
+        """The entities ``client`` may see, with the actions and fields its policy lets it use
+        (the MCP face's metadata); None while CiviCRM's metadata is not available."""
+        _, narrowed, _ = await self._view(client)
+        return narrowed.entities if narrowed is not None else None
+
     async def entities(self, client: Client | None) -> list[str]:
         _, narrowed, _ = await self._view(client)
         return sorted(e["name"] for e in narrowed.entities) if narrowed is not None else []
