@@ -890,7 +890,9 @@ def _parse_v3(entity: str, action: str, raw: Mapping[str, Any], depth: int) -> C
     v3_options: dict[str, Any] = {}
     legacy: dict[str, Any] = {}
     chains: list[tuple[str, tuple[Call, ...]]] = []
-    options: dict[str, Any] = {"sequential": 1} if depth == 0 else {}
+    # getfields keeps CiviCRM's keyed answer: a field's key is its unique name (contact_source
+    # for source), which v3_records keeps as uniqueName and the name checks need.
+    options: dict[str, Any] = {"sequential": 1} if depth == 0 and action != "getfields" else {}
     field_params: dict[str, str] = {}
     for key, value in raw.items():
         # CiviCRM chains any key starting with "api" and "." or "_" whose value is an array
