@@ -29,10 +29,12 @@ from gateway.web.responses import allowed_methods, problem_response
 from gateway.web.routes.api import v3_router, v4_router
 from gateway.web.routes.audit import router as audit_router
 from gateway.web.routes.batch import v3_batch_router, v4_batch_router
+from gateway.web.routes.changes import router as changes_router
 from gateway.web.routes.direct import DirectCallMiddleware
 from gateway.web.routes.health import router as health_router
 from gateway.web.routes.index import router as index_router
 from gateway.web.routes.metrics import router as metrics_router
+from gateway.web.routes.webhooks import router as webhooks_router
 
 log = logging.getLogger("gateway")
 
@@ -109,11 +111,14 @@ def create_app(
         readiness.on_started()
         if metrics is not None:
             metrics.start()
+        if services.webhooks.targets.enabled:
+            services.webhooks.start()
         log.info("civicrm-gateway %s ready on the %s backend", __version__, resilient.name)
         try:
             yield
         finally:
             readiness.on_stopping()
+            await services.webhooks.close()
             await services.audit.close()  # what is queued is written before the exit
             if metrics is not None:
                 await metrics.close()
@@ -137,6 +142,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(v4_batch_router)
+    app.include_router(changes_router)  # before /v4/{entity}/{action}, which it would match
     app.include_router(v3_batch_router)
     app.include_router(v4_router)
     app.include_router(v3_router)
@@ -144,6 +150,7 @@ def create_app(
     app.include_router(index_router)
     app.include_router(metrics_router)
     app.include_router(audit_router)
+    app.include_router(webhooks_router)
     install_docs(app, resilient, settings, services.authenticator)
     # Innermost of the middlewares: the hot routes still get CORS, request ids and metrics.
     if direct_calls:
