@@ -100,6 +100,18 @@ def _hash(record: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
+def _window_rows(client: Client) -> int:
+    """How many records an overlap re-read looks at: fewer for a client with a max_limit."""
+    cap = client.policy.max_limit
+    return _WINDOW_ROWS if cap is None else min(cap, _WINDOW_ROWS)
+
+
+def _version(record: dict[str, Any]) -> str:
+    """A record's version: its modified_date, and a hash of what the feed selects (a second
+    save within the same second has the same date)."""
+    return f"{record.get('modified_date') or _EPOCH}|{_hash(record)}"
+
+
 def _earlier(date: str, seconds: float) -> str:
     try:
         return (datetime.strptime(date[:19], _DATE) - timedelta(seconds=seconds)).strftime(_DATE)
@@ -210,12 +222,12 @@ class ChangeFeed:
                     client,
                     entity,
                     {
-                        "select": ["id", "modified_date"],
+                        **self._keyed_select(query),
                         "where": [*where, ["modified_date", ">=", _earlier(modified, self.limits.overlap)]],
-                        "limit": _WINDOW_ROWS,
+                        "limit": _window_rows(client),
                     },
                 )
-                versions = [(int(r["id"]), str(r["modified_date"]), 0) for r in before]
+                versions = [(int(r["id"]), _version(r), 0) for r in before]
                 await asyncio.to_thread(self.state.reported, lineage, versions, _EPOCH)
         else:
             records = await self._all(client, entity, self._snapshot_params(query))
@@ -284,6 +296,12 @@ class ChangeFeed:
             params["select"] = [*query.select, "id"]
         return params
 
+    def _keyed_select(self, query: FeedQuery) -> dict[str, Any]:
+        """The feed's select with the keyset's fields added (none: every field)."""
+        if query.select is None:
+            return {}
+        return {"select": [*query.select, *(f for f in ("id", "modified_date") if f not in query.select)]}
+
     def _shown(self, query: FeedQuery, record: dict[str, Any]) -> dict[str, Any]:
         """A record as the client's get would show it: modified_date only if selected."""
         select = query.select
@@ -299,44 +317,37 @@ class ChangeFeed:
 
     async def _poll_modified(self, client: Client, lineage: Lineage, at: Position, query: FeedQuery) -> Page:
         entity, where, state = lineage.entity, query.where, self.state
-        select = None
-        if query.select is not None:
-            select = [*query.select, *(f for f in ("id", "modified_date") if f not in query.select)]
         window_start = _earlier(at.modified, self.limits.overlap)
         late: list[dict[str, Any]] = []
         if at.modified != _EPOCH or at.id:
-            # committed late: versions at or before the cursor, inside the overlap window, that
-            # this holder was not given
-            versions = await self._get(
+            # committed late, or saved again within the same second: versions at or before the
+            # cursor, inside the overlap window, that this holder was not given
+            window = await self._get(
                 client,
                 entity,
                 {
-                    "select": ["id", "modified_date"],
+                    **self._keyed_select(query),
                     "where": [*where, ["modified_date", ">=", window_start], _upto(at.modified, at.id)],
                     "orderBy": {"modified_date": "ASC", "id": "ASC"},
-                    "limit": _WINDOW_ROWS,
+                    "limit": _window_rows(client),
                 },
             )
-            pairs = [(int(r["id"]), str(r["modified_date"])) for r in versions]
+            pairs = [(int(r["id"]), _version(r)) for r in window]
             given = await asyncio.to_thread(state.seen, lineage.id, pairs, at.seq)
-            missing = [p for p in pairs if p not in given][: query.limit]
-            if missing:
-                params: dict[str, Any] = {"where": [*where, ["id", "IN", [i for i, _ in missing]]]}
-                if select is not None:
-                    params["select"] = select
-                params["orderBy"] = {"modified_date": "ASC", "id": "ASC"}
-                late = await self._get(client, entity, params)
+            late = [r for r, p in zip(window, pairs, strict=True) if p not in given][: query.limit]
         room = query.limit - len(late)
         fresh: list[dict[str, Any]] = []
         if room > 0:
-            params = {
-                "where": [*where, _after(at.modified, at.id)],
-                "orderBy": {"modified_date": "ASC", "id": "ASC"},
-                "limit": room,
-            }
-            if select is not None:
-                params["select"] = select
-            fresh = await self._get(client, entity, params)
+            fresh = await self._get(
+                client,
+                entity,
+                {
+                    **self._keyed_select(query),
+                    "where": [*where, _after(at.modified, at.id)],
+                    "orderBy": {"modified_date": "ASC", "id": "ASC"},
+                    "limit": room,
+                },
+            )
         changes: list[tuple[dict[str, Any], str]] = []
         for record in [*late, *fresh]:
             kind = "created" if int(record["id"]) > at.max_id else "updated"
@@ -406,7 +417,7 @@ class ChangeFeed:
             id_ = int(record["id"])
             if modified:
                 stamp = str(record.get("modified_date") or _EPOCH)
-                versions.append((id_, stamp, seq))
+                versions.append((id_, _version(record), seq))
                 if (stamp, id_) > (position.modified, position.id):
                     position = position.moved(modified=stamp, id=id_)
             position = position.moved(seq=max(position.seq, seq), max_id=max(position.max_id, id_))

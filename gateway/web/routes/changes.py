@@ -212,7 +212,7 @@ async def _event_stream(
         current = page
         deadline = time.monotonic() + seconds
         try:
-            yield f"retry: {int(feed.limits.poll_interval * 1000)}\n".encode()
+            yield f"retry: {int(feed.limits.poll_interval * 1000)}\n\n".encode()
             if cursor is None:
                 yield f"id: {current.cursor}\nevent: cursor\ndata: {{}}\n\n".encode()
             while True:
