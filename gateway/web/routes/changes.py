@@ -91,16 +91,18 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
         "content": {
             "application/json": {"schema": {"type": "array", "items": _RECORD}},
             EVENT_STREAM: {
-                "schema": {"type": "string"},
-                "description": "Server-sent events: event = the change type, id = its cursor, "
-                "data = the record as JSON; resume with Last-Event-ID",
+                "schema": {
+                    "type": "string",
+                    "description": "Server-sent events: event = the change type, id = its cursor, "
+                    "data = the record as JSON; resume with Last-Event-ID",
+                }
             },
         },
     },
     **route_problem_responses(),
 }
 
-router = APIRouter(tags=["Changes"])
+router = APIRouter(tags=["APIv4"])
 
 
 def _query_params(request: Request) -> dict[str, Any]:
@@ -150,20 +152,6 @@ def _cursor(params: dict[str, Any], request: Request, stream: bool) -> str | Non
     return cursor
 
 
-@router.api_route(
-    "/v4/{entity}/changes",
-    methods=["GET", "POST"],
-    name="v4_changes",
-    operation_id="v4_changes",
-    summary="What changed in an entity since a cursor (long-poll or server-sent events)",
-    description="A change feed under this client's policy, as for a get of the entity: "
-    "records created, updated or deleted after the cursor, each reported once per poll "
-    "run as it now is, in change order. See docs/changes.md.",
-    responses=RESPONSES,
-    openapi_extra={
-        "requestBody": {"required": False, "content": {"application/json": {"schema": PARAMS_SCHEMA}}}
-    },
-)
 async def changes(request: Request, entity: str = ENTITY) -> Response:
     client = await authenticate(request)
     check_names(entity, "get")
@@ -180,6 +168,26 @@ async def changes(request: Request, entity: str = ENTITY) -> Response:
     else:
         page = await feed.poll_waiting(client, entity, cursor, query, wait)
     return Response(orjson.dumps(page.records), media_type="application/json", headers=_headers(page))
+
+
+for _method in ("GET", "POST"):
+    router.add_api_route(
+        "/v4/{entity}/changes",
+        changes,
+        methods=[_method],
+        name=f"v4_changes_{_method.lower()}",
+        operation_id=f"v4_changes_{_method.lower()}",
+        summary="What changed in an entity since a cursor (long-poll or server-sent events)",
+        description="A change feed under this client's policy, as for a get of the entity: "
+        "records created, updated or deleted after the cursor, each reported once per poll "
+        "run as it now is, in change order. See docs/changes.md.",
+        responses=RESPONSES,
+        openapi_extra={
+            "requestBody": {"required": False, "content": {"application/json": {"schema": PARAMS_SCHEMA}}}
+        }
+        if _method == "POST"
+        else None,
+    )
 
 
 def _event(record: dict[str, Any]) -> bytes:

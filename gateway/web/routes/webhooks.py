@@ -28,7 +28,7 @@ from gateway.web.openapi.paths import route_problem_responses
 from gateway.web.responses import JSONResponse
 
 TYPES = ("created", "updated", "deleted")
-router = APIRouter(tags=["Webhooks"])
+router = APIRouter(tags=["service"])
 _PROBLEMS = route_problem_responses()
 
 SUBSCRIPTION_SCHEMA: dict[str, Any] = {
@@ -38,7 +38,7 @@ SUBSCRIPTION_SCHEMA: dict[str, Any] = {
         "url": {"type": "string"},
         "entity": {"type": "string"},
         "select": {"type": ["array", "null"], "items": {"type": "string"}},
-        "where": {"type": "array"},
+        "where": {"type": "array", "items": {}},
         "types": {"type": "array", "items": {"type": "string", "enum": list(TYPES)}},
         "enabled": {"type": "boolean"},
         "disabled_reason": {"type": ["string", "null"]},
@@ -105,6 +105,7 @@ def _audit(
     name="webhooks_create",
     operation_id="webhooks_create",
     summary="Subscribe a URL to an entity's changes",
+    description="Subscribe a URL to an entity's changes (docs/changes.md)",
     status_code=201,
     responses={
         201: {
@@ -125,7 +126,7 @@ def _audit(
                             "url": {"type": "string", "description": "On a host the operator allowed"},
                             "entity": {"type": "string"},
                             "select": {"type": "array", "items": {"type": "string"}},
-                            "where": {"type": "array"},
+                            "where": {"type": "array", "items": {}},
                             "types": {"type": "array", "items": {"type": "string", "enum": list(TYPES)}},
                         },
                     }
@@ -175,6 +176,7 @@ async def create(request: Request) -> Response:
     name="webhooks_list",
     operation_id="webhooks_list",
     summary="This client's webhook subscriptions",
+    description="This client's webhook subscriptions (docs/changes.md)",
     responses=_PROBLEMS,
 )
 async def list_subscriptions(request: Request) -> Response:
@@ -188,6 +190,7 @@ async def list_subscriptions(request: Request) -> Response:
     name="webhooks_get",
     operation_id="webhooks_get",
     summary="One webhook subscription",
+    description="One webhook subscription (docs/changes.md)",
     responses=_PROBLEMS,
 )
 async def get_subscription(request: Request, sub_id: str) -> Response:
@@ -200,6 +203,7 @@ async def get_subscription(request: Request, sub_id: str) -> Response:
     name="webhooks_delete",
     operation_id="webhooks_delete",
     summary="Remove a webhook subscription and its queue",
+    description="Remove a webhook subscription and its queue (docs/changes.md)",
     status_code=204,
     responses=_PROBLEMS,
 )
@@ -216,6 +220,7 @@ async def delete_subscription(request: Request, sub_id: str) -> Response:
     name="webhooks_rotate",
     operation_id="webhooks_rotate",
     summary="A new secret; the old one still signs for the overlap",
+    description="A new secret; the old one still signs for the overlap (docs/changes.md)",
     responses=_PROBLEMS,
 )
 async def rotate_secret(request: Request, sub_id: str) -> Response:
@@ -232,6 +237,7 @@ async def rotate_secret(request: Request, sub_id: str) -> Response:
     name="webhooks_deliveries",
     operation_id="webhooks_deliveries",
     summary="The subscription's latest deliveries, newest first",
+    description="The subscription's latest deliveries, newest first (docs/changes.md)",
     responses=_PROBLEMS,
 )
 async def deliveries(request: Request, sub_id: str) -> Response:
@@ -246,6 +252,7 @@ async def deliveries(request: Request, sub_id: str) -> Response:
     operation_id="webhooks_retry",
     status_code=202,
     summary="Queue a dead (or refused) delivery again; re-enables the subscription",
+    description="Queue a dead (or refused) delivery again; re-enables the subscription (docs/changes.md)",
     responses=_PROBLEMS,
 )
 async def retry(request: Request, sub_id: str, delivery: str) -> Response:
