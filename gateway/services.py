@@ -30,12 +30,16 @@ from gateway.core.redact import install_log_redaction
 from gateway.core.schema import Schemas
 from gateway.flow.audit import AuditTrail
 from gateway.flow.audit.trail import AuditConfig
+from gateway.flow.changes import ChangeFeed, FeedLimits
+from gateway.flow.changes.cursor import CursorCodec, load_key
+from gateway.flow.changes.state import FeedState
 from gateway.flow.clients import Authenticator
 from gateway.flow.flow import CallFlow, FlowConfig
 from gateway.flow.idempotency import Idempotency, make_store
 from gateway.flow.idempotency.store import Store
 from gateway.flow.ratelimit import CONCURRENCY_WAIT, Limiter
 from gateway.flow.readiness import Readiness
+from gateway.flow.webhooks import Deliverer, DeliveryRetry, Targets, WebhookStore
 from gateway.settings import Settings, SettingsError, env_name, split_command
 from gateway.telemetry.metrics import Metrics
 
@@ -65,6 +69,8 @@ class Services:
     idempotency: Idempotency
     audit: AuditTrail
     flow: CallFlow  # what every face hands its calls to
+    feed: ChangeFeed  # /v4/{Entity}/changes (docs/changes.md)
+    webhooks: Deliverer  # subscriptions, their queue and the deliverer
 
 
 def services(connection: HTTPConnection) -> Services:
@@ -178,6 +184,17 @@ def build_services(
         lease=settings.idempotency_lease_seconds,
     )
     audit = AuditTrail(audit_config(settings), metrics)
+    flow = CallFlow(
+        flow_config(settings),
+        authenticator=authenticator,
+        limiter=limiter,
+        schemas=schemas,
+        backend=resilient,
+        idempotency=idempotency,
+        audit=audit,
+        metrics=metrics,
+    )
+    feed = build_feed(settings, flow, metrics)
     return Services(
         settings=settings,
         backend=resilient,
@@ -193,16 +210,53 @@ def build_services(
         schemas=schemas,
         idempotency=idempotency,
         audit=audit,
-        flow=CallFlow(
-            flow_config(settings),
-            authenticator=authenticator,
-            limiter=limiter,
-            schemas=schemas,
-            backend=resilient,
-            idempotency=idempotency,
-            audit=audit,
-            metrics=metrics,
+        flow=flow,
+        feed=feed,
+        webhooks=build_deliverer(settings, feed, authenticator, metrics),
+    )
+
+
+def build_feed(settings: Settings, flow: CallFlow, metrics: Metrics | None) -> ChangeFeed:
+    """The change feed, its state in the state folder; told of every write through the flow."""
+    feed = ChangeFeed(
+        flow,
+        FeedState(settings.state_dir / "changes.sqlite"),
+        CursorCodec(functools.partial(load_key, settings.state_dir / "changes.key")),
+        FeedLimits(
+            overlap=settings.changes_overlap_seconds,
+            poll_interval=settings.changes_poll_interval,
+            max_wait=settings.changes_max_wait,
+            waits_per_client=settings.changes_max_waits_per_client,
+            waits=settings.changes_max_waits,
+            delete_scan=settings.changes_delete_scan_seconds,
+            max_ids=settings.changes_max_ids,
         ),
+    )
+    flow.write_listeners.append(feed.wrote)
+    if metrics is not None:
+        feed.on_lag = lambda entity, seconds: metrics.feed_lag.labels(entity).set(seconds)
+    return feed
+
+
+def build_deliverer(
+    settings: Settings, feed: ChangeFeed, authenticator: Authenticator, metrics: Metrics | None
+) -> Deliverer:
+    by_name = {c.name: c for c in authenticator.clients}
+    return Deliverer(
+        WebhookStore(settings.state_dir / "webhooks.sqlite"),
+        feed,
+        Targets(settings.webhook_hosts, settings.http_url if settings.backend == "http" else None),
+        by_name.get,
+        DeliveryRetry(
+            base=settings.webhook_retry_base,
+            cap=settings.webhook_retry_max,
+            give_up=settings.webhook_retry_hours * 3600,
+            disable_after=settings.webhook_disable_hours * 3600,
+        ),
+        interval=settings.changes_poll_interval,
+        timeout=settings.webhook_timeout,
+        on_outcome=(lambda o: metrics.webhook_deliveries.labels(o).inc()) if metrics else None,
+        on_depth=(lambda n: metrics.webhook_queue.set(n)) if metrics else None,
     )
 
 

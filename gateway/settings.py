@@ -164,6 +164,39 @@ class Settings(BaseSettings):
     # SQLite records older than this many days are deleted (0: kept for ever).
     audit_retention_days: float = Field(90.0, ge=0)
 
+    # --- change feed and webhooks (docs/changes.md) ----------------------------------------
+    # Seconds a feed re-reads before its cursor: a transaction that commits this long after
+    # its statements ran (CiviCRM stamps modified_date then) is still reported.
+    changes_overlap_seconds: float = Field(60.0, ge=0, le=86_400)
+    # How often a waiting long-poll, an SSE stream and the webhook poller look again.
+    changes_poll_interval: float = Field(2.0, gt=0, le=3600)
+    # Longest ``wait`` a client may ask for, and how many long-polls / SSE streams may wait at
+    # once (per client and in all): past these a wait is a 400 / a 429.
+    changes_max_wait: float = Field(30.0, ge=0, le=600)
+    changes_max_waits_per_client: int = Field(4, ge=1, le=10_000)
+    changes_max_waits: int = Field(64, ge=1, le=100_000)
+    # An SSE stream ends after this long (the client resumes with Last-Event-ID).
+    changes_sse_seconds: float = Field(300.0, gt=0, le=86_400)
+    # Deletions are seen by comparing the ids a feed knows with those CiviCRM lists, at most
+    # this often per feed; feeds (and snapshot feeds) with more records than changes_max_ids
+    # do not track them.
+    changes_delete_scan_seconds: float = Field(30.0, ge=0, le=86_400)
+    changes_max_ids: int = Field(100_000, ge=1, le=10_000_000)
+    # A feed unused this many days is forgotten (its cursors then answer 400).
+    changes_retention_days: float = Field(7.0, gt=0, le=3650)
+    # Hosts webhooks may be delivered to ("host" or "host:port"); empty: webhooks are off.
+    webhook_hosts: list[str] = []
+    # Retries: exponential backoff with jitter from webhook_retry_base seconds up to
+    # webhook_retry_max, for webhook_retry_hours; then dead-lettered. A subscription whose
+    # deliveries have all failed for webhook_disable_hours is disabled.
+    webhook_retry_base: float = Field(5.0, gt=0, le=3600)
+    webhook_retry_max: float = Field(3600.0, gt=0, le=86_400)
+    webhook_retry_hours: float = Field(24.0, gt=0, le=24 * 30)
+    webhook_disable_hours: float = Field(72.0, gt=0, le=24 * 365)
+    webhook_timeout: float = Field(10.0, gt=0, le=120)
+    # How long a rotated secret still signs deliveries beside the new one.
+    webhook_secret_overlap_hours: float = Field(24.0, ge=0, le=24 * 30)
+
     # --- validators ------------------------------------------------------------------------
     @field_validator("http_url")
     @classmethod

@@ -104,6 +104,8 @@ class Policy:
     # Actions (globs as in allow) whose params the gateway does not understand, forwarded as
     # sent for this client all the same: each one named is a hole the operator accepts.
     unsafe_unchecked_actions: tuple[str, ...] = ()
+    # May manage webhook subscriptions (POST /webhooks; docs/changes.md).
+    webhooks: bool = False
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Policy:
@@ -122,6 +124,7 @@ class Policy:
             "audit",
             "max_joins",
             "unsafe_unchecked_actions",
+            "webhooks",
         }
         unknown = set(data) - known
         if unknown:
@@ -183,6 +186,7 @@ class Policy:
             audit=audit,
             max_joins=joins,
             unsafe_unchecked_actions=patterns("unsafe_unchecked_actions", ()),
+            webhooks=_flag(data, "webhooks"),
         )
 
     # --- questions other modules ask ----------------------------------------------------------

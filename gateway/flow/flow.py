@@ -68,6 +68,8 @@ class CallFlow:
         self.idempotency = idempotency
         self.audit = audit
         self.metrics = metrics
+        # Told the entity of every write that ran (the change feed wakes its waiting polls).
+        self.write_listeners: list[Callable[[str], None]] = []
 
     # --- the steps -----------------------------------------------------------------------------
     async def authenticate(self, credentials: Credentials) -> Client:
@@ -137,7 +139,13 @@ class CallFlow:
             raise
         if audit is not None:
             audit.answered(answer)
+        if not call.reads_only:
+            self._wrote(call)
         return answer
+
+    def _wrote(self, call: Call) -> None:
+        for listener in self.write_listeners:
+            listener(call.entity)
 
     async def answer(
         self, client: Client, call: Call, fmt: str = "json", *, format_named: bool = False
@@ -312,6 +320,9 @@ class CallFlow:
             cost = max(0, sum(c.cost for c in prepared.values()) - 1)
             async with self.limiter.admit(client, cost=cost):
                 outcome.update(await self.backend.batch(prepared, identity=client.identity))
+            for call in prepared.values():
+                if not call.reads_only:
+                    self._wrote(call)
         answer: dict[str, Any] = {}
         for name in names:
             result = outcome[name]

@@ -157,6 +157,26 @@ class Metrics:
         self.batch_calls = Counter(
             "gateway_batch_calls", "Calls carried in batches", ["version", "status"], registry=r
         )
+        # The change feed and webhooks (docs/changes.md).
+        self.feed_lag = Gauge(
+            "gateway_feed_lag_seconds",
+            "Age of the newest change a feed poll reported, per entity",
+            ["entity"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.webhook_deliveries = Counter(
+            "gateway_webhook_deliveries",
+            "Webhook delivery attempts by outcome (delivered, failed, dead, refused)",
+            ["outcome"],
+            registry=r,
+        )
+        self.webhook_queue = Gauge(
+            "gateway_webhook_queue_depth",
+            "Webhook deliveries waiting to be made",
+            registry=r,
+            multiprocess_mode="max",
+        )
 
         # Labelled children looked up once per (route, method, status), not on every request.
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}

@@ -31,10 +31,12 @@ from gateway.web.responses import allowed_methods, problem_response
 from gateway.web.routes.api import v3_router, v4_router
 from gateway.web.routes.audit import router as audit_router
 from gateway.web.routes.batch import v3_batch_router, v4_batch_router
+from gateway.web.routes.changes import router as changes_router
 from gateway.web.routes.direct import DirectCallMiddleware
 from gateway.web.routes.health import router as health_router
 from gateway.web.routes.index import router as index_router
 from gateway.web.routes.metrics import router as metrics_router
+from gateway.web.routes.webhooks import router as webhooks_router
 
 log = logging.getLogger("gateway")
 
@@ -112,12 +114,15 @@ def create_app(
         if metrics is not None:
             metrics.start()
         docs.start()  # the API documents, built in the background
+        if services.webhooks.targets.enabled:
+            services.webhooks.start()
         log.info("civicrm-gateway %s ready on the %s backend", __version__, resilient.name)
         try:
             yield
         finally:
             readiness.on_stopping()
             await docs.stop()
+            await services.webhooks.close()
             await services.audit.close()  # what is queued is written before the exit
             if metrics is not None:
                 await metrics.close()
@@ -141,6 +146,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(v4_batch_router)
+    app.include_router(changes_router)  # before /v4/{entity}/{action}, which it would match
     app.include_router(v3_batch_router)
     app.include_router(v4_router)
     app.include_router(v3_router)
@@ -158,6 +164,7 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         max_depth=settings.max_json_depth,
     )
+    app.include_router(webhooks_router)
     # Innermost of the middlewares: the hot routes still get CORS, request ids and metrics.
     if direct_calls:
         by_name = {getattr(route, "name", None): route for route in (*v4_router.routes, *v3_router.routes)}

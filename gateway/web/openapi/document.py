@@ -622,6 +622,9 @@ def _own_paths(
                 responses = operation.get("responses", {})
                 if "HTTPValidationError" in json.dumps(responses.get("422", {})):
                     del responses["422"]
+                if path.startswith(("/v3/", "/v4/")):  # a call route (the change feed): every
+                    # problem it may answer, with examples, as the generic call routes
+                    responses.update(described.error_refs())
             operation["security"] = [] if public else security
             concrete, body, query = _sample_call(path, method, operation)
             operation["x-codeSamples"] = code_samples(

@@ -57,6 +57,10 @@ class DirectCallMiddleware:
             await self.app(scope, receive, send)
             return
         version, entity, action = target.groups()
+        if version == "4" and action == "changes":
+            # the change feed's own route (gateway.web.routes.changes), not a CiviCRM action
+            await self.app(scope, receive, send)
+            return
         scope["route"] = self.routes[(method, version)]
         scope["path_params"] = {"entity": entity, "action": action}
         request = Request(scope, receive)
