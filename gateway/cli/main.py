@@ -376,6 +376,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         return asyncio.run(_export(args, out))
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    from gateway.cli.mcp_bridge import cmd_mcp as run
+
+    return run(args.url, args.token_file)
+
+
 def cmd_token_create(args: argparse.Namespace) -> int:
     from gateway.flow.clients import hash_token, new_token
 
@@ -477,6 +483,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("name", help="the client's name (letters, digits, _.@-)")
     create.set_defaults(func=cmd_token_create)
+
+    bridge = sub.add_parser(
+        "mcp",
+        help="a stdio MCP server for assistants that start only local servers: forwards to a "
+        "gateway's /mcp (docs/mcp.md)",
+    )
+    bridge.add_argument("--url", required=True, help="the gateway, e.g. https://gateway.example.org")
+    bridge.add_argument(
+        "--token-file",
+        help="a file holding the client token, private to you (chmod 600); without it no token "
+        "is sent (a gateway without client tokens, on loopback)",
+    )
+    bridge.set_defaults(func=cmd_mcp)
 
     from gateway.cli.openapi_command import add_command as add_openapi_command
 

@@ -4,7 +4,7 @@ the same tokens, policy, validation, limits, Idempotency-Key and audit trail as 
 
 Mounted by the web face (:func:`gateway.mcp.server.install_mcp`), which hands it what only the
 web face knows (how to read a request's credentials, the OpenAPI metadata cache); the stdio
-bridge (:mod:`gateway.mcp.bridge`) is run by the command line.
+bridge (:mod:`gateway.cli.mcp_bridge`) is the command line's, a client of ``/mcp``.
 
 May import: everything below the web face (:mod:`gateway.services`, :mod:`gateway.flow`,
 :mod:`gateway.backends`, :mod:`gateway.core`, :mod:`gateway.telemetry`), never the web face.

@@ -3,7 +3,7 @@ narrowed to the client's policy, and every call handed to the call flow as a
 :class:`~gateway.flow.request.CallRequest` (face ``mcp``), so that it is parsed, checked,
 limited, made idempotent and audited exactly as the same call sent to the REST routes.
 
-A refusal becomes an MCP tool error whose structured content is the very problem (type,
+A refusal becomes an MCP tool error whose text carries the very problem as JSON (type,
 title, status, detail) the REST route answers, and whose text says it in one line.
 """
 
@@ -284,10 +284,12 @@ def _summary(line: str, structured: dict[str, Any]) -> str:
 
 
 def error_result(problem: dict[str, Any]) -> types.CallToolResult:
-    """A tool error carrying the REST route's problem (type, title, status, detail)."""
-    text = (
+    """A tool error carrying the REST route's problem (type, title, status, detail, instance):
+    a one-line summary, then the problem as JSON. Not as structured content: a tool's output
+    schema describes its results, and strict clients (the MCP Inspector) check an error's
+    structured content against it too."""
+    line = (
         f"{problem.get('title')} ({problem.get('status')}): {problem.get('detail')} [{problem.get('type')}]"
     )
-    return types.CallToolResult(
-        content=[types.TextContent(type="text", text=text)], structuredContent=problem, isError=True
-    )
+    text = line + "\n" + orjson.dumps(problem).decode()
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], isError=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -45,11 +46,21 @@ async def refused(session: ClientSession, name: str, arguments: dict[str, Any], 
     """The problem of a tool error of type ``slug`` (the REST route's problem body)."""
     result = await session.call_tool(name, arguments)
     assert result.isError, result.structuredContent
-    problem = result.structuredContent
-    assert problem is not None and problem["type"] == f"/problems/{slug}", problem
+    problem = problem_of(result)
+    assert problem["type"] == f"/problems/{slug}", problem
     assert problem["instance"] == f"/mcp/tools/{name}"
+    return problem
+
+
+def problem_of(result: types.CallToolResult) -> dict[str, Any]:
+    """A tool error's problem: the JSON after its one-line summary (and no structured content,
+    which a tool's output schema describes only for results)."""
+    assert result.isError and result.structuredContent is None, result
     text = result.content[0]
-    assert isinstance(text, types.TextContent) and problem["detail"] in text.text
+    assert isinstance(text, types.TextContent)
+    summary, _, body = text.text.partition("\n")
+    problem: dict[str, Any] = json.loads(body)
+    assert problem["detail"] in summary and problem["type"] in summary
     return problem
 
 

@@ -14,7 +14,7 @@ import pytest
 from mcp.shared.exceptions import McpError
 
 from tests.conftest import GatewayProcess, assert_problem
-from tests.mcp.session import clients_toml, mcp_session, ok, refused, tools_of
+from tests.mcp.session import clients_toml, mcp_session, ok, problem_of, refused, tools_of
 
 pytestmark = pytest.mark.slow
 
@@ -336,9 +336,7 @@ async def test_rate_limit_applies(gateway: GatewayProcess) -> None:
     async with mcp_session(gateway.url, TOKENS["limited"]) as session:
         for _ in range(6):
             result = await session.call_tool("count_records", {"entity": "Contact"})
-            seen.append(
-                result.structuredContent["type"] if result.isError and result.structuredContent else "ok"
-            )
+            seen.append(problem_of(result)["type"] if result.isError else "ok")
         # listing tools counts too, and is refused as a JSON-RPC error carrying the problem
         with pytest.raises(McpError) as refusal:
             await session.list_tools()
