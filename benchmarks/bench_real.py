@@ -5,6 +5,7 @@ Run by hand (not a test), with the kit running (``/tmp/civi/bin/start.sh``)::
     python -m benchmarks.bench_real                      # the kit at /tmp/civi
     python -m benchmarks.bench_real --civi /tmp/civi --rounds 10 --per-round 30 --pool 4
     python -m benchmarks.bench_real --skip-cold          # leave out the cold start part
+    python -m benchmarks.bench_real --skip-steady        # only the cold start part
 
 Every path answers the same call: ``Contact.get`` of 25 Individuals with ``id``,
 ``display_name``, ``email_primary.email``, ordered by id, as the kit's admin. The gateways are
@@ -436,6 +437,7 @@ async def main() -> None:
     parser.add_argument("--throughput-calls", type=int, default=400)
     parser.add_argument("--throughput-rounds", type=int, default=3)
     parser.add_argument("--skip-cold", action="store_true")
+    parser.add_argument("--skip-steady", action="store_true", help="only the cold start part")
     args = parser.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c]
     os.environ[ENV] = args.civi
@@ -443,7 +445,8 @@ async def main() -> None:
     if kit is None:
         raise SystemExit(f"no kit at {args.civi}")
     with tempfile.TemporaryDirectory() as tmp:
-        await steady(kit, args, Path(tmp))
+        if not args.skip_steady:
+            await steady(kit, args, Path(tmp))
         if not args.skip_cold:
             print("\ncold start (no saved metadata; prebuild on, as `serve` does)")
             for backend in ("pipe", "cv"):
