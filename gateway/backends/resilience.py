@@ -32,6 +32,7 @@ from gateway.backends.base import Backend, BatchCall, BatchResult, TransientErro
 from gateway.backends.metacache import METADATA_ENTITIES, MetadataCache, is_metadata_call
 from gateway.core.call import parse
 from gateway.core.errors import GatewayError
+from gateway.core.params import is_read_action
 from gateway.core.results import Records
 
 if TYPE_CHECKING:
@@ -49,6 +50,10 @@ PROBE_TTL = 1.0
 def is_safe(version: int, entity: str, action: str, params: Mapping[str, Any]) -> bool:
     """A read with no write anywhere in its chains: repeating it changes nothing. Params that
     do not parse are taken for a write (never repeated)."""
+    if version == 4 and not params.get("chain"):
+        # Nothing chained: the action alone decides, without parsing the params again (the
+        # call was parsed before it got here; a read that would not parse is still a read).
+        return is_read_action(4, action)
     try:
         return parse(version, entity, action, params).reads_only
     except GatewayError:

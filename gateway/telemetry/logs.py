@@ -107,6 +107,9 @@ class TextFormatter(logging.Formatter):
 
 def configure_logging(level: str, fmt: str) -> None:
     """Route gateway and uvicorn logs through one handler on stderr (masking is in redact.py)."""
+    # Neither format shows a record's thread or process: not looked up for every record
+    # (an access line a request, so this is on the hot path).
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(RequestContextFilter())

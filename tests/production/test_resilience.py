@@ -164,6 +164,9 @@ async def test_reads_that_chain_a_write_are_not_retried(faulty_upstream):
     assert not is_safe(3, "Contact", "get", {"api.Note.create": {"note": "x"}})
     assert is_safe(4, "Contact", "getFields", {})
     assert not is_safe(4, "Contact", "create", {})
+    # Without a chain the action alone decides (the params are not parsed again).
+    assert is_safe(4, "Contact", "GET", {"where": [["id", "=", 1]]})
+    assert not is_safe(4, "Contact", "update", {"where": [["id", "=", 1]], "chain": {}})
 
 
 async def test_retry_budget_and_retry_after(faulty_upstream):
