@@ -76,11 +76,21 @@ class FakeCiviCRM(Backend):
         if action == "getActions":
             return [{"name": a} for a in ("get", "create", "delete", "getFields")]
         if action == "getFields":
-            required = params.get("action") == "create"
-            return [
-                {"name": "id", "data_type": "Integer", "readonly": True},
-                {"name": "label", "data_type": "String", "required": required},
+            create = params.get("action") == "create"
+            loaded = params.get("loadOptions")
+            fields = [
+                {"name": "id", "data_type": "Integer", "readonly": True, "options": False},
+                {
+                    "name": "label",
+                    "data_type": "String",
+                    "required": create,
+                    "options": {"a": "A", "b": "B"} if loaded else True,
+                },
             ]
+            if create:  # a field only a create takes, with options of its own
+                fields.append({"name": "kind", "options": {"x": "X"} if loaded else True})
+            wanted = {n for clause in params.get("where", []) for n in clause[2]}
+            return [f for f in fields if not wanted or f["name"] in wanted]
         return []
 
 
@@ -88,12 +98,19 @@ async def test_fetch_is_one_entity_list_then_one_chained_call_per_group_of_entit
     backend = FakeCiviCRM(25, delay=0.01, chains=True)
     metadata = await fetch_metadata(backend, concurrency=2, group_size=10)
     assert [e["name"] for e in metadata.entities] == sorted(backend.entities)
-    assert backend.calls == [("Entity", "get")] * (1 + 3)  # the list, then 3 groups
+    chained = [c for c in backend.calls if c == ("Entity", "get")]
+    assert len(chained) == 1 + 3  # the list, then 3 groups
     assert backend.peak == 2
     thing = metadata.entity("Thing0")
     assert set(thing["fields"]) == {"get", "create"}
     assert thing["fields"]["create"][1]["required"] is True
     assert [a["name"] for a in thing["actions"]] == ["get", "create", "delete", "getFields"]
+    # The chained create fields come without option lists: taken from the get fields, and
+    # a create-only field's asked for (one call per entity that has one).
+    create = {f["name"]: f for f in thing["fields"]["create"]}
+    assert create["label"]["options"] == {"a": "A", "b": "B"}
+    assert create["kind"]["options"] == {"x": "X"} and create["id"]["options"] is False
+    assert backend.calls.count(("Thing0", "getFields")) == 1
 
 
 async def test_a_backend_that_does_not_chain_is_asked_three_calls_per_entity_at_limited_concurrency():
@@ -165,7 +182,8 @@ async def test_the_document_is_built_lazily_and_cached():
         assert backend.calls == []  # not at start-up
         doc = (await gw.get("/openapi.json")).json()
         calls = len(backend.calls)
-        assert calls == 1 + 1  # the entity list, then one chained call for both
+        # the entity list, one chained call for both, and the options of a create-only field
+        assert calls == 1 + 1 + 2
         assert "/v4/Thing1/create" in doc["paths"]
         again = (await gw.get("/openapi.json")).json()
         assert again == doc and len(backend.calls) == calls
