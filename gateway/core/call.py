@@ -680,7 +680,6 @@ def parse(
         return _parse_v3(entity, action, raw, depth)
     kinds = param_kinds(entity, action, declared)
     known = (entity, action) in _ENTITY_ACTION_PARAMS or action.lower() in V4_ACTION_PARAMS
-    call = Call(4, entity, action, known_action=known)
     updates: dict[str, Any] = {}
     options: dict[str, Any] = {}
     field_params: dict[str, str] = {}
@@ -767,8 +766,16 @@ def parse(
     for expr in updates.get("group_by") or ():
         if expr.is_aggregate:  # SQL cannot group by an aggregate: a DB Error from CiviCRM
             raise bad_param("groupBy", f"{expr.text[:80]!r} is an aggregate; group by fields or expressions.")
-    return replace(
-        call, chain=chain, options=options, field_params=field_params, unparsed=tuple(unparsed), **updates
+    return Call(  # built once here (dataclasses.replace would introspect the class per call)
+        4,
+        entity,
+        action,
+        known_action=known,
+        chain=chain,
+        options=options,
+        field_params=field_params,
+        unparsed=tuple(unparsed),
+        **updates,
     )
 
 
