@@ -186,3 +186,26 @@ def test_a_document_built_in_a_thread_lets_the_event_loop_take_the_gil_back_soon
     assert built.body == b'{"openapi":"3.1.0"}'
     assert seen == [min(openapi.BUILD_SWITCH_INTERVAL, before)] and seen[0] < before
     assert sys.getswitchinterval() == before
+
+
+async def test_documents_are_built_on_a_thread_of_lower_priority():
+    """The builds' thread runs niced (Linux: per thread), so a client's call gets the CPU
+    first; the event loop's own thread keeps its priority."""
+    import os
+    import threading
+
+    from gateway.web import openapi
+
+    seen: list[tuple[int, int]] = []
+
+    def make() -> dict:
+        me = threading.get_native_id()
+        seen.append((me, os.getpriority(os.PRIO_PROCESS, me)))
+        return {}
+
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    await openapi._build_soon(make)
+    ((thread, nice),) = seen
+    assert thread != threading.get_native_id()
+    assert nice == min(19, mine + openapi.BUILD_NICE)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
