@@ -122,8 +122,9 @@ class IdleSlots:
 class PipeBackend(Backend):
     name = "pipe"
 
-    def __init__(self, config: CvConfig) -> None:
+    def __init__(self, config: CvConfig, *, nice: int = 0) -> None:
         self.config = config
+        self.nice = nice  # > 0: workers at a lower CPU priority (gateway.backends.warmup)
         prefix = [*command_prefix(config), "pipe", "vtl"]
         context = config.cv_context
         self.context = bool(context)
@@ -188,7 +189,7 @@ class PipeBackend(Backend):
     async def _spawn(self) -> PipeWorker:
         if self._closed:
             raise GatewayError("upstream-unavailable", "The gateway is shutting down.")
-        worker = PipeWorker(self.argv, self.kill_argv)
+        worker = PipeWorker(self.argv, self.kill_argv, nice=self.nice)
         self._workers.add(worker)
         self.started_workers += 1
         try:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,13 +109,15 @@ class PipeWorker:
 
     ``kill_argv``, when given, is the argv prefix that kills a pid where cv runs (the context
     plus ``sh -c KILL_PID``); the worker then expects its pid line before the handshake.
+    ``nice`` > 0 lowers the process's CPU priority by that much (background work).
     """
 
     _ids = itertools.count(1)
 
-    def __init__(self, argv: list[str], kill_argv: list[str] | None = None) -> None:
+    def __init__(self, argv: list[str], kill_argv: list[str] | None = None, *, nice: int = 0) -> None:
         self.argv = argv
         self.kill_argv = kill_argv
+        self.nice = nice
         self.number = next(self._ids)
         self.proc: asyncio.subprocess.Process | None = None
         self.calls = 0
@@ -146,6 +149,11 @@ class PipeWorker:
     # --- life cycle ------------------------------------------------------------------------
     async def start(self, *, buffer_size: int, trusted_needed: bool) -> None:
         self.proc = await spawn(self.argv)
+        if self.nice:
+            # Background work (the metadata warm-up): yields the CPU to the pool's workers. Set
+            # while cv is still booting; through a context only the local client is reniced.
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, self.proc.pid, self.nice)
         self._stderr_task = asyncio.create_task(self._drain_stderr())
         await self._read_handshake(trusted_needed)
         wanted = {"apiError": "array", "bufferSize": buffer_size, "responsePrefix": PREFIX}

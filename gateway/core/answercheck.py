@@ -184,20 +184,24 @@ class _Checker:
 
     def records(self, call: Call, records: Iterable[Any], where: str, *, index: str | None = None) -> None:
         shape = self.shape(call, index)
+        chains = self._chains(call)
+        # Keys found allowed, for this call's records: a get's records share their keys, so
+        # each key is judged once per answer, not once per record.
+        allowed: set[Any] = set()
         for record in records:
             if not isinstance(record, dict):
                 if call.version == 4 and call.is_get:
                     self.note(f"{where}: a {type(record).__name__} where a record belongs")
                 continue
-            self.record(call, shape, record, where)
-
-    def record(self, call: Call, shape: _Shape, record: dict[str, Any], where: str) -> None:
-        chains = self._chains(call)
-        for key, value in record.items():
-            if key in chains:
-                self.chain(chains[key], value, f"{where}.{key}")
-            elif not _allowed(shape, key, self.credentials):
-                self.note(f"{where}: key {_name(key)}")
+            for key, value in record.items():
+                if key in allowed:
+                    continue
+                if key in chains:
+                    self.chain(chains[key], value, f"{where}.{key}")
+                elif _allowed(shape, key, self.credentials):
+                    allowed.add(key)
+                else:
+                    self.note(f"{where}: key {_name(key)}")
 
     @staticmethod
     def _chains(call: Call) -> dict[str, tuple[tuple[Call, ...], Any]]:

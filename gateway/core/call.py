@@ -570,6 +570,19 @@ class Call:
         return p
 
 
+@dataclass(frozen=True)
+class OwnCall(Call):
+    """A call the gateway makes itself, sent with its params as given: never a client's (those
+    are parsed). For the metadata fetch, whose chains name their entity by each record's field
+    (``["$name", "getFields", ...]``), which no client may send: the grammar refuses it, since
+    no policy could tell which entity such a chain calls."""
+
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_params(self) -> dict[str, Any]:
+        return dict(self.params)
+
+
 # --- parsing ---------------------------------------------------------------------------------
 
 
@@ -696,7 +709,6 @@ def parse(
         return _parse_v3(entity, action, raw, depth)
     kinds = param_kinds(entity, action, declared)
     known = (entity, action) in _ENTITY_ACTION_PARAMS or action.lower() in V4_ACTION_PARAMS
-    call = Call(4, entity, action, known_action=known)
     updates: dict[str, Any] = {}
     options: dict[str, Any] = {}
     field_params: dict[str, str] = {}
@@ -783,8 +795,16 @@ def parse(
     for expr in updates.get("group_by") or ():
         if expr.is_aggregate:  # SQL cannot group by an aggregate: a DB Error from CiviCRM
             raise bad_param("groupBy", f"{expr.text[:80]!r} is an aggregate; group by fields or expressions.")
-    return replace(
-        call, chain=chain, options=options, field_params=field_params, unparsed=tuple(unparsed), **updates
+    return Call(  # built once here (dataclasses.replace would introspect the class per call)
+        4,
+        entity,
+        action,
+        known_action=known,
+        chain=chain,
+        options=options,
+        field_params=field_params,
+        unparsed=tuple(unparsed),
+        **updates,
     )
 
 

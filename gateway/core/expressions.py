@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 from gateway.core.errors import GatewayError, from_civicrm, invalid_request
 
@@ -138,10 +139,14 @@ class Expr:
     @property
     def fields(self) -> tuple[str, ...]:
         """Every field path the expression reads, in order (wildcards included)."""
+        if not self.root.args:  # the common case, a bare field: no walk
+            return (self.root.value,) if self.root.kind == "field" else ()
         return tuple(n.value for n in self.nodes() if n.kind == "field")
 
     @property
     def functions(self) -> tuple[str, ...]:
+        if not self.root.args:
+            return (self.root.value,) if self.root.kind == "func" else ()
         return tuple(n.value for n in self.nodes() if n.kind == "func")
 
     @property
@@ -367,9 +372,17 @@ def _wildcards_misplaced(node: Node, parent: Node | None) -> bool:
 
 def parse(text: object, *, allow_alias: bool = True, allow_wildcard: bool = False) -> Expr:
     """Parse one expression; a GatewayError (CiviCRM's "Unable to parse sql expression")
-    for anything outside the grammar. ``allow_wildcard``: a bare ``*`` / ``join.*`` (select)."""
+    for anything outside the grammar. ``allow_wildcard``: a bare ``*`` / ``join.*`` (select).
+
+    An :class:`Expr` is immutable, and clients send the same few expressions over and over:
+    each is parsed once (a failure is not kept, and raises every time)."""
     if not isinstance(text, str) or not text.strip() or len(text) > MAX_LENGTH:
         raise parse_error(str(text)[:200])
+    return _parse(text, allow_alias, allow_wildcard)
+
+
+@lru_cache(maxsize=4096)
+def _parse(text: str, allow_alias: bool, allow_wildcard: bool) -> Expr:
     stripped = text.strip()
     if FIELD_RE.fullmatch(stripped):  # the common case: a plain field name
         if stripped.endswith("*") and not allow_wildcard:

@@ -82,6 +82,9 @@ def denied(detail: str) -> GatewayError:
     return GatewayError("gateway-policy-denied", detail)
 
 
+DECISIONS_KEPT = 4096
+
+
 @dataclass(frozen=True)
 class Policy:
     allow: tuple[str, ...] = ("*",)
@@ -106,6 +109,10 @@ class Policy:
     unsafe_unchecked_actions: tuple[str, ...] = ()
     # May manage webhook subscriptions (POST /webhooks; docs/changes.md).
     webhooks: bool = False
+    # may_call's answers: a client asks the same few on every request (globs matched once).
+    _decisions: dict[tuple[int, str, str, str | None], bool] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Policy:
@@ -213,6 +220,16 @@ class Policy:
         """Whether this client may call ``entity.action`` at all, before its params are looked
         at: the globs, read-only, credential actions (the rules ``check_calls`` applies to
         every call of a request; documents ask here too)."""
+        key = (version, entity, action, canonical)
+        found = self._decisions.get(key)
+        if found is None:
+            found = self._may_call(version, entity, action, canonical)
+            if len(self._decisions) >= DECISIONS_KEPT:  # names are the client's: bounded
+                self._decisions.clear()
+            self._decisions[key] = found
+        return found
+
+    def _may_call(self, version: int, entity: str, action: str, canonical: str | None) -> bool:
         if not self.permits(f"v{version}:{entity}.{action}", canonical):
             return False
         if self.read_only and not is_read_action(version, action):

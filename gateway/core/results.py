@@ -108,21 +108,36 @@ def _strip(value: Any) -> Any:
     a gateway running on an admin key would otherwise hand its own key to any client. The
     policy refuses calls that reference a credential under another name (an alias)."""
     # This runs over every value answered: scalars are not visited one call each, and a record
-    # with nothing to drop and nothing nested is passed on as it is, not copied.
+    # with nothing to drop and nothing nested is passed on as it is, not copied. Keys known not
+    # to be credentials are looked up as a set (a get's records share their keys).
     if isinstance(value, list):
         return [_strip(v) if isinstance(v, (dict, list)) else v for v in value]
     if isinstance(value, dict):
-        for k, v in value.items():
-            if isinstance(v, (dict, list)) or (isinstance(k, str) and is_credential_key(k)):
-                break
-        else:
-            return value
-        return {
-            k: _strip(v) if isinstance(v, (dict, list)) else v
-            for k, v in value.items()
-            if not (isinstance(k, str) and is_credential_key(k))
-        }
+        keys = value.keys()
+        if not keys <= _PLAIN_KEYS:
+            if any(isinstance(k, str) and is_credential_key(k) for k in keys):
+                return _stripped(value)
+            if len(_PLAIN_KEYS) < _PLAIN_KEYS_KEPT:
+                _PLAIN_KEYS.update(keys)
+        for v in value.values():
+            if isinstance(v, (dict, list)):
+                return _stripped(value)
+        return value
     return value
+
+
+# Result keys seen that are not credential keys (bounded: keys are data in some answers).
+_PLAIN_KEYS: set[Any] = set()
+_PLAIN_KEYS_KEPT = 10_000
+
+
+def _stripped(value: dict[Any, Any]) -> dict[Any, Any]:
+    """A copy of the record without its credential keys, its nested values stripped."""
+    return {
+        k: _strip(v) if isinstance(v, (dict, list)) else v
+        for k, v in value.items()
+        if not (isinstance(k, str) and is_credential_key(k))
+    }
 
 
 def response_body(

@@ -10,6 +10,7 @@ per request itself (``gateway.access``).
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from contextvars import ContextVar
@@ -35,8 +36,14 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     }
 
 
+_second: list[Any] = [None, ""]  # the last second formatted, and its text
+
+
 def _timestamp(record: logging.LogRecord) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+    second = int(record.created)
+    if _second[0] != second:  # formatted once a second, not once a line
+        _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
+    return f"{_second[1]}.{int(record.msecs):03d}Z"
 
 
 class RequestContextFilter(logging.Filter):
@@ -68,11 +75,14 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+_QUOTE = re.compile(r'[\s"=]')
+
+
 def _text_value(value: Any) -> str:
     if value is None:
         return "-"
     text = str(value)
-    if not text or any(c.isspace() or c in '"=' for c in text):
+    if not text or _QUOTE.search(text):
         return orjson.dumps(text).decode()
     return text
 
@@ -97,6 +107,9 @@ class TextFormatter(logging.Formatter):
 
 def configure_logging(level: str, fmt: str) -> None:
     """Route gateway and uvicorn logs through one handler on stderr (masking is in redact.py)."""
+    # Neither format shows a record's thread or process: not looked up for every record
+    # (an access line a request, so this is on the hot path).
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(RequestContextFilter())

@@ -38,3 +38,20 @@ def test_redactor_masks_json_keys_and_values_alike():
     r = Redactor(["s3cret"])
     doc = {"a s3cret key": ["x s3cret", 3, None, {"k": "s3cret"}], "n": 1.5}
     assert r.json(doc) == {f"a {MASK} key": [f"x {MASK}", 3, None, {"k": MASK}], "n": 1.5}
+
+
+def test_redactor_json_searches_the_serialised_value_then_masks_what_it_finds():
+    r = Redactor(["s3cret"])
+    clean = {"a": ["b", {"c": 1}], "d": "e"}
+    assert r.json(clean) is clean  # nothing to mask: not walked, not copied
+    found = {"a": [{"deep": "x-s3cret-y"}]}
+    assert r.json(found) == {"a": [{"deep": f"x-{MASK}-y"}]}
+    # A number that reads like a secret only costs the walk; nothing is masked but strings.
+    assert Redactor(["123"]).json({"n": 123, "s": "a123"}) == {"n": 123, "s": f"a{MASK}"}
+
+
+def test_redactor_json_with_a_secret_json_escapes_walks_every_string():
+    r = Redactor(['quo"te\\back'])
+    assert r.json({"k": ['x quo"te\\back y']}) == {"k": [f"x {MASK} y"]}
+    # Keys that are not strings cannot be serialised: walked, as before.
+    assert Redactor(["s3cret"]).json({"k": ["s3cret"]}) == {"k": [MASK]}

@@ -38,8 +38,11 @@ class FakeCiviCRM(Backend):
 
     name = "fake"
 
-    def __init__(self, count: int = 3, *, fail: bool = False, delay: float = 0.0) -> None:
+    def __init__(
+        self, count: int = 3, *, fail: bool = False, delay: float = 0.0, chains: bool = False
+    ) -> None:
         self.entities = [f"Thing{i}" for i in range(count)]
+        self.chains = chains  # answers Entity.get's chained calls, as CiviCRM does
         self.fail = fail
         self.delay = delay
         self.calls: list[tuple[str, str]] = []
@@ -55,27 +58,68 @@ class FakeCiviCRM(Backend):
             if self.fail:
                 raise GatewayError("upstream-unavailable", "connection refused")
             if entity == "Entity":
-                return Records([{"name": n, "title": n, "description": f"The {n}"} for n in self.entities])
-            if action == "getActions":
-                return Records([{"name": a} for a in ("get", "create", "delete", "getFields")])
-            if action == "getFields":
-                required = params.get("action") == "create"
-                return Records(
-                    [
-                        {"name": "id", "data_type": "Integer", "readonly": True},
-                        {"name": "label", "data_type": "String", "required": required},
-                    ]
-                )
-            return Records([])
+                names = self.entities
+                if self.chains and params.get("where"):
+                    names = [n for n in names if n in params["where"][0][2]]
+                rows = [{"name": n, "title": n, "description": f"The {n}"} for n in names]
+                if self.chains:
+                    for row in rows:
+                        for key, (_, chained, chained_params) in (params.get("chain") or {}).items():
+                            row[key] = self.answer(chained, chained_params)
+                return Records(rows)
+            return Records(self.answer(action, params))
         finally:
             self.running -= 1
 
+    @staticmethod
+    def answer(action: str, params: dict[str, Any]) -> list[Any]:
+        if action == "getActions":
+            return [{"name": a} for a in ("get", "create", "delete", "getFields")]
+        if action == "getFields":
+            create = params.get("action") == "create"
+            loaded = params.get("loadOptions")
+            fields = [
+                {"name": "id", "data_type": "Integer", "readonly": True, "options": False},
+                {
+                    "name": "label",
+                    "data_type": "String",
+                    "required": create,
+                    "options": {"a": "A", "b": "B"} if loaded else True,
+                },
+            ]
+            if create:  # a field only a create takes, with options of its own
+                fields.append({"name": "kind", "options": {"x": "X"} if loaded else True})
+            wanted = {n for clause in params.get("where", []) for n in clause[2]}
+            return [f for f in fields if not wanted or f["name"] in wanted]
+        return []
 
-async def test_fetch_is_one_entity_list_then_three_calls_per_entity_at_limited_concurrency():
-    backend = FakeCiviCRM(12, delay=0.01)
-    metadata = await fetch_metadata(backend, concurrency=3)
+
+async def test_fetch_is_one_entity_list_then_one_chained_call_per_group_of_entities():
+    backend = FakeCiviCRM(25, delay=0.01, chains=True)
+    metadata = await fetch_metadata(backend, concurrency=2, group_size=10)
     assert [e["name"] for e in metadata.entities] == sorted(backend.entities)
-    assert len(backend.calls) == 1 + 3 * 12
+    chained = [c for c in backend.calls if c == ("Entity", "get")]
+    assert len(chained) == 1 + 3  # the list, then 3 groups
+    assert backend.peak == 2
+    thing = metadata.entity("Thing0")
+    assert set(thing["fields"]) == {"get", "create"}
+    assert thing["fields"]["create"][1]["required"] is True
+    assert [a["name"] for a in thing["actions"]] == ["get", "create", "delete", "getFields"]
+    # The chained create fields come without option lists: taken from the get fields, and
+    # a create-only field's asked for (one call per entity that has one).
+    create = {f["name"]: f for f in thing["fields"]["create"]}
+    assert create["label"]["options"] == {"a": "A", "b": "B"}
+    assert create["kind"]["options"] == {"x": "X"} and create["id"]["options"] is False
+    assert backend.calls.count(("Thing0", "getFields")) == 1
+
+
+async def test_a_backend_that_does_not_chain_is_asked_three_calls_per_entity_at_limited_concurrency():
+    backend = FakeCiviCRM(12, delay=0.01)
+    metadata = await fetch_metadata(backend, concurrency=3, group_size=5)
+    assert [e["name"] for e in metadata.entities] == sorted(backend.entities)
+    per_entity = [c for c in backend.calls if c[0] != "Entity"]
+    assert len(per_entity) == 3 * 12
+    assert len(backend.calls) - len(per_entity) <= 1 + 3  # the list, and a try per group at most
     assert backend.peak == 3
     thing = metadata.entity("Thing0")
     assert set(thing["fields"]) == {"get", "create"}
@@ -133,12 +177,13 @@ async def test_concurrent_first_requests_share_one_fetch():
 
 
 async def test_the_document_is_built_lazily_and_cached():
-    backend = FakeCiviCRM(2)
+    backend = FakeCiviCRM(2, chains=True)
     async with gateway_client(Settings(backend="sandbox", sandbox_demo=0), backend=backend) as gw:
         assert backend.calls == []  # not at start-up
         doc = (await gw.get("/openapi.json")).json()
         calls = len(backend.calls)
-        assert calls == 1 + 3 * 2
+        # the entity list, one chained call for both, and the options of a create-only field
+        assert calls == 1 + 1 + 2
         assert "/v4/Thing1/create" in doc["paths"]
         again = (await gw.get("/openapi.json")).json()
         assert again == doc and len(backend.calls) == calls

@@ -165,3 +165,46 @@ async def test_a_forged_host_header_does_not_reach_the_document():
     async with gateway_client(Settings(backend="sandbox", sandbox_demo=0, client_tokens=tokens)) as gw:
         doc = (await gw.get("/openapi/generic.json", headers={"Host": 'evil.example"><script>'})).json()
     assert doc["servers"][0]["url"] == "http://127.0.0.1:8000"
+
+
+def test_a_document_built_in_a_thread_lets_the_event_loop_take_the_gil_back_soon():
+    """While a build runs, Python's switch interval is lowered (clients' calls are not held
+    up behind a large site's build), and restored once no build runs."""
+    import sys
+
+    from gateway.web import openapi
+
+    before = sys.getswitchinterval()
+    seen: list[float] = []
+
+    def make() -> dict:
+        seen.append(sys.getswitchinterval())
+        return {"openapi": "3.1.0"}
+
+    built = openapi._build(make)
+    assert built.body == b'{"openapi":"3.1.0"}'
+    assert seen == [min(openapi.BUILD_SWITCH_INTERVAL, before)] and seen[0] < before
+    assert sys.getswitchinterval() == before
+
+
+async def test_documents_are_built_on_a_thread_of_lower_priority():
+    """The builds' thread runs niced (Linux: per thread), so a client's call gets the CPU
+    first; the event loop's own thread keeps its priority."""
+    import os
+    import threading
+
+    from gateway.web import openapi
+
+    seen: list[tuple[int, int]] = []
+
+    def make() -> dict:
+        me = threading.get_native_id()
+        seen.append((me, os.getpriority(os.PRIO_PROCESS, me)))
+        return {}
+
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    await openapi._build_soon(make)
+    ((thread, nice),) = seen
+    assert thread != threading.get_native_id()
+    assert nice == min(19, mine + openapi.BUILD_NICE)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
