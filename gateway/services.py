@@ -32,14 +32,15 @@ from gateway.flow.audit import AuditTrail
 from gateway.flow.audit.trail import AuditConfig
 from gateway.flow.changes import ChangeFeed, FeedLimits
 from gateway.flow.changes.cursor import CursorCodec, load_key
-from gateway.flow.changes.state import FeedState
+from gateway.flow.changes.state import make_feed_state
 from gateway.flow.clients import Authenticator
 from gateway.flow.flow import CallFlow, FlowConfig
 from gateway.flow.idempotency import Idempotency, make_store
 from gateway.flow.idempotency.store import Store
 from gateway.flow.ratelimit import CONCURRENCY_WAIT, Limiter
 from gateway.flow.readiness import Readiness
-from gateway.flow.webhooks import Deliverer, DeliveryRetry, Targets, WebhookStore
+from gateway.flow.webhooks import Deliverer, DeliveryRetry, Targets
+from gateway.flow.webhooks.store import make_webhook_store
 from gateway.settings import Settings, SettingsError, env_name, split_command
 from gateway.telemetry.metrics import Metrics
 
@@ -218,10 +219,20 @@ def build_services(
 
 def build_feed(settings: Settings, flow: CallFlow, metrics: Metrics | None) -> ChangeFeed:
     """The change feed, its state in the state folder; told of every write through the flow."""
+    redis_url = settings.rate_limit_storage.get_secret_value()
+    if settings.changes_store == "redis":
+        from gateway.flow.changes.redis_state import shared_cursor_key
+
+        # every replica signs and checks cursors with one key, kept in the shared Redis
+        key = functools.partial(shared_cursor_key, redis_url)
+    else:
+        key = functools.partial(load_key, settings.state_dir / "changes.key")
     feed = ChangeFeed(
         flow,
-        FeedState(settings.state_dir / "changes.sqlite"),
-        CursorCodec(functools.partial(load_key, settings.state_dir / "changes.key")),
+        make_feed_state(
+            settings.changes_store, redis_url=redis_url, sqlite_path=settings.state_dir / "changes.sqlite"
+        ),
+        CursorCodec(key),
         FeedLimits(
             overlap=settings.changes_overlap_seconds,
             poll_interval=settings.changes_poll_interval,
@@ -243,7 +254,11 @@ def build_deliverer(
 ) -> Deliverer:
     by_name = {c.name: c for c in authenticator.clients}
     return Deliverer(
-        WebhookStore(settings.state_dir / "webhooks.sqlite"),
+        make_webhook_store(
+            settings.changes_store,
+            redis_url=settings.rate_limit_storage.get_secret_value(),
+            sqlite_path=settings.state_dir / "webhooks.sqlite",
+        ),
         feed,
         Targets(settings.webhook_hosts, settings.http_url if settings.backend == "http" else None),
         by_name.get,

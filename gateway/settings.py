@@ -182,6 +182,10 @@ class Settings(BaseSettings):
     # do not track them.
     changes_delete_scan_seconds: float = Field(30.0, ge=0, le=86_400)
     changes_max_ids: int = Field(100_000, ge=1, le=10_000_000)
+    # Where feed state, subscriptions and the delivery queue live: sqlite (changes.sqlite and
+    # webhooks.sqlite in state_dir: one host's workers) or redis (the rate limit's Redis:
+    # several replicas, one polling each entity's subscriptions at a time, deliveries shared).
+    changes_store: Literal["sqlite", "redis"] = "sqlite"
     # A feed unused this many days is forgotten (its cursors then answer 400).
     changes_retention_days: float = Field(7.0, gt=0, le=3650)
     # Hosts webhooks may be delivered to ("host" or "host:port"); empty: webhooks are off.
@@ -274,13 +278,15 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_idempotency(self) -> Settings:
-        if self.idempotency_store == "redis" and not self.rate_limit_storage.get_secret_value().removeprefix(
-            "async+"
-        ).startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(
-                f"{env_name('idempotency_store')}=redis shares the rate limit's "
-                f"Redis: set {env_name('rate_limit_storage')} to a redis:// URL"
-            )
+        redis_url = self.rate_limit_storage.get_secret_value().removeprefix("async+")
+        for name in ("idempotency_store", "changes_store"):
+            if getattr(self, name) == "redis" and not redis_url.startswith(
+                ("redis://", "rediss://", "unix://")
+            ):
+                raise ValueError(
+                    f"{env_name(name)}=redis shares the rate limit's "
+                    f"Redis: set {env_name('rate_limit_storage')} to a redis:// URL"
+                )
         longest = max(self.http_timeout, self.cv_timeout) + self.retry_max_seconds
         if self.idempotency_lease is not None and self.idempotency_lease <= longest:
             raise ValueError(

@@ -123,6 +123,7 @@ def create_app(
             readiness.on_stopping()
             await docs.stop()
             await services.webhooks.close()
+            await services.feed.state.close()
             await services.audit.close()  # what is queued is written before the exit
             if metrics is not None:
                 await metrics.close()

@@ -210,11 +210,9 @@ class ChangeFeed:
             id_ = int(last[0]["id"]) if last else 0
             ids = await self._all(client, entity, {"select": ["id"], "where": where})
             tracked = ids is not None
-            await asyncio.to_thread(
-                self.state.create, lineage, client.name, entity, mode, query.key(), tracked
-            )
+            await self.state.create(lineage, client.name, entity, mode, query.key(), tracked)
             if ids is not None:
-                await asyncio.to_thread(self.state.know, lineage, [(int(r["id"]), "") for r in ids])
+                await self.state.know(lineage, [(int(r["id"]), "") for r in ids])
             max_id = int(top[0]["id"]) if top else 0
             if last:
                 # what the overlap window will re-read was there before the feed began
@@ -228,7 +226,7 @@ class ChangeFeed:
                     },
                 )
                 versions = [(int(r["id"]), _version(r), 0) for r in before]
-                await asyncio.to_thread(self.state.reported, lineage, versions, _EPOCH)
+                await self.state.reported(lineage, versions, _EPOCH)
         else:
             records = await self._all(client, entity, self._snapshot_params(query))
             if records is None:
@@ -236,8 +234,8 @@ class ChangeFeed:
                     f"{entity} has no modified_date, so its feed compares snapshots, and this "
                     f"where matches more than {self.limits.max_ids} records: narrow it."
                 )
-            await asyncio.to_thread(self.state.create, lineage, client.name, entity, mode, query.key(), True)
-            await asyncio.to_thread(self.state.know, lineage, [(int(r["id"]), _hash(r)) for r in records])
+            await self.state.create(lineage, client.name, entity, mode, query.key(), True)
+            await self.state.know(lineage, [(int(r["id"]), _hash(r)) for r in records])
             modified, id_, max_id = "", 0, max((int(r["id"]) for r in records), default=0)
         self._scanned_writes[lineage] = self._writes[entity.lower()]
         position = Position(lineage, client.name, entity, modified, id_, max_id, 0)
@@ -254,7 +252,7 @@ class ChangeFeed:
                 f"This cursor belongs to another feed (not {entity} for this client): start one "
                 "without a cursor."
             )
-        lineage = await asyncio.to_thread(self.state.lineage, position.lineage)
+        lineage = await self.state.lineage(position.lineage)
         if lineage is None:
             raise invalid_request(
                 "This cursor's feed is no longer kept (unused for longer than the gateway keeps "
@@ -333,7 +331,7 @@ class ChangeFeed:
                 },
             )
             pairs = [(int(r["id"]), _version(r)) for r in window]
-            given = await asyncio.to_thread(state.seen, lineage.id, pairs, at.seq)
+            given = await state.seen(lineage.id, pairs, at.seq)
             late = [r for r, p in zip(window, pairs, strict=True) if p not in given][: query.limit]
         room = query.limit - len(late)
         fresh: list[dict[str, Any]] = []
@@ -356,7 +354,7 @@ class ChangeFeed:
         if lineage.tracked and len(changes) < query.limit and await self._scan_due(lineage):
             await self._scan(client, lineage, where)
         room = query.limit - len(changes)
-        deleted = await asyncio.to_thread(state.deletions, lineage.id, at.seq, room) if room > 0 else []
+        deleted = await state.deletions(lineage.id, at.seq, room) if room > 0 else []
         return await self._numbered(lineage, at, query, changes, deleted, modified=True)
 
     async def _scan(self, client: Client, lineage: Lineage, where: list[Any]) -> None:
@@ -365,9 +363,9 @@ class ChangeFeed:
         if rows is None:
             return
         current = {int(r["id"]) for r in rows}
-        known = await asyncio.to_thread(self.state.known, lineage.id)
-        await asyncio.to_thread(self.state.know, lineage.id, [(i, "") for i in current - known.keys()])
-        await asyncio.to_thread(self.state.gone, lineage.id, sorted(known.keys() - current))
+        known = await self.state.known(lineage.id)
+        await self.state.know(lineage.id, [(i, "") for i in current - known.keys()])
+        await self.state.gone(lineage.id, sorted(known.keys() - current))
         self._scanned_writes[lineage.id] = writes
 
     async def _poll_snapshot(self, client: Client, lineage: Lineage, at: Position, query: FeedQuery) -> Page:
@@ -377,7 +375,7 @@ class ChangeFeed:
                 f"{lineage.entity}'s feed compares snapshots and its where now matches more than "
                 f"{self.limits.max_ids} records: narrow it (start a new feed)."
             )
-        known = await asyncio.to_thread(self.state.known, lineage.id)
+        known = await self.state.known(lineage.id)
         changes: list[tuple[dict[str, Any], str]] = []
         current: set[int] = set()
         for record in sorted(records, key=lambda r: int(r["id"])):
@@ -388,10 +386,10 @@ class ChangeFeed:
             elif known[id_] != _hash(record):
                 changes.append((record, "updated"))
         changes = changes[: query.limit]
-        await asyncio.to_thread(self.state.know, lineage.id, [(int(r["id"]), _hash(r)) for r, _ in changes])
-        await asyncio.to_thread(self.state.gone, lineage.id, sorted(known.keys() - current))
+        await self.state.know(lineage.id, [(int(r["id"]), _hash(r)) for r, _ in changes])
+        await self.state.gone(lineage.id, sorted(known.keys() - current))
         room = query.limit - len(changes)
-        deleted = await asyncio.to_thread(self.state.deletions, lineage.id, at.seq, room) if room > 0 else []
+        deleted = await self.state.deletions(lineage.id, at.seq, room) if room > 0 else []
         return await self._numbered(lineage, at, query, changes, deleted, modified=False)
 
     async def _numbered(
@@ -408,7 +406,7 @@ class ChangeFeed:
         count = len(changes) + len(deleted)
         if count == 0:
             return Page([], self.codec.encode(at), lineage.mode, lineage.tracked)
-        first = await asyncio.to_thread(self.state.numbers, lineage.id, count)
+        first = await self.state.numbers(lineage.id, count)
         out: list[dict[str, Any]] = []
         versions: list[tuple[int, str, int]] = []
         position = at
@@ -432,9 +430,9 @@ class ChangeFeed:
             seq += 1
         if versions:
             forget = _earlier(position.modified, 2 * self.limits.overlap + 1)
-            await asyncio.to_thread(self.state.reported, lineage.id, versions, forget)
+            await self.state.reported(lineage.id, versions, forget)
         if numbered:
-            await asyncio.to_thread(self.state.number_deletions, lineage.id, numbered)
+            await self.state.number_deletions(lineage.id, numbered)
         if modified and self.on_lag is not None and position.modified != _EPOCH:
             try:
                 when = datetime.strptime(position.modified[:19], _DATE).timestamp()

@@ -1,41 +1,20 @@
-"""What a feed keeps between polls, in SQLite in the state folder (``changes.sqlite``).
+"""What a feed keeps between polls: one abstraction, two stores (SQLite, Redis).
 
 Per feed (lineage): its query and mode, a counter numbering the changes it reports, the
-``(id, modified_date)`` versions it reported lately (so the overlap window re-reads without
-reporting twice), the ids it knows (to see deletions; with a hash of the selected fields in a
-snapshot feed) and the deletions found, numbered once reported. Nothing else: no field values.
+``(id, version)`` pairs it reported lately (so the overlap window re-reads without reporting
+twice), the ids it knows (to see deletions; with a hash of the selected fields in a snapshot
+feed) and the deletions found, numbered once reported. Nothing else: no field values.
 
-Calls are blocking and short; the feed runs them in a thread (``asyncio.to_thread``). WAL mode
-and a busy timeout let the workers of one host share the file.
+SQLite (``changes.sqlite`` in the state folder) serves one host's workers; Redis serves
+replicas, so a cursor one replica issued resumes on any other.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
-import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS lineages (
-    id TEXT PRIMARY KEY, client TEXT NOT NULL, entity TEXT NOT NULL, mode TEXT NOT NULL,
-    query TEXT NOT NULL, next_seq INTEGER NOT NULL DEFAULT 1, tracked INTEGER NOT NULL,
-    scanned_at REAL NOT NULL DEFAULT 0, used_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS seen (
-    lineage TEXT NOT NULL, id INTEGER NOT NULL, modified TEXT NOT NULL, seq INTEGER NOT NULL,
-    PRIMARY KEY (lineage, id, modified)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS known (
-    lineage TEXT NOT NULL, id INTEGER NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (lineage, id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS tombstones (
-    lineage TEXT NOT NULL, id INTEGER NOT NULL, seq INTEGER, found_at REAL NOT NULL,
-    PRIMARY KEY (lineage, id)
-) WITHOUT ROWID;
-"""
 
 
 @dataclass(frozen=True)
@@ -49,133 +28,63 @@ class Lineage:
     scanned_at: float
 
 
-class FeedState:
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
+class FeedState(ABC):
+    @abstractmethod
+    async def create(
+        self, lineage: str, client: str, entity: str, mode: str, query: str, tracked: bool
+    ) -> None: ...
 
-    @property
-    def _db(self) -> sqlite3.Connection:
-        """Opened on first use: an app that never uses it creates no file."""
-        if self._conn is None:
-            path = self._path
-            path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-            self._conn = db
-        return self._conn
+    @abstractmethod
+    async def lineage(self, lineage: str) -> Lineage | None:
+        """The feed, marked as used now; None when it is not kept (any more)."""
 
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+    @abstractmethod
+    async def numbers(self, lineage: str, count: int) -> int:
+        """``count`` new change numbers for the feed (atomically): the first of them."""
 
-    def create(self, lineage: str, client: str, entity: str, mode: str, query: str, tracked: bool) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO lineages (id, client, entity, mode, query, tracked, scanned_at, used_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (lineage, client, entity, mode, query, int(tracked), time.time(), time.time()),
-            )
-
-    def lineage(self, lineage: str) -> Lineage | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT id, client, entity, mode, query, tracked, scanned_at FROM lineages WHERE id = ?",
-                (lineage,),
-            ).fetchone()
-            if row is not None:
-                self._db.execute("UPDATE lineages SET used_at = ? WHERE id = ?", (time.time(), lineage))
-        return None if row is None else Lineage(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6])
-
-    def numbers(self, lineage: str, count: int) -> int:
-        """``count`` new change numbers for the feed: the first of them."""
-        with self._lock:
-            (after,) = self._db.execute(
-                "UPDATE lineages SET next_seq = next_seq + ? WHERE id = ? RETURNING next_seq",
-                (count, lineage),
-            ).fetchone()
-        return int(after) - count
-
-    def seen(self, lineage: str, versions: Iterable[tuple[int, str]], upto: int) -> set[tuple[int, str]]:
+    @abstractmethod
+    async def seen(
+        self, lineage: str, versions: Iterable[tuple[int, str]], upto: int
+    ) -> set[tuple[int, str]]:
         """Which of these versions were reported with a number the holder has received."""
-        found = set()
-        with self._lock:
-            for id_, modified in versions:
-                row = self._db.execute(
-                    "SELECT 1 FROM seen WHERE lineage = ? AND id = ? AND modified = ? AND seq <= ?",
-                    (lineage, id_, modified, upto),
-                ).fetchone()
-                if row is not None:
-                    found.add((id_, modified))
-        return found
 
-    def reported(self, lineage: str, versions: Iterable[tuple[int, str, int]], forget_before: str) -> None:
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT OR REPLACE INTO seen (lineage, id, modified, seq) VALUES (?, ?, ?, ?)",
-                [(lineage, i, m, s) for i, m, s in versions],
-            )
-            self._db.execute("DELETE FROM seen WHERE lineage = ? AND modified < ?", (lineage, forget_before))
-            self._db.execute("COMMIT")
+    @abstractmethod
+    async def reported(
+        self, lineage: str, versions: Iterable[tuple[int, str, int]], forget_before: str
+    ) -> None:
+        """Versions reported with their numbers; those older than ``forget_before`` forgotten."""
 
-    def known(self, lineage: str) -> dict[int, str]:
-        with self._lock:
-            return dict(self._db.execute("SELECT id, hash FROM known WHERE lineage = ?", (lineage,)))
+    @abstractmethod
+    async def known(self, lineage: str) -> dict[int, str]: ...
 
-    def know(self, lineage: str, items: Iterable[tuple[int, str]]) -> None:
-        with self._lock:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO known (lineage, id, hash) VALUES (?, ?, ?)",
-                [(lineage, i, h) for i, h in items],
-            )
+    @abstractmethod
+    async def know(self, lineage: str, items: Iterable[tuple[int, str]]) -> None: ...
 
-    def gone(self, lineage: str, ids: Iterable[int]) -> None:
+    @abstractmethod
+    async def gone(self, lineage: str, ids: Iterable[int]) -> None:
         """These ids are no longer listed: forgotten, and a deletion to report."""
-        now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN")
-            for id_ in ids:
-                self._db.execute("DELETE FROM known WHERE lineage = ? AND id = ?", (lineage, id_))
-                self._db.execute(
-                    "INSERT OR IGNORE INTO tombstones (lineage, id, seq, found_at) VALUES (?, ?, NULL, ?)",
-                    (lineage, id_, now),
-                )
-            self._db.execute("UPDATE lineages SET scanned_at = ? WHERE id = ?", (now, lineage))
-            self._db.execute("COMMIT")
 
-    def deletions(self, lineage: str, after: int, limit: int) -> list[int]:
+    @abstractmethod
+    async def deletions(self, lineage: str, after: int, limit: int) -> list[int]:
         """Deletions the holder of change number ``after`` has not received, oldest first."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id FROM tombstones WHERE lineage = ? AND (seq IS NULL OR seq > ?)"
-                " ORDER BY found_at, id LIMIT ?",
-                (lineage, after, limit),
-            ).fetchall()
-        return [r[0] for r in rows]
 
-    def number_deletions(self, lineage: str, numbered: Iterable[tuple[int, int]]) -> None:
-        with self._lock:
-            self._db.executemany(
-                "UPDATE tombstones SET seq = ? WHERE lineage = ? AND id = ?",
-                [(s, lineage, i) for i, s in numbered],
-            )
+    @abstractmethod
+    async def number_deletions(self, lineage: str, numbered: Iterable[tuple[int, int]]) -> None: ...
 
-    def forget_unused(self, days: float) -> int:
+    @abstractmethod
+    async def forget_unused(self, days: float) -> int:
         """Feeds unused for ``days``, with everything they kept."""
-        before = time.time() - days * 86_400
-        with self._lock:
-            ids = [r[0] for r in self._db.execute("SELECT id FROM lineages WHERE used_at < ?", (before,))]
-            for delete in (
-                "DELETE FROM seen WHERE lineage = ?",
-                "DELETE FROM known WHERE lineage = ?",
-                "DELETE FROM tombstones WHERE lineage = ?",
-            ):
-                self._db.executemany(delete, [(i,) for i in ids])
-            self._db.executemany("DELETE FROM lineages WHERE id = ?", [(i,) for i in ids])
-        return len(ids)
+
+    async def close(self) -> None:
+        """Free connections and files."""
+
+
+def make_feed_state(kind: str, *, redis_url: str, sqlite_path: Path) -> FeedState:
+    """The feed state ``kind`` names (sqlite or redis)."""
+    if kind == "redis":
+        from gateway.flow.changes.redis_state import RedisFeedState
+
+        return RedisFeedState(redis_url)
+    from gateway.flow.changes.sqlite_state import SqliteFeedState
+
+    return SqliteFeedState(sqlite_path)

@@ -84,6 +84,12 @@ class Deliverer:
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._kick = asyncio.Event()
+        # Leases: "poll:{entity}" (this process polls that entity's subscriptions; kept while
+        # it lives, renewed each round) and "deliver:{subscription}" (taken for one round's
+        # deliveries, so replicas share them and one subscription's go out one at a time).
+        self.poll_lease = interval * 3 + 10
+        self.deliver_lease = timeout * 2 + 30
+        self._held: set[str] = set()
 
     # --- life ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -100,7 +106,10 @@ class Deliverer:
             self._task = None
         if self._session is not None:
             await self._session.close()
-        await asyncio.to_thread(self.store.release, self.owner)
+        for name in sorted(self._held):
+            await self.store.release(name, self.owner)
+        self._held.clear()
+        await self.store.close()
 
     def kick(self) -> None:
         """Look now (a subscription changed, a retry was asked for)."""
@@ -109,8 +118,7 @@ class Deliverer:
     async def _run(self) -> None:
         while True:
             try:
-                if await asyncio.to_thread(self.store.lease, self.owner, self.interval * 3 + 10):
-                    await self.round()
+                await self.round()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -124,23 +132,41 @@ class Deliverer:
     # --- one round -----------------------------------------------------------------------------
     async def round(self) -> None:
         """Poll every enabled subscription's feed, then deliver what is due."""
-        subs = await asyncio.to_thread(self.store.subscriptions)
+        subs = await self.store.subscriptions()
+        polled: dict[str, bool] = {}
         for sub in subs:
             if not sub["enabled"]:
                 continue
             client = self.clients(sub["client"])
             if client is None or not client.policy.webhooks:
-                await asyncio.to_thread(
-                    self.store.set_enabled,
+                await self.store.set_enabled(
                     sub["id"],
                     False,
                     "its client no longer exists or may not use webhooks",
                 )
                 continue
-            await self._poll(sub, client)
-            await self._deliver_due(sub, client)
+            poll = "poll:" + sub["entity"].lower()
+            if poll not in polled:
+                polled[poll] = await self._take(poll, self.poll_lease)
+            if polled[poll]:
+                await self._poll(sub, client)
+            deliver = "deliver:" + sub["id"]
+            if await self._take(deliver, self.deliver_lease):
+                try:
+                    await self._deliver_due(sub, client)
+                finally:
+                    self._held.discard(deliver)
+                    await self.store.release(deliver, self.owner)
         if self.on_depth is not None:
-            self.on_depth(await asyncio.to_thread(self.store.depth))
+            self.on_depth(await self.store.depth())
+
+    async def _take(self, name: str, seconds: float) -> bool:
+        """Lease ``name`` taken or renewed (False: another process holds it)."""
+        if await self.store.lease(name, self.owner, seconds):
+            self._held.add(name)
+            return True
+        self._held.discard(name)
+        return False
 
     async def _poll(self, sub: dict[str, Any], client: Client) -> None:
         query = orjson.loads(sub["query"])
@@ -151,9 +177,7 @@ class Deliverer:
             )
         except GatewayError as exc:
             if exc.status in (400, 403, 404):
-                await asyncio.to_thread(
-                    self.store.set_enabled, sub["id"], False, f"its feed was refused: {exc.detail}"[:500]
-                )
+                await self.store.set_enabled(sub["id"], False, f"its feed was refused: {exc.detail}"[:500])
             else:
                 log.warning("webhook %s: feed poll failed: %s", sub["id"], exc.detail)
             return
@@ -164,12 +188,15 @@ class Deliverer:
             for r in page.records
             if r["_change"]["type"] in types
         ]
-        await asyncio.to_thread(self.store.enqueue, sub["id"], changes, page.cursor)
-        sub["cursor"] = page.cursor
+        # only from the cursor polled: a poller that lost its lease meanwhile queues nothing
+        if await self.store.enqueue(sub["id"], changes, page.cursor, polled_from=sub["cursor"]):
+            sub["cursor"] = page.cursor
 
     async def _deliver_due(self, sub: dict[str, Any], client: Client) -> None:
         while True:
-            delivery = await asyncio.to_thread(self.store.head, sub["id"])
+            if not await self._take("deliver:" + sub["id"], self.deliver_lease):
+                return  # expired while this process was held up, and taken by another
+            delivery = await self.store.head(sub["id"])
             if delivery is None or delivery["next_at"] > time.time():
                 return
             if not await self._attempt(sub, client, delivery):
@@ -209,8 +236,8 @@ class Deliverer:
                 return True
             return await self._failed(sub, delivery, None, f"reading the record failed: {exc.slug}")
         if not self.targets.allows(sub["url"]):
-            await asyncio.to_thread(
-                self.store.set_enabled, sub["id"], False, "its URL is no longer on the operator's allow-list"
+            await self.store.set_enabled(
+                sub["id"], False, "its URL is no longer on the operator's allow-list"
             )
             return False
         body = orjson.dumps(payload)
@@ -237,7 +264,7 @@ class Deliverer:
         if 200 <= code < 300:
             await self._settle(delivery, "delivered", code, None)
             if sub.get("failing_since") is not None:
-                await asyncio.to_thread(self.store.failing, sub["id"], None)
+                await self.store.failing(sub["id"], None)
                 sub["failing_since"] = None
             return True
         return await self._failed(sub, delivery, code, f"HTTP {code}")
@@ -245,7 +272,7 @@ class Deliverer:
     async def _settle(
         self, delivery: dict[str, Any], status: str, code: int | None, error: str | None
     ) -> None:
-        await asyncio.to_thread(self.store.outcome, delivery["id"], status, code=code, error=error, next_at=0)
+        await self.store.outcome(delivery["id"], status, code=code, error=error, next_at=0)
         if self.on_outcome is not None:
             self.on_outcome(status)
 
@@ -255,10 +282,9 @@ class Deliverer:
         now = time.time()
         if sub.get("failing_since") is None:
             sub["failing_since"] = now
-            await asyncio.to_thread(self.store.failing, sub["id"], now)
+            await self.store.failing(sub["id"], now)
         elif now - sub["failing_since"] >= self.retry.disable_after:
-            await asyncio.to_thread(
-                self.store.set_enabled,
+            await self.store.set_enabled(
                 sub["id"],
                 False,
                 f"every delivery failed for {self.retry.disable_after / 3600:g} h (last: {error})",
@@ -267,9 +293,7 @@ class Deliverer:
             await self._settle(delivery, "dead", code, error)
             return True
         wait = self.retry.delay(delivery["attempts"] + 1)
-        await asyncio.to_thread(
-            self.store.outcome, delivery["id"], "pending", code=code, error=error, next_at=now + wait
-        )
+        await self.store.outcome(delivery["id"], "pending", code=code, error=error, next_at=now + wait)
         if self.on_outcome is not None:
             self.on_outcome("failed")
         return False

@@ -8,7 +8,6 @@ Each change to a subscription is an audit record (entity ``Webhook``).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -76,7 +75,7 @@ async def _caller(request: Request) -> tuple[Client, Services]:
 
 async def _own(request: Request, sub_id: str) -> tuple[Client, Services, dict[str, Any]]:
     client, found = await _caller(request)
-    sub = await asyncio.to_thread(found.webhooks.store.get, sub_id)
+    sub = await found.webhooks.store.get(sub_id)
     if sub is None or sub["client"] != client.name:
         raise GatewayError("route-not-found", f"No webhook subscription {sub_id[:40]!r} of this client.")
     return client, found, sub
@@ -157,8 +156,7 @@ async def create(request: Request) -> Response:
     query = FeedQuery.of({k: data[k] for k in ("select", "where") if k in data})
     page = await found.feed.start(client, entity, query)
     canonical = found.feed.codec.decode(page.cursor).entity
-    sub = await asyncio.to_thread(
-        found.webhooks.store.add,
+    sub = await found.webhooks.store.add(
         client.name,
         canonical,
         url,
@@ -181,7 +179,7 @@ async def create(request: Request) -> Response:
 )
 async def list_subscriptions(request: Request) -> Response:
     client, found = await _caller(request)
-    subs = await asyncio.to_thread(found.webhooks.store.subscriptions, client.name)
+    subs = await found.webhooks.store.subscriptions(client.name)
     return JSONResponse([_public(s) for s in subs])
 
 
@@ -210,7 +208,7 @@ async def get_subscription(request: Request, sub_id: str) -> Response:
 async def delete_subscription(request: Request, sub_id: str) -> Response:
     started = time.monotonic()
     client, found, sub = await _own(request, sub_id)
-    await asyncio.to_thread(found.webhooks.store.remove, sub["id"])
+    await found.webhooks.store.remove(sub["id"])
     _audit(request, found, client, "delete", 204, started)
     return Response(status_code=204)
 
@@ -227,7 +225,7 @@ async def rotate_secret(request: Request, sub_id: str) -> Response:
     started = time.monotonic()
     client, found, sub = await _own(request, sub_id)
     overlap = found.settings.webhook_secret_overlap_hours * 3600
-    secret = await asyncio.to_thread(found.webhooks.store.rotate, sub["id"], overlap)
+    secret = await found.webhooks.store.rotate(sub["id"], overlap)
     _audit(request, found, client, "rotate_secret", 200, started)
     return JSONResponse({"id": sub["id"], "secret": secret, "previous_valid_until": time.time() + overlap})
 
@@ -242,7 +240,7 @@ async def rotate_secret(request: Request, sub_id: str) -> Response:
 )
 async def deliveries(request: Request, sub_id: str) -> Response:
     _, found, sub = await _own(request, sub_id)
-    rows = await asyncio.to_thread(found.webhooks.store.deliveries, sub["id"])
+    rows = await found.webhooks.store.deliveries(sub["id"])
     return JSONResponse(rows)
 
 
@@ -258,10 +256,10 @@ async def deliveries(request: Request, sub_id: str) -> Response:
 async def retry(request: Request, sub_id: str, delivery: str) -> Response:
     started = time.monotonic()
     client, found, sub = await _own(request, sub_id)
-    if not await asyncio.to_thread(found.webhooks.store.retry, sub["id"], delivery):
+    if not await found.webhooks.store.retry(sub["id"], delivery):
         raise GatewayError("route-not-found", "No such settled delivery of this subscription.")
     if not sub["enabled"]:
-        await asyncio.to_thread(found.webhooks.store.set_enabled, sub["id"], True)
+        await found.webhooks.store.set_enabled(sub["id"], True)
     _audit(request, found, client, "retry", 202, started)
     found.webhooks.kick()
     return JSONResponse({"id": delivery, "status": "pending"}, status_code=202)
