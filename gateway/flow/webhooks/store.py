@@ -9,6 +9,7 @@ process of those sharing the file the one that polls and delivers.
 
 from __future__ import annotations
 
+import base64
 import secrets
 import sqlite3
 import threading
@@ -46,7 +47,9 @@ DELIVERY_COLUMNS = (
 
 
 def new_secret() -> str:
-    return "whsec_" + secrets.token_urlsafe(32).replace("-", "A").replace("_", "B")
+    """``whsec_`` and 24 random bytes in standard, padded base64 (32 characters, no ``=``), as
+    Standard Webhooks says: every library, and a receiver checking by hand, decodes it."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
 class WebhookStore:
