@@ -5,8 +5,8 @@
 # there; mmdebstrap for the local base image; tests/docker starts dockerd itself), and for the
 # executable README (tests/docs): jq, used by its shell examples, and php-cli + php-curl for its
 # PHP client example, nodejs (if missing) for its JavaScript one; Node.js and npm for the
-# OpenAPI tools of tests/openapi/node and the MCP Inspector of tests/mcp/node (installed by the
-# tests with `npm ci`; Node.js 20.19+);
+# OpenAPI tools of tests/openapi/node, the MCP Inspector of tests/mcp/node and the docs' webhook
+# receiver's package (tests/docs/node; all installed by the tests with `npm ci`; Node.js 20.19+);
 # systemd for `systemd-analyze verify` on deploy/systemd (tests/deploy/test_systemd.py).
 # Installed only when missing; needs root or sudo. When the install fails, apt's own output is
 # shown. Under CI=true every one of them is required: a failure ends the run here, loudly.

@@ -4,6 +4,7 @@ restart, and only to hosts the operator allowed."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -93,6 +94,8 @@ async def test_deliveries_are_signed_retried_and_survive_a_restart(tmp_path: Pat
         assert made.status_code == 201, made.text
         sub = made.json()
         assert sub["secret"].startswith("whsec_")
+        # standard base64, padded: receivers checking by hand (docs/changes.md) decode it as is
+        assert len(base64.b64decode(sub["secret"].removeprefix("whsec_"), validate=True)) == 24
         assert "secret" not in (await gw.get(f"/webhooks/{sub['id']}")).json()
         created = await gw.post(
             "/v4/Contact/create", json={"values": {"first_name": "Hook", "last_name": "One"}}

@@ -3,14 +3,21 @@ in order, against a fresh ``civicrm-gateway serve`` on the sandbox (a real uvico
 127.0.0.1, in its own directory, so with its own state directory), and what it prints is
 compared with the output the page shows. The convention is in ``tests/docs/examples.py``.
 
+A page may need more than the plain sandbox gateway (``SETUPS``: docs/changes.md's webhook
+receivers need webhooks on and a client's token); JavaScript examples may import the npm
+packages pinned in ``tests/docs/node`` (``npm ci``, once).
+
 Each example is one test, named ``page:line-language``; running one alone first runs the
 examples above it on its page (their ids and shell variables are its context).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import secrets
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +38,48 @@ from tests.docs.examples import (
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 EXAMPLES = [ex for page in PAGES for ex in extract(page, page.relative_to(ROOT).as_posix())]
+# npm packages the JavaScript examples import, pinned in tests/docs/node (``npm ci``).
+NODE_DIR = Path(__file__).parent / "node"
+
+
+def _webhooks_setup(workdir: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """docs/changes.md: a gateway that delivers webhooks to loopback, and a client that may
+    subscribe, its token in ``$TOKEN`` (as the page says)."""
+    token = f"cgw_{secrets.token_urlsafe(24)}"
+    clients = workdir / "clients.toml"
+    clients.write_text(
+        f'[clients.sync]\ntoken_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"\nwebhooks = true\n',
+        encoding="utf-8",
+    )
+    gateway = {"CIVI_GATEWAY_WEBHOOK_HOSTS": '["127.0.0.1"]', "CIVI_GATEWAY_CLIENTS_FILE": str(clients)}
+    return gateway, {"TOKEN": token}
+
+
+# Pages whose examples need more than the plain sandbox gateway: its settings, the examples' env.
+SETUPS: dict[str, Callable[[Path], tuple[dict[str, str], dict[str, str]]]] = {
+    "docs/changes.md": _webhooks_setup,
+}
+
+
+def _node_modules(workdir: Path) -> None:
+    """The docs' npm packages, installed once (again when package-lock.json changes), seen by
+    the examples run in ``workdir`` (Node looks for node_modules beside the script)."""
+    if shutil.which("npm") is None:
+        return  # the js examples then fail on their import, saying which package is missing
+    lock = hashlib.sha256((NODE_DIR / "package-lock.json").read_bytes()).hexdigest()
+    stamp = NODE_DIR / "node_modules" / ".civicrm-gateway-lock"
+    if not stamp.is_file() or stamp.read_text() != lock:
+        done = subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"],
+            cwd=NODE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        stamp.write_text(lock)
+    (workdir / "node_modules").symlink_to(NODE_DIR / "node_modules", target_is_directory=True)
 
 
 class Page:
@@ -43,8 +92,14 @@ class Page:
         # The gateway's own console script and interpreter come first, as in its venv.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env["CIVI_GATEWAY_SECRETS_DIR"] = str(workdir / "no-secrets")
+        settings: dict[str, str] = {}
+        if name in SETUPS:
+            settings, extra = SETUPS[name](workdir)
+            env.update(extra)
+        if any(ex.doc == name and ex.language == "js" for ex in EXAMPLES):
+            _node_modules(workdir)
         self.env = env
-        self.gateway = GatewayProcess({}, workdir).wait_ready()
+        self.gateway = GatewayProcess(settings, workdir).wait_ready()
         self.shell = Shell(workdir, env)
         self.done: set[Example] = set()
 
@@ -118,6 +173,8 @@ def test_the_pages_have_examples():
     assert len(per_page["docs/calling.md"]) >= 10
     assert {ex.language for ex in per_page["docs/calling.md"]} == {"sh", "python", "js", "php"}
     assert len(per_page["docs/safe-writes.md"]) >= 3
+    # the webhook receivers, which verify a real delivery's signature
+    assert {ex.language for ex in per_page["docs/changes.md"]} >= {"python", "js"}
 
 
 @pytest.mark.slow

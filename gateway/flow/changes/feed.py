@@ -347,9 +347,16 @@ class ChangeFeed:
                 },
             )
         changes: list[tuple[dict[str, Any], str]] = []
+        # Concurrent inserts commit in any order: an id below one already reported can still be
+        # new. A feed tracking deletions knows every id it started with or reported, so a new
+        # record is one it does not know; an untracked feed has only the largest id reported.
+        known: dict[int, str] = await state.known(lineage.id) if lineage.tracked and (late or fresh) else {}
         for record in [*late, *fresh]:
-            kind = "created" if int(record["id"]) > at.max_id else "updated"
-            changes.append((record, kind))
+            id_ = int(record["id"])
+            new = id_ > at.max_id or (lineage.tracked and id_ not in known)
+            changes.append((record, "created" if new else "updated"))
+        if lineage.tracked and changes:
+            await state.know(lineage.id, [(int(r["id"]), "") for r, _ in changes])
         # deletions: ids the feed knew that CiviCRM no longer lists
         if lineage.tracked and len(changes) < query.limit and await self._scan_due(lineage):
             await self._scan(client, lineage, where)
@@ -363,8 +370,8 @@ class ChangeFeed:
         if rows is None:
             return
         current = {int(r["id"]) for r in rows}
+        # Ids listed but not reported yet are not added: they are known once reported (above).
         known = await self.state.known(lineage.id)
-        await self.state.know(lineage.id, [(i, "") for i in current - known.keys()])
         await self.state.gone(lineage.id, sorted(known.keys() - current))
         self._scanned_writes[lineage.id] = writes
 
