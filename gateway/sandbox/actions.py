@@ -406,6 +406,10 @@ def run_get(ctx: Ctx) -> list[Record]:
     tail = ""
     if group_sql:
         tail += f" GROUP BY {', '.join(group_sql)}"
+    elif any(not _plain(k) and sqlexpr.parse(k).aggregate for k in order_spec if isinstance(k, str)):
+        # An aggregate in orderBy alone: MariaDB aggregates every row into one (SQLite
+        # refuses it without a GROUP BY); one constant group does the same.
+        tail += " GROUP BY 'all'"
     if having_sql != "1":
         tail += f" HAVING {having_sql}"
     if ctx.empty:

@@ -309,3 +309,10 @@ def test_fields_and_literals_with_aliases(sb: Sandbox, people: list[int]) -> Non
     )
     # a bare number comes back as MySQL's text, as on a real 5.77 site
     assert rows == [{"id": alan, "g": "Male", "f": "Alan", "lit": "x", "n": "3", "z": None}]
+
+
+def test_an_aggregate_in_order_by_alone_aggregates_every_row(sb: Sandbox, people: list[int]) -> None:
+    """CiviCRM 5.77 on MariaDB answers ``orderBy: {"COUNT(id)": "ASC"}`` without ``groupBy``
+    with one row (every row aggregated; checked on the real site), not a DB error."""
+    rows = _get(sb, {"select": ["id"], "orderBy": {"COUNT(id)": "ASC"}, "limit": 3})
+    assert len(rows) == 1 and set(rows[0]) == {"id"}
