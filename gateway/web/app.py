@@ -140,6 +140,8 @@ def create_app(
         redoc_url=None,
         # A trailing slash is a 404, not a 307 whose Location is built from the Host header.
         redirect_slashes=False,
+        # No OpenTelemetry probing on every request (nothing here exports it; benchmarks/).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.services = services  # read through gateway.services.services(request)
     app.add_exception_handler(GatewayError, _gateway_error)

@@ -50,9 +50,10 @@ def credentials(request: Request) -> Credentials:
 
 def origin(request: Request) -> Origin:
     """The call's origin; an Idempotency-Key counts on POST only (a GET never writes)."""
+    scope = request.scope
     return Origin(
         face="rest",
-        instance=request.url.path,
+        instance=scope["path"],  # request.url.path (with any root path), without building the URL
         request_id=getattr(request.state, "request_id", None),
         source=request.client.host if request.client else None,
         idempotency_key=request.headers.get(IDEMPOTENCY_HEADER) if request.method == "POST" else None,

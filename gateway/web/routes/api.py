@@ -35,7 +35,7 @@ def _format(request: Request) -> str:
     """The answer's format: ``format=json|ndjson|csv`` in the query, else the Accept header.
 
     A ``format`` query field with any other value is left alone (it is then a field filter)."""
-    value = request.query_params.get("format")
+    value = request.query_params.get("format") if request.scope.get("query_string") else None
     return export.negotiate(value if value in export.MEDIA_TYPES else None, request.headers.get("accept"))
 
 
@@ -87,7 +87,8 @@ async def handle_call(request: Request, version: int, entity: str, action: str) 
             credentials(request),
             origin(request),
             fmt=fmt,
-            format_named=request.query_params.get("format") == fmt,
+            format_named=bool(request.scope.get("query_string"))
+            and request.query_params.get("format") == fmt,
             reads_only=get,
             on_client=note_client(request),
         )
