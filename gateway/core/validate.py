@@ -42,10 +42,11 @@ def _civicrm_error(message: str) -> GatewayError:
 
 
 def _has(call: Call, name: str) -> bool:
-    attr = {"where": call.where, "records": call.records, "values": call.values}.get(name)
+    """The param is given and not empty (see :func:`_php_empty`, defined below)."""
     if name in ("where", "records", "values"):
-        return attr is not None
-    return call.options.get(name) is not None
+        attr = {"where": call.where, "records": call.records, "values": call.values}[name]
+        return not _php_empty(attr)
+    return not _php_empty(call.options.get(name))
 
 
 def check_required(call: Call) -> None:
@@ -54,7 +55,7 @@ def check_required(call: Call) -> None:
     if action == "update":
         if not call.values:
             raise _civicrm_error('Parameter "values" is required.')
-        if call.where is None and "id" not in call.values:
+        if _php_empty(call.where) and "id" not in call.values:
             raise _civicrm_error('Parameter "where" is required unless primary keys are supplied in values.')
     for name in REQUIRED_PARAMS.get(action, ()):
         if not _has(call, name):
@@ -206,7 +207,9 @@ _TOKEN = re.compile(
 
 
 def _php_empty(value: Any) -> bool:
-    return value in (None, "", "0", 0, False) or value == [] or value == {}
+    """PHP's ``empty()``: CiviCRM's required-param check and ``required_if`` use it (an empty
+    ``where`` or ``records`` list is a missing one)."""
+    return value in (None, "", "0", 0, False) or value == [] or value == {} or value == ()
 
 
 def evaluate_condition(expression: str, values: dict[str, Any]) -> bool | None:

@@ -171,6 +171,8 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        for outcome in ("delivered", "failed", "dead", "refused"):  # at 0 from the start, for alerts
+            self.webhook_deliveries.labels(outcome)
         self.webhook_queue = Gauge(
             "gateway_webhook_queue_depth",
             "Webhook deliveries waiting to be made",

@@ -102,10 +102,12 @@ def snapshot(gateway: GatewayProcess) -> dict[str, Any]:
 
 
 def _label(case: Any) -> str | None:
-    """``v4:Entity.action`` for a call route, from the path the case actually requested."""
+    """``v4:Entity.action`` for a call route, from the path the case actually requested (the
+    change feed reads as the entity's get: the policy applies to it as to a get)."""
     parts = case.formatted_path.strip("/").split("/")
     if len(parts) == 3 and parts[0] in ("v3", "v4"):
-        return f"{parts[0]}:{parts[1]}.{parts[2]}"
+        action = "get" if parts[0] == "v4" and parts[2] == "changes" else parts[2]
+        return f"{parts[0]}:{parts[1]}.{action}"
     return None
 
 

@@ -84,6 +84,15 @@ async def _collect(tmp: Path) -> Exported:
             assert export.status_code == 200
             assert (await gw.get("/readyz")).status_code == 200
             assert (await gw.get("/nope")).status_code == 404
+            # the change feed: started, then a contact created, then polled (its lag)
+            start = await gw.post("/v4/Contact/changes", json={})
+            assert start.status_code == 200, start.text
+            made = await gw.post(
+                "/v4/Contact/create", json={"values": {"first_name": "Lag", "contact_type": "Individual"}}
+            )
+            assert made.status_code == 200, made.text
+            polled = await gw.post("/v4/Contact/changes", json={"cursor": start.headers["X-Next-Cursor"]})
+            assert polled.status_code == 200 and polled.json(), polled.text
             server.stop()  # CiviCRM goes away: retries, then the breaker opens and rejects
             statuses = [
                 (await gw.get("/v4/Contact/get", params={"limit": "1"})).status_code for _ in range(3)

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+import httpx
+import pytest
+
 from gateway.core.call import parse
 from tests.conftest import gateway_client, http_settings
 from tests.real.kit import require_kit
@@ -47,3 +53,33 @@ async def test_both_spellings_of_a_v3_chain_are_one_call() -> None:
             answers.append(record[key]["values"])
             assert not parse(3, "Contact", "getfields", {key: {}}).is_metadata
     assert answers[0] == answers[1] and answers[0], answers
+
+
+EMPTY_REQUIRED = [
+    ("Address", "replace", {"where": [], "records": []}),
+    ("Address", "replace", {"where": [], "records": [{"street_address": "x"}]}),
+    ("Address", "delete", {"where": []}),
+    ("Contact", "save", {"records": []}),
+    ("Contact", "update", {"values": {"first_name": "A"}, "where": []}),
+]
+
+
+@pytest.mark.parametrize(("entity", "action", "params"), EMPTY_REQUIRED, ids=lambda v: str(v)[:30])
+async def test_an_empty_required_param_is_refused_in_civicrms_words(
+    entity: str, action: str, params: dict[str, Any]
+) -> None:
+    """CiviCRM checks required params with PHP's empty(): an empty ``where`` or ``records`` is
+    missing. The gateway says so itself, in CiviCRM's words (a least-privileged user would
+    otherwise get CiviCRM's masked error, a 502)."""
+    kit = require_kit()
+    async with httpx.AsyncClient(base_url=kit.url, timeout=30) as site:
+        raw = await site.post(
+            f"/civicrm/ajax/api4/{entity}/{action}",
+            data={"params": json.dumps(params)},
+            headers={"X-Civi-Auth": f"Bearer {kit.admin_key}", "X-Requested-With": "XMLHttpRequest"},
+        )
+    settings = http_settings(kit.url, http_api_key=kit.admin_key)
+    async with gateway_client(settings) as gw:
+        answer = await gw.post(f"/v4/{entity}/{action}", json=params)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["detail"] == raw.json()["error_message"]

@@ -48,7 +48,11 @@ async def async_error_of(coro: Any) -> GatewayError:
     [
         ("delete", {}, "where"),
         ("save", {}, "records"),
-        ("replace", {"records": []}, "where"),
+        # an empty list is a missing one (PHP's empty()), as on the real 5.77
+        ("replace", {"records": []}, "records"),
+        ("replace", {"records": [{"street_address": "x"}], "where": []}, "where"),
+        ("delete", {"where": []}, "where"),
+        ("save", {"records": []}, "records"),
         ("checkAccess", {"action": "create"}, "values"),
         ("getChecksum", {}, "contactId"),
         ("mergeDuplicates", {"contactId": 3, "duplicateId": 4}, "mode"),
@@ -67,11 +71,19 @@ def test_an_update_needs_values_and_a_where_or_an_id() -> None:
     error = error_of(check_required, parse(4, "Contact", "update", {"values": {"first_name": "A"}}))
     assert error.detail == 'Parameter "where" is required unless primary keys are supplied in values.'
     check_required(parse(4, "Contact", "update", {"values": {"id": 3, "first_name": "A"}}))
-    check_required(parse(4, "Contact", "update", {"values": {"first_name": "A"}, "where": []}))
+    error = error_of(
+        check_required, parse(4, "Contact", "update", {"values": {"first_name": "A"}, "where": []})
+    )
+    assert error.detail == 'Parameter "where" is required unless primary keys are supplied in values.'
+    check_required(parse(4, "Contact", "update", {"values": {"id": 3, "first_name": "A"}, "where": []}))
 
 
-def test_present_but_empty_is_present() -> None:
-    check_required(parse(4, "Contact", "delete", {"where": []}))  # CiviCRM's "where": [] deletes nothing
+def test_present_but_empty_is_missing() -> None:
+    """CiviCRM 5.77 checks required params with PHP's empty(): ``"where": []`` on a delete is
+    'Parameter "where" is required.' (checked on the real site), not a delete of nothing."""
+    assert error_of(check_required, parse(4, "Contact", "delete", {"where": []})).detail == (
+        'Parameter "where" is required.'
+    )
     check_required(parse(4, "Contact", "get", {}))
 
 
