@@ -7,6 +7,7 @@ call is here; the routes only choose the route.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -60,7 +61,7 @@ def origin(request: Request) -> Origin:
     )
 
 
-def note_client(request: Request) -> Any:
+def note_client(request: Request) -> Callable[[str], None]:
     """A hook telling the access log which client called."""
 
     def note(name: str) -> None:

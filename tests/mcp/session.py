@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ from mcp import ClientSession, types
 from mcp.client.streamable_http import streamable_http_client
 
 from gateway.flow.clients import hash_token
+from tests.conftest import GatewayProcess
 
 
 @contextlib.asynccontextmanager
@@ -70,3 +72,26 @@ def clients_toml(policies: dict[str, tuple[str, str]]) -> str:
     for name, (token, policy) in policies.items():
         parts.append(f'[clients.{name}]\ntoken_sha256 = "{hash_token(token)}"\n{policy.strip()}\n')
     return "\n".join(parts)
+
+
+@contextlib.contextmanager
+def sandbox_gateway(
+    directory: Path, clients: dict[str, tuple[str, str]], **env: str
+) -> Iterator[GatewayProcess]:
+    """A uvicorn gateway on the sandbox with these clients (name -> (token, policy lines)), its
+    state in ``directory``; ``env``: more ``CIVI_GATEWAY_*`` settings."""
+    path = directory / "clients.toml"
+    path.write_text(clients_toml(clients))
+    process = GatewayProcess(
+        {
+            "CIVI_GATEWAY_BACKEND": "sandbox",
+            "CIVI_GATEWAY_STATE_DIR": str(directory / "state"),
+            "CIVI_GATEWAY_CLIENTS_FILE": str(path),
+            **env,
+        },
+        directory,
+    )
+    try:
+        yield process.wait_ready(timeout=60)
+    finally:
+        process.stop()

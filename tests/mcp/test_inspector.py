@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import GatewayProcess
-from tests.mcp.session import clients_toml
+from tests.mcp.session import sandbox_gateway
 
 pytestmark = pytest.mark.slow
 NODE_DIR = Path(__file__).parent / "node"
@@ -61,21 +61,9 @@ def inspector() -> Path:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    directory = tmp_path_factory.mktemp("inspector")
-    clients = directory / "clients.toml"
-    clients.write_text(clients_toml({n: (TOKENS[n], p) for n, p in POLICIES.items()}))
-    process = GatewayProcess(
-        {
-            "CIVI_GATEWAY_BACKEND": "sandbox",
-            "CIVI_GATEWAY_STATE_DIR": str(directory / "state"),
-            "CIVI_GATEWAY_CLIENTS_FILE": str(clients),
-        },
-        Path(directory),
-    )
-    try:
-        yield process.wait_ready(timeout=60)
-    finally:
-        process.stop()
+    clients = {n: (TOKENS[n], p) for n, p in POLICIES.items()}
+    with sandbox_gateway(tmp_path_factory.mktemp("inspector"), clients) as process:
+        yield process
 
 
 def inspect(inspector: Path, home: Path, url: str, token: str, *args: str) -> tuple[int, dict[str, Any]]:

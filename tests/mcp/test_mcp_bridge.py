@@ -21,7 +21,7 @@ from mcp.shared.exceptions import McpError
 from mcp.types import ErrorData
 
 from tests.conftest import GatewayProcess, free_port
-from tests.mcp.session import clients_toml, ok, refused, tools_of
+from tests.mcp.session import ok, refused, sandbox_gateway, tools_of
 
 pytestmark = pytest.mark.slow
 
@@ -44,21 +44,9 @@ INITIALIZE = {
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    directory = tmp_path_factory.mktemp("bridge")
-    clients = directory / "clients.toml"
-    clients.write_text(clients_toml({n: (TOKENS[n], p) for n, p in POLICIES.items()}))
-    process = GatewayProcess(
-        {
-            "CIVI_GATEWAY_BACKEND": "sandbox",
-            "CIVI_GATEWAY_STATE_DIR": str(directory / "state"),
-            "CIVI_GATEWAY_CLIENTS_FILE": str(clients),
-        },
-        Path(directory),
-    )
-    try:
-        yield process.wait_ready(timeout=60)
-    finally:
-        process.stop()
+    clients = {n: (TOKENS[n], p) for n, p in POLICIES.items()}
+    with sandbox_gateway(tmp_path_factory.mktemp("bridge"), clients) as process:
+        yield process
 
 
 def token_file(folder: Path, token: str, mode: int = 0o600) -> Path:

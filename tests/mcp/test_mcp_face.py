@@ -14,7 +14,7 @@ import pytest
 from mcp.shared.exceptions import McpError
 
 from tests.conftest import GatewayProcess, assert_problem
-from tests.mcp.session import clients_toml, mcp_session, ok, problem_of, refused, tools_of
+from tests.mcp.session import mcp_session, ok, problem_of, refused, sandbox_gateway, tools_of
 
 pytestmark = pytest.mark.slow
 
@@ -40,22 +40,11 @@ WRITE_TOOLS = {"create_record", "update_records", "delete_records"}
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    directory = tmp_path_factory.mktemp("mcp")
-    clients = directory / "clients.toml"
-    clients.write_text(clients_toml({n: (TOKENS[n], p) for n, p in POLICIES.items()}))
-    process = GatewayProcess(
-        {
-            "CIVI_GATEWAY_BACKEND": "sandbox",
-            "CIVI_GATEWAY_STATE_DIR": str(directory / "state"),
-            "CIVI_GATEWAY_CLIENTS_FILE": str(clients),
-            "CIVI_GATEWAY_MAX_BODY_BYTES": "200000",
-        },
-        Path(directory),
-    )
-    try:
-        yield process.wait_ready(timeout=60)
-    finally:
-        process.stop()
+    clients = {n: (TOKENS[n], p) for n, p in POLICIES.items()}
+    with sandbox_gateway(
+        tmp_path_factory.mktemp("mcp"), clients, CIVI_GATEWAY_MAX_BODY_BYTES="200000"
+    ) as process:
+        yield process
 
 
 async def rest(gateway: GatewayProcess, client: str, path: str, body: Any) -> httpx.Response:

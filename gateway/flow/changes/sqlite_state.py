@@ -7,13 +7,11 @@ and a busy timeout let the workers of one host share the file.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-import threading
 import time
 from collections.abc import Iterable
-from pathlib import Path
 
 from gateway.flow.changes.state import FeedState, Lineage
+from gateway.flow.sqlitefile import SqliteFile
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS lineages (
@@ -35,33 +33,9 @@ CREATE TABLE IF NOT EXISTS tombstones (
 """
 
 
-class SqliteFeedState(FeedState):
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def _db(self) -> sqlite3.Connection:
-        """Opened on first use: an app that never uses it creates no file."""
-        if self._conn is None:
-            path = self._path
-            path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-            self._conn = db
-        return self._conn
-
-    async def close(self) -> None:
-        await asyncio.to_thread(self._close)
-
-    def _close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+class SqliteFeedState(SqliteFile, FeedState):
+    schema = _SCHEMA
+    pragmas = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
 
     def _create(self, lineage: str, client: str, entity: str, mode: str, query: str, tracked: bool) -> None:
         with self._lock:

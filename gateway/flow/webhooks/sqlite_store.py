@@ -8,13 +8,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
-import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
 
+from gateway.flow.sqlitefile import SqliteFile
 from gateway.flow.webhooks.store import WebhookStore, new_delivery_id, new_secret, new_subscription_id
 
 _SCHEMA = """
@@ -44,33 +43,9 @@ DELIVERY_COLUMNS = (
 )
 
 
-class SqliteWebhookStore(WebhookStore):
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def _db(self) -> sqlite3.Connection:
-        """Opened on first use: an app that never uses it creates no file."""
-        if self._conn is None:
-            path = self._path
-            path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
-            self._conn = db
-        return self._conn
-
-    async def close(self) -> None:
-        await asyncio.to_thread(self._close)
-
-    def _close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+class SqliteWebhookStore(SqliteFile, WebhookStore):
+    schema = _SCHEMA
+    row_factory = sqlite3.Row
 
     # --- subscriptions -----------------------------------------------------------------------
     def _add(
