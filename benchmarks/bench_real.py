@@ -80,26 +80,30 @@ class Lean:
 
     resent = 0
 
-    async def post(self, path: str, body: bytes, content_type: str) -> tuple[int, bytes]:
+    async def request(self, path: str, body: bytes, content_type: str) -> tuple[int, bytes]:
+        """POST ``body`` to ``path``, or GET ``path`` when ``content_type`` is empty."""
         for _ in range(3):
             try:
-                return await self._post(path, body, content_type)
+                return await self._request(path, body, content_type)
             except (asyncio.IncompleteReadError, ConnectionError):
                 # PHP's built-in server, its workers all busy, at times closes a connection
                 # it accepted without answering: sent again on a new connection (counted)
                 self.close()
                 Lean.resent += 1
-        return await self._post(path, body, content_type)
+        return await self._request(path, body, content_type)
 
-    async def _post(self, path: str, body: bytes, content_type: str) -> tuple[int, bytes]:
+    async def _request(self, path: str, body: bytes, content_type: str) -> tuple[int, bytes]:
         if self.streams is None:
             self.streams = await asyncio.open_connection(*self.address)
         reader, writer = self.streams
-        writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: {self.address[0]}\r\n{self.head}"
-            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
+        if content_type:
+            writer.write(
+                f"POST {path} HTTP/1.1\r\nHost: {self.address[0]}\r\n{self.head}"
+                f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+        else:  # a GET
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.address[0]}\r\n{self.head}\r\n".encode())
         head = await reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
         length: int | None = None
@@ -198,10 +202,13 @@ def http_sender(url: str, path: str, body: bytes, content_type: str, headers: di
     """``n`` lean connections, and ``send(i)`` making one call on connection ``i``."""
     conns = [Lean(url, headers) for _ in range(n)]
 
-    async def send(index: int) -> None:
-        status, answer = await conns[index].post(path, body, content_type)
+    async def send(index: int, check: bool = True) -> None:
+        """One call on connection ``index``; ``check``: its answer is the 25 records."""
+        status, answer = await conns[index].request(path, body, content_type)
         if status != 200:
             raise SystemExit(f"{url}{path}: {status} {answer[:300]!r}")
+        if not check:
+            return
         records = orjson.loads(answer)
         if isinstance(records, dict):  # CiviCRM's REST: {"values": [...], ...}
             records = records.get("values")
@@ -305,6 +312,7 @@ async def steady(kit: Kit, args: argparse.Namespace, folder: Path) -> None:
                     await timed(send, args.per_round, latencies[name])
                     if name in pids:
                         cpu[name] += cpu_seconds(pids[name]) - before
+            floors = await floor(gw_pipe, raw, args.rounds * args.per_round)
             load = os.getloadavg()
             print(
                 f"\nContact.get, 25 Individuals, 3 fields, by id; concurrency 1; {args.rounds} "
@@ -332,6 +340,15 @@ async def steady(kit: Kit, args: argparse.Namespace, folder: Path) -> None:
                     f"{name}: {seconds / calls * 1000:.2f} ms of gateway CPU per request "
                     f"({seconds:.2f} s over {calls} requests; pipe target <= 0.5)"
                 )
+
+            server, client = floors
+            own = cpu["gateway, pipe backend"] / calls - server - client
+            print(
+                f"floors, same run: a GET /healthz on the pipe gateway {server * 1000:.2f} ms of its "
+                f"CPU (server, middlewares, no call); the raw cv pipe client's own CPU "
+                f"{client * 1000:.2f} ms a call (write a line, wait, read a line, decode); the "
+                f"pipe gateway's work beyond both {own * 1000:.2f} ms a call"
+            )
 
             print(
                 f"\nthroughput, calls/s (pipe pools of {args.pool}; {args.throughput_calls} calls "
@@ -379,6 +396,28 @@ async def steady(kit: Kit, args: argparse.Namespace, folder: Path) -> None:
             close_http()
             close_pipe()
             await raw.close()
+
+
+async def floor(gw: GatewayProcess, raw: RawPipe, calls: int) -> tuple[float, float]:
+    """CPU seconds a request that no gateway can go below: a ``GET /healthz`` on ``gw`` (its
+    HTTP server and middlewares, no call), and this process's own per call of a raw pipe call
+    (what any client of ``cv pipe`` spends writing, waiting for and decoding an answer)."""
+    health, close = http_sender(gw.url, "/healthz", b"", "", {}, 1)
+    try:
+        for _ in range(20):
+            await health(0, False)
+        before = cpu_seconds(gw.proc.pid)
+        for _ in range(calls):
+            await health(0, False)
+        server = (cpu_seconds(gw.proc.pid) - before) / calls
+    finally:
+        close()
+    times = os.times()
+    for _ in range(calls):
+        await raw.call()
+    after = os.times()
+    client = (after.user + after.system - times.user - times.system) / calls
+    return server, client
 
 
 async def cold(kit: Kit, backend: str, folder: Path) -> None:
