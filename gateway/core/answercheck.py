@@ -193,6 +193,8 @@ class _Checker:
                 if call.version == 4 and call.is_get:
                     self.note(f"{where}: a {type(record).__name__} where a record belongs")
                 continue
+            if record.keys() <= allowed:  # every key judged before (never a chain's)
+                continue
             for key, value in record.items():
                 if key in allowed:
                     continue

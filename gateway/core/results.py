@@ -119,11 +119,15 @@ def _strip(value: Any) -> Any:
                 return _stripped(value)
             if len(_PLAIN_KEYS) < _PLAIN_KEYS_KEPT:
                 _PLAIN_KEYS.update(keys)
-        for v in value.values():
-            if isinstance(v, (dict, list)):
-                return _stripped(value)
-        return value
+        # The values' types are compared as a set (one pass in C, not a loop in Python):
+        # a record of scalars only is passed on as it is.
+        if _SCALARS.issuperset(map(type, value.values())):
+            return value
+        return _stripped(value)
     return value
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 # Result keys seen that are not credential keys (bounded: keys are data in some answers).

@@ -97,6 +97,14 @@ def test_response_body_counts_and_strips() -> None:
     assert response_body(3, "get", Records([{"id": 1}])) == ([{"id": 1}], {"X-Result-Count": "1"})
 
 
+def test_a_record_with_plain_keys_still_has_its_nested_values_stripped() -> None:
+    """Only a record of scalars is passed on unread: one whose own keys are plain may still
+    hold a credential in a chained list or a nested object."""
+    records = Records([{"id": 1, "emails": [{"id": 2, "api_key": "k"}], "owner": {"id": 3, "hash": "h"}}])
+    body, _ = response_body(4, "get", records)
+    assert body == [{"id": 1, "emails": [{"id": 2}], "owner": {"id": 3}}]
+
+
 def test_a_record_with_nothing_to_strip_is_passed_on_as_it_is() -> None:
     record = {"id": 1, "display_name": "A"}
     body, _ = response_body(4, "get", Records([record]))
