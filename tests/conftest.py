@@ -211,7 +211,8 @@ async def gw_sandbox() -> AsyncIterator[httpx.AsyncClient]:
 class GatewayProcess:
     """``civicrm-gateway serve`` as a real uvicorn process on 127.0.0.1."""
 
-    def __init__(self, env: dict[str, str], tmp_path: Path) -> None:
+    def __init__(self, env: dict[str, str], tmp_path: Path, *, module: str = "gateway") -> None:
+        """``module``: what ``python -m ... serve`` runs (a benchmark's wrapper of the gateway)."""
         self.port = free_port()
         self.log = tmp_path / f"gateway-{self.port}.log"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("CIVI_GATEWAY_")}
@@ -228,7 +229,7 @@ class GatewayProcess:
         )
         self._log_file = self.log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve"],
+            [sys.executable, "-m", module, "serve"],
             env=full_env,
             cwd=tmp_path,
             stdout=self._log_file,
