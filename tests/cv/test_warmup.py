@@ -31,8 +31,8 @@ async def test_the_warm_up_runs_on_low_priority_workers_of_its_own(site: Site, b
         metadata = await fetch_metadata(backend)
         assert metadata.entity("Contact") is not None
         assert metadata.entity("Contact")["fields"]["create"]
-        # Of the clients' backend only the entity list was asked (pipe: one call of its pool).
-        assert backend.unwrapped().stats().get("calls", 0) - before <= 1
+        # Nothing was asked of the clients' backend (the entity list too runs on the pool).
+        assert backend.unwrapped().stats().get("calls", 0) == before
     finally:
         await backend.close()
 

@@ -23,11 +23,13 @@ import orjson
 import pytest
 from fastapi import FastAPI
 
+from gateway.flow.clients import ANONYMOUS
 from gateway.settings import Settings
 from gateway.web.app import create_app
 from gateway.web.openapi.document import Skeleton, _apart
 from gateway.web.openapi.metadata import Metadata, load_spec
 from tests.openapi.bigsite import _sandbox_metadata, write_big_spec
+from tests.openapi.test_metadata import FakeCiviCRM
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 GOLDEN = FIXTURES / "openapi-golden-document.json"
@@ -127,6 +129,48 @@ def test_a_part_is_made_once_for_the_same_metadata() -> None:
     assert skeleton.part(renamed).tag == {"name": "Contact", "description": first.tag["description"]}  # type: ignore[index]
     skeleton.part({**contact, "title": "Someone"})  # a third: the least recently used goes
     assert skeleton.part(contact) is not first and skeleton.parts_made == 4
+
+
+async def test_each_entity_s_part_is_built_as_its_group_lands(tmp_path: Path) -> None:
+    """With the documents built at start-up, each group's entities are described as soon as
+    the group's answer is in, while later groups are still being fetched; the document then
+    finds every part made."""
+    backend = FakeCiviCRM(35, chains=True, delay=0.02)
+    settings = Settings(
+        backend="sandbox",
+        sandbox_db=str(tmp_path / "civi.sqlite"),
+        sandbox_demo=0,
+        state_dir=tmp_path / "state",
+        openapi_prebuild=True,
+    )
+    app = create_app(settings, backend=backend)
+    docs = app.state.docs
+    docs.serving()
+    told: list[int] = []  # how many entities, as each group landed
+    described = docs.source.on_described
+    assert described is not None
+
+    def landed(entities: list[dict[str, Any]]) -> None:
+        told.append(len(entities))
+        described(entities)
+
+    docs.source.on_described = landed
+    made_before: list[int] = []
+    skeleton = docs._skeleton()
+    document = skeleton.document
+
+    def spy(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        made_before.append(skeleton.parts_made)
+        return document(*args, **kwargs)
+
+    skeleton.document = spy  # type: ignore[method-assign]
+    async with app.router.lifespan_context(app):
+        assert docs._task is not None
+        await docs._task
+        built = await docs.full(ANONYMOUS)
+    assert sorted(told) == [5, 10, 10, 10]  # each group as it landed
+    assert made_before[0] == 35 and skeleton.parts_made == 35  # each part made once, ahead
+    assert orjson.loads(built.body)["paths"].keys() >= {f"/v4/Thing{i}/get" for i in range(35)}
 
 
 if __name__ == "__main__":  # rewrite the golden digests (a change meant to change the documents)
