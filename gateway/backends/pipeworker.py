@@ -104,6 +104,13 @@ class Login:
     value: str = field(repr=False)
 
 
+def _lower_group(pid: int, nice: int) -> None:
+    """A process in a session of its own is, on Linux with autogroups, a scheduling group of
+    its own, weighed against the others by the group's nice value, not its own: lower that."""
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/autogroup", "w") as group:
+        group.write(str(nice))
+
+
 class PipeWorker:
     """One ``cv pipe`` process.
 
@@ -154,6 +161,7 @@ class PipeWorker:
             # while cv is still booting; through a context only the local client is reniced.
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, self.proc.pid, self.nice)
+            _lower_group(self.proc.pid, self.nice)
         self._stderr_task = asyncio.create_task(self._drain_stderr())
         await self._read_handshake(trusted_needed)
         wanted = {"apiError": "array", "bufferSize": buffer_size, "responsePrefix": PREFIX}

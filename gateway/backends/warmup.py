@@ -11,6 +11,7 @@ when one comes, gets the CPU first. Other backends (http, sandbox) are used as t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -33,9 +34,15 @@ def warmup_workers() -> int:
 
 
 @contextlib.asynccontextmanager
-async def background_backend(backend: Backend) -> AsyncIterator[tuple[Backend, int]]:
+async def background_backend(
+    backend: Backend, *, closing: set[asyncio.Task[None]] | None = None
+) -> AsyncIterator[tuple[Backend, int]]:
     """A backend for background metadata calls and how many of them to run at once: a
-    low-priority pipe pool of its own on the cv and pipe backends, else ``backend`` itself."""
+    low-priority pipe pool of its own on the cv and pipe backends, else ``backend`` itself.
+
+    The pool is stopped on leaving; with ``closing``, in a task put there (for its owner to
+    await later) instead: its workers take a few tens of milliseconds to end, and what they
+    fetched need not wait for that."""
     from gateway.backends.cv import CvBackend
     from gateway.backends.pipe import PipeBackend
 
@@ -54,4 +61,9 @@ async def background_backend(backend: Backend) -> AsyncIterator[tuple[Backend, i
     try:
         yield pool, size
     finally:
-        await pool.close()
+        if closing is None:
+            await pool.close()
+        else:
+            task = asyncio.get_running_loop().create_task(pool.close())
+            closing.add(task)
+            task.add_done_callback(closing.discard)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -109,11 +110,24 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await resilient.start()
+        # The API documents, built in the background: on cv and pipe the metadata warm-up
+        # boots its own workers while the backend starts its, and asks the backend after.
+        import os as _os
+
+        backend_ready = asyncio.Event()
+        if not _os.environ.get("COLD_LATE"):
+            docs.start(backend_ready)
+        try:
+            await resilient.start()
+        except BaseException:
+            await docs.stop()
+            raise
+        backend_ready.set()
+        if _os.environ.get("COLD_LATE"):
+            docs.start(backend_ready)
         readiness.on_started()
         if metrics is not None:
             metrics.start()
-        docs.start()  # the API documents, built in the background
         if services.webhooks.targets.enabled:
             services.webhooks.start()
         log.info("civicrm-gateway %s ready on the %s backend", __version__, resilient.name)

@@ -126,6 +126,37 @@ async def test_a_backend_that_does_not_chain_is_asked_three_calls_per_entity_at_
     assert thing["fields"]["create"][1]["required"] is True
 
 
+async def test_each_group_is_told_of_as_it_lands_and_an_early_fetch_waits_for_the_backend():
+    """A fetch may begin before the backend has started (at the gateway's start, while the
+    clients' workers boot): it asks the backend only once told it is ready. Each group's
+    entities are handed on as soon as they are described, as the dicts the metadata keeps,
+    while later groups are still to be asked; a failing receiver does not stop the fetch."""
+    backend = FakeCiviCRM(25, chains=True, delay=0.01)
+    ready = asyncio.Event()
+    landed: list[tuple[int, list[dict[str, Any]]]] = []
+
+    def told(entities: list[dict[str, Any]]) -> None:
+        landed.append((len(backend.calls), entities))
+
+    fetch = asyncio.ensure_future(
+        fetch_metadata(backend, concurrency=1, group_size=10, on_described=told, backend_ready=ready)
+    )
+    await asyncio.sleep(0.05)
+    assert backend.calls == [] and not fetch.done()
+    ready.set()
+    metadata = await fetch
+    assert [len(entities) for _, entities in landed] == [10, 10, 5]
+    assert all(ent is metadata.entity(ent["name"]) for _, entities in landed for ent in entities)
+    assert all(ent["fields"]["create"][1]["options"] == {"a": "A", "b": "B"} for ent in landed[0][1])
+    assert landed[0][0] < landed[-1][0]  # the first group was handed on before the last was asked
+
+    def broken(entities: list[dict[str, Any]]) -> None:
+        raise RuntimeError("a receiver's bug")
+
+    again = await fetch_metadata(FakeCiviCRM(3, chains=True), on_described=broken)
+    assert [e["name"] for e in again.entities] == ["Thing0", "Thing1", "Thing2"]
+
+
 async def test_fetch_only_the_configured_entities():
     backend = FakeCiviCRM(5)
     metadata = await fetch_metadata(backend, entities=["Thing3"])

@@ -19,6 +19,7 @@ from gateway.settings import Settings
 from gateway.web.app import create_app
 from gateway.web.openapi import ASSETS
 from tests.conftest import gateway_client
+from tests.openapi.test_metadata import FakeCiviCRM
 
 GZIP = {"Accept-Encoding": "gzip"}
 PLAIN = {"Accept-Encoding": "identity"}
@@ -133,6 +134,48 @@ async def test_metadata_kept_between_restarts_and_documents_built_at_start(tmp_p
     assert elsewhere.state.docs.source.metadata is None
 
 
+class SlowStart(FakeCiviCRM):
+    """A backend that takes a moment to start and records whether a call came before."""
+
+    def __init__(self) -> None:
+        super().__init__(3, chains=True)
+        self.started = False
+        self.early: list[tuple[str, str]] = []
+        self.prebuild_running_at_start = False
+        self.app: Any = None
+
+    async def start(self) -> None:
+        await asyncio.sleep(0.2)
+        self.prebuild_running_at_start = self.app.state.docs._task is not None
+        self.started = True
+
+    async def call(self, call: Call, *, identity: Any = None) -> Records:
+        if not self.started:
+            self.early.append((call.entity, call.action))
+        return await super().call(call, identity=identity)
+
+
+async def test_the_warm_up_begins_with_the_backend_s_start_and_asks_it_once_started(tmp_path):
+    """At start-up the documents' warm-up is under way while the backend starts (on cv and
+    pipe its own workers boot alongside the clients'); the backend itself is asked only once
+    it has started."""
+    backend = SlowStart()
+    settings = Settings(
+        backend="sandbox",
+        sandbox_db=str(tmp_path / "civi.sqlite"),
+        sandbox_demo=0,
+        state_dir=tmp_path / "state",
+        openapi_prebuild=True,
+    )
+    app = backend.app = create_app(settings, backend=backend)
+    app.state.docs.serving()
+    async with app.router.lifespan_context(app):
+        await app.state.docs._task
+        built = await app.state.docs.full(ANONYMOUS)
+    assert backend.prebuild_running_at_start and backend.early == []
+    assert "/v4/Thing2/get" in orjson.loads(built.body)["paths"]
+
+
 async def test_no_disk_cache_nor_prebuild_for_a_server_on_the_in_memory_sandbox(tmp_path):
     settings = Settings(backend="sandbox", sandbox_demo=0, state_dir=tmp_path / "state")
     app = create_app(settings)
@@ -155,6 +198,22 @@ def test_the_served_bytes_name_the_base_url():
     assert gzip.decompress(packed) == plain
 
 
+def test_a_document_is_serialised_once_and_never_carries_a_secret():
+    """The last guard: a document is searched for the gateway's secrets in its JSON, and
+    only one that holds one is walked and masked; a secret JSON writes otherwise than as it
+    is (a quote, a backslash) is looked for by the walk."""
+    from gateway.core.redact import MASK
+    from gateway.web.openapi import Built
+
+    doc = {"info": {"description": "Ask Ada"}, "x": ["the key is s3cret-key-1234", 'a "quoted\\" one']}
+    clean = Built.guarded(doc, ["other-secret-5678", ""])
+    assert clean.doc is doc and clean.body == orjson.dumps(doc)
+    masked = Built.guarded(doc, ["s3cret-key-1234"])
+    assert masked.doc["x"][0] == f"the key is {MASK}" and b"s3cret" not in masked.body
+    quoted = Built.guarded(doc, ['"quoted\\"'])
+    assert quoted.doc["x"][1] == f"a {MASK} one" and orjson.loads(quoted.body) == quoted.doc
+
+
 async def test_a_forged_host_header_does_not_reach_the_document():
     # Tokenless, a Host that is not a loopback name is refused outright (DNS rebinding).
     async with gateway_client(Settings(backend="sandbox", sandbox_demo=0)) as gw:
@@ -169,22 +228,34 @@ async def test_a_forged_host_header_does_not_reach_the_document():
 
 def test_a_document_built_in_a_thread_lets_the_event_loop_take_the_gil_back_soon():
     """While a build runs, Python's switch interval is lowered (clients' calls are not held
-    up behind a large site's build), and restored once no build runs."""
+    up behind a large site's build) and the garbage collector waits (a build makes a million
+    objects, none of them garbage); both are restored once no build runs. The build serves
+    its bytes once for the base URL asked, gzipped, so the first reader finds them made."""
+    import gc
     import sys
 
     from gateway.web import openapi
 
     before = sys.getswitchinterval()
-    seen: list[float] = []
+    seen: list[tuple[float, bool]] = []
 
     def make() -> dict:
-        seen.append(sys.getswitchinterval())
+        seen.append((sys.getswitchinterval(), gc.isenabled()))
         return {"openapi": "3.1.0"}
 
-    built = openapi._build(make)
+    assert gc.isenabled()
+    built = openapi._build(make, "http://127.0.0.1:8000")
     assert built.body == b'{"openapi":"3.1.0"}'
-    assert seen == [min(openapi.BUILD_SWITCH_INTERVAL, before)] and seen[0] < before
-    assert sys.getswitchinterval() == before
+    assert seen == [(min(openapi.BUILD_SWITCH_INTERVAL, before), False)] and seen[0][0] < before
+    assert sys.getswitchinterval() == before and gc.isenabled()
+    assert list(built._served) == ["http://127.0.0.1:8000"]
+    # A program that turned the collector off itself finds it off afterwards.
+    gc.disable()
+    try:
+        openapi._build(make)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 async def test_documents_are_built_on_a_thread_of_lower_priority():

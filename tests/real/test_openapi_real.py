@@ -8,13 +8,24 @@ to a few entities (``CIVI_GATEWAY_OPENAPI_ENTITIES``) shows the same path works 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from fastapi import FastAPI
 from openapi_spec_validator import validate
 
+from gateway.flow.clients import ANONYMOUS
+from gateway.settings import Settings
+from gateway.web.app import create_app
+from gateway.web.openapi.document import Skeleton, _apart
+from gateway.web.openapi.metadata import Metadata
+from gateway.web.openapi.samples import BASE_URL
+from gateway.web.openapi.views import narrow
 from tests.real.conftest import Gateways, RealGateway
 
 
@@ -69,3 +80,48 @@ def test_document_on_http_and_cv(limited: RealGateway) -> None:
     assert "/v4/Contact/create" in document["paths"]
     one = limited.get("/openapi/SavedSearch.json")
     assert one.status_code == 200 and "/v4/SavedSearch/get" in one.json()["paths"]
+
+
+def test_the_document_built_ahead_is_the_one_pass_document(gateways: Gateways, tmp_path: Path) -> None:
+    """A gateway building its documents at start-up builds each entity's part as its group of
+    metadata lands; what it serves is, byte for byte, the document one pass over the same
+    metadata gives (the real site's ~145 entities: no two parts claim one name)."""
+    state = tmp_path / "state"
+    gw = gateways.start(
+        "pipe",
+        "admin",
+        CIVI_GATEWAY_OPENAPI_PREBUILD="true",
+        CIVI_GATEWAY_STATE_DIR=str(state),
+        CIVI_GATEWAY_LOG_LEVEL="info",
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while "document(s) built in the background" not in gw.process.log.read_text():
+            assert time.monotonic() < deadline, gw.process.log.read_text()[-2000:]
+            time.sleep(0.2)
+        served = gw.get("/openapi.json", headers={"Accept-Encoding": "identity"})
+        assert served.status_code == 200
+        saved = state / "openapi-metadata.json"
+        metadata = Metadata.from_json(json.loads(saved.read_text()), source="pipe backend")
+    finally:
+        gateways.stop(gw)
+    assert len(metadata.entities) > 100
+    narrowed = narrow(metadata, ANONYMOUS.policy)  # the tokenless gateway's loopback reader
+    base = FastAPI.openapi(create_app(Settings(backend="sandbox", sandbox_demo=0)))
+    skeleton = Skeleton(base, auth_required=False, parts_kept=1000)
+    parts = [skeleton.part(ent) for ent in sorted(narrowed.entities, key=lambda e: e["name"])]
+    assert _apart(parts)
+    one_pass = Skeleton(base, auth_required=False).document(narrowed, one_pass=True)
+    assert orjson.dumps(skeleton.document(narrowed)) == orjson.dumps(one_pass)
+    # The served document's entities, as the one-pass build describes them (its own routes
+    # are those of the served gateway's settings, the components' too: compared apart).
+    mine = orjson.loads(orjson.dumps(one_pass).replace(BASE_URL.encode(), gw.url.encode()))
+    document = served.json()
+    entity_paths = [p for p in mine["paths"] if p.startswith("/v4/") and "{" not in p and p != "/v4/batch"]
+    assert [p for p in document["paths"] if p in set(entity_paths)] == entity_paths
+    assert all(document["paths"][p] == mine["paths"][p] for p in entity_paths)
+    entity_schemas = [s for s in mine["components"]["schemas"] if s not in skeleton.schema_names]
+    assert all(
+        document["components"]["schemas"][s] == mine["components"]["schemas"][s] for s in entity_schemas
+    )
+    assert document["tags"] == mine["tags"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import gzip
 import hashlib
 import html
@@ -50,7 +51,7 @@ from starlette.staticfiles import StaticFiles
 from gateway.core.errors import GatewayError
 from gateway.core.params import NAME_RE
 from gateway.core.redact import Redactor
-from gateway.web.openapi.document import build_document
+from gateway.web.openapi.document import Skeleton
 from gateway.web.openapi.metadata import Metadata, SpecSource
 from gateway.web.openapi.samples import BASE_URL
 from gateway.web.openapi.views import identity_digest, narrow, view_key
@@ -102,6 +103,8 @@ _PREFIX = re.compile(r"(?:/[A-Za-z0-9._~-]+)*")
 _PLACEHOLDER = BASE_URL.encode()
 # Documents kept at once (each view of the whole site, and each entity of each view).
 DOCUMENTS_KEPT = 256
+# Entities' parts of documents kept (see document.Skeleton): every view of a large site's.
+PARTS_KEPT = 2048
 BASE_URLS_KEPT = 4
 GZIP_LEVEL = 6
 # Seconds a thread building a document holds the GIL before the event loop may take it.
@@ -114,10 +117,25 @@ class Built:
     """One document, serialised once; its bytes for each base URL it was served under, plain
     and gzipped, made once each."""
 
-    def __init__(self, doc: dict[str, Any]) -> None:
+    def __init__(self, doc: dict[str, Any], body: bytes | None = None) -> None:
         self.doc = doc
-        self.body = orjson.dumps(doc)
+        self.body = orjson.dumps(doc) if body is None else body
         self._served: OrderedDict[str, tuple[bytes, bytes]] = OrderedDict()
+
+    @classmethod
+    def guarded(cls, doc: dict[str, Any], secrets: list[str]) -> Built:
+        """``doc`` with every secret masked (it carries text a CiviCRM administrator wrote: a
+        last guard), serialised once: its JSON is searched for them, and only a document
+        that holds one is walked (as :meth:`Redactor.json` does, keeping the bytes)."""
+        body = orjson.dumps(doc)
+        secrets = [s for s in secrets if s]
+        if not secrets:
+            return cls(doc, body)
+        redactor = Redactor(secrets)
+        # A secret is found in the JSON text as it is only if JSON writes it as itself.
+        if all(orjson.dumps(s)[1:-1] == s.encode() for s in secrets) and not redactor.found_in(body.decode()):
+            return cls(doc, body)
+        return cls(redactor.json(doc))
 
     def for_base(self, base: str) -> tuple[bytes, bytes]:
         found = self._served.get(base)
@@ -129,32 +147,50 @@ class Built:
         return found
 
 
-class _GilShare:
-    """While a document is built in a thread (a large site's takes a second or more of pure
+class _Building:
+    """While documents are built in a thread (a large site's takes a second or more of pure
     Python), the event loop's thread gets the GIL back within :data:`BUILD_SWITCH_INTERVAL`
-    instead of Python's 5 ms: the calls clients make meanwhile are not held up behind it."""
+    instead of Python's 5 ms: the calls clients make meanwhile are not held up behind it.
+    And the cyclic garbage collector waits: a build makes a million small dicts and lists,
+    none of them garbage, which would set it off over and over, each time walking every
+    object of the process (a third of a build's time)."""
 
     _lock = threading.Lock()
     _building = 0
     _saved = 0.0
+    _collecting = False
 
     def __enter__(self) -> None:
         with self._lock:
-            if _GilShare._building == 0:
-                _GilShare._saved = sys.getswitchinterval()
-                sys.setswitchinterval(min(BUILD_SWITCH_INTERVAL, _GilShare._saved))
-            _GilShare._building += 1
+            if _Building._building == 0:
+                _Building._saved = sys.getswitchinterval()
+                sys.setswitchinterval(min(BUILD_SWITCH_INTERVAL, _Building._saved))
+                _Building._collecting = gc.isenabled()
+                gc.disable()
+            _Building._building += 1
 
     def __exit__(self, *exc: object) -> None:
         with self._lock:
-            _GilShare._building -= 1
-            if _GilShare._building == 0:
-                sys.setswitchinterval(_GilShare._saved)
+            _Building._building -= 1
+            if _Building._building == 0:
+                sys.setswitchinterval(_Building._saved)
+                if _Building._collecting:
+                    gc.enable()
 
 
-def _build(make: Callable[[], dict[str, Any]]) -> Built:
-    with _GilShare():
-        return Built(make())
+def _build(
+    make: Callable[[], dict[str, Any]], base: str | None = None, secrets: list[str] | None = None
+) -> Built:
+    with _Building():
+        built = Built.guarded(make(), secrets or [])
+    if base is not None:  # the bytes the first reader most likely asks for (zlib frees the GIL)
+        built.for_base(base)
+    return built
+
+
+def _in_build(work: Callable[[], None]) -> None:
+    with _Building():
+        work()
 
 
 def _lower_priority() -> None:
@@ -168,13 +204,21 @@ def _lower_priority() -> None:
 _builder: ThreadPoolExecutor | None = None
 
 
-def _build_soon(make: Callable[[], dict[str, Any]]) -> asyncio.Future[Built]:
-    """``make``'s document built on the builds' own low-priority thread (one at a time:
-    with the GIL, two builds would not run faster side by side)."""
+def _builder_thread() -> ThreadPoolExecutor:
+    """The builds' own low-priority thread (one at a time: with the GIL, two builds would
+    not run faster side by side)."""
     global _builder
     if _builder is None:
         _builder = ThreadPoolExecutor(1, "openapi-build", initializer=_lower_priority)
-    return asyncio.get_running_loop().run_in_executor(_builder, _build, make)
+    return _builder
+
+
+def _build_soon(
+    make: Callable[[], dict[str, Any]], base: str | None = None, secrets: list[str] | None = None
+) -> asyncio.Future[Built]:
+    """``make``'s document built on the builds' thread, ``secrets`` masked (and served once
+    for ``base``)."""
+    return asyncio.get_running_loop().run_in_executor(_builder_thread(), _build, make, base, secrets)
 
 
 def _site(settings: Settings) -> str:
@@ -217,6 +261,8 @@ class Docs:
         )
         self.prebuild = False
         self.serving(False)
+        # The base URL the gateway listens at: the one a document is first served for, ahead.
+        self._base = f"http://{settings.host}:{settings.port}"
         self._generic: dict[str, Any] | None = None
         self._built: OrderedDict[str, Built] = OrderedDict()
         self._building: dict[str, asyncio.Future[Built]] = {}
@@ -224,6 +270,11 @@ class Docs:
         self._task: asyncio.Task[None] | None = None
         # narrow() and view_key() of each policy object for the current metadata
         self._views: dict[tuple[int, str], tuple[Policy, str, Metadata | None]] = {}
+        # What the documents share, with and without the gateway's own routes (built on
+        # first use, in the builds' thread: FastAPI's description of the routes takes a moment)
+        self._skeletons: dict[tuple[bool, bool], Skeleton] = {}
+        self._skeleton_lock = threading.Lock()
+        self._parts_pending: set[asyncio.Future[None]] = set()
 
     def serving(self, server: bool = True) -> None:
         """Whether this app is a server process (``gateway.web.app.app_factory`` says so): the
@@ -236,6 +287,8 @@ class Docs:
             if keep and settings.openapi_spec_file is None
             else None
         )
+        # Building ahead: each entity's part of the documents as soon as its metadata lands.
+        self.source.on_described = self._described if self.prebuild else None
 
     @property
     def auth_required(self) -> bool:
@@ -250,16 +303,56 @@ class Docs:
         return values
 
     # --- building ------------------------------------------------------------------------
+    def _skeleton(self, own_routes: bool = True) -> Skeleton:
+        auth_required = self.auth_required
+        with self._skeleton_lock:
+            found = self._skeletons.get((own_routes, auth_required))
+            if found is None:
+                base = FastAPI.openapi(self.app)  # FastAPI's own description of the routes, cached
+                if not own_routes:
+                    base = {**base, "paths": {}}
+                # Entities' parts kept: those of every view of the site, and more.
+                found = self._skeletons[own_routes, auth_required] = Skeleton(
+                    base, auth_required=auth_required, parts_kept=PARTS_KEPT if own_routes else 0
+                )
+            return found
+
+    def _document(
+        self, metadata: Metadata | None, note: str | None = None, *, own_routes: bool = True
+    ) -> dict[str, Any]:
+        """The document as built, before the last guard against secrets (:meth:`Built.guarded`)."""
+        return self._skeleton(own_routes).document(metadata, note)
+
     def build(
         self, metadata: Metadata | None, note: str | None = None, *, own_routes: bool = True
     ) -> dict[str, Any]:
-        base = FastAPI.openapi(self.app)  # FastAPI's own description of the routes, cached
-        if not own_routes:
-            base = {**base, "paths": {}}
-        doc = build_document(base, metadata, auth_required=self.auth_required, note=note)
+        doc = self._document(metadata, note, own_routes=own_routes)
         # The document carries metadata text a CiviCRM administrator wrote: a last guard.
         redacted: dict[str, Any] = Redactor(self._secrets()).json(doc)
         return redacted
+
+    def _described(self, entities: list[dict[str, Any]]) -> None:
+        """Some entities' metadata has landed while the rest is still being fetched: their
+        parts of the documents of the readers built at start-up are built now, in the builds'
+        thread, and found there when the documents are."""
+        readers = [c for c in self.readers_to_prebuild() if c is not None]
+        some = Metadata(entities)
+        views = [narrow(some, client.policy).entities for client in readers]
+
+        def build_parts() -> None:
+            skeleton = self._skeleton()
+            for view in views:
+                for ent in view:
+                    skeleton.part(ent)
+
+        pending = asyncio.get_running_loop().run_in_executor(_builder_thread(), _in_build, build_parts)
+        self._parts_pending.add(pending)
+        pending.add_done_callback(self._parts_built)
+
+    def _parts_built(self, pending: asyncio.Future[None]) -> None:
+        self._parts_pending.discard(pending)
+        if not pending.cancelled() and pending.exception() is not None:  # built again with the document
+            log.warning("OpenAPI: building entities' parts ahead failed: %r", pending.exception())
 
     def generic(self) -> dict[str, Any]:
         """The document without CiviCRM's metadata (what ``app.openapi()`` answers)."""
@@ -291,7 +384,7 @@ class Docs:
             return found
         pending = self._building.get(key)
         if pending is None:
-            pending = self._building[key] = _build_soon(make)
+            pending = self._building[key] = _build_soon(make, self._base, self._secrets())
             pending.add_done_callback(lambda _: self._building.pop(key, None))
         built = await asyncio.shield(pending)
         self._built[key] = built
@@ -321,18 +414,18 @@ class Docs:
 
     async def full(self, client: Client | None) -> Built:
         key, narrowed, note = await self._view(client)
-        return await self._get(f"{key}/*", lambda: self.build(narrowed, note))
+        return await self._get(f"{key}/*", lambda: self._document(narrowed, note))
 
     async def generic_for(self, client: Client | None) -> Built:
         key, _, note = await self._view(client)
-        return await self._get(f"{key}/generic", lambda: self.build(None, note))
+        return await self._get(f"{key}/generic", lambda: self._document(None, note))
 
     async def entity(self, client: Client | None, name: str) -> Built | None:
         key, narrowed, _ = await self._view(client)
         if narrowed is None or narrowed.entity(name) is None:
             return None
         one = narrowed.only([name])
-        return await self._get(f"{key}/{name}", lambda: self.build(one, own_routes=False))
+        return await self._get(f"{key}/{name}", lambda: self._document(one, own_routes=False))
 
     async def narrowed(self, client: Client) -> list[dict[str, Any]] | None:
         """The entities ``client`` may see, with the actions and fields its policy lets it use
@@ -401,7 +494,11 @@ class Docs:
         except Exception:  # a failed prebuild only means the first reader builds it
             log.exception("OpenAPI: building the documents at start-up failed")
 
-    def start(self) -> None:
+    def start(self, backend_ready: asyncio.Event | None = None) -> None:
+        """Fetch the metadata and build the documents in the background (when prebuilding).
+        ``backend_ready``: set once the backend has started; the warm-up may start before,
+        on its own workers (cv and pipe), and asks the backend itself only after."""
+        self.source.backend_ready = backend_ready
         if self.prebuild and self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._prebuild())
 
@@ -412,6 +509,8 @@ class Docs:
                 await self._task
             self._task = None
         await self.source.close()
+        if self._parts_pending:  # parts being built ahead: let the thread finish them
+            await asyncio.wait(list(self._parts_pending))
 
 
 def base_url(request: Request, settings: Settings) -> str:

@@ -16,10 +16,16 @@ client would enforce and break on.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
 
 from gateway.core.credentials import is_credential_field
 from gateway.core.params import NAME_RE, V4_PARAMS, is_read_action
@@ -181,10 +187,17 @@ def _coerce(value: Any, kind: str | None) -> Any:
     return None
 
 
+class SchemaOf(Protocol):
+    def __call__(self, field: dict[str, Any], *, record: bool = False) -> dict[str, Any]: ...
+
+
 def field_schema(field: dict[str, Any], *, record: bool = False) -> dict[str, Any]:
     """JSON Schema of one getFields record. ``record``: as returned (nullable, readOnly)."""
     data_type = str(field.get("data_type") or "")
-    schema = copy.deepcopy(_TYPES.get(data_type, {}))
+    # A copy of the template, one level deep (its only nested value is Array's empty items)
+    schema: dict[str, Any] = {
+        k: dict(v) if isinstance(v, dict) else v for k, v in _TYPES.get(data_type, {}).items()
+    }
     kind = schema.get("type")
     if field.get("serialize") and kind != "array":
         schema = {"type": "array", "items": schema}
@@ -227,10 +240,10 @@ def field_schema(field: dict[str, Any], *, record: bool = False) -> dict[str, An
     return schema
 
 
-def _filter_schema(field: dict[str, Any]) -> dict[str, Any]:
+def _filter_schema(field: dict[str, Any], schema_of: SchemaOf = field_schema) -> dict[str, Any]:
     """A simple-form filter: the value, a list of values (IN) or null (IS NULL). Kept terse:
     the field is described in full by the record schema."""
-    scalar = field_schema(field)
+    scalar = schema_of(field)
     kind = scalar.get("type")
     schema: dict[str, Any] = {}
     if isinstance(kind, list):
@@ -290,8 +303,26 @@ def _create_only(field: dict[str, Any]) -> dict[str, Any]:
     return {**field, "description": f"{description} {note}".strip()}
 
 
-def _object(fields: list[dict[str, Any]], *, record: bool = False) -> dict[str, Any]:
-    return {"type": "object", "properties": {f["name"]: field_schema(f, record=record) for f in fields}}
+def _object(
+    fields: list[dict[str, Any]], *, record: bool = False, schema_of: SchemaOf = field_schema
+) -> dict[str, Any]:
+    return {"type": "object", "properties": {f["name"]: schema_of(f, record=record) for f in fields}}
+
+
+def _schemas_once() -> SchemaOf:
+    """:func:`field_schema`, made once per field and kind within one entity's part (a field
+    is in its record, filters, values and new values alike). The schemas are shared: not to
+    be changed afterwards."""
+    made: dict[tuple[int, bool], tuple[dict[str, Any], dict[str, Any]]] = {}
+
+    def schema_of(field: dict[str, Any], *, record: bool = False) -> dict[str, Any]:
+        key = (id(field), record)
+        found = made.get(key)
+        if found is None:  # the field is kept beside its schema: its id stays its own
+            found = made[key] = (field, field_schema(field, record=record))
+        return found[1]
+
+    return schema_of
 
 
 def _example_fields(fields: list[dict[str, Any]], label_field: str | None) -> list[dict[str, Any]]:
@@ -309,56 +340,64 @@ def _example_fields(fields: list[dict[str, Any]], label_field: str | None) -> li
     return [f for f in chosen[:keep] if not is_credential(f["name"]) and f["name"] != "id"]
 
 
-def _examples(
-    action: str, ent: dict[str, Any], get_fields: list[dict[str, Any]], write_fields: list[dict[str, Any]]
-) -> dict[str, Any]:
-    label = ent.get("label_field") if isinstance(ent.get("label_field"), str) else None
-    readable = _example_fields(get_fields, label)
-    writable = [f for f in write_fields if not f.get("readonly")]
-    values = {
-        f["name"]: sample_value(f) for f in _example_fields(writable, None) if f["name"] not in V4_PARAMS
-    }
-    if "name" in values and ("label" in values or "title" in values):
-        # CiviCRM makes a unique machine name from the label or title (5.77's required_if:
-        # name only when neither is given); a fixed name fails the second time it is sent.
-        del values["name"]
-    # What an example changes on an existing record: not its (unique) machine name.
-    change = next(({k: v} for k, v in values.items() if k != "name"), dict(list(values.items())[:1]))
-    select = ["id", *[f["name"] for f in readable[:2]]] if get_fields else ["*"]
-    if action == "get":
-        # Filter on a value the sandbox's demo data holds, or not at all: Try-it-out on the
-        # sandbox then finds records.
+class _Examples:
+    """Each action's request examples for one entity (what they share worked out once)."""
+
+    def __init__(
+        self, ent: dict[str, Any], get_fields: list[dict[str, Any]], write_fields: list[dict[str, Any]]
+    ) -> None:
+        label = ent.get("label_field") if isinstance(ent.get("label_field"), str) else None
+        readable = _example_fields(get_fields, label)
+        writable = [f for f in write_fields if not f.get("readonly")]
+        values = {
+            f["name"]: sample_value(f) for f in _example_fields(writable, None) if f["name"] not in V4_PARAMS
+        }
+        if "name" in values and ("label" in values or "title" in values):
+            # CiviCRM makes a unique machine name from the label or title (5.77's required_if:
+            # name only when neither is given); a fixed name fails the second time it is sent.
+            del values["name"]
+        self.values = values
+        # What an example changes on an existing record: not its (unique) machine name.
+        self.change = next(({k: v} for k, v in values.items() if k != "name"), dict(list(values.items())[:1]))
+        self.select = ["id", *[f["name"] for f in readable[:2]]] if get_fields else ["*"]
+        # A get filters on a value the sandbox's demo data holds, or not at all: Try-it-out on
+        # the sandbox then finds records.
         names = {f["name"] for f in get_fields}
-        found = next((name for name in FIND_VALUES if name in names), None)
-        if found is None:
-            return {"simple": {"limit": 10}, "native": {"select": select, "limit": 10}}
-        value = FIND_VALUES[found]
-        return {
-            "simple": {found: value, "limit": 10},
-            "native": {"select": select, "where": [[found, "=", value]], "limit": 10},
-        }
-    if action == "create":
-        return {"simple": values, "native": {"values": values}}
-    if action == "update":
-        return {"simple": {"id": 1, **change}, "native": {"where": [["id", "=", 1]], "values": change}}
-    if action == "delete":
-        return {"simple": {"id": 1}, "native": {"where": [["id", "=", 1]]}}
-    if action in ("save", "replace"):
-        native: dict[str, Any] = {"records": [values, {"id": 1, **change}]}
-        if action == "replace":
-            native = {"where": [["id", "IN", [1, 2]]], "records": [values]}
-        return {"native": native}
-    if action == "getFields":
-        return {
-            "native": {
-                "action": "create",
-                "loadOptions": True,
-                "select": ["name", "title", "data_type", "required", "options"],
+        self.found = next((name for name in FIND_VALUES if name in names), None)
+
+    def of(self, action: str) -> dict[str, Any]:
+        values, change, select = self.values, self.change, self.select
+        if action == "get":
+            found = self.found
+            if found is None:
+                return {"simple": {"limit": 10}, "native": {"select": select, "limit": 10}}
+            value = FIND_VALUES[found]
+            return {
+                "simple": {found: value, "limit": 10},
+                "native": {"select": select, "where": [[found, "=", value]], "limit": 10},
             }
-        }
-    if action == "checkAccess":
-        return {"native": {"action": "create", "values": values}}
-    return {}
+        if action == "create":
+            return {"simple": values, "native": {"values": values}}
+        if action == "update":
+            return {"simple": {"id": 1, **change}, "native": {"where": [["id", "=", 1]], "values": change}}
+        if action == "delete":
+            return {"simple": {"id": 1}, "native": {"where": [["id", "=", 1]]}}
+        if action in ("save", "replace"):
+            native: dict[str, Any] = {"records": [values, {"id": 1, **change}]}
+            if action == "replace":
+                native = {"where": [["id", "IN", [1, 2]]], "records": [values]}
+            return {"native": native}
+        if action == "getFields":
+            return {
+                "native": {
+                    "action": "create",
+                    "loadOptions": True,
+                    "select": ["name", "title", "data_type", "required", "options"],
+                }
+            }
+        if action == "checkAccess":
+            return {"native": {"action": "create", "values": values}}
+        return {}
 
 
 _SUMMARIES = {
@@ -401,12 +440,13 @@ def _entity_operations(
     get_fields = usable_fields(fields.get("get"))
     write_fields = usable_fields(fields.get("create"))
     ref = schema_ref
+    schema_of = _schemas_once()
 
     record = names.claim(f"{name}Record")
     # Open: a select may also return joined (email_primary.email), suffixed (gender_id:label)
     # and aliased keys, which a closed schema would make a strict client reject.
     schemas[record] = {
-        **_object(get_fields, record=True),
+        **_object(get_fields, record=True, schema_of=schema_of),
         "additionalProperties": True,
         "description": f"A {title} as CiviCRM returns it: the selected fields, "
         "and any joined (`x.y`), suffixed (`x:label`) or aliased "
@@ -420,7 +460,7 @@ def _entity_operations(
         }
         get_fields = []
     id_field = next((f for f in get_fields if f["name"] == "id"), None)
-    id_schema = field_schema(id_field) if id_field else {"type": "integer"}
+    id_schema = dict(schema_of(id_field)) if id_field else {"type": "integer"}
     id_schema["description"] = f"The id of an existing {title}"
     any_object: dict[str, Any] = {"type": "object", "additionalProperties": True}
 
@@ -430,7 +470,9 @@ def _entity_operations(
         schemas[filters["$ref"].rsplit("/", 1)[1]] = {
             "type": "object",
             "description": _SIMPLE_NOTE["get"],
-            "properties": {f["name"]: _filter_schema(f) for f in get_fields if f["name"] not in V4_PARAMS},
+            "properties": {
+                f["name"]: _filter_schema(f, schema_of) for f in get_fields if f["name"] not in V4_PARAMS
+            },
         }
     # Values a record takes (create's 'values', update's, save's records); 'id' is added
     # only where it selects a record.
@@ -442,7 +484,7 @@ def _entity_operations(
         writable = [f for f in write_fields if not f.get("readonly") and f["name"] != "id"]
         values = ref(names.claim(f"{name}Values"))
         schemas[values["$ref"].rsplit("/", 1)[1]] = {
-            **_object(writable),
+            **_object(writable, schema_of=schema_of),
             "additionalProperties": True,
             "description": f"Field values of a {title} (also `field:name` to give an option by its name).",
         }
@@ -458,7 +500,7 @@ def _entity_operations(
             new_values = ref(names.claim(f"{name}NewValues"))
             described_required = f": {', '.join(required)} required" if required else ""
             schemas[new_values["$ref"].rsplit("/", 1)[1]] = {
-                **_object(creatable),
+                **_object(creatable, schema_of=schema_of),
                 "additionalProperties": True,
                 **({"required": required} if required else {}),
                 "description": f"Field values of a new {title}{described_required} "
@@ -468,13 +510,13 @@ def _entity_operations(
         if any(f["name"] in V4_PARAMS for f in writable):  # such fields need the native form
             simple_values = ref(names.claim(f"{name}SimpleValues"))
             schemas[simple_values["$ref"].rsplit("/", 1)[1]] = _object(
-                [f for f in writable if f["name"] not in V4_PARAMS]
+                [f for f in writable if f["name"] not in V4_PARAMS], schema_of=schema_of
             )
         simple_new_values = simple_values
         if create_only:
             simple_new_values = ref(names.claim(f"{name}SimpleNewValues"))
             schemas[simple_new_values["$ref"].rsplit("/", 1)[1]] = _object(
-                [f for f in creatable if f["name"] not in V4_PARAMS]
+                [f for f in creatable if f["name"] not in V4_PARAMS], schema_of=schema_of
             )
 
     def simple(form: dict[str, Any] | None, native: dict[str, Any]) -> dict[str, Any]:
@@ -501,6 +543,8 @@ def _entity_operations(
         "autocomplete": _native("input", "page"),
     }
     paths: dict[str, Any] = {}
+    examples_of = _Examples(ent, get_fields, write_fields)
+    errors = error_refs()
     for action_info in ent.get("actions") or []:
         action = action_info.get("name")
         if not isinstance(action, str) or not NAME_RE.fullmatch(action):
@@ -510,7 +554,7 @@ def _entity_operations(
         schemas[params] = {**body, "description": f"Params of {name}.{action}"}
         returns_records = action in ("get", "create", "update", "save", "delete", "replace")
         items = ref(record) if returns_records else {"type": "object", "additionalProperties": True}
-        examples = _examples(action, ent, get_fields, write_fields)
+        examples = examples_of.of(action)
         description = (
             str(action_info.get("description") or "").strip() or f"CiviCRM's {name}.{action} action."
         )
@@ -546,7 +590,7 @@ def _entity_operations(
                     "headers": headers("X-Result-Count", "X-Total-Count"),
                     "content": {"application/json": {"schema": {"type": "array", "items": items}}},
                 },
-                **error_refs(),
+                **errors,
             },
             "x-codeSamples": code_samples("post", path, body=sample, token=auth_required),
         }
@@ -635,81 +679,196 @@ def _own_paths(
     return paths
 
 
+@dataclass(frozen=True)
+class Part:
+    """One entity's share of a document, built on its own: its paths, its component schemas
+    (their keys are the schema names it claimed), its tag and the operation ids it claimed."""
+
+    paths: dict[str, Any]
+    schemas: dict[str, Any]
+    tag: dict[str, Any] | None
+    op_ids: frozenset[str]
+
+
+class Skeleton:
+    """What every document made from one FastAPI ``base`` shares, made once: the components,
+    the gateway's own paths and the names they take; and each entity's :class:`Part`.
+
+    A document is its skeleton and, in entity-name order, its entities' parts. An entity's
+    part depends on its (narrowed) metadata and on the names it finds taken: built alone, it
+    claims its names from the skeleton's; assembled with others, it is what the one-pass build
+    (each entity claiming after the previous ones) gives as long as no two parts claimed the
+    same name. So parts are built as soon as an entity's metadata is known (while the rest is
+    still being fetched) and kept by their content for the next document; when two parts did
+    claim one name, the document is built in one pass instead, as before.
+
+    Documents share the skeleton's objects and the parts': nothing may change a document once
+    it is built."""
+
+    def __init__(self, base: dict[str, Any], *, auth_required: bool = True, parts_kept: int = 0) -> None:
+        self.auth_required = auth_required
+        doc = {key: copy.deepcopy(value) for key, value in base.items() if key != "paths"}
+        # Replaced with the request's base URL when served (see gateway.web.openapi).
+        doc["servers"] = [{"url": BASE_URL, "description": "This gateway"}]
+        components = doc.setdefault("components", {})
+        schemas = components.setdefault("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        schemas["Problem"] = described.problem_schema()
+        schemas.update(described.where_schemas())
+        schemas.update(described.batch_schemas())
+        schemas["ApiRecord"] = described.record_schema()
+        schemas["ApiV4Params"] = described.params_schema(_native(*_ALL_NATIVE)["properties"])
+        components["responses"] = described.problem_responses()
+        components["headers"] = copy.deepcopy(described.HEADERS)
+        # A tokenless gateway asks for no token: no scheme, so Swagger UI shows no Authorize
+        # button and no padlocks, and each operation says so with an empty ``security``.
+        self.security: list[dict[str, Any]] = []
+        if auth_required:
+            components["securitySchemes"] = {
+                SECURITY_SCHEME: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A client token issued by the gateway's operator "
+                    "(`civicrm-gateway token create NAME`), sent as "
+                    "'Authorization: Bearer <token>'. Not a CiviCRM API key.",
+                }
+            }
+            self.security = [{SECURITY_SCHEME: []}]
+        self.own = _own_paths(base.get("paths", {}), self.security, auth_required)
+        self.own_op_ids = frozenset(
+            op.get("operationId", "")
+            for item in self.own.values()
+            for op in item.values()
+            if isinstance(op, dict)
+        )
+        doc.setdefault("info", {}).setdefault(
+            "license", {"name": "AGPL-3.0-or-later", "identifier": "AGPL-3.0-or-later"}
+        )
+        self.doc = doc
+        self.schema_names = frozenset(schemas)
+        self._parts: OrderedDict[bytes, Part] = OrderedDict()
+        self._parts_kept = parts_kept
+        self._lock = threading.Lock()
+        self.parts_made = 0  # parts built (not found kept), for logs and tests
+
+    # --- parts ---------------------------------------------------------------------------
+    def _part(self, ent: dict[str, Any], names: _Names, op_ids: _Names) -> Part:
+        schemas: dict[str, Any] = {}
+        taken = set(op_ids.taken)
+        paths = _entity_operations(
+            ent, names, schemas, op_ids, self.security, auth_required=self.auth_required
+        )
+        tag = None
+        if paths:
+            tag = {
+                "name": ent["name"],
+                "description": str(ent.get("description") or ent.get("title") or ent["name"]),
+            }
+        return Part(paths, schemas, tag, frozenset(op_ids.taken - taken))
+
+    def part(self, ent: dict[str, Any]) -> Part:
+        """``ent``'s part, claiming its names from the skeleton's alone; kept (up to
+        ``parts_kept``) by the entity's content, so the same metadata is described once."""
+        key = _content_key(ent) if self._parts_kept else None
+        if key is not None:
+            with self._lock:
+                found = self._parts.get(key)
+                if found is not None:
+                    self._parts.move_to_end(key)
+                    return found
+        made = self._part(ent, _Names(self.schema_names), _Names(self.own_op_ids))
+        with self._lock:
+            self.parts_made += 1
+        if key is not None:
+            with self._lock:
+                self._parts[key] = made
+                while len(self._parts) > self._parts_kept:
+                    self._parts.popitem(last=False)
+        return made
+
+    def _one_pass(self, entities: list[dict[str, Any]]) -> list[Part]:
+        """The parts as one pass over the entities claims them, each after the previous."""
+        names, op_ids = _Names(self.schema_names), _Names(self.own_op_ids)
+        return [self._part(ent, names, op_ids) for ent in entities]
+
+    # --- documents -----------------------------------------------------------------------
+    def document(
+        self, metadata: Metadata | None, note: str | None = None, *, one_pass: bool = False
+    ) -> dict[str, Any]:
+        """The full document of ``metadata`` (already narrowed to what the reader may see:
+        see :mod:`.views`). ``one_pass``: its entities described one after the other, each
+        claiming its names after the previous (what the parts must add up to; for tests)."""
+        doc = dict(self.doc)
+        components = doc["components"] = dict(doc["components"])
+        schemas = components["schemas"] = dict(components["schemas"])
+        info = doc["info"] = dict(doc["info"])
+        description = [info.get("description", "")]
+        tags: list[dict[str, Any]] = []
+        entity_paths: dict[str, Any] = {}
+        if metadata is not None:
+            entities = sorted(metadata.entities, key=lambda e: e["name"])
+            parts = [] if one_pass else [self.part(ent) for ent in entities]
+            if one_pass or not _apart(parts):
+                parts = self._one_pass(entities)
+            for part in parts:
+                schemas.update(part.schemas)
+                if part.tag is not None:
+                    entity_paths.update(part.paths)
+                    tags.append(part.tag)
+            description.append(
+                f"Entities, actions and fields below come from CiviCRM's own metadata "
+                f"({metadata.source}, {metadata.fetched_at}). Each entity's operations are also "
+                "reachable through the generic routes, which serve any other entity or action."
+            )
+            if metadata.problems:
+                description.append(
+                    f"{len(metadata.problems)} metadata calls failed; those entities are documented partly."
+                )
+        if note:
+            description.append(note)
+        info["description"] = "\n\n".join(d for d in description if d)
+        doc["paths"] = {**entity_paths, **self.own}
+        doc["tags"] = [
+            *tags,
+            {"name": "APIv4", "description": "Any APIv4 entity and action"},
+            {"name": "APIv3", "description": "Any APIv3 entity and action"},
+            described.SERVICE_TAG,
+        ]
+        # Keys in a stable, conventional order (servers right after info).
+        order = ("openapi", "info", "servers", "paths", "components", "tags")
+        return {**{k: doc[k] for k in order if k in doc}, **{k: v for k, v in doc.items() if k not in order}}
+
+
+def _content_key(ent: dict[str, Any]) -> bytes | None:
+    """A digest of everything an entity's part is made from (None: not plain JSON data)."""
+    try:
+        return hashlib.blake2b(orjson.dumps(ent), digest_size=20).digest()
+    except (TypeError, orjson.JSONEncodeError):
+        return None
+
+
+def _apart(parts: list[Part]) -> bool:
+    """Whether no two parts claimed the same schema name, operation id or path."""
+    schemas: set[str] = set()
+    op_ids: set[str] = set()
+    paths: set[str] = set()
+    for part in parts:
+        if not (
+            schemas.isdisjoint(part.schemas)
+            and op_ids.isdisjoint(part.op_ids)
+            and paths.isdisjoint(part.paths)
+        ):
+            return False
+        schemas.update(part.schemas)
+        op_ids.update(part.op_ids)
+        paths.update(part.paths)
+    return True
+
+
 def build_document(
     base: dict[str, Any], metadata: Metadata | None, *, auth_required: bool = True, note: str | None = None
 ) -> dict[str, Any]:
     """The full document from FastAPI's ``base`` (left untouched) and, when given, metadata
     (already narrowed to what the reader may see: see :mod:`.views`)."""
-    doc = {key: copy.deepcopy(value) for key, value in base.items() if key != "paths"}
-    # Replaced with the request's base URL when served (see gateway.web.openapi).
-    doc["servers"] = [{"url": BASE_URL, "description": "This gateway"}]
-    components = doc.setdefault("components", {})
-    schemas = components.setdefault("schemas", {})
-    for name in ("HTTPValidationError", "ValidationError"):
-        schemas.pop(name, None)
-    schemas["Problem"] = described.problem_schema()
-    schemas.update(described.where_schemas())
-    schemas.update(described.batch_schemas())
-    schemas["ApiRecord"] = described.record_schema()
-    schemas["ApiV4Params"] = described.params_schema(_native(*_ALL_NATIVE)["properties"])
-    components["responses"] = described.problem_responses()
-    components["headers"] = copy.deepcopy(described.HEADERS)
-    # A tokenless gateway asks for no token: no scheme, so Swagger UI shows no Authorize
-    # button and no padlocks, and each operation says so with an empty ``security``.
-    security: list[dict[str, Any]] = []
-    if auth_required:
-        components["securitySchemes"] = {
-            SECURITY_SCHEME: {
-                "type": "http",
-                "scheme": "bearer",
-                "description": "A client token issued by the gateway's operator "
-                "(`civicrm-gateway token create NAME`), sent as "
-                "'Authorization: Bearer <token>'. Not a CiviCRM API key.",
-            }
-        }
-        security = [{SECURITY_SCHEME: []}]
-
-    own = _own_paths(base.get("paths", {}), security, auth_required)
-    op_ids = _Names(
-        op.get("operationId", "") for item in own.values() for op in item.values() if isinstance(op, dict)
-    )
-
-    info = doc.setdefault("info", {})
-    info.setdefault("license", {"name": "AGPL-3.0-or-later", "identifier": "AGPL-3.0-or-later"})
-    description = [info.get("description", "")]
-    tags: list[dict[str, Any]] = []
-    entity_paths: dict[str, Any] = {}
-    if metadata is not None:
-        names = _Names(schemas)
-        for ent in sorted(metadata.entities, key=lambda e: e["name"]):
-            paths = _entity_operations(ent, names, schemas, op_ids, security, auth_required=auth_required)
-            if paths:
-                entity_paths.update(paths)
-                tags.append(
-                    {
-                        "name": ent["name"],
-                        "description": str(ent.get("description") or ent.get("title") or ent["name"]),
-                    }
-                )
-        description.append(
-            f"Entities, actions and fields below come from CiviCRM's own metadata "
-            f"({metadata.source}, {metadata.fetched_at}). Each entity's operations are also "
-            "reachable through the generic routes, which serve any other entity or action."
-        )
-        if metadata.problems:
-            description.append(
-                f"{len(metadata.problems)} metadata calls failed; those entities are documented partly."
-            )
-    if note:
-        description.append(note)
-    info["description"] = "\n\n".join(d for d in description if d)
-    doc["paths"] = {**entity_paths, **own}
-    doc["tags"] = [
-        *tags,
-        {"name": "APIv4", "description": "Any APIv4 entity and action"},
-        {"name": "APIv3", "description": "Any APIv3 entity and action"},
-        described.SERVICE_TAG,
-    ]
-    # Keys in a stable, conventional order (servers right after info).
-    order = ("openapi", "info", "servers", "paths", "components", "tags")
-    return {**{k: doc[k] for k in order if k in doc}, **{k: v for k, v in doc.items() if k not in order}}
+    return Skeleton(base, auth_required=auth_required).document(metadata, note)

@@ -35,6 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from gateway.backends.base import Backend
 from gateway.backends.warmup import background_backend
 from gateway.core.call import OwnCall
@@ -200,12 +202,18 @@ def _described(ent: dict[str, Any], actions: list[Any] | None, fields: dict[str,
     }
 
 
+Described = Callable[[list[dict[str, Any]]], None]
+
+
 async def fetch_metadata(
     backend: Backend,
     *,
     entities: Collection[str] = (),
     concurrency: int = FETCH_CONCURRENCY,
     group_size: int = GROUP_SIZE,
+    on_described: Described | None = None,
+    backend_ready: asyncio.Event | None = None,
+    closing: set[asyncio.Task[None]] | None = None,
 ) -> Metadata:
     """Ask CiviCRM (through ``backend``) for every entity (or only ``entities``), its actions
     and its fields.
@@ -217,26 +225,33 @@ async def fetch_metadata(
     a low-priority pool of their own (:func:`gateway.backends.warmup.background_backend`).
     A group CiviCRM refuses (or a backend that does not chain) is asked one call at a time.
 
+    ``on_described`` is told of each group's entities as soon as they are described (their
+    dicts are final then), for work that can begin before the whole site is in. With
+    ``backend_ready`` (an event set once ``backend`` has started), the fetch may begin before:
+    on cv and pipe every call runs on the warm-up's own workers, and ``backend`` itself is
+    asked only once the event is set. With ``closing``, the warm-up's own workers are stopped
+    in a task put there, not waited for.
+
     Raises :class:`MetadataError` when ``Entity.get`` itself fails; a failure for one entity's
     actions or fields is recorded in ``problems`` and that entity is documented without them.
     """
-    listing = asyncio.ensure_future(_ask(backend, "Entity", "get", {"select": ENTITY_SELECT}))
-    try:
-        async with background_backend(backend) as (worker, workers):
-            try:
-                found = await listing
-            except GatewayError as exc:
-                raise MetadataError(f"Entity.get failed: {exc.problem.title}: {exc.detail}") from None
-            return await _describe_all(worker, workers or concurrency, found, entities, group_size)
-    finally:
-        if not listing.done():
-            listing.cancel()
-            with contextlib.suppress(asyncio.CancelledError, GatewayError):
-                await listing
+    async with background_backend(backend, closing=closing) as (worker, workers):
+        if worker is backend and backend_ready is not None:
+            await backend_ready.wait()
+        try:
+            found = await _ask(worker, "Entity", "get", {"select": ENTITY_SELECT})
+        except GatewayError as exc:
+            raise MetadataError(f"Entity.get failed: {exc.problem.title}: {exc.detail}") from None
+        return await _describe_all(worker, workers or concurrency, found, entities, group_size, on_described)
 
 
 async def _describe_all(
-    backend: Backend, concurrency: int, found: list[Any], entities: Collection[str], group_size: int
+    backend: Backend,
+    concurrency: int,
+    found: list[Any],
+    entities: Collection[str],
+    group_size: int,
+    on_described: Described | None,
 ) -> Metadata:
     found = [e for e in found if isinstance(e, dict) and isinstance(e.get("name"), str)]
     if entities:
@@ -273,7 +288,18 @@ async def _describe_all(
             if found["name"] in names and isinstance(loaded.get(found["name"]), dict):
                 found["options"] = loaded[found["name"]].get("options")
 
+    def landed(ents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if on_described is not None:
+            try:
+                on_described(ents)
+            except Exception:  # work ahead only: the fetch goes on without it
+                log.exception("OpenAPI: acting on described entities failed")
+        return ents
+
     async def group(ents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return landed(await describe_group(ents))
+
+    async def describe_group(ents: list[dict[str, Any]]) -> list[dict[str, Any]]:
         nonlocal chaining
         if chaining:
             names = [e["name"] for e in ents]
@@ -329,12 +355,15 @@ def save_spec(
 ) -> None:
     """Write ``metadata`` as a spec file, atomically (a reader never sees half a file);
     ``extra`` keys are written beside the metadata's own."""
-    path = Path(path)
     text = json.dumps({**metadata.to_json(), **(extra or {})}, indent=1, ensure_ascii=False)
+    _write_atomic(Path(path), (text + "\n").encode())
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".spec-", suffix=".json", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text + "\n")
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
         os.chmod(tmp, 0o644)  # metadata, not a secret: readable like any config file
         os.replace(tmp, path)
     except BaseException:
@@ -377,7 +406,19 @@ class SpecSource:
         self.entities = tuple(entities)
         self.retry_after = retry_after
         self._clock = clock
-        self._fetch: Fetcher = fetch or (lambda b: fetch_metadata(b, entities=self.entities))
+        # Told of each group of entities as it lands (see fetch_metadata), and set once the
+        # backend has started (the fetch may begin before): both set by the documents' owner.
+        self.on_described: Described | None = None
+        self.backend_ready: asyncio.Event | None = None
+        self._fetch: Fetcher = fetch or (
+            lambda b: fetch_metadata(
+                b,
+                entities=self.entities,
+                on_described=self.on_described,
+                backend_ready=self.backend_ready,
+                closing=self._closing,
+            )
+        )
         self.metadata: Metadata | None = None
         self.error: str | None = None
         self._loaded_at = 0.0
@@ -388,6 +429,8 @@ class SpecSource:
         self.site = site
         self._disk_tried = False
         self._stale = False  # loaded from the cache file: serve it, but fetch anew
+        self._saving: asyncio.Future[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()  # the warm-up's workers, being stopped
 
     def _fresh(self) -> bool:
         return (
@@ -426,12 +469,16 @@ class SpecSource:
         return self.metadata
 
     async def close(self) -> None:
-        """Stop a fetch still running (at shutdown)."""
+        """Stop a fetch still running (at shutdown); a copy being saved and the warm-up's
+        workers being stopped are waited for."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        pending = [*([self._saving] if self._saving is not None else []), *self._closing]
+        if pending:
+            await asyncio.shield(asyncio.gather(*pending, return_exceptions=True))
 
     async def _run(self) -> None:
         """One fetch; never raises, so nobody has to collect the task's exception."""
@@ -452,7 +499,8 @@ class SpecSource:
             self._task = None
         self.metadata, self.error, self._failed_at = metadata, None, None
         self._loaded_at, self._stale = self._clock(), False
-        self._save_cache(metadata)
+        if self.cache_file is not None:  # in a thread: the documents are waiting to be built
+            self._saving = asyncio.get_running_loop().run_in_executor(None, self._save_cache, metadata)
         log.info(
             "OpenAPI: fetched metadata of %d entities in %.1fs%s",
             len(metadata.entities),
@@ -489,8 +537,9 @@ class SpecSource:
             return
         try:
             self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-            save_spec(metadata, self.cache_file, extra={"site": self.site})
-        except OSError as exc:
+            # Compact, and with orjson: a large site's is megabytes, no one reads it but us.
+            _write_atomic(self.cache_file, orjson.dumps({**metadata.to_json(), "site": self.site}))
+        except (OSError, TypeError, orjson.JSONEncodeError) as exc:
             log.warning("OpenAPI: cannot save the metadata cache %s (%s)", self.cache_file, exc)
 
     def _load_file(self) -> None:

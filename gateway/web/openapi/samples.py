@@ -89,6 +89,28 @@ def _shell_quote(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 
 
+# A body as each sample writes it, by the body's repr (which tells apart every value JSON
+# would, and more): most entities share their delete, getFields and getActions bodies.
+_BODY_TEXTS: dict[str, tuple[str, str, str, str]] = {}
+BODY_TEXTS_KEPT = 4096
+
+
+def _body_texts(body: Any) -> tuple[str, str, str, str]:
+    """``body`` as curl's JSON, a JavaScript literal, a Python literal and a PHP array."""
+    key = repr(body)
+    found = _BODY_TEXTS.get(key)
+    if found is None:
+        if len(_BODY_TEXTS) >= BODY_TEXTS_KEPT:
+            _BODY_TEXTS.clear()
+        found = _BODY_TEXTS[key] = (
+            json.dumps(body, ensure_ascii=False),
+            _js(body).replace("\n", "\n  "),
+            _python(body).replace("\n", "\n    "),
+            _php(body, "  "),
+        )
+    return found
+
+
 def code_samples(
     method: str, path: str, *, body: Any = None, query: dict[str, Any] | None = None, token: bool = True
 ) -> list[dict[str, str]]:
@@ -97,6 +119,7 @@ def code_samples(
     upper = method.upper()
     sends_body = upper == "POST"
     body = {} if body is None and sends_body else body
+    as_json, as_js, as_python, as_php = _body_texts(body) if sends_body else ("", "", "", "")
 
     curl = [f"curl -s {_shell_quote(url)}"]
     if upper != "GET" and not sends_body:
@@ -106,7 +129,7 @@ def code_samples(
     if sends_body:
         curl += [
             "-H 'Content-Type: application/json'",
-            f"-d {_shell_quote(json.dumps(body, ensure_ascii=False))}",
+            f"-d {_shell_quote(as_json)}",
         ]
 
     js_headers = {"Content-Type": "application/json"} if sends_body else {}
@@ -120,7 +143,7 @@ def code_samples(
         js_lines.append(f"    Authorization: `Bearer ${{process.env.{TOKEN_VARIABLE}}}`,")
     js_lines.append("  },")
     if sends_body:
-        js_lines.append("  body: JSON.stringify(" + _js(body).replace("\n", "\n  ") + "),")
+        js_lines.append("  body: JSON.stringify(" + as_js + "),")
     js_lines += [
         "});",
         "const answer = await response.json();",
@@ -132,7 +155,7 @@ def code_samples(
     if token:
         py_args.append(f'    headers={{"Authorization": f"Bearer {{os.environ[\'{TOKEN_VARIABLE}\']}}"}},')
     if sends_body:
-        py_args.append("    json=" + _python(body).replace("\n", "\n    ") + ",")
+        py_args.append("    json=" + as_python + ",")
     py += [
         f"response = httpx.{method.lower()}(",
         *py_args,
@@ -147,7 +170,7 @@ def code_samples(
     php = ["<?php", f"$ch = curl_init({_php(url)});"]
     php += ["curl_setopt_array($ch, [", "  CURLOPT_RETURNTRANSFER => TRUE,"]
     if sends_body:
-        php += ["  CURLOPT_POST => TRUE,", "  CURLOPT_POSTFIELDS => json_encode(" + _php(body, "  ") + "),"]
+        php += ["  CURLOPT_POST => TRUE,", "  CURLOPT_POSTFIELDS => json_encode(" + as_php + "),"]
     if php_headers:
         php.append("  CURLOPT_HTTPHEADER => [" + ", ".join(php_headers) + "],")
     php += [
