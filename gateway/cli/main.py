@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -82,27 +83,71 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Held while serving, so that `sandbox --reset` cannot delete the database under it.
     in_use = hold_sandbox(settings.sandbox_db_path) if settings.backend == "sandbox" else None
     folder, made = _metrics_dir(settings)
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": settings.host,
+        "port": settings.port,
+        "workers": settings.workers,
+        "log_config": None,
+        "server_header": False,
+        "proxy_headers": False,
+        # On SIGTERM: stop accepting, let calls in flight finish (up to this many seconds).
+        # uvicorn takes a float here too (asyncio's wait_for), though annotated int.
+        "timeout_graceful_shutdown": settings.shutdown_grace,
+        **_uvicorn_options(),
+    }
     try:
-        uvicorn.run(
-            "gateway.web.app:app_factory",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_config=None,
-            server_header=False,
-            proxy_headers=False,
-            # On SIGTERM: stop accepting, let calls in flight finish (up to this many seconds).
-            # uvicorn takes a float here too (asyncio's wait_for), though annotated int.
-            timeout_graceful_shutdown=settings.shutdown_grace,  # type: ignore[arg-type]
-            **_uvicorn_options(),  # type: ignore[arg-type]
-        )
+        if _warms_early(settings):
+            _serve_warming(settings, options)
+        else:
+            uvicorn.run("gateway.web.app:app_factory", **options)
     finally:
         if made and folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
         if in_use is not None:
             in_use.close()
     return 0
+
+
+def _warms_early(settings: Settings) -> bool:
+    """Whether ``serve`` starts the metadata warm-up's workers before importing the app: one
+    process on cv or pipe, building the documents at start-up from CiviCRM."""
+    return (
+        settings.workers == 1
+        and settings.backend in ("cv", "pipe")
+        and settings.openapi_spec_file is None
+        and settings.openapi_prebuild is not False
+    )
+
+
+def _serve_warming(settings: Settings, options: dict[str, Any]) -> None:
+    """uvicorn's run of one process, with the metadata warm-up's workers started first: CiviCRM
+    boots in them while the app is imported (a second of Python, on one core), so the warm-up
+    finds them ready at start-up instead of starting them then, beside the clients' own."""
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+
+    from gateway.backends.warmup import close_early, start_early
+    from gateway.services import cv_config
+
+    config = uvicorn.Config("gateway.web.app:app_factory", **options)
+    loop_factory = getattr(config, "get_loop_factory", None)  # uvicorn >= 0.36
+    if loop_factory is None:
+        uvicorn.run("gateway.web.app:app_factory", **options)
+        return
+    server = uvicorn.Server(config)
+
+    async def serve() -> None:
+        await start_early(cv_config(settings))
+        try:
+            await server.serve()  # imports the app, then serves until told to stop
+        finally:
+            await close_early()
+
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(serve())
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
 
 
 def _announce(settings: Settings) -> None:

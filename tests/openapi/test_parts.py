@@ -90,9 +90,14 @@ def test_parts_put_together_are_the_one_pass_document(which: str, tmp_path: Path
         expected = orjson.dumps(one_pass.document(metadata, "A note.", one_pass=True))
         assert orjson.dumps(built.document(metadata, "A note.")) == expected
         assert built.parts_made == len(metadata.entities)
-        # and again, from the parts kept
-        assert orjson.dumps(built.document(metadata, "A note.")) == expected
+        # and again, from the parts kept; its JSON put together from theirs too
+        doc, body = built.document_json(metadata, "A note.")
+        assert orjson.dumps(doc) == expected and body == expected
         assert built.parts_made == len(metadata.entities)
+        # without metadata, or none of its entities: the skeleton's JSON alone
+        for none in (None, Metadata([])):
+            doc, body = built.document_json(none)
+            assert body == orjson.dumps(doc) == orjson.dumps(one_pass.document(none))
 
 
 def test_names_two_parts_claim_alike_are_given_as_one_pass_gives_them() -> None:
@@ -108,6 +113,7 @@ def test_names_two_parts_claim_alike_are_given_as_one_pass_gives_them() -> None:
     assert {"Foo_bar_baz", "Foo_bar_baz2"} <= ids
     schemas = doc["components"]["schemas"]
     assert {"FooBarParamsParams", "FooBarParamsParams2"} <= schemas.keys()
+    assert skeleton.document_json(metadata)[1] == orjson.dumps(doc)  # one pass: dumped whole
     # Api.v4's params: the name the gateway's own ApiV4Params already has, made unique
     assert schemas["ApiV4Params2"]["description"] == "Params of Api.v4"
     assert doc["paths"]["/v4/Api/v4"]["post"]["requestBody"]["content"]["application/json"]["schema"] == {
@@ -157,13 +163,13 @@ async def test_each_entity_s_part_is_built_as_its_group_lands(tmp_path: Path) ->
     docs.source.on_described = landed
     made_before: list[int] = []
     skeleton = docs._skeleton()
-    document = skeleton.document
+    assemble = skeleton._assembled
 
-    def spy(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    def spy(*args: Any, **kwargs: Any) -> Any:
         made_before.append(skeleton.parts_made)
-        return document(*args, **kwargs)
+        return assemble(*args, **kwargs)
 
-    skeleton.document = spy  # type: ignore[method-assign]
+    skeleton._assembled = spy  # type: ignore[method-assign]
     async with app.router.lifespan_context(app):
         assert docs._task is not None
         await docs._task

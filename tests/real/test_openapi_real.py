@@ -113,6 +113,7 @@ def test_the_document_built_ahead_is_the_one_pass_document(gateways: Gateways, t
     assert _apart(parts)
     one_pass = Skeleton(base, auth_required=False).document(narrowed, one_pass=True)
     assert orjson.dumps(skeleton.document(narrowed)) == orjson.dumps(one_pass)
+    assert skeleton.document_json(narrowed)[1] == orjson.dumps(one_pass)
     # The served document's entities, as the one-pass build describes them (its own routes
     # are those of the served gateway's settings, the components' too: compared apart).
     mine = orjson.loads(orjson.dumps(one_pass).replace(BASE_URL.encode(), gw.url.encode()))

@@ -23,6 +23,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol
 
 import orjson
@@ -689,6 +690,12 @@ class Part:
     tag: dict[str, Any] | None
     op_ids: frozenset[str]
 
+    @cached_property
+    def json(self) -> tuple[bytes, bytes, bytes]:
+        """Its paths and its schemas as a document's JSON holds them (inside the braces), and
+        its tag: serialised once, ahead, like the part itself."""
+        return orjson.dumps(self.paths)[1:-1], orjson.dumps(self.schemas)[1:-1], orjson.dumps(self.tag)
+
 
 class Skeleton:
     """What every document made from one FastAPI ``base`` shares, made once: the components,
@@ -799,6 +806,50 @@ class Skeleton:
         """The full document of ``metadata`` (already narrowed to what the reader may see:
         see :mod:`.views`). ``one_pass``: its entities described one after the other, each
         claiming its names after the previous (what the parts must add up to; for tests)."""
+        return self._assembled(metadata, note, one_pass)[0]
+
+    def document_json(
+        self, metadata: Metadata | None, note: str | None = None
+    ) -> tuple[dict[str, Any], bytes]:
+        """The document and its JSON (``orjson.dumps`` of it), its parts' JSON written once each."""
+        doc, parts = self._assembled(metadata, note, False)
+        return doc, self._json(doc, parts)
+
+    def _json(self, doc: dict[str, Any], parts: list[Part] | None) -> bytes:
+        """``doc``'s JSON, with its paths, schemas and tags put together from the parts'."""
+        own = self._own_json
+        if parts is None or any(not own[1].isdisjoint(part.paths) for part in parts):
+            return orjson.dumps(doc)  # built in one pass (or a path twice): as it is
+        entities = [part for part in parts if part.tag is not None]
+        paths = b",".join([*(part.json[0] for part in entities), *([own[0]] if own[0] else [])])
+        schemas = b",".join([own[2], *(part.json[1] for part in parts if part.json[1])])
+        tags = b",".join([*(part.json[2] for part in entities), own[3]])
+        components = {**doc["components"], "schemas": orjson.Fragment(b"{" + schemas + b"}")}
+        return orjson.dumps(
+            {
+                **doc,
+                "paths": orjson.Fragment(b"{" + paths + b"}"),
+                "components": components,
+                "tags": orjson.Fragment(b"[" + tags + b"]"),
+            }
+        )
+
+    @cached_property
+    def _own_json(self) -> tuple[bytes, frozenset[str], bytes, bytes]:
+        """The gateway's own paths (inside the braces) and their keys, the skeleton's schemas
+        (inside) and the tags after the entities' (inside the brackets)."""
+        return (
+            orjson.dumps(self.own)[1:-1],
+            frozenset(self.own),
+            orjson.dumps(self.doc["components"]["schemas"])[1:-1],
+            orjson.dumps(_TAGS)[1:-1],
+        )
+
+    def _assembled(
+        self, metadata: Metadata | None, note: str | None, one_pass: bool
+    ) -> tuple[dict[str, Any], list[Part] | None]:
+        """The document, and the parts it was put together from (None: built in one pass)."""
+        made: list[Part] | None = []
         doc = dict(self.doc)
         components = doc["components"] = dict(doc["components"])
         schemas = components["schemas"] = dict(components["schemas"])
@@ -809,8 +860,9 @@ class Skeleton:
         if metadata is not None:
             entities = sorted(metadata.entities, key=lambda e: e["name"])
             parts = [] if one_pass else [self.part(ent) for ent in entities]
+            made = parts
             if one_pass or not _apart(parts):
-                parts = self._one_pass(entities)
+                parts, made = self._one_pass(entities), None
             for part in parts:
                 schemas.update(part.schemas)
                 if part.tag is not None:
@@ -829,15 +881,22 @@ class Skeleton:
             description.append(note)
         info["description"] = "\n\n".join(d for d in description if d)
         doc["paths"] = {**entity_paths, **self.own}
-        doc["tags"] = [
-            *tags,
-            {"name": "APIv4", "description": "Any APIv4 entity and action"},
-            {"name": "APIv3", "description": "Any APIv3 entity and action"},
-            described.SERVICE_TAG,
-        ]
+        doc["tags"] = [*tags, *_TAGS]
         # Keys in a stable, conventional order (servers right after info).
         order = ("openapi", "info", "servers", "paths", "components", "tags")
-        return {**{k: doc[k] for k in order if k in doc}, **{k: v for k, v in doc.items() if k not in order}}
+        ordered = {
+            **{k: doc[k] for k in order if k in doc},
+            **{k: v for k, v in doc.items() if k not in order},
+        }
+        return ordered, made
+
+
+# The tags after the entities'.
+_TAGS = (
+    {"name": "APIv4", "description": "Any APIv4 entity and action"},
+    {"name": "APIv3", "description": "Any APIv3 entity and action"},
+    described.SERVICE_TAG,
+)
 
 
 def _content_key(ent: dict[str, Any]) -> bytes | None:
